@@ -1,0 +1,712 @@
+//! The one `Config`: built from defaults < `spheroseg.toml` (`--config FILE`) < environment
+//! (`SPHEROSEG_…` and the replaced system's names) < command-line flags, validated once into typed
+//! values and passed down. Nothing else reads the environment.
+//!
+//! Every layer is a [`Layer`] of optional values; the first layer that sets a key wins from the top.
+//! A bad value is one [`ConfigError`] that names the key and where the value came from.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::queue::{Backoff, QueueOptions, Retention};
+
+/// A configuration value that cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("invalid configuration: {key} (from {origin}): {message}")]
+pub struct ConfigError {
+    /// The key as written in `spheroseg.toml`, e.g. `queue.max_attempts`.
+    pub key: String,
+    /// Where the value came from: the file, an environment variable or a flag.
+    pub origin: String,
+    pub message: String,
+}
+
+/// Which segmenter a job uses when it does not say.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SegmenterKind {
+    #[default]
+    Builtin,
+    Http,
+    Command,
+}
+
+impl FromStr for SegmenterKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "builtin" => Ok(SegmenterKind::Builtin),
+            "http" => Ok(SegmenterKind::Http),
+            "command" => Ok(SegmenterKind::Command),
+            _ => Err(format!("expected builtin, http or command, got {s:?}")),
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub bind: SocketAddr,
+    pub workers: usize,
+    /// Required when `bind` is not a loopback address. Shown as `"<set>"` by `config show`.
+    #[serde(serialize_with = "redact")]
+    pub api_token: Option<String>,
+    pub segmenter: SegmenterKind,
+    pub shutdown_grace_secs: u64,
+    pub queue: QueueConfig,
+    pub retention: RetentionConfig,
+    pub ml: MlConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct QueueConfig {
+    pub max_attempts: u32,
+    pub backoff_base_ms: u64,
+    pub backoff_factor: f64,
+    pub backoff_jitter: f64,
+    pub backoff_cap_secs: u64,
+    /// 0 is strict priority.
+    pub aging_secs: u64,
+    pub lease_ttl_secs: u64,
+    pub cache_mb: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RetentionConfig {
+    pub completed_days: u64,
+    pub failed_days: u64,
+    pub cancelled_days: u64,
+    pub max_per_state: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MlConfig {
+    pub url: Option<String>,
+    pub timeout_ms: u64,
+    pub error_threshold_pct: u32,
+    pub reset_timeout_ms: u64,
+}
+
+fn redact<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(_) => s.serialize_some("<set>"),
+        None => s.serialize_none(),
+    }
+}
+
+/// One source's values; `None` leaves the key to the layers below.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Layer {
+    pub data_dir: Option<PathBuf>,
+    pub bind: Option<String>,
+    pub workers: Option<usize>,
+    pub api_token: Option<String>,
+    pub segmenter: Option<SegmenterKind>,
+    pub shutdown_grace_secs: Option<u64>,
+    pub queue: QueueLayer,
+    pub retention: RetentionLayer,
+    pub ml: MlLayer,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueLayer {
+    pub max_attempts: Option<u32>,
+    pub backoff_base_ms: Option<u64>,
+    pub backoff_factor: Option<f64>,
+    pub backoff_jitter: Option<f64>,
+    pub backoff_cap_secs: Option<u64>,
+    pub aging_secs: Option<u64>,
+    pub lease_ttl_secs: Option<u64>,
+    pub cache_mb: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionLayer {
+    pub completed_days: Option<u64>,
+    pub failed_days: Option<u64>,
+    pub cancelled_days: Option<u64>,
+    pub max_per_state: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MlLayer {
+    pub url: Option<String>,
+    pub timeout_ms: Option<u64>,
+    pub error_threshold_pct: Option<u32>,
+    pub reset_timeout_ms: Option<u64>,
+}
+
+/// Where each layer comes from.
+#[derive(Debug, Default)]
+pub struct Sources {
+    /// `--config FILE`; when absent, `./spheroseg.toml` is read if it exists.
+    pub file: Option<PathBuf>,
+    /// The process environment (injected so tests need not change it).
+    pub env: HashMap<String, String>,
+    /// Values from command-line flags.
+    pub flags: Layer,
+}
+
+/// The environment variables read, with the key each sets. Earlier names win over later ones for
+/// the same key, so `SPHEROSEG_WORKERS` beats `QUEUE_CONCURRENCY`.
+const ENV: &[(&str, &str)] = &[
+    ("SPHEROSEG_DATA_DIR", "data_dir"),
+    ("SPHEROSEG_BIND", "bind"),
+    ("SPHEROSEG_WORKERS", "workers"),
+    ("QUEUE_CONCURRENCY", "workers"),
+    ("SPHEROSEG_API_TOKEN", "api_token"),
+    ("SPHEROSEG_SEGMENTER", "segmenter"),
+    ("SPHEROSEG_SHUTDOWN_GRACE_SECS", "shutdown_grace_secs"),
+    ("SPHEROSEG_MAX_ATTEMPTS", "queue.max_attempts"),
+    ("SPHEROSEG_AGING_SECS", "queue.aging_secs"),
+    ("SPHEROSEG_LEASE_TTL_SECS", "queue.lease_ttl_secs"),
+    ("SPHEROSEG_ML_URL", "ml.url"),
+    ("ML_SERVICE_URL", "ml.url"),
+    ("ML_SERVICE_TIMEOUT", "ml.timeout_ms"),
+    ("ML_ERROR_THRESHOLD", "ml.error_threshold_pct"),
+    ("ML_RESET_TIMEOUT", "ml.reset_timeout_ms"),
+];
+
+/// Variables of the replaced deployment that mean nothing here.
+const IGNORED_ENV: &[&str] = &["REDIS_URL", "DATABASE_URL"];
+
+impl Config {
+    /// Builds and validates the configuration from all its sources.
+    pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
+        let mut origins: HashMap<&'static str, String> = HashMap::new();
+        let mut merged = Layer::default();
+        // Lowest layer first; each `set` overwrites what lay below.
+        let (file_layer, file_name) = read_file(sources.file.as_deref())?;
+        if let Some(name) = &file_name {
+            overlay(&mut merged, &file_layer, name, &mut origins);
+        }
+        let env_layer = env_layer(&sources.env, &mut origins)?;
+        overlay(&mut merged, &env_layer, "", &mut origins);
+        overlay(
+            &mut merged,
+            &sources.flags,
+            "command-line flag",
+            &mut origins,
+        );
+        validate(merged, &origins)
+    }
+
+    /// What the queue needs of it.
+    pub fn queue_options(&self) -> QueueOptions {
+        QueueOptions {
+            backoff: Backoff {
+                base: Duration::from_millis(self.queue.backoff_base_ms),
+                factor: self.queue.backoff_factor,
+                jitter: self.queue.backoff_jitter,
+                cap: Duration::from_secs(self.queue.backoff_cap_secs),
+            },
+            aging: (self.queue.aging_secs > 0).then(|| Duration::from_secs(self.queue.aging_secs)),
+            max_attempts: self.queue.max_attempts,
+            cache_bytes: (self.queue.cache_mb as usize) << 20,
+            ..QueueOptions::default()
+        }
+    }
+
+    pub fn retention(&self) -> Retention {
+        let days = |d: u64| Duration::from_secs(d * 86_400);
+        Retention {
+            completed_age: days(self.retention.completed_days),
+            failed_age: days(self.retention.failed_days),
+            cancelled_age: days(self.retention.cancelled_days),
+            max_count: self.retention.max_per_state,
+        }
+    }
+
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_secs(self.queue.lease_ttl_secs)
+    }
+
+    /// The database file inside the data directory.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("spheroseg.redb")
+    }
+
+    /// The effective configuration as TOML (the token redacted).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("Config serialises to TOML")
+    }
+
+    /// Names of the replaced deployment's variables that are set but ignored.
+    pub fn ignored_env(env: &HashMap<String, String>) -> Vec<String> {
+        let mut v: Vec<String> = env
+            .keys()
+            .filter(|k| IGNORED_ENV.contains(&k.as_str()) || k.starts_with("DB_POOL_"))
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+fn read_file(explicit: Option<&Path>) -> Result<(Layer, Option<String>), ConfigError> {
+    let path = match explicit {
+        Some(p) => p.to_owned(),
+        None => {
+            let p = PathBuf::from("spheroseg.toml");
+            if !p.exists() {
+                return Ok((Layer::default(), None));
+            }
+            p
+        }
+    };
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(&path).map_err(|e| ConfigError {
+        key: "--config".into(),
+        origin: name.clone(),
+        message: format!("cannot read the file: {e}"),
+    })?;
+    let layer: Layer = toml::from_str(&text).map_err(|e| ConfigError {
+        key: e.span().map_or_else(
+            || "the file".to_owned(),
+            |s| format!("line {}", text[..s.start].matches('\n').count() + 1),
+        ),
+        origin: name.clone(),
+        message: e.message().to_owned(),
+    })?;
+    Ok((layer, Some(name)))
+}
+
+fn env_layer(
+    env: &HashMap<String, String>,
+    origins: &mut HashMap<&'static str, String>,
+) -> Result<Layer, ConfigError> {
+    let mut l = Layer::default();
+    // Walk from the lowest-precedence name up so the first-listed name is applied last and wins.
+    for &(var, key) in ENV.iter().rev() {
+        let Some(raw) = env.get(var) else { continue };
+        let origin = format!("environment variable {var}");
+        let bad = |message: String| ConfigError {
+            key: key.into(),
+            origin: origin.clone(),
+            message,
+        };
+        fn num<T: FromStr>(raw: &str) -> Result<T, String>
+        where
+            T::Err: fmt::Display,
+        {
+            raw.trim()
+                .parse()
+                .map_err(|e| format!("{raw:?} is not a number: {e}"))
+        }
+        match key {
+            "data_dir" => l.data_dir = Some(raw.into()),
+            "bind" => l.bind = Some(raw.clone()),
+            "workers" => l.workers = Some(num(raw).map_err(bad)?),
+            "api_token" => l.api_token = Some(raw.clone()),
+            "segmenter" => l.segmenter = Some(raw.parse().map_err(bad)?),
+            "shutdown_grace_secs" => l.shutdown_grace_secs = Some(num(raw).map_err(bad)?),
+            "queue.max_attempts" => l.queue.max_attempts = Some(num(raw).map_err(bad)?),
+            "queue.aging_secs" => l.queue.aging_secs = Some(num(raw).map_err(bad)?),
+            "queue.lease_ttl_secs" => l.queue.lease_ttl_secs = Some(num(raw).map_err(bad)?),
+            "ml.url" => l.ml.url = Some(raw.clone()),
+            "ml.timeout_ms" => l.ml.timeout_ms = Some(num(raw).map_err(bad)?),
+            "ml.error_threshold_pct" => l.ml.error_threshold_pct = Some(num(raw).map_err(bad)?),
+            "ml.reset_timeout_ms" => l.ml.reset_timeout_ms = Some(num(raw).map_err(bad)?),
+            other => unreachable!("ENV names key {other} that env_layer does not set"),
+        }
+        origins.insert(key, origin);
+    }
+    Ok(l)
+}
+
+/// Copies every value `top` sets over `base`, remembering where it came from. An empty `origin`
+/// keeps the origins already recorded (the environment layer records its own, per variable).
+fn overlay(
+    base: &mut Layer,
+    top: &Layer,
+    origin: &str,
+    origins: &mut HashMap<&'static str, String>,
+) {
+    macro_rules! take {
+        ($($field:ident).+, $key:literal) => {
+            if let Some(v) = &top.$($field).+ {
+                base.$($field).+ = Some(v.clone());
+                if !origin.is_empty() {
+                    origins.insert($key, origin.to_owned());
+                }
+            }
+        };
+    }
+    take!(data_dir, "data_dir");
+    take!(bind, "bind");
+    take!(workers, "workers");
+    take!(api_token, "api_token");
+    take!(segmenter, "segmenter");
+    take!(shutdown_grace_secs, "shutdown_grace_secs");
+    take!(queue.max_attempts, "queue.max_attempts");
+    take!(queue.backoff_base_ms, "queue.backoff_base_ms");
+    take!(queue.backoff_factor, "queue.backoff_factor");
+    take!(queue.backoff_jitter, "queue.backoff_jitter");
+    take!(queue.backoff_cap_secs, "queue.backoff_cap_secs");
+    take!(queue.aging_secs, "queue.aging_secs");
+    take!(queue.lease_ttl_secs, "queue.lease_ttl_secs");
+    take!(queue.cache_mb, "queue.cache_mb");
+    take!(retention.completed_days, "retention.completed_days");
+    take!(retention.failed_days, "retention.failed_days");
+    take!(retention.cancelled_days, "retention.cancelled_days");
+    take!(retention.max_per_state, "retention.max_per_state");
+    take!(ml.url, "ml.url");
+    take!(ml.timeout_ms, "ml.timeout_ms");
+    take!(ml.error_threshold_pct, "ml.error_threshold_pct");
+    take!(ml.reset_timeout_ms, "ml.reset_timeout_ms");
+}
+
+fn validate(l: Layer, origins: &HashMap<&'static str, String>) -> Result<Config, ConfigError> {
+    let err = |key: &str, message: String| ConfigError {
+        key: key.to_owned(),
+        origin: origins
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| "default".into()),
+        message,
+    };
+    fn range<T: PartialOrd + fmt::Display + Copy>(
+        v: T,
+        lo: T,
+        hi: T,
+        unit: &str,
+    ) -> Result<T, String> {
+        if v < lo || v > hi {
+            Err(format!("{v} is out of range: use {lo} to {hi}{unit}"))
+        } else {
+            Ok(v)
+        }
+    }
+
+    let bind_raw = l.bind.unwrap_or_else(|| "127.0.0.1:5001".into());
+    let bind: SocketAddr = bind_raw.parse().map_err(|_| {
+        err(
+            "bind",
+            format!("{bind_raw:?} is not an address:port such as 127.0.0.1:5001"),
+        )
+    })?;
+    let api_token = l.api_token.filter(|t| !t.is_empty());
+    if !bind.ip().is_loopback() && api_token.is_none() {
+        return Err(err(
+            "bind",
+            format!(
+                "binding to {bind} exposes spheroseg beyond this machine: set api_token as well"
+            ),
+        ));
+    }
+    let default_workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let workers = range(l.workers.unwrap_or(default_workers), 1, 256, " workers")
+        .map_err(|m| err("workers", m))?;
+
+    let q = l.queue;
+    let queue = QueueConfig {
+        max_attempts: range(q.max_attempts.unwrap_or(3), 1, 100, "")
+            .map_err(|m| err("queue.max_attempts", m))?,
+        backoff_base_ms: range(q.backoff_base_ms.unwrap_or(2000), 1, 3_600_000, " ms")
+            .map_err(|m| err("queue.backoff_base_ms", m))?,
+        backoff_factor: range(q.backoff_factor.unwrap_or(2.0), 1.0, 10.0, "")
+            .map_err(|m| err("queue.backoff_factor", m))?,
+        backoff_jitter: range(q.backoff_jitter.unwrap_or(0.2), 0.0, 1.0, "")
+            .map_err(|m| err("queue.backoff_jitter", m))?,
+        backoff_cap_secs: range(q.backoff_cap_secs.unwrap_or(300), 1, 86_400, " s")
+            .map_err(|m| err("queue.backoff_cap_secs", m))?,
+        aging_secs: range(
+            q.aging_secs.unwrap_or(0),
+            0,
+            86_400,
+            " s (0 turns aging off)",
+        )
+        .map_err(|m| err("queue.aging_secs", m))?,
+        lease_ttl_secs: range(q.lease_ttl_secs.unwrap_or(60), 5, 3600, " s")
+            .map_err(|m| err("queue.lease_ttl_secs", m))?,
+        cache_mb: range(q.cache_mb.unwrap_or(64), 4, 65_536, " MiB")
+            .map_err(|m| err("queue.cache_mb", m))?,
+    };
+    let r = l.retention;
+    let retention = RetentionConfig {
+        completed_days: range(r.completed_days.unwrap_or(7), 0, 36_500, " days")
+            .map_err(|m| err("retention.completed_days", m))?,
+        failed_days: range(r.failed_days.unwrap_or(30), 0, 36_500, " days")
+            .map_err(|m| err("retention.failed_days", m))?,
+        cancelled_days: range(r.cancelled_days.unwrap_or(30), 0, 36_500, " days")
+            .map_err(|m| err("retention.cancelled_days", m))?,
+        max_per_state: range(r.max_per_state.unwrap_or(100_000), 1, u64::MAX / 2, "")
+            .map_err(|m| err("retention.max_per_state", m))?,
+    };
+    let m = l.ml;
+    let url = m.url.filter(|u| !u.is_empty());
+    if let Some(u) = &url
+        && !(u.starts_with("http://") || u.starts_with("https://"))
+    {
+        return Err(err(
+            "ml.url",
+            format!("{u:?} is not an http:// or https:// URL"),
+        ));
+    }
+    let ml = MlConfig {
+        timeout_ms: range(m.timeout_ms.unwrap_or(300_000), 100, 86_400_000, " ms")
+            .map_err(|e| err("ml.timeout_ms", e))?,
+        error_threshold_pct: range(m.error_threshold_pct.unwrap_or(50), 1, 100, " %")
+            .map_err(|e| err("ml.error_threshold_pct", e))?,
+        reset_timeout_ms: range(m.reset_timeout_ms.unwrap_or(60_000), 100, 86_400_000, " ms")
+            .map_err(|e| err("ml.reset_timeout_ms", e))?,
+        url,
+    };
+    let segmenter = l.segmenter.unwrap_or_default();
+    if segmenter == SegmenterKind::Http && ml.url.is_none() {
+        return Err(err(
+            "segmenter",
+            "the http segmenter needs ml.url (or ML_SERVICE_URL)".into(),
+        ));
+    }
+    Ok(Config {
+        data_dir: l
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from("./spheroseg-data")),
+        bind,
+        workers,
+        api_token,
+        segmenter,
+        shutdown_grace_secs: range(l.shutdown_grace_secs.unwrap_or(30), 0, 3600, " s")
+            .map_err(|m| err("shutdown_grace_secs", m))?,
+        queue,
+        retention,
+        ml,
+    })
+}
+
+/// The commented example printed by `spheroseg config default`; every value is the default.
+pub const DEFAULT_TOML: &str = r#"# spheroseg.toml: every key is optional; shown here with its default.
+# Precedence: defaults < this file (--config FILE, or ./spheroseg.toml) < environment < flags.
+
+# Where the database (spheroseg.redb) and the original images live. Env: SPHEROSEG_DATA_DIR
+data_dir = "./spheroseg-data"
+# Address of the HTTP server and status page. Env: SPHEROSEG_BIND
+# Anything but a loopback address requires api_token.
+bind = "127.0.0.1:5001"
+# Worker threads segmenting images; default: the number of CPU cores.
+# Env: SPHEROSEG_WORKERS, or QUEUE_CONCURRENCY as in the replaced deployment.
+# workers = 4
+# Bearer token required by the API when set. Env: SPHEROSEG_API_TOKEN
+# api_token = "change-me"
+# Segmenter for jobs that do not name one: builtin, http or command. Env: SPHEROSEG_SEGMENTER
+segmenter = "builtin"
+# Seconds running jobs get to finish on shutdown. Env: SPHEROSEG_SHUTDOWN_GRACE_SECS
+shutdown_grace_secs = 30
+
+[queue]
+# Attempts per job before it fails. Env: SPHEROSEG_MAX_ATTEMPTS
+max_attempts = 3
+# Retry backoff: base * factor^(attempt-1), +-jitter, capped.
+backoff_base_ms = 2000
+backoff_factor = 2.0
+backoff_jitter = 0.2
+backoff_cap_secs = 300
+# Lift a waiting job one priority level per this many seconds; 0 = strict priority.
+# Env: SPHEROSEG_AGING_SECS
+aging_secs = 0
+# A running job's lease; renewed while it runs. Env: SPHEROSEG_LEASE_TTL_SECS
+lease_ttl_secs = 60
+# Database page cache in MiB.
+cache_mb = 64
+
+[retention]
+# Finished jobs are removed after this many days, and beyond this many per state.
+completed_days = 7
+failed_days = 30
+cancelled_days = 30
+max_per_state = 100000
+
+[ml]
+# A remote ML service speaking POST {url}/segment. Env: SPHEROSEG_ML_URL or ML_SERVICE_URL
+# url = "http://127.0.0.1:5002"
+# Env: ML_SERVICE_TIMEOUT (ms)
+timeout_ms = 300000
+# Failure rate that opens the circuit breaker. Env: ML_ERROR_THRESHOLD (%)
+error_threshold_pct = 50
+# How long the breaker stays open before a trial call. Env: ML_RESET_TIMEOUT (ms)
+reset_timeout_ms = 60000
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn load(file: Option<&str>, e: &[(&str, &str)], flags: Layer) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = file.map(|text| {
+            let p = dir.path().join("spheroseg.toml");
+            std::fs::write(&p, text).expect("write");
+            p
+        });
+        Config::load(&Sources {
+            file: path,
+            env: env(e),
+            flags,
+        })
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = load(None, &[], Layer::default()).expect("defaults load");
+        assert_eq!(c.bind, "127.0.0.1:5001".parse().expect("addr"));
+        assert_eq!(c.data_dir, PathBuf::from("./spheroseg-data"));
+        assert_eq!(c.queue.max_attempts, 3);
+        assert_eq!(c.ml.timeout_ms, 300_000);
+        assert_eq!(c.ml.error_threshold_pct, 50);
+        assert_eq!(c.ml.reset_timeout_ms, 60_000);
+        assert_eq!(c.retention.completed_days, 7);
+        assert!(c.workers >= 1);
+    }
+
+    #[test]
+    fn the_printed_default_file_is_valid_and_means_the_defaults() {
+        let from_file = load(Some(DEFAULT_TOML), &[], Layer::default()).expect("example loads");
+        let defaults = load(None, &[], Layer::default()).expect("defaults load");
+        assert_eq!(from_file, defaults);
+    }
+
+    #[test]
+    fn precedence_is_file_then_env_then_flags() {
+        let file = "workers = 3\n[queue]\nmax_attempts = 4\naging_secs = 10\n";
+        let c = load(Some(file), &[], Layer::default()).expect("loads");
+        assert_eq!(
+            (c.workers, c.queue.max_attempts, c.queue.aging_secs),
+            (3, 4, 10)
+        );
+
+        let c = load(
+            Some(file),
+            &[("QUEUE_CONCURRENCY", "5"), ("SPHEROSEG_MAX_ATTEMPTS", "6")],
+            Layer::default(),
+        )
+        .expect("loads");
+        assert_eq!(
+            (c.workers, c.queue.max_attempts, c.queue.aging_secs),
+            (5, 6, 10)
+        );
+
+        let c = load(
+            Some(file),
+            &[("QUEUE_CONCURRENCY", "5"), ("SPHEROSEG_WORKERS", "7")],
+            Layer::default(),
+        )
+        .expect("loads");
+        assert_eq!(c.workers, 7, "SPHEROSEG_WORKERS beats QUEUE_CONCURRENCY");
+
+        let flags = Layer {
+            workers: Some(8),
+            ..Layer::default()
+        };
+        let c = load(Some(file), &[("SPHEROSEG_WORKERS", "7")], flags).expect("loads");
+        assert_eq!(c.workers, 8, "flags beat the environment");
+    }
+
+    #[test]
+    fn replaced_design_names_set_the_ml_values() {
+        let c = load(
+            None,
+            &[
+                ("ML_SERVICE_URL", "http://ml:5002"),
+                ("ML_SERVICE_TIMEOUT", "120000"),
+                ("ML_ERROR_THRESHOLD", "25"),
+                ("ML_RESET_TIMEOUT", "30000"),
+            ],
+            Layer::default(),
+        )
+        .expect("loads");
+        assert_eq!(c.ml.url.as_deref(), Some("http://ml:5002"));
+        assert_eq!(c.ml.timeout_ms, 120_000);
+        assert_eq!(c.ml.error_threshold_pct, 25);
+        assert_eq!(c.ml.reset_timeout_ms, 30_000);
+    }
+
+    #[test]
+    fn bad_values_name_key_and_origin() {
+        let e = load(None, &[("QUEUE_CONCURRENCY", "lots")], Layer::default()).unwrap_err();
+        assert_eq!(e.key, "workers");
+        assert_eq!(e.origin, "environment variable QUEUE_CONCURRENCY");
+
+        let e = load(Some("[queue]\nmax_attempts = 0\n"), &[], Layer::default()).unwrap_err();
+        assert_eq!(e.key, "queue.max_attempts");
+        assert!(e.origin.ends_with("spheroseg.toml"), "{e}");
+        assert!(e.to_string().contains("use 1 to 100"), "{e}");
+
+        let e = load(None, &[("ML_ERROR_THRESHOLD", "150")], Layer::default()).unwrap_err();
+        assert_eq!(e.key, "ml.error_threshold_pct");
+
+        let e = load(Some("wokers = 3\n"), &[], Layer::default()).unwrap_err();
+        assert!(e.message.contains("unknown field"), "{e}");
+
+        let e = load(None, &[("SPHEROSEG_BIND", "nowhere")], Layer::default()).unwrap_err();
+        assert_eq!(e.key, "bind");
+
+        let e = load(None, &[("SPHEROSEG_SEGMENTER", "magic")], Layer::default()).unwrap_err();
+        assert_eq!(e.key, "segmenter");
+    }
+
+    #[test]
+    fn binding_beyond_loopback_requires_a_token() {
+        let e = load(
+            None,
+            &[("SPHEROSEG_BIND", "0.0.0.0:5001")],
+            Layer::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "bind");
+        assert!(e.message.contains("api_token"), "{e}");
+        let c = load(
+            None,
+            &[
+                ("SPHEROSEG_BIND", "0.0.0.0:5001"),
+                ("SPHEROSEG_API_TOKEN", "s3cret"),
+            ],
+            Layer::default(),
+        )
+        .expect("loads with a token");
+        assert!(!c.to_toml().contains("s3cret"), "token is redacted");
+    }
+
+    #[test]
+    fn http_segmenter_needs_a_url() {
+        let e = load(None, &[("SPHEROSEG_SEGMENTER", "http")], Layer::default()).unwrap_err();
+        assert_eq!(e.key, "segmenter");
+    }
+
+    #[test]
+    fn ignored_legacy_variables_are_listed() {
+        let e = env(&[
+            ("REDIS_URL", "redis://x"),
+            ("DB_POOL_MAX", "10"),
+            ("HOME", "/"),
+        ]);
+        assert_eq!(Config::ignored_env(&e), vec!["DB_POOL_MAX", "REDIS_URL"]);
+    }
+
+    #[test]
+    fn config_show_output_is_toml() {
+        let c = load(None, &[], Layer::default()).expect("loads");
+        let shown = c.to_toml();
+        assert!(shown.contains("bind = \"127.0.0.1:5001\""), "{shown}");
+        assert!(shown.contains("[queue]"), "{shown}");
+    }
+}

@@ -1,0 +1,432 @@
+//! The durable priority queue: the handle every other part of spheroseg uses.
+//!
+//! Writes go to the single writer thread (`queue/writer.rs`) as commands with a oneshot reply; the
+//! writer group-commits everything waiting into one redb transaction. A call that must be durable
+//! (enqueue, complete, fail, cancel, retry, priority, pause) returns only after its commit reached
+//! the disk; lease, heartbeat, progress and sweep ride in non-durable commits, which is safe because
+//! a crash turns every `active` job back into a queued one at the next open. Reads take a redb
+//! snapshot on the caller's thread. See DESIGN.md, "The queue: the contract".
+
+mod model;
+mod stats;
+mod store;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+pub use model::{
+    Backoff, Enqueued, FailOutcome, ImageRef, Job, JobError, JobFilter, JobId, JobState, Lease,
+    Millis, NewJob, Page, Priority, ResultRef, Retention, RetentionReport, SegmenterChoice,
+    SweepReport,
+};
+pub use stats::{Percentiles, QueueStats, StateCounts, Throughput};
+pub use store::OpenReport;
+
+use crate::clock::Clock;
+use stats::Recent;
+use store::Store;
+use writer::{Command, Op};
+
+/// Everything that can go wrong in the queue.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// No job has this id (it never existed or retention removed it).
+    #[error("job {0} not found")]
+    NotFound(JobId),
+    /// A worker reported on an attempt that is no longer the job's current one.
+    #[error(
+        "attempt {attempt} of job {id} is no longer current (the job is {state}, attempt {current})"
+    )]
+    Stale {
+        id: JobId,
+        attempt: u32,
+        current: u32,
+        state: JobState,
+    },
+    /// The action does not apply to a job in this state.
+    #[error("cannot {action} job {id}: it is {state}")]
+    InvalidState {
+        id: JobId,
+        state: JobState,
+        action: &'static str,
+    },
+    /// A submitted value is out of range.
+    #[error("invalid job: {0}")]
+    Invalid(String),
+    /// Another process holds the database file.
+    #[error(
+        "database {} is in use by another spheroseg process; stop it or choose another --data-dir",
+        path.display()
+    )]
+    AlreadyOpen { path: PathBuf },
+    /// The file was written by a newer spheroseg.
+    #[error(
+        "database {} has schema version {found}, but this spheroseg supports up to version {supported}: \
+         it was written by a newer spheroseg; upgrade, or restore an older backup",
+        path.display()
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: u64,
+        supported: u64,
+    },
+    /// The file or a record in it cannot be read.
+    #[error("database is damaged or not a spheroseg database: {detail}")]
+    Corrupt { detail: String },
+    /// Reading or copying a file failed.
+    #[error("i/o error on {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The storage engine failed.
+    #[error("storage error: {0}")]
+    Storage(Box<dyn std::error::Error + Send + Sync>),
+    /// The writer thread has stopped (the queue was closed or the writer failed).
+    #[error("the queue is closed")]
+    Closed,
+}
+
+impl QueueError {
+    /// A stable kebab-case code for the API.
+    pub fn code(&self) -> &'static str {
+        match self {
+            QueueError::NotFound(_) => "job-not-found",
+            QueueError::Stale { .. } => "stale-attempt",
+            QueueError::InvalidState { .. } => "invalid-state",
+            QueueError::Invalid(_) => "invalid-job",
+            QueueError::AlreadyOpen { .. } => "database-in-use",
+            QueueError::NewerSchema { .. } => "database-too-new",
+            QueueError::Corrupt { .. } => "database-corrupt",
+            QueueError::Io { .. } => "io-error",
+            QueueError::Storage(_) => "storage-error",
+            QueueError::Closed => "queue-closed",
+        }
+    }
+
+    /// Whether the same call may succeed later.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, QueueError::Storage(_) | QueueError::Io { .. })
+    }
+}
+
+/// How the queue behaves; built from `Config`.
+#[derive(Clone, Debug)]
+pub struct QueueOptions {
+    pub backoff: Backoff,
+    /// Lift a waiting job one priority level per this much waiting; `None` is strict priority.
+    pub aging: Option<Duration>,
+    pub max_attempts: u32,
+    /// redb page cache.
+    pub cache_bytes: usize,
+    /// The most commands one transaction takes.
+    pub max_batch: usize,
+}
+
+impl Default for QueueOptions {
+    fn default() -> Self {
+        QueueOptions {
+            backoff: Backoff::default(),
+            aging: None,
+            max_attempts: 3,
+            cache_bytes: 64 << 20,
+            max_batch: 4096,
+        }
+    }
+}
+
+/// The queue handle: cheap to clone, safe to use from any thread or task.
+#[derive(Clone)]
+pub struct Queue {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// `None` once closed, so the database file is released.
+    store: std::sync::RwLock<Option<Arc<Store>>>,
+    tx: Mutex<Option<crossbeam_channel::Sender<Command>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    recent: Arc<Mutex<Recent>>,
+    clock: Arc<dyn Clock>,
+}
+
+/// What `Queue::open` recovered.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    pub open: OpenReport,
+    /// Jobs found `active` from the previous process, now queued again (or failed when they kept
+    /// interrupting restarts).
+    pub orphans: Vec<JobId>,
+}
+
+impl Queue {
+    /// Opens (or creates) the database at `path`, migrates it if needed, and requeues every job the
+    /// previous process left `active` before any other command runs.
+    pub fn open(
+        path: &Path,
+        options: QueueOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Result<(Queue, Recovery), QueueError> {
+        let (store, report) = Store::open(path, options.cache_bytes)?;
+        let store = Arc::new(store);
+        let recent = Arc::new(Mutex::new(Recent::default()));
+        let orphans = writer::recover(&store, &options, clock.now())?;
+        if !orphans.is_empty() {
+            tracing::info!(
+                count = orphans.len(),
+                "requeued jobs left active by the previous process"
+            );
+        }
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let handle = writer::spawn(
+            Arc::clone(&store),
+            rx,
+            options,
+            Arc::clone(&clock),
+            Arc::clone(&recent),
+        )?;
+        let queue = Queue {
+            inner: Arc::new(Inner {
+                store: std::sync::RwLock::new(Some(store)),
+                tx: Mutex::new(Some(tx)),
+                writer: Mutex::new(Some(handle)),
+                recent,
+                clock,
+            }),
+        };
+        Ok((
+            queue,
+            Recovery {
+                open: report,
+                orphans,
+            },
+        ))
+    }
+
+    /// Stops the writer after it committed everything sent so far, and waits for it. Later calls on
+    /// any clone fail with [`QueueError::Closed`].
+    pub fn close(&self) {
+        let sender = self.inner.tx.lock().expect("queue sender lock").take();
+        drop(sender);
+        let handle = self.inner.writer.lock().expect("queue writer lock").take();
+        if let Some(handle) = handle
+            && handle.join().is_err()
+        {
+            tracing::error!("queue writer thread panicked");
+        }
+        self.inner.store.write().expect("queue store lock").take();
+    }
+
+    fn store(&self) -> Result<Arc<Store>, QueueError> {
+        self.inner
+            .store
+            .read()
+            .expect("queue store lock")
+            .clone()
+            .ok_or(QueueError::Closed)
+    }
+
+    fn send<T>(
+        &self,
+        make: impl FnOnce(writer::Reply<T>) -> Op,
+    ) -> oneshot::Receiver<Result<T, QueueError>> {
+        let (reply, rx) = oneshot::channel();
+        let guard = self.inner.tx.lock().expect("queue sender lock");
+        if let Some(tx) = guard.as_ref() {
+            // A send error drops the reply, which the receiver reports as Closed.
+            let _ = tx.send(Command(make(reply)));
+        }
+        rx
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(writer::Reply<T>) -> Op) -> Result<T, QueueError> {
+        self.send(make).await.unwrap_or(Err(QueueError::Closed))
+    }
+
+    /// Enqueues one job; durable when it returns. With a dedupe key that a live job holds, returns
+    /// that job instead.
+    pub async fn enqueue(&self, job: NewJob) -> Result<Enqueued, QueueError> {
+        let mut v = self.enqueue_batch(vec![job]).await?;
+        v.pop().ok_or(QueueError::Closed)
+    }
+
+    /// Enqueues many jobs in one commit: all of them or, if one is invalid, none.
+    pub async fn enqueue_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, QueueError> {
+        self.call(|reply| Op::Enqueue { jobs, reply }).await
+    }
+
+    /// Leases up to `n` jobs, highest priority first (FIFO inside a level), for `ttl`.
+    pub async fn lease(&self, n: usize, ttl: Duration) -> Result<Vec<Lease>, QueueError> {
+        self.call(|reply| Op::Lease { n, ttl, reply }).await
+    }
+
+    /// Extends the leases of running jobs by `ttl` from now. Returns the ones that are no longer
+    /// current (cancelled, expired and re-leased): their workers should stop.
+    pub async fn heartbeat(
+        &self,
+        leases: Vec<(JobId, u32)>,
+        ttl: Duration,
+    ) -> Result<Vec<JobId>, QueueError> {
+        self.call(|reply| Op::Heartbeat { leases, ttl, reply })
+            .await
+    }
+
+    /// Records progress 0..=100 of a running attempt (not durable).
+    pub async fn progress(&self, id: JobId, attempt: u32, progress: u8) -> Result<(), QueueError> {
+        self.call(|reply| Op::Progress {
+            id,
+            attempt,
+            progress,
+            reply,
+        })
+        .await
+    }
+
+    /// Completes an attempt and stores its result in the same durable commit.
+    pub async fn complete(
+        &self,
+        id: JobId,
+        attempt: u32,
+        result: Vec<u8>,
+    ) -> Result<Job, QueueError> {
+        self.call(|reply| Op::Complete {
+            id,
+            attempt,
+            result,
+            reply,
+        })
+        .await
+    }
+
+    /// Fails an attempt: a transient error with attempts left waits out a backoff, anything else
+    /// fails the job.
+    pub async fn fail(
+        &self,
+        id: JobId,
+        attempt: u32,
+        error: JobError,
+    ) -> Result<FailOutcome, QueueError> {
+        self.call(|reply| Op::Fail {
+            id,
+            attempt,
+            error,
+            reply,
+        })
+        .await
+    }
+
+    /// Cancels a queued, delayed or active job. Returns the job as it was before, so the caller can
+    /// stop a running worker when it was active.
+    pub async fn cancel(&self, id: JobId) -> Result<Job, QueueError> {
+        self.call(|reply| Op::Cancel { id, reply }).await
+    }
+
+    /// Puts a failed or cancelled job back in the queue with a fresh set of attempts.
+    pub async fn retry(&self, id: JobId) -> Result<Job, QueueError> {
+        self.call(|reply| Op::Retry { id, reply }).await
+    }
+
+    /// Removes a finished job and its result.
+    pub async fn delete(&self, id: JobId) -> Result<Job, QueueError> {
+        self.call(|reply| Op::Delete { id, reply }).await
+    }
+
+    pub async fn change_priority(&self, id: JobId, priority: Priority) -> Result<Job, QueueError> {
+        self.call(|reply| Op::ChangePriority {
+            id,
+            priority,
+            reply,
+        })
+        .await
+    }
+
+    /// Pauses or resumes leasing; persisted across restarts.
+    pub async fn set_paused(&self, paused: bool) -> Result<(), QueueError> {
+        self.call(|reply| Op::SetPaused { paused, reply }).await
+    }
+
+    /// Moves delayed jobs whose backoff ended to the queue and requeues expired leases.
+    pub async fn sweep(&self) -> Result<SweepReport, QueueError> {
+        self.call(|reply| Op::Sweep { reply }).await
+    }
+
+    /// Removes finished jobs past their age or count limits (at most `limit` per call).
+    pub async fn retain(
+        &self,
+        retention: Retention,
+        limit: usize,
+    ) -> Result<RetentionReport, QueueError> {
+        self.call(|reply| Op::Retain {
+            retention,
+            limit,
+            reply,
+        })
+        .await
+    }
+
+    pub fn get(&self, id: JobId) -> Result<Option<Job>, QueueError> {
+        self.store()?.get(id)
+    }
+
+    /// The stored result bytes of a completed job.
+    pub fn result(&self, id: JobId) -> Result<Option<Vec<u8>>, QueueError> {
+        self.store()?.result(id)
+    }
+
+    /// Newest first; pass the previous page's `next` as `cursor`.
+    pub fn list(
+        &self,
+        filter: &JobFilter,
+        cursor: Option<JobId>,
+        limit: usize,
+    ) -> Result<Page, QueueError> {
+        self.store()?.list(filter, cursor, limit)
+    }
+
+    pub fn paused(&self) -> Result<bool, QueueError> {
+        self.store()?.paused()
+    }
+
+    /// When a delayed job or a lease next falls due (for the dispatcher's timer).
+    pub fn next_due(&self) -> Result<Option<Millis>, QueueError> {
+        self.store()?.next_due()
+    }
+
+    /// Counts, oldest wait and pause from one snapshot, plus the recent-window figures.
+    pub fn stats(&self) -> Result<QueueStats, QueueError> {
+        let now = self.inner.clock.now();
+        let store = self.store()?;
+        let snap = store.snapshot()?;
+        let mut stats = QueueStats::from_counts(snap.counts);
+        stats.oldest_queued_ms = snap.oldest_queued_at.map(|at| now.saturating_sub(at));
+        stats.paused = snap.paused;
+        stats.database_bytes = store.file_size();
+        self.inner
+            .recent
+            .lock()
+            .expect("recent stats lock")
+            .fill(now, &mut stats);
+        Ok(stats)
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The last handle going away closes the channel; join so the file is closed on return.
+        let sender = self.tx.get_mut().map(Option::take);
+        drop(sender);
+        if let Ok(slot) = self.writer.get_mut()
+            && let Some(handle) = slot.take()
+        {
+            let _ = handle.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

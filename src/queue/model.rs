@@ -1,0 +1,448 @@
+//! The queue's plain data: job ids, priorities, states, the job record and what callers pass in.
+//!
+//! Nothing here touches storage. A `Job` is what the store keeps (postcard-encoded behind a version
+//! byte, see `queue/store.rs`); every field that an index is built from is also in the record, so the
+//! indexes can always be rebuilt from the `jobs` table alone.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::segment::SegmentParams;
+
+/// Milliseconds since the Unix epoch, the queue's one unit of time.
+pub type Millis = u64;
+
+/// A job's id: a UUIDv7, so ids sort by creation time; shown as the hyphenated string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct JobId(pub u128);
+
+impl JobId {
+    /// A fresh time-ordered id.
+    pub fn new() -> Self {
+        JobId(uuid::Uuid::now_v7().as_u128())
+    }
+}
+
+impl Default for JobId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        uuid::Uuid::from_u128(self.0).hyphenated().fmt(f)
+    }
+}
+
+impl FromStr for JobId {
+    type Err = uuid::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(JobId(uuid::Uuid::parse_str(s)?.as_u128()))
+    }
+}
+
+/// Priority 1..=10; **higher runs sooner**; 5 by default. Construct with [`Priority::new`], which
+/// refuses out-of-range values instead of clamping them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Priority(u8);
+
+impl Priority {
+    pub const MIN: Priority = Priority(1);
+    pub const MAX: Priority = Priority(10);
+    pub const DEFAULT: Priority = Priority(5);
+
+    /// `Some` for 1..=10, `None` otherwise.
+    pub fn new(value: i64) -> Option<Self> {
+        (1..=10).contains(&value).then_some(Priority(value as u8))
+    }
+
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+
+impl Default for Priority {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+impl fmt::Display for Priority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Where a job is in its life. `Delayed` waits out a retry backoff and becomes `Queued`; the last
+/// three are final until a person retries the job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum JobState {
+    Queued,
+    Delayed,
+    Active,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 6] = [
+        JobState::Queued,
+        JobState::Delayed,
+        JobState::Active,
+        JobState::Completed,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
+
+    /// The stable lowercase name used in the API, the CLI and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Delayed => "delayed",
+            JobState::Active => "active",
+            JobState::Completed => "completed",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Completed, failed and cancelled: the job holds no lease and waits for nothing.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            JobState::Completed | JobState::Failed | JobState::Cancelled
+        )
+    }
+
+    pub(crate) fn index(self) -> u8 {
+        self as u8
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown job state {s:?}: expected queued, delayed, active, completed, failed or cancelled")
+            })
+    }
+}
+
+/// Why an attempt failed, as the job keeps it (the dead-letter view shows it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobError {
+    /// What went wrong, for a person.
+    pub message: String,
+    /// A stable kebab-case code, e.g. `decode-failed`, `ml-timeout`, `lease-expired`.
+    pub code: String,
+    /// Whether another attempt may succeed (timeouts, 5xx, out of GPU memory).
+    pub transient: bool,
+}
+
+impl JobError {
+    pub fn transient(code: &str, message: impl Into<String>) -> Self {
+        JobError {
+            message: message.into(),
+            code: code.to_owned(),
+            transient: true,
+        }
+    }
+
+    pub fn permanent(code: &str, message: impl Into<String>) -> Self {
+        JobError {
+            message: message.into(),
+            code: code.to_owned(),
+            transient: false,
+        }
+    }
+}
+
+/// The original image a job segments: a content-addressed file under `data_dir/images/`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRef {
+    /// Lowercase hex content hash; also the file name in the image store.
+    pub hash: String,
+    /// The name the image arrived with (upload file name or path), for people and exports.
+    pub name: String,
+    pub width: u32,
+    pub height: u32,
+    pub bytes: u64,
+}
+
+/// Which segmenter runs a job. `Http` and `Command` name a configured ML service.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SegmenterChoice {
+    #[default]
+    Builtin,
+    Http(String),
+    Command(String),
+}
+
+/// Where a finished job's result is: the `results` table holds it under the job id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultRef {
+    pub bytes: u64,
+}
+
+/// One job, as stored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: JobId,
+    pub priority: Priority,
+    pub state: JobState,
+    /// The lease generation: incremented by every lease and never lowered, so it fences a late
+    /// finisher out. Attempts spent are `attempt - attempt_base`.
+    pub attempt: u32,
+    /// `attempt` as it was when the budget was last refilled (manual retry, restart refund).
+    pub attempt_base: u32,
+    pub max_attempts: u32,
+    /// Times the job was found `active` at startup (its process died under it).
+    pub interruptions: u32,
+    /// Position in its priority level's FIFO; a fresh number each time the job becomes queued.
+    pub seq: u64,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    /// When the job last became queued: wait time and aging count from here.
+    pub queued_at: Millis,
+    pub started_at: Option<Millis>,
+    pub finished_at: Option<Millis>,
+    /// When a delayed job becomes queued again.
+    pub run_at: Option<Millis>,
+    /// When an active job's lease runs out unless renewed.
+    pub lease_until: Option<Millis>,
+    /// 0..=100, reported by the segmenter.
+    pub progress: u8,
+    pub last_error: Option<JobError>,
+    pub project: Option<String>,
+    pub dedupe_key: Option<String>,
+    pub image: ImageRef,
+    pub segmenter: SegmenterChoice,
+    pub params: SegmentParams,
+    pub result: Option<ResultRef>,
+}
+
+impl Job {
+    /// Attempts spent against `max_attempts`.
+    pub fn attempts_spent(&self) -> u32 {
+        self.attempt.saturating_sub(self.attempt_base)
+    }
+}
+
+/// What a caller submits.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct NewJob {
+    pub priority: Priority,
+    pub max_attempts: Option<u32>,
+    pub project: Option<String>,
+    pub dedupe_key: Option<String>,
+    pub image: ImageRef,
+    pub segmenter: SegmenterChoice,
+    pub params: SegmentParams,
+    /// Start delayed until this time instead of queued now.
+    pub run_at: Option<Millis>,
+}
+
+/// The answer to an enqueue: the job, and whether it already existed under its dedupe key.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Enqueued {
+    pub job: Job,
+    pub deduplicated: bool,
+}
+
+/// A job handed to a worker, with the attempt that fences its completion.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Lease {
+    pub job: Job,
+    pub attempt: u32,
+}
+
+/// What happened to a job that failed an attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailOutcome {
+    /// It waits out a backoff, then runs again.
+    Retrying { run_at: Millis },
+    /// Its attempts are spent or the error is permanent.
+    Failed,
+}
+
+/// Filters for listing jobs; all present filters must match. Newest first.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct JobFilter {
+    pub state: Option<JobState>,
+    pub project: Option<String>,
+}
+
+/// One page of a listing; `next` is the cursor for the following page.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Page {
+    pub jobs: Vec<Job>,
+    pub next: Option<JobId>,
+}
+
+/// What `sweep` did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SweepReport {
+    /// Delayed jobs whose backoff ended.
+    pub promoted: Vec<JobId>,
+    /// Active jobs whose lease ran out: requeued, or failed when their attempts were spent.
+    pub expired: Vec<JobId>,
+}
+
+/// What the retention pass removed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RetentionReport {
+    pub removed: Vec<JobId>,
+    /// Image hashes no job refers to any more; the image store deletes their files.
+    pub orphaned_images: Vec<String>,
+}
+
+/// Exponential backoff with jitter between attempts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Backoff {
+    pub base: Duration,
+    pub factor: f64,
+    /// Fraction either side, e.g. 0.2 for ±20 %.
+    pub jitter: f64,
+    pub cap: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            base: Duration::from_secs(2),
+            factor: 2.0,
+            jitter: 0.2,
+            cap: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Backoff {
+    /// The wait after the `spent`-th failed attempt (1-based). The jitter is a deterministic
+    /// function of the job id and attempt, so jobs failing together spread out but a test can
+    /// predict the value.
+    pub fn delay(&self, id: JobId, spent: u32) -> Duration {
+        let exp = self.factor.powi(spent.saturating_sub(1).min(64) as i32);
+        let raw = self.base.as_secs_f64() * exp;
+        let unit = splitmix64((id.0 as u64) ^ ((id.0 >> 64) as u64) ^ u64::from(spent));
+        let r = (unit >> 11) as f64 / (1u64 << 53) as f64; // [0, 1)
+        let jittered = raw * (1.0 + self.jitter * (2.0 * r - 1.0));
+        Duration::from_secs_f64(jittered.min(self.cap.as_secs_f64()).max(0.0))
+    }
+}
+
+fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// Retention of finished jobs, per state: older than `max_age` or beyond the newest `max_count`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Retention {
+    pub completed_age: Duration,
+    pub failed_age: Duration,
+    pub cancelled_age: Duration,
+    pub max_count: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            completed_age: Duration::from_secs(7 * 86_400),
+            failed_age: Duration::from_secs(30 * 86_400),
+            cancelled_age: Duration::from_secs(30 * 86_400),
+            max_count: 100_000,
+        }
+    }
+}
+
+impl Retention {
+    pub(crate) fn age(&self, state: JobState) -> Option<Duration> {
+        match state {
+            JobState::Completed => Some(self.completed_age),
+            JobState::Failed => Some(self.failed_age),
+            JobState::Cancelled => Some(self.cancelled_age),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priority_refuses_out_of_range() {
+        assert_eq!(Priority::new(0), None);
+        assert_eq!(Priority::new(11), None);
+        assert_eq!(Priority::new(-3), None);
+        assert_eq!(Priority::new(1).map(Priority::get), Some(1));
+        assert_eq!(Priority::new(10).map(Priority::get), Some(10));
+        assert_eq!(Priority::default().get(), 5);
+    }
+
+    #[test]
+    fn job_id_round_trips_through_its_string() {
+        let id = JobId::new();
+        let s = id.to_string();
+        assert_eq!(s.len(), 36);
+        assert_eq!(s.parse::<JobId>().expect("valid uuid"), id);
+        assert!("not-a-uuid".parse::<JobId>().is_err());
+    }
+
+    #[test]
+    fn job_ids_sort_by_creation() {
+        let a = JobId::new();
+        let b = JobId::new();
+        assert!(a < b);
+    }
+
+    #[test]
+    fn state_names_round_trip() {
+        for st in JobState::ALL {
+            assert_eq!(st.as_str().parse::<JobState>(), Ok(st));
+            assert_eq!(JobState::ALL[st.index() as usize], st);
+        }
+        assert!("running".parse::<JobState>().is_err());
+    }
+
+    #[test]
+    fn backoff_grows_by_its_factor_within_jitter_and_cap() {
+        let b = Backoff::default();
+        let id = JobId(42);
+        for spent in 1..=12u32 {
+            let d = b.delay(id, spent).as_secs_f64();
+            let raw = 2.0 * 2f64.powi(spent as i32 - 1);
+            assert!(d <= 300.0, "capped at 5 min, got {d}");
+            if raw * 1.2 < 300.0 {
+                assert!(
+                    d >= raw * 0.8 && d <= raw * 1.2,
+                    "attempt {spent}: {d} vs {raw}"
+                );
+            }
+        }
+        // Different jobs get different jitter.
+        let spread: std::collections::BTreeSet<u64> = (0..50)
+            .map(|i| b.delay(JobId(i), 1).as_millis() as u64)
+            .collect();
+        assert!(spread.len() > 40);
+    }
+}

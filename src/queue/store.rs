@@ -1,0 +1,696 @@
+//! The redb file: table layout, record encoding, opening with schema checks and migration, and every
+//! read. Writes happen only on the writer thread (`queue/writer.rs`), through [`Tables`].
+//!
+//! Invariants kept by every transaction:
+//! - `jobs` is the truth; every other table except `meta`, `results` and `counts` is an index that
+//!   [`rebuild_indexes`] can recreate from `jobs` alone.
+//! - `ready` holds exactly the queued jobs, keyed `(10 - priority, seq)`, so its first key is the next
+//!   job to lease; `delayed` the delayed ones by `run_at`; `leases` the active ones by `lease_until`;
+//!   `finished` the completed, failed and cancelled ones by finish time.
+//! - `counts[(state, priority)]` equals the number of jobs in that state and priority.
+//! - `image_refs[hash]` equals the number of jobs that refer to the image; absent means none.
+
+use std::path::{Path, PathBuf};
+
+use redb::{
+    Database, DatabaseError, ReadTransaction, ReadableDatabase, ReadableTable, StorageError, Table,
+    TableDefinition, TableError, WriteTransaction,
+};
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::QueueError;
+use super::model::{Job, JobFilter, JobId, JobState, Millis, Page, Priority};
+
+/// The layout this build reads and writes.
+pub(crate) const SCHEMA_VERSION: u64 = 1;
+
+/// Version byte in front of every postcard record, so a record format can change without a
+/// whole-file migration.
+const RECORD_V1: u8 = 1;
+
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(crate) const JOBS: TableDefinition<u128, &[u8]> = TableDefinition::new("jobs");
+/// `(10 - priority, seq) -> (job id, queued_at)`.
+pub(crate) const READY: TableDefinition<(u8, u64), (u128, u64)> = TableDefinition::new("ready");
+/// `(run_at, job id)`.
+pub(crate) const DELAYED: TableDefinition<(u64, u128), ()> = TableDefinition::new("delayed");
+/// `(lease_until, job id)`.
+pub(crate) const LEASES: TableDefinition<(u64, u128), ()> = TableDefinition::new("leases");
+/// `(state, job id)`: listing by state, newest first.
+pub(crate) const BY_STATE: TableDefinition<(u8, u128), ()> = TableDefinition::new("by_state");
+/// `(project, job id)`: listing by project, newest first.
+pub(crate) const BY_PROJECT: TableDefinition<(&str, u128), ()> = TableDefinition::new("by_project");
+/// `(state, finished_at, job id)`: retention, oldest first.
+pub(crate) const FINISHED: TableDefinition<(u8, u64, u128), ()> = TableDefinition::new("finished");
+/// `dedupe key -> job id` while the job is live (not failed, cancelled or removed).
+pub(crate) const DEDUPE: TableDefinition<&str, u128> = TableDefinition::new("dedupe");
+/// `(state, priority) -> jobs`.
+pub(crate) const COUNTS: TableDefinition<(u8, u8), u64> = TableDefinition::new("counts");
+/// `image hash -> jobs referring to it`.
+pub(crate) const IMAGE_REFS: TableDefinition<&str, u64> = TableDefinition::new("image_refs");
+/// `job id -> result record`.
+pub(crate) const RESULTS: TableDefinition<u128, &[u8]> = TableDefinition::new("results");
+
+pub(crate) const META_SCHEMA: &str = "schema_version";
+pub(crate) const META_NEXT_SEQ: &str = "next_seq";
+pub(crate) const META_PAUSED: &str = "paused";
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = vec![RECORD_V1];
+    // postcard into a Vec cannot fail for our types: no maps with non-string keys, no io
+    out.extend(postcard::to_stdvec(value).expect("postcard encodes plain structs"));
+    out
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, QueueError> {
+    match bytes.split_first() {
+        Some((&RECORD_V1, rest)) => postcard::from_bytes(rest).map_err(|e| QueueError::Corrupt {
+            detail: format!("{what}: {e}"),
+        }),
+        Some((v, _)) => Err(QueueError::Corrupt {
+            detail: format!("{what}: unknown record version {v}"),
+        }),
+        None => Err(QueueError::Corrupt {
+            detail: format!("{what}: empty record"),
+        }),
+    }
+}
+
+impl From<redb::Error> for QueueError {
+    fn from(e: redb::Error) -> Self {
+        QueueError::Storage(Box::new(e))
+    }
+}
+
+macro_rules! storage_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for QueueError {
+            fn from(e: $t) -> Self {
+                QueueError::Storage(Box::new(redb::Error::from(e)))
+            }
+        }
+    )*};
+}
+storage_from!(
+    StorageError,
+    TableError,
+    redb::TransactionError,
+    redb::CommitError
+);
+
+/// What `Store::snapshot` reads.
+#[derive(Debug, Default)]
+pub(crate) struct Snapshot {
+    /// `counts[state][priority - 1]`.
+    pub(crate) counts: [[u64; 10]; 6],
+    pub(crate) oldest_queued_at: Option<Millis>,
+    pub(crate) paused: bool,
+}
+
+/// The open database and its path. Cheap to share behind an `Arc`; reads take a snapshot.
+pub(crate) struct Store {
+    pub(crate) db: Database,
+    pub(crate) path: PathBuf,
+}
+
+/// What opening found and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    /// The file was created by this open.
+    pub created: bool,
+    /// `Some(v)` when a file of schema `v` was migrated; the copy made before is `backup`.
+    pub migrated_from: Option<u64>,
+    pub backup: Option<PathBuf>,
+}
+
+impl Store {
+    /// Opens or creates the file, refusing a newer schema and migrating an older one after copying
+    /// it aside to `{file}.v{N}.bak`.
+    pub(crate) fn open(path: &Path, cache_bytes: usize) -> Result<(Store, OpenReport), QueueError> {
+        let mut report = OpenReport::default();
+        let exists = path.exists();
+        let db = open_db(path, cache_bytes)?;
+        let found = if exists {
+            read_schema(&db)?
+        } else {
+            report.created = true;
+            None
+        };
+        let db = match found {
+            None if report.created => {
+                init(&db)?;
+                db
+            }
+            Some(v) if v == SCHEMA_VERSION => db,
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(QueueError::NewerSchema {
+                    path: path.to_owned(),
+                    found: v,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+            older => {
+                let from = older.unwrap_or(0);
+                drop(db);
+                let backup = backup_path(path, from);
+                std::fs::copy(path, &backup).map_err(|source| QueueError::Io {
+                    path: backup.clone(),
+                    source,
+                })?;
+                let db = open_db(path, cache_bytes)?;
+                migrate(&db, from)?;
+                tracing::info!(from, to = SCHEMA_VERSION, backup = %backup.display(), "database migrated");
+                report.migrated_from = Some(from);
+                report.backup = Some(backup);
+                db
+            }
+        };
+        Ok((
+            Store {
+                db,
+                path: path.to_owned(),
+            },
+            report,
+        ))
+    }
+
+    pub(crate) fn read(&self) -> Result<ReadTransaction, QueueError> {
+        Ok(self.db.begin_read()?)
+    }
+
+    pub(crate) fn get(&self, id: JobId) -> Result<Option<Job>, QueueError> {
+        let tx = self.read()?;
+        let jobs = tx.open_table(JOBS)?;
+        match jobs.get(id.0)? {
+            Some(v) => Ok(Some(decode(v.value(), "job record")?)),
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) fn result(&self, id: JobId) -> Result<Option<Vec<u8>>, QueueError> {
+        let tx = self.read()?;
+        let results = tx.open_table(RESULTS)?;
+        Ok(results.get(id.0)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Newest first, starting below `cursor`; at most `limit` jobs.
+    pub(crate) fn list(
+        &self,
+        filter: &JobFilter,
+        cursor: Option<JobId>,
+        limit: usize,
+    ) -> Result<Page, QueueError> {
+        let tx = self.read()?;
+        let jobs = tx.open_table(JOBS)?;
+        let below = cursor.map_or(u128::MAX, |c| c.0);
+        let mut out = Vec::new();
+        let push = |id: u128, out: &mut Vec<Job>| -> Result<bool, QueueError> {
+            if let Some(v) = jobs.get(id)? {
+                let job: Job = decode(v.value(), "job record")?;
+                if filter.state.is_none_or(|s| s == job.state) {
+                    out.push(job);
+                }
+            }
+            Ok(out.len() < limit)
+        };
+        if limit == 0 {
+            return Ok(Page {
+                jobs: out,
+                next: None,
+            });
+        }
+        if let Some(project) = &filter.project {
+            let idx = tx.open_table(BY_PROJECT)?;
+            for entry in idx
+                .range((project.as_str(), 0)..(project.as_str(), below))?
+                .rev()
+            {
+                let (k, _) = entry?;
+                if !push(k.value().1, &mut out)? {
+                    break;
+                }
+            }
+        } else if let Some(state) = filter.state {
+            let idx = tx.open_table(BY_STATE)?;
+            let s = state.index();
+            for entry in idx.range((s, 0)..(s, below))?.rev() {
+                let (k, _) = entry?;
+                if !push(k.value().1, &mut out)? {
+                    break;
+                }
+            }
+        } else {
+            for entry in jobs.range(0..below)?.rev() {
+                let (_, v) = entry?;
+                out.push(decode(v.value(), "job record")?);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        let next = (out.len() == limit).then(|| out[out.len() - 1].id);
+        Ok(Page { jobs: out, next })
+    }
+
+    /// Counters, the oldest queued job and the pause flag from one snapshot, in O(1): 60 counter
+    /// cells and one lookup per priority level.
+    pub(crate) fn snapshot(&self) -> Result<Snapshot, QueueError> {
+        let tx = self.read()?;
+        let mut snap = Snapshot::default();
+        for entry in tx.open_table(COUNTS)?.iter()? {
+            let (k, v) = entry?;
+            let (s, p) = k.value();
+            if let Some(row) = snap.counts.get_mut(s as usize)
+                && let Some(cell) = row.get_mut(p.wrapping_sub(1) as usize)
+            {
+                *cell = v.value();
+            }
+        }
+        // `queued_at` grows with `seq` inside a level, so each level's head is its oldest.
+        let ready = tx.open_table(READY)?;
+        for inv in 0..10u8 {
+            if let Some(entry) = ready.range((inv, 0)..=(inv, u64::MAX))?.next() {
+                let at = entry?.1.value().1;
+                snap.oldest_queued_at = Some(snap.oldest_queued_at.map_or(at, |o| o.min(at)));
+            }
+        }
+        let meta = tx.open_table(META)?;
+        snap.paused = meta.get(META_PAUSED)?.is_some_and(|v| v.value() != 0);
+        Ok(snap)
+    }
+
+    pub(crate) fn paused(&self) -> Result<bool, QueueError> {
+        let tx = self.read()?;
+        let meta = tx.open_table(META)?;
+        Ok(meta.get(META_PAUSED)?.is_some_and(|v| v.value() != 0))
+    }
+
+    /// The earliest `run_at` among delayed jobs and the earliest lease expiry: when the dispatcher
+    /// next has something to sweep.
+    pub(crate) fn next_due(&self) -> Result<Option<Millis>, QueueError> {
+        let tx = self.read()?;
+        let delayed = tx.open_table(DELAYED)?;
+        let leases = tx.open_table(LEASES)?;
+        let a = delayed.first()?.map(|(k, _)| k.value().0);
+        let b = leases.first()?.map(|(k, _)| k.value().0);
+        Ok(match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+    }
+
+    /// Size of the database file in bytes.
+    pub(crate) fn file_size(&self) -> u64 {
+        std::fs::metadata(&self.path).map_or(0, |m| m.len())
+    }
+}
+
+fn open_db(path: &Path, cache_bytes: usize) -> Result<Database, QueueError> {
+    let mut builder = Database::builder();
+    builder.set_cache_size(cache_bytes);
+    builder.create(path).map_err(|e| match e {
+        DatabaseError::DatabaseAlreadyOpen => QueueError::AlreadyOpen {
+            path: path.to_owned(),
+        },
+        DatabaseError::UpgradeRequired(v) => QueueError::Corrupt {
+            detail: format!(
+                "{} uses redb file format {v}, which this build cannot read",
+                path.display()
+            ),
+        },
+        DatabaseError::Storage(StorageError::Corrupted(detail)) => QueueError::Corrupt {
+            detail: format!("{}: {detail}", path.display()),
+        },
+        DatabaseError::Storage(StorageError::Io(e))
+            if e.kind() == std::io::ErrorKind::InvalidData =>
+        {
+            QueueError::Corrupt {
+                detail: format!("{}: {e}", path.display()),
+            }
+        }
+        DatabaseError::Storage(StorageError::Io(source)) => QueueError::Io {
+            path: path.to_owned(),
+            source,
+        },
+        other => QueueError::Corrupt {
+            detail: format!("{}: {other}", path.display()),
+        },
+    })
+}
+
+fn read_schema(db: &Database) -> Result<Option<u64>, QueueError> {
+    let tx = db.begin_read()?;
+    match tx.open_table(META) {
+        Ok(meta) => Ok(meta.get(META_SCHEMA)?.map(|v| v.value())),
+        Err(TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn backup_path(path: &Path, version: u64) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".v{version}.bak"));
+    path.with_file_name(name)
+}
+
+fn init(db: &Database) -> Result<(), QueueError> {
+    let tx = db.begin_write()?;
+    {
+        let tables = Tables::open(&tx)?;
+        let mut meta = tables.meta;
+        meta.insert(META_SCHEMA, SCHEMA_VERSION)?;
+        meta.insert(META_NEXT_SEQ, 0)?;
+        meta.insert(META_PAUSED, 0)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Migrates a file of schema `from` to [`SCHEMA_VERSION`] in one transaction.
+///
+/// Version 0 is the layout before indexes: a `jobs` table (records in today's format) and nothing
+/// else. Moving to 1 rebuilds every index and counter from `jobs`.
+fn migrate(db: &Database, from: u64) -> Result<(), QueueError> {
+    let tx = db.begin_write()?;
+    if from == 0 {
+        let tables = Tables::open(&tx)?;
+        rebuild_indexes(tables)?;
+    }
+    {
+        let mut meta = tx.open_table(META)?;
+        meta.insert(META_SCHEMA, SCHEMA_VERSION)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Clears every index and counter and recreates them from `jobs`.
+pub(crate) fn rebuild_indexes(mut t: Tables<'_>) -> Result<(), QueueError> {
+    t.ready.retain(|_, _| false)?;
+    t.delayed.retain(|_, _| false)?;
+    t.leases.retain(|_, _| false)?;
+    t.by_state.retain(|_, _| false)?;
+    t.by_project.retain(|_, _| false)?;
+    t.finished.retain(|_, _| false)?;
+    t.dedupe.retain(|_, _| false)?;
+    t.counts.retain(|_, _| false)?;
+    t.image_refs.retain(|_, _| false)?;
+    let mut jobs: Vec<Job> = Vec::new();
+    for entry in t.jobs.iter()? {
+        let (_, v) = entry?;
+        jobs.push(decode(v.value(), "job record")?);
+    }
+    // Queued jobs get fresh sequence numbers in their old order, so FIFO survives.
+    jobs.sort_by_key(|j| (j.seq, j.id));
+    let mut seq = 0u64;
+    let mut counts = [[0u64; 10]; 6];
+    for mut job in jobs {
+        if job.state == JobState::Queued {
+            job.seq = seq;
+            seq += 1;
+            t.jobs.insert(job.id.0, encode(&job).as_slice())?;
+        }
+        index_insert(&mut t, &job)?;
+        if let Some(p) = &job.project {
+            t.by_project.insert((p.as_str(), job.id.0), ())?;
+        }
+        counts[job.state.index() as usize][job.priority.get() as usize - 1] += 1;
+        let n = t
+            .image_refs
+            .get(job.image.hash.as_str())?
+            .map_or(0, |v| v.value());
+        t.image_refs.insert(job.image.hash.as_str(), n + 1)?;
+        if let Some(key) = &job.dedupe_key
+            && !matches!(job.state, JobState::Failed | JobState::Cancelled)
+        {
+            t.dedupe.insert(key.as_str(), job.id.0)?;
+        }
+    }
+    for (s, row) in counts.iter().enumerate() {
+        for (p, &n) in row.iter().enumerate() {
+            if n > 0 {
+                t.counts.insert((s as u8, p as u8 + 1), n)?;
+            }
+        }
+    }
+    let next = t.meta.get(META_NEXT_SEQ)?.map_or(0, |v| v.value()).max(seq);
+    t.meta.insert(META_NEXT_SEQ, next)?;
+    if t.meta.get(META_PAUSED)?.is_none() {
+        t.meta.insert(META_PAUSED, 0)?;
+    }
+    Ok(())
+}
+
+/// Adds a job to the indexes of its current state (not `by_project`, `counts`, `dedupe` or
+/// `image_refs`, which do not change with the state).
+pub(crate) fn index_insert(t: &mut Tables<'_>, job: &Job) -> Result<(), QueueError> {
+    let id = job.id.0;
+    t.by_state.insert((job.state.index(), id), ())?;
+    match job.state {
+        JobState::Queued => {
+            t.ready
+                .insert(ready_key(job.priority, job.seq), (id, job.queued_at))?;
+        }
+        JobState::Delayed => {
+            t.delayed.insert((job.run_at.unwrap_or(0), id), ())?;
+        }
+        JobState::Active => {
+            t.leases.insert((job.lease_until.unwrap_or(0), id), ())?;
+        }
+        JobState::Completed | JobState::Failed | JobState::Cancelled => {
+            t.finished
+                .insert((job.state.index(), job.finished_at.unwrap_or(0), id), ())?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes a job from the indexes of its current state; the inverse of [`index_insert`].
+pub(crate) fn index_remove(t: &mut Tables<'_>, job: &Job) -> Result<(), QueueError> {
+    let id = job.id.0;
+    t.by_state.remove((job.state.index(), id))?;
+    match job.state {
+        JobState::Queued => {
+            t.ready.remove(ready_key(job.priority, job.seq))?;
+        }
+        JobState::Delayed => {
+            t.delayed.remove((job.run_at.unwrap_or(0), id))?;
+        }
+        JobState::Active => {
+            t.leases.remove((job.lease_until.unwrap_or(0), id))?;
+        }
+        JobState::Completed | JobState::Failed | JobState::Cancelled => {
+            t.finished
+                .remove((job.state.index(), job.finished_at.unwrap_or(0), id))?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn ready_key(p: Priority, seq: u64) -> (u8, u64) {
+    (Priority::MAX.get() - p.get(), seq)
+}
+
+/// Every table, opened once per write transaction.
+pub(crate) struct Tables<'txn> {
+    pub(crate) meta: Table<'txn, &'static str, u64>,
+    pub(crate) jobs: Table<'txn, u128, &'static [u8]>,
+    pub(crate) ready: Table<'txn, (u8, u64), (u128, u64)>,
+    pub(crate) delayed: Table<'txn, (u64, u128), ()>,
+    pub(crate) leases: Table<'txn, (u64, u128), ()>,
+    pub(crate) by_state: Table<'txn, (u8, u128), ()>,
+    pub(crate) by_project: Table<'txn, (&'static str, u128), ()>,
+    pub(crate) finished: Table<'txn, (u8, u64, u128), ()>,
+    pub(crate) dedupe: Table<'txn, &'static str, u128>,
+    pub(crate) counts: Table<'txn, (u8, u8), u64>,
+    pub(crate) image_refs: Table<'txn, &'static str, u64>,
+    pub(crate) results: Table<'txn, u128, &'static [u8]>,
+}
+
+impl<'txn> Tables<'txn> {
+    pub(crate) fn open(tx: &'txn WriteTransaction) -> Result<Self, QueueError> {
+        Ok(Tables {
+            meta: tx.open_table(META)?,
+            jobs: tx.open_table(JOBS)?,
+            ready: tx.open_table(READY)?,
+            delayed: tx.open_table(DELAYED)?,
+            leases: tx.open_table(LEASES)?,
+            by_state: tx.open_table(BY_STATE)?,
+            by_project: tx.open_table(BY_PROJECT)?,
+            finished: tx.open_table(FINISHED)?,
+            dedupe: tx.open_table(DEDUPE)?,
+            counts: tx.open_table(COUNTS)?,
+            image_refs: tx.open_table(IMAGE_REFS)?,
+            results: tx.open_table(RESULTS)?,
+        })
+    }
+
+    pub(crate) fn job(&self, id: JobId) -> Result<Job, QueueError> {
+        match self.jobs.get(id.0)? {
+            Some(v) => decode(v.value(), "job record"),
+            None => Err(QueueError::NotFound(id)),
+        }
+    }
+
+    pub(crate) fn put_job(&mut self, job: &Job) -> Result<(), QueueError> {
+        self.jobs.insert(job.id.0, encode(job).as_slice())?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::model::{ImageRef, SegmenterChoice};
+    use crate::segment::SegmentParams;
+
+    pub(crate) fn job(id: u128, state: JobState, priority: u8, seq: u64) -> Job {
+        Job {
+            id: JobId(id),
+            priority: Priority::new(priority.into()).expect("valid priority"),
+            state,
+            attempt: u32::from(state == JobState::Active),
+            attempt_base: 0,
+            max_attempts: 3,
+            interruptions: 0,
+            seq,
+            created_at: 1000 + seq,
+            updated_at: 1000 + seq,
+            queued_at: 1000 + seq,
+            started_at: None,
+            finished_at: state.is_finished().then_some(2000),
+            run_at: (state == JobState::Delayed).then_some(5000),
+            lease_until: (state == JobState::Active).then_some(3000),
+            progress: 0,
+            last_error: None,
+            project: Some("p".into()),
+            dedupe_key: Some(format!("k{id}")),
+            image: ImageRef {
+                hash: format!("h{}", id % 2),
+                name: "a.png".into(),
+                width: 10,
+                height: 10,
+                bytes: 100,
+            },
+            segmenter: SegmenterChoice::Builtin,
+            params: SegmentParams::default(),
+            result: None,
+        }
+    }
+
+    #[test]
+    fn records_carry_a_version_byte_and_round_trip() {
+        let j = job(7, JobState::Queued, 5, 0);
+        let bytes = encode(&j);
+        assert_eq!(bytes[0], RECORD_V1);
+        assert_eq!(decode::<Job>(&bytes, "job").expect("decodes"), j);
+        assert!(matches!(
+            decode::<Job>(&[9, 1, 2], "job"),
+            Err(QueueError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            decode::<Job>(&[], "job"),
+            Err(QueueError::Corrupt { .. })
+        ));
+    }
+
+    /// A hand-made version-0 file: only a `jobs` table. Opening it copies it aside and rebuilds
+    /// every index, so the jobs lease in the right order and the counters are right.
+    #[test]
+    fn version_zero_file_is_backed_up_and_migrated() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("spheroseg.redb");
+        {
+            let db = Database::create(&path).expect("create");
+            let tx = db.begin_write().expect("write");
+            {
+                let mut jobs = tx.open_table(JOBS).expect("jobs");
+                for j in [
+                    job(1, JobState::Queued, 5, 10),
+                    job(2, JobState::Queued, 9, 11),
+                    job(3, JobState::Completed, 5, 0),
+                    job(4, JobState::Active, 2, 0),
+                    job(5, JobState::Queued, 5, 3),
+                ] {
+                    jobs.insert(j.id.0, encode(&j).as_slice()).expect("insert");
+                }
+            }
+            tx.commit().expect("commit");
+        }
+        let (store, report) = Store::open(&path, 1 << 20).expect("opens and migrates");
+        assert_eq!(report.migrated_from, Some(0));
+        let backup = report.backup.expect("a backup");
+        assert!(backup.ends_with("spheroseg.redb.v0.bak"));
+        assert!(backup.exists());
+        assert_eq!(
+            read_schema(&store.db).expect("schema"),
+            Some(SCHEMA_VERSION)
+        );
+
+        let counts = store.snapshot().expect("snapshot").counts;
+        assert_eq!(counts[JobState::Queued.index() as usize][4], 2);
+        assert_eq!(counts[JobState::Queued.index() as usize][8], 1);
+        assert_eq!(counts[JobState::Completed.index() as usize][4], 1);
+        assert_eq!(counts[JobState::Active.index() as usize][1], 1);
+
+        let tx = store.read().expect("read");
+        let ready = tx.open_table(READY).expect("ready");
+        let order: Vec<u128> = ready
+            .iter()
+            .expect("iter")
+            .map(|e| e.expect("entry").1.value().0)
+            .collect();
+        assert_eq!(order, vec![2, 5, 1], "priority 9 first, then FIFO among 5s");
+        let refs = tx.open_table(IMAGE_REFS).expect("refs");
+        assert_eq!(refs.get("h1").expect("get").map(|v| v.value()), Some(3));
+        drop(tx);
+        drop(store);
+
+        // The backup is the old file: it still reads as version 0.
+        let old = Database::open(&backup).expect("backup opens");
+        assert_eq!(read_schema(&old).expect("schema"), None);
+    }
+
+    #[test]
+    fn newer_schema_is_refused_with_both_versions_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("spheroseg.redb");
+        {
+            let db = Database::create(&path).expect("create");
+            let tx = db.begin_write().expect("write");
+            tx.open_table(META)
+                .expect("meta")
+                .insert(META_SCHEMA, SCHEMA_VERSION + 1)
+                .expect("insert");
+            tx.commit().expect("commit");
+        }
+        let err = Store::open(&path, 1 << 20).err().expect("refused");
+        let msg = err.to_string();
+        assert!(matches!(err, QueueError::NewerSchema { .. }), "{msg}");
+        assert!(
+            msg.contains(&format!("schema version {}", SCHEMA_VERSION + 1)),
+            "{msg}"
+        );
+        assert!(msg.contains(&format!("version {SCHEMA_VERSION}")), "{msg}");
+    }
+
+    #[test]
+    fn garbage_file_is_a_clear_error_not_a_panic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("spheroseg.redb");
+        std::fs::write(&path, vec![0x5a; 64 * 1024]).expect("write");
+        let err = Store::open(&path, 1 << 20).err().expect("refused");
+        assert!(matches!(err, QueueError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("spheroseg.redb"), "{err}");
+    }
+
+    #[test]
+    fn second_open_in_use_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("spheroseg.redb");
+        let _first = Store::open(&path, 1 << 20).expect("first open");
+        let err = Store::open(&path, 1 << 20).err().expect("refused");
+        assert!(matches!(err, QueueError::AlreadyOpen { .. }), "{err}");
+        assert!(err.to_string().contains("another spheroseg"), "{err}");
+    }
+}

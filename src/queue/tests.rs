@@ -1,0 +1,891 @@
+//! Unit tests of every queue transition, on a real redb file in a temp dir and a manual clock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::clock::ManualClock;
+
+const T0: Millis = 1_800_000_000_000;
+const TTL: Duration = Duration::from_secs(30);
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    clock: ManualClock,
+    queue: Queue,
+    options: QueueOptions,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Self::with(QueueOptions::default())
+    }
+
+    fn with(options: QueueOptions) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = ManualClock::new(T0);
+        let (queue, _) = Queue::open(
+            &dir.path().join("q.redb"),
+            options.clone(),
+            Arc::new(clock.clone()),
+        )
+        .expect("open");
+        Fixture {
+            dir,
+            clock,
+            queue,
+            options,
+        }
+    }
+
+    fn reopen(&mut self) -> Recovery {
+        self.queue.close();
+        let (queue, recovery) = Queue::open(
+            &self.dir.path().join("q.redb"),
+            self.options.clone(),
+            Arc::new(self.clock.clone()),
+        )
+        .expect("reopen");
+        self.queue = queue;
+        recovery
+    }
+
+    async fn add(&self, priority: u8) -> Job {
+        self.queue
+            .enqueue(job(priority))
+            .await
+            .expect("enqueue")
+            .job
+    }
+
+    async fn lease_one(&self) -> Lease {
+        let mut v = self.queue.lease(1, TTL).await.expect("lease");
+        assert_eq!(v.len(), 1, "expected a job to lease");
+        v.pop().expect("one lease")
+    }
+
+    fn state(&self, id: JobId) -> JobState {
+        self.queue.get(id).expect("get").expect("exists").state
+    }
+}
+
+fn job(priority: u8) -> NewJob {
+    NewJob {
+        priority: Priority::new(priority.into()).expect("valid priority"),
+        image: ImageRef {
+            hash: "abc123".into(),
+            name: "spheroid.png".into(),
+            width: 64,
+            height: 64,
+            bytes: 1000,
+        },
+        ..NewJob::default()
+    }
+}
+
+fn transient() -> JobError {
+    JobError::transient("ml-timeout", "the ML service did not answer in time")
+}
+
+#[tokio::test]
+async fn enqueue_is_queued_durable_and_counted() {
+    let mut f = Fixture::new();
+    let j = f.add(7).await;
+    assert_eq!(j.state, JobState::Queued);
+    assert_eq!(j.attempt, 0);
+    assert_eq!(j.max_attempts, 3);
+    assert_eq!(j.created_at, T0);
+    f.reopen();
+    let back = f.queue.get(j.id).expect("get").expect("survives reopen");
+    assert_eq!(back, j);
+    let s = f.queue.stats().expect("stats");
+    assert_eq!(s.counts.queued, 1);
+    assert_eq!(s.by_priority[0].1[6], 1);
+}
+
+/// Regression: the replaced design used Bull, where 1 is the highest priority, so "premium" jobs
+/// enqueued with 10 ran last. Here 10 runs first.
+#[tokio::test]
+async fn priority_10_after_1000_priority_5_jobs_is_leased_first() {
+    let f = Fixture::new();
+    let batch: Vec<NewJob> = (0..1000).map(|_| job(5)).collect();
+    f.queue.enqueue_batch(batch).await.expect("batch");
+    let urgent = f.add(10).await;
+    let first = f.lease_one().await;
+    assert_eq!(first.job.id, urgent.id);
+    assert_eq!(first.job.priority.get(), 10);
+}
+
+#[tokio::test]
+async fn fifo_inside_a_priority_level_and_levels_in_order() {
+    let f = Fixture::new();
+    let a = f.add(5).await;
+    let b = f.add(3).await;
+    let c = f.add(5).await;
+    let d = f.add(9).await;
+    let e = f.add(1).await;
+    let leased = f.queue.lease(10, TTL).await.expect("lease");
+    let order: Vec<JobId> = leased.iter().map(|l| l.job.id).collect();
+    assert_eq!(order, vec![d.id, a.id, c.id, b.id, e.id]);
+    assert!(leased.iter().all(|l| l.attempt == 1));
+}
+
+#[tokio::test]
+async fn lease_hands_out_at_most_n_and_nothing_when_empty() {
+    let f = Fixture::new();
+    for _ in 0..5 {
+        f.add(5).await;
+    }
+    assert_eq!(f.queue.lease(2, TTL).await.expect("lease").len(), 2);
+    assert_eq!(f.queue.lease(0, TTL).await.expect("lease").len(), 0);
+    assert_eq!(f.queue.lease(10, TTL).await.expect("lease").len(), 3);
+    assert!(f.queue.lease(10, TTL).await.expect("lease").is_empty());
+    let s = f.queue.stats().expect("stats");
+    assert_eq!((s.counts.queued, s.counts.active), (0, 5));
+}
+
+#[tokio::test]
+async fn pause_stops_leasing_and_persists_across_reopen() {
+    let mut f = Fixture::new();
+    f.add(5).await;
+    f.queue.set_paused(true).await.expect("pause");
+    assert!(f.queue.lease(1, TTL).await.expect("lease").is_empty());
+    f.reopen();
+    assert!(f.queue.paused().expect("paused"));
+    assert!(f.queue.lease(1, TTL).await.expect("lease").is_empty());
+    f.queue.set_paused(false).await.expect("resume");
+    assert_eq!(f.queue.lease(1, TTL).await.expect("lease").len(), 1);
+}
+
+#[tokio::test]
+async fn complete_stores_the_result_in_the_same_commit() {
+    let mut f = Fixture::new();
+    let j = f.add(5).await;
+    let l = f.lease_one().await;
+    f.clock.advance(Duration::from_millis(1500));
+    let done = f
+        .queue
+        .complete(j.id, l.attempt, b"polygons".to_vec())
+        .await
+        .expect("complete");
+    assert_eq!(done.state, JobState::Completed);
+    assert_eq!(done.progress, 100);
+    assert_eq!(done.finished_at, Some(T0 + 1500));
+    assert_eq!(done.result, Some(ResultRef { bytes: 8 }));
+    f.reopen();
+    assert_eq!(
+        f.queue.result(j.id).expect("result"),
+        Some(b"polygons".to_vec())
+    );
+    assert_eq!(f.state(j.id), JobState::Completed);
+}
+
+/// Fencing: attempt 1's lease expires, attempt 2 is leased, and attempt 1 finishing late is
+/// refused; attempt 2 completes.
+#[tokio::test]
+async fn a_late_finisher_of_an_expired_attempt_is_fenced_out() {
+    let f = Fixture::new();
+    let j = f.add(5).await;
+    let first = f.lease_one().await;
+    assert_eq!(first.attempt, 1);
+    f.clock.advance(TTL + Duration::from_secs(1));
+    let swept = f.queue.sweep().await.expect("sweep");
+    assert_eq!(swept.expired, vec![j.id]);
+    let after = f.queue.get(j.id).expect("get").expect("exists");
+    assert_eq!(after.state, JobState::Queued);
+    assert_eq!(
+        after.last_error.as_ref().map(|e| e.code.as_str()),
+        Some("lease-expired")
+    );
+    let second = f.lease_one().await;
+    assert_eq!(second.attempt, 2);
+
+    let late = f.queue.complete(j.id, 1, b"late".to_vec()).await;
+    assert!(
+        matches!(
+            late,
+            Err(QueueError::Stale {
+                attempt: 1,
+                current: 2,
+                ..
+            })
+        ),
+        "{late:?}"
+    );
+    let late_fail = f.queue.fail(j.id, 1, transient()).await;
+    assert!(matches!(late_fail, Err(QueueError::Stale { .. })));
+    let late_progress = f.queue.progress(j.id, 1, 50).await;
+    assert!(matches!(late_progress, Err(QueueError::Stale { .. })));
+
+    f.queue
+        .complete(j.id, 2, b"ok".to_vec())
+        .await
+        .expect("current attempt completes");
+    assert_eq!(f.queue.result(j.id).expect("result"), Some(b"ok".to_vec()));
+}
+
+#[tokio::test]
+async fn heartbeats_keep_a_lease_and_report_lost_ones() {
+    let f = Fixture::new();
+    let a = f.add(5).await;
+    let b = f.add(5).await;
+    let la = f.lease_one().await;
+    let lb = f.lease_one().await;
+    f.clock.advance(Duration::from_secs(20));
+    let lost = f
+        .queue
+        .heartbeat(vec![(a.id, la.attempt), (b.id, lb.attempt)], TTL)
+        .await
+        .expect("heartbeat");
+    assert!(lost.is_empty());
+    f.clock.advance(Duration::from_secs(20)); // 40 s after lease, 20 s after heartbeat
+    assert!(f.queue.sweep().await.expect("sweep").expired.is_empty());
+    assert_eq!(f.state(a.id), JobState::Active);
+
+    f.queue.cancel(b.id).await.expect("cancel");
+    let lost = f
+        .queue
+        .heartbeat(
+            vec![(a.id, la.attempt), (b.id, lb.attempt), (JobId(7), 1)],
+            TTL,
+        )
+        .await
+        .expect("heartbeat");
+    assert_eq!(lost, vec![b.id, JobId(7)]);
+}
+
+#[tokio::test]
+async fn transient_failure_backs_off_then_runs_again_then_fails_when_spent() {
+    let f = Fixture::new();
+    let j = f.add(5).await;
+    let b = Backoff::default();
+
+    let l1 = f.lease_one().await;
+    let out = f
+        .queue
+        .fail(j.id, l1.attempt, transient())
+        .await
+        .expect("fail");
+    let expect1 = T0 + b.delay(j.id, 1).as_millis() as u64;
+    assert_eq!(out, FailOutcome::Retrying { run_at: expect1 });
+    assert_eq!(f.state(j.id), JobState::Delayed);
+    let d1 = expect1 - T0;
+    assert!(
+        (1600..=2400).contains(&d1),
+        "first backoff ~2 s, got {d1} ms"
+    );
+
+    // Not leasable during the backoff.
+    f.clock.set(expect1 - 1);
+    assert!(f.queue.lease(1, TTL).await.expect("lease").is_empty());
+    f.clock.set(expect1);
+    let l2 = f.lease_one().await;
+    assert_eq!(l2.attempt, 2);
+
+    let now = f.clock.now();
+    let out = f.queue.fail(j.id, 2, transient()).await.expect("fail");
+    let FailOutcome::Retrying { run_at } = out else {
+        panic!("second failure retries: {out:?}")
+    };
+    let d2 = run_at - now;
+    assert!(
+        (3200..=4800).contains(&d2),
+        "second backoff ~4 s, got {d2} ms"
+    );
+    f.clock.set(run_at);
+    let l3 = f.lease_one().await;
+    assert_eq!(l3.attempt, 3);
+    let out = f.queue.fail(j.id, 3, transient()).await.expect("fail");
+    assert_eq!(out, FailOutcome::Failed, "three attempts spent");
+    let failed = f.queue.get(j.id).expect("get").expect("exists");
+    assert_eq!(failed.state, JobState::Failed);
+    assert_eq!(failed.last_error, Some(transient()), "the reason is kept");
+}
+
+#[tokio::test]
+async fn permanent_error_fails_at_once() {
+    let f = Fixture::new();
+    let j = f.add(5).await;
+    let l = f.lease_one().await;
+    let err = JobError::permanent("decode-failed", "not an image");
+    let out = f
+        .queue
+        .fail(j.id, l.attempt, err.clone())
+        .await
+        .expect("fail");
+    assert_eq!(out, FailOutcome::Failed);
+    let failed = f.queue.get(j.id).expect("get").expect("exists");
+    assert_eq!(failed.last_error, Some(err));
+    assert_eq!(failed.attempts_spent(), 1);
+    assert_eq!(f.queue.stats().expect("stats").counts.failed, 1);
+}
+
+#[tokio::test]
+async fn retry_gives_a_failed_job_fresh_attempts_and_keeps_fencing() {
+    let f = Fixture::new();
+    let j = f.add(5).await;
+    let l = f.lease_one().await;
+    f.queue
+        .fail(j.id, l.attempt, JobError::permanent("bad", "bad"))
+        .await
+        .expect("fail");
+    let back = f.queue.retry(j.id).await.expect("retry");
+    assert_eq!(back.state, JobState::Queued);
+    assert_eq!(back.attempts_spent(), 0);
+    let l2 = f.lease_one().await;
+    assert_eq!(l2.attempt, 2, "the fencing token never goes back");
+    assert_eq!(l2.job.attempts_spent(), 1);
+    let r = f.queue.retry(j.id).await;
+    assert!(matches!(
+        r,
+        Err(QueueError::InvalidState {
+            state: JobState::Active,
+            ..
+        })
+    ));
+    f.queue.complete(j.id, 2, vec![]).await.expect("complete");
+    let r = f.queue.retry(j.id).await;
+    assert!(matches!(
+        r,
+        Err(QueueError::InvalidState {
+            state: JobState::Completed,
+            ..
+        })
+    ));
+}
+
+#[tokio::test]
+async fn cancel_queued_delayed_and_active_jobs() {
+    let f = Fixture::new();
+    let q = f.add(5).await;
+    let a = f.add(9).await;
+    let d = f.add(1).await;
+    let la = f.lease_one().await;
+    assert_eq!(la.job.id, a.id);
+    let ld = f.queue.lease(5, TTL).await.expect("lease");
+    let ld = ld.into_iter().find(|l| l.job.id == d.id).expect("d leased");
+    f.queue
+        .fail(d.id, ld.attempt, transient())
+        .await
+        .expect("fail");
+    assert_eq!(f.state(d.id), JobState::Delayed);
+    // q was leased by the batch above too; put it back by cancelling and retrying.
+    f.queue.cancel(q.id).await.expect("cancel");
+    f.queue.retry(q.id).await.expect("retry");
+    assert_eq!(f.state(q.id), JobState::Queued);
+
+    for (id, was) in [
+        (q.id, JobState::Queued),
+        (d.id, JobState::Delayed),
+        (a.id, JobState::Active),
+    ] {
+        let before = f.queue.cancel(id).await.expect("cancel");
+        assert_eq!(before.state, was);
+        assert_eq!(f.state(id), JobState::Cancelled);
+    }
+    let again = f.queue.cancel(a.id).await;
+    assert!(matches!(
+        again,
+        Err(QueueError::InvalidState {
+            action: "cancel",
+            ..
+        })
+    ));
+    let late = f.queue.complete(a.id, la.attempt, vec![]).await;
+    assert!(matches!(
+        late,
+        Err(QueueError::Stale {
+            state: JobState::Cancelled,
+            ..
+        })
+    ));
+    let s = f.queue.stats().expect("stats");
+    assert_eq!(s.counts.cancelled, 3);
+    assert_eq!(s.counts.total(), 3);
+    // A delayed job that was cancelled does not come back when its backoff would have ended.
+    f.clock.advance(Duration::from_secs(3600));
+    f.queue.sweep().await.expect("sweep");
+    assert!(f.queue.lease(5, TTL).await.expect("lease").is_empty());
+}
+
+#[tokio::test]
+async fn change_priority_moves_a_queued_job() {
+    let f = Fixture::new();
+    let a = f.add(5).await;
+    let b = f.add(5).await;
+    let c = f.add(5).await;
+    let moved = f
+        .queue
+        .change_priority(c.id, Priority::new(8).expect("valid"))
+        .await
+        .expect("change");
+    assert_eq!(moved.priority.get(), 8);
+    let order: Vec<JobId> = f
+        .queue
+        .lease(3, TTL)
+        .await
+        .expect("lease")
+        .into_iter()
+        .map(|l| l.job.id)
+        .collect();
+    assert_eq!(order, vec![c.id, a.id, b.id]);
+    let s = f.queue.stats().expect("stats");
+    let active = &s.by_priority[JobState::Active.index() as usize].1;
+    assert_eq!((active[4], active[7]), (2, 1));
+    f.queue.cancel(a.id).await.expect("cancel");
+    let r = f.queue.change_priority(a.id, Priority::MAX).await;
+    assert!(matches!(r, Err(QueueError::InvalidState { .. })));
+}
+
+#[tokio::test]
+async fn dedupe_returns_the_live_job_and_releases_the_key_on_failure() {
+    let f = Fixture::new();
+    let keyed = || NewJob {
+        dedupe_key: Some("hash:builtin:{}".into()),
+        ..job(5)
+    };
+    let first = f.queue.enqueue(keyed()).await.expect("enqueue");
+    assert!(!first.deduplicated);
+    let again = f.queue.enqueue(keyed()).await.expect("enqueue");
+    assert!(again.deduplicated);
+    assert_eq!(again.job.id, first.job.id);
+    // Inside one batch too.
+    let both = f
+        .queue
+        .enqueue_batch(vec![keyed(), keyed()])
+        .await
+        .expect("batch");
+    assert!(
+        both.iter()
+            .all(|e| e.deduplicated && e.job.id == first.job.id)
+    );
+    assert_eq!(f.queue.stats().expect("stats").counts.queued, 1);
+
+    let l = f.lease_one().await;
+    f.queue
+        .fail(first.job.id, l.attempt, JobError::permanent("bad", "bad"))
+        .await
+        .expect("fail");
+    let fresh = f.queue.enqueue(keyed()).await.expect("enqueue");
+    assert!(!fresh.deduplicated, "a failed job no longer holds its key");
+    assert_ne!(fresh.job.id, first.job.id);
+}
+
+#[tokio::test]
+async fn a_batch_with_one_invalid_job_enqueues_none() {
+    let f = Fixture::new();
+    let mut bad = job(5);
+    bad.max_attempts = Some(0);
+    let r = f.queue.enqueue_batch(vec![job(5), bad, job(5)]).await;
+    let Err(QueueError::Invalid(msg)) = r else {
+        panic!("refused: {r:?}")
+    };
+    assert!(msg.contains("job 2 of the batch"), "{msg}");
+    assert_eq!(f.queue.stats().expect("stats").counts.total(), 0);
+
+    let mut bad = job(5);
+    bad.params.min_area_fraction = -1.0;
+    let r = f.queue.enqueue(bad).await;
+    assert!(
+        matches!(&r, Err(QueueError::Invalid(m)) if m.contains("min_area_fraction")),
+        "{r:?}"
+    );
+    let mut bad = job(5);
+    bad.image.hash.clear();
+    assert!(matches!(
+        f.queue.enqueue(bad).await,
+        Err(QueueError::Invalid(_))
+    ));
+}
+
+#[tokio::test]
+async fn delayed_enqueue_waits_for_its_time() {
+    let f = Fixture::new();
+    let later = NewJob {
+        run_at: Some(T0 + 10_000),
+        ..job(5)
+    };
+    let j = f.queue.enqueue(later).await.expect("enqueue").job;
+    assert_eq!(j.state, JobState::Delayed);
+    assert_eq!(f.queue.next_due().expect("next due"), Some(T0 + 10_000));
+    assert!(f.queue.lease(1, TTL).await.expect("lease").is_empty());
+    f.clock.advance(Duration::from_secs(10));
+    let swept = f.queue.sweep().await.expect("sweep");
+    assert_eq!(swept.promoted, vec![j.id]);
+    assert_eq!(f.lease_one().await.job.id, j.id);
+}
+
+#[tokio::test]
+async fn an_expired_lease_with_no_attempts_left_fails() {
+    let f = Fixture::new();
+    let j = f
+        .queue
+        .enqueue(NewJob {
+            max_attempts: Some(1),
+            ..job(5)
+        })
+        .await
+        .expect("enqueue")
+        .job;
+    f.lease_one().await;
+    f.clock.advance(TTL);
+    let swept = f.queue.sweep().await.expect("sweep");
+    assert_eq!(swept.expired, vec![j.id]);
+    let failed = f.queue.get(j.id).expect("get").expect("exists");
+    assert_eq!(failed.state, JobState::Failed);
+    assert_eq!(
+        failed.last_error.map(|e| e.code),
+        Some("lease-expired".into())
+    );
+}
+
+#[tokio::test]
+async fn reopen_requeues_orphans_and_refunds_their_attempt() {
+    let mut f = Fixture::new();
+    let j = f.add(5).await;
+    let l = f.lease_one().await;
+    f.queue
+        .progress(j.id, l.attempt, 40)
+        .await
+        .expect("progress");
+    let recovery = f.reopen();
+    assert_eq!(recovery.orphans, vec![j.id]);
+    let back = f.queue.get(j.id).expect("get").expect("exists");
+    assert_eq!(back.state, JobState::Queued);
+    assert_eq!(
+        back.attempts_spent(),
+        0,
+        "a restart does not spend an attempt"
+    );
+    assert_eq!(back.interruptions, 1);
+    let s = f.queue.stats().expect("stats");
+    assert_eq!((s.counts.queued, s.counts.active), (1, 0));
+    let l2 = f.lease_one().await;
+    assert_eq!(l2.attempt, 2);
+}
+
+#[tokio::test]
+async fn a_job_that_keeps_dying_with_its_process_fails() {
+    let mut f = Fixture::new();
+    let j = f.add(5).await;
+    for round in 1..=3 {
+        f.lease_one().await;
+        f.reopen();
+        assert_eq!(f.state(j.id), JobState::Queued, "round {round}");
+    }
+    f.lease_one().await;
+    f.reopen();
+    let failed = f.queue.get(j.id).expect("get").expect("exists");
+    assert_eq!(failed.state, JobState::Failed);
+    assert_eq!(
+        failed.last_error.map(|e| e.code),
+        Some("interrupted".into())
+    );
+}
+
+#[tokio::test]
+async fn aging_lifts_a_long_waiting_job_over_fresh_higher_ones() {
+    let f = Fixture::with(QueueOptions {
+        aging: Some(Duration::from_secs(60)),
+        ..QueueOptions::default()
+    });
+    let old_low = f.add(2).await;
+    f.clock.advance(Duration::from_secs(60 * 7)); // lifted 7 levels: 2 -> 9
+    let high8 = f.add(8).await;
+    let high10 = f.add(10).await;
+    let order: Vec<JobId> = f
+        .queue
+        .lease(3, TTL)
+        .await
+        .expect("lease")
+        .into_iter()
+        .map(|l| l.job.id)
+        .collect();
+    assert_eq!(order, vec![high10.id, old_low.id, high8.id]);
+
+    // Without aging the same arrival order is strict.
+    let strict = Fixture::new();
+    let low = strict.add(2).await;
+    strict.clock.advance(Duration::from_secs(60 * 7));
+    let h8 = strict.add(8).await;
+    let h10 = strict.add(10).await;
+    let order: Vec<JobId> = strict
+        .queue
+        .lease(3, TTL)
+        .await
+        .expect("lease")
+        .into_iter()
+        .map(|l| l.job.id)
+        .collect();
+    assert_eq!(order, vec![h10.id, h8.id, low.id]);
+}
+
+#[tokio::test]
+async fn aging_caps_at_ten_and_breaks_ties_by_waiting_time() {
+    let f = Fixture::with(QueueOptions {
+        aging: Some(Duration::from_secs(10)),
+        ..QueueOptions::default()
+    });
+    let ten = f.add(10).await;
+    f.clock.advance(Duration::from_secs(1));
+    let five = f.add(5).await;
+    f.clock.advance(Duration::from_secs(3600));
+    // Both are at 10 now; the ten-job became queued first.
+    let order: Vec<JobId> = f
+        .queue
+        .lease(2, TTL)
+        .await
+        .expect("lease")
+        .into_iter()
+        .map(|l| l.job.id)
+        .collect();
+    assert_eq!(order, vec![ten.id, five.id]);
+}
+
+#[tokio::test]
+async fn listing_filters_and_pages_newest_first() {
+    let f = Fixture::new();
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let nj = NewJob {
+            project: Some(if i % 2 == 0 { "even" } else { "odd" }.into()),
+            ..job(5)
+        };
+        ids.push(f.queue.enqueue(nj).await.expect("enqueue").job.id);
+    }
+    f.queue.cancel(ids[6]).await.expect("cancel");
+    f.queue.cancel(ids[3]).await.expect("cancel");
+
+    let all = f
+        .queue
+        .list(&JobFilter::default(), None, 100)
+        .expect("list");
+    let got: Vec<JobId> = all.jobs.iter().map(|j| j.id).collect();
+    let mut newest_first = ids.clone();
+    newest_first.reverse();
+    assert_eq!(got, newest_first);
+    assert_eq!(all.next, None);
+
+    let p1 = f
+        .queue
+        .list(&JobFilter::default(), None, 3)
+        .expect("page 1");
+    let p2 = f
+        .queue
+        .list(&JobFilter::default(), p1.next, 3)
+        .expect("page 2");
+    let p3 = f
+        .queue
+        .list(&JobFilter::default(), p2.next, 3)
+        .expect("page 3");
+    let paged: Vec<JobId> = [p1.jobs, p2.jobs, p3.jobs]
+        .concat()
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(paged, newest_first);
+
+    let even = JobFilter {
+        project: Some("even".into()),
+        ..JobFilter::default()
+    };
+    let got: Vec<JobId> = f
+        .queue
+        .list(&even, None, 100)
+        .expect("list")
+        .jobs
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(got, vec![ids[6], ids[4], ids[2], ids[0]]);
+
+    let cancelled = JobFilter {
+        state: Some(JobState::Cancelled),
+        ..JobFilter::default()
+    };
+    let got: Vec<JobId> = f
+        .queue
+        .list(&cancelled, None, 100)
+        .expect("list")
+        .jobs
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(got, vec![ids[6], ids[3]]);
+
+    let both = JobFilter {
+        state: Some(JobState::Cancelled),
+        project: Some("odd".into()),
+    };
+    let got: Vec<JobId> = f
+        .queue
+        .list(&both, None, 100)
+        .expect("list")
+        .jobs
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(got, vec![ids[3]]);
+}
+
+#[tokio::test]
+async fn retention_removes_by_age_and_by_count_and_releases_images() {
+    let f = Fixture::new();
+    let shared = |name: &str| NewJob {
+        image: ImageRef {
+            hash: name.into(),
+            ..job(5).image
+        },
+        ..job(5)
+    };
+    // Two old completed jobs on image "old", one recent on "keep"; "old" also backs a queued job.
+    let mut old = Vec::new();
+    for _ in 0..2 {
+        let j = f.queue.enqueue(shared("old")).await.expect("enqueue").job;
+        let l = f.lease_one().await;
+        f.queue
+            .complete(j.id, l.attempt, vec![1])
+            .await
+            .expect("complete");
+        old.push(j.id);
+    }
+    f.clock.advance(Duration::from_secs(8 * 86_400));
+    let recent = f.queue.enqueue(shared("keep")).await.expect("enqueue").job;
+    let l = f.lease_one().await;
+    f.queue
+        .complete(recent.id, l.attempt, vec![1])
+        .await
+        .expect("complete");
+    let waiting = f.queue.enqueue(shared("old")).await.expect("enqueue").job;
+
+    let report = f
+        .queue
+        .retain(Retention::default(), 100)
+        .await
+        .expect("retain");
+    assert_eq!(report.removed, old);
+    assert!(
+        report.orphaned_images.is_empty(),
+        "a queued job still uses it"
+    );
+    assert!(f.queue.get(old[0]).expect("get").is_none());
+    assert!(f.queue.result(old[0]).expect("result").is_none());
+    assert!(f.queue.get(recent.id).expect("get").is_some());
+
+    // By count: keep at most one cancelled job; the oldest goes, and its image with it.
+    f.queue.cancel(waiting.id).await.expect("cancel");
+    let extra = f.queue.enqueue(shared("other")).await.expect("enqueue").job;
+    f.clock.advance(Duration::from_secs(1));
+    f.queue.cancel(extra.id).await.expect("cancel");
+    let keep_one = Retention {
+        max_count: 1,
+        ..Retention::default()
+    };
+    let report = f.queue.retain(keep_one, 100).await.expect("retain");
+    assert_eq!(report.removed, vec![waiting.id]);
+    assert_eq!(report.orphaned_images, vec!["old".to_string()]);
+    let s = f.queue.stats().expect("stats");
+    assert_eq!((s.counts.completed, s.counts.cancelled), (1, 1));
+}
+
+#[tokio::test]
+async fn delete_removes_only_finished_jobs() {
+    let f = Fixture::new();
+    let j = f.add(5).await;
+    let r = f.queue.delete(j.id).await;
+    assert!(matches!(
+        r,
+        Err(QueueError::InvalidState {
+            action: "delete",
+            ..
+        })
+    ));
+    f.queue.cancel(j.id).await.expect("cancel");
+    f.queue.delete(j.id).await.expect("delete");
+    assert!(f.queue.get(j.id).expect("get").is_none());
+    assert!(matches!(
+        f.queue.delete(j.id).await,
+        Err(QueueError::NotFound(_))
+    ));
+    assert_eq!(f.queue.stats().expect("stats").counts.total(), 0);
+}
+
+#[tokio::test]
+async fn stats_report_oldest_wait_throughput_and_percentiles() {
+    let f = Fixture::new();
+    let a = f.add(5).await;
+    f.clock.advance(Duration::from_secs(5));
+    f.add(5).await;
+    f.clock.advance(Duration::from_secs(5));
+    let s = f.queue.stats().expect("stats");
+    assert_eq!(s.oldest_queued_ms, Some(10_000));
+    let l = f.lease_one().await;
+    assert_eq!(l.job.id, a.id);
+    f.clock.advance(Duration::from_secs(2));
+    f.queue
+        .complete(a.id, l.attempt, vec![])
+        .await
+        .expect("complete");
+    let s = f.queue.stats().expect("stats");
+    assert_eq!(s.oldest_queued_ms, Some(7_000));
+    assert_eq!(s.wait.p50_ms, Some(10_000));
+    assert_eq!(s.run.p50_ms, Some(2_000));
+    assert_eq!(s.completed.last_1m, 1);
+    assert_eq!(s.failed.last_15m, 0);
+    assert!(s.database_bytes > 0);
+}
+
+#[tokio::test]
+async fn progress_is_stored_for_the_current_attempt() {
+    let f = Fixture::new();
+    let j = f.add(5).await;
+    let l = f.lease_one().await;
+    f.queue
+        .progress(j.id, l.attempt, 250)
+        .await
+        .expect("progress");
+    assert_eq!(
+        f.queue.get(j.id).expect("get").expect("exists").progress,
+        100
+    );
+    f.queue
+        .progress(j.id, l.attempt, 42)
+        .await
+        .expect("progress");
+    assert_eq!(
+        f.queue.get(j.id).expect("get").expect("exists").progress,
+        42
+    );
+}
+
+#[tokio::test]
+async fn concurrent_enqueues_are_group_committed_and_all_distinct() {
+    let f = Fixture::new();
+    let mut tasks = Vec::new();
+    for p in 0..32u8 {
+        let q = f.queue.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for _ in 0..20 {
+                ids.push(q.enqueue(job(p % 10 + 1)).await.expect("enqueue").job.id);
+            }
+            ids
+        }));
+    }
+    let mut all = std::collections::BTreeSet::new();
+    for t in tasks {
+        all.extend(t.await.expect("task"));
+    }
+    assert_eq!(all.len(), 640);
+    let s = f.queue.stats().expect("stats");
+    assert_eq!(s.counts.queued, 640);
+    assert_eq!(s.by_priority[0].1.iter().sum::<u64>(), 640);
+}
+
+#[tokio::test]
+async fn closed_queue_answers_closed() {
+    let f = Fixture::new();
+    f.queue.close();
+    let r = f.queue.enqueue(job(5)).await;
+    assert!(matches!(r, Err(QueueError::Closed)), "{r:?}");
+}
