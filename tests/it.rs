@@ -1,0 +1,8 @@
+//! The integration tests, one binary (ripgrep's layout): each module is one area.
+
+mod util;
+
+/// SIGKILL a child process in the middle of work and check that nothing acknowledged is lost.
+mod crash;
+/// Random operation sequences against an in-memory model of the queue.
+mod queue_model;

@@ -1,0 +1,481 @@
+//! A model-based property test (after redb's fuzzer against a BTreeMap): random sequences of
+//! enqueue, lease, heartbeat, complete, fail, cancel, retry, priority change, pause, time passing,
+//! sweep and close-and-reopen run against the real queue and a plain in-memory model. After every
+//! step both must agree on every job's state, priority and attempts, and on the counters; every
+//! lease must hand out the same jobs in the same order. Nothing lost, nothing duplicated.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use spheroseg::clock::{Clock, ManualClock};
+use spheroseg::queue::{
+    Backoff, FailOutcome, JobError, JobFilter, JobId, JobState, NewJob, Priority, Queue, QueueError,
+};
+
+use crate::util;
+
+const TTL: Duration = Duration::from_secs(30);
+const T0: u64 = 1_800_000_000_000;
+
+#[derive(Clone, Debug)]
+enum Step {
+    Enqueue { priority: u8, key: Option<u8> },
+    EnqueueBatch { priorities: Vec<u8> },
+    Lease { n: usize },
+    Heartbeat,
+    Complete { pick: usize },
+    Fail { pick: usize, transient: bool },
+    Cancel { pick: usize },
+    Retry { pick: usize },
+    ChangePriority { pick: usize, priority: u8 },
+    Pause(bool),
+    Advance { ms: u64 },
+    Sweep,
+    Reopen,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => (1u8..=10, prop::option::of(0u8..4)).prop_map(|(priority, key)| Step::Enqueue { priority, key }),
+        1 => prop::collection::vec(1u8..=10, 1..6).prop_map(|priorities| Step::EnqueueBatch { priorities }),
+        4 => (0usize..4).prop_map(|n| Step::Lease { n }),
+        1 => Just(Step::Heartbeat),
+        3 => any::<usize>().prop_map(|pick| Step::Complete { pick }),
+        3 => (any::<usize>(), any::<bool>()).prop_map(|(pick, transient)| Step::Fail { pick, transient }),
+        1 => any::<usize>().prop_map(|pick| Step::Cancel { pick }),
+        1 => any::<usize>().prop_map(|pick| Step::Retry { pick }),
+        1 => (any::<usize>(), 1u8..=10).prop_map(|(pick, priority)| Step::ChangePriority { pick, priority }),
+        1 => any::<bool>().prop_map(Step::Pause),
+        2 => prop_oneof![0u64..3_000, 20_000u64..70_000].prop_map(|ms| Step::Advance { ms }),
+        2 => Just(Step::Sweep),
+        1 => Just(Step::Reopen),
+    ]
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct MJob {
+    state: JobState,
+    priority: u8,
+    attempt: u32,
+    base: u32,
+    max: u32,
+    interruptions: u32,
+    seq: u64,
+    run_at: u64,
+    lease_until: u64,
+    key: Option<String>,
+}
+
+#[derive(Default)]
+struct Model {
+    jobs: BTreeMap<JobId, MJob>,
+    dedupe: HashMap<String, JobId>,
+    next_seq: u64,
+    paused: bool,
+    /// Every lease handed out, stale or not: `(id, attempt)`.
+    held: Vec<(JobId, u32)>,
+}
+
+impl Model {
+    fn requeue(&mut self, id: JobId) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let j = self.jobs.get_mut(&id).expect("model job");
+        j.state = JobState::Queued;
+        j.seq = seq;
+    }
+
+    fn finish(&mut self, id: JobId, state: JobState) {
+        let j = self.jobs.get_mut(&id).expect("model job");
+        j.state = state;
+        if state != JobState::Completed
+            && let Some(k) = j.key.clone()
+            && self.dedupe.get(&k) == Some(&id)
+        {
+            self.dedupe.remove(&k);
+        }
+    }
+
+    fn fenced(&self, id: JobId, attempt: u32) -> bool {
+        self.jobs
+            .get(&id)
+            .is_some_and(|j| j.state == JobState::Active && j.attempt == attempt)
+    }
+
+    /// Delayed jobs due at `now`, in the order the queue promotes them: by `(run_at, id)`.
+    fn promote(&mut self, now: u64) -> Vec<JobId> {
+        let mut due: Vec<(u64, JobId)> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| j.state == JobState::Delayed && j.run_at <= now)
+            .map(|(id, j)| (j.run_at, *id))
+            .collect();
+        due.sort();
+        due.into_iter()
+            .map(|(_, id)| {
+                self.requeue(id);
+                id
+            })
+            .collect()
+    }
+
+    fn next_ready(&self) -> Option<JobId> {
+        self.jobs
+            .iter()
+            .filter(|(_, j)| j.state == JobState::Queued)
+            .min_by_key(|(_, j)| (10 - j.priority, j.seq))
+            .map(|(id, _)| *id)
+    }
+
+    fn counts(&self) -> [u64; 6] {
+        let mut c = [0u64; 6];
+        for j in self.jobs.values() {
+            c[JobState::ALL
+                .iter()
+                .position(|s| *s == j.state)
+                .expect("state")] += 1;
+        }
+        c
+    }
+}
+
+fn pick<T: Copy>(v: &[T], i: usize) -> Option<T> {
+    (!v.is_empty()).then(|| v[i % v.len()])
+}
+
+fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
+    let rt = util::runtime();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(T0);
+    let (mut queue, _) = util::open(dir.path(), Arc::new(clock.clone()));
+    let mut m = Model::default();
+    let backoff = Backoff::default();
+
+    for (n, s) in steps.into_iter().enumerate() {
+        let now = clock.now();
+        match s {
+            Step::Enqueue { priority, key } => {
+                let key = key.map(|k| format!("key-{k}"));
+                let nj = NewJob {
+                    dedupe_key: key.clone(),
+                    ..util::job(priority)
+                };
+                let got = rt.block_on(queue.enqueue(nj)).expect("enqueue");
+                match key.as_ref().and_then(|k| m.dedupe.get(k)) {
+                    Some(&holder) => {
+                        prop_assert!(got.deduplicated, "step {n}: key held by {holder}");
+                        prop_assert_eq!(got.job.id, holder);
+                    }
+                    None => {
+                        prop_assert!(!got.deduplicated);
+                        prop_assert!(!m.jobs.contains_key(&got.job.id), "duplicate id");
+                        if let Some(k) = &key {
+                            m.dedupe.insert(k.clone(), got.job.id);
+                        }
+                        m.jobs.insert(
+                            got.job.id,
+                            MJob {
+                                state: JobState::Queued,
+                                priority,
+                                attempt: 0,
+                                base: 0,
+                                max: 3,
+                                interruptions: 0,
+                                seq: m.next_seq,
+                                run_at: 0,
+                                lease_until: 0,
+                                key,
+                            },
+                        );
+                        m.next_seq += 1;
+                    }
+                }
+            }
+            Step::EnqueueBatch { priorities } => {
+                let batch: Vec<NewJob> = priorities.iter().map(|&p| util::job(p)).collect();
+                let got = rt.block_on(queue.enqueue_batch(batch)).expect("batch");
+                prop_assert_eq!(got.len(), priorities.len());
+                for (e, &p) in got.iter().zip(&priorities) {
+                    prop_assert!(!m.jobs.contains_key(&e.job.id));
+                    m.jobs.insert(
+                        e.job.id,
+                        MJob {
+                            state: JobState::Queued,
+                            priority: p,
+                            attempt: 0,
+                            base: 0,
+                            max: 3,
+                            interruptions: 0,
+                            seq: m.next_seq,
+                            run_at: 0,
+                            lease_until: 0,
+                            key: None,
+                        },
+                    );
+                    m.next_seq += 1;
+                }
+            }
+            Step::Lease { n: want } => {
+                let got = rt.block_on(queue.lease(want, TTL)).expect("lease");
+                let mut expect = Vec::new();
+                if !m.paused && want > 0 {
+                    m.promote(now);
+                    while expect.len() < want {
+                        let Some(id) = m.next_ready() else { break };
+                        let j = m.jobs.get_mut(&id).expect("model job");
+                        j.state = JobState::Active;
+                        j.attempt += 1;
+                        j.lease_until = now + TTL.as_millis() as u64;
+                        expect.push((id, j.attempt));
+                    }
+                }
+                let got: Vec<(JobId, u32)> = got.iter().map(|l| (l.job.id, l.attempt)).collect();
+                prop_assert_eq!(&got, &expect, "step {}: lease order", n);
+                m.held.extend(got);
+            }
+            Step::Heartbeat => {
+                let leases = m.held.clone();
+                let lost = rt
+                    .block_on(queue.heartbeat(leases.clone(), TTL))
+                    .expect("heartbeat");
+                let mut expect = Vec::new();
+                for (id, attempt) in leases {
+                    if m.fenced(id, attempt) {
+                        m.jobs.get_mut(&id).expect("job").lease_until =
+                            now + TTL.as_millis() as u64;
+                    } else {
+                        expect.push(id);
+                    }
+                }
+                prop_assert_eq!(lost, expect);
+            }
+            Step::Complete { pick: i } => {
+                let Some((id, attempt)) = pick(&m.held, i) else {
+                    continue;
+                };
+                let r = rt.block_on(queue.complete(id, attempt, vec![1, 2, 3]));
+                if m.fenced(id, attempt) {
+                    prop_assert!(r.is_ok(), "step {n}: {r:?}");
+                    m.finish(id, JobState::Completed);
+                } else {
+                    prop_assert!(
+                        matches!(r, Err(QueueError::Stale { .. })),
+                        "step {n}: {r:?}"
+                    );
+                }
+            }
+            Step::Fail { pick: i, transient } => {
+                let Some((id, attempt)) = pick(&m.held, i) else {
+                    continue;
+                };
+                let err = if transient {
+                    JobError::transient("ml-unavailable", "503")
+                } else {
+                    JobError::permanent("decode-failed", "not an image")
+                };
+                let r = rt.block_on(queue.fail(id, attempt, err));
+                if m.fenced(id, attempt) {
+                    let j = m.jobs.get_mut(&id).expect("job");
+                    let spent = j.attempt - j.base;
+                    if transient && spent < j.max {
+                        let run_at = now + backoff.delay(id, spent).as_millis() as u64;
+                        j.state = JobState::Delayed;
+                        j.run_at = run_at;
+                        prop_assert_eq!(r.expect("fail"), FailOutcome::Retrying { run_at });
+                    } else {
+                        m.finish(id, JobState::Failed);
+                        prop_assert_eq!(r.expect("fail"), FailOutcome::Failed);
+                    }
+                } else {
+                    prop_assert!(
+                        matches!(r, Err(QueueError::Stale { .. })),
+                        "step {n}: {r:?}"
+                    );
+                }
+            }
+            Step::Cancel { pick: i } => {
+                let ids: Vec<JobId> = m.jobs.keys().copied().collect();
+                let Some(id) = pick(&ids, i) else { continue };
+                let r = rt.block_on(queue.cancel(id));
+                if m.jobs[&id].state.is_finished() {
+                    prop_assert!(matches!(r, Err(QueueError::InvalidState { .. })), "{r:?}");
+                } else {
+                    prop_assert_eq!(r.expect("cancel").state, m.jobs[&id].state);
+                    m.finish(id, JobState::Cancelled);
+                }
+            }
+            Step::Retry { pick: i } => {
+                let ids: Vec<JobId> = m.jobs.keys().copied().collect();
+                let Some(id) = pick(&ids, i) else { continue };
+                let r = rt.block_on(queue.retry(id));
+                if matches!(m.jobs[&id].state, JobState::Failed | JobState::Cancelled) {
+                    prop_assert!(r.is_ok(), "{r:?}");
+                    m.requeue(id);
+                    let j = m.jobs.get_mut(&id).expect("job");
+                    j.base = j.attempt;
+                    j.interruptions = 0;
+                    if let Some(k) = j.key.clone() {
+                        m.dedupe.entry(k).or_insert(id);
+                    }
+                } else {
+                    prop_assert!(matches!(r, Err(QueueError::InvalidState { .. })), "{r:?}");
+                }
+            }
+            Step::ChangePriority { pick: i, priority } => {
+                let ids: Vec<JobId> = m.jobs.keys().copied().collect();
+                let Some(id) = pick(&ids, i) else { continue };
+                let p = Priority::new(priority.into()).expect("valid");
+                let r = rt.block_on(queue.change_priority(id, p));
+                if m.jobs[&id].state.is_finished() {
+                    prop_assert!(matches!(r, Err(QueueError::InvalidState { .. })), "{r:?}");
+                } else {
+                    prop_assert!(r.is_ok(), "{r:?}");
+                    m.jobs.get_mut(&id).expect("job").priority = priority;
+                }
+            }
+            Step::Pause(p) => {
+                rt.block_on(queue.set_paused(p)).expect("pause");
+                m.paused = p;
+            }
+            Step::Advance { ms } => clock.advance(Duration::from_millis(ms)),
+            Step::Sweep => sweep(&rt, &queue, &mut m, now)?,
+            Step::Reopen => {
+                queue.close();
+                let (q, recovery) = util::open(dir.path(), Arc::new(clock.clone()));
+                queue = q;
+                let active: Vec<JobId> = m
+                    .jobs
+                    .iter()
+                    .filter(|(_, j)| j.state == JobState::Active)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for &id in &active {
+                    let j = m.jobs.get_mut(&id).expect("job");
+                    j.interruptions += 1;
+                    if j.interruptions > j.max {
+                        m.finish(id, JobState::Failed);
+                    } else {
+                        j.base = (j.base + 1).min(j.attempt);
+                        m.requeue(id);
+                    }
+                }
+                prop_assert_eq!(recovery.orphans, active);
+            }
+        }
+        check(&queue, &m, n)?;
+    }
+    // Drain: everything still waiting comes out in model order, then nothing is left active.
+    rt.block_on(queue.set_paused(false)).expect("resume");
+    m.paused = false;
+    clock.advance(Duration::from_secs(3600));
+    sweep(&rt, &queue, &mut m, clock.now())?;
+    loop {
+        let got = rt.block_on(queue.lease(1, TTL)).expect("lease");
+        let expect = m.next_ready();
+        match (got.first(), expect) {
+            (None, None) => break,
+            (Some(l), Some(id)) if l.job.id == id => {
+                let j = m.jobs.get_mut(&id).expect("job");
+                j.state = JobState::Active;
+                j.attempt += 1;
+                rt.block_on(queue.complete(id, l.attempt, vec![]))
+                    .expect("complete");
+                m.finish(id, JobState::Completed);
+            }
+            (g, e) => prop_assert!(
+                false,
+                "drain order: got {:?}, model {:?}",
+                g.map(|l| l.job.id),
+                e
+            ),
+        }
+    }
+    queue.close();
+    Ok(())
+}
+
+/// Promotes due delayed jobs and expires due leases, in both, and compares what each did.
+fn sweep(
+    rt: &tokio::runtime::Runtime,
+    queue: &Queue,
+    m: &mut Model,
+    now: u64,
+) -> Result<(), TestCaseError> {
+    let r = rt.block_on(queue.sweep()).expect("sweep");
+    let promoted = m.promote(now);
+    let mut due: Vec<(u64, JobId)> = m
+        .jobs
+        .iter()
+        .filter(|(_, j)| j.state == JobState::Active && j.lease_until <= now)
+        .map(|(id, j)| (j.lease_until, *id))
+        .collect();
+    due.sort();
+    let mut expired = Vec::new();
+    for (_, id) in due {
+        let j = &m.jobs[&id];
+        if j.attempt - j.base >= j.max {
+            m.finish(id, JobState::Failed);
+        } else {
+            m.requeue(id);
+        }
+        expired.push(id);
+    }
+    prop_assert_eq!(r.promoted, promoted);
+    prop_assert_eq!(r.expired, expired);
+    Ok(())
+}
+
+/// Every model job exists with the same state, priority and attempts, the counters match, and the
+/// listing holds exactly the model's jobs, each once.
+fn check(queue: &Queue, m: &Model, step: usize) -> Result<(), TestCaseError> {
+    for (id, mj) in &m.jobs {
+        let j = queue.get(*id).expect("get");
+        prop_assert!(j.is_some(), "step {step}: job {id} lost");
+        let j = j.expect("present");
+        prop_assert_eq!(j.state, mj.state, "step {}: state of {}", step, id);
+        prop_assert_eq!(
+            j.priority.get(),
+            mj.priority,
+            "step {}: priority of {}",
+            step,
+            id
+        );
+        prop_assert_eq!(j.attempt, mj.attempt, "step {}: attempt of {}", step, id);
+        prop_assert_eq!(
+            j.attempts_spent(),
+            mj.attempt - mj.base,
+            "step {}: spent of {}",
+            step,
+            id
+        );
+    }
+    let stats = queue.stats().expect("stats");
+    let counts: Vec<u64> = JobState::ALL.iter().map(|s| stats.counts.get(*s)).collect();
+    prop_assert_eq!(counts, m.counts().to_vec(), "step {}: counters", step);
+    prop_assert_eq!(stats.paused, m.paused);
+    let listed = queue
+        .list(&JobFilter::default(), None, usize::MAX)
+        .expect("list");
+    let ids: Vec<JobId> = listed.jobs.iter().map(|j| j.id).collect();
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    prop_assert_eq!(unique.len(), ids.len(), "step {}: duplicated jobs", step);
+    prop_assert_eq!(ids.len(), m.jobs.len(), "step {}: job count", step);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 48,
+        max_shrink_iters: 2_000,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn queue_matches_its_model(steps in prop::collection::vec(step(), 1..80)) {
+        run(steps)?;
+    }
+}
