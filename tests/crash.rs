@@ -65,7 +65,7 @@ fn child_process() {
             }
             for (k, l) in leases.into_iter().enumerate() {
                 // Leave some active on purpose, so the kill finds running jobs.
-                if (k as u64 + round) % 5 == 0 {
+                if (k as u64 + round).is_multiple_of(5) {
                     continue;
                 }
                 queue
