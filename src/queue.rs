@@ -378,11 +378,12 @@ impl Queue {
         self.store()?.result(id)
     }
 
-    /// Newest first; pass the previous page's `next` as `cursor`.
+    /// One page of jobs; pass the previous page's `next` as `cursor`. The order depends on the
+    /// filter (newest first, or the state's natural order): see `Store::list`.
     pub fn list(
         &self,
         filter: &JobFilter,
-        cursor: Option<JobId>,
+        cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page, QueueError> {
         self.store()?.list(filter, cursor, limit)

@@ -141,7 +141,9 @@ fn sigkill_loses_no_acknowledged_job() {
             }
         }
 
+        let opened = Instant::now();
         let (queue, recovery) = util::open(dir.path(), Arc::new(SystemClock));
+        let open_time = opened.elapsed();
         let jobs = queue
             .list(&JobFilter::default(), None, usize::MAX)
             .expect("list")
@@ -186,7 +188,7 @@ fn sigkill_loses_no_acknowledged_job() {
             );
         }
         eprintln!(
-            "cycle {cycle}: killed after {delay:?}, {new_acks} new acks, {} jobs, {} orphans requeued",
+            "cycle {cycle}: killed after {delay:?}, {new_acks} new acks, {} jobs, {} orphans requeued, reopened in {open_time:?}",
             jobs.len(),
             recovery.orphans.len()
         );

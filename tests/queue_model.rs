@@ -345,12 +345,15 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 queue.close();
                 let (q, recovery) = util::open(dir.path(), Arc::new(clock.clone()));
                 queue = q;
-                let active: Vec<JobId> = m
+                // The queue recovers them in lease-expiry order.
+                let mut by_lease: Vec<(u64, JobId)> = m
                     .jobs
                     .iter()
                     .filter(|(_, j)| j.state == JobState::Active)
-                    .map(|(id, _)| *id)
+                    .map(|(id, j)| (j.lease_until, *id))
                     .collect();
+                by_lease.sort();
+                let active: Vec<JobId> = by_lease.into_iter().map(|(_, id)| id).collect();
                 for &id in &active {
                     let j = m.jobs.get_mut(&id).expect("job");
                     j.interruptions += 1;

@@ -281,18 +281,18 @@ pub enum FailOutcome {
     Failed,
 }
 
-/// Filters for listing jobs; all present filters must match. Newest first.
+/// Filters for listing jobs; all present filters must match.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct JobFilter {
     pub state: Option<JobState>,
     pub project: Option<String>,
 }
 
-/// One page of a listing; `next` is the cursor for the following page.
+/// One page of a listing; `next` is the opaque cursor of the following page, `None` at the end.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Page {
     pub jobs: Vec<Job>,
-    pub next: Option<JobId>,
+    pub next: Option<String>,
 }
 
 /// What `sweep` did.

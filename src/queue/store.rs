@@ -2,12 +2,14 @@
 //! read. Writes happen only on the writer thread (`queue/writer.rs`), through [`Tables`].
 //!
 //! Invariants kept by every transaction:
-//! - `jobs` is the truth; every other table except `meta`, `results` and `counts` is an index that
+//! - `jobs` is the truth; every other table except `meta` and `results` is an index that
 //!   [`rebuild_indexes`] can recreate from `jobs` alone.
 //! - `ready` holds exactly the queued jobs, keyed `(10 - priority, seq)`, so its first key is the next
 //!   job to lease; `delayed` the delayed ones by `run_at`; `leases` the active ones by `lease_until`;
 //!   `finished` the completed, failed and cancelled ones by finish time.
-//! - `counts[(state, priority)]` equals the number of jobs in that state and priority.
+//! - `meta["count.{state}.{priority}"]` equals the number of jobs in that state and priority (absent
+//!   means zero). The counters live in `meta` so that a commit dirties as few tables as possible:
+//!   the cost of a durable commit grows with every table it touches.
 //! - `image_refs[hash]` equals the number of jobs that refer to the image; absent means none.
 
 use std::path::{Path, PathBuf};
@@ -36,16 +38,12 @@ pub(crate) const READY: TableDefinition<(u8, u64), (u128, u64)> = TableDefinitio
 pub(crate) const DELAYED: TableDefinition<(u64, u128), ()> = TableDefinition::new("delayed");
 /// `(lease_until, job id)`.
 pub(crate) const LEASES: TableDefinition<(u64, u128), ()> = TableDefinition::new("leases");
-/// `(state, job id)`: listing by state, newest first.
-pub(crate) const BY_STATE: TableDefinition<(u8, u128), ()> = TableDefinition::new("by_state");
 /// `(project, job id)`: listing by project, newest first.
 pub(crate) const BY_PROJECT: TableDefinition<(&str, u128), ()> = TableDefinition::new("by_project");
 /// `(state, finished_at, job id)`: retention, oldest first.
 pub(crate) const FINISHED: TableDefinition<(u8, u64, u128), ()> = TableDefinition::new("finished");
 /// `dedupe key -> job id` while the job is live (not failed, cancelled or removed).
 pub(crate) const DEDUPE: TableDefinition<&str, u128> = TableDefinition::new("dedupe");
-/// `(state, priority) -> jobs`.
-pub(crate) const COUNTS: TableDefinition<(u8, u8), u64> = TableDefinition::new("counts");
 /// `image hash -> jobs referring to it`.
 pub(crate) const IMAGE_REFS: TableDefinition<&str, u64> = TableDefinition::new("image_refs");
 /// `job id -> result record`.
@@ -54,6 +52,20 @@ pub(crate) const RESULTS: TableDefinition<u128, &[u8]> = TableDefinition::new("r
 pub(crate) const META_SCHEMA: &str = "schema_version";
 pub(crate) const META_NEXT_SEQ: &str = "next_seq";
 pub(crate) const META_PAUSED: &str = "paused";
+/// Prefix of the counter keys in `meta`.
+const META_COUNT: &str = "count.";
+
+/// The `meta` key of the counter of jobs in `state` with priority `p` (1..=10).
+pub(crate) fn count_key(state: JobState, p: u8) -> String {
+    format!("{META_COUNT}{}.{p:02}", state.as_str())
+}
+
+fn parse_count_key(key: &str) -> Option<(JobState, u8)> {
+    let (state, p) = key.strip_prefix(META_COUNT)?.split_once('.')?;
+    let state: JobState = state.parse().ok()?;
+    let p: u8 = p.parse().ok()?;
+    (1..=10).contains(&p).then_some((state, p))
+}
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = vec![RECORD_V1];
@@ -193,25 +205,42 @@ impl Store {
         Ok(results.get(id.0)?.map(|v| v.value().to_vec()))
     }
 
-    /// Newest first, starting below `cursor`; at most `limit` jobs.
+    /// One page of jobs matching `filter`, at most `limit`, continuing after `cursor` (the `next`
+    /// of the previous page; opaque to callers). The order is the one a person expects of each view:
+    /// - no filter, or a project: newest first;
+    /// - queued: the order they will be leased in;
+    /// - delayed: the next to become queued first;
+    /// - active: the lease that runs out first, first;
+    /// - completed, failed, cancelled: the most recently finished first.
     pub(crate) fn list(
         &self,
         filter: &JobFilter,
-        cursor: Option<JobId>,
+        cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page, QueueError> {
         let tx = self.read()?;
         let jobs = tx.open_table(JOBS)?;
-        let below = cursor.map_or(u128::MAX, |c| c.0);
-        let mut out = Vec::new();
-        let push = |id: u128, out: &mut Vec<Job>| -> Result<bool, QueueError> {
+        let bad = || {
+            QueueError::Invalid(format!(
+                "cursor {:?} is not one this listing gave",
+                cursor.unwrap_or_default()
+            ))
+        };
+        let mut out: Vec<Job> = Vec::new();
+        let mut next: Option<String> = None;
+        // Collects a job if it matches; stops at `limit` and returns the cursor of the last one.
+        let mut take = |id: u128, key: String, out: &mut Vec<Job>| -> Result<bool, QueueError> {
             if let Some(v) = jobs.get(id)? {
                 let job: Job = decode(v.value(), "job record")?;
                 if filter.state.is_none_or(|s| s == job.state) {
                     out.push(job);
+                    if out.len() >= limit {
+                        next = Some(key);
+                        return Ok(false);
+                    }
                 }
             }
-            Ok(out.len() < limit)
+            Ok(true)
         };
         if limit == 0 {
             return Ok(Page {
@@ -219,36 +248,68 @@ impl Store {
                 next: None,
             });
         }
-        if let Some(project) = &filter.project {
-            let idx = tx.open_table(BY_PROJECT)?;
-            for entry in idx
-                .range((project.as_str(), 0)..(project.as_str(), below))?
-                .rev()
-            {
-                let (k, _) = entry?;
-                if !push(k.value().1, &mut out)? {
-                    break;
+        match (filter.project.as_deref(), filter.state) {
+            (Some(project), _) => {
+                let below = cursor.map_or(Ok(u128::MAX), |c| parse_id(c).ok_or_else(bad))?;
+                let idx = tx.open_table(BY_PROJECT)?;
+                for entry in idx.range((project, 0)..(project, below))?.rev() {
+                    let id = entry?.0.value().1;
+                    if !take(id, JobId(id).to_string(), &mut out)? {
+                        break;
+                    }
                 }
             }
-        } else if let Some(state) = filter.state {
-            let idx = tx.open_table(BY_STATE)?;
-            let s = state.index();
-            for entry in idx.range((s, 0)..(s, below))?.rev() {
-                let (k, _) = entry?;
-                if !push(k.value().1, &mut out)? {
-                    break;
+            (None, None) => {
+                let below = cursor.map_or(Ok(u128::MAX), |c| parse_id(c).ok_or_else(bad))?;
+                for entry in jobs.range(0..below)?.rev() {
+                    let (k, v) = entry?;
+                    out.push(decode(v.value(), "job record")?);
+                    if out.len() >= limit {
+                        next = Some(JobId(k.value()).to_string());
+                        break;
+                    }
                 }
             }
-        } else {
-            for entry in jobs.range(0..below)?.rev() {
-                let (_, v) = entry?;
-                out.push(decode(v.value(), "job record")?);
-                if out.len() >= limit {
-                    break;
+            (None, Some(JobState::Queued)) => {
+                let after = cursor.map(|c| parse_pair(c).ok_or_else(bad)).transpose()?;
+                let idx = tx.open_table(READY)?;
+                let start = after.map_or((0u8, 0u64), |(a, b)| (a as u8, b as u64 + 1));
+                for entry in idx.range(start..)? {
+                    let (k, v) = entry?;
+                    let (inv, seq) = k.value();
+                    if !take(v.value().0, format!("{inv}-{seq}"), &mut out)? {
+                        break;
+                    }
+                }
+            }
+            (None, Some(state @ (JobState::Delayed | JobState::Active))) => {
+                let after = cursor.map(|c| parse_pair(c).ok_or_else(bad)).transpose()?;
+                let idx = tx.open_table(if state == JobState::Delayed {
+                    DELAYED
+                } else {
+                    LEASES
+                })?;
+                let start = after.map_or((0u64, 0u128), |(a, b)| (a as u64, b + 1));
+                for entry in idx.range(start..)? {
+                    let (at, id) = entry?.0.value();
+                    if !take(id, format!("{at}-{id}"), &mut out)? {
+                        break;
+                    }
+                }
+            }
+            (None, Some(state)) => {
+                let s = state.index();
+                let before = cursor.map(|c| parse_pair(c).ok_or_else(bad)).transpose()?;
+                let end = before.map_or((s, u64::MAX, u128::MAX), |(a, b)| (s, a as u64, b));
+                let idx = tx.open_table(FINISHED)?;
+                for entry in idx.range((s, 0, 0)..end)?.rev() {
+                    let (_, at, id) = entry?.0.value();
+                    if !take(id, format!("{at}-{id}"), &mut out)? {
+                        break;
+                    }
                 }
             }
         }
-        let next = (out.len() == limit).then(|| out[out.len() - 1].id);
         Ok(Page { jobs: out, next })
     }
 
@@ -257,14 +318,13 @@ impl Store {
     pub(crate) fn snapshot(&self) -> Result<Snapshot, QueueError> {
         let tx = self.read()?;
         let mut snap = Snapshot::default();
-        for entry in tx.open_table(COUNTS)?.iter()? {
+        let meta = tx.open_table(META)?;
+        for entry in meta.range(META_COUNT..)? {
             let (k, v) = entry?;
-            let (s, p) = k.value();
-            if let Some(row) = snap.counts.get_mut(s as usize)
-                && let Some(cell) = row.get_mut(p.wrapping_sub(1) as usize)
-            {
-                *cell = v.value();
-            }
+            let Some((state, p)) = parse_count_key(k.value()) else {
+                break;
+            };
+            snap.counts[state.index() as usize][p as usize - 1] = v.value();
         }
         // `queued_at` grows with `seq` inside a level, so each level's head is its oldest.
         let ready = tx.open_table(READY)?;
@@ -274,7 +334,6 @@ impl Store {
                 snap.oldest_queued_at = Some(snap.oldest_queued_at.map_or(at, |o| o.min(at)));
             }
         }
-        let meta = tx.open_table(META)?;
         snap.paused = meta.get(META_PAUSED)?.is_some_and(|v| v.value() != 0);
         Ok(snap)
     }
@@ -303,6 +362,16 @@ impl Store {
     pub(crate) fn file_size(&self) -> u64 {
         std::fs::metadata(&self.path).map_or(0, |m| m.len())
     }
+}
+
+fn parse_id(cursor: &str) -> Option<u128> {
+    cursor.parse::<JobId>().ok().map(|id| id.0)
+}
+
+/// A cursor of two numbers, `a-b`.
+fn parse_pair(cursor: &str) -> Option<(u128, u128)> {
+    let (a, b) = cursor.split_once('-')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
 }
 
 fn open_db(path: &Path, cache_bytes: usize) -> Result<Database, QueueError> {
@@ -389,11 +458,10 @@ pub(crate) fn rebuild_indexes(mut t: Tables<'_>) -> Result<(), QueueError> {
     t.ready.retain(|_, _| false)?;
     t.delayed.retain(|_, _| false)?;
     t.leases.retain(|_, _| false)?;
-    t.by_state.retain(|_, _| false)?;
     t.by_project.retain(|_, _| false)?;
     t.finished.retain(|_, _| false)?;
     t.dedupe.retain(|_, _| false)?;
-    t.counts.retain(|_, _| false)?;
+    t.meta.retain(|k, _| parse_count_key(k).is_none())?;
     t.image_refs.retain(|_, _| false)?;
     let mut jobs: Vec<Job> = Vec::new();
     for entry in t.jobs.iter()? {
@@ -429,7 +497,8 @@ pub(crate) fn rebuild_indexes(mut t: Tables<'_>) -> Result<(), QueueError> {
     for (s, row) in counts.iter().enumerate() {
         for (p, &n) in row.iter().enumerate() {
             if n > 0 {
-                t.counts.insert((s as u8, p as u8 + 1), n)?;
+                t.meta
+                    .insert(count_key(JobState::ALL[s], p as u8 + 1).as_str(), n)?;
             }
         }
     }
@@ -441,11 +510,10 @@ pub(crate) fn rebuild_indexes(mut t: Tables<'_>) -> Result<(), QueueError> {
     Ok(())
 }
 
-/// Adds a job to the indexes of its current state (not `by_project`, `counts`, `dedupe` or
+/// Adds a job to the index of its current state (not `by_project`, the counters, `dedupe` or
 /// `image_refs`, which do not change with the state).
 pub(crate) fn index_insert(t: &mut Tables<'_>, job: &Job) -> Result<(), QueueError> {
     let id = job.id.0;
-    t.by_state.insert((job.state.index(), id), ())?;
     match job.state {
         JobState::Queued => {
             t.ready
@@ -465,10 +533,9 @@ pub(crate) fn index_insert(t: &mut Tables<'_>, job: &Job) -> Result<(), QueueErr
     Ok(())
 }
 
-/// Removes a job from the indexes of its current state; the inverse of [`index_insert`].
+/// Removes a job from the index of its current state; the inverse of [`index_insert`].
 pub(crate) fn index_remove(t: &mut Tables<'_>, job: &Job) -> Result<(), QueueError> {
     let id = job.id.0;
-    t.by_state.remove((job.state.index(), id))?;
     match job.state {
         JobState::Queued => {
             t.ready.remove(ready_key(job.priority, job.seq))?;
@@ -498,11 +565,9 @@ pub(crate) struct Tables<'txn> {
     pub(crate) ready: Table<'txn, (u8, u64), (u128, u64)>,
     pub(crate) delayed: Table<'txn, (u64, u128), ()>,
     pub(crate) leases: Table<'txn, (u64, u128), ()>,
-    pub(crate) by_state: Table<'txn, (u8, u128), ()>,
     pub(crate) by_project: Table<'txn, (&'static str, u128), ()>,
     pub(crate) finished: Table<'txn, (u8, u64, u128), ()>,
     pub(crate) dedupe: Table<'txn, &'static str, u128>,
-    pub(crate) counts: Table<'txn, (u8, u8), u64>,
     pub(crate) image_refs: Table<'txn, &'static str, u64>,
     pub(crate) results: Table<'txn, u128, &'static [u8]>,
 }
@@ -515,11 +580,9 @@ impl<'txn> Tables<'txn> {
             ready: tx.open_table(READY)?,
             delayed: tx.open_table(DELAYED)?,
             leases: tx.open_table(LEASES)?,
-            by_state: tx.open_table(BY_STATE)?,
             by_project: tx.open_table(BY_PROJECT)?,
             finished: tx.open_table(FINISHED)?,
             dedupe: tx.open_table(DEDUPE)?,
-            counts: tx.open_table(COUNTS)?,
             image_refs: tx.open_table(IMAGE_REFS)?,
             results: tx.open_table(RESULTS)?,
         })

@@ -642,90 +642,95 @@ async fn aging_caps_at_ten_and_breaks_ties_by_waiting_time() {
     assert_eq!(order, vec![ten.id, five.id]);
 }
 
+/// Collects every page of a listing, checking each is at most `per_page` long.
+fn all_pages(q: &Queue, filter: &JobFilter, per_page: usize) -> Vec<JobId> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = q.list(filter, cursor.as_deref(), per_page).expect("list");
+        assert!(page.jobs.len() <= per_page);
+        out.extend(page.jobs.iter().map(|j| j.id));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return out,
+        }
+    }
+}
+
 #[tokio::test]
-async fn listing_filters_and_pages_newest_first() {
+async fn listing_filters_and_pages_in_each_views_order() {
     let f = Fixture::new();
     let mut ids = Vec::new();
-    for i in 0..7 {
+    for i in 0..7u8 {
         let nj = NewJob {
             project: Some(if i % 2 == 0 { "even" } else { "odd" }.into()),
-            ..job(5)
+            ..job(1 + i % 3)
         };
         ids.push(f.queue.enqueue(nj).await.expect("enqueue").job.id);
     }
     f.queue.cancel(ids[6]).await.expect("cancel");
+    f.clock.advance(Duration::from_secs(1));
     f.queue.cancel(ids[3]).await.expect("cancel");
 
-    let all = f
-        .queue
-        .list(&JobFilter::default(), None, 100)
-        .expect("list");
-    let got: Vec<JobId> = all.jobs.iter().map(|j| j.id).collect();
     let mut newest_first = ids.clone();
     newest_first.reverse();
-    assert_eq!(got, newest_first);
-    assert_eq!(all.next, None);
-
-    let p1 = f
-        .queue
-        .list(&JobFilter::default(), None, 3)
-        .expect("page 1");
-    let p2 = f
-        .queue
-        .list(&JobFilter::default(), p1.next, 3)
-        .expect("page 2");
-    let p3 = f
-        .queue
-        .list(&JobFilter::default(), p2.next, 3)
-        .expect("page 3");
-    let paged: Vec<JobId> = [p1.jobs, p2.jobs, p3.jobs]
-        .concat()
-        .iter()
-        .map(|j| j.id)
-        .collect();
-    assert_eq!(paged, newest_first);
+    let all = JobFilter::default();
+    assert_eq!(all_pages(&f.queue, &all, 100), newest_first);
+    for per_page in [1, 2, 3, 7] {
+        assert_eq!(
+            all_pages(&f.queue, &all, per_page),
+            newest_first,
+            "pages of {per_page}"
+        );
+    }
 
     let even = JobFilter {
         project: Some("even".into()),
         ..JobFilter::default()
     };
-    let got: Vec<JobId> = f
-        .queue
-        .list(&even, None, 100)
-        .expect("list")
-        .jobs
-        .iter()
-        .map(|j| j.id)
-        .collect();
-    assert_eq!(got, vec![ids[6], ids[4], ids[2], ids[0]]);
+    assert_eq!(
+        all_pages(&f.queue, &even, 3),
+        vec![ids[6], ids[4], ids[2], ids[0]]
+    );
 
+    // Cancelled: the most recently finished first.
     let cancelled = JobFilter {
         state: Some(JobState::Cancelled),
         ..JobFilter::default()
     };
-    let got: Vec<JobId> = f
+    assert_eq!(all_pages(&f.queue, &cancelled, 1), vec![ids[3], ids[6]]);
+
+    // Queued: in lease order (priorities 1,2,3,1,2,3,1 with 3 and 6 cancelled).
+    let queued = JobFilter {
+        state: Some(JobState::Queued),
+        ..JobFilter::default()
+    };
+    let expect = vec![ids[2], ids[5], ids[1], ids[4], ids[0]];
+    assert_eq!(all_pages(&f.queue, &queued, 3), expect);
+    let leased: Vec<JobId> = f
         .queue
-        .list(&cancelled, None, 100)
-        .expect("list")
-        .jobs
+        .lease(2, TTL)
+        .await
+        .expect("lease")
         .iter()
-        .map(|j| j.id)
+        .map(|l| l.job.id)
         .collect();
-    assert_eq!(got, vec![ids[6], ids[3]]);
+    assert_eq!(leased, expect[..2]);
+
+    let active = JobFilter {
+        state: Some(JobState::Active),
+        ..JobFilter::default()
+    };
+    assert_eq!(all_pages(&f.queue, &active, 1).len(), 2);
 
     let both = JobFilter {
         state: Some(JobState::Cancelled),
         project: Some("odd".into()),
     };
-    let got: Vec<JobId> = f
-        .queue
-        .list(&both, None, 100)
-        .expect("list")
-        .jobs
-        .iter()
-        .map(|j| j.id)
-        .collect();
-    assert_eq!(got, vec![ids[3]]);
+    assert_eq!(all_pages(&f.queue, &both, 100), vec![ids[3]]);
+
+    let bad = f.queue.list(&queued, Some("not-a-cursor"), 10);
+    assert!(matches!(bad, Err(QueueError::Invalid(_))), "{bad:?}");
 }
 
 #[tokio::test]

@@ -26,7 +26,9 @@ use super::model::{
     ResultRef, Retention, RetentionReport, SweepReport,
 };
 use super::stats::Recent;
-use super::store::{META_NEXT_SEQ, META_PAUSED, Store, Tables, index_insert, index_remove};
+use super::store::{
+    META_NEXT_SEQ, META_PAUSED, Store, Tables, count_key, index_insert, index_remove,
+};
 use crate::clock::Clock;
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, QueueError>>;
@@ -180,8 +182,8 @@ pub(crate) fn recover(
     {
         let mut b = Batch::open(&tx, options, now)?;
         let active: Vec<u128> =
-            b.t.by_state
-                .range((JobState::Active.index(), 0)..=(JobState::Active.index(), u128::MAX))?
+            b.t.leases
+                .iter()?
                 .map(|e| e.map(|(k, _)| k.value().1))
                 .collect::<Result<_, _>>()?;
         for raw in active {
@@ -496,7 +498,11 @@ impl<'a> Batch<'a> {
         let s = state.index();
         let mut n: i64 = 0;
         for p in 1..=10u8 {
-            n += self.t.counts.get((s, p))?.map_or(0, |v| v.value()) as i64;
+            n += self
+                .t
+                .meta
+                .get(count_key(state, p).as_str())?
+                .map_or(0, |v| v.value()) as i64;
             n += self.counts[s as usize][p as usize - 1];
         }
         Ok(n.max(0) as u64)
@@ -504,19 +510,20 @@ impl<'a> Batch<'a> {
 
     /// Writes the summed counter and image-reference changes and the sequence counter.
     fn flush(&mut self) -> Result<(), QueueError> {
-        for s in 0..6u8 {
+        for state in JobState::ALL {
             for p in 1..=10u8 {
-                let d = std::mem::take(&mut self.counts[s as usize][p as usize - 1]);
+                let d = std::mem::take(&mut self.counts[state.index() as usize][p as usize - 1]);
                 if d == 0 {
                     continue;
                 }
-                let cur = self.t.counts.get((s, p))?.map_or(0, |v| v.value()) as i64;
+                let key = count_key(state, p);
+                let cur = self.t.meta.get(key.as_str())?.map_or(0, |v| v.value()) as i64;
                 let n = cur + d;
-                debug_assert!(n >= 0, "count of state {s} priority {p} went negative");
+                debug_assert!(n >= 0, "count of {state} priority {p} went negative");
                 if n <= 0 {
-                    self.t.counts.remove((s, p))?;
+                    self.t.meta.remove(key.as_str())?;
                 } else {
-                    self.t.counts.insert((s, p), n as u64)?;
+                    self.t.meta.insert(key.as_str(), n as u64)?;
                 }
             }
         }
