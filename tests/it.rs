@@ -2,6 +2,8 @@
 
 mod util;
 
+/// The binary: help, configuration commands, serve and SIGTERM.
+mod cli;
 /// SIGKILL a child process in the middle of work and check that nothing acknowledged is lost.
 mod crash;
 /// Random operation sequences against an in-memory model of the queue.
