@@ -104,21 +104,26 @@ impl Model {
             .is_some_and(|j| j.state == JobState::Active && j.attempt == attempt)
     }
 
-    /// Delayed jobs due at `now`, in the order the queue promotes them: by `(run_at, id)`.
-    fn promote(&mut self, now: u64) -> Vec<JobId> {
+    /// Jobs in `state` whose `at` is at most `until`, ordered by `(at, id)` like the queue's
+    /// time-keyed indexes.
+    fn due(&self, state: JobState, at: fn(&MJob) -> u64, until: u64) -> Vec<JobId> {
         let mut due: Vec<(u64, JobId)> = self
             .jobs
             .iter()
-            .filter(|(_, j)| j.state == JobState::Delayed && j.run_at <= now)
-            .map(|(id, j)| (j.run_at, *id))
+            .filter(|(_, j)| j.state == state && at(j) <= until)
+            .map(|(id, j)| (at(j), *id))
             .collect();
         due.sort();
-        due.into_iter()
-            .map(|(_, id)| {
-                self.requeue(id);
-                id
-            })
-            .collect()
+        due.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// Delayed jobs due at `now` become queued, in the order the queue promotes them.
+    fn promote(&mut self, now: u64) -> Vec<JobId> {
+        let due = self.due(JobState::Delayed, |j| j.run_at, now);
+        for &id in &due {
+            self.requeue(id);
+        }
+        due
     }
 
     fn next_ready(&self) -> Option<JobId> {
@@ -346,14 +351,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 let (q, recovery) = util::open(dir.path(), Arc::new(clock.clone()));
                 queue = q;
                 // The queue recovers them in lease-expiry order.
-                let mut by_lease: Vec<(u64, JobId)> = m
-                    .jobs
-                    .iter()
-                    .filter(|(_, j)| j.state == JobState::Active)
-                    .map(|(id, j)| (j.lease_until, *id))
-                    .collect();
-                by_lease.sort();
-                let active: Vec<JobId> = by_lease.into_iter().map(|(_, id)| id).collect();
+                let active = m.due(JobState::Active, |j| j.lease_until, u64::MAX);
                 for &id in &active {
                     let j = m.jobs.get_mut(&id).expect("job");
                     j.interruptions += 1;
@@ -408,15 +406,9 @@ fn sweep(
 ) -> Result<(), TestCaseError> {
     let r = rt.block_on(queue.sweep()).expect("sweep");
     let promoted = m.promote(now);
-    let mut due: Vec<(u64, JobId)> = m
-        .jobs
-        .iter()
-        .filter(|(_, j)| j.state == JobState::Active && j.lease_until <= now)
-        .map(|(id, j)| (j.lease_until, *id))
-        .collect();
-    due.sort();
+    let due = m.due(JobState::Active, |j| j.lease_until, now);
     let mut expired = Vec::new();
-    for (_, id) in due {
+    for id in due {
         let j = &m.jobs[&id];
         if j.attempt - j.base >= j.max {
             m.finish(id, JobState::Failed);
