@@ -4,12 +4,16 @@
 //! - `app`: wiring of the parts and the shutdown order
 //! - `cli`: the command-line interface (clap)
 //! - `queue`: the durable priority queue on redb (model, store, writer thread)
-//! - `segment`: segmentation parameters (segmenters arrive with #3 and #4)
+//! - `segment`: the builtin segmenter and its parameters (ML segmenters arrive with #4)
+//! - `outline`: objects as polygons, and the replaced ML service's polygon list
+//! - `morphology`: metrics of objects from their polygons; masks from polygons
 //! - `clock`: injected time for leases, backoff and aging
 
 pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod morphology;
+pub mod outline;
 pub mod queue;
 pub mod segment;
