@@ -1,6 +1,8 @@
-//! Segmentation: the parameters a job carries. The segmenters themselves (builtin, http, command)
-//! and the circuit breaker arrive with issues #3 and #4.
+//! Segmentation: decoding images, the builtin classical pipeline, and the parameters a job
+//! carries. The ML segmenters (http, command) and the circuit breaker arrive with #4.
 
+pub mod decode;
 mod params;
 
+pub use decode::{DecodeError, DecodeLimits, Decoded};
 pub use params::{Feature, ParamsError, Polarity, SegmentParams};
