@@ -107,10 +107,12 @@ fn format_name(f: ImageFormat) -> &'static str {
     }
 }
 
+type SliceReader<'a> = ImageReader<Cursor<&'a [u8]>>;
+
 fn reader<'a>(
     bytes: &'a [u8],
     limits: &DecodeLimits,
-) -> Result<(ImageReader<Cursor<&'a [u8]>>, &'static str), DecodeError> {
+) -> Result<(SliceReader<'a>, &'static str), DecodeError> {
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|_| DecodeError::NotAnImage)?;
