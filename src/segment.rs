@@ -1,8 +1,10 @@
 //! Segmentation: decoding images, the builtin classical pipeline, and the parameters a job
 //! carries. The ML segmenters (http, command) and the circuit breaker arrive with #4.
 
+pub mod builtin;
 pub mod decode;
 mod params;
 
+pub use builtin::{Decisions, SegmentError, Segmentation};
 pub use decode::{DecodeError, DecodeLimits, Decoded};
 pub use params::{Feature, ParamsError, Polarity, SegmentParams};

@@ -1,0 +1,437 @@
+//! The builtin segmenter: a classical pipeline for brightfield spheroids, pure Rust, no model.
+//!
+//! 1. normalise to the 0.5 / 99.5 percentiles;
+//! 2. flatten uneven illumination (a quadratic background fitted at reduced scale, objects left out);
+//! 3. smooth (almost-Gaussian, sigma = long side / 1024, at least 1 px) unless `smooth_sigma` says;
+//! 4. feature: intensity, or local standard deviation (texture). `auto` takes intensity when Otsu's
+//!    split of it explains at least half of its variance (the two classes are well apart), and
+//!    texture otherwise (a spheroid as bright as its background but rougher);
+//! 5. Otsu threshold; polarity from the border: objects are on the other side of the threshold
+//!    from most of the image border;
+//! 6. morphology: open then close with a disc of radius long side / 1024 (at least 1 px);
+//! 7. holes smaller than `fill_holes_below` of their object are filled, larger ones kept;
+//! 8. 8-connected objects; those under `min_area_fraction` of the image dropped, optionally those
+//!    touching the border, optionally all but the largest N;
+//! 9. outer boundary and hole boundaries traced along pixel edges (area = pixel count), objects
+//!    inside holes kept as objects of their own;
+//! 10. Douglas-Peucker with `simplify_epsilon`.
+//!
+//! A cancel flag is checked between stages and progress is reported after each.
+
+mod binary;
+mod contour;
+mod filter;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::params::{Feature, Polarity, SegmentParams};
+use crate::morphology::Gray;
+use crate::outline::Object;
+use binary::components;
+use filter::Plane;
+
+/// Why segmentation stopped.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SegmentError {
+    /// The cancel flag was raised.
+    #[error("cancelled")]
+    Cancelled,
+    /// The image is too small to segment.
+    #[error("image is {width}×{height}; at least 8×8 pixels are needed")]
+    TooSmall { width: u32, height: u32 },
+}
+
+/// The decisions the pipeline took, for the result record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Decisions {
+    pub feature: Feature,
+    pub polarity: Polarity,
+    /// The threshold on the normalised feature, in [0, 1].
+    pub threshold: f32,
+    /// Between-class over total variance of the intensity split, the `auto` feature's criterion.
+    pub separability: f64,
+    pub sigma: f32,
+    pub morph_radius: u32,
+    pub holes_filled: u32,
+}
+
+/// What the builtin segmenter found.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Segmentation {
+    pub objects: Vec<Object>,
+    pub decisions: Decisions,
+    /// Milliseconds per stage.
+    pub timings: Vec<(&'static str, f64)>,
+}
+
+/// Runs the pipeline on `image`. `progress` receives 0..=100; `cancel` is checked between stages.
+pub fn segment(
+    image: &Gray,
+    params: &SegmentParams,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(u8),
+) -> Result<Segmentation, SegmentError> {
+    let (w, h) = (image.width as usize, image.height as usize);
+    if w < 8 || h < 8 {
+        return Err(SegmentError::TooSmall {
+            width: image.width,
+            height: image.height,
+        });
+    }
+    let long = w.max(h) as f32;
+    let mut timings = Vec::new();
+    let mut clock = Instant::now();
+    let mut stage =
+        |name: &'static str, pct: u8, progress: &mut dyn FnMut(u8)| -> Result<(), SegmentError> {
+            timings.push((name, clock.elapsed().as_secs_f64() * 1e3));
+            clock = Instant::now();
+            progress(pct);
+            if cancel.load(Ordering::Relaxed) {
+                Err(SegmentError::Cancelled)
+            } else {
+                Ok(())
+            }
+        };
+
+    let mut plane = Plane::new(w, h, filter::normalize(&image.data, 0.5, 99.5));
+    stage("normalise", 10, progress)?;
+    if params.flatten_illumination {
+        filter::flatten(&mut plane);
+    }
+    stage("flatten", 20, progress)?;
+    let sigma = params.smooth_sigma.unwrap_or((long / 1024.0).max(1.0));
+    filter::gaussian(&mut plane, sigma);
+    stage("smooth", 35, progress)?;
+
+    let (lo, hi) = filter::min_max(&plane.data);
+    let hist = filter::histogram(&plane.data, lo, hi, 256);
+    let t_int = filter::otsu(&hist);
+    let separability = filter::separability(&hist, t_int);
+    let feature = match params.feature {
+        Feature::Auto if separability >= 0.5 => Feature::Intensity,
+        Feature::Auto => Feature::Texture,
+        f => f,
+    };
+    let (plane, lo, hi, t) = if feature == Feature::Texture {
+        let r = ((2.0 * sigma).round() as usize).max(2);
+        let tex = filter::local_std(&plane, r);
+        let (lo, hi) = filter::min_max(&tex.data);
+        let t = filter::otsu(&filter::histogram(&tex.data, lo, hi, 256));
+        (tex, lo, hi, t)
+    } else {
+        (plane, lo, hi, t_int)
+    };
+    let threshold = lo + (hi - lo) * (t as f32 + 0.5) / 255.0;
+    stage("threshold", 45, progress)?;
+
+    let polarity = match params.polarity {
+        Polarity::Auto => {
+            // Border pixels above the threshold mean a bright background: objects are dark.
+            let band = (w.min(h) / 50).max(1);
+            let (mut above, mut total) = (0u64, 0u64);
+            for y in 0..h {
+                let row = &plane.data[y * w..(y + 1) * w];
+                let edge_row = y < band || y >= h - band;
+                for (x, &v) in row.iter().enumerate() {
+                    if edge_row || x < band || x >= w - band {
+                        above += u64::from(v > threshold);
+                        total += 1;
+                    }
+                }
+            }
+            if feature == Feature::Texture || 2 * above < total {
+                Polarity::Bright
+            } else {
+                Polarity::Dark
+            }
+        }
+        p => p,
+    };
+    let mask: Vec<u8> = match polarity {
+        Polarity::Dark => plane
+            .data
+            .iter()
+            .map(|&v| u8::from(v <= threshold))
+            .collect(),
+        _ => plane
+            .data
+            .iter()
+            .map(|&v| u8::from(v > threshold))
+            .collect(),
+    };
+    drop(plane);
+    let morph_radius = (long / 1024.0).round().max(1.0) as usize;
+    let mut mask = binary::open_close(&mask, w, h, morph_radius);
+    stage("morphology", 60, progress)?;
+
+    let holes_filled = fill_small_holes(&mut mask, w, h, params.fill_holes_below);
+    stage("fill holes", 70, progress)?;
+
+    let objects = trace_objects(&mask, w, h, params);
+    stage("contours", 95, progress)?;
+
+    Ok(Segmentation {
+        objects,
+        decisions: Decisions {
+            feature,
+            polarity,
+            threshold: if hi > lo {
+                (threshold - lo) / (hi - lo)
+            } else {
+                0.5
+            },
+            separability,
+            sigma,
+            morph_radius: morph_radius as u32,
+            holes_filled,
+        },
+        timings,
+    })
+}
+
+/// Fills every hole smaller than `fraction` of the object around it; returns how many.
+fn fill_small_holes(mask: &mut [u8], w: usize, h: usize, fraction: f32) -> u32 {
+    let objects = components(mask, w, h, 1, true);
+    let labels = objects.paint(w, h);
+    let background = components(mask, w, h, 0, false);
+    let mut fill = vec![false; background.components.len()];
+    let mut filled = 0;
+    for (i, hole) in background.components.iter().enumerate() {
+        if hole.touches_border {
+            continue;
+        }
+        // The pixel above a hole's first pixel belongs to the object that encloses it.
+        let (x, y) = hole.first;
+        let around = labels[(y as usize - 1) * w + x as usize];
+        let Some(obj) = around
+            .checked_sub(1)
+            .map(|l| &objects.components[l as usize])
+        else {
+            continue;
+        };
+        if (hole.area as f64) < f64::from(fraction) * obj.area as f64 {
+            fill[i] = true;
+            filled += 1;
+        }
+    }
+    for (run, &l) in background.runs.iter().zip(&background.run_label) {
+        if fill[l as usize] {
+            let row = run.y as usize * w;
+            mask[row + run.x0 as usize..row + run.x1 as usize].fill(1);
+        }
+    }
+    filled
+}
+
+/// Selects objects by the parameters and traces them with their holes.
+fn trace_objects(mask: &[u8], w: usize, h: usize, params: &SegmentParams) -> Vec<Object> {
+    let objects = components(mask, w, h, 1, true);
+    let labels = objects.paint(w, h);
+    let min_area = f64::from(params.min_area_fraction) * (w * h) as f64;
+    let mut keep: Vec<usize> = (0..objects.components.len())
+        .filter(|&i| {
+            let c = &objects.components[i];
+            c.area as f64 >= min_area.max(1.0) && !(params.drop_border_objects && c.touches_border)
+        })
+        .collect();
+    if let Some(n) = params.keep_largest {
+        keep.sort_by_key(|&i| std::cmp::Reverse(objects.components[i].area));
+        keep.truncate(n as usize);
+        keep.sort_unstable();
+    }
+    let mut slot = vec![usize::MAX; objects.components.len()];
+    for (k, &i) in keep.iter().enumerate() {
+        slot[i] = k;
+    }
+    let background = components(mask, w, h, 0, false);
+    let holes_img = background.paint(w, h);
+    let eps = f64::from(params.simplify_epsilon);
+    fn inside(img: &[u32], w: usize, h: usize, label: u32) -> impl Fn(i64, i64) -> bool + '_ {
+        move |x: i64, y: i64| {
+            x >= 0
+                && y >= 0
+                && (x as usize) < w
+                && (y as usize) < h
+                && img[y as usize * w + x as usize] == label
+        }
+    }
+    let mut out: Vec<Object> = keep
+        .iter()
+        .map(|&i| {
+            let ring = contour::trace(
+                objects.components[i].first,
+                true,
+                inside(&labels, w, h, i as u32 + 1),
+            );
+            Object {
+                outer: contour::simplify(&ring, eps),
+                holes: Vec::new(),
+            }
+        })
+        .collect();
+    for (j, hole) in background.components.iter().enumerate() {
+        if hole.touches_border {
+            continue;
+        }
+        let (x, y) = hole.first;
+        let around = labels[(y as usize - 1) * w + x as usize];
+        let Some(k) = around
+            .checked_sub(1)
+            .map(|l| slot[l as usize])
+            .filter(|&k| k != usize::MAX)
+        else {
+            continue;
+        };
+        let ring = contour::trace(hole.first, false, inside(&holes_img, w, h, j as u32 + 1));
+        out[k].holes.push(contour::simplify(&ring, eps));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::morphology::{measure, ring_area};
+
+    fn synthetic(w: u32, h: u32, f: impl Fn(f64, f64) -> f32) -> Gray {
+        let data = (0..h)
+            .flat_map(|y| (0..w).map(move |x| (x, y)))
+            .map(|(x, y)| f(x as f64 + 0.5, y as f64 + 0.5))
+            .collect();
+        Gray::new(w, h, data)
+    }
+
+    fn run(img: &Gray, params: &SegmentParams) -> Segmentation {
+        segment(img, params, &AtomicBool::new(false), &mut |_| {}).expect("segments")
+    }
+
+    #[test]
+    fn a_dark_disc_on_a_bright_field_is_found_with_its_area() {
+        let img = synthetic(200, 160, |x, y| {
+            if (x - 90.0).hypot(y - 80.0) < 40.0 {
+                60.0
+            } else {
+                200.0
+            }
+        });
+        let s = run(&img, &SegmentParams::default());
+        assert_eq!(s.objects.len(), 1);
+        assert_eq!(s.decisions.polarity, Polarity::Dark);
+        assert_eq!(s.decisions.feature, Feature::Intensity);
+        let m = measure(&s.objects[0], None, None);
+        let truth = std::f64::consts::PI * 40.0 * 40.0;
+        assert!(
+            (m.area - truth).abs() / truth < 0.02,
+            "area {} vs {truth}",
+            m.area
+        );
+        assert!((m.centroid.x - 90.0).abs() < 0.5 && (m.centroid.y - 80.0).abs() < 0.5);
+    }
+
+    #[test]
+    fn a_large_hole_is_kept_a_small_one_filled_and_an_island_is_its_own_object() {
+        // Ring 20..60 around (100, 100); a hole of radius 20 holding an island of radius 8; and a
+        // 6×6 speck of background inside the ring (under 2 % of it): filled.
+        let img = synthetic(200, 200, |x, y| {
+            let r = (x - 100.0).hypot(y - 100.0);
+            let speck = (x - 140.0).abs() < 3.0 && (y - 100.0).abs() < 3.0;
+            if (r < 60.0 && r >= 20.0 && !speck) || r < 8.0 {
+                30.0
+            } else {
+                220.0
+            }
+        });
+        let params = SegmentParams {
+            smooth_sigma: Some(0.0),
+            flatten_illumination: false,
+            ..SegmentParams::default()
+        };
+        let s = run(&img, &params);
+        assert_eq!(s.objects.len(), 2, "the ring and the island");
+        let ring = s
+            .objects
+            .iter()
+            .find(|o| !o.holes.is_empty())
+            .expect("ring with hole");
+        assert_eq!(ring.holes.len(), 1, "the speck was filled");
+        assert!(s.decisions.holes_filled >= 1);
+        let island = s
+            .objects
+            .iter()
+            .find(|o| o.holes.is_empty())
+            .expect("island");
+        let a = ring_area(&island.outer);
+        assert!(
+            (a - std::f64::consts::PI * 64.0).abs() < 30.0,
+            "island area {a}"
+        );
+    }
+
+    #[test]
+    fn border_objects_and_small_objects_follow_the_parameters() {
+        let img = synthetic(200, 100, |x, y| {
+            let big = (x - 60.0).hypot(y - 50.0) < 30.0;
+            let edge = (x - 195.0).hypot(y - 50.0) < 20.0;
+            let dust = (x - 130.0).hypot(y - 20.0) < 2.0;
+            if big || edge || dust { 40.0 } else { 200.0 }
+        });
+        let base = SegmentParams {
+            smooth_sigma: Some(0.0),
+            flatten_illumination: false,
+            min_area_fraction: 0.0,
+            ..SegmentParams::default()
+        };
+        assert_eq!(run(&img, &base).objects.len(), 3);
+        let no_dust = SegmentParams {
+            min_area_fraction: 0.001,
+            ..base.clone()
+        };
+        assert_eq!(run(&img, &no_dust).objects.len(), 2);
+        let inner = SegmentParams {
+            drop_border_objects: true,
+            ..no_dust.clone()
+        };
+        assert_eq!(run(&img, &inner).objects.len(), 1);
+        let largest = SegmentParams {
+            keep_largest: Some(1),
+            ..base
+        };
+        let s = run(&img, &largest);
+        assert_eq!(s.objects.len(), 1);
+        assert!(ring_area(&s.objects[0].outer) > 2000.0);
+    }
+
+    #[test]
+    fn cancel_stops_between_stages_and_progress_rises() {
+        let img = synthetic(64, 64, |x, _| if x < 32.0 { 0.0 } else { 1.0 });
+        let cancel = AtomicBool::new(true);
+        let r = segment(&img, &SegmentParams::default(), &cancel, &mut |_| {});
+        assert_eq!(r, Err(SegmentError::Cancelled));
+        let mut seen = Vec::new();
+        let _ = segment(
+            &img,
+            &SegmentParams::default(),
+            &AtomicBool::new(false),
+            &mut |p| seen.push(p),
+        );
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+        assert!(
+            segment(
+                &synthetic(4, 4, |_, _| 0.0),
+                &SegmentParams::default(),
+                &cancel,
+                &mut |_| {}
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn a_flat_image_gives_no_objects_not_a_panic() {
+        let s = run(&synthetic(64, 48, |_, _| 100.0), &SegmentParams::default());
+        assert!(s.objects.len() <= 1);
+    }
+}

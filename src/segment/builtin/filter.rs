@@ -1,0 +1,472 @@
+//! Float image kernels of the builtin pipeline: robust normalisation, illumination flattening,
+//! Gaussian smoothing by repeated box filters, and local standard deviation. All are O(pixels),
+//! non-generic and branch-light so they compile to tight loops.
+
+/// A float image, row-major.
+#[derive(Clone, Debug)]
+pub(crate) struct Plane {
+    pub(crate) w: usize,
+    pub(crate) h: usize,
+    pub(crate) data: Vec<f32>,
+}
+
+impl Plane {
+    pub(crate) fn new(w: usize, h: usize, data: Vec<f32>) -> Self {
+        debug_assert_eq!(data.len(), w * h);
+        Plane { w, h, data }
+    }
+}
+
+/// Histogram of `data` over `[lo, hi]` in `bins` bins.
+pub(crate) fn histogram(data: &[f32], lo: f32, hi: f32, bins: usize) -> Vec<u64> {
+    let mut hist = vec![0u64; bins];
+    let scale = if hi > lo {
+        (bins as f32 - 1.0) / (hi - lo)
+    } else {
+        0.0
+    };
+    for &v in data {
+        let b = ((v - lo) * scale) as usize;
+        hist[b.min(bins - 1)] += 1;
+    }
+    hist
+}
+
+pub(crate) fn min_max(data: &[f32]) -> (f32, f32) {
+    data.iter()
+        .fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)))
+}
+
+/// The values at percentiles `pcts` (0..=100): a coarse histogram over the whole range finds the
+/// bin of each, a fine histogram inside that bin refines it (so a few extreme pixels cannot make
+/// the bins too coarse). Two passes over the data besides the min/max.
+pub(crate) fn percentiles<const N: usize>(data: &[f32], pcts: [f64; N]) -> [f32; N] {
+    const BINS: usize = 4096;
+    let (min, max) = min_max(data);
+    let mut out = [min; N];
+    if max <= min || data.is_empty() {
+        return out;
+    }
+    let width = (max - min) / BINS as f32;
+    let coarse = histogram(data, min, max, BINS);
+    let n = data.len() as u64;
+    // For each percentile: its coarse bin and how many samples lie below that bin.
+    let mut found = [(0usize, 0u64, 0u64); N];
+    for (k, &p) in pcts.iter().enumerate() {
+        let target = ((p / 100.0) * (n - 1) as f64).round() as u64;
+        let mut below = 0u64;
+        for (i, &c) in coarse.iter().enumerate() {
+            if below + c > target {
+                found[k] = (i, below, target);
+                break;
+            }
+            below += c;
+        }
+    }
+    let scale = (BINS as f32 - 1.0) / (max - min);
+    let mut fine = vec![vec![0u64; BINS]; N];
+    for &v in data {
+        let bin = (((v - min) * scale) as usize).min(BINS - 1);
+        for (k, &(b, _, _)) in found.iter().enumerate() {
+            if bin == b {
+                let lo = min + b as f32 * width;
+                let f = (((v - lo) / width * BINS as f32) as usize).min(BINS - 1);
+                fine[k][f] += 1;
+            }
+        }
+    }
+    for (k, &(b, below, target)) in found.iter().enumerate() {
+        let lo = min + b as f32 * width;
+        let mut acc = below;
+        out[k] = lo + width;
+        for (i, &c) in fine[k].iter().enumerate() {
+            acc += c;
+            if acc > target {
+                out[k] = lo + width * (i as f32 + 0.5) / BINS as f32;
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Maps the image to [0, 1] between its `lo_pct` and `hi_pct` percentiles (clamped), so one dead
+/// or saturated pixel cannot set the scale.
+pub(crate) fn normalize(data: &[f32], lo_pct: f64, hi_pct: f64) -> Vec<f32> {
+    let [lo, hi] = percentiles(data, [lo_pct, hi_pct]);
+    let (lo, hi) = if hi > lo { (lo, hi) } else { min_max(data) };
+    if hi <= lo {
+        return vec![0.5; data.len()];
+    }
+    let scale = 1.0 / (hi - lo);
+    data.iter()
+        .map(|&v| ((v - lo) * scale).clamp(0.0, 1.0))
+        .collect()
+}
+
+/// Divides out a smooth illumination field. The background is estimated at reduced scale: block
+/// means on a grid of about 64 cells on the long side, the cells that look like objects (the
+/// darker or brighter side of an Otsu split, whichever covers fewer border cells) left out, and a
+/// quadratic surface fitted to the rest by least squares. A surface, unlike a blur, is not pulled
+/// down by a spheroid that fills half the field.
+pub(crate) fn flatten(p: &mut Plane) {
+    let cell = (p.w.max(p.h) / 64).max(4);
+    let (gw, gh) = (p.w.div_ceil(cell), p.h.div_ceil(cell));
+    if gw < 3 || gh < 3 {
+        return;
+    }
+    let mut means = vec![0f32; gw * gh];
+    let mut counts = vec![0u32; gw * gh];
+    for y in 0..p.h {
+        let row = &p.data[y * p.w..(y + 1) * p.w];
+        let gy = y / cell;
+        for (x, &v) in row.iter().enumerate() {
+            let g = gy * gw + x / cell;
+            means[g] += v;
+            counts[g] += 1;
+        }
+    }
+    for (m, &c) in means.iter_mut().zip(&counts) {
+        *m /= c.max(1) as f32;
+    }
+    // Which side of the split is background: the one the border cells mostly fall on.
+    let t = otsu(&histogram(&means, 0.0, 1.0, 256)) as f32 / 255.0;
+    let mut border_above = 0i64;
+    for gy in 0..gh {
+        for gx in 0..gw {
+            if gx == 0 || gy == 0 || gx == gw - 1 || gy == gh - 1 {
+                border_above += if means[gy * gw + gx] > t { 1 } else { -1 };
+            }
+        }
+    }
+    let background = |v: f32| if border_above >= 0 { v > t } else { v <= t };
+    // Least squares for b(x, y) = c0 + c1 x + c2 y + c3 x² + c4 xy + c5 y², coordinates in [-1, 1].
+    let mut ata = [[0f64; 6]; 6];
+    let mut atb = [0f64; 6];
+    let mut used = 0;
+    for gy in 0..gh {
+        for gx in 0..gw {
+            let v = means[gy * gw + gx];
+            if !background(v) {
+                continue;
+            }
+            let (u, w) = (
+                2.0 * (gx as f64 + 0.5) / gw as f64 - 1.0,
+                2.0 * (gy as f64 + 0.5) / gh as f64 - 1.0,
+            );
+            let f = [1.0, u, w, u * u, u * w, w * w];
+            for i in 0..6 {
+                atb[i] += f[i] * f64::from(v);
+                for j in 0..6 {
+                    ata[i][j] += f[i] * f[j];
+                }
+            }
+            used += 1;
+        }
+    }
+    let Some(c) = (used >= 12).then(|| solve6(ata, atb)).flatten() else {
+        return;
+    };
+    let mean_bg = c[0].max(1e-3);
+    for y in 0..p.h {
+        let w = 2.0 * (y as f64 + 0.5) / p.h as f64 - 1.0;
+        let row = &mut p.data[y * p.w..(y + 1) * p.w];
+        // Evaluate the quadratic in x incrementally: exact for a polynomial, one multiply-add each.
+        let (a0, a1, a2) = (c[0] + c[2] * w + c[5] * w * w, c[1] + c[4] * w, c[3]);
+        for (x, v) in row.iter_mut().enumerate() {
+            let u = 2.0 * (x as f64 + 0.5) / p.w as f64 - 1.0;
+            let b = (a0 + u * (a1 + u * a2)).max(1e-3);
+            *v = (f64::from(*v) * mean_bg / b) as f32;
+        }
+    }
+}
+
+/// Solves a 6×6 system by Gaussian elimination with partial pivoting.
+fn solve6(mut a: [[f64; 6]; 6], mut b: [f64; 6]) -> Option<[f64; 6]> {
+    for col in 0..6 {
+        let pivot = (col..6).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
+        if a[pivot][col].abs() < 1e-12 {
+            return None;
+        }
+        a.swap(col, pivot);
+        b.swap(col, pivot);
+        for row in col + 1..6 {
+            let f = a[row][col] / a[col][col];
+            for k in col..6 {
+                a[row][k] -= f * a[col][k];
+            }
+            b[row] -= f * b[col];
+        }
+    }
+    let mut x = [0f64; 6];
+    for row in (0..6).rev() {
+        let s: f64 = (row + 1..6).map(|k| a[row][k] * x[k]).sum();
+        x[row] = (b[row] - s) / a[row][row];
+    }
+    Some(x)
+}
+
+/// Box radii of three passes whose combination approximates a Gaussian of `sigma`
+/// (Kovesi, "Fast almost-Gaussian filtering").
+fn box_radii(sigma: f32) -> [usize; 3] {
+    let n = 3.0f32;
+    let w_ideal = (12.0 * sigma * sigma / n + 1.0).sqrt();
+    let mut wl = w_ideal.floor() as i32;
+    if wl % 2 == 0 {
+        wl -= 1;
+    }
+    let wu = wl + 2;
+    let m_ideal = (12.0 * sigma * sigma - n * (wl * wl) as f32 - 4.0 * n * wl as f32 - 3.0 * n)
+        / (-4.0 * wl as f32 - 4.0);
+    let m = m_ideal.round() as i32;
+    let mut r = [0usize; 3];
+    for (i, r) in r.iter_mut().enumerate() {
+        let w = if (i as i32) < m { wl } else { wu };
+        *r = ((w.max(1) - 1) / 2) as usize;
+    }
+    r
+}
+
+/// Horizontal box mean of radius `r` with edge replication, `src` to `dst`.
+fn box_h(src: &[f32], dst: &mut [f32], w: usize, r: usize) {
+    let norm = 1.0 / (2 * r + 1) as f32;
+    for (s, d) in src.chunks_exact(w).zip(dst.chunks_exact_mut(w)) {
+        let first = s[0];
+        let last = s[w - 1];
+        let at = |i: isize| -> f32 {
+            if i < 0 {
+                first
+            } else if i as usize >= w {
+                last
+            } else {
+                s[i as usize]
+            }
+        };
+        let mut acc: f32 = (-(r as isize)..=r as isize).map(at).sum();
+        for x in 0..w {
+            d[x] = acc * norm;
+            acc += at(x as isize + r as isize + 1) - at(x as isize - r as isize);
+        }
+    }
+}
+
+/// Vertical box mean of radius `r` with edge replication, one row at a time (cache friendly).
+fn box_v(src: &[f32], dst: &mut [f32], w: usize, h: usize, r: usize) {
+    let norm = 1.0 / (2 * r + 1) as f32;
+    let row = |y: isize| -> &[f32] {
+        let y = y.clamp(0, h as isize - 1) as usize;
+        &src[y * w..(y + 1) * w]
+    };
+    let mut acc = vec![0f32; w];
+    for dy in -(r as isize)..=r as isize {
+        for (a, &v) in acc.iter_mut().zip(row(dy)) {
+            *a += v;
+        }
+    }
+    for y in 0..h {
+        let out = &mut dst[y * w..(y + 1) * w];
+        for (o, &a) in out.iter_mut().zip(&acc) {
+            *o = a * norm;
+        }
+        let (add, sub) = (
+            row(y as isize + r as isize + 1),
+            row(y as isize - r as isize),
+        );
+        for ((a, &p), &m) in acc.iter_mut().zip(add).zip(sub) {
+            *a += p - m;
+        }
+    }
+}
+
+/// A separable box mean of radius `r` in place.
+pub(crate) fn box_mean(p: &mut Plane, r: usize) {
+    if r == 0 {
+        return;
+    }
+    let mut tmp = vec![0f32; p.data.len()];
+    box_h(&p.data, &mut tmp, p.w, r);
+    box_v(&tmp, &mut p.data, p.w, p.h, r);
+}
+
+/// An almost-Gaussian blur of `sigma` pixels: three box means.
+pub(crate) fn gaussian(p: &mut Plane, sigma: f32) {
+    if sigma < 0.3 {
+        return;
+    }
+    for r in box_radii(sigma) {
+        box_mean(p, r);
+    }
+}
+
+/// Local standard deviation in a (2r+1)² window.
+pub(crate) fn local_std(p: &Plane, r: usize) -> Plane {
+    let mut mean = p.clone();
+    box_mean(&mut mean, r);
+    let mut sq = Plane::new(p.w, p.h, p.data.iter().map(|v| v * v).collect());
+    box_mean(&mut sq, r);
+    for (s, m) in sq.data.iter_mut().zip(&mean.data) {
+        *s = (*s - m * m).max(0.0).sqrt();
+    }
+    sq
+}
+
+/// Otsu's threshold: the bin index that maximises the between-class variance.
+pub(crate) fn otsu(hist: &[u64]) -> usize {
+    let total: u64 = hist.iter().sum();
+    if total == 0 {
+        return hist.len() / 2;
+    }
+    let sum_all: f64 = hist
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| i as f64 * c as f64)
+        .sum();
+    let (mut w0, mut sum0) = (0f64, 0f64);
+    let (mut best, mut best_var) = (0usize, -1f64);
+    for (i, &c) in hist.iter().enumerate() {
+        w0 += c as f64;
+        sum0 += i as f64 * c as f64;
+        let w1 = total as f64 - w0;
+        if w0 == 0.0 || w1 == 0.0 {
+            continue;
+        }
+        let (m0, m1) = (sum0 / w0, (sum_all - sum0) / w1);
+        let var = w0 * w1 * (m0 - m1) * (m0 - m1);
+        if var > best_var {
+            best_var = var;
+            best = i;
+        }
+    }
+    best
+}
+
+/// How well Otsu's split separates the histogram: between-class over total variance, in [0, 1].
+pub(crate) fn separability(hist: &[u64], t: usize) -> f64 {
+    let total: f64 = hist.iter().sum::<u64>() as f64;
+    if total == 0.0 {
+        return 0.0;
+    }
+    let mean: f64 = hist
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| i as f64 * c as f64)
+        .sum::<f64>()
+        / total;
+    let var: f64 = hist
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| (i as f64 - mean).powi(2) * c as f64)
+        .sum::<f64>()
+        / total;
+    let (mut w0, mut s0) = (0f64, 0f64);
+    for (i, &c) in hist.iter().enumerate().take(t + 1) {
+        w0 += c as f64;
+        s0 += i as f64 * c as f64;
+    }
+    let w1 = total - w0;
+    if w0 == 0.0 || w1 == 0.0 || var == 0.0 {
+        return 0.0;
+    }
+    let (m0, m1) = (s0 / w0, (mean * total - s0) / w1);
+    (w0 / total) * (w1 / total) * (m0 - m1).powi(2) / var
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_exact_to_a_fraction_of_a_bin() {
+        let mut data: Vec<f32> = (0..100_000).map(|i| (i % 1000) as f32).collect();
+        data.push(65_535.0); // one saturated pixel of a 16-bit image
+        let [p1, p50, p99] = percentiles(&data, [1.0, 50.0, 99.0]);
+        assert!((p1 - 10.0).abs() <= 1.0, "{p1}");
+        assert!((p50 - 500.0).abs() <= 1.0, "{p50}");
+        assert!((p99 - 990.0).abs() <= 1.0, "{p99}");
+    }
+
+    #[test]
+    fn normalize_ignores_a_few_extreme_pixels() {
+        let mut data: Vec<f32> = (0..10_000).map(|i| 100.0 + (i % 100) as f32).collect();
+        data[0] = 0.0;
+        data[1] = 65_535.0;
+        let n = normalize(&data, 0.5, 99.5);
+        assert_eq!(n[0], 0.0);
+        assert_eq!(n[1], 1.0);
+        let mid = n[50];
+        assert!((mid - 0.5).abs() < 0.05, "{mid}");
+    }
+
+    #[test]
+    fn box_blur_keeps_the_mean_and_gaussian_has_the_right_spread() {
+        let (w, h) = (101, 101);
+        let mut data = vec![0f32; w * h];
+        data[50 * w + 50] = 1.0;
+        let mut p = Plane::new(w, h, data);
+        gaussian(&mut p, 3.0);
+        let total: f32 = p.data.iter().sum();
+        assert!((total - 1.0).abs() < 1e-4, "{total}");
+        let var: f32 = (0..w)
+            .map(|x| {
+                let col: f32 = (0..h).map(|y| p.data[y * w + x]).sum();
+                col * (x as f32 - 50.0).powi(2)
+            })
+            .sum();
+        assert!((var.sqrt() - 3.0).abs() < 0.2, "sigma {}", var.sqrt());
+    }
+
+    #[test]
+    fn otsu_splits_two_modes() {
+        let mut hist = vec![0u64; 256];
+        hist[50] = 1000;
+        hist[200] = 1000;
+        let t = otsu(&hist);
+        assert!((50..200).contains(&t), "{t}");
+        assert!(separability(&hist, t) > 0.99);
+        let flat = vec![10u64; 256];
+        assert!(separability(&flat, otsu(&flat)) < 0.8);
+    }
+
+    #[test]
+    fn flatten_removes_a_gradient_but_keeps_an_object() {
+        let (w, h) = (256, 256);
+        let mut data = vec![0f32; w * h];
+        for y in 0..h {
+            for x in 0..w {
+                let bg = 0.5 + 0.3 * (x as f32 / w as f32) - 0.1 * (y as f32 / h as f32);
+                let inside = (x as f32 - 128.0).hypot(y as f32 - 128.0) < 60.0;
+                data[y * w + x] = if inside { bg * 0.4 } else { bg };
+            }
+        }
+        let mut p = Plane::new(w, h, data);
+        flatten(&mut p);
+        let corners = [
+            p.data[0],
+            p.data[w - 1],
+            p.data[(h - 1) * w],
+            p.data[h * w - 1],
+        ];
+        let (lo, hi) = min_max(&corners);
+        assert!(hi - lo < 0.02, "background flat after: {corners:?}");
+        assert!(p.data[128 * w + 128] < 0.5 * lo, "the object stays dark");
+    }
+
+    #[test]
+    fn local_std_is_high_on_texture_and_zero_on_flat() {
+        let (w, h) = (64, 32);
+        let data: Vec<f32> = (0..w * h)
+            .map(|i| {
+                if i % w < 32 {
+                    0.5
+                } else if (i / w + i % w) % 2 == 0 {
+                    0.0
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        let s = local_std(&Plane::new(w, h, data), 2);
+        assert!(s.data[16 * w + 8] < 1e-3);
+        assert!(s.data[16 * w + 50] > 0.4);
+    }
+}
