@@ -338,7 +338,7 @@ mod tests {
         let img = synthetic(200, 200, |x, y| {
             let r = (x - 100.0).hypot(y - 100.0);
             let speck = (x - 140.0).abs() < 3.0 && (y - 100.0).abs() < 3.0;
-            if (r < 60.0 && r >= 20.0 && !speck) || r < 8.0 {
+            if ((20.0..60.0).contains(&r) && !speck) || r < 8.0 {
                 30.0
             } else {
                 220.0

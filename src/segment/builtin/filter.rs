@@ -190,10 +190,11 @@ fn solve6(mut a: [[f64; 6]; 6], mut b: [f64; 6]) -> Option<[f64; 6]> {
         }
         a.swap(col, pivot);
         b.swap(col, pivot);
+        let pivot_row = a[col];
         for row in col + 1..6 {
-            let f = a[row][col] / a[col][col];
-            for k in col..6 {
-                a[row][k] -= f * a[col][k];
+            let f = a[row][col] / pivot_row[col];
+            for (v, p) in a[row][col..].iter_mut().zip(&pivot_row[col..]) {
+                *v -= f * p;
             }
             b[row] -= f * b[col];
         }
@@ -243,8 +244,8 @@ fn box_h(src: &[f32], dst: &mut [f32], w: usize, r: usize) {
             }
         };
         let mut acc: f32 = (-(r as isize)..=r as isize).map(at).sum();
-        for x in 0..w {
-            d[x] = acc * norm;
+        for (x, out) in d.iter_mut().enumerate() {
+            *out = acc * norm;
             acc += at(x as isize + r as isize + 1) - at(x as isize - r as isize);
         }
     }
