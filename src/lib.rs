@@ -7,6 +7,7 @@
 //! - `segment`: the builtin segmenter and its parameters (ML segmenters arrive with #4)
 //! - `outline`: objects as polygons, and the replaced ML service's polygon list
 //! - `morphology`: metrics of objects from their polygons; masks from polygons
+//! - `synth`: synthetic spheroid images with known truth (tests, benches, demo images)
 //! - `clock`: injected time for leases, backoff and aging
 
 pub mod app;
@@ -17,3 +18,4 @@ pub mod morphology;
 pub mod outline;
 pub mod queue;
 pub mod segment;
+pub mod synth;

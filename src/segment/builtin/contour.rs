@@ -6,43 +6,83 @@
 
 use crate::outline::Point;
 
-/// Follows the boundary of the region `inside` that contains the pixel `start`, which must be its
-/// topmost-leftmost pixel. The region is kept on the right of the walk (clockwise on screen).
-/// With `eight`, pixels that touch only at a corner belong together (objects); without, they do
-/// not (holes). Returns the corners of the ring, without repeating the first.
-pub(crate) fn trace(
+/// Directions: 0 right, 1 down, 2 left, 3 up (y grows downwards).
+const STEP: [(i64, i64); 4] = [(1, 0), (0, 1), (-1, 0), (0, -1)];
+/// Pixels ahead-right and ahead-left of vertex (x, y) when moving in each direction.
+const AHEAD_RIGHT: [(i64, i64); 4] = [(0, 0), (-1, 0), (-1, -1), (0, -1)];
+const AHEAD_LEFT: [(i64, i64); 4] = [(0, -1), (0, 0), (-1, 0), (-1, -1)];
+
+/// Walks the boundary of the region `inside` that contains the pixel `start`, which must be its
+/// topmost-leftmost pixel, keeping the region on the right (clockwise on screen). With `eight`,
+/// pixels that touch only at a corner belong together (objects); without, they do not (holes).
+/// Calls `step(x, y, d)` for every unit edge, leaving vertex (x, y) in direction `d`.
+fn walk(
     start: (u32, u32),
     eight: bool,
     inside: impl Fn(i64, i64) -> bool,
-) -> Vec<Point> {
-    // Directions: 0 right, 1 down, 2 left, 3 up (y grows downwards).
-    const STEP: [(i64, i64); 4] = [(1, 0), (0, 1), (-1, 0), (0, -1)];
-    // Pixels ahead-right and ahead-left of vertex (x, y) when moving in each direction.
-    const AHEAD_RIGHT: [(i64, i64); 4] = [(0, 0), (-1, 0), (-1, -1), (0, -1)];
-    const AHEAD_LEFT: [(i64, i64); 4] = [(0, -1), (0, 0), (-1, 0), (-1, -1)];
+    mut step: impl FnMut(i64, i64, usize),
+) {
     let (sx, sy) = (i64::from(start.0), i64::from(start.1));
     let (mut x, mut y, mut d) = (sx, sy, 0usize);
-    let mut ring = vec![Point::new(sx as f64, sy as f64)];
     loop {
+        step(x, y, d);
         x += STEP[d].0;
         y += STEP[d].1;
         let ar = inside(x + AHEAD_RIGHT[d].0, y + AHEAD_RIGHT[d].1);
         let al = inside(x + AHEAD_LEFT[d].0, y + AHEAD_LEFT[d].1);
-        let next = match (al, ar) {
+        d = match (al, ar) {
             (true, true) => (d + 3) % 4,   // the region turns in front: turn left
             (false, true) => d,            // straight on
             (false, false) => (d + 1) % 4, // the region ends: turn right
             (true, false) if eight => (d + 3) % 4, // corner contact belongs to the region
             (true, false) => (d + 1) % 4,
         };
-        if x == sx && y == sy && next == 0 {
-            break;
+        if x == sx && y == sy && d == 0 {
+            return;
         }
-        if next != d {
-            ring.push(Point::new(x as f64, y as f64));
-        }
-        d = next;
     }
+}
+
+/// The boundary as pixel corners: the ring encloses exactly the region's pixels.
+#[cfg(test)]
+pub(crate) fn trace(
+    start: (u32, u32),
+    eight: bool,
+    inside: impl Fn(i64, i64) -> bool,
+) -> Vec<Point> {
+    let mut ring: Vec<Point> = Vec::new();
+    let mut last = usize::MAX;
+    walk(start, eight, inside, |x, y, d| {
+        if d != last {
+            ring.push(Point::new(x as f64, y as f64));
+            last = d;
+        }
+    });
+    ring
+}
+
+/// The boundary at sub-pixel precision: one point per boundary edge, on the segment between the
+/// centres of the inside and the outside pixel, where `crossing(inside_px, outside_px)` says (0 at
+/// the inside centre, 1 at the outside one; 0.5 is the edge itself). Pass the threshold crossing
+/// of the smoothed feature, and the outline follows the image instead of the pixel staircase.
+pub(crate) fn trace_subpixel(
+    start: (u32, u32),
+    eight: bool,
+    inside: impl Fn(i64, i64) -> bool,
+    crossing: impl Fn((i64, i64), (i64, i64)) -> f64,
+) -> Vec<Point> {
+    // For each direction: the inside (right) and outside (left) pixel of the edge leaving (x, y).
+    const RIGHT_PX: [(i64, i64); 4] = [(0, 0), (-1, 0), (-1, -1), (0, -1)];
+    const LEFT_PX: [(i64, i64); 4] = [(0, -1), (0, 0), (-1, 0), (-1, -1)];
+    let mut ring = Vec::new();
+    walk(start, eight, inside, |x, y, d| {
+        let a = (x + RIGHT_PX[d].0, y + RIGHT_PX[d].1);
+        let b = (x + LEFT_PX[d].0, y + LEFT_PX[d].1);
+        let t = crossing(a, b).clamp(0.0, 1.0);
+        let (ax, ay) = (a.0 as f64 + 0.5, a.1 as f64 + 0.5);
+        let (bx, by) = (b.0 as f64 + 0.5, b.1 as f64 + 0.5);
+        ring.push(Point::new(ax + t * (bx - ax), ay + t * (by - ay)));
+    });
     ring
 }
 
@@ -152,6 +192,22 @@ mod tests {
         assert_eq!(ring_area(&eight), 2.0);
         let four = trace((0, 0), false, region(&rows));
         assert_eq!(ring_area(&four), 1.0);
+    }
+
+    #[test]
+    fn subpixel_points_sit_on_the_crossing() {
+        let rows = ["....", ".##.", ".##.", "...."];
+        // Crossing at the edge itself: the ring of edge midpoints of a 2×2 square.
+        let mid = trace_subpixel((1, 1), true, region(&rows), |_, _| 0.5);
+        assert_eq!(mid.len(), 8);
+        assert_eq!(ring_area(&mid), 4.0 - 0.5, "midpoints cut the four corners");
+        // Crossing a quarter pixel outside every edge: a 2.5 × 2.5 square with cut corners.
+        let out = trace_subpixel((1, 1), true, region(&rows), |_, _| 0.75);
+        assert!(
+            out.iter()
+                .all(|p| p.x >= 0.75 && p.x <= 3.25 && p.y >= 0.75 && p.y <= 3.25)
+        );
+        assert!(ring_area(&out) > 4.0);
     }
 
     #[test]

@@ -311,7 +311,9 @@ pub(crate) fn local_std(p: &Plane, r: usize) -> Plane {
     sq
 }
 
-/// Otsu's threshold: the bin index that maximises the between-class variance.
+/// Otsu's threshold: the bin index that maximises the between-class variance. Where the maximum
+/// is a plateau (empty bins between two classes), the middle of the plateau: the first maximum
+/// would put the threshold right against one class.
 pub(crate) fn otsu(hist: &[u64]) -> usize {
     let total: u64 = hist.iter().sum();
     if total == 0 {
@@ -323,7 +325,7 @@ pub(crate) fn otsu(hist: &[u64]) -> usize {
         .map(|(i, &c)| i as f64 * c as f64)
         .sum();
     let (mut w0, mut sum0) = (0f64, 0f64);
-    let (mut best, mut best_var) = (0usize, -1f64);
+    let mut vars = vec![-1f64; hist.len()];
     for (i, &c) in hist.iter().enumerate() {
         w0 += c as f64;
         sum0 += i as f64 * c as f64;
@@ -332,13 +334,16 @@ pub(crate) fn otsu(hist: &[u64]) -> usize {
             continue;
         }
         let (m0, m1) = (sum0 / w0, (sum_all - sum0) / w1);
-        let var = w0 * w1 * (m0 - m1) * (m0 - m1);
-        if var > best_var {
-            best_var = var;
-            best = i;
-        }
+        vars[i] = w0 * w1 * (m0 - m1) * (m0 - m1);
     }
-    best
+    let best = vars.iter().copied().fold(-1f64, f64::max);
+    if best <= 0.0 {
+        return hist.len() / 2;
+    }
+    let close = |v: f64| v >= best * (1.0 - 1e-9);
+    let first = vars.iter().position(|&v| close(v)).unwrap_or(0);
+    let last = first + vars[first..].iter().take_while(|&&v| close(v)).count() - 1;
+    (first + last) / 2
 }
 
 /// How well Otsu's split separates the histogram: between-class over total variance, in [0, 1].
@@ -422,7 +427,7 @@ mod tests {
         hist[50] = 1000;
         hist[200] = 1000;
         let t = otsu(&hist);
-        assert!((50..200).contains(&t), "{t}");
+        assert_eq!(t, 124, "the middle of the empty stretch between the modes");
         assert!(separability(&hist, t) > 0.99);
         let flat = vec![10u64; 256];
         assert!(separability(&flat, otsu(&flat)) < 0.8);
