@@ -1,12 +1,15 @@
 //! The command line (clap derive): what each subcommand parses and which library call it makes.
 
 use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{Config, DEFAULT_TOML, Layer, Sources};
+use crate::offline::{self, Batch, Formats, Outcome};
+use crate::segment::SegmentParams;
 
 #[derive(Debug, Parser)]
 #[command(name = "spheroseg", version, about, long_about = None)]
@@ -38,11 +41,56 @@ pub struct Common {
 pub enum Command {
     /// Run the queue (and, as later issues land, workers and the status page) until SIGTERM or Ctrl-C.
     Serve,
+    /// Segment image files offline (no server) and write JSON, masks and one metrics.csv.
+    Segment(SegmentArgs),
+    /// Write synthetic spheroid images (8-bit PNG, 16-bit TIFF) with their truth masks.
+    DemoImages {
+        /// Where to write them.
+        dir: PathBuf,
+        /// Width and height in pixels.
+        #[arg(long, default_value_t = 1024)]
+        size: u32,
+        /// Images per kind (plain, lumen, necrotic core) and bit depth.
+        #[arg(long, default_value_t = 1)]
+        count: u64,
+    },
     /// Print the default configuration file or the effective configuration.
     Config {
         #[command(subcommand)]
         action: ConfigAction,
     },
+}
+
+/// What `segment` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Json,
+    Csv,
+    Mask,
+}
+
+#[derive(Debug, Args)]
+pub struct SegmentArgs {
+    /// Images: PNG, JPEG, TIFF (8/16-bit) or BMP.
+    #[arg(required = true, value_name = "FILES")]
+    pub files: Vec<PathBuf>,
+    /// Output directory.
+    #[arg(long, default_value = "spheroseg-out", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Outputs, comma separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "json,csv,mask"
+    )]
+    pub format: Vec<Format>,
+    /// Pixel size in micrometres, for metrics in µm.
+    #[arg(long, value_name = "X")]
+    pub pixel_size_um: Option<f32>,
+    /// Segmentation parameters as JSON, e.g. '{"min_area_fraction": 0.01}'.
+    #[arg(long, value_name = "JSON")]
+    pub params: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -59,6 +107,9 @@ pub enum Exit {
     /// Bad configuration: one line, exit code 2.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// Some inputs of a batch failed (each was reported): exit code 1.
+    #[error("{failed} of {total} files failed")]
+    Partial { failed: usize, total: usize },
     /// Anything else: the cause chain, exit code 1.
     #[error(transparent)]
     Other(#[from] anyhow::Error),
@@ -68,7 +119,7 @@ impl Exit {
     pub fn code(&self) -> i32 {
         match self {
             Exit::Config(_) => 2,
-            Exit::Other(_) => 1,
+            Exit::Partial { .. } | Exit::Other(_) => 1,
         }
     }
 }
@@ -107,6 +158,14 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
             print!("{}", config.to_toml());
             Ok(())
         }
+        Command::Segment(args) => segment(&cli, args, env),
+        Command::DemoImages { dir, size, count } => {
+            let written = offline::demo_images(dir, *size, *count)?;
+            for p in written {
+                println!("{}", p.display());
+            }
+            Ok(())
+        }
         Command::Serve => {
             let ignored = Config::ignored_env(&env);
             let config = cli.load_config(env)?;
@@ -125,4 +184,71 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
             Ok(())
         }
     }
+}
+
+fn segment(cli: &Cli, args: &SegmentArgs, env: HashMap<String, String>) -> Result<(), Exit> {
+    let config = cli.load_config(env)?;
+    let mut params: SegmentParams = match &args.params {
+        Some(json) => serde_json::from_str(json)
+            .map_err(|e| anyhow::anyhow!("--params is not valid segmentation parameters: {e}"))?,
+        None => SegmentParams::default(),
+    };
+    if args.pixel_size_um.is_some() {
+        params.pixel_size_um = args.pixel_size_um;
+    }
+    params.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let batch = Batch {
+        files: args.files.clone(),
+        out: args.out.clone(),
+        formats: Formats {
+            json: args.format.contains(&Format::Json),
+            csv: args.format.contains(&Format::Csv),
+            mask: args.format.contains(&Format::Mask),
+        },
+        params,
+        workers: config.workers.min(args.files.len()).max(1),
+        limits: config.decode_limits(),
+    };
+    let total = batch.files.len();
+    let bar = std::io::stdout().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(total as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {elapsed} {msg}")
+                .expect("valid progress template"),
+        );
+        bar
+    });
+    let mut failed = 0;
+    let mut report = |o: &Outcome| {
+        let line = match &o.result {
+            Ok(r) => format!(
+                "ok     {}: {} object(s), {:.0} ms",
+                o.path.display(),
+                r.objects.len(),
+                o.millis
+            ),
+            Err(reason) => {
+                failed += 1;
+                format!("FAILED {}: {reason}", o.path.display())
+            }
+        };
+        match &bar {
+            Some(bar) => {
+                if o.result.is_err() {
+                    bar.println(&line);
+                }
+                bar.inc(1);
+            }
+            None if o.result.is_err() => eprintln!("{line}"),
+            None => println!("{line}"),
+        }
+    };
+    offline::run(&batch, &mut report)?;
+    if let Some(bar) = bar {
+        bar.finish_with_message(format!("written to {}", batch.out.display()));
+    }
+    if failed > 0 {
+        return Err(Exit::Partial { failed, total });
+    }
+    Ok(())
 }

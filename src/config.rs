@@ -64,6 +64,15 @@ pub struct Config {
     pub queue: QueueConfig,
     pub retention: RetentionConfig,
     pub ml: MlConfig,
+    pub limits: LimitsConfig,
+}
+
+/// The largest image accepted (checked from the header, before decoding).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LimitsConfig {
+    pub max_width: u32,
+    pub max_height: u32,
+    pub max_megapixels: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -115,6 +124,15 @@ pub struct Layer {
     pub queue: QueueLayer,
     pub retention: RetentionLayer,
     pub ml: MlLayer,
+    pub limits: LimitsLayer,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsLayer {
+    pub max_width: Option<u32>,
+    pub max_height: Option<u32>,
+    pub max_megapixels: Option<u32>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -226,6 +244,16 @@ impl Config {
             failed_age: days(self.retention.failed_days),
             cancelled_age: days(self.retention.cancelled_days),
             max_count: self.retention.max_per_state,
+        }
+    }
+
+    /// What the decoder may accept.
+    pub fn decode_limits(&self) -> crate::segment::DecodeLimits {
+        crate::segment::DecodeLimits {
+            max_width: self.limits.max_width,
+            max_height: self.limits.max_height,
+            max_megapixels: self.limits.max_megapixels,
+            ..crate::segment::DecodeLimits::default()
         }
     }
 
@@ -366,6 +394,9 @@ fn overlay(
     take!(ml.timeout_ms, "ml.timeout_ms");
     take!(ml.error_threshold_pct, "ml.error_threshold_pct");
     take!(ml.reset_timeout_ms, "ml.reset_timeout_ms");
+    take!(limits.max_width, "limits.max_width");
+    take!(limits.max_height, "limits.max_height");
+    take!(limits.max_megapixels, "limits.max_megapixels");
 }
 
 fn validate(l: Layer, origins: &HashMap<&'static str, String>) -> Result<Config, ConfigError> {
@@ -464,6 +495,15 @@ fn validate(l: Layer, origins: &HashMap<&'static str, String>) -> Result<Config,
             .map_err(|e| err("ml.reset_timeout_ms", e))?,
         url,
     };
+    let lim = l.limits;
+    let limits = LimitsConfig {
+        max_width: range(lim.max_width.unwrap_or(16_384), 8, 65_535, " pixels")
+            .map_err(|e| err("limits.max_width", e))?,
+        max_height: range(lim.max_height.unwrap_or(16_384), 8, 65_535, " pixels")
+            .map_err(|e| err("limits.max_height", e))?,
+        max_megapixels: range(lim.max_megapixels.unwrap_or(64), 1, 1024, " megapixels")
+            .map_err(|e| err("limits.max_megapixels", e))?,
+    };
     let segmenter = l.segmenter.unwrap_or_default();
     if segmenter == SegmenterKind::Http && ml.url.is_none() {
         return Err(err(
@@ -484,6 +524,7 @@ fn validate(l: Layer, origins: &HashMap<&'static str, String>) -> Result<Config,
         queue,
         retention,
         ml,
+        limits,
     })
 }
 
@@ -538,6 +579,12 @@ timeout_ms = 300000
 error_threshold_pct = 50
 # How long the breaker stays open before a trial call. Env: ML_RESET_TIMEOUT (ms)
 reset_timeout_ms = 60000
+
+[limits]
+# The largest image accepted; checked from the file header before anything is decoded.
+max_width = 16384
+max_height = 16384
+max_megapixels = 64
 "#;
 
 #[cfg(test)]

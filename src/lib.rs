@@ -7,6 +7,8 @@
 //! - `segment`: the builtin segmenter and its parameters (ML segmenters arrive with #4)
 //! - `outline`: objects as polygons, and the replaced ML service's polygon list
 //! - `morphology`: metrics of objects from their polygons; masks from polygons
+//! - `export`: metrics CSV, result JSON, mask PNG
+//! - `offline`: `spheroseg segment` on a thread pool, and `spheroseg demo-images`
 //! - `synth`: synthetic spheroid images with known truth (tests, benches, demo images)
 //! - `clock`: injected time for leases, backoff and aging
 
@@ -14,7 +16,9 @@ pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod export;
 pub mod morphology;
+pub mod offline;
 pub mod outline;
 pub mod queue;
 pub mod segment;

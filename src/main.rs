@@ -20,6 +20,7 @@ fn main() {
         match &e {
             spheroseg::cli::Exit::Config(c) => eprintln!("spheroseg: {c}"),
             spheroseg::cli::Exit::Other(a) => eprintln!("spheroseg: {a:#}"),
+            partial => eprintln!("spheroseg: {partial}"),
         }
         std::process::exit(e.code());
     }

@@ -4,7 +4,9 @@
 pub mod builtin;
 pub mod decode;
 mod params;
+mod result;
 
 pub use builtin::{Decisions, SegmentError, Segmentation};
 pub use decode::{DecodeError, DecodeLimits, Decoded};
 pub use params::{Feature, ParamsError, Polarity, SegmentParams};
+pub use result::{AnalyzeError, ImageInfo, ObjectMetrics, ResultJson, SegmentResult, analyze};

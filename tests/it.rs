@@ -8,3 +8,5 @@ mod cli;
 mod crash;
 /// Random operation sequences against an in-memory model of the queue.
 mod queue_model;
+/// The builtin segmenter: accuracy on synthetic truth, and `spheroseg segment` on fixtures.
+mod segment;

@@ -1,0 +1,240 @@
+//! Exports of results: the metrics CSV (the replaced design's column order), the result JSON, and
+//! the binary mask PNG.
+//!
+//! CSV numbers: 2 decimals for lengths and areas, 4 for ratios; quoting per RFC 4180 (the `csv`
+//! crate). An image with no objects contributes no rows: nothing is invented for missing data.
+//! When any row has a pixel size, calibrated columns follow the standard ones.
+
+use std::io::Write;
+
+use crate::morphology::rasterize;
+use crate::segment::SegmentResult;
+
+/// The replaced design's columns, in its order.
+pub const CSV_COLUMNS: [&str; 16] = [
+    "Image Name",
+    "Image ID",
+    "Image Resolution",
+    "Object ID",
+    "Area",
+    "Perimeter",
+    "Circularity",
+    "Equivalent Diameter",
+    "Aspect Ratio",
+    "Compactness",
+    "Convexity",
+    "Solidity",
+    "Sphericity",
+    "Feret Diameter Max",
+    "Feret Diameter Min",
+    "Created At",
+];
+
+/// Calibrated columns, written after the standard ones when a pixel size is known.
+pub const CSV_CALIBRATED: [&str; 6] = [
+    "Pixel Size (um)",
+    "Area (um2)",
+    "Perimeter (um)",
+    "Equivalent Diameter (um)",
+    "Feret Diameter Max (um)",
+    "Feret Diameter Min (um)",
+];
+
+/// An export that could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// Writing the CSV failed.
+    #[error("cannot write CSV: {0}")]
+    Csv(#[from] csv::Error),
+    /// Writing the output failed.
+    #[error("cannot write export: {0}")]
+    Io(#[from] std::io::Error),
+    /// Encoding the PNG failed.
+    #[error("cannot encode the mask PNG: {0}")]
+    Png(#[from] image::ImageError),
+}
+
+fn len(v: f64) -> String {
+    format!("{v:.2}")
+}
+
+fn ratio(v: f64) -> String {
+    format!("{v:.4}")
+}
+
+/// Writes the header and one row per object of every result; `id` gives each result's Image ID
+/// (the job id on a server, the file name offline).
+pub fn write_csv<'a, W: Write>(
+    out: W,
+    results: impl IntoIterator<Item = (&'a str, &'a SegmentResult)>,
+    calibrated: bool,
+) -> Result<(), ExportError> {
+    let mut w = csv::Writer::from_writer(out);
+    let mut header: Vec<&str> = CSV_COLUMNS.to_vec();
+    if calibrated {
+        header.extend(CSV_CALIBRATED);
+    }
+    w.write_record(&header)?;
+    for (id, r) in results {
+        let resolution = format!("{}x{}", r.image.width, r.image.height);
+        for (i, m) in r.metrics.iter().enumerate() {
+            let mut row = vec![
+                r.image.name.clone(),
+                id.to_owned(),
+                resolution.clone(),
+                format!("polygon-{}", i + 1),
+                len(m.area),
+                len(m.perimeter),
+                ratio(m.circularity),
+                len(m.equivalent_diameter),
+                ratio(m.aspect_ratio),
+                ratio(m.compactness),
+                ratio(m.convexity),
+                ratio(m.solidity),
+                ratio(m.sphericity),
+                len(m.feret_max),
+                len(m.feret_min),
+                r.created_at.clone(),
+            ];
+            if calibrated {
+                match &m.calibrated {
+                    Some(c) => row.extend([
+                        format!("{:.4}", c.pixel_size_um),
+                        len(c.area_um2),
+                        len(c.perimeter_um),
+                        len(c.equivalent_diameter_um),
+                        len(c.feret_max_um),
+                        len(c.feret_min_um),
+                    ]),
+                    None => row.extend(std::iter::repeat_n(String::new(), CSV_CALIBRATED.len())),
+                }
+            }
+            w.write_record(&row)?;
+        }
+    }
+    w.flush()?;
+    Ok(())
+}
+
+/// The result as pretty JSON.
+pub fn result_json(result: &SegmentResult) -> String {
+    serde_json::to_string_pretty(&result.to_json()).expect("result serialises to JSON")
+}
+
+/// The objects' mask (255 inside, 0 outside, holes cut out) as a PNG.
+pub fn mask_png(result: &SegmentResult) -> Result<Vec<u8>, ExportError> {
+    let (w, h) = (result.image.width, result.image.height);
+    let mask = rasterize(&result.objects, w, h);
+    let img = image::GrayImage::from_raw(w, h, mask).expect("mask has width × height pixels");
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png)?;
+    Ok(out.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::morphology::measure;
+    use crate::outline::{Object, Point};
+    use crate::segment::{ImageInfo, SegmentParams};
+
+    fn result(name: &str, objects: Vec<Object>, pixel: Option<f64>) -> SegmentResult {
+        SegmentResult {
+            image: ImageInfo {
+                name: name.into(),
+                width: 20,
+                height: 10,
+                format: "PNG".into(),
+                bit_depth: 8,
+                channels: 1,
+                pages: 1,
+            },
+            segmenter: "builtin".into(),
+            params: SegmentParams::default(),
+            decisions: None,
+            metrics: objects.iter().map(|o| measure(o, None, pixel)).collect(),
+            objects,
+            timings_ms: vec![],
+            created_at: "2026-11-29T05:00:00Z".into(),
+        }
+    }
+
+    fn square(x: f64, s: f64) -> Object {
+        Object {
+            outer: vec![
+                Point::new(x, 1.0),
+                Point::new(x + s, 1.0),
+                Point::new(x + s, 1.0 + s),
+                Point::new(x, 1.0 + s),
+            ],
+            holes: vec![],
+        }
+    }
+
+    #[test]
+    fn csv_has_the_replaced_columns_rounding_and_quoting() {
+        let a = result(
+            "plate 1, well \"B2\".tif",
+            vec![square(1.0, 4.0), square(10.0, 3.0)],
+            None,
+        );
+        let empty = result("blank.png", vec![], None);
+        let mut out = Vec::new();
+        write_csv(&mut out, [("job-1", &a), ("job-2", &empty)], false).expect("csv");
+        let text = String::from_utf8(out).expect("utf-8");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], CSV_COLUMNS.join(","));
+        assert_eq!(
+            lines.len(),
+            3,
+            "two objects, and no invented row for the blank image"
+        );
+        assert_eq!(
+            lines[1],
+            "\"plate 1, well \"\"B2\"\".tif\",job-1,20x10,polygon-1,16.00,16.00,0.7854,4.51,1.4142,0.7979,1.0000,1.0000,0.8862,5.66,4.00,2026-11-29T05:00:00Z"
+        );
+        assert!(lines[2].contains(",polygon-2,9.00,12.00,"));
+    }
+
+    #[test]
+    fn calibrated_columns_follow_when_a_pixel_size_is_known() {
+        let a = result("a.png", vec![square(1.0, 4.0)], Some(0.5));
+        let b = result("b.png", vec![square(1.0, 2.0)], None);
+        let mut out = Vec::new();
+        write_csv(&mut out, [("1", &a), ("2", &b)], true).expect("csv");
+        let text = String::from_utf8(out).expect("utf-8");
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].ends_with("Created At,Pixel Size (um),Area (um2),Perimeter (um),Equivalent Diameter (um),Feret Diameter Max (um),Feret Diameter Min (um)"));
+        assert!(
+            lines[1].ends_with(",0.5000,4.00,8.00,2.26,2.83,2.00"),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[2].ends_with("Z,,,,,,"),
+            "uncalibrated rows leave them empty: {}",
+            lines[2]
+        );
+    }
+
+    #[test]
+    fn mask_png_decodes_to_the_object() {
+        let r = result("a.png", vec![square(1.0, 4.0)], None);
+        let png = mask_png(&r).expect("png");
+        let img = image::load_from_memory(&png).expect("decodes").to_luma8();
+        assert_eq!(img.dimensions(), (20, 10));
+        assert_eq!(img.pixels().filter(|p| p.0[0] == 255).count(), 16);
+        assert_eq!(img.get_pixel(2, 2).0[0], 255);
+        assert_eq!(img.get_pixel(0, 0).0[0], 0);
+    }
+
+    #[test]
+    fn result_json_uses_the_polygon_format() {
+        let r = result("a.png", vec![square(1.0, 4.0)], None);
+        let v: serde_json::Value = serde_json::from_str(&result_json(&r)).expect("json");
+        assert_eq!(v["polygons"][0]["type"], "external");
+        assert_eq!(v["metrics"][0]["object_id"], "polygon-1");
+        assert_eq!(v["metrics"][0]["area"], 16.0);
+        assert_eq!(v["image"]["width"], 20);
+    }
+}

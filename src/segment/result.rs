@@ -1,0 +1,161 @@
+//! One image's segmentation result, as stored, exported and shown: image facts, the parameters,
+//! the pipeline's decisions, the objects with their metrics, and timings. `analyze` produces it
+//! from file bytes with the builtin segmenter.
+
+use std::sync::atomic::AtomicBool;
+use std::time::{Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use super::builtin::{self, Decisions, SegmentError};
+use super::decode::{self, DecodeError, DecodeLimits};
+use super::params::{ParamsError, SegmentParams};
+use crate::morphology::{Metrics, measure};
+use crate::outline::{Object, Polygon, to_polygons};
+
+/// What is known about the image that was segmented.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ImageInfo {
+    pub name: String,
+    pub width: u32,
+    pub height: u32,
+    pub format: String,
+    pub bit_depth: u8,
+    pub channels: u8,
+    pub pages: u32,
+}
+
+/// The outcome of segmenting one image.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SegmentResult {
+    pub image: ImageInfo,
+    /// `builtin`, or the name of the ML service that produced the objects.
+    pub segmenter: String,
+    pub params: SegmentParams,
+    /// The builtin pipeline's choices; absent for ML results.
+    pub decisions: Option<Decisions>,
+    pub objects: Vec<Object>,
+    /// One per object, same order.
+    pub metrics: Vec<Metrics>,
+    /// Milliseconds per stage, `decode` and `measure` included.
+    pub timings_ms: Vec<(String, f64)>,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+}
+
+/// The JSON shape of a result: objects as the ML service's polygon list, metrics keyed by its ids.
+#[derive(Serialize)]
+pub struct ResultJson<'a> {
+    pub image: &'a ImageInfo,
+    pub segmenter: &'a str,
+    pub params: &'a SegmentParams,
+    pub decisions: &'a Option<Decisions>,
+    pub polygons: Vec<Polygon>,
+    pub metrics: Vec<ObjectMetrics<'a>>,
+    pub timings_ms: &'a [(String, f64)],
+    pub created_at: &'a str,
+}
+
+/// One object's metrics with the id of its external polygon.
+#[derive(Serialize)]
+pub struct ObjectMetrics<'a> {
+    pub object_id: String,
+    #[serde(flatten)]
+    pub metrics: &'a Metrics,
+}
+
+impl SegmentResult {
+    pub fn to_json(&self) -> ResultJson<'_> {
+        ResultJson {
+            image: &self.image,
+            segmenter: &self.segmenter,
+            params: &self.params,
+            decisions: &self.decisions,
+            polygons: to_polygons(&self.objects),
+            metrics: self
+                .metrics
+                .iter()
+                .enumerate()
+                .map(|(i, m)| ObjectMetrics {
+                    object_id: format!("polygon-{}", i + 1),
+                    metrics: m,
+                })
+                .collect(),
+            timings_ms: &self.timings_ms,
+            created_at: &self.created_at,
+        }
+    }
+}
+
+/// Why an image could not be analysed. All are permanent except `Cancelled`, which is not a
+/// failure of the image.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum AnalyzeError {
+    #[error(transparent)]
+    Params(#[from] ParamsError),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+}
+
+impl AnalyzeError {
+    /// A stable kebab-case code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AnalyzeError::Params(_) => "invalid-params",
+            AnalyzeError::Decode(e) => e.code(),
+            AnalyzeError::Segment(SegmentError::Cancelled) => "cancelled",
+            AnalyzeError::Segment(SegmentError::TooSmall { .. }) => "image-too-small",
+        }
+    }
+}
+
+/// Decodes `bytes`, runs the builtin segmenter and measures every object.
+pub fn analyze(
+    bytes: &[u8],
+    name: &str,
+    params: &SegmentParams,
+    limits: &DecodeLimits,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(u8),
+) -> Result<SegmentResult, AnalyzeError> {
+    params.validate()?;
+    let start = Instant::now();
+    let decoded = decode::decode(bytes, limits)?;
+    let decode_ms = start.elapsed().as_secs_f64() * 1e3;
+    progress(5);
+    let seg = builtin::segment(&decoded.gray, params, cancel, &mut |p| {
+        progress((5 + u16::from(p) * 9 / 10) as u8)
+    })?;
+    let start = Instant::now();
+    let pixel = params.pixel_size_um.map(f64::from);
+    let metrics = seg
+        .objects
+        .iter()
+        .map(|o| measure(o, Some(&decoded.gray), pixel))
+        .collect();
+    let measure_ms = start.elapsed().as_secs_f64() * 1e3;
+    let mut timings_ms = vec![("decode".to_owned(), decode_ms)];
+    timings_ms.extend(seg.timings.iter().map(|(k, v)| ((*k).to_owned(), *v)));
+    timings_ms.push(("measure".to_owned(), measure_ms));
+    progress(100);
+    Ok(SegmentResult {
+        image: ImageInfo {
+            name: name.to_owned(),
+            width: decoded.gray.width,
+            height: decoded.gray.height,
+            format: decoded.format.to_owned(),
+            bit_depth: decoded.bit_depth,
+            channels: decoded.channels,
+            pages: decoded.pages,
+        },
+        segmenter: "builtin".into(),
+        params: params.clone(),
+        decisions: Some(seg.decisions),
+        objects: seg.objects,
+        metrics,
+        timings_ms,
+        created_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+    })
+}
