@@ -222,10 +222,15 @@ fn segment(cli: &Cli, args: &SegmentArgs, env: HashMap<String, String>) -> Resul
     let mut report = |o: &Outcome| {
         let line = match &o.result {
             Ok(r) => format!(
-                "ok     {}: {} object(s), {:.0} ms",
+                "ok     {}: {} object(s), {:.0} ms{}",
                 o.path.display(),
                 r.objects.len(),
-                o.millis
+                o.millis,
+                if r.image.pages > 1 {
+                    format!(" (segmented the first of {} pages)", r.image.pages)
+                } else {
+                    String::new()
+                }
             ),
             Err(reason) => {
                 failed += 1;

@@ -447,6 +447,42 @@ mod tests {
         assert!(ring_area(&s.objects[0].outer) > 2000.0);
     }
 
+    /// A spheroid as bright as the field on average but rough inside: intensity cannot separate
+    /// it, so `auto` takes the texture feature and finds it.
+    #[test]
+    fn auto_takes_texture_when_intensity_does_not_separate() {
+        let mut rng = crate::synth::Rng::new(5);
+        let img = synthetic(160, 160, |x, y| {
+            let inside = (x - 80.0).hypot(y - 80.0) < 40.0;
+            let noise = rng_free(x, y);
+            if inside { 128.0 + 60.0 * noise } else { 128.0 }
+        });
+        // Field noise, so the intensity histogram is one broad mode.
+        let data = img
+            .data
+            .iter()
+            .map(|v| v + 3.0 * rng.normal() as f32)
+            .collect();
+        let img = Gray::new(160, 160, data);
+        let s = run(&img, &SegmentParams::default());
+        assert_eq!(s.decisions.feature, Feature::Texture, "{:?}", s.decisions);
+        assert_eq!(s.objects.len(), 1);
+        let a = ring_area(&s.objects[0].outer);
+        let truth = std::f64::consts::PI * 1600.0;
+        assert!((a - truth).abs() / truth < 0.1, "area {a} vs {truth}");
+    }
+
+    /// A deterministic ±1 pattern with no mean: a checkerboard with jitter.
+    fn rng_free(x: f64, y: f64) -> f32 {
+        let (i, j) = (x as i64, y as i64);
+        let h = (i.wrapping_mul(73_856_093) ^ j.wrapping_mul(19_349_663)) & 0xff;
+        if (i + j) % 2 == 0 {
+            0.5 + h as f32 / 510.0
+        } else {
+            -0.5 - h as f32 / 510.0
+        }
+    }
+
     #[test]
     fn cancel_stops_between_stages_and_progress_rises() {
         let img = synthetic(64, 64, |x, _| if x < 32.0 { 0.0 } else { 1.0 });
