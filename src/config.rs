@@ -56,15 +56,22 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub bind: SocketAddr,
     pub workers: usize,
-    /// Required when `bind` is not a loopback address. Shown as `"<set>"` by `config show`.
-    #[serde(serialize_with = "redact")]
-    pub api_token: Option<String>,
     pub segmenter: SegmenterKind,
     pub shutdown_grace_secs: u64,
     pub queue: QueueConfig,
     pub retention: RetentionConfig,
     pub ml: MlConfig,
     pub limits: LimitsConfig,
+    pub auth: AuthConfig,
+}
+
+/// API authentication.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AuthConfig {
+    /// Bearer token every route but liveness requires when set; required when `bind` is not a
+    /// loopback address. Shown as `"<set>"` by `config show`.
+    #[serde(serialize_with = "redact")]
+    pub token: Option<String>,
 }
 
 /// The largest image accepted (checked from the header, before decoding).
@@ -118,13 +125,19 @@ pub struct Layer {
     pub data_dir: Option<PathBuf>,
     pub bind: Option<String>,
     pub workers: Option<usize>,
-    pub api_token: Option<String>,
     pub segmenter: Option<SegmenterKind>,
     pub shutdown_grace_secs: Option<u64>,
     pub queue: QueueLayer,
     pub retention: RetentionLayer,
     pub ml: MlLayer,
     pub limits: LimitsLayer,
+    pub auth: AuthLayer,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthLayer {
+    pub token: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -184,7 +197,7 @@ const ENV: &[(&str, &str)] = &[
     ("SPHEROSEG_BIND", "bind"),
     ("SPHEROSEG_WORKERS", "workers"),
     ("QUEUE_CONCURRENCY", "workers"),
-    ("SPHEROSEG_API_TOKEN", "api_token"),
+    ("SPHEROSEG_TOKEN", "auth.token"),
     ("SPHEROSEG_SEGMENTER", "segmenter"),
     ("SPHEROSEG_SHUTDOWN_GRACE_SECS", "shutdown_grace_secs"),
     ("SPHEROSEG_MAX_ATTEMPTS", "queue.max_attempts"),
@@ -337,7 +350,7 @@ fn env_layer(
             "data_dir" => l.data_dir = Some(raw.into()),
             "bind" => l.bind = Some(raw.clone()),
             "workers" => l.workers = Some(num(raw).map_err(bad)?),
-            "api_token" => l.api_token = Some(raw.clone()),
+            "auth.token" => l.auth.token = Some(raw.clone()),
             "segmenter" => l.segmenter = Some(raw.parse().map_err(bad)?),
             "shutdown_grace_secs" => l.shutdown_grace_secs = Some(num(raw).map_err(bad)?),
             "queue.max_attempts" => l.queue.max_attempts = Some(num(raw).map_err(bad)?),
@@ -375,7 +388,7 @@ fn overlay(
     take!(data_dir, "data_dir");
     take!(bind, "bind");
     take!(workers, "workers");
-    take!(api_token, "api_token");
+    take!(auth.token, "auth.token");
     take!(segmenter, "segmenter");
     take!(shutdown_grace_secs, "shutdown_grace_secs");
     take!(queue.max_attempts, "queue.max_attempts");
@@ -428,12 +441,12 @@ fn validate(l: Layer, origins: &HashMap<&'static str, String>) -> Result<Config,
             format!("{bind_raw:?} is not an address:port such as 127.0.0.1:5001"),
         )
     })?;
-    let api_token = l.api_token.filter(|t| !t.is_empty());
-    if !bind.ip().is_loopback() && api_token.is_none() {
+    let token = l.auth.token.filter(|t| !t.is_empty());
+    if !bind.ip().is_loopback() && token.is_none() {
         return Err(err(
             "bind",
             format!(
-                "binding to {bind} exposes spheroseg beyond this machine: set api_token as well"
+                "binding to {bind} exposes spheroseg beyond this machine: set auth.token (SPHEROSEG_TOKEN) as well"
             ),
         ));
     }
@@ -517,7 +530,6 @@ fn validate(l: Layer, origins: &HashMap<&'static str, String>) -> Result<Config,
             .unwrap_or_else(|| PathBuf::from("./spheroseg-data")),
         bind,
         workers,
-        api_token,
         segmenter,
         shutdown_grace_secs: range(l.shutdown_grace_secs.unwrap_or(30), 0, 3600, " s")
             .map_err(|m| err("shutdown_grace_secs", m))?,
@@ -525,6 +537,7 @@ fn validate(l: Layer, origins: &HashMap<&'static str, String>) -> Result<Config,
         retention,
         ml,
         limits,
+        auth: AuthConfig { token },
     })
 }
 
@@ -535,13 +548,11 @@ pub const DEFAULT_TOML: &str = r#"# spheroseg.toml: every key is optional; shown
 # Where the database (spheroseg.redb) and the original images live. Env: SPHEROSEG_DATA_DIR
 data_dir = "./spheroseg-data"
 # Address of the HTTP server and status page. Env: SPHEROSEG_BIND
-# Anything but a loopback address requires api_token.
+# Anything but a loopback address requires auth.token.
 bind = "127.0.0.1:5001"
 # Worker threads segmenting images; default: the number of CPU cores.
 # Env: SPHEROSEG_WORKERS, or QUEUE_CONCURRENCY as in the replaced deployment.
 # workers = 4
-# Bearer token required by the API when set. Env: SPHEROSEG_API_TOKEN
-# api_token = "change-me"
 # Segmenter for jobs that do not name one: builtin, http or command. Env: SPHEROSEG_SEGMENTER
 segmenter = "builtin"
 # Seconds running jobs get to finish on shutdown. Env: SPHEROSEG_SHUTDOWN_GRACE_SECS
@@ -585,6 +596,10 @@ reset_timeout_ms = 60000
 max_width = 16384
 max_height = 16384
 max_megapixels = 64
+
+[auth]
+# Bearer token the API requires when set (always with a non-loopback bind). Env: SPHEROSEG_TOKEN
+# token = "change-me"
 "#;
 
 #[cfg(test)]
@@ -720,12 +735,12 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.key, "bind");
-        assert!(e.message.contains("api_token"), "{e}");
+        assert!(e.message.contains("auth.token"), "{e}");
         let c = load(
             None,
             &[
                 ("SPHEROSEG_BIND", "0.0.0.0:5001"),
-                ("SPHEROSEG_API_TOKEN", "s3cret"),
+                ("SPHEROSEG_TOKEN", "s3cret"),
             ],
             Layer::default(),
         )

@@ -89,7 +89,7 @@ fn a_bad_value_is_one_line_and_exit_code_2() {
         .output()
         .expect("runs");
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("api_token"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("auth.token"));
 }
 
 /// Starts `serve`, waits for its start line, sends SIGTERM, and expects a clean exit; a second
