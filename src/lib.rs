@@ -8,15 +8,19 @@
 //! - `outline`: objects as polygons, and the replaced ML service's polygon list
 //! - `morphology`: metrics of objects from their polygons; masks from polygons
 //! - `export`: metrics CSV, result JSON, mask PNG
+//! - `images`: original images stored by content hash, and their garbage collection
 //! - `offline`: `spheroseg segment` on a thread pool, and `spheroseg demo-images`
 //! - `synth`: synthetic spheroid images with known truth (tests, benches, demo images)
+//! - `events`: numbered events in a ring buffer, broadcast to live subscribers
 //! - `clock`: injected time for leases, backoff and aging
 
 pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod events;
 pub mod export;
+pub mod images;
 pub mod morphology;
 pub mod offline;
 pub mod outline;
