@@ -1,6 +1,7 @@
 //! Segmentation: decoding images, the builtin classical pipeline, and the parameters a job
 //! carries. The ML segmenters (http, command) and the circuit breaker arrive with #4.
 
+pub mod breaker;
 pub mod builtin;
 pub mod decode;
 mod params;
