@@ -320,6 +320,30 @@ impl Queue {
         .await
     }
 
+    /// Hands a leased job back without spending its attempt, to run again at `until` (e.g. while
+    /// its ML service's circuit breaker is open). Durable.
+    pub async fn release(
+        &self,
+        id: JobId,
+        attempt: u32,
+        until: Millis,
+        reason: JobError,
+    ) -> Result<Job, QueueError> {
+        self.call(|reply| Op::Release {
+            id,
+            attempt,
+            until,
+            reason,
+            reply,
+        })
+        .await
+    }
+
+    /// Whether any job refers to the image with this hash.
+    pub fn image_referenced(&self, hash: &str) -> Result<bool, QueueError> {
+        self.store()?.image_referenced(hash)
+    }
+
     /// Cancels a queued, delayed or active job. Returns the job as it was before, so the caller can
     /// stop a running worker when it was active.
     pub async fn cancel(&self, id: JobId) -> Result<Job, QueueError> {

@@ -1,13 +1,232 @@
-//! Segmentation: decoding images, the builtin classical pipeline, and the parameters a job
-//! carries. The ML segmenters (http, command) and the circuit breaker arrive with #4.
+//! Segmentation: one trait, chosen per job, with three implementations: the builtin classical
+//! pipeline, a local ML program (`command`) and, with #4's HTTP part, a remote ML service. The ML
+//! ones run behind a circuit breaker (`breaker`). Also decoding, parameters and the result record.
 
 pub mod breaker;
 pub mod builtin;
+pub mod command;
 pub mod decode;
 mod params;
 mod result;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::time::{Instant, SystemTime};
 
 pub use builtin::{Decisions, SegmentError, Segmentation};
 pub use decode::{DecodeError, DecodeLimits, Decoded};
 pub use params::{Feature, ParamsError, Polarity, SegmentParams};
 pub use result::{AnalyzeError, ImageInfo, ObjectMetrics, ResultJson, SegmentResult, analyze};
+
+use crate::morphology::measure;
+use crate::outline::Object;
+use crate::queue::{ImageRef, JobError};
+
+/// Why a running job was asked to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum StopReason {
+    Running = 0,
+    /// A person cancelled the job.
+    Cancelled = 1,
+    /// It ran past its timeout.
+    Timeout = 2,
+    /// Its lease was lost (it expired and the job went to another attempt).
+    LeaseLost = 3,
+    /// spheroseg is shutting down; the job is requeued at the next start.
+    Shutdown = 4,
+}
+
+/// A cancel flag that says why: segmenters only ask `stopped()`; the pool reads the reason.
+#[derive(Debug, Default)]
+pub struct Stop(AtomicU8);
+
+impl Stop {
+    pub fn request(&self, reason: StopReason) {
+        // The first reason wins: a timeout during shutdown stays a timeout.
+        let _ = self
+            .0
+            .compare_exchange(0, reason as u8, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.0.load(Ordering::SeqCst) != 0
+    }
+
+    pub fn reason(&self) -> StopReason {
+        match self.0.load(Ordering::SeqCst) {
+            1 => StopReason::Cancelled,
+            2 => StopReason::Timeout,
+            3 => StopReason::LeaseLost,
+            4 => StopReason::Shutdown,
+            _ => StopReason::Running,
+        }
+    }
+}
+
+/// What a segmenter gets for one job.
+pub struct Input<'a> {
+    pub bytes: &'a [u8],
+    /// The stored original on disk (for programs and services that read files).
+    pub path: &'a Path,
+    pub image: &'a ImageRef,
+    pub params: &'a SegmentParams,
+    pub limits: &'a DecodeLimits,
+}
+
+/// How a job is controlled while it runs.
+pub struct Control<'a> {
+    pub stop: &'a Stop,
+    pub deadline: Instant,
+    pub progress: &'a mut dyn FnMut(u8),
+}
+
+/// Why a segmenter did not produce a result.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Failure {
+    /// It stopped because it was asked to (see `Stop::reason`).
+    Stopped,
+    /// Another attempt may succeed.
+    Transient { code: String, message: String },
+    /// This input will never work.
+    Permanent { code: String, message: String },
+}
+
+impl Failure {
+    pub fn transient(code: &str, message: impl Into<String>) -> Self {
+        Failure::Transient {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn permanent(code: &str, message: impl Into<String>) -> Self {
+        Failure::Permanent {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+
+    /// As the job keeps it; `None` for a stop.
+    pub fn job_error(&self) -> Option<JobError> {
+        match self {
+            Failure::Stopped => None,
+            Failure::Transient { code, message } => {
+                Some(JobError::transient(code, message.clone()))
+            }
+            Failure::Permanent { code, message } => {
+                Some(JobError::permanent(code, message.clone()))
+            }
+        }
+    }
+}
+
+/// Something that turns an image into objects.
+pub trait Segmenter: Send + Sync {
+    /// `builtin`, `command` or `http`.
+    fn name(&self) -> &str;
+    fn segment(
+        &self,
+        input: &Input<'_>,
+        control: &mut Control<'_>,
+    ) -> Result<SegmentResult, Failure>;
+}
+
+/// The builtin pipeline.
+pub struct Builtin;
+
+impl Segmenter for Builtin {
+    fn name(&self) -> &str {
+        "builtin"
+    }
+
+    fn segment(
+        &self,
+        input: &Input<'_>,
+        control: &mut Control<'_>,
+    ) -> Result<SegmentResult, Failure> {
+        // The pipeline checks an AtomicBool; mirror the stop into one between stages.
+        let flag = AtomicBool::new(false);
+        let stop = control.stop;
+        let progress = &mut *control.progress;
+        let mut relay = |p: u8| {
+            if stop.stopped() {
+                flag.store(true, Ordering::SeqCst);
+            }
+            progress(p);
+        };
+        match analyze(
+            input.bytes,
+            &input.image.name,
+            input.params,
+            input.limits,
+            &flag,
+            &mut relay,
+        ) {
+            Ok(r) => Ok(r),
+            Err(AnalyzeError::Segment(SegmentError::Cancelled)) => Err(Failure::Stopped),
+            Err(e) => Err(Failure::permanent(e.code(), e.to_string())),
+        }
+    }
+}
+
+/// A result from objects an ML segmenter returned: checks they lie in the image and measures them
+/// on the decoded image (for intensities).
+pub fn result_from_objects(
+    objects: Vec<Object>,
+    input: &Input<'_>,
+    segmenter: &str,
+    timings_ms: Vec<(String, f64)>,
+) -> Result<SegmentResult, Failure> {
+    let start = Instant::now();
+    let decoded = decode::decode(input.bytes, input.limits)
+        .map_err(|e| Failure::permanent(e.code(), e.to_string()))?;
+    let (w, h) = (
+        f64::from(decoded.gray.width),
+        f64::from(decoded.gray.height),
+    );
+    for (i, o) in objects.iter().enumerate() {
+        let outside = std::iter::once(&o.outer)
+            .chain(&o.holes)
+            .flatten()
+            .find(|p| p.x < -0.5 || p.y < -0.5 || p.x > w + 0.5 || p.y > h + 0.5);
+        if let Some(p) = outside {
+            return Err(Failure::permanent(
+                "polygons-out-of-image",
+                format!(
+                    "{segmenter} returned polygon {} with point ({}, {}) outside the {}×{} image",
+                    i + 1,
+                    p.x,
+                    p.y,
+                    decoded.gray.width,
+                    decoded.gray.height
+                ),
+            ));
+        }
+    }
+    let pixel = input.params.pixel_size_um.map(f64::from);
+    let metrics = objects
+        .iter()
+        .map(|o| measure(o, Some(&decoded.gray), pixel))
+        .collect();
+    let mut timings_ms = timings_ms;
+    timings_ms.push(("measure".into(), start.elapsed().as_secs_f64() * 1e3));
+    Ok(SegmentResult {
+        image: ImageInfo {
+            name: input.image.name.clone(),
+            width: decoded.gray.width,
+            height: decoded.gray.height,
+            format: decoded.format.to_owned(),
+            bit_depth: decoded.bit_depth,
+            channels: decoded.channels,
+            pages: decoded.pages,
+        },
+        segmenter: segmenter.to_owned(),
+        params: input.params.clone(),
+        decisions: None,
+        objects,
+        metrics,
+        timings_ms,
+        created_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+    })
+}

@@ -344,6 +344,11 @@ impl Store {
         Ok(meta.get(META_PAUSED)?.is_some_and(|v| v.value() != 0))
     }
 
+    pub(crate) fn image_referenced(&self, hash: &str) -> Result<bool, QueueError> {
+        let tx = self.read()?;
+        Ok(tx.open_table(IMAGE_REFS)?.get(hash)?.is_some())
+    }
+
     /// The earliest `run_at` among delayed jobs and the earliest lease expiry: when the dispatcher
     /// next has something to sweep.
     pub(crate) fn next_due(&self) -> Result<Option<Millis>, QueueError> {

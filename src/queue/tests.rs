@@ -894,3 +894,31 @@ async fn closed_queue_answers_closed() {
     let r = f.queue.enqueue(job(5)).await;
     assert!(matches!(r, Err(QueueError::Closed)), "{r:?}");
 }
+
+#[tokio::test]
+async fn release_holds_a_job_back_without_spending_its_attempt() {
+    let f = Fixture::new();
+    let j = f.add(5).await;
+    let l = f.lease_one().await;
+    let held = f
+        .queue
+        .release(
+            j.id,
+            l.attempt,
+            T0 + 60_000,
+            JobError::transient("breaker-open", "held"),
+        )
+        .await
+        .expect("release");
+    assert_eq!(held.state, JobState::Delayed);
+    assert_eq!(held.attempts_spent(), 0);
+    assert!(f.queue.lease(1, TTL).await.expect("lease").is_empty());
+    f.clock.advance(Duration::from_secs(60));
+    let again = f.lease_one().await;
+    assert_eq!(again.attempt, 2, "fencing still moves on");
+    assert_eq!(again.job.attempts_spent(), 1);
+    let stale = f.queue.release(j.id, 1, T0, transient()).await;
+    assert!(matches!(stale, Err(QueueError::Stale { .. })));
+    assert!(f.queue.image_referenced("abc123").expect("read"));
+    assert!(!f.queue.image_referenced("nope").expect("read"));
+}

@@ -69,6 +69,13 @@ pub(crate) enum Op {
         error: JobError,
         reply: Reply<FailOutcome>,
     },
+    Release {
+        id: JobId,
+        attempt: u32,
+        until: Millis,
+        reason: JobError,
+        reply: Reply<Job>,
+    },
     Cancel {
         id: JobId,
         reply: Reply<Job>,
@@ -368,6 +375,16 @@ impl<'a> Batch<'a> {
                 reply,
             } => {
                 let r = self.fail(id, attempt, error);
+                answer(reply, r)
+            }
+            Op::Release {
+                id,
+                attempt,
+                until,
+                reason,
+                reply,
+            } => {
+                let r = self.release(id, attempt, until, reason);
                 answer(reply, r)
             }
             Op::Cancel { id, reply } => {
@@ -774,6 +791,26 @@ impl<'a> Batch<'a> {
         };
         self.enter(&job)?;
         Ok(outcome)
+    }
+
+    /// Gives a leased job back without spending its attempt: it waits, delayed, until `until`.
+    fn release(
+        &mut self,
+        id: JobId,
+        attempt: u32,
+        until: Millis,
+        reason: JobError,
+    ) -> Result<Job, QueueError> {
+        let mut job = self.fenced(id, attempt)?;
+        self.leave(&job)?;
+        job.attempt_base = (job.attempt_base + 1).min(job.attempt);
+        job.state = JobState::Delayed;
+        job.run_at = Some(until.max(self.now));
+        job.lease_until = None;
+        job.last_error = Some(reason);
+        job.updated_at = self.now;
+        self.enter(&job)?;
+        Ok(job)
     }
 
     fn cancel(&mut self, id: JobId) -> Result<Job, QueueError> {

@@ -1,0 +1,496 @@
+//! The `command` segmenter: a local ML program run once per image, such as the replaced system's
+//! ResUNet script (ML-CONTRACT.md).
+//!
+//! The configured argv is run directly (never through a shell) with `{input}`, `{output_dir}` and
+//! `{output_json}` replaced. The program writes its JSON result to `{output_json}`: `polygons` on
+//! success, `success: false` with `error` and `error_type` on failure. Exit codes: 0 ok, 1 unreadable
+//! input (permanent), 2 general error, 3 out of GPU memory, 4 GPU or runtime error (all transient),
+//! any other code transient. The child is killed on timeout or cancel, and the last lines of its
+//! stderr go into the job's error.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command as Process, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use super::{Control, Failure, Input, SegmentResult, Segmenter, result_from_objects};
+use crate::outline::{Polygon, from_polygons};
+
+/// Lines of stderr kept for the error message.
+const STDERR_LINES: usize = 8;
+/// The largest result file read.
+const MAX_RESULT_BYTES: u64 = 64 << 20;
+
+/// A configured local program.
+#[derive(Clone, Debug)]
+pub struct CommandSegmenter {
+    pub name: String,
+    pub argv: Vec<String>,
+    /// Where each run gets its own working directory.
+    pub work_dir: PathBuf,
+}
+
+#[derive(Deserialize)]
+struct Reply {
+    #[serde(default)]
+    success: Option<bool>,
+    #[serde(default)]
+    polygons: Option<Vec<Polygon>>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    error_type: Option<String>,
+}
+
+fn extension(format: &str) -> &'static str {
+    match format {
+        "PNG" => "png",
+        "JPEG" => "jpg",
+        "TIFF" => "tif",
+        "BMP" => "bmp",
+        _ => "img",
+    }
+}
+
+impl CommandSegmenter {
+    fn run(
+        &self,
+        input: &Input<'_>,
+        control: &mut Control<'_>,
+        dir: &Path,
+    ) -> Result<SegmentResult, Failure> {
+        let start = Instant::now();
+        // The program sees a file with the extension its format has (some tools look at it).
+        let format = super::decode::probe(input.bytes, input.limits)
+            .map(|h| h.format)
+            .unwrap_or("image");
+        let image = dir.join(format!("input.{}", extension(format)));
+        if std::fs::hard_link(input.path, &image).is_err() {
+            std::fs::write(&image, input.bytes).map_err(|e| {
+                Failure::transient("command-io", format!("cannot prepare the input: {e}"))
+            })?;
+        }
+        let out_dir = dir.join("out");
+        std::fs::create_dir_all(&out_dir).map_err(|e| {
+            Failure::transient("command-io", format!("cannot prepare the output: {e}"))
+        })?;
+        let out_json = out_dir.join("result.json");
+        let fill = |arg: &str| {
+            arg.replace("{input}", &image.to_string_lossy())
+                .replace("{output_dir}", &out_dir.to_string_lossy())
+                .replace("{output_json}", &out_json.to_string_lossy())
+        };
+        let (program, args) = self
+            .argv
+            .split_first()
+            .ok_or_else(|| Failure::permanent("command-config", "the command's argv is empty"))?;
+        let mut child = Process::new(fill(program))
+            .args(args.iter().map(|a| fill(a)))
+            // Its own process group, so a kill reaches whatever the program started too.
+            .process_group(0)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| {
+                Failure::transient("command-spawn", format!("cannot start {program}: {e}"))
+            })?;
+        let tail: Arc<Mutex<VecDeque<String>>> = Arc::default();
+        let reader = child.stderr.take().map(|err| {
+            let tail = Arc::clone(&tail);
+            std::thread::spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    let mut t = tail.lock().expect("stderr tail lock");
+                    if t.len() == STDERR_LINES {
+                        t.pop_front();
+                    }
+                    t.push_back(line);
+                }
+            })
+        });
+        let status = loop {
+            if let Some(status) = child
+                .try_wait()
+                .map_err(|e| Failure::transient("command-wait", e.to_string()))?
+            {
+                break Some(status);
+            }
+            if control.stop.stopped() || Instant::now() >= control.deadline {
+                let _ = rustix::process::kill_process_group(
+                    rustix::process::Pid::from_child(&child),
+                    rustix::process::Signal::KILL,
+                );
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // Anything the program left running would hold stderr open (and the GPU): end it too.
+        let _ = rustix::process::kill_process_group(
+            rustix::process::Pid::from_child(&child),
+            rustix::process::Signal::KILL,
+        );
+        if let Some(r) = reader {
+            let _ = r.join();
+        }
+        let stderr = tail
+            .lock()
+            .expect("stderr tail lock")
+            .iter()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n");
+        let with_stderr = |msg: String| {
+            if stderr.is_empty() {
+                msg
+            } else {
+                format!("{msg}; stderr: {stderr}")
+            }
+        };
+        let Some(status) = status else {
+            if control.stop.stopped() {
+                return Err(Failure::Stopped);
+            }
+            return Err(Failure::transient(
+                "timeout",
+                with_stderr(format!("{} ran out of time and was killed", self.name)),
+            ));
+        };
+        let reply = read_reply(&out_json);
+        match status.code() {
+            Some(0) => {}
+            Some(1) => {
+                return Err(Failure::permanent(
+                    "unreadable-input",
+                    with_stderr(
+                        reply_error(&reply)
+                            .unwrap_or_else(|| "the program could not read the image".into()),
+                    ),
+                ));
+            }
+            code => {
+                let kind = match (code, reply_type(&reply).as_deref()) {
+                    (Some(3), _) | (_, Some("cuda_out_of_memory")) => "gpu-out-of-memory",
+                    (Some(4), _) | (_, Some("cuda_error" | "runtime_error")) => "gpu-error",
+                    (None, _) => "killed",
+                    _ => "command-failed",
+                };
+                let what = code.map_or_else(
+                    || "was killed by a signal".to_owned(),
+                    |c| format!("exited with code {c}"),
+                );
+                let detail = reply_error(&reply)
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default();
+                return Err(Failure::transient(
+                    kind,
+                    with_stderr(format!("{} {what}{detail}", self.name)),
+                ));
+            }
+        }
+        let reply = reply.map_err(|m| Failure::transient("command-output", with_stderr(m)))?;
+        if reply.success == Some(false) {
+            let msg = reply
+                .error
+                .unwrap_or_else(|| "the program reported a failure".into());
+            return Err(match reply.error_type.as_deref() {
+                Some("cuda_out_of_memory" | "cuda_error" | "runtime_error") => {
+                    Failure::transient("gpu-error", msg)
+                }
+                _ => Failure::transient("command-failed", msg),
+            });
+        }
+        let polygons = reply.polygons.ok_or_else(|| {
+            Failure::permanent("command-output", "the result JSON has no polygons")
+        })?;
+        let objects = from_polygons(&polygons)
+            .map_err(|e| Failure::permanent("bad-polygons", e.to_string()))?;
+        let run_ms = start.elapsed().as_secs_f64() * 1e3;
+        result_from_objects(objects, input, &self.name, vec![("command".into(), run_ms)])
+    }
+}
+
+fn read_reply(path: &Path) -> Result<Reply, String> {
+    let meta =
+        std::fs::metadata(path).map_err(|_| "the program wrote no result JSON".to_owned())?;
+    if meta.len() > MAX_RESULT_BYTES {
+        return Err(format!(
+            "the result JSON is larger than {} MiB",
+            MAX_RESULT_BYTES >> 20
+        ));
+    }
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read the result JSON: {e}"))?;
+    serde_json::from_str(&text).map_err(|e| format!("the result JSON is malformed: {e}"))
+}
+
+fn reply_error(r: &Result<Reply, String>) -> Option<String> {
+    r.as_ref().ok().and_then(|r| r.error.clone())
+}
+
+fn reply_type(r: &Result<Reply, String>) -> Option<String> {
+    r.as_ref().ok().and_then(|r| r.error_type.clone())
+}
+
+impl Segmenter for CommandSegmenter {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn segment(
+        &self,
+        input: &Input<'_>,
+        control: &mut Control<'_>,
+    ) -> Result<SegmentResult, Failure> {
+        static RUN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = self
+            .work_dir
+            .join(format!("{}-{}-{n}", self.name, std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            Failure::transient(
+                "command-io",
+                format!("cannot create {}: {e}", dir.display()),
+            )
+        })?;
+        (control.progress)(5);
+        let r = self.run(input, control, &dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::ImageRef;
+    use crate::segment::{DecodeLimits, SegmentParams, Stop, StopReason};
+
+    struct Env {
+        dir: tempfile::TempDir,
+        png: Vec<u8>,
+        path: PathBuf,
+        image: ImageRef,
+    }
+
+    fn env() -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut out = std::io::Cursor::new(Vec::new());
+        image::DynamicImage::ImageLuma8(image::GrayImage::from_pixel(40, 30, image::Luma([90])))
+            .write_to(&mut out, image::ImageFormat::Png)
+            .expect("png");
+        let png = out.into_inner();
+        let path = dir.path().join("stored");
+        std::fs::write(&path, &png).expect("write");
+        let image = ImageRef {
+            hash: "h".into(),
+            name: "a.png".into(),
+            width: 40,
+            height: 30,
+            bytes: png.len() as u64,
+        };
+        Env {
+            dir,
+            png,
+            path,
+            image,
+        }
+    }
+
+    /// Runs `script` (sh) as the program, with the output JSON path as $1 and input as $2.
+    fn run(
+        env: &Env,
+        script: &str,
+        stop: &Stop,
+        timeout: Duration,
+    ) -> Result<SegmentResult, Failure> {
+        let seg = CommandSegmenter {
+            name: "resunet".into(),
+            argv: vec![
+                "sh".into(),
+                "-c".into(),
+                script.into(),
+                "sh".into(),
+                "{output_json}".into(),
+                "{input}".into(),
+            ],
+            work_dir: env.dir.path().join("work"),
+        };
+        let params = SegmentParams::default();
+        let limits = DecodeLimits::default();
+        let input = Input {
+            bytes: &env.png,
+            path: &env.path,
+            image: &env.image,
+            params: &params,
+            limits: &limits,
+        };
+        let mut progress = |_| {};
+        let mut control = Control {
+            stop,
+            deadline: Instant::now() + timeout,
+            progress: &mut progress,
+        };
+        seg.segment(&input, &mut control)
+    }
+
+    const OK: &str = r#"case "$2" in *.png) ;; *) exit 1;; esac
+echo '{"status":"completed","success":true,"polygons":[{"id":"p1","points":[{"x":2,"y":2},{"x":12,"y":2},{"x":12,"y":12},{"x":2,"y":12}],"type":"external","class":"spheroid"}]}' > "$1""#;
+
+    #[test]
+    fn a_good_run_gives_measured_objects() {
+        let e = env();
+        let r = run(&e, OK, &Stop::default(), Duration::from_secs(10)).expect("ok");
+        assert_eq!(r.objects.len(), 1);
+        assert_eq!(r.metrics[0].area, 100.0);
+        assert_eq!(r.metrics[0].mean_intensity, Some(90.0));
+        assert_eq!(r.segmenter, "resunet");
+        assert!(
+            !e.dir
+                .path()
+                .join("work")
+                .read_dir()
+                .expect("dir")
+                .any(|_| true),
+            "work dir cleaned"
+        );
+    }
+
+    #[test]
+    fn exit_codes_classify_and_stderr_is_kept() {
+        let e = env();
+        let cases = [
+            (
+                "echo 'cannot open image' >&2; exit 1",
+                false,
+                "unreadable-input",
+            ),
+            ("echo boom >&2; exit 2", true, "command-failed"),
+            (
+                r#"echo '{"success":false,"error":"CUDA out of memory","error_type":"cuda_out_of_memory"}' > "$1"; exit 3"#,
+                true,
+                "gpu-out-of-memory",
+            ),
+            ("exit 4", true, "gpu-error"),
+            ("exit 9", true, "command-failed"),
+            ("kill -9 $$", true, "killed"),
+        ];
+        for (script, transient, code) in cases {
+            let f = run(&e, script, &Stop::default(), Duration::from_secs(10)).unwrap_err();
+            let err = f.job_error().expect("an error");
+            assert_eq!(
+                (err.transient, err.code.as_str()),
+                (transient, code),
+                "{script}: {err:?}"
+            );
+        }
+        let f = run(
+            &e,
+            "echo 'cannot open image' >&2; exit 1",
+            &Stop::default(),
+            Duration::from_secs(10),
+        )
+        .unwrap_err();
+        assert!(
+            f.job_error()
+                .expect("error")
+                .message
+                .contains("stderr: cannot open image"),
+            "{f:?}"
+        );
+        let f = run(&e, r#"echo '{"success":false,"error":"CUDA out of memory","error_type":"cuda_out_of_memory"}' > "$1"; exit 3"#, &Stop::default(), Duration::from_secs(10)).unwrap_err();
+        assert!(
+            f.job_error()
+                .expect("error")
+                .message
+                .contains("CUDA out of memory")
+        );
+    }
+
+    #[test]
+    fn bad_output_is_an_error_not_a_result() {
+        let e = env();
+        let f = run(&e, "exit 0", &Stop::default(), Duration::from_secs(10)).unwrap_err();
+        assert!(
+            f.job_error()
+                .expect("error")
+                .message
+                .contains("no result JSON")
+        );
+        let f = run(
+            &e,
+            r#"echo '{not json' > "$1""#,
+            &Stop::default(),
+            Duration::from_secs(10),
+        )
+        .unwrap_err();
+        assert!(f.job_error().expect("error").message.contains("malformed"));
+        let outside = r#"echo '{"success":true,"polygons":[{"id":"p","points":[[0,0],[500,0],[500,5]],"type":"external","class":"spheroid"}]}' > "$1""#;
+        let f = run(&e, outside, &Stop::default(), Duration::from_secs(10)).unwrap_err();
+        let err = f.job_error().expect("error");
+        assert_eq!(
+            (err.code.as_str(), err.transient),
+            ("polygons-out-of-image", false)
+        );
+    }
+
+    #[test]
+    fn a_hanging_program_is_killed_on_timeout_or_stop() {
+        let e = env();
+        let started = Instant::now();
+        let f = run(&e, "sleep 30", &Stop::default(), Duration::from_millis(200)).unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(f.job_error().expect("error").code, "timeout");
+        let stop = Stop::default();
+        stop.request(StopReason::Cancelled);
+        let f = run(&e, "sleep 30", &stop, Duration::from_secs(60)).unwrap_err();
+        assert_eq!(f, Failure::Stopped);
+    }
+
+    #[test]
+    fn arguments_are_not_interpreted_by_a_shell() {
+        let e = env();
+        // A name with shell syntax reaches the program as one literal argument.
+        let seg = CommandSegmenter {
+            name: "echo".into(),
+            argv: vec![
+                "sh".into(),
+                "-c".into(),
+                r#"[ "$1" = '$(touch pwned)' ] && exit 2"#.into(),
+                "sh".into(),
+                "$(touch pwned)".into(),
+            ],
+            work_dir: e.dir.path().join("work"),
+        };
+        let params = SegmentParams::default();
+        let limits = DecodeLimits::default();
+        let input = Input {
+            bytes: &e.png,
+            path: &e.path,
+            image: &e.image,
+            params: &params,
+            limits: &limits,
+        };
+        let stop = Stop::default();
+        let mut progress = |_| {};
+        let mut control = Control {
+            stop: &stop,
+            deadline: Instant::now() + Duration::from_secs(5),
+            progress: &mut progress,
+        };
+        let f = seg.segment(&input, &mut control).unwrap_err();
+        assert_eq!(
+            f.job_error().expect("error").code,
+            "command-failed",
+            "exit 2: the literal argument arrived"
+        );
+        assert!(!e.dir.path().join("work").join("pwned").exists());
+    }
+}
