@@ -4,6 +4,7 @@
 //! - `app`: wiring of the parts and the shutdown order
 //! - `cli`: the command-line interface (clap)
 //! - `queue`: the durable priority queue on redb (model, store, writer thread)
+//! - `pool`: the dispatcher task and the worker threads that run jobs
 //! - `segment`: the builtin segmenter and its parameters (ML segmenters arrive with #4)
 //! - `outline`: objects as polygons, and the replaced ML service's polygon list
 //! - `morphology`: metrics of objects from their polygons; masks from polygons
@@ -24,6 +25,7 @@ pub mod images;
 pub mod morphology;
 pub mod offline;
 pub mod outline;
+pub mod pool;
 pub mod queue;
 pub mod segment;
 pub mod synth;

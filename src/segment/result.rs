@@ -64,7 +64,25 @@ pub struct ObjectMetrics<'a> {
     pub metrics: &'a Metrics,
 }
 
+/// Version byte in front of a stored result (postcard).
+const RESULT_V1: u8 = 1;
+
 impl SegmentResult {
+    /// The stored form: a version byte and postcard.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = vec![RESULT_V1];
+        out.extend(postcard::to_stdvec(self).expect("postcard encodes plain structs"));
+        out
+    }
+
+    /// Reads the stored form; `None` for bytes no version of spheroseg wrote.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        match bytes.split_first() {
+            Some((&RESULT_V1, rest)) => postcard::from_bytes(rest).ok(),
+            _ => None,
+        }
+    }
+
     pub fn to_json(&self) -> ResultJson<'_> {
         ResultJson {
             image: &self.image,
