@@ -1,24 +1,69 @@
-//! Wiring: opens the data directory and the queue, starts the owned background tasks, and stops
-//! them in the order DESIGN.md fixes ("Shutdown order"). HTTP (#5) and the worker pool (#4) join
-//! this sequence as they land.
+//! Wiring: opens the data directory, the queue and the image store, builds the segmenters from the
+//! configuration, starts the worker pool and the maintenance task, and stops them in the order
+//! DESIGN.md fixes ("Shutdown order"): the pool stops leasing and gives running jobs their grace,
+//! its threads are joined, maintenance stops, then the queue's writer commits and the database
+//! closes. (The HTTP server, #5, stops first once it lands.)
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::watch;
 
-use crate::clock::SystemClock;
-use crate::config::Config;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, Fallback};
+use crate::events::EventBus;
+use crate::images::ImageStore;
+use crate::pool::{MlService, Pool, PoolConfig, Segmenters};
 use crate::queue::{Queue, Retention};
+use crate::segment::Builtin;
+use crate::segment::breaker::{Breaker, BreakerConfig};
+use crate::segment::command::CommandSegmenter;
 
-/// How often delayed jobs are promoted and expired leases requeued.
-const SWEEP_EVERY: Duration = Duration::from_secs(1);
-/// How often finished jobs past their retention are removed.
-const RETAIN_EVERY: Duration = Duration::from_secs(600);
+/// How often finished jobs past their retention, and then unreferenced images, are removed.
+const MAINTAIN_EVERY: Duration = Duration::from_secs(600);
 /// Most jobs one retention pass removes (keeps each transaction short).
 const RETAIN_BATCH: usize = 5_000;
+/// An image file younger than this is never collected (its enqueue may be about to commit).
+const IMAGE_GRACE: Duration = Duration::from_secs(600);
+
+/// The circuit breaker settings of an ML service, from the configuration.
+pub fn breaker_config(config: &Config) -> BreakerConfig {
+    BreakerConfig {
+        min_calls: config.ml.min_calls,
+        failure_threshold: f64::from(config.ml.error_threshold_pct) / 100.0,
+        slow_call: Duration::from_millis(config.ml.slow_call_ms),
+        open_base: Duration::from_millis(config.ml.reset_timeout_ms),
+        open_cap: Duration::from_millis(config.ml.open_cap_ms),
+        half_open_trials: config.ml.half_open_trials,
+        ..BreakerConfig::default()
+    }
+}
+
+/// The segmenters jobs can name, from the configuration.
+pub fn segmenters(config: &Config, clock: &dyn Clock) -> Segmenters {
+    let mut ml = HashMap::new();
+    if !config.command.argv.is_empty() {
+        ml.insert(
+            "command".to_owned(),
+            Arc::new(MlService {
+                segmenter: Arc::new(CommandSegmenter {
+                    name: "command".into(),
+                    argv: config.command.argv.clone(),
+                    work_dir: config.data_dir.join("work"),
+                }),
+                breaker: Mutex::new(Breaker::new(breaker_config(config), clock.now())),
+                fallback_builtin: config.ml.fallback == Fallback::Builtin,
+            }),
+        );
+    }
+    Segmenters {
+        builtin: Arc::new(Builtin),
+        ml,
+    }
+}
 
 /// Runs spheroseg until `shutdown` resolves, then shuts down in order.
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -28,12 +73,17 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
             config.data_dir.display()
         )
     })?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let path = config.database_path();
     let options = config.queue_options();
+    let open_clock = Arc::clone(&clock);
     let (queue, recovery) =
-        tokio::task::spawn_blocking(move || Queue::open(&path, options, Arc::new(SystemClock)))
+        tokio::task::spawn_blocking(move || Queue::open(&path, options, open_clock))
             .await
             .context("queue open task failed")??;
+    let images = ImageStore::open(&config.data_dir, config.decode_limits())?;
+    let events = EventBus::new(config.queue.events_buffer, Arc::clone(&clock));
+    let segmenters = segmenters(&config, clock.as_ref());
     let stats = queue.stats()?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -41,6 +91,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
         bind = %config.bind,
         workers = config.workers,
         segmenter = ?config.segmenter,
+        ml_services = ?segmenters.ml.keys().collect::<Vec<_>>(),
         ml_url = config.ml.url.as_deref().unwrap_or("none"),
         aging_secs = config.queue.aging_secs,
         max_attempts = config.queue.max_attempts,
@@ -53,11 +104,28 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
         "spheroseg started"
     );
 
+    let pool = Pool::start(
+        queue.clone(),
+        images.clone(),
+        events,
+        segmenters,
+        PoolConfig {
+            workers: config.workers,
+            lease_ttl: config.lease_ttl(),
+            builtin_timeout: Duration::from_secs(config.queue.builtin_timeout_secs),
+            ml_timeout: Duration::from_millis(config.ml.timeout_ms),
+            limits: config.decode_limits(),
+        },
+        Arc::clone(&clock),
+    )
+    .context("cannot start the worker threads")?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let maintenance = tokio::spawn(maintain(queue.clone(), config.retention(), stop_rx));
+    let maintenance = tokio::spawn(maintain(queue.clone(), images, config.retention(), stop_rx));
 
     shutdown.await;
     tracing::info!("shutting down");
+    pool.shutdown(Duration::from_secs(config.shutdown_grace_secs))
+        .await;
     let _ = stop_tx.send(true);
     if let Err(e) = maintenance.await {
         tracing::error!(error = %e, "maintenance task failed");
@@ -70,32 +138,35 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
     Ok(())
 }
 
-/// Sweeps delayed jobs and expired leases every second and applies retention every ten minutes,
-/// until told to stop.
-async fn maintain(queue: Queue, retention: Retention, mut stop: watch::Receiver<bool>) {
-    let mut sweep = tokio::time::interval(SWEEP_EVERY);
-    let mut retain = tokio::time::interval(RETAIN_EVERY);
-    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    retain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// Applies retention and then collects unreferenced images, every ten minutes, until told to stop.
+async fn maintain(
+    queue: Queue,
+    images: ImageStore,
+    retention: Retention,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(MAINTAIN_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = stop.changed() => return,
-            _ = sweep.tick() => {
-                match queue.sweep().await {
-                    Ok(r) if !r.expired.is_empty() => {
-                        tracing::warn!(count = r.expired.len(), "leases expired; jobs requeued");
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "sweep failed"),
-                }
-            }
-            _ = retain.tick() => {
+            _ = tick.tick() => {
                 match queue.retain(retention, RETAIN_BATCH).await {
                     Ok(r) if !r.removed.is_empty() => {
-                        tracing::info!(removed = r.removed.len(), images_released = r.orphaned_images.len(), "retention removed finished jobs");
+                        tracing::info!(removed = r.removed.len(), "retention removed finished jobs");
                     }
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "retention failed"),
+                }
+                let (q, im) = (queue.clone(), images.clone());
+                let removed = tokio::task::spawn_blocking(move || {
+                    // A read error keeps the file: never collect what might be referenced.
+                    im.collect_garbage(IMAGE_GRACE, |hash| q.image_referenced(hash).unwrap_or(true))
+                })
+                .await
+                .unwrap_or(0);
+                if removed > 0 {
+                    tracing::info!(removed, "removed images no job refers to");
                 }
             }
         }

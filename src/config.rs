@@ -63,6 +63,7 @@ pub struct Config {
     pub ml: MlConfig,
     pub limits: LimitsConfig,
     pub auth: AuthConfig,
+    pub command: CommandConfig,
 }
 
 /// API authentication.
@@ -93,6 +94,10 @@ pub struct QueueConfig {
     pub aging_secs: u64,
     pub lease_ttl_secs: u64,
     pub cache_mb: u64,
+    /// Longest a builtin job may run.
+    pub builtin_timeout_secs: u64,
+    /// Events kept for clients that reconnect with `since`.
+    pub events_buffer: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -109,6 +114,31 @@ pub struct MlConfig {
     pub timeout_ms: u64,
     pub error_threshold_pct: u32,
     pub reset_timeout_ms: u64,
+    /// Calls in the window before the breaker may open.
+    pub min_calls: u32,
+    /// Calls slower than this count as failures.
+    pub slow_call_ms: u64,
+    /// The longest the breaker stays open after repeated trips.
+    pub open_cap_ms: u64,
+    pub half_open_trials: u32,
+    /// `none` (jobs wait while the breaker is open) or `builtin` (they run on the builtin segmenter).
+    pub fallback: Fallback,
+}
+
+/// What happens to ML jobs while their service's breaker is open.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fallback {
+    #[default]
+    None,
+    Builtin,
+}
+
+/// A local ML program run per image (the `command` segmenter).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct CommandConfig {
+    /// Program and arguments; `{input}`, `{output_dir}`, `{output_json}` are filled in. Empty: none.
+    pub argv: Vec<String>,
 }
 
 fn redact<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
@@ -132,6 +162,7 @@ pub struct Layer {
     pub ml: MlLayer,
     pub limits: LimitsLayer,
     pub auth: AuthLayer,
+    pub command: CommandLayer,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -159,6 +190,8 @@ pub struct QueueLayer {
     pub aging_secs: Option<u64>,
     pub lease_ttl_secs: Option<u64>,
     pub cache_mb: Option<u64>,
+    pub builtin_timeout_secs: Option<u64>,
+    pub events_buffer: Option<usize>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -177,6 +210,17 @@ pub struct MlLayer {
     pub timeout_ms: Option<u64>,
     pub error_threshold_pct: Option<u32>,
     pub reset_timeout_ms: Option<u64>,
+    pub min_calls: Option<u32>,
+    pub slow_call_ms: Option<u64>,
+    pub open_cap_ms: Option<u64>,
+    pub half_open_trials: Option<u32>,
+    pub fallback: Option<Fallback>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CommandLayer {
+    pub argv: Option<Vec<String>>,
 }
 
 /// Where each layer comes from.
@@ -399,6 +443,8 @@ fn overlay(
     take!(queue.aging_secs, "queue.aging_secs");
     take!(queue.lease_ttl_secs, "queue.lease_ttl_secs");
     take!(queue.cache_mb, "queue.cache_mb");
+    take!(queue.builtin_timeout_secs, "queue.builtin_timeout_secs");
+    take!(queue.events_buffer, "queue.events_buffer");
     take!(retention.completed_days, "retention.completed_days");
     take!(retention.failed_days, "retention.failed_days");
     take!(retention.cancelled_days, "retention.cancelled_days");
@@ -407,6 +453,12 @@ fn overlay(
     take!(ml.timeout_ms, "ml.timeout_ms");
     take!(ml.error_threshold_pct, "ml.error_threshold_pct");
     take!(ml.reset_timeout_ms, "ml.reset_timeout_ms");
+    take!(ml.min_calls, "ml.min_calls");
+    take!(ml.slow_call_ms, "ml.slow_call_ms");
+    take!(ml.open_cap_ms, "ml.open_cap_ms");
+    take!(ml.half_open_trials, "ml.half_open_trials");
+    take!(ml.fallback, "ml.fallback");
+    take!(command.argv, "command.argv");
     take!(limits.max_width, "limits.max_width");
     take!(limits.max_height, "limits.max_height");
     take!(limits.max_megapixels, "limits.max_megapixels");
@@ -477,6 +529,10 @@ fn validate(l: Layer, origins: &HashMap<&'static str, String>) -> Result<Config,
             .map_err(|m| err("queue.lease_ttl_secs", m))?,
         cache_mb: range(q.cache_mb.unwrap_or(64), 4, 65_536, " MiB")
             .map_err(|m| err("queue.cache_mb", m))?,
+        builtin_timeout_secs: range(q.builtin_timeout_secs.unwrap_or(600), 1, 86_400, " s")
+            .map_err(|m| err("queue.builtin_timeout_secs", m))?,
+        events_buffer: range(q.events_buffer.unwrap_or(10_000), 16, 1_000_000, " events")
+            .map_err(|m| err("queue.events_buffer", m))?,
     };
     let r = l.retention;
     let retention = RetentionConfig {
@@ -506,8 +562,28 @@ fn validate(l: Layer, origins: &HashMap<&'static str, String>) -> Result<Config,
             .map_err(|e| err("ml.error_threshold_pct", e))?,
         reset_timeout_ms: range(m.reset_timeout_ms.unwrap_or(60_000), 100, 86_400_000, " ms")
             .map_err(|e| err("ml.reset_timeout_ms", e))?,
+        min_calls: range(m.min_calls.unwrap_or(5), 1, 10_000, " calls")
+            .map_err(|e| err("ml.min_calls", e))?,
+        slow_call_ms: range(m.slow_call_ms.unwrap_or(300_000), 1, 86_400_000, " ms")
+            .map_err(|e| err("ml.slow_call_ms", e))?,
+        open_cap_ms: range(m.open_cap_ms.unwrap_or(600_000), 100, 86_400_000, " ms")
+            .map_err(|e| err("ml.open_cap_ms", e))?,
+        half_open_trials: range(m.half_open_trials.unwrap_or(1), 1, 100, " calls")
+            .map_err(|e| err("ml.half_open_trials", e))?,
+        fallback: m.fallback.unwrap_or_default(),
         url,
     };
+    let command = CommandConfig {
+        argv: l.command.argv.unwrap_or_default(),
+    };
+    if let Some(p) = command.argv.first()
+        && p.trim().is_empty()
+    {
+        return Err(err(
+            "command.argv",
+            "the program (first element) is empty".into(),
+        ));
+    }
     let lim = l.limits;
     let limits = LimitsConfig {
         max_width: range(lim.max_width.unwrap_or(16_384), 8, 65_535, " pixels")
@@ -524,6 +600,12 @@ fn validate(l: Layer, origins: &HashMap<&'static str, String>) -> Result<Config,
             "the http segmenter needs ml.url (or ML_SERVICE_URL)".into(),
         ));
     }
+    if segmenter == SegmenterKind::Command && command.argv.is_empty() {
+        return Err(err(
+            "segmenter",
+            "the command segmenter needs command.argv in spheroseg.toml".into(),
+        ));
+    }
     Ok(Config {
         data_dir: l
             .data_dir
@@ -538,6 +620,7 @@ fn validate(l: Layer, origins: &HashMap<&'static str, String>) -> Result<Config,
         ml,
         limits,
         auth: AuthConfig { token },
+        command,
     })
 }
 
@@ -573,6 +656,10 @@ aging_secs = 0
 lease_ttl_secs = 60
 # Database page cache in MiB.
 cache_mb = 64
+# Longest a job on the builtin segmenter may run.
+builtin_timeout_secs = 600
+# Events kept for live clients that reconnect.
+events_buffer = 10000
 
 [retention]
 # Finished jobs are removed after this many days, and beyond this many per state.
@@ -589,7 +676,23 @@ timeout_ms = 300000
 # Failure rate that opens the circuit breaker. Env: ML_ERROR_THRESHOLD (%)
 error_threshold_pct = 50
 # How long the breaker stays open before a trial call. Env: ML_RESET_TIMEOUT (ms)
+# It doubles with each consecutive trip, up to open_cap_ms.
 reset_timeout_ms = 60000
+open_cap_ms = 600000
+# Calls in the 60 s window before the breaker may open; calls slower than slow_call_ms fail.
+min_calls = 5
+slow_call_ms = 300000
+# Trial calls let through when half-open.
+half_open_trials = 1
+# While the breaker is open: "none" holds ML jobs (no attempts spent), "builtin" runs them on the
+# builtin segmenter instead (the result says so).
+fallback = "none"
+
+[command]
+# A local ML program run per image, e.g. the ResUNet script:
+# argv = ["python3", "resunet_segmentation.py", "--image_path", "{input}",
+#         "--output_path", "{output_json}", "--checkpoint_path", "/path/to/model.pth.tar",
+#         "--output_dir", "{output_dir}"]
 
 [limits]
 # The largest image accepted; checked from the file header before anything is decoded.

@@ -153,3 +153,90 @@ fn serve_starts_and_stops_cleanly_on_sigterm() {
     );
     assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
 }
+
+/// `serve` processes what is queued: jobs enqueued into its data directory beforehand (as a
+/// previous run would have left them) are segmented, and the results are in the database after a
+/// clean SIGTERM.
+#[test]
+fn serve_processes_queued_jobs_end_to_end() {
+    use std::sync::Arc;
+
+    use spheroseg::clock::SystemClock;
+    use spheroseg::images::ImageStore;
+    use spheroseg::queue::{JobState, NewJob, Queue, QueueOptions};
+    use spheroseg::segment::{DecodeLimits, SegmentResult};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let rt = crate::util::runtime();
+    std::fs::create_dir_all(&data).expect("data dir");
+    let ids = {
+        let (queue, _) = Queue::open(
+            &data.join("spheroseg.redb"),
+            QueueOptions::default(),
+            Arc::new(SystemClock),
+        )
+        .expect("queue");
+        let images = ImageStore::open(&data, DecodeLimits::default()).expect("images");
+        let jobs: Vec<NewJob> = ["spheroid_lumen_8bit.png", "spheroid_plain_16bit.tif"]
+            .iter()
+            .map(|f| NewJob {
+                image: images.put_path(&fixtures.join(f)).expect("stored"),
+                ..NewJob::default()
+            })
+            .collect();
+        let ids: Vec<_> = rt
+            .block_on(queue.enqueue_batch(jobs))
+            .expect("enqueued")
+            .into_iter()
+            .map(|e| e.job.id)
+            .collect();
+        queue.close();
+        ids
+    };
+
+    let mut child = spheroseg()
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--workers", "2"])
+        .env("SPHEROSEG_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve starts");
+    let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut log = String::new();
+    let mut done = 0;
+    while done < ids.len() && Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        done += usize::from(line.contains("job completed"));
+        log.push_str(&line);
+        log.push('\n');
+    }
+    assert_eq!(done, ids.len(), "{log}");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    let _rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(child.wait().expect("exits").success());
+
+    let (queue, recovery) = Queue::open(
+        &data.join("spheroseg.redb"),
+        QueueOptions::default(),
+        Arc::new(SystemClock),
+    )
+    .expect("reopen");
+    assert!(recovery.orphans.is_empty());
+    for id in ids {
+        assert_eq!(
+            queue.get(id).expect("get").expect("exists").state,
+            JobState::Completed
+        );
+        let r = SegmentResult::from_bytes(&queue.result(id).expect("read").expect("stored"))
+            .expect("decodes");
+        assert_eq!(r.objects.len(), 1);
+    }
+}
