@@ -21,6 +21,7 @@ use crate::queue::{Queue, Retention};
 use crate::segment::Builtin;
 use crate::segment::breaker::{Breaker, BreakerConfig};
 use crate::segment::command::CommandSegmenter;
+use crate::segment::http::HttpSegmenter;
 
 /// How often finished jobs past their retention, and then unreferenced images, are removed.
 const MAINTAIN_EVERY: Duration = Duration::from_secs(600);
@@ -42,9 +43,24 @@ pub fn breaker_config(config: &Config) -> BreakerConfig {
     }
 }
 
-/// The segmenters jobs can name, from the configuration.
-pub fn segmenters(config: &Config, clock: &dyn Clock) -> Segmenters {
+/// The segmenters jobs can name, from the configuration. Call inside the tokio runtime (the http
+/// segmenter keeps its handle).
+pub fn segmenters(config: &Config, clock: &dyn Clock) -> anyhow::Result<Segmenters> {
     let mut ml = HashMap::new();
+    if let Some(url) = &config.ml.url {
+        let timeout = Duration::from_millis(config.ml.timeout_ms);
+        ml.insert(
+            "http".to_owned(),
+            Arc::new(MlService {
+                segmenter: Arc::new(
+                    HttpSegmenter::new("http", url, timeout, config.ml.share_paths)
+                        .context("cannot build the HTTP client for the ML service")?,
+                ),
+                breaker: Mutex::new(Breaker::new(breaker_config(config), clock.now())),
+                fallback_builtin: config.ml.fallback == Fallback::Builtin,
+            }),
+        );
+    }
     if !config.command.argv.is_empty() {
         ml.insert(
             "command".to_owned(),
@@ -59,10 +75,10 @@ pub fn segmenters(config: &Config, clock: &dyn Clock) -> Segmenters {
             }),
         );
     }
-    Segmenters {
+    Ok(Segmenters {
         builtin: Arc::new(Builtin),
         ml,
-    }
+    })
 }
 
 /// Runs spheroseg until `shutdown` resolves, then shuts down in order.
@@ -83,7 +99,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
             .context("queue open task failed")??;
     let images = ImageStore::open(&config.data_dir, config.decode_limits())?;
     let events = EventBus::new(config.queue.events_buffer, Arc::clone(&clock));
-    let segmenters = segmenters(&config, clock.as_ref());
+    let segmenters = segmenters(&config, clock.as_ref())?;
     let stats = queue.stats()?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),

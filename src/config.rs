@@ -121,6 +121,8 @@ pub struct MlConfig {
     /// The longest the breaker stays open after repeated trips.
     pub open_cap_ms: u64,
     pub half_open_trials: u32,
+    /// Send `{"image_path"}` instead of the image (both machines see the same data directory).
+    pub share_paths: bool,
     /// `none` (jobs wait while the breaker is open) or `builtin` (they run on the builtin segmenter).
     pub fallback: Fallback,
 }
@@ -214,6 +216,7 @@ pub struct MlLayer {
     pub slow_call_ms: Option<u64>,
     pub open_cap_ms: Option<u64>,
     pub half_open_trials: Option<u32>,
+    pub share_paths: Option<bool>,
     pub fallback: Option<Fallback>,
 }
 
@@ -458,6 +461,7 @@ fn overlay(
     take!(ml.open_cap_ms, "ml.open_cap_ms");
     take!(ml.half_open_trials, "ml.half_open_trials");
     take!(ml.fallback, "ml.fallback");
+    take!(ml.share_paths, "ml.share_paths");
     take!(command.argv, "command.argv");
     take!(limits.max_width, "limits.max_width");
     take!(limits.max_height, "limits.max_height");
@@ -571,6 +575,7 @@ fn validate(l: Layer, origins: &HashMap<&'static str, String>) -> Result<Config,
         half_open_trials: range(m.half_open_trials.unwrap_or(1), 1, 100, " calls")
             .map_err(|e| err("ml.half_open_trials", e))?,
         fallback: m.fallback.unwrap_or_default(),
+        share_paths: m.share_paths.unwrap_or(false),
         url,
     };
     let command = CommandConfig {
@@ -684,6 +689,8 @@ min_calls = 5
 slow_call_ms = 300000
 # Trial calls let through when half-open.
 half_open_trials = 1
+# Send {"image_path": ...} instead of the image, when the service sees this data directory too.
+share_paths = false
 # While the breaker is open: "none" holds ML jobs (no attempts spent), "builtin" runs them on the
 # builtin segmenter instead (the result says so).
 fallback = "none"

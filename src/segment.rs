@@ -6,6 +6,7 @@ pub mod breaker;
 pub mod builtin;
 pub mod command;
 pub mod decode;
+pub mod http;
 mod params;
 mod result;
 

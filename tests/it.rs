@@ -6,6 +6,8 @@ mod util;
 mod cli;
 /// SIGKILL a child process in the middle of work and check that nothing acknowledged is lost.
 mod crash;
+/// The http segmenter against a stub ML service that fails on cue.
+mod ml_http;
 /// The job pipeline in process: dispatcher, workers, events, breaker, shutdown.
 mod pool;
 /// Random operation sequences against an in-memory model of the queue.

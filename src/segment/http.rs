@@ -1,0 +1,302 @@
+//! The `http` segmenter: a remote ML service speaking the replaced system's contract
+//! (ML-CONTRACT.md). `POST {url}/segment` with the image as multipart (`image`, `params`), or JSON
+//! `{"image_path": ...}` when both machines share a filesystem; the reply is
+//! `{"success": true, "results": {"polygons": [...], "features": {...}?}}` or
+//! `{"success": false, "error": "..."}`. `GET {url}/health` says whether it is up.
+//!
+//! Errors classify themselves: refused, reset, timeout, 5xx and 429 are transient; other 4xx,
+//! `success: false`, malformed JSON, an oversized reply and polygons outside the image are
+//! permanent, and the message says which. Only this file uses reqwest.
+
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::runtime::Handle;
+
+use super::{Control, Failure, Input, SegmentResult, Segmenter, result_from_objects};
+use crate::outline::{Polygon, from_polygons};
+
+/// The largest reply body read.
+const MAX_REPLY_BYTES: usize = 64 << 20;
+
+/// A remote ML service.
+pub struct HttpSegmenter {
+    pub name: String,
+    base: String,
+    client: reqwest::Client,
+    share_paths: bool,
+    handle: Handle,
+}
+
+/// The reply of `/segment`.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct SegmentReply {
+    pub success: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub results: Option<SegmentResults>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct SegmentResults {
+    pub polygons: Vec<Polygon>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<serde_json::Value>,
+}
+
+/// What `/health` said.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Health {
+    pub up: bool,
+    pub status: Option<u16>,
+    /// The body, when it was JSON.
+    pub body: Option<serde_json::Value>,
+    pub error: Option<String>,
+    pub latency_ms: f64,
+}
+
+fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    // reqwest is built without a default provider (aws-lc's C build is the slowest in the tree):
+    // ring is installed once. A provider installed by someone else first is fine too.
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+fn mime(format: &str) -> &'static str {
+    match format {
+        "PNG" => "image/png",
+        "JPEG" => "image/jpeg",
+        "TIFF" => "image/tiff",
+        "BMP" => "image/bmp",
+        _ => "application/octet-stream",
+    }
+}
+
+fn classify(e: &reqwest::Error, name: &str) -> Failure {
+    if e.is_timeout() {
+        Failure::transient("timeout", format!("{name} did not answer in time"))
+    } else if e.is_connect() {
+        Failure::transient("ml-unavailable", format!("cannot connect to {name}: {e}"))
+    } else {
+        Failure::transient("ml-unavailable", format!("{name} dropped the request: {e}"))
+    }
+}
+
+impl HttpSegmenter {
+    /// A client for the service at `url` (e.g. `http://ml:5002`); must be made inside a tokio
+    /// runtime, whose handle the worker threads use for the calls.
+    pub fn new(
+        name: &str,
+        url: &str,
+        timeout: Duration,
+        share_paths: bool,
+    ) -> Result<Self, reqwest::Error> {
+        install_crypto_provider();
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5).min(timeout))
+            .timeout(timeout)
+            .build()?;
+        Ok(HttpSegmenter {
+            name: name.to_owned(),
+            base: url.trim_end_matches('/').to_owned(),
+            client,
+            share_paths,
+            handle: Handle::current(),
+        })
+    }
+
+    /// Asks `GET {url}/health`: 200 is up, anything else down.
+    pub async fn health(&self) -> Health {
+        let started = Instant::now();
+        let r = self
+            .client
+            .get(format!("{}/health", self.base))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+        match r {
+            Ok(resp) => {
+                let status = resp.status();
+                let body = resp.json::<serde_json::Value>().await.ok();
+                Health {
+                    up: status == reqwest::StatusCode::OK,
+                    status: Some(status.as_u16()),
+                    body,
+                    error: None,
+                    latency_ms,
+                }
+            }
+            Err(e) => Health {
+                up: false,
+                status: None,
+                body: None,
+                error: Some(e.to_string()),
+                latency_ms,
+            },
+        }
+    }
+
+    async fn call(&self, input: &Input<'_>) -> Result<SegmentReply, Failure> {
+        let url = format!("{}/segment", self.base);
+        let request = if self.share_paths {
+            self.client
+                .post(&url)
+                .json(&serde_json::json!({ "image_path": input.path, "params": input.params }))
+        } else {
+            let format = super::decode::probe(input.bytes, input.limits)
+                .map(|h| h.format)
+                .unwrap_or("image");
+            let image = reqwest::multipart::Part::bytes(input.bytes.to_vec())
+                .file_name(input.image.name.clone())
+                .mime_str(mime(format))
+                .map_err(|e| Failure::permanent("ml-request", e.to_string()))?;
+            let params = reqwest::multipart::Part::text(
+                serde_json::to_string(input.params).expect("params serialise to JSON"),
+            )
+            .mime_str("application/json")
+            .map_err(|e| Failure::permanent("ml-request", e.to_string()))?;
+            let form = reqwest::multipart::Form::new()
+                .part("image", image)
+                .part("params", params);
+            self.client.post(&url).multipart(form)
+        };
+        let mut resp = request.send().await.map_err(|e| classify(&e, &self.name))?;
+        let status = resp.status();
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| classify(&e, &self.name))? {
+            if body.len() + chunk.len() > MAX_REPLY_BYTES {
+                return Err(Failure::permanent(
+                    "ml-reply-too-large",
+                    format!(
+                        "{} replied with more than {} MiB",
+                        self.name,
+                        MAX_REPLY_BYTES >> 20
+                    ),
+                ));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let snippet = || String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            return Err(Failure::transient(
+                "ml-unavailable",
+                format!("{} answered {status}: {}", self.name, snippet()),
+            ));
+        }
+        if !status.is_success() {
+            return Err(Failure::permanent(
+                "ml-rejected",
+                format!(
+                    "{} refused the image with {status}: {}",
+                    self.name,
+                    snippet()
+                ),
+            ));
+        }
+        serde_json::from_slice::<SegmentReply>(&body).map_err(|e| {
+            Failure::permanent(
+                "ml-malformed",
+                format!(
+                    "{} replied with malformed JSON ({e}): {}",
+                    self.name,
+                    snippet()
+                ),
+            )
+        })
+    }
+}
+
+impl Segmenter for HttpSegmenter {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn segment(
+        &self,
+        input: &Input<'_>,
+        control: &mut Control<'_>,
+    ) -> Result<SegmentResult, Failure> {
+        let started = Instant::now();
+        (control.progress)(5);
+        let stop = control.stop;
+        let deadline = tokio::time::Instant::from_std(control.deadline);
+        let reply = self.handle.block_on(async {
+            let mut poll = tokio::time::interval(Duration::from_millis(20));
+            let call = self.call(input);
+            tokio::pin!(call);
+            loop {
+                tokio::select! {
+                    r = &mut call => return r,
+                    _ = tokio::time::sleep_until(deadline) => {
+                        return Err(Failure::transient("timeout", format!("{} did not answer in time", self.name)));
+                    }
+                    // Dropping the request future cancels the call.
+                    _ = poll.tick() => if stop.stopped() { return Err(Failure::Stopped) },
+                }
+            }
+        })?;
+        if !reply.success {
+            return Err(Failure::permanent(
+                "ml-error",
+                format!(
+                    "{} could not segment the image: {}",
+                    self.name,
+                    reply.error.unwrap_or_else(|| "no reason given".into())
+                ),
+            ));
+        }
+        let polygons = reply.results.map(|r| r.polygons).ok_or_else(|| {
+            Failure::permanent(
+                "ml-malformed",
+                format!("{} sent success without results", self.name),
+            )
+        })?;
+        let objects = from_polygons(&polygons)
+            .map_err(|e| Failure::permanent("bad-polygons", e.to_string()))?;
+        let call_ms = started.elapsed().as_secs_f64() * 1e3;
+        result_from_objects(
+            objects,
+            input,
+            &self.name,
+            vec![("ml call".into(), call_ms)],
+        )
+    }
+}
+
+/// The reply spheroseg's own `/ml/segment` gives for a result or a failure, in the same contract:
+/// `(HTTP status, body)`.
+pub fn ml_reply(result: Result<&SegmentResult, &Failure>) -> (u16, SegmentReply) {
+    match result {
+        Ok(r) => (
+            200,
+            SegmentReply {
+                success: true,
+                results: Some(SegmentResults {
+                    polygons: crate::outline::to_polygons(&r.objects),
+                    features: serde_json::to_value(&r.metrics).ok(),
+                }),
+                error: None,
+            },
+        ),
+        Err(f) => {
+            let (status, message) = match f {
+                Failure::Permanent { message, .. } => (422, message.clone()),
+                Failure::Transient { message, .. } => (503, message.clone()),
+                Failure::Stopped => (503, "stopped".to_owned()),
+            };
+            (
+                status,
+                SegmentReply {
+                    success: false,
+                    results: None,
+                    error: Some(message),
+                },
+            )
+        }
+    }
+}
