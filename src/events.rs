@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 use crate::clock::Clock;
-use crate::queue::{JobId, JobState, Millis};
+use crate::queue::{JobId, JobState, Millis, StateCounts};
 
 /// What happened.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -64,6 +64,12 @@ pub enum EventKind {
     Workers {
         busy: usize,
         total: usize,
+    },
+    /// Sent every second while the counts change.
+    QueueStats {
+        counts: StateCounts,
+        paused: bool,
+        oldest_queued_ms: Option<u64>,
     },
 }
 

@@ -266,6 +266,9 @@ async fn dispatch(
     let beat_every = (s.config.lease_ttl / 3).max(Duration::from_millis(100));
     let mut beat = tokio::time::interval(beat_every);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
+    stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut last_stats = None;
     loop {
         if *stop.borrow() {
             break;
@@ -294,6 +297,7 @@ async fn dispatch(
             _ = stop.changed() => break,
             _ = s.wake.notified() => {}
             _ = beat.tick() => heartbeat(&s).await,
+            _ = stats_tick.tick() => publish_stats(&s, &mut last_stats),
             _ = tokio::time::sleep(sleep) => {
                 if let Err(e) = s.queue.sweep().await {
                     tracing::warn!(error = %e, "sweep failed");
@@ -302,6 +306,20 @@ async fn dispatch(
         }
     }
     tracing::debug!("dispatcher stopped");
+}
+
+/// Publishes the queue's counts when they changed since the last time (the read is O(1)).
+fn publish_stats(s: &Shared, last: &mut Option<(crate::queue::StateCounts, bool)>) {
+    let Ok(stats) = s.queue.stats() else { return };
+    let now = (stats.counts, stats.paused);
+    if last.as_ref() != Some(&now) {
+        *last = Some(now);
+        s.events.publish(EventKind::QueueStats {
+            counts: stats.counts,
+            paused: stats.paused,
+            oldest_queued_ms: stats.oldest_queued_ms,
+        });
+    }
 }
 
 /// Decides where a leased job runs and hands it to a worker, or holds it back.

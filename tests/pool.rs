@@ -171,6 +171,13 @@ async fn jobs_run_end_to_end_on_the_builtin_segmenter() {
             "{mine:?}"
         );
     }
+    // Queue counts follow every second while they change.
+    h.wait_for(10, |e| {
+        e.iter().any(
+            |e| matches!(&e.kind, EventKind::QueueStats { counts, .. } if counts.completed == 3),
+        )
+    })
+    .await;
     let ids_in_order: Vec<u64> = events.iter().map(|e| e.id).collect();
     assert!(ids_in_order.windows(2).all(|w| w[0] < w[1]));
     assert_eq!(pool.handle().workers(), (0, 2));
