@@ -5,6 +5,7 @@
 //! - `cli`: the command-line interface (clap)
 //! - `queue`: the durable priority queue on redb (model, store, writer thread)
 //! - `pool`: the dispatcher task and the worker threads that run jobs
+//! - `service`: submit, cancel, retry, priority: store, commit, publish, wake, for every interface
 //! - `segment`: the builtin segmenter and its parameters (ML segmenters arrive with #4)
 //! - `outline`: objects as polygons, and the replaced ML service's polygon list
 //! - `morphology`: metrics of objects from their polygons; masks from polygons
@@ -28,4 +29,5 @@ pub mod outline;
 pub mod pool;
 pub mod queue;
 pub mod segment;
+pub mod service;
 pub mod synth;

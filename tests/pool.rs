@@ -535,3 +535,99 @@ async fn an_unknown_ml_service_fails_the_job_with_a_reason() {
     assert_eq!(job.last_error.expect("reason").code, "unknown-segmenter");
     pool.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_submits_all_or_nothing_and_publishes_queued_and_cancelled() {
+    use spheroseg::service::{Service, Source, SubmitOptions};
+
+    let h = harness();
+    let pool = h.start(scripted(), config(1));
+    let service = Service {
+        queue: h.queue.clone(),
+        images: h.images.clone(),
+        events: h.events.clone(),
+        pool: Some(pool.handle()),
+        default_segmenter: SegmenterChoice::Builtin,
+    };
+    // One refused file: no job at all, and the error names it.
+    let refused = service
+        .submit(
+            vec![
+                Source::Path(fixture("spheroid_lumen_8bit.png")),
+                Source::Bytes {
+                    name: "notes.tif".into(),
+                    bytes: b"not an image".to_vec(),
+                },
+            ],
+            SubmitOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), "not-an-image");
+    assert!(refused.to_string().contains("notes.tif"), "{refused}");
+    assert_eq!(h.queue.stats().expect("stats").counts.total(), 0);
+
+    // A running job (the slow one) and a queued one behind it on the single worker.
+    let opts = SubmitOptions {
+        dedupe: true,
+        ..SubmitOptions::default()
+    };
+    let done = service
+        .submit(
+            vec![Source::Path(fixture("spheroid_plain_16bit.tif"))],
+            opts.clone(),
+        )
+        .await
+        .expect("submitted");
+    let running = done[0].job.id;
+    h.wait_for(30, |e| {
+        count(e, |k| matches!(k, EventKind::JobStarted { .. })) == 1
+    })
+    .await;
+    let done = service
+        .submit(
+            vec![Source::Path(fixture("spheroid_lumen_8bit.png"))],
+            opts.clone(),
+        )
+        .await
+        .expect("submitted");
+    let waiting = done[0].job.id;
+    let again = service
+        .submit(vec![Source::Path(fixture("spheroid_lumen_8bit.png"))], opts)
+        .await
+        .expect("submitted");
+    assert!(
+        again[0].deduplicated,
+        "the same image, segmenter and parameters"
+    );
+    assert_eq!(again[0].job.id, waiting);
+
+    service.cancel(running).await.expect("cancel running");
+    h.wait_for(60, |e| count(e, completed) == 1).await;
+    assert_eq!(h.state(running), JobState::Cancelled);
+    assert_eq!(h.state(waiting), JobState::Completed);
+    let events = h
+        .wait_for(5, |e| {
+            count(e, |k| matches!(k, EventKind::JobCancelled { .. })) == 1
+        })
+        .await;
+    assert_eq!(
+        count(&events, |k| matches!(k, EventKind::JobQueued { .. })),
+        2
+    );
+
+    service.retry(running).await.expect("retry");
+    let events = h
+        .wait_for(5, |e| {
+            count(e, |k| matches!(k, EventKind::JobQueued { .. })) == 3
+        })
+        .await;
+    assert!(events.iter().any(|e| matches!(
+        &e.kind,
+        EventKind::JobCancelled {
+            was: JobState::Active,
+            ..
+        }
+    )));
+    pool.shutdown(Duration::ZERO).await;
+}

@@ -1,0 +1,174 @@
+//! The operations every interface offers (HTTP, CLI, watch folders): submit images, cancel, retry,
+//! change priority. Each stores what it must, commits, publishes its event, and wakes the
+//! dispatcher, so the interfaces stay thin and behave alike.
+//!
+//! A submission checks and stores every image before it enqueues anything, then enqueues them all
+//! in one durable commit: a refused file means no job at all. Image files already written for a
+//! refused submission are left to the garbage collector (after its grace period), since another
+//! submission of the same content may be about to refer to them.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::events::{EventBus, EventKind, job as jid};
+use crate::images::{ImageStore, ImageStoreError};
+use crate::pool::PoolHandle;
+use crate::queue::{
+    Enqueued, Job, JobId, JobState, NewJob, Priority, Queue, QueueError, SegmenterChoice,
+};
+use crate::segment::SegmentParams;
+
+/// Why a request was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Image(#[from] ImageStoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+impl ServiceError {
+    /// A stable kebab-case code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ServiceError::Image(e) => e.code(),
+            ServiceError::Queue(e) => e.code(),
+        }
+    }
+}
+
+/// Where a submitted image comes from.
+#[derive(Clone, Debug)]
+pub enum Source {
+    Bytes { name: String, bytes: Vec<u8> },
+    Path(PathBuf),
+}
+
+/// How submitted images are to be run.
+#[derive(Clone, Debug, Default)]
+pub struct SubmitOptions {
+    pub priority: Priority,
+    pub project: Option<String>,
+    /// `None`: the configured default.
+    pub segmenter: Option<SegmenterChoice>,
+    pub params: SegmentParams,
+    pub max_attempts: Option<u32>,
+    /// Deduplicate each image by (content hash, segmenter, parameters), as the watch folders do.
+    pub dedupe: bool,
+}
+
+/// The shared operations.
+#[derive(Clone)]
+pub struct Service {
+    pub queue: Queue,
+    pub images: ImageStore,
+    pub events: EventBus,
+    pub pool: Option<PoolHandle>,
+    pub default_segmenter: SegmenterChoice,
+}
+
+impl Service {
+    fn wake(&self) {
+        if let Some(p) = &self.pool {
+            p.wake();
+        }
+    }
+
+    /// Checks and stores every image, then enqueues one job per image in one commit.
+    pub async fn submit(
+        &self,
+        sources: Vec<Source>,
+        opts: SubmitOptions,
+    ) -> Result<Vec<Enqueued>, ServiceError> {
+        let images = self.images.clone();
+        let refs = tokio::task::spawn_blocking(move || {
+            sources
+                .into_iter()
+                .map(|s| match s {
+                    Source::Bytes { name, bytes } => images.put(&bytes, &name),
+                    Source::Path(p) => images.put_path(&p),
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| ServiceError::Queue(QueueError::Storage(Box::new(e))))??;
+        let segmenter = opts
+            .segmenter
+            .clone()
+            .unwrap_or_else(|| self.default_segmenter.clone());
+        let jobs: Vec<NewJob> = refs
+            .into_iter()
+            .map(|image| NewJob {
+                priority: opts.priority,
+                max_attempts: opts.max_attempts,
+                project: opts.project.clone(),
+                dedupe_key: opts.dedupe.then(|| {
+                    format!(
+                        "{}:{:?}:{}",
+                        image.hash,
+                        segmenter,
+                        serde_json::to_string(&opts.params).unwrap_or_default()
+                    )
+                }),
+                segmenter: segmenter.clone(),
+                params: opts.params.clone(),
+                run_at: None,
+                image,
+            })
+            .collect();
+        let done = self.queue.enqueue_batch(jobs).await?;
+        for e in done.iter().filter(|e| !e.deduplicated) {
+            self.events.publish(queued(&e.job));
+        }
+        self.wake();
+        Ok(done)
+    }
+
+    /// Cancels a job; a running one is stopped as well.
+    pub async fn cancel(&self, id: JobId) -> Result<Job, ServiceError> {
+        let before = self.queue.cancel(id).await?;
+        if before.state == JobState::Active
+            && let Some(p) = &self.pool
+        {
+            p.stop_job(id);
+        }
+        self.events.publish(EventKind::JobCancelled {
+            job_id: jid(id),
+            was: before.state,
+        });
+        Ok(before)
+    }
+
+    /// Puts a failed or cancelled job back in the queue.
+    pub async fn retry(&self, id: JobId) -> Result<Job, ServiceError> {
+        let job = self.queue.retry(id).await?;
+        self.events.publish(queued(&job));
+        self.wake();
+        Ok(job)
+    }
+
+    pub async fn change_priority(
+        &self,
+        id: JobId,
+        priority: Priority,
+    ) -> Result<Job, ServiceError> {
+        Ok(self.queue.change_priority(id, priority).await?)
+    }
+
+    /// The pool's handle, when one runs.
+    pub fn pool(&self) -> Option<&PoolHandle> {
+        self.pool.as_ref()
+    }
+}
+
+fn queued(job: &Job) -> EventKind {
+    EventKind::JobQueued {
+        job_id: jid(job.id),
+        priority: job.priority.get(),
+        project: job.project.clone(),
+        name: job.image.name.clone(),
+    }
+}
+
+/// Shared ownership for the HTTP state.
+pub type SharedService = Arc<Service>;
