@@ -6,22 +6,26 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::sync::watch;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, Fallback};
+use crate::config::{Config, Fallback, SegmenterKind};
 use crate::events::EventBus;
+use crate::http::AppState;
 use crate::images::ImageStore;
 use crate::pool::{MlService, Pool, PoolConfig, Segmenters};
+use crate::queue::SegmenterChoice;
 use crate::queue::{Queue, Retention};
 use crate::segment::Builtin;
 use crate::segment::breaker::{Breaker, BreakerConfig};
 use crate::segment::command::CommandSegmenter;
 use crate::segment::http::HttpSegmenter;
+use crate::service::Service;
 
 /// How often finished jobs past their retention, and then unreferenced images, are removed.
 const MAINTAIN_EVERY: Duration = Duration::from_secs(600);
@@ -81,8 +85,26 @@ pub fn segmenters(config: &Config, clock: &dyn Clock) -> anyhow::Result<Segmente
     })
 }
 
-/// Runs spheroseg until `shutdown` resolves, then shuts down in order.
+/// Binds the configured address and runs until `shutdown` resolves.
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.bind)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}; is another program using it?",
+                config.bind
+            )
+        })?;
+    run(config, listener, shutdown).await
+}
+
+/// Runs spheroseg on `listener` until `shutdown` resolves, then shuts down in order: readiness
+/// false, HTTP drains, the pool stops, maintenance stops, the database closes.
+pub async fn run(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir).with_context(|| {
         format!(
             "cannot create the data directory {}",
@@ -123,7 +145,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
     let pool = Pool::start(
         queue.clone(),
         images.clone(),
-        events,
+        events.clone(),
         segmenters,
         PoolConfig {
             workers: config.workers,
@@ -136,10 +158,50 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
     )
     .context("cannot start the worker threads")?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let maintenance = tokio::spawn(maintain(queue.clone(), images, config.retention(), stop_rx));
+    let maintenance = tokio::spawn(maintain(
+        queue.clone(),
+        images.clone(),
+        config.retention(),
+        stop_rx,
+    ));
+
+    let service = Service {
+        queue: queue.clone(),
+        images,
+        events,
+        pool: Some(pool.handle()),
+        default_segmenter: match config.segmenter {
+            SegmenterKind::Builtin => SegmenterChoice::Builtin,
+            SegmenterKind::Http => SegmenterChoice::Http("http".into()),
+            SegmenterKind::Command => SegmenterChoice::Command("command".into()),
+        },
+    };
+    let ready = Arc::new(AtomicBool::new(true));
+    let local = listener.local_addr().context("listener has no address")?;
+    let state = AppState {
+        service,
+        started: Instant::now(),
+        ready: Arc::clone(&ready),
+        token: config.auth.token.as_deref().map(Arc::from),
+        bind: local,
+        body_limit: (config.limits.max_upload_mb as usize) << 20,
+    };
+    let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let http = tokio::spawn(crate::http::serve(listener, state, async {
+        let _ = http_stopped.await;
+    }));
+    tracing::info!(address = %local, "listening");
 
     shutdown.await;
     tracing::info!("shutting down");
+    // Readiness turns false before the listener closes, so a balancer stops sending first.
+    ready.store(false, Ordering::SeqCst);
+    let _ = http_stop.send(());
+    match http.await {
+        Ok(Err(e)) => tracing::error!(error = %e, "HTTP server failed"),
+        Err(e) => tracing::error!(error = %e, "HTTP task failed"),
+        Ok(Ok(())) => {}
+    }
     pool.shutdown(Duration::from_secs(config.shutdown_grace_secs))
         .await;
     let _ = stop_tx.send(true);

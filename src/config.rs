@@ -81,6 +81,8 @@ pub struct LimitsConfig {
     pub max_width: u32,
     pub max_height: u32,
     pub max_megapixels: u32,
+    /// The largest HTTP request body (an upload of many images).
+    pub max_upload_mb: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -179,6 +181,7 @@ pub struct LimitsLayer {
     pub max_width: Option<u32>,
     pub max_height: Option<u32>,
     pub max_megapixels: Option<u32>,
+    pub max_upload_mb: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -466,6 +469,7 @@ fn overlay(
     take!(limits.max_width, "limits.max_width");
     take!(limits.max_height, "limits.max_height");
     take!(limits.max_megapixels, "limits.max_megapixels");
+    take!(limits.max_upload_mb, "limits.max_upload_mb");
 }
 
 fn validate(l: Layer, origins: &HashMap<&'static str, String>) -> Result<Config, ConfigError> {
@@ -597,6 +601,8 @@ fn validate(l: Layer, origins: &HashMap<&'static str, String>) -> Result<Config,
             .map_err(|e| err("limits.max_height", e))?,
         max_megapixels: range(lim.max_megapixels.unwrap_or(64), 1, 1024, " megapixels")
             .map_err(|e| err("limits.max_megapixels", e))?,
+        max_upload_mb: range(lim.max_upload_mb.unwrap_or(512), 1, 65_536, " MiB")
+            .map_err(|e| err("limits.max_upload_mb", e))?,
     };
     let segmenter = l.segmenter.unwrap_or_default();
     if segmenter == SegmenterKind::Http && ml.url.is_none() {
@@ -706,6 +712,8 @@ fallback = "none"
 max_width = 16384
 max_height = 16384
 max_megapixels = 64
+# The largest HTTP request body, in MiB (an upload of many images).
+max_upload_mb = 512
 
 [auth]
 # Bearer token the API requires when set (always with a non-loopback bind). Env: SPHEROSEG_TOKEN

@@ -14,6 +14,7 @@
 //! - `offline`: `spheroseg segment` on a thread pool, and `spheroseg demo-images`
 //! - `synth`: synthetic spheroid images with known truth (tests, benches, demo images)
 //! - `events`: numbered events in a ring buffer, broadcast to live subscribers
+//! - `http`: the HTTP API, WebSocket and health endpoints (axum)
 //! - `clock`: injected time for leases, backoff and aging
 
 pub mod app;
@@ -22,6 +23,7 @@ pub mod clock;
 pub mod config;
 pub mod events;
 pub mod export;
+pub mod http;
 pub mod images;
 pub mod morphology;
 pub mod offline;

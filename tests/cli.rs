@@ -102,6 +102,7 @@ fn serve_starts_and_stops_cleanly_on_sigterm() {
         .arg("serve")
         .arg("--data-dir")
         .arg(&data)
+        .args(["--bind", "127.0.0.1:0"])
         .env("SPHEROSEG_LOG", "info")
         .env("REDIS_URL", "redis://old-deployment:6379")
         .stderr(Stdio::piped())
@@ -130,6 +131,7 @@ fn serve_starts_and_stops_cleanly_on_sigterm() {
         .arg("serve")
         .arg("--data-dir")
         .arg(&data)
+        .args(["--bind", "127.0.0.1:0"])
         .output()
         .expect("runs");
     assert_eq!(second.status.code(), Some(1));
@@ -200,7 +202,7 @@ fn serve_processes_queued_jobs_end_to_end() {
         .arg("serve")
         .arg("--data-dir")
         .arg(&data)
-        .args(["--workers", "2"])
+        .args(["--workers", "2", "--bind", "127.0.0.1:0"])
         .env("SPHEROSEG_LOG", "info")
         .stderr(Stdio::piped())
         .spawn()

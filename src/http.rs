@@ -1,0 +1,127 @@
+//! The HTTP API (axum): routes split by resource under `http/`, errors mapped in `http/error.rs`,
+//! bearer-token auth, and `serve` taking its listener and shutdown future from the caller.
+//! Only this module and its children use axum.
+
+mod error;
+mod events;
+mod health;
+mod jobs;
+mod queue;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+
+pub use error::ApiError;
+
+use crate::service::Service;
+
+/// Everything a handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub service: Service,
+    pub started: Instant,
+    /// False until the pool runs and again from the first moment of shutdown.
+    pub ready: Arc<AtomicBool>,
+    pub token: Option<Arc<str>>,
+    pub bind: SocketAddr,
+    /// Largest request body (uploads).
+    pub body_limit: usize,
+}
+
+impl AppState {
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(token) = &state.token
+        && req.uri().path() != "/api/health/live"
+    {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| same(g.as_bytes(), token.as_bytes())) {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this spheroseg requires Authorization: Bearer TOKEN",
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// One span per request: method, matched route, status, latency; health at debug level.
+async fn trace(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| req.uri().path().to_owned(), |m| m.as_str().to_owned());
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    let status = resp.status().as_u16();
+    if route.starts_with("/api/health") || route == "/metrics" {
+        tracing::debug!(%method, %route, status, ms, "request");
+    } else {
+        tracing::info!(%method, %route, status, ms, "request");
+    }
+    resp
+}
+
+/// Every route, ready for a listener or for `oneshot` in tests.
+pub fn router(state: AppState) -> Router {
+    let limit = state.body_limit;
+    Router::new()
+        .merge(jobs::routes())
+        .merge(queue::routes())
+        .merge(health::routes())
+        .merge(events::routes())
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .route_layer(middleware::from_fn(trace))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then drains in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same;
+
+    #[test]
+    fn constant_time_comparison_is_still_a_comparison() {
+        assert!(same(b"s3cret", b"s3cret"));
+        assert!(!same(b"s3cret", b"s3creT"));
+        assert!(!same(b"s3cret", b"s3cre"));
+    }
+}

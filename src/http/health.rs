@@ -1,0 +1,193 @@
+//! The five health endpoints the replaced design promised, answering for real.
+//!
+//! - live: the process answers; checks nothing else.
+//! - ready: the database is open and the worker pool runs, and shutdown has not begun (it turns
+//!   false first thing on shutdown, before the listener closes).
+//! - health / detailed: storage, queue, workers, ml, disk; an open breaker is `degraded`, not
+//!   `unhealthy`, while the builtin segmenter still works. 503 only when unhealthy.
+//! - services/{name}: one of them.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::queue::breakers;
+use crate::clock::{Clock, SystemClock};
+use crate::segment::breaker::State as BreakerState;
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/health", get(summary))
+        .route("/api/health/live", get(live))
+        .route("/api/health/ready", get(ready))
+        .route("/api/health/detailed", get(detailed))
+        .route("/api/health/services/{name}", get(service))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Status {
+    Healthy,
+    Degraded,
+    Unhealthy,
+}
+
+struct Check {
+    name: &'static str,
+    status: Status,
+    details: Value,
+}
+
+async fn live() -> Json<Value> {
+    Json(json!({"alive": true, "timestamp": SystemClock.now()}))
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    let storage = state.service.queue.stats().is_ok();
+    let workers = state.service.pool().is_some();
+    let ready = state.is_ready() && storage && workers;
+    let body = json!({
+        "ready": ready,
+        "services": {"storage": storage, "workers": workers, "accepting": state.is_ready()}
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+fn checks(state: &AppState) -> Vec<Check> {
+    let mut out = Vec::new();
+    match state.service.queue.stats() {
+        Ok(s) => {
+            out.push(Check {
+                name: "storage",
+                status: Status::Healthy,
+                details: json!({"database_bytes": s.database_bytes}),
+            });
+            out.push(Check {
+                name: "queue",
+                status: if s.paused { Status::Degraded } else { Status::Healthy },
+                details: json!({"counts": s.counts, "paused": s.paused, "oldest_queued_ms": s.oldest_queued_ms}),
+            });
+        }
+        Err(e) => {
+            for name in ["storage", "queue"] {
+                out.push(Check {
+                    name,
+                    status: Status::Unhealthy,
+                    details: json!({"error": e.to_string()}),
+                });
+            }
+        }
+    }
+    let (busy, total) = state.service.pool().map_or((0, 0), |p| p.workers());
+    out.push(Check {
+        name: "workers",
+        status: if total > 0 {
+            Status::Healthy
+        } else {
+            Status::Unhealthy
+        },
+        details: json!({"busy": busy, "total": total}),
+    });
+    let breakers = breakers(state);
+    let open = breakers
+        .iter()
+        .any(|(_, b)| b.state != BreakerState::Closed);
+    out.push(Check {
+        name: "ml",
+        status: if open {
+            Status::Degraded
+        } else {
+            Status::Healthy
+        },
+        details: json!(
+            breakers
+                .iter()
+                .map(|(n, b)| (n.clone(), json!(b)))
+                .collect::<serde_json::Map<_, _>>()
+        ),
+    });
+    out
+}
+
+fn overall(checks: &[Check]) -> Status {
+    checks
+        .iter()
+        .map(|c| c.status)
+        .max()
+        .unwrap_or(Status::Healthy)
+}
+
+fn body(state: &AppState, checks: &[Check], details: bool) -> (StatusCode, Value) {
+    let status = overall(checks);
+    let services: serde_json::Map<String, Value> = checks
+        .iter()
+        .map(|c| {
+            let v = if details {
+                json!({"status": c.status, "details": c.details})
+            } else {
+                json!(c.status)
+            };
+            (c.name.to_owned(), v)
+        })
+        .collect();
+    let code = if status == Status::Unhealthy {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (
+        code,
+        json!({
+            "status": status,
+            "timestamp": SystemClock.now(),
+            "uptime": state.started.elapsed().as_secs(),
+            "version": env!("CARGO_PKG_VERSION"),
+            "services": services,
+        }),
+    )
+}
+
+async fn summary(State(state): State<AppState>) -> Response {
+    let checks = checks(&state);
+    let (code, v) = body(&state, &checks, false);
+    (code, Json(v)).into_response()
+}
+
+async fn detailed(State(state): State<AppState>) -> Response {
+    let checks = checks(&state);
+    let (code, v) = body(&state, &checks, true);
+    (code, Json(v)).into_response()
+}
+
+async fn service(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+    match checks(&state).into_iter().find(|c| c.name == name) {
+        Some(c) => {
+            let code = if c.status == Status::Unhealthy {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::OK
+            };
+            (
+                code,
+                Json(json!({"name": c.name, "status": c.status, "details": c.details})),
+            )
+                .into_response()
+        }
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("Unknown service: {name}")})),
+        )
+            .into_response(),
+    }
+}

@@ -1,0 +1,467 @@
+//! Jobs and their results: upload, list, show, cancel, retry, change priority; result JSON, CSV,
+//! mask and the original image; and the replaced design's `/api/segmentation/job/{id}`.
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Multipart, Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, AppState};
+use crate::export;
+use crate::queue::{Job, JobFilter, JobId, JobState, Priority, SegmenterChoice};
+use crate::segment::{SegmentParams, SegmentResult};
+use crate::service::{Source, SubmitOptions};
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/jobs", get(list).post(upload))
+        .route(
+            "/api/jobs/{id}",
+            get(show).delete(cancel).patch(change_priority),
+        )
+        .route("/api/jobs/{id}/retry", post(retry))
+        .route("/api/jobs/{id}/result", get(result_json))
+        .route("/api/jobs/{id}/result.csv", get(result_csv))
+        .route("/api/jobs/{id}/mask.png", get(mask))
+        .route("/api/jobs/{id}/image", get(original))
+        .route("/api/segmentation/job/{id}", get(legacy_job))
+}
+
+/// A job as the API shows it.
+#[derive(Serialize)]
+pub(super) struct JobView {
+    id: String,
+    state: JobState,
+    priority: u8,
+    progress: u8,
+    attempt: u32,
+    max_attempts: u32,
+    project: Option<String>,
+    image: ImageView,
+    segmenter: String,
+    params: SegmentParams,
+    created_at: u64,
+    updated_at: u64,
+    queued_at: u64,
+    started_at: Option<u64>,
+    finished_at: Option<u64>,
+    run_at: Option<u64>,
+    error: Option<ErrorView>,
+    result_bytes: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct ImageView {
+    name: String,
+    hash: String,
+    width: u32,
+    height: u32,
+    bytes: u64,
+}
+
+#[derive(Serialize)]
+struct ErrorView {
+    code: String,
+    message: String,
+    transient: bool,
+}
+
+fn segmenter_name(s: &SegmenterChoice) -> String {
+    match s {
+        SegmenterChoice::Builtin => "builtin".into(),
+        SegmenterChoice::Http(n) | SegmenterChoice::Command(n) => n.clone(),
+    }
+}
+
+impl From<&Job> for JobView {
+    fn from(j: &Job) -> Self {
+        JobView {
+            id: j.id.to_string(),
+            state: j.state,
+            priority: j.priority.get(),
+            progress: j.progress,
+            attempt: j.attempts_spent(),
+            max_attempts: j.max_attempts,
+            project: j.project.clone(),
+            image: ImageView {
+                name: j.image.name.clone(),
+                hash: j.image.hash.clone(),
+                width: j.image.width,
+                height: j.image.height,
+                bytes: j.image.bytes,
+            },
+            segmenter: segmenter_name(&j.segmenter),
+            params: j.params.clone(),
+            created_at: j.created_at,
+            updated_at: j.updated_at,
+            queued_at: j.queued_at,
+            started_at: j.started_at,
+            finished_at: j.finished_at,
+            run_at: j.run_at,
+            error: j.last_error.as_ref().map(|e| ErrorView {
+                code: e.code.clone(),
+                message: e.message.clone(),
+                transient: e.transient,
+            }),
+            result_bytes: j.result.as_ref().map(|r| r.bytes),
+        }
+    }
+}
+
+fn job_id(raw: &str) -> Result<JobId, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::not_found(format!("job {raw} not found: not a job id")))
+}
+
+fn priority(raw: i64) -> Result<Priority, ApiError> {
+    Priority::new(raw).ok_or_else(|| {
+        ApiError::invalid(
+            "priority",
+            format!("{raw} is out of range: use 1 (lowest) to 10 (highest)"),
+        )
+    })
+}
+
+fn segmenter(raw: &str) -> Result<SegmenterChoice, ApiError> {
+    match raw {
+        "builtin" => Ok(SegmenterChoice::Builtin),
+        "http" => Ok(SegmenterChoice::Http("http".into())),
+        "command" => Ok(SegmenterChoice::Command("command".into())),
+        other => Err(ApiError::invalid(
+            "segmenter",
+            format!("{other:?}: use builtin, http or command"),
+        )),
+    }
+}
+
+fn params(raw: &str) -> Result<SegmentParams, ApiError> {
+    let p: SegmentParams =
+        serde_json::from_str(raw).map_err(|e| ApiError::invalid("params", e.to_string()))?;
+    p.validate()
+        .map_err(|e| ApiError::invalid(&format!("params.{}", e.field), e.reason))?;
+    Ok(p)
+}
+
+#[derive(Serialize)]
+struct Accepted {
+    jobs: Vec<AcceptedJob>,
+}
+
+#[derive(Serialize)]
+struct AcceptedJob {
+    id: String,
+    state: JobState,
+    priority: u8,
+    /// Queued jobs ahead of this one when it was accepted.
+    position: Option<u64>,
+    deduplicated: bool,
+}
+
+/// `POST /api/jobs`: multipart with `image` parts and optional `priority`, `project`,
+/// `segmenter`, `params`. 202 once the jobs are durable.
+async fn upload(State(state): State<AppState>, mut form: Multipart) -> Result<Response, ApiError> {
+    let mut sources = Vec::new();
+    let mut opts = SubmitOptions::default();
+    while let Some(field) = form
+        .next_field()
+        .await
+        .map_err(|e| ApiError::bad_request(format!("malformed multipart body: {e}")))?
+    {
+        let name = field.name().unwrap_or_default().to_owned();
+        match name.as_str() {
+            "image" | "images" | "file" => {
+                let file = field
+                    .file_name()
+                    .unwrap_or("upload")
+                    .chars()
+                    .take(255)
+                    .collect::<String>();
+                let bytes = field.bytes().await.map_err(|e| {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "too-large",
+                        format!("{file}: {e}"),
+                    )
+                })?;
+                sources.push(Source::Bytes {
+                    name: file,
+                    bytes: bytes.to_vec(),
+                });
+            }
+            "priority" | "project" | "segmenter" | "params" => {
+                let text = field
+                    .text()
+                    .await
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+                match name.as_str() {
+                    "priority" => {
+                        let n: i64 = text.trim().parse().map_err(|_| {
+                            ApiError::invalid(
+                                "priority",
+                                format!("{text:?} is not a whole number from 1 to 10"),
+                            )
+                        })?;
+                        opts.priority = priority(n)?;
+                    }
+                    "project" => opts.project = Some(text).filter(|p| !p.trim().is_empty()),
+                    "segmenter" => opts.segmenter = Some(segmenter(text.trim())?),
+                    _ => opts.params = params(&text)?,
+                }
+            }
+            other => return Err(ApiError::bad_request(format!("unknown field {other:?}"))),
+        }
+    }
+    if sources.is_empty() {
+        return Err(ApiError::bad_request(
+            "no image: send one or more multipart parts named image",
+        ));
+    }
+    let done = state.service.submit(sources, opts).await?;
+    let stats = state.service.queue.stats()?;
+    let queued_at_or_above = |p: u8| -> u64 {
+        stats
+            .by_priority
+            .iter()
+            .find(|(s, _)| *s == JobState::Queued)
+            .map_or(0, |(_, row)| row[p as usize - 1..].iter().sum())
+    };
+    let jobs = done
+        .iter()
+        .map(|e| AcceptedJob {
+            id: e.job.id.to_string(),
+            state: e.job.state,
+            priority: e.job.priority.get(),
+            position: (e.job.state == JobState::Queued)
+                .then(|| queued_at_or_above(e.job.priority.get()).saturating_sub(1)),
+            deduplicated: e.deduplicated,
+        })
+        .collect();
+    Ok((StatusCode::ACCEPTED, Json(Accepted { jobs })).into_response())
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    state: Option<String>,
+    project: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ListPage {
+    jobs: Vec<JobView>,
+    next: Option<String>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<ListPage>, ApiError> {
+    let filter = JobFilter {
+        state: q
+            .state
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<JobState>()
+                    .map_err(|e| ApiError::invalid("state", e))
+            })
+            .transpose()?,
+        project: q.project.filter(|p| !p.is_empty()),
+    };
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid(
+            "limit",
+            format!("{limit}: use 1 to 1000"),
+        ));
+    }
+    let page = state
+        .service
+        .queue
+        .list(&filter, q.cursor.as_deref(), limit)?;
+    Ok(Json(ListPage {
+        jobs: page.jobs.iter().map(JobView::from).collect(),
+        next: page.next,
+    }))
+}
+
+fn get_job(state: &AppState, raw: &str) -> Result<Job, ApiError> {
+    let id = job_id(raw)?;
+    state
+        .service
+        .queue
+        .get(id)?
+        .ok_or_else(|| ApiError::not_found(format!("job {id} not found")))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    Ok(Json(JobView::from(&get_job(&state, &id)?)))
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let id = job_id(&id)?;
+    state.service.cancel(id).await?;
+    Ok(Json(JobView::from(&get_job(&state, &id.to_string())?)))
+}
+
+async fn retry(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let job = state.service.retry(job_id(&id)?).await?;
+    Ok(Json(JobView::from(&job)))
+}
+
+#[derive(Deserialize)]
+struct PriorityBody {
+    priority: i64,
+}
+
+async fn change_priority(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<JobView>, ApiError> {
+    let b: PriorityBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("expected {{\"priority\": N}}: {e}")))?;
+    let job = state
+        .service
+        .change_priority(job_id(&id)?, priority(b.priority)?)
+        .await?;
+    Ok(Json(JobView::from(&job)))
+}
+
+fn stored_result(state: &AppState, raw: &str) -> Result<(Job, SegmentResult), ApiError> {
+    let job = get_job(state, raw)?;
+    let bytes = state.service.queue.result(job.id)?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "no-result",
+            format!("job {} has no result: it is {}", job.id, job.state),
+        )
+    })?;
+    let result = SegmentResult::from_bytes(&bytes).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "result-unreadable",
+            format!("the stored result of job {} cannot be read", job.id),
+        )
+    })?;
+    Ok((job, result))
+}
+
+async fn result_json(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (_, r) = stored_result(&state, &id)?;
+    Ok(Json(r.to_json()).into_response())
+}
+
+async fn result_csv(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (job, r) = stored_result(&state, &id)?;
+    let mut out = Vec::new();
+    let id = job.id.to_string();
+    export::write_csv(
+        &mut out,
+        [(id.as_str(), &r)],
+        r.params.pixel_size_um.is_some(),
+    )
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "export-failed",
+            e.to_string(),
+        )
+    })?;
+    Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], out).into_response())
+}
+
+async fn mask(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let (_, r) = stored_result(&state, &id)?;
+    let png = export::mask_png(&r).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "export-failed",
+            e.to_string(),
+        )
+    })?;
+    Ok(([(header::CONTENT_TYPE, "image/png")], png).into_response())
+}
+
+async fn original(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let job = get_job(&state, &id)?;
+    let images = state.service.images.clone();
+    let hash = job.image.hash.clone();
+    let bytes = tokio::task::spawn_blocking(move || images.read(&hash))
+        .await
+        .map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "io-error", e.to_string())
+        })??;
+    let kind = crate::segment::decode::probe(&bytes, &crate::segment::DecodeLimits::default())
+        .map(|h| match h.format {
+            "PNG" => "image/png",
+            "JPEG" => "image/jpeg",
+            "TIFF" => "image/tiff",
+            _ => "image/bmp",
+        })
+        .unwrap_or("application/octet-stream");
+    Ok(([(header::CONTENT_TYPE, kind)], bytes).into_response())
+}
+
+/// The replaced design's job route, same shape.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LegacyJob {
+    job_id: String,
+    status: &'static str,
+    progress: u8,
+    is_completed: bool,
+    is_failed: bool,
+    failed_reason: Option<String>,
+    created_at: u64,
+    updated_at: u64,
+}
+
+async fn legacy_job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<LegacyJob>, ApiError> {
+    let j = get_job(&state, &id)?;
+    // Bull's names: waiting, delayed, active, completed, failed.
+    let status = match j.state {
+        JobState::Queued => "waiting",
+        JobState::Delayed => "delayed",
+        JobState::Active => "active",
+        JobState::Completed => "completed",
+        JobState::Failed => "failed",
+        JobState::Cancelled => "cancelled",
+    };
+    Ok(Json(LegacyJob {
+        job_id: j.id.to_string(),
+        status,
+        progress: j.progress,
+        is_completed: j.state == JobState::Completed,
+        is_failed: j.state == JobState::Failed,
+        failed_reason: j.last_error.map(|e| e.message),
+        created_at: j.created_at,
+        updated_at: j.updated_at,
+    }))
+}

@@ -1,0 +1,155 @@
+//! The queue as a whole: counts, throughput, percentiles, workers; pause and resume; the ML
+//! services' breakers; and the replaced design's `/api/segmentation/queue/status`.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use serde::Serialize;
+
+use super::{ApiError, AppState};
+use crate::clock::{Clock, SystemClock};
+use crate::queue::QueueStats;
+use crate::segment::breaker::Snapshot;
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/queue", get(queue))
+        .route("/api/queue/pause", post(pause))
+        .route("/api/queue/resume", post(resume))
+        .route("/api/ml", get(ml))
+        .route("/api/ml/{name}/reset", post(reset))
+        .route("/api/segmentation/queue/status", get(legacy_status))
+}
+
+#[derive(Serialize)]
+struct QueueView {
+    #[serde(flatten)]
+    stats: QueueStats,
+    workers_busy: usize,
+    workers_total: usize,
+}
+
+async fn queue(State(state): State<AppState>) -> Result<Json<QueueView>, ApiError> {
+    let stats = state.service.queue.stats()?;
+    let (workers_busy, workers_total) = state.service.pool().map_or((0, 0), |p| p.workers());
+    Ok(Json(QueueView {
+        stats,
+        workers_busy,
+        workers_total,
+    }))
+}
+
+#[derive(Serialize)]
+struct Paused {
+    paused: bool,
+}
+
+async fn pause(State(state): State<AppState>) -> Result<Json<Paused>, ApiError> {
+    state.service.queue.set_paused(true).await?;
+    Ok(Json(Paused { paused: true }))
+}
+
+async fn resume(State(state): State<AppState>) -> Result<Json<Paused>, ApiError> {
+    state.service.queue.set_paused(false).await?;
+    if let Some(p) = state.service.pool() {
+        p.wake();
+    }
+    Ok(Json(Paused { paused: false }))
+}
+
+/// Every configured ML service's breaker.
+pub(super) fn breakers(state: &AppState) -> Vec<(String, Snapshot)> {
+    let now = SystemClock.now();
+    let mut out: Vec<(String, Snapshot)> = state
+        .service
+        .pool()
+        .map(|p| {
+            p.ml()
+                .iter()
+                .map(|(name, svc)| {
+                    (
+                        name.clone(),
+                        svc.breaker.lock().expect("breaker lock").snapshot(now),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[derive(Serialize)]
+struct MlView {
+    name: String,
+    breaker: Snapshot,
+}
+
+async fn ml(State(state): State<AppState>) -> Json<Vec<MlView>> {
+    Json(
+        breakers(&state)
+            .into_iter()
+            .map(|(name, breaker)| MlView { name, breaker })
+            .collect(),
+    )
+}
+
+async fn reset(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<MlView>, ApiError> {
+    let pool = state
+        .service
+        .pool()
+        .ok_or_else(|| ApiError::not_found(format!("no ML service named {name}")))?;
+    let svc = pool
+        .ml()
+        .get(&name)
+        .ok_or_else(|| ApiError::not_found(format!("no ML service named {name}")))?;
+    let now = SystemClock.now();
+    let snapshot = {
+        let mut b = svc.breaker.lock().expect("breaker lock");
+        if let Some(t) = b.reset(now) {
+            tracing::warn!(service = %name, from = t.from.as_str(), "circuit breaker reset by hand");
+        }
+        b.snapshot(now)
+    };
+    pool.wake();
+    Ok(Json(MlView {
+        name,
+        breaker: snapshot,
+    }))
+}
+
+#[derive(Serialize)]
+struct LegacyStatus {
+    queue: LegacyQueue,
+    #[serde(rename = "circuitBreaker")]
+    circuit_breaker: Option<Snapshot>,
+}
+
+#[derive(Serialize)]
+struct LegacyQueue {
+    waiting: u64,
+    active: u64,
+    completed: u64,
+    failed: u64,
+    delayed: u64,
+    paused: bool,
+}
+
+async fn legacy_status(State(state): State<AppState>) -> Result<Json<LegacyStatus>, ApiError> {
+    let s = state.service.queue.stats()?;
+    Ok(Json(LegacyStatus {
+        queue: LegacyQueue {
+            waiting: s.counts.queued,
+            active: s.counts.active,
+            completed: s.counts.completed,
+            failed: s.counts.failed,
+            delayed: s.counts.delayed,
+            paused: s.paused,
+        },
+        circuit_breaker: breakers(&state).into_iter().next().map(|(_, b)| b),
+    }))
+}
