@@ -1,7 +1,8 @@
 //! The image store: original images under `data_dir/images/`, named by their SHA-256.
 //!
-//! `put` checks the header under the decode limits first (a non-image is refused here, not found
-//! by a worker later), then writes a temp file, fsyncs it, renames it into place and fsyncs the
+//! `put` decodes the image under the decode limits first (a non-image, a truncated file or an
+//! oversized one is refused here, not found by a worker later; the header is checked before any
+//! pixel buffer is allocated), then writes a temp file, fsyncs it, renames it into place and fsyncs the
 //! directory; only after that may an enqueue commit refer to it. The same content is stored once.
 //! `collect_garbage` removes files no job refers to, once they are older than a grace period (so
 //! an upload between its write and its commit is never collected), and temp files a crash left.
@@ -13,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use sha2::{Digest, Sha256};
 
 use crate::queue::ImageRef;
-use crate::segment::decode::{DecodeError, DecodeLimits, probe};
+use crate::segment::decode::{DecodeError, DecodeLimits, decode, probe};
 
 /// Why an image was not stored.
 #[derive(Debug, thiserror::Error)]
@@ -74,10 +75,12 @@ impl ImageStore {
     /// Checks and stores `bytes`; durable on return. `name` is kept for people, never used as a
     /// path.
     pub fn put(&self, bytes: &[u8], name: &str) -> Result<ImageRef, ImageStoreError> {
-        let header = probe(bytes, &self.limits).map_err(|source| ImageStoreError::Refused {
+        let refused = |source| ImageStoreError::Refused {
             name: name.to_owned(),
             source,
-        })?;
+        };
+        let header = probe(bytes, &self.limits).map_err(refused)?;
+        decode(bytes, &self.limits).map_err(refused)?;
         let hash = hex(&Sha256::digest(bytes));
         let path = self.path(&hash);
         if !path.exists() {

@@ -2,6 +2,8 @@
 
 mod util;
 
+/// The HTTP API: every route and error status, auth, and serve over TCP with the WebSocket.
+mod api;
 /// The binary: help, configuration commands, serve and SIGTERM.
 mod cli;
 /// SIGKILL a child process in the middle of work and check that nothing acknowledged is lost.

@@ -166,11 +166,23 @@ struct AcceptedJob {
 async fn upload(State(state): State<AppState>, mut form: Multipart) -> Result<Response, ApiError> {
     let mut sources = Vec::new();
     let mut opts = SubmitOptions::default();
-    while let Some(field) = form
-        .next_field()
-        .await
-        .map_err(|e| ApiError::bad_request(format!("malformed multipart body: {e}")))?
-    {
+    let multipart_error = |e: axum::extract::multipart::MultipartError| {
+        let status = e.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                status,
+                "too-large",
+                format!("the request is larger than the limit: {e}"),
+            )
+        } else {
+            ApiError::new(
+                status,
+                "bad-request",
+                format!("malformed multipart body: {e}"),
+            )
+        }
+    };
+    while let Some(field) = form.next_field().await.map_err(multipart_error)? {
         let name = field.name().unwrap_or_default().to_owned();
         match name.as_str() {
             "image" | "images" | "file" => {

@@ -79,8 +79,10 @@ impl fmt::Display for Priority {
 }
 
 /// Where a job is in its life. `Delayed` waits out a retry backoff and becomes `Queued`; the last
-/// three are final until a person retries the job.
+/// three are final until a person retries the job. (Serialised lowercase in JSON; postcard stores
+/// the variant index, so the names may change without a migration, the order may not.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum JobState {
     Queued,
     Delayed,

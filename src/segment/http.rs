@@ -57,7 +57,8 @@ pub struct Health {
     pub latency_ms: f64,
 }
 
-fn install_crypto_provider() {
+/// Installs the TLS crypto provider reqwest needs (once; harmless if another one is installed).
+pub fn install_crypto_provider() {
     static ONCE: Once = Once::new();
     // reqwest is built without a default provider (aws-lc's C build is the slowest in the tree):
     // ring is installed once. A provider installed by someone else first is fine too.

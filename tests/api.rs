@@ -1,0 +1,772 @@
+//! The HTTP API: every route with `tower::ServiceExt::oneshot` against `router(state)` (no
+//! socket), every error status, auth; and one real TCP test of `serve` with uploads, the
+//! WebSocket and `since` resume.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use spheroseg::clock::SystemClock;
+use spheroseg::events::EventBus;
+use spheroseg::http::{AppState, router};
+use spheroseg::images::ImageStore;
+use spheroseg::pool::{Pool, PoolConfig, Segmenters};
+use spheroseg::queue::{Queue, QueueOptions, SegmenterChoice};
+use spheroseg::segment::{Builtin, DecodeLimits};
+use spheroseg::service::Service;
+use tower::ServiceExt;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+struct Api {
+    _dir: tempfile::TempDir,
+    state: AppState,
+    pool: Option<Pool>,
+}
+
+async fn api(token: Option<&str>, body_limit: usize) -> Api {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (queue, _) = Queue::open(
+        &dir.path().join("q.redb"),
+        QueueOptions::default(),
+        Arc::new(SystemClock),
+    )
+    .expect("queue");
+    let images = ImageStore::open(dir.path(), DecodeLimits::default()).expect("images");
+    let events = EventBus::new(10_000, Arc::new(SystemClock));
+    let pool = Pool::start(
+        queue.clone(),
+        images.clone(),
+        events.clone(),
+        Segmenters {
+            builtin: Arc::new(Builtin),
+            ml: HashMap::new(),
+        },
+        PoolConfig {
+            workers: 2,
+            lease_ttl: Duration::from_secs(30),
+            builtin_timeout: Duration::from_secs(60),
+            ml_timeout: Duration::from_secs(60),
+            limits: DecodeLimits::default(),
+        },
+        Arc::new(SystemClock),
+    )
+    .expect("pool");
+    let state = AppState {
+        service: Service {
+            queue,
+            images,
+            events,
+            pool: Some(pool.handle()),
+            default_segmenter: SegmenterChoice::Builtin,
+        },
+        started: Instant::now(),
+        ready: Arc::new(AtomicBool::new(true)),
+        token: token.map(Arc::from),
+        bind: "127.0.0.1:5001".parse().expect("addr"),
+        body_limit,
+    };
+    Api {
+        _dir: dir,
+        state,
+        pool: Some(pool),
+    }
+}
+
+/// Files, text fields, the expected status and error code of one refused upload.
+type Case<'a> = (
+    Vec<(&'a str, &'a str, Vec<u8>)>,
+    Vec<(&'a str, &'a str)>,
+    StatusCode,
+    &'a str,
+);
+
+/// A multipart body with file parts `(field, filename, bytes)` and text parts `(field, value)`.
+fn multipart(files: &[(&str, &str, Vec<u8>)], fields: &[(&str, &str)]) -> (String, Vec<u8>) {
+    let boundary = "spheroseg-test-boundary";
+    let mut body = Vec::new();
+    for (name, file, bytes) in files {
+        body.extend(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{file}\"\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes());
+        body.extend(bytes);
+        body.extend(b"\r\n");
+    }
+    for (name, value) in fields {
+        body.extend(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    body.extend(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+impl Api {
+    async fn send(&self, req: Request<Body>) -> (StatusCode, Vec<u8>, Option<String>) {
+        let resp = router(self.state.clone())
+            .oneshot(req)
+            .await
+            .expect("response");
+        let status = resp.status();
+        let kind = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        (status, bytes.to_vec(), kind)
+    }
+
+    async fn get(&self, uri: &str) -> (StatusCode, serde_json::Value) {
+        let (s, b, _) = self
+            .send(Request::get(uri).body(Body::empty()).expect("request"))
+            .await;
+        (
+            s,
+            serde_json::from_slice(&b).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        uri: &str,
+        json: Option<&str>,
+    ) -> (StatusCode, serde_json::Value) {
+        let mut req = Request::builder().method(method).uri(uri);
+        if json.is_some() {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+        }
+        let req = req
+            .body(Body::from(json.unwrap_or_default().to_owned()))
+            .expect("request");
+        let (s, b, _) = self.send(req).await;
+        (
+            s,
+            serde_json::from_slice(&b).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    async fn upload(
+        &self,
+        files: &[(&str, &str, Vec<u8>)],
+        fields: &[(&str, &str)],
+    ) -> (StatusCode, serde_json::Value) {
+        let (kind, body) = multipart(files, fields);
+        let req = Request::post("/api/jobs")
+            .header(header::CONTENT_TYPE, kind)
+            .body(Body::from(body))
+            .expect("request");
+        let (s, b, _) = self.send(req).await;
+        (
+            s,
+            serde_json::from_slice(&b).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    async fn wait_state(&self, id: &str, state: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, v) = self.get(&format!("/api/jobs/{id}")).await;
+            if v["state"] == state {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} never became {state}: {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(p) = self.pool.take() {
+            p.shutdown(Duration::from_secs(5)).await;
+        }
+    }
+}
+
+fn read(name: &str) -> Vec<u8> {
+    std::fs::read(fixture(name)).expect("fixture")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_then_result_csv_mask_and_image() {
+    let a = api(None, 64 << 20).await;
+    let (s, v) = a
+        .upload(
+            &[
+                ("image", "lumen.png", read("spheroid_lumen_8bit.png")),
+                ("image", "plain.tif", read("spheroid_plain_16bit.tif")),
+            ],
+            &[
+                ("priority", "7"),
+                ("project", "screen-1"),
+                ("params", r#"{"pixel_size_um": 0.65}"#),
+            ],
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let jobs = v["jobs"].as_array().expect("jobs");
+    assert_eq!(jobs.len(), 2);
+    assert_eq!(jobs[0]["priority"], 7);
+    assert!(jobs[0]["position"].is_number() || jobs[0]["state"] != "queued");
+    let id = jobs[0]["id"].as_str().expect("id").to_owned();
+    a.wait_state(&id, "completed").await;
+
+    let (s, job) = a.get(&format!("/api/jobs/{id}")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        (job["project"].as_str(), job["image"]["name"].as_str()),
+        (Some("screen-1"), Some("lumen.png"))
+    );
+    let (s, r) = a.get(&format!("/api/jobs/{id}/result")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(r["polygons"][0]["type"], "external");
+    assert_eq!(r["polygons"][1]["type"], "internal");
+    assert!(
+        r["metrics"][0]["calibrated"]["area_um2"]
+            .as_f64()
+            .expect("µm²")
+            > 0.0
+    );
+
+    let (s, csv, kind) = a
+        .send(
+            Request::get(format!("/api/jobs/{id}/result.csv"))
+                .body(Body::empty())
+                .expect("req"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(kind.expect("type").starts_with("text/csv"));
+    let csv = String::from_utf8(csv).expect("utf-8");
+    assert!(csv.starts_with("Image Name,Image ID,Image Resolution,Object ID,Area"));
+    assert!(
+        csv.lines()
+            .nth(1)
+            .expect("row")
+            .starts_with(&format!("lumen.png,{id},384x384,polygon-1,"))
+    );
+
+    let (s, png, kind) = a
+        .send(
+            Request::get(format!("/api/jobs/{id}/mask.png"))
+                .body(Body::empty())
+                .expect("req"),
+        )
+        .await;
+    assert_eq!((s, kind.as_deref()), (StatusCode::OK, Some("image/png")));
+    assert_eq!(&png[1..4], b"PNG");
+    let (s, original, _) = a
+        .send(
+            Request::get(format!("/api/jobs/{id}/image"))
+                .body(Body::empty())
+                .expect("req"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(original, read("spheroid_lumen_8bit.png"));
+
+    // Listing: by project, by state, paged.
+    let (_, page) = a.get("/api/jobs?project=screen-1&limit=1").await;
+    assert_eq!(page["jobs"].as_array().expect("jobs").len(), 1);
+    let next = page["next"].as_str().expect("cursor").to_owned();
+    let (_, page2) = a
+        .get(&format!("/api/jobs?project=screen-1&limit=1&cursor={next}"))
+        .await;
+    assert_ne!(page["jobs"][0]["id"], page2["jobs"][0]["id"]);
+    let (s, v) = a.get("/api/jobs?state=running").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+
+    // The replaced design's routes.
+    let (_, legacy) = a.get(&format!("/api/segmentation/job/{id}")).await;
+    assert_eq!(
+        (legacy["status"].as_str(), legacy["isCompleted"].as_bool()),
+        (Some("completed"), Some(true))
+    );
+    assert_eq!(legacy["jobId"], id.as_str());
+    let (_, status) = a.get("/api/segmentation/queue/status").await;
+    for k in [
+        "waiting",
+        "active",
+        "completed",
+        "failed",
+        "delayed",
+        "paused",
+    ] {
+        assert!(status["queue"].get(k).is_some(), "queue.{k}: {status}");
+    }
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_uploads_store_nothing_and_say_why() {
+    let a = api(None, 64 << 20).await;
+    let png = read("spheroid_core_8bit.png");
+    let mut bomb = png.clone();
+    bomb[16..20].copy_from_slice(&60_000u32.to_be_bytes());
+    bomb[20..24].copy_from_slice(&60_000u32.to_be_bytes());
+    // A valid header: the IHDR checksum (over type and data, bytes 12..29) is recomputed.
+    let crc = crc32(&bomb[12..29]);
+    bomb[29..33].copy_from_slice(&crc.to_be_bytes());
+    let truncated = png[..png.len() / 3].to_vec();
+    let cases: Vec<Case> = vec![
+        (
+            vec![("image", "notes.tif", b"Image Name,Area\n".to_vec())],
+            vec![],
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "not-an-image",
+        ),
+        (
+            vec![("image", "cut.png", truncated)],
+            vec![],
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "damaged-image",
+        ),
+        (
+            vec![("image", "bomb.png", bomb)],
+            vec![],
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "image-too-large",
+        ),
+        (
+            vec![("image", "ok.png", png.clone())],
+            vec![("priority", "11")],
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-field",
+        ),
+        (
+            vec![("image", "ok.png", png.clone())],
+            vec![("priority", "high")],
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-field",
+        ),
+        (
+            vec![("image", "ok.png", png.clone())],
+            vec![("params", r#"{"min_area_fraction": 3}"#)],
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-field",
+        ),
+        (
+            vec![("image", "ok.png", png.clone())],
+            vec![("params", r#"{"colour": 1}"#)],
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-field",
+        ),
+        (
+            vec![("image", "ok.png", png.clone())],
+            vec![("segmenter", "magic")],
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-field",
+        ),
+        (
+            vec![],
+            vec![("priority", "5")],
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+        ),
+        (
+            vec![("image", "../../etc/passwd", b"nope".to_vec())],
+            vec![],
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "not-an-image",
+        ),
+    ];
+    for (files, fields, status, code) in cases {
+        let (s, v) = a.upload(&files, &fields).await;
+        assert_eq!((s, v["code"].as_str()), (status, Some(code)), "{v}");
+        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    let (_, v) = a
+        .upload(&[("image", "ok.png", png.clone())], &[("priority", "11")])
+        .await;
+    assert!(
+        v["message"].as_str().expect("message").contains("priority"),
+        "{v}"
+    );
+    let (_, v) = a
+        .upload(
+            &[("image", "ok.png", png)],
+            &[("params", r#"{"min_area_fraction": 3}"#)],
+        )
+        .await;
+    assert!(
+        v["message"]
+            .as_str()
+            .expect("message")
+            .contains("min_area_fraction"),
+        "{v}"
+    );
+    let (_, q) = a.get("/api/queue").await;
+    assert_eq!(
+        q["counts"]["queued"].as_u64().unwrap_or(0)
+            + q["counts"]["completed"].as_u64().unwrap_or(0),
+        0,
+        "{q}"
+    );
+
+    // Malformed multipart.
+    let req = Request::post("/api/jobs")
+        .header(header::CONTENT_TYPE, "multipart/form-data; boundary=x")
+        .body(Body::from("garbage"))
+        .expect("req");
+    let (s, _, _) = a.send(req).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_body_is_413() {
+    let a = api(None, 4096).await;
+    let (s, v) = a
+        .upload(
+            &[("image", "big.png", read("spheroid_lumen_8bit.png"))],
+            &[],
+        )
+        .await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_actions_and_their_errors() {
+    let a = api(None, 64 << 20).await;
+    let (s, _) = a.call("POST", "/api/queue/pause", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, v) = a
+        .upload(&[("image", "a.png", read("spheroid_core_8bit.png"))], &[])
+        .await;
+    let id = v["jobs"][0]["id"].as_str().expect("id").to_owned();
+    let (_, q) = a.get("/api/queue").await;
+    assert_eq!(
+        (q["paused"].as_bool(), q["counts"]["queued"].as_u64()),
+        (Some(true), Some(1))
+    );
+    assert_eq!(q["workers_total"], 2);
+
+    let (s, v) = a
+        .call(
+            "PATCH",
+            &format!("/api/jobs/{id}"),
+            Some(r#"{"priority": 9}"#),
+        )
+        .await;
+    assert_eq!((s, v["priority"].as_u64()), (StatusCode::OK, Some(9)));
+    let (s, v) = a
+        .call(
+            "PATCH",
+            &format!("/api/jobs/{id}"),
+            Some(r#"{"priority": 0}"#),
+        )
+        .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid-field"))
+    );
+    let (s, _) = a
+        .call("PATCH", &format!("/api/jobs/{id}"), Some("{nope"))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
+    let (s, v) = a.call("DELETE", &format!("/api/jobs/{id}"), None).await;
+    assert_eq!(
+        (s, v["state"].as_str()),
+        (StatusCode::OK, Some("cancelled"))
+    );
+    let (s, v) = a.call("DELETE", &format!("/api/jobs/{id}"), None).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::CONFLICT, Some("invalid-state"))
+    );
+    let (s, v) = a.get(&format!("/api/jobs/{id}/result")).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::CONFLICT, Some("no-result"))
+    );
+
+    let (s, _) = a.call("POST", "/api/queue/resume", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = a.call("POST", &format!("/api/jobs/{id}/retry"), None).await;
+    assert_eq!((s, v["state"].as_str()), (StatusCode::OK, Some("queued")));
+    a.wait_state(&id, "completed").await;
+    let (s, v) = a.call("POST", &format!("/api/jobs/{id}/retry"), None).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::CONFLICT, Some("invalid-state")),
+        "{v}"
+    );
+
+    for uri in [
+        "/api/jobs/0190b5c2-0000-7000-8000-000000000000",
+        "/api/jobs/not-an-id",
+        "/api/nothing",
+    ] {
+        let (s, v) = a.get(uri).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{uri}: {v}");
+        assert!(v["code"].is_string() && v["message"].is_string(), "{v}");
+    }
+    let (s, v) = a.call("POST", "/api/ml/nothing/reset", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    let (s, v) = a.get("/api/ml").await;
+    assert_eq!((s, v.as_array().map(Vec::len)), (StatusCode::OK, Some(0)));
+    let (s, v) = a.get("/api/events?since=0&timeout=1").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(v["events"].as_array().is_some_and(|e| !e.is_empty()), "{v}");
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_five_health_endpoints() {
+    let a = api(None, 1 << 20).await;
+    let (s, v) = a.get("/api/health/live").await;
+    assert_eq!((s, v["alive"].as_bool()), (StatusCode::OK, Some(true)));
+    let (s, v) = a.get("/api/health/ready").await;
+    assert_eq!((s, v["ready"].as_bool()), (StatusCode::OK, Some(true)));
+    let (s, v) = a.get("/api/health").await;
+    assert_eq!((s, v["status"].as_str()), (StatusCode::OK, Some("healthy")));
+    for k in ["storage", "queue", "workers", "ml"] {
+        assert!(v["services"].get(k).is_some(), "{k}: {v}");
+    }
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    let (s, v) = a.get("/api/health/detailed").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        v["services"]["workers"]["details"]["total"].as_u64() == Some(2),
+        "{v}"
+    );
+    let (s, v) = a.get("/api/health/services/queue").await;
+    assert_eq!((s, v["status"].as_str()), (StatusCode::OK, Some("healthy")));
+    let (s, v) = a.get("/api/health/services/flux").await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("Unknown service: flux"))
+    );
+
+    // Shutdown turns readiness off first; liveness stays.
+    a.state.ready.store(false, Ordering::SeqCst);
+    let (s, v) = a.get("/api/health/ready").await;
+    assert_eq!(
+        (s, v["ready"].as_bool()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some(false))
+    );
+    let (s, _) = a.get("/api/health/live").await;
+    assert_eq!(s, StatusCode::OK);
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_is_required_everywhere_but_liveness() {
+    let a = api(Some("s3cret"), 1 << 20).await;
+    let (s, v) = a.get("/api/queue").await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthorized"))
+    );
+    let (s, _) = a.get("/api/health").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = a.get("/api/health/live").await;
+    assert_eq!(s, StatusCode::OK);
+    let req = |token: &str| {
+        Request::get("/api/queue")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .expect("req")
+    };
+    assert_eq!(a.send(req("s3cret")).await.0, StatusCode::OK);
+    assert_eq!(a.send(req("s3creT")).await.0, StatusCode::UNAUTHORIZED);
+    a.stop().await;
+}
+
+/// `serve` on 127.0.0.1:0: upload over TCP, watch the WebSocket until the job completes, fetch the
+/// result, then reconnect with `since` and receive only what was missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_over_tcp_with_websocket_and_since_resume() {
+    use futures_util::{SinkExt, StreamExt};
+    use spheroseg::config::{Config, Layer, Sources};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = Config::load(&Sources {
+        file: None,
+        env: HashMap::from([("SPHEROSEG_WORKERS".to_owned(), "2".to_owned())]),
+        flags: Layer {
+            data_dir: Some(dir.path().join("data")),
+            ..Layer::default()
+        },
+    })
+    .expect("config");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(spheroseg::app::run(config, listener, async {
+        let _ = stopped.await;
+    }));
+    let base = format!("http://{addr}");
+    spheroseg::segment::http::install_crypto_provider();
+    let client = reqwest::Client::new();
+    // Wait on readiness, no sleep to let it start.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !client
+        .get(format!("{base}/api/health/ready"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == reqwest::StatusCode::OK)
+    {
+        assert!(Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .expect("ws");
+    let first: serde_json::Value = serde_json::from_str(
+        ws.next()
+            .await
+            .expect("message")
+            .expect("ok")
+            .to_text()
+            .expect("text"),
+    )
+    .expect("json");
+    assert_eq!(first["type"], "snapshot");
+
+    let form = reqwest::multipart::Form::new().part(
+        "image",
+        reqwest::multipart::Part::bytes(read("spheroid_lumen_8bit.png")).file_name("lumen.png"),
+    );
+    let resp = client
+        .post(format!("{base}/api/jobs"))
+        .multipart(form)
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(resp.status(), reqwest::StatusCode::ACCEPTED);
+    let v: serde_json::Value = resp.json().await.expect("json");
+    let id = v["jobs"][0]["id"].as_str().expect("id").to_owned();
+
+    let mut last_id = 0u64;
+    let mut types = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let msg = tokio::time::timeout_at(deadline.into(), ws.next())
+            .await
+            .expect("in time")
+            .expect("open")
+            .expect("ok");
+        if !msg.is_text() {
+            continue;
+        }
+        let e: serde_json::Value =
+            serde_json::from_str(msg.to_text().expect("text")).expect("json");
+        if let Some(n) = e["id"].as_u64() {
+            assert!(n > last_id, "ids rise");
+            last_id = n;
+        }
+        types.push(e["type"].as_str().unwrap_or_default().to_owned());
+        if e["type"] == "job_completed" && e["job_id"] == id.as_str() {
+            break;
+        }
+    }
+    assert!(
+        types.contains(&"job_queued".to_owned()) && types.contains(&"job_started".to_owned()),
+        "{types:?}"
+    );
+    let _ = ws.close(None).await;
+    let r: serde_json::Value = client
+        .get(format!("{base}/api/jobs/{id}/result"))
+        .send()
+        .await
+        .expect("result")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(r["polygons"][0]["type"], "external");
+
+    // Something happens while disconnected; reconnecting with since gets only that.
+    let resp = client
+        .post(format!("{base}/api/queue/pause"))
+        .send()
+        .await
+        .expect("pause");
+    assert_eq!(resp.status(), reqwest::StatusCode::OK);
+    let form = reqwest::multipart::Form::new().part(
+        "image",
+        reqwest::multipart::Part::bytes(read("spheroid_core_8bit.png")).file_name("core.png"),
+    );
+    client
+        .post(format!("{base}/api/jobs"))
+        .multipart(form)
+        .send()
+        .await
+        .expect("upload");
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws?since={last_id}"))
+        .await
+        .expect("ws");
+    let snapshot: serde_json::Value = serde_json::from_str(
+        ws.next()
+            .await
+            .expect("message")
+            .expect("ok")
+            .to_text()
+            .expect("text"),
+    )
+    .expect("json");
+    assert_eq!(snapshot["type"], "snapshot");
+    let missed: serde_json::Value = serde_json::from_str(
+        ws.next()
+            .await
+            .expect("message")
+            .expect("ok")
+            .to_text()
+            .expect("text"),
+    )
+    .expect("json");
+    assert!(
+        missed["id"].as_u64().expect("an event") > last_id,
+        "{missed}"
+    );
+    let _ = ws
+        .send(tokio_tungstenite::tungstenite::Message::Close(None))
+        .await;
+
+    // A foreign origin is refused.
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        format!("ws://{addr}/ws"),
+    )
+    .expect("request");
+    req.headers_mut()
+        .insert("Origin", "http://evil.example".parse().expect("header"));
+    assert!(tokio_tungstenite::connect_async(req).await.is_err());
+
+    stop.send(()).expect("stop");
+    server.await.expect("server task").expect("clean shutdown");
+}
+
+/// CRC-32 (IEEE), as PNG chunks use.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = 0xFFFF_FFFFu32;
+    for &b in bytes {
+        c ^= u32::from(b);
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
