@@ -43,6 +43,16 @@ pub enum Command {
     Serve,
     /// Segment image files offline (no server) and write JSON, masks and one metrics.csv.
     Segment(SegmentArgs),
+    /// Ask a running spheroseg whether it is healthy (exit 0) or not (exit 1), for systemd and
+    /// containers.
+    Healthcheck {
+        /// Base URL; default: the configured bind address.
+        #[arg(long)]
+        url: Option<String>,
+        /// Check readiness (accepting work) instead of health.
+        #[arg(long)]
+        ready: bool,
+    },
     /// Write synthetic spheroid images (8-bit PNG, 16-bit TIFF) with their truth masks.
     DemoImages {
         /// Where to write them.
@@ -159,6 +169,21 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
             Ok(())
         }
         Command::Segment(args) => segment(&cli, args, env),
+        Command::Healthcheck { url, ready } => {
+            let config = cli.load_config(env)?;
+            let base = url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", config.bind));
+            let path = if *ready {
+                "/api/health/ready"
+            } else {
+                "/api/health"
+            };
+            healthcheck(
+                &format!("{}{path}", base.trim_end_matches('/')),
+                config.auth.token.as_deref(),
+            )
+        }
         Command::DemoImages { dir, size, count } => {
             let written = offline::demo_images(dir, *size, *count)?;
             for p in written {
@@ -256,4 +281,35 @@ fn segment(cli: &Cli, args: &SegmentArgs, env: HashMap<String, String>) -> Resul
         return Err(Exit::Partial { failed, total });
     }
     Ok(())
+}
+
+/// GETs `url`; 200 is success, anything else (or no answer in 5 s) is exit code 1.
+fn healthcheck(url: &str, token: Option<&str>) -> Result<(), Exit> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        crate::segment::http::install_crypto_provider();
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(5))
+            .build()
+            .context("cannot build an HTTP client")?;
+        let mut req = client.get(url);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("{url} did not answer"))?;
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        println!("{status} {body}");
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(Exit::Other(anyhow::anyhow!("{url} answered {status}")))
+        }
+    })
 }

@@ -242,3 +242,56 @@ fn serve_processes_queued_jobs_end_to_end() {
         assert_eq!(r.objects.len(), 1);
     }
 }
+
+/// `healthcheck` exits 0 against a running serve (health and readiness) and 1 once it is gone.
+#[test]
+fn healthcheck_exits_0_when_up_and_1_when_down() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = spheroseg()
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--bind", "127.0.0.1:0"])
+        .env("SPHEROSEG_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve starts");
+    let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut address = None;
+    while address.is_none() && Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        if line.contains("listening") {
+            address = line
+                .split("address=")
+                .nth(1)
+                .and_then(|a| a.split_whitespace().next())
+                .map(str::to_owned);
+        }
+    }
+    let url = format!("http://{}", address.expect("serve logs its address"));
+    for extra in [&[][..], &["--ready"][..]] {
+        let out = spheroseg()
+            .args(["healthcheck", "--url", &url])
+            .args(extra)
+            .output()
+            .expect("runs");
+        assert!(
+            out.status.success(),
+            "{extra:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("200"));
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    let _rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(child.wait().expect("exits").success());
+    let out = spheroseg()
+        .args(["healthcheck", "--url", &url])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+}
