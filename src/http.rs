@@ -6,6 +6,7 @@ mod error;
 mod events;
 mod health;
 mod jobs;
+mod ml;
 mod queue;
 
 use std::future::Future;
@@ -96,6 +97,7 @@ pub fn router(state: AppState) -> Router {
         .merge(queue::routes())
         .merge(health::routes())
         .merge(events::routes())
+        .merge(ml::routes())
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(state.clone(), auth))

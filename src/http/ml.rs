@@ -1,0 +1,147 @@
+//! spheroseg as an ML service: `POST /ml/segment` and `GET /ml/health` in the same contract the
+//! `http` segmenter speaks, so one spheroseg can be another's ML service. A request becomes a
+//! priority-10 builtin job on the worker pool (bounded, durable like any other), and the reply
+//! waits for it.
+
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Multipart, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+
+use super::{ApiError, AppState};
+use crate::clock::{Clock, SystemClock};
+use crate::queue::{JobState, Priority, SegmenterChoice};
+use crate::segment::http::ml_reply;
+use crate::segment::{Failure, SegmentParams, SegmentResult};
+use crate::service::{Source, SubmitOptions};
+
+/// The longest a request waits for its job.
+const WAIT: Duration = Duration::from_secs(600);
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/ml/segment", post(segment))
+        .route("/ml/health", get(health))
+}
+
+async fn health(State(state): State<AppState>) -> Response {
+    let up = state.is_ready();
+    let body = json!({
+        "status": if up { "healthy" } else { "degraded" },
+        "timestamp": SystemClock.now(),
+        "model_path": null,
+        "model_exists": true,
+        "segmenter": "builtin",
+    });
+    let code = if up {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+fn reply(result: Result<&SegmentResult, &Failure>) -> Response {
+    let (status, body) = ml_reply(result);
+    (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        Json(body),
+    )
+        .into_response()
+}
+
+async fn segment(State(state): State<AppState>, mut form: Multipart) -> Result<Response, ApiError> {
+    let (mut image, mut params) = (None, SegmentParams::default());
+    while let Some(field) = form.next_field().await.map_err(|e| {
+        ApiError::new(
+            e.status(),
+            "bad-request",
+            format!("malformed multipart body: {e}"),
+        )
+    })? {
+        match field.name().unwrap_or_default() {
+            "image" => {
+                let name = field
+                    .file_name()
+                    .unwrap_or("image")
+                    .chars()
+                    .take(255)
+                    .collect::<String>();
+                let bytes = field
+                    .bytes()
+                    .await
+                    .map_err(|e| ApiError::new(e.status(), "bad-request", e.to_string()))?;
+                image = Some((name, bytes.to_vec()));
+            }
+            "params" => {
+                let text = field
+                    .text()
+                    .await
+                    .map_err(|e| ApiError::new(e.status(), "bad-request", e.to_string()))?;
+                params = serde_json::from_str(&text)
+                    .map_err(|e| ApiError::invalid("params", e.to_string()))?;
+            }
+            _ => {}
+        }
+    }
+    let Some((name, bytes)) = image else {
+        return Ok(reply(Err(&Failure::permanent(
+            "bad-request",
+            "no image part",
+        ))));
+    };
+    let opts = SubmitOptions {
+        priority: Priority::MAX,
+        segmenter: Some(SegmenterChoice::Builtin),
+        params,
+        max_attempts: Some(1),
+        ..SubmitOptions::default()
+    };
+    let done = match state
+        .service
+        .submit(vec![Source::Bytes { name, bytes }], opts)
+        .await
+    {
+        Ok(d) => d,
+        Err(e) => return Ok(reply(Err(&Failure::permanent(e.code(), e.to_string())))),
+    };
+    let id = done[0].job.id;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let job = state
+            .service
+            .queue
+            .get(id)?
+            .ok_or_else(|| ApiError::not_found(format!("job {id} vanished")))?;
+        match job.state {
+            JobState::Completed => {
+                let bytes = state.service.queue.result(id)?.unwrap_or_default();
+                return Ok(match SegmentResult::from_bytes(&bytes) {
+                    Some(r) => reply(Ok(&r)),
+                    None => reply(Err(&Failure::transient(
+                        "result-unreadable",
+                        "the result cannot be read",
+                    ))),
+                });
+            }
+            JobState::Failed | JobState::Cancelled => {
+                let e = job
+                    .last_error
+                    .map_or_else(|| "cancelled".to_owned(), |e| e.message);
+                return Ok(reply(Err(&Failure::permanent("failed", e))));
+            }
+            _ if Instant::now() >= deadline => {
+                return Ok(reply(Err(&Failure::transient(
+                    "timeout",
+                    "segmentation took too long",
+                ))));
+            }
+            _ => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
