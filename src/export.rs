@@ -69,12 +69,25 @@ pub fn write_csv<'a, W: Write>(
     results: impl IntoIterator<Item = (&'a str, &'a SegmentResult)>,
     calibrated: bool,
 ) -> Result<(), ExportError> {
+    write_csv_part(out, results, calibrated, true)
+}
+
+/// Like [`write_csv`], with the header only when `header` is set: a streamed export writes its
+/// rows in parts.
+pub fn write_csv_part<'a, W: Write>(
+    out: W,
+    results: impl IntoIterator<Item = (&'a str, &'a SegmentResult)>,
+    calibrated: bool,
+    header: bool,
+) -> Result<(), ExportError> {
     let mut w = csv::Writer::from_writer(out);
-    let mut header: Vec<&str> = CSV_COLUMNS.to_vec();
-    if calibrated {
-        header.extend(CSV_CALIBRATED);
+    if header {
+        let mut names: Vec<&str> = CSV_COLUMNS.to_vec();
+        if calibrated {
+            names.extend(CSV_CALIBRATED);
+        }
+        w.write_record(&names)?;
     }
-    w.write_record(&header)?;
     for (id, r) in results {
         let resolution = format!("{}x{}", r.image.width, r.image.height);
         for (i, m) in r.metrics.iter().enumerate() {

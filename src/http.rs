@@ -4,6 +4,7 @@
 
 mod error;
 mod events;
+mod export;
 mod health;
 mod jobs;
 mod ml;
@@ -98,6 +99,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::routes())
         .merge(events::routes())
         .merge(ml::routes())
+        .merge(export::routes())
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(state.clone(), auth))

@@ -108,6 +108,48 @@ impl ImageStore {
         })
     }
 
+    /// An 8-bit PNG a browser can show (16-bit TIFFs included): contrast-stretched to the 0.5 and
+    /// 99.5 percentiles, at most `max_side` pixels on its long side, cached next to the images.
+    pub fn preview(&self, hash: &str, max_side: u32) -> Result<Vec<u8>, ImageStoreError> {
+        let cache_dir = self.dir.with_file_name("previews");
+        let cached = cache_dir.join(format!("{hash}-{max_side}.png"));
+        if let Ok(b) = std::fs::read(&cached) {
+            return Ok(b);
+        }
+        let bytes = self.read(hash)?;
+        let decoded = decode(&bytes, &self.limits).map_err(|source| ImageStoreError::Refused {
+            name: hash.to_owned(),
+            source,
+        })?;
+        let (w, h) = (decoded.gray.width, decoded.gray.height);
+        let pixels: Vec<u8> = crate::segment::builtin::stretch(&decoded.gray)
+            .iter()
+            .map(|v| (v * 255.0).round() as u8)
+            .collect();
+        let mut img = image::GrayImage::from_raw(w, h, pixels).expect("width × height pixels");
+        let long = w.max(h);
+        if long > max_side {
+            let scale = f64::from(max_side) / f64::from(long);
+            let (nw, nh) = (
+                ((f64::from(w) * scale).round() as u32).max(1),
+                ((f64::from(h) * scale).round() as u32).max(1),
+            );
+            img = image::imageops::resize(&img, nw, nh, image::imageops::FilterType::Triangle);
+        }
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Png)
+            .map_err(|e| io(&cached)(std::io::Error::other(e)))?;
+        let png = out.into_inner();
+        // The cache is an optimisation: a failure to write it is not the request's failure.
+        if std::fs::create_dir_all(&cache_dir).is_ok() {
+            let tmp = cached.with_extension("tmp");
+            if std::fs::write(&tmp, &png).is_ok() {
+                let _ = std::fs::rename(&tmp, &cached);
+            }
+        }
+        Ok(png)
+    }
+
     /// Reads and stores a local file.
     pub fn put_path(&self, path: &Path) -> Result<ImageRef, ImageStoreError> {
         let bytes = std::fs::read(path).map_err(io(path))?;
@@ -217,6 +259,44 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn previews_are_8_bit_scaled_and_cached() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ImageStore::open(dir.path(), DecodeLimits::default()).expect("open");
+        let img = image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_fn(300, 100, |x, _| {
+            image::Luma([1000 + x as u16 * 100])
+        });
+        let mut out = std::io::Cursor::new(Vec::new());
+        image::DynamicImage::ImageLuma16(img)
+            .write_to(&mut out, image::ImageFormat::Tiff)
+            .expect("tiff");
+        let r = store.put(&out.into_inner(), "a.tif").expect("stored");
+        let png = store.preview(&r.hash, 150).expect("preview");
+        let p = image::load_from_memory(&png).expect("decodes");
+        assert_eq!((p.width(), p.height()), (150, 50));
+        assert_eq!(p.color(), image::ColorType::L8);
+        let row: Vec<u8> = p
+            .to_luma8()
+            .rows()
+            .next()
+            .expect("row")
+            .map(|px| px.0[0])
+            .collect();
+        assert!(
+            row[0] < 10 && row[149] > 245,
+            "stretched to the full range: {} .. {}",
+            row[0],
+            row[149]
+        );
+        assert!(
+            dir.path()
+                .join("previews")
+                .join(format!("{}-150.png", r.hash))
+                .exists()
+        );
+        assert_eq!(store.preview(&r.hash, 150).expect("cached"), png);
     }
 
     #[test]

@@ -279,6 +279,50 @@ async fn upload_then_result_csv_mask_and_image() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(original, read("spheroid_lumen_8bit.png"));
 
+    let (s, png, kind) = a
+        .send(
+            Request::get(format!("/api/jobs/{id}/preview.png"))
+                .body(Body::empty())
+                .expect("req"),
+        )
+        .await;
+    assert_eq!((s, kind.as_deref()), (StatusCode::OK, Some("image/png")));
+    let p = image::load_from_memory(&png).expect("preview decodes");
+    assert_eq!((p.width(), p.color()), (384, image::ColorType::L8));
+    let other = jobs[1]["id"].as_str().expect("id").to_owned();
+    a.wait_state(&other, "completed").await;
+    let (s, png, _) = a
+        .send(
+            Request::get(format!("/api/jobs/{other}/preview.png"))
+                .body(Body::empty())
+                .expect("req"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        image::load_from_memory(&png).expect("decodes").color(),
+        image::ColorType::L8,
+        "16-bit TIFF as 8-bit PNG"
+    );
+
+    // The metrics of the project, streamed as CSV.
+    let (s, csv, _) = a
+        .send(
+            Request::get("/api/export?project=screen-1&state=completed&format=csv")
+                .body(Body::empty())
+                .expect("req"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let csv = String::from_utf8(csv).expect("utf-8");
+    assert_eq!(csv.lines().count(), 3, "header and one row per job: {csv}");
+    assert!(
+        csv.lines()
+            .next()
+            .expect("header")
+            .ends_with("Feret Diameter Min (um)")
+    );
+
     // Listing: by project, by state, paged.
     let (_, page) = a.get("/api/jobs?project=screen-1&limit=1").await;
     assert_eq!(page["jobs"].as_array().expect("jobs").len(), 1);
@@ -521,6 +565,39 @@ async fn job_actions_and_their_errors() {
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
     let (s, v) = a.get("/api/ml").await;
     assert_eq!((s, v.as_array().map(Vec::len)), (StatusCode::OK, Some(0)));
+    // Bulk: cancel everything queued (none now), delete the cancelled ones.
+    let (s, v) = a
+        .call(
+            "POST",
+            "/api/jobs/bulk",
+            Some(r#"{"action":"cancel","filter":{"state":"queued"}}"#),
+        )
+        .await;
+    assert_eq!(
+        (s, v["affected"].as_u64()),
+        (StatusCode::OK, Some(0)),
+        "{v}"
+    );
+    let (s, v) = a
+        .call(
+            "POST",
+            "/api/jobs/bulk",
+            Some(r#"{"action":"retry","filter":{"state":"completed"}}"#),
+        )
+        .await;
+    assert_eq!(
+        (s, v["matched"].as_u64(), v["affected"].as_u64()),
+        (StatusCode::OK, Some(1), Some(0)),
+        "{v}"
+    );
+    let (s, v) = a
+        .call("POST", "/api/jobs/bulk", Some(r#"{"action":"explode"}"#))
+        .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid-field")),
+        "{v}"
+    );
     let (s, v) = a.get("/api/events?since=0&timeout=1").await;
     assert_eq!(s, StatusCode::OK);
     assert!(v["events"].as_array().is_some_and(|e| !e.is_empty()), "{v}");

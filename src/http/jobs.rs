@@ -28,6 +28,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/api/jobs/{id}/result.csv", get(result_csv))
         .route("/api/jobs/{id}/mask.png", get(mask))
         .route("/api/jobs/{id}/image", get(original))
+        .route("/api/jobs/{id}/preview.png", get(preview))
         .route("/api/segmentation/job/{id}", get(legacy_job))
 }
 
@@ -436,6 +437,28 @@ async fn original(
         })
         .unwrap_or("application/octet-stream");
     Ok(([(header::CONTENT_TYPE, kind)], bytes).into_response())
+}
+
+/// The original as an 8-bit PNG of at most 2048 px, which browsers can show even for 16-bit TIFF.
+async fn preview(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let job = get_job(&state, &id)?;
+    let images = state.service.images.clone();
+    let png = tokio::task::spawn_blocking(move || images.preview(&job.image.hash, 2048))
+        .await
+        .map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "io-error", e.to_string())
+        })??;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/png"),
+            (header::CACHE_CONTROL, "private, max-age=86400"),
+        ],
+        png,
+    )
+        .into_response())
 }
 
 /// The replaced design's job route, same shape.

@@ -35,6 +35,12 @@ use crate::outline::Object;
 use binary::components;
 use filter::Plane;
 
+/// The image mapped to [0, 1] between its 0.5 and 99.5 percentiles, as the pipeline sees it (the
+/// status page's previews use it too).
+pub fn stretch(image: &Gray) -> Vec<f32> {
+    filter::normalize(&image.data, 0.5, 99.5)
+}
+
 /// Why segmentation stopped.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum SegmentError {
