@@ -185,7 +185,10 @@ pub async fn run(
         token: config.auth.token.as_deref().map(Arc::from),
         bind: local,
         body_limit: (config.limits.max_upload_mb as usize) << 20,
+        system: Arc::new(crate::telemetry::SystemMonitor::new(&config.data_dir)),
     };
+    // Install the recorder before the first job is counted.
+    let _ = crate::telemetry::prometheus();
     let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let http = tokio::spawn(crate::http::serve(listener, state, async {
         let _ = http_stopped.await;

@@ -9,6 +9,7 @@ mod health;
 mod jobs;
 mod ml;
 mod queue;
+mod system;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 pub use error::ApiError;
 
 use crate::service::Service;
+use crate::telemetry::SystemMonitor;
 
 /// Everything a handler needs; cheap to clone.
 #[derive(Clone)]
@@ -37,6 +39,7 @@ pub struct AppState {
     pub bind: SocketAddr,
     /// Largest request body (uploads).
     pub body_limit: usize,
+    pub system: Arc<SystemMonitor>,
 }
 
 impl AppState {
@@ -82,6 +85,8 @@ async fn trace(req: Request, next: Next) -> Response {
     let resp = next.run(req).await;
     let ms = started.elapsed().as_secs_f64() * 1e3;
     let status = resp.status().as_u16();
+    metrics::counter!("spheroseg_http_requests_total", "route" => route.clone(), "status" => status.to_string())
+        .increment(1);
     if route.starts_with("/api/health") || route == "/metrics" {
         tracing::debug!(%method, %route, status, ms, "request");
     } else {
@@ -100,6 +105,7 @@ pub fn router(state: AppState) -> Router {
         .merge(events::routes())
         .merge(ml::routes())
         .merge(export::routes())
+        .merge(system::routes())
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(state.clone(), auth))

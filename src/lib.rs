@@ -15,6 +15,7 @@
 //! - `synth`: synthetic spheroid images with known truth (tests, benches, demo images)
 //! - `events`: numbered events in a ring buffer, broadcast to live subscribers
 //! - `http`: the HTTP API, WebSocket and health endpoints (axum)
+//! - `telemetry`: the Prometheus recorder and the machine's CPU, memory and disk
 //! - `clock`: injected time for leases, backoff and aging
 
 pub mod app;
@@ -33,3 +34,4 @@ pub mod queue;
 pub mod segment;
 pub mod service;
 pub mod synth;
+pub mod telemetry;

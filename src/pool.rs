@@ -450,6 +450,7 @@ async fn finish_failed(s: &Shared, lease: &Lease, error: JobError) {
     let id = lease.job.id;
     match s.queue.fail(id, lease.attempt, error.clone()).await {
         Ok(FailOutcome::Retrying { run_at }) => {
+            metrics::counter!("spheroseg_jobs_retried_total").increment(1);
             tracing::warn!(job.id = %id, attempt = lease.attempt, code = %error.code, "job failed; retrying");
             s.events.publish(EventKind::JobRetrying {
                 job_id: jid(id),
@@ -460,6 +461,7 @@ async fn finish_failed(s: &Shared, lease: &Lease, error: JobError) {
             });
         }
         Ok(FailOutcome::Failed) => {
+            metrics::counter!("spheroseg_jobs_failed_total").increment(1);
             tracing::info!(job.id = %id, code = %error.code, message = %error.message, "job failed");
             s.events.publish(EventKind::JobFailed {
                 job_id: jid(id),
@@ -492,6 +494,8 @@ fn run(s: &Arc<Shared>, work: Work) {
         Target::Ml(name, _) => name.clone(),
     };
     tracing::info!(job.id = %id, attempt = lease.attempt, segmenter = %segmenter_name, "job started");
+    let waited = s.clock.now().saturating_sub(lease.job.queued_at);
+    metrics::histogram!("spheroseg_job_wait_seconds").record(waited as f64 / 1e3);
     s.events.publish(EventKind::JobStarted {
         job_id: jid(id),
         attempt: lease.attempt,
@@ -648,6 +652,8 @@ fn complete(s: &Shared, lease: &Lease, result: &SegmentResult, run_ms: u64) {
         .block_on(s.queue.complete(id, lease.attempt, bytes))
     {
         Ok(_) => {
+            metrics::counter!("spheroseg_jobs_completed_total").increment(1);
+            metrics::histogram!("spheroseg_job_run_seconds").record(run_ms as f64 / 1e3);
             tracing::info!(job.id = %id, objects = result.objects.len(), run_ms, "job completed");
             s.events.publish(EventKind::JobCompleted {
                 job_id: jid(id),

@@ -119,6 +119,7 @@ impl Service {
         let done = self.queue.enqueue_batch(jobs).await?;
         for e in done.iter().filter(|e| !e.deduplicated) {
             self.events.publish(queued(&e.job));
+            metrics::counter!("spheroseg_jobs_enqueued_total").increment(1);
         }
         self.wake();
         Ok(done)

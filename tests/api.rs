@@ -73,6 +73,7 @@ async fn api(token: Option<&str>, body_limit: usize) -> Api {
         token: token.map(Arc::from),
         bind: "127.0.0.1:5001".parse().expect("addr"),
         body_limit,
+        system: Arc::new(spheroseg::telemetry::SystemMonitor::new(dir.path())),
     };
     Api {
         _dir: dir,
@@ -333,6 +334,23 @@ async fn upload_then_result_csv_mask_and_image() {
     assert_ne!(page["jobs"][0]["id"], page2["jobs"][0]["id"]);
     let (s, v) = a.get("/api/jobs?state=running").await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+
+    // Prometheus text with the queue gauges and the job counters.
+    let _ = spheroseg::telemetry::prometheus();
+    let (s, text, kind) = a
+        .send(Request::get("/metrics").body(Body::empty()).expect("req"))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(kind.expect("type").starts_with("text/plain"));
+    let text = String::from_utf8(text).expect("utf-8");
+    for name in [
+        "spheroseg_jobs{",
+        "spheroseg_database_bytes",
+        "spheroseg_workers_total",
+        "spheroseg_http_requests_total",
+    ] {
+        assert!(text.contains(name), "{name} missing from:\n{text}");
+    }
 
     // The replaced design's routes.
     let (_, legacy) = a.get(&format!("/api/segmentation/job/{id}")).await;
@@ -612,8 +630,14 @@ async fn the_five_health_endpoints() {
     let (s, v) = a.get("/api/health/ready").await;
     assert_eq!((s, v["ready"].as_bool()), (StatusCode::OK, Some(true)));
     let (s, v) = a.get("/api/health").await;
-    assert_eq!((s, v["status"].as_str()), (StatusCode::OK, Some("healthy")));
-    for k in ["storage", "queue", "workers", "ml"] {
+    // Healthy, or degraded on a machine short of disk or memory: never unhealthy here.
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(
+        matches!(v["status"].as_str(), Some("healthy" | "degraded")),
+        "{v}"
+    );
+    assert_eq!(v["services"]["storage"], "healthy");
+    for k in ["storage", "queue", "workers", "ml", "disk", "memory"] {
         assert!(v["services"].get(k).is_some(), "{k}: {v}");
     }
     assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
@@ -630,6 +654,14 @@ async fn the_five_health_endpoints() {
         (s, v["error"].as_str()),
         (StatusCode::NOT_FOUND, Some("Unknown service: flux"))
     );
+
+    let (s, v) = a.get("/api/system").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        v["memory_total_bytes"].as_u64() > Some(0) && v["process_rss_bytes"].as_u64() > Some(0),
+        "{v}"
+    );
+    assert!(v["disk_available_bytes"].as_u64().is_some(), "{v}");
 
     // Shutdown turns readiness off first; liveness stays.
     a.state.ready.store(false, Ordering::SeqCst);

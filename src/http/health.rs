@@ -99,6 +99,17 @@ fn checks(state: &AppState) -> Vec<Check> {
         },
         details: json!({"busy": busy, "total": total}),
     });
+    let sys = state.system.snapshot();
+    out.push(Check {
+        name: "disk",
+        status: if sys.disk_low() { Status::Degraded } else { Status::Healthy },
+        details: json!({"mount": sys.disk_mount, "available_bytes": sys.disk_available_bytes, "total_bytes": sys.disk_total_bytes}),
+    });
+    out.push(Check {
+        name: "memory",
+        status: if sys.memory_low() { Status::Degraded } else { Status::Healthy },
+        details: json!({"available_bytes": sys.memory_available_bytes, "total_bytes": sys.memory_total_bytes, "process_rss_bytes": sys.process_rss_bytes}),
+    });
     let breakers = breakers(state);
     let open = breakers
         .iter()

@@ -1,0 +1,65 @@
+//! The machine and the process: `GET /api/system` (CPU, memory, data-directory disk, process RSS
+//! and uptime) and `GET /metrics` (Prometheus text, rendered by metrics-exporter-prometheus).
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use super::queue::breakers;
+use super::{ApiError, AppState};
+use crate::segment::breaker::State as BreakerState;
+use crate::telemetry::{SystemSnapshot, prometheus};
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/system", get(system))
+        .route("/metrics", get(render))
+}
+
+async fn system(State(state): State<AppState>) -> Json<SystemSnapshot> {
+    let monitor = state.system.clone();
+    Json(
+        tokio::task::spawn_blocking(move || monitor.snapshot())
+            .await
+            .unwrap_or_default(),
+    )
+}
+
+async fn render(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let stats = state.service.queue.stats()?;
+    for (st, row) in &stats.by_priority {
+        for (i, n) in row.iter().enumerate() {
+            metrics::gauge!("spheroseg_jobs", "state" => st.as_str(), "priority" => (i + 1).to_string()).set(*n as f64);
+        }
+    }
+    metrics::gauge!("spheroseg_queue_paused").set(f64::from(u8::from(stats.paused)));
+    metrics::gauge!("spheroseg_queue_oldest_waiting_seconds")
+        .set(stats.oldest_queued_ms.map_or(0.0, |ms| ms as f64 / 1e3));
+    metrics::gauge!("spheroseg_database_bytes").set(stats.database_bytes as f64);
+    let (busy, total) = state.service.pool().map_or((0, 0), |p| p.workers());
+    metrics::gauge!("spheroseg_workers_busy").set(busy as f64);
+    metrics::gauge!("spheroseg_workers_total").set(total as f64);
+    for (name, b) in breakers(&state) {
+        let code = match b.state {
+            BreakerState::Closed => 0.0,
+            BreakerState::HalfOpen => 1.0,
+            BreakerState::Open => 2.0,
+        };
+        metrics::gauge!("spheroseg_breaker_state", "service" => name.clone()).set(code);
+        metrics::gauge!("spheroseg_breaker_calls", "service" => name.clone())
+            .set(b.stats.fires as f64);
+        metrics::gauge!("spheroseg_breaker_failures", "service" => name)
+            .set(b.stats.failures as f64);
+    }
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        prometheus().render(),
+    )
+        .into_response())
+}
