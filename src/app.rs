@@ -186,6 +186,17 @@ pub async fn run(
         bind: local,
         body_limit: (config.limits.max_upload_mb as usize) << 20,
         system: Arc::new(crate::telemetry::SystemMonitor::new(&config.data_dir)),
+        import_dirs: config
+            .import_dirs
+            .iter()
+            .filter_map(|d| match d.canonicalize() {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!(dir = %d.display(), error = %e, "import directory not usable; ignored");
+                    None
+                }
+            })
+            .collect(),
     };
     // Install the recorder before the first job is counted.
     let _ = crate::telemetry::prometheus();

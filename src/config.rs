@@ -54,6 +54,8 @@ impl FromStr for SegmenterKind {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Config {
     pub data_dir: PathBuf,
+    /// Directories whose files `POST /api/jobs` may import by path (JSON `{"paths": [...]}`).
+    pub import_dirs: Vec<PathBuf>,
     pub bind: SocketAddr,
     pub workers: usize,
     pub segmenter: SegmenterKind,
@@ -157,6 +159,7 @@ fn redact<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Er
 #[serde(default, deny_unknown_fields)]
 pub struct Layer {
     pub data_dir: Option<PathBuf>,
+    pub import_dirs: Option<Vec<PathBuf>>,
     pub bind: Option<String>,
     pub workers: Option<usize>,
     pub segmenter: Option<SegmenterKind>,
@@ -436,6 +439,7 @@ fn overlay(
         };
     }
     take!(data_dir, "data_dir");
+    take!(import_dirs, "import_dirs");
     take!(bind, "bind");
     take!(workers, "workers");
     take!(auth.token, "auth.token");
@@ -618,6 +622,7 @@ fn validate(l: Layer, origins: &HashMap<&'static str, String>) -> Result<Config,
         ));
     }
     Ok(Config {
+        import_dirs: l.import_dirs.unwrap_or_default(),
         data_dir: l
             .data_dir
             .unwrap_or_else(|| PathBuf::from("./spheroseg-data")),
@@ -641,6 +646,8 @@ pub const DEFAULT_TOML: &str = r#"# spheroseg.toml: every key is optional; shown
 
 # Where the database (spheroseg.redb) and the original images live. Env: SPHEROSEG_DATA_DIR
 data_dir = "./spheroseg-data"
+# Directories whose files POST /api/jobs may import by path: {"paths": ["plate1/a.tif"]}.
+import_dirs = []
 # Address of the HTTP server and status page. Env: SPHEROSEG_BIND
 # Anything but a loopback address requires auth.token.
 bind = "127.0.0.1:5001"

@@ -40,6 +40,8 @@ pub struct AppState {
     /// Largest request body (uploads).
     pub body_limit: usize,
     pub system: Arc<SystemMonitor>,
+    /// Canonical directories files may be imported from by path.
+    pub import_dirs: Arc<[std::path::PathBuf]>,
 }
 
 impl AppState {

@@ -74,6 +74,7 @@ async fn api(token: Option<&str>, body_limit: usize) -> Api {
         bind: "127.0.0.1:5001".parse().expect("addr"),
         body_limit,
         system: Arc::new(spheroseg::telemetry::SystemMonitor::new(dir.path())),
+        import_dirs: Arc::from(vec![fixture("").canonicalize().expect("fixtures dir")]),
     };
     Api {
         _dir: dir,
@@ -940,5 +941,62 @@ async fn spheroseg_serves_the_ml_contract_to_another_spheroseg() {
         "the lumen survives the round trip"
     );
     server.abort();
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_by_path_stays_inside_the_import_dirs() {
+    let a = api(None, 1 << 20).await;
+    let (s, v) = a
+        .call(
+            "POST",
+            "/api/jobs",
+            Some(r#"{"paths": ["spheroid_core_8bit.png"], "priority": 8, "project": "imported"}"#),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(v["jobs"][0]["priority"], 8);
+    let outside = ["../pool.rs", "../../Cargo.toml", "/etc/passwd"];
+    for p in outside {
+        let (s, v) = a
+            .call(
+                "POST",
+                "/api/jobs",
+                Some(&format!(r#"{{"paths": ["{p}"]}}"#)),
+            )
+            .await;
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("path-not-allowed")),
+            "{p}: {v}"
+        );
+    }
+    let (s, v) = a
+        .call("POST", "/api/jobs", Some(r#"{"paths": ["nope.png"]}"#))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(v["message"].as_str().expect("message").contains("paths[0]"));
+    let (s, v) = a
+        .call(
+            "POST",
+            "/api/jobs",
+            Some(r#"{"paths": ["not_an_image.txt"]}"#),
+        )
+        .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::UNSUPPORTED_MEDIA_TYPE, Some("not-an-image")),
+        "{v}"
+    );
+    let (s, v) = a
+        .call(
+            "POST",
+            "/api/jobs",
+            Some(r#"{"paths": ["spheroid_core_8bit.png"], "priority": 11}"#),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let (s, _) = a.call("POST", "/api/jobs", Some(r#"{"files": []}"#)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
     a.stop().await;
 }

@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Multipart, Path, Query, State};
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -162,9 +162,69 @@ struct AcceptedJob {
     deduplicated: bool,
 }
 
+/// The most images one request may carry.
+const MAX_FILES: usize = 1000;
+/// The largest JSON body of an import.
+const MAX_JSON: usize = 1 << 20;
+
 /// `POST /api/jobs`: multipart with `image` parts and optional `priority`, `project`,
-/// `segmenter`, `params`. 202 once the jobs are durable.
-async fn upload(State(state): State<AppState>, mut form: Multipart) -> Result<Response, ApiError> {
+/// `segmenter`, `params`; or JSON `{"paths": [...], ...}` for files under `import_dirs`. 202 once
+/// the jobs are durable.
+async fn upload(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let (sources, opts) = if json {
+        import(&state, req).await?
+    } else {
+        let form = Multipart::from_request(req, &state).await.map_err(|e| {
+            ApiError::bad_request(format!(
+                "expected multipart/form-data or application/json: {e}"
+            ))
+        })?;
+        from_form(form).await?
+    };
+    if sources.is_empty() {
+        return Err(ApiError::bad_request(
+            "no image: send multipart parts named image, or JSON {\"paths\": [...]}",
+        ));
+    }
+    if sources.len() > MAX_FILES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-many-files",
+            format!(
+                "{} images in one request; the limit is {MAX_FILES}",
+                sources.len()
+            ),
+        ));
+    }
+    let done = state.service.submit(sources, opts).await?;
+    let stats = state.service.queue.stats()?;
+    let queued_at_or_above = |p: u8| -> u64 {
+        stats
+            .by_priority
+            .iter()
+            .find(|(s, _)| *s == JobState::Queued)
+            .map_or(0, |(_, row)| row[p as usize - 1..].iter().sum())
+    };
+    let jobs = done
+        .iter()
+        .map(|e| AcceptedJob {
+            id: e.job.id.to_string(),
+            state: e.job.state,
+            priority: e.job.priority.get(),
+            position: (e.job.state == JobState::Queued)
+                .then(|| queued_at_or_above(e.job.priority.get()).saturating_sub(1)),
+            deduplicated: e.deduplicated,
+        })
+        .collect();
+    Ok((StatusCode::ACCEPTED, Json(Accepted { jobs })).into_response())
+}
+
+async fn from_form(mut form: Multipart) -> Result<(Vec<Source>, SubmitOptions), ApiError> {
     let mut sources = Vec::new();
     let mut opts = SubmitOptions::default();
     let multipart_error = |e: axum::extract::multipart::MultipartError| {
@@ -193,23 +253,14 @@ async fn upload(State(state): State<AppState>, mut form: Multipart) -> Result<Re
                     .chars()
                     .take(255)
                     .collect::<String>();
-                let bytes = field.bytes().await.map_err(|e| {
-                    ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "too-large",
-                        format!("{file}: {e}"),
-                    )
-                })?;
+                let bytes = field.bytes().await.map_err(multipart_error)?;
                 sources.push(Source::Bytes {
                     name: file,
                     bytes: bytes.to_vec(),
                 });
             }
             "priority" | "project" | "segmenter" | "params" => {
-                let text = field
-                    .text()
-                    .await
-                    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+                let text = field.text().await.map_err(multipart_error)?;
                 match name.as_str() {
                     "priority" => {
                         let n: i64 = text.trim().parse().map_err(|_| {
@@ -228,32 +279,76 @@ async fn upload(State(state): State<AppState>, mut form: Multipart) -> Result<Re
             other => return Err(ApiError::bad_request(format!("unknown field {other:?}"))),
         }
     }
-    if sources.is_empty() {
-        return Err(ApiError::bad_request(
-            "no image: send one or more multipart parts named image",
+    Ok((sources, opts))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportBody {
+    paths: Vec<String>,
+    priority: Option<i64>,
+    project: Option<String>,
+    segmenter: Option<String>,
+    params: Option<serde_json::Value>,
+}
+
+/// Files named by path, each of which must resolve (symlinks and `..` followed) to a file inside
+/// one of the import directories.
+async fn import(state: &AppState, req: Request) -> Result<(Vec<Source>, SubmitOptions), ApiError> {
+    let body = axum::body::to_bytes(req.into_body(), MAX_JSON)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                format!("the JSON body is larger than {MAX_JSON} bytes"),
+            )
+        })?;
+    let b: ImportBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+    if state.import_dirs.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "import-disabled",
+            "importing by path is off: configure import_dirs",
         ));
     }
-    let done = state.service.submit(sources, opts).await?;
-    let stats = state.service.queue.stats()?;
-    let queued_at_or_above = |p: u8| -> u64 {
-        stats
-            .by_priority
-            .iter()
-            .find(|(s, _)| *s == JobState::Queued)
-            .map_or(0, |(_, row)| row[p as usize - 1..].iter().sum())
-    };
-    let jobs = done
-        .iter()
-        .map(|e| AcceptedJob {
-            id: e.job.id.to_string(),
-            state: e.job.state,
-            priority: e.job.priority.get(),
-            position: (e.job.state == JobState::Queued)
-                .then(|| queued_at_or_above(e.job.priority.get()).saturating_sub(1)),
-            deduplicated: e.deduplicated,
-        })
-        .collect();
-    Ok((StatusCode::ACCEPTED, Json(Accepted { jobs })).into_response())
+    let mut sources = Vec::with_capacity(b.paths.len());
+    for (i, raw) in b.paths.iter().enumerate() {
+        let p = std::path::Path::new(raw);
+        let candidates: Vec<std::path::PathBuf> = if p.is_absolute() {
+            vec![p.to_owned()]
+        } else {
+            state.import_dirs.iter().map(|d| d.join(p)).collect()
+        };
+        let resolved = candidates.iter().find_map(|c| c.canonicalize().ok());
+        let Some(resolved) = resolved else {
+            return Err(ApiError::invalid(
+                &format!("paths[{i}]"),
+                format!("{raw:?} does not exist"),
+            ));
+        };
+        if !state.import_dirs.iter().any(|d| resolved.starts_with(d)) || !resolved.is_file() {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "path-not-allowed",
+                format!("paths[{i}]: {raw:?} is not a file inside the import directories"),
+            ));
+        }
+        sources.push(Source::Path(resolved));
+    }
+    let mut opts = SubmitOptions::default();
+    if let Some(n) = b.priority {
+        opts.priority = priority(n)?;
+    }
+    opts.project = b.project.filter(|p| !p.trim().is_empty());
+    if let Some(s) = &b.segmenter {
+        opts.segmenter = Some(segmenter(s)?);
+    }
+    if let Some(v) = b.params {
+        opts.params = params(&v.to_string())?;
+    }
+    Ok((sources, opts))
 }
 
 #[derive(Deserialize)]
