@@ -97,10 +97,9 @@ async fn trace(req: Request, next: Next) -> Response {
     resp
 }
 
-/// Every route, ready for a listener or for `oneshot` in tests.
-pub fn router(state: AppState) -> Router {
-    let limit = state.body_limit;
-    Router::new()
+/// Every route with its OpenAPI description, built from the handlers' annotations.
+fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (router, mut api) = utoipa_axum::router::OpenApiRouter::new()
         .merge(jobs::routes())
         .merge(queue::routes())
         .merge(health::routes())
@@ -108,6 +107,42 @@ pub fn router(state: AppState) -> Router {
         .merge(ml::routes())
         .merge(export::routes())
         .merge(system::routes())
+        .split_for_parts();
+    api.info.title = "spheroseg".into();
+    api.info.version = env!("CARGO_PKG_VERSION").into();
+    api.info.description =
+        Some("Spheroid segmentation jobs, results, queue, health and events".into());
+    (router, api)
+}
+
+/// The OpenAPI 3 document of every route.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, mut api) = routes();
+    api.paths.paths.insert(
+        "/api/openapi.json".into(),
+        utoipa::openapi::path::PathItem::new(
+            utoipa::openapi::HttpMethod::Get,
+            utoipa::openapi::path::OperationBuilder::new()
+                .summary(Some("This document"))
+                .response("200", utoipa::openapi::Response::new("success")),
+        ),
+    );
+    api
+}
+
+/// Every route, ready for a listener or for `oneshot` in tests.
+pub fn router(state: AppState) -> Router {
+    let limit = state.body_limit;
+    let (routes, _) = routes();
+    let doc = Arc::new(openapi());
+    routes
+        .route(
+            "/api/openapi.json",
+            axum::routing::get(move || {
+                let doc = Arc::clone(&doc);
+                async move { axum::Json((*doc).clone()) }
+            }),
+        )
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(state.clone(), auth))

@@ -1000,3 +1000,72 @@ async fn import_by_path_stays_inside_the_import_dirs() {
     assert_eq!(s, StatusCode::BAD_REQUEST);
     a.stop().await;
 }
+
+/// The OpenAPI document lists every route the router serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_lists_every_route() {
+    let a = api(None, 1 << 20).await;
+    let (s, doc) = a.get("/api/openapi.json").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(doc["openapi"].as_str().expect("version").starts_with("3."));
+    let paths = doc["paths"].as_object().expect("paths");
+    let expect = [
+        ("/api/jobs", &["get", "post"][..]),
+        ("/api/jobs/{id}", &["get", "delete", "patch"][..]),
+        ("/api/jobs/{id}/retry", &["post"][..]),
+        ("/api/jobs/{id}/result", &["get"][..]),
+        ("/api/jobs/{id}/result.csv", &["get"][..]),
+        ("/api/jobs/{id}/mask.png", &["get"][..]),
+        ("/api/jobs/{id}/image", &["get"][..]),
+        ("/api/jobs/{id}/preview.png", &["get"][..]),
+        ("/api/jobs/bulk", &["post"][..]),
+        ("/api/export", &["get"][..]),
+        ("/api/queue", &["get"][..]),
+        ("/api/queue/pause", &["post"][..]),
+        ("/api/queue/resume", &["post"][..]),
+        ("/api/ml", &["get"][..]),
+        ("/api/ml/{name}/reset", &["post"][..]),
+        ("/api/system", &["get"][..]),
+        ("/api/events", &["get"][..]),
+        ("/ws", &["get"][..]),
+        ("/api/health", &["get"][..]),
+        ("/api/health/live", &["get"][..]),
+        ("/api/health/ready", &["get"][..]),
+        ("/api/health/detailed", &["get"][..]),
+        ("/api/health/services/{name}", &["get"][..]),
+        ("/metrics", &["get"][..]),
+        ("/api/openapi.json", &["get"][..]),
+        ("/api/segmentation/queue/status", &["get"][..]),
+        ("/api/segmentation/job/{id}", &["get"][..]),
+        ("/ml/segment", &["post"][..]),
+        ("/ml/health", &["get"][..]),
+    ];
+    for (path, methods) in expect {
+        let item = paths
+            .get(path)
+            .unwrap_or_else(|| panic!("{path} missing from the document"));
+        for m in methods {
+            assert!(item.get(*m).is_some(), "{m} {path} missing");
+        }
+    }
+    assert_eq!(
+        paths.len(),
+        expect.len(),
+        "no undocumented extras: {:?}",
+        paths.keys().collect::<Vec<_>>()
+    );
+    // And every documented path answers something other than the fallback 404.
+    for (path, methods) in expect {
+        if methods.contains(&"get")
+            && !path.contains('{')
+            && path != "/ws"
+            && path != "/api/events"
+        {
+            let (s, _, _) = a
+                .send(Request::get(path).body(Body::empty()).expect("req"))
+                .await;
+            assert_ne!(s, StatusCode::NOT_FOUND, "{path}");
+        }
+    }
+    a.stop().await;
+}

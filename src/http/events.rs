@@ -9,24 +9,24 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::Router;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::queue::breakers;
 use super::{ApiError, AppState};
 use crate::events::{Event, Missed};
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/ws", get(ws))
-        .route("/api/events", get(poll))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(ws))
+        .routes(routes!(poll))
 }
 
 #[derive(Deserialize)]
@@ -35,6 +35,7 @@ struct Since {
     timeout: Option<u64>,
 }
 
+#[utoipa::path(get, path = "/api/events", summary = "Long-poll for events after since=ID", responses((status = 200, description = "success")))]
 async fn poll(State(state): State<AppState>, Query(q): Query<Since>) -> Result<Response, ApiError> {
     let events = &state.service.events;
     let since = q.since.unwrap_or_else(|| events.last_id());
@@ -87,6 +88,7 @@ fn origin_ok(state: &AppState, headers: &HeaderMap) -> bool {
     allowed.iter().any(|a| a == origin)
 }
 
+#[utoipa::path(get, path = "/ws", summary = "WebSocket of live events; since=ID resumes", responses((status = 200, description = "success")))]
 async fn ws(
     State(state): State<AppState>,
     Query(q): Query<Since>,

@@ -2,13 +2,13 @@
 //! metrics of every matching job as CSV, streamed a page at a time, never built whole in memory).
 
 use axum::Json;
-use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{ApiError, AppState};
 use crate::export::write_csv_part;
@@ -18,10 +18,10 @@ use crate::segment::SegmentResult;
 /// Jobs read per page of a bulk action or export.
 const PAGE: usize = 500;
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/jobs/bulk", post(bulk))
-        .route("/api/export", get(export))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(bulk))
+        .routes(routes!(export))
 }
 
 #[derive(Deserialize)]
@@ -67,6 +67,7 @@ fn matching(state: &AppState, filter: &JobFilter) -> Result<Vec<JobId>, ApiError
     }
 }
 
+#[utoipa::path(post, path = "/api/jobs/bulk", summary = "Retry, cancel or delete every job a filter matches", responses((status = 200, description = "success")))]
 async fn bulk(State(state): State<AppState>, body: Bytes) -> Result<Json<BulkResult>, ApiError> {
     let b: BulkBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::invalid("body", format!("expected {{\"action\": \"retry|cancel|delete\", \"filter\": {{\"state\", \"project\"}}}}: {e}"))
@@ -103,6 +104,7 @@ struct ExportQuery {
     format: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/export", summary = "The metrics of many jobs as CSV (streamed)", responses((status = 200, description = "success")))]
 async fn export(
     State(state): State<AppState>,
     Query(q): Query<ExportQuery>,

@@ -8,26 +8,26 @@
 //! - services/{name}: one of them.
 
 use axum::Json;
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde::Serialize;
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::queue::breakers;
 use crate::clock::{Clock, SystemClock};
 use crate::segment::breaker::State as BreakerState;
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/health", get(summary))
-        .route("/api/health/live", get(live))
-        .route("/api/health/ready", get(ready))
-        .route("/api/health/detailed", get(detailed))
-        .route("/api/health/services/{name}", get(service))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(summary))
+        .routes(routes!(live))
+        .routes(routes!(ready))
+        .routes(routes!(detailed))
+        .routes(routes!(service))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -44,10 +44,12 @@ struct Check {
     details: Value,
 }
 
+#[utoipa::path(get, path = "/api/health/live", summary = "Liveness: the process answers", responses((status = 200, description = "success")))]
 async fn live() -> Json<Value> {
     Json(json!({"alive": true, "timestamp": SystemClock.now()}))
 }
 
+#[utoipa::path(get, path = "/api/health/ready", summary = "Readiness: accepting work (false first on shutdown)", responses((status = 200, description = "success")))]
 async fn ready(State(state): State<AppState>) -> Response {
     let storage = state.service.queue.stats().is_ok();
     let workers = state.service.pool().is_some();
@@ -169,18 +171,21 @@ fn body(state: &AppState, checks: &[Check], details: bool) -> (StatusCode, Value
     )
 }
 
+#[utoipa::path(get, path = "/api/health", summary = "Overall health: healthy, degraded or unhealthy", responses((status = 200, description = "success")))]
 async fn summary(State(state): State<AppState>) -> Response {
     let checks = checks(&state);
     let (code, v) = body(&state, &checks, false);
     (code, Json(v)).into_response()
 }
 
+#[utoipa::path(get, path = "/api/health/detailed", summary = "Health with the details of every service", responses((status = 200, description = "success")))]
 async fn detailed(State(state): State<AppState>) -> Response {
     let checks = checks(&state);
     let (code, v) = body(&state, &checks, true);
     (code, Json(v)).into_response()
 }
 
+#[utoipa::path(get, path = "/api/health/services/{name}", summary = "The health of one service", params(("name" = String, Path)), responses((status = 200, description = "success")))]
 async fn service(State(state): State<AppState>, Path(name): Path<String>) -> Response {
     match checks(&state).into_iter().find(|c| c.name == name) {
         Some(c) => {

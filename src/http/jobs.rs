@@ -2,13 +2,13 @@
 //! mask and the original image; and the replaced design's `/api/segmentation/job/{id}`.
 
 use axum::Json;
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{ApiError, AppState};
 use crate::export;
@@ -16,20 +16,17 @@ use crate::queue::{Job, JobFilter, JobId, JobState, Priority, SegmenterChoice};
 use crate::segment::{SegmentParams, SegmentResult};
 use crate::service::{Source, SubmitOptions};
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/jobs", get(list).post(upload))
-        .route(
-            "/api/jobs/{id}",
-            get(show).delete(cancel).patch(change_priority),
-        )
-        .route("/api/jobs/{id}/retry", post(retry))
-        .route("/api/jobs/{id}/result", get(result_json))
-        .route("/api/jobs/{id}/result.csv", get(result_csv))
-        .route("/api/jobs/{id}/mask.png", get(mask))
-        .route("/api/jobs/{id}/image", get(original))
-        .route("/api/jobs/{id}/preview.png", get(preview))
-        .route("/api/segmentation/job/{id}", get(legacy_job))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, upload))
+        .routes(routes!(show, cancel, change_priority))
+        .routes(routes!(retry))
+        .routes(routes!(result_json))
+        .routes(routes!(result_csv))
+        .routes(routes!(mask))
+        .routes(routes!(original))
+        .routes(routes!(preview))
+        .routes(routes!(legacy_job))
 }
 
 /// A job as the API shows it.
@@ -170,6 +167,7 @@ const MAX_JSON: usize = 1 << 20;
 /// `POST /api/jobs`: multipart with `image` parts and optional `priority`, `project`,
 /// `segmenter`, `params`; or JSON `{"paths": [...], ...}` for files under `import_dirs`. 202 once
 /// the jobs are durable.
+#[utoipa::path(post, path = "/api/jobs", summary = "Submit images (multipart) or import files by path (JSON); 202 once durable", responses((status = 200, description = "success")))]
 async fn upload(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let json = req
         .headers()
@@ -365,6 +363,7 @@ struct ListPage {
     next: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/jobs", summary = "List jobs, filtered by state and project, one page at a time", responses((status = 200, description = "success")))]
 async fn list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
@@ -407,6 +406,7 @@ fn get_job(state: &AppState, raw: &str) -> Result<Job, ApiError> {
         .ok_or_else(|| ApiError::not_found(format!("job {id} not found")))
 }
 
+#[utoipa::path(get, path = "/api/jobs/{id}", summary = "One job", params(("id" = String, Path)), responses((status = 200, description = "success")))]
 async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -414,6 +414,7 @@ async fn show(
     Ok(Json(JobView::from(&get_job(&state, &id)?)))
 }
 
+#[utoipa::path(delete, path = "/api/jobs/{id}", summary = "Cancel a job (a running one is stopped)", params(("id" = String, Path)), responses((status = 200, description = "success")))]
 async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -423,6 +424,7 @@ async fn cancel(
     Ok(Json(JobView::from(&get_job(&state, &id.to_string())?)))
 }
 
+#[utoipa::path(post, path = "/api/jobs/{id}/retry", summary = "Put a failed or cancelled job back in the queue", params(("id" = String, Path)), responses((status = 200, description = "success")))]
 async fn retry(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -436,6 +438,7 @@ struct PriorityBody {
     priority: i64,
 }
 
+#[utoipa::path(patch, path = "/api/jobs/{id}", summary = "Change the priority (1-10, higher runs sooner)", params(("id" = String, Path)), responses((status = 200, description = "success")))]
 async fn change_priority(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -469,6 +472,7 @@ fn stored_result(state: &AppState, raw: &str) -> Result<(Job, SegmentResult), Ap
     Ok((job, result))
 }
 
+#[utoipa::path(get, path = "/api/jobs/{id}/result", summary = "The result: polygons and metrics", params(("id" = String, Path)), responses((status = 200, description = "success")))]
 async fn result_json(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -477,6 +481,7 @@ async fn result_json(
     Ok(Json(r.to_json()).into_response())
 }
 
+#[utoipa::path(get, path = "/api/jobs/{id}/result.csv", summary = "The metrics as CSV", params(("id" = String, Path)), responses((status = 200, description = "success")))]
 async fn result_csv(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -499,6 +504,7 @@ async fn result_csv(
     Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], out).into_response())
 }
 
+#[utoipa::path(get, path = "/api/jobs/{id}/mask.png", summary = "The binary mask as PNG, holes cut out", params(("id" = String, Path)), responses((status = 200, description = "success")))]
 async fn mask(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let (_, r) = stored_result(&state, &id)?;
     let png = export::mask_png(&r).map_err(|e| {
@@ -511,6 +517,7 @@ async fn mask(State(state): State<AppState>, Path(id): Path<String>) -> Result<R
     Ok(([(header::CONTENT_TYPE, "image/png")], png).into_response())
 }
 
+#[utoipa::path(get, path = "/api/jobs/{id}/image", summary = "The original image bytes", params(("id" = String, Path)), responses((status = 200, description = "success")))]
 async fn original(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -535,6 +542,7 @@ async fn original(
 }
 
 /// The original as an 8-bit PNG of at most 2048 px, which browsers can show even for 16-bit TIFF.
+#[utoipa::path(get, path = "/api/jobs/{id}/preview.png", summary = "An 8-bit preview PNG of at most 2048 px", params(("id" = String, Path)), responses((status = 200, description = "success")))]
 async fn preview(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -570,6 +578,7 @@ struct LegacyJob {
     updated_at: u64,
 }
 
+#[utoipa::path(get, path = "/api/segmentation/job/{id}", summary = "The job status shape of the replaced design", params(("id" = String, Path)), responses((status = 200, description = "success")))]
 async fn legacy_job(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -6,12 +6,12 @@
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::Router;
 use axum::extract::{Multipart, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{ApiError, AppState};
 use crate::clock::{Clock, SystemClock};
@@ -23,12 +23,13 @@ use crate::service::{Source, SubmitOptions};
 /// The longest a request waits for its job.
 const WAIT: Duration = Duration::from_secs(600);
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/ml/segment", post(segment))
-        .route("/ml/health", get(health))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(segment))
+        .routes(routes!(health))
 }
 
+#[utoipa::path(get, path = "/ml/health", summary = "The ML service contract: health", responses((status = 200, description = "success")))]
 async fn health(State(state): State<AppState>) -> Response {
     let up = state.is_ready();
     let body = json!({
@@ -55,6 +56,7 @@ fn reply(result: Result<&SegmentResult, &Failure>) -> Response {
         .into_response()
 }
 
+#[utoipa::path(post, path = "/ml/segment", summary = "The ML service contract: segment one image", responses((status = 200, description = "success")))]
 async fn segment(State(state): State<AppState>, mut form: Multipart) -> Result<Response, ApiError> {
     let (mut image, mut params) = (None, SegmentParams::default());
     while let Some(field) = form.next_field().await.map_err(|e| {

@@ -2,24 +2,24 @@
 //! services' breakers; and the replaced design's `/api/segmentation/queue/status`.
 
 use axum::Json;
-use axum::Router;
 use axum::extract::{Path, State};
-use axum::routing::{get, post};
 use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{ApiError, AppState};
 use crate::clock::{Clock, SystemClock};
 use crate::queue::QueueStats;
 use crate::segment::breaker::Snapshot;
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/queue", get(queue))
-        .route("/api/queue/pause", post(pause))
-        .route("/api/queue/resume", post(resume))
-        .route("/api/ml", get(ml))
-        .route("/api/ml/{name}/reset", post(reset))
-        .route("/api/segmentation/queue/status", get(legacy_status))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(queue))
+        .routes(routes!(pause))
+        .routes(routes!(resume))
+        .routes(routes!(ml))
+        .routes(routes!(reset))
+        .routes(routes!(legacy_status))
 }
 
 #[derive(Serialize)]
@@ -30,6 +30,7 @@ struct QueueView {
     workers_total: usize,
 }
 
+#[utoipa::path(get, path = "/api/queue", summary = "Counts per state and priority, throughput, wait and run percentiles, workers", responses((status = 200, description = "success")))]
 async fn queue(State(state): State<AppState>) -> Result<Json<QueueView>, ApiError> {
     let stats = state.service.queue.stats()?;
     let (workers_busy, workers_total) = state.service.pool().map_or((0, 0), |p| p.workers());
@@ -45,11 +46,13 @@ struct Paused {
     paused: bool,
 }
 
+#[utoipa::path(post, path = "/api/queue/pause", summary = "Pause leasing (persisted)", responses((status = 200, description = "success")))]
 async fn pause(State(state): State<AppState>) -> Result<Json<Paused>, ApiError> {
     state.service.queue.set_paused(true).await?;
     Ok(Json(Paused { paused: true }))
 }
 
+#[utoipa::path(post, path = "/api/queue/resume", summary = "Resume leasing", responses((status = 200, description = "success")))]
 async fn resume(State(state): State<AppState>) -> Result<Json<Paused>, ApiError> {
     state.service.queue.set_paused(false).await?;
     if let Some(p) = state.service.pool() {
@@ -86,6 +89,7 @@ struct MlView {
     breaker: Snapshot,
 }
 
+#[utoipa::path(get, path = "/api/ml", summary = "Each ML service and its circuit breaker", responses((status = 200, description = "success")))]
 async fn ml(State(state): State<AppState>) -> Json<Vec<MlView>> {
     Json(
         breakers(&state)
@@ -95,6 +99,7 @@ async fn ml(State(state): State<AppState>) -> Json<Vec<MlView>> {
     )
 }
 
+#[utoipa::path(post, path = "/api/ml/{name}/reset", summary = "Close the breaker of an ML service by hand", params(("name" = String, Path)), responses((status = 200, description = "success")))]
 async fn reset(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -139,6 +144,7 @@ struct LegacyQueue {
     paused: bool,
 }
 
+#[utoipa::path(get, path = "/api/segmentation/queue/status", summary = "The queue status shape of the replaced design", responses((status = 200, description = "success")))]
 async fn legacy_status(State(state): State<AppState>) -> Result<Json<LegacyStatus>, ApiError> {
     let s = state.service.queue.stats()?;
     Ok(Json(LegacyStatus {

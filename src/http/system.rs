@@ -2,23 +2,24 @@
 //! and uptime) and `GET /metrics` (Prometheus text, rendered by metrics-exporter-prometheus).
 
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::queue::breakers;
 use super::{ApiError, AppState};
 use crate::segment::breaker::State as BreakerState;
 use crate::telemetry::{SystemSnapshot, prometheus};
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/system", get(system))
-        .route("/metrics", get(render))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(system))
+        .routes(routes!(render))
 }
 
+#[utoipa::path(get, path = "/api/system", summary = "CPU, memory, data-directory disk, process RSS and uptime", responses((status = 200, description = "success")))]
 async fn system(State(state): State<AppState>) -> Json<SystemSnapshot> {
     let monitor = state.system.clone();
     Json(
@@ -28,6 +29,7 @@ async fn system(State(state): State<AppState>) -> Json<SystemSnapshot> {
     )
 }
 
+#[utoipa::path(get, path = "/metrics", summary = "Prometheus metrics", responses((status = 200, description = "success")))]
 async fn render(State(state): State<AppState>) -> Result<Response, ApiError> {
     let stats = state.service.queue.stats()?;
     for (st, row) in &stats.by_priority {
