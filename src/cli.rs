@@ -205,7 +205,10 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
                 .thread_name("spheroseg-io")
                 .build()
                 .context("cannot start the async runtime")?;
-            runtime.block_on(crate::app::serve(config, crate::app::shutdown_signal()))?;
+            runtime.block_on(async {
+                let signal = crate::app::shutdown_signal();
+                crate::app::serve(config, signal).await
+            })?;
             Ok(())
         }
     }

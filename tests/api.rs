@@ -1056,10 +1056,7 @@ async fn openapi_lists_every_route() {
     );
     // And every documented path answers something other than the fallback 404.
     for (path, methods) in expect {
-        if methods.contains(&"get")
-            && !path.contains('{')
-            && path != "/ws"
-            && path != "/api/events"
+        if methods.contains(&"get") && !path.contains('{') && path != "/ws" && path != "/api/events"
         {
             let (s, _, _) = a
                 .send(Request::get(path).body(Body::empty()).expect("req"))

@@ -116,7 +116,7 @@ fn serve_starts_and_stops_cleanly_on_sigterm() {
         let Some(Ok(line)) = lines.next() else { break };
         log.push_str(&line);
         log.push('\n');
-        if line.contains("spheroseg started") {
+        if line.contains("listening") {
             break;
         }
     }
