@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use sha2::{Digest, Sha256};
 
 use crate::queue::ImageRef;
-use crate::segment::decode::{DecodeError, DecodeLimits, decode, probe};
+use crate::segment::decode::{DecodeError, DecodeLimits, decode, decode_from, probe, probe_from};
 
 /// Why an image was not stored.
 #[derive(Debug, thiserror::Error)]
@@ -150,6 +150,62 @@ impl ImageStore {
         Ok(png)
     }
 
+    /// A fresh path for an upload being streamed to disk (`put_upload` takes it over; the
+    /// garbage collector removes ones left behind).
+    pub fn incoming(&self) -> Result<PathBuf, ImageStoreError> {
+        let dir = self.dir.join("incoming");
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        Ok(dir.join(format!("{}.tmp", uuid::Uuid::now_v7())))
+    }
+
+    /// Checks and stores an upload already written to `tmp` (from [`ImageStore::incoming`]): the
+    /// file is decoded to check it, hashed as a stream, and renamed into place, so the request
+    /// body is never held in memory whole. `tmp` is gone afterwards, stored or refused.
+    pub fn put_upload(&self, tmp: &Path, name: &str) -> Result<ImageRef, ImageStoreError> {
+        let result = self.adopt(tmp, name);
+        let _ = std::fs::remove_file(tmp);
+        result
+    }
+
+    fn adopt(&self, tmp: &Path, name: &str) -> Result<ImageRef, ImageStoreError> {
+        let refused = |source| ImageStoreError::Refused {
+            name: name.to_owned(),
+            source,
+        };
+        let header = probe_from(&tmp, &self.limits).map_err(refused)?;
+        decode_from(&tmp, &self.limits).map_err(refused)?;
+        let mut file = std::fs::File::open(tmp).map_err(io(tmp))?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut bytes = 0u64;
+        loop {
+            let n = std::io::Read::read(&mut file, &mut buf).map_err(io(tmp))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            bytes += n as u64;
+        }
+        let hash = hex(&hasher.finalize());
+        let path = self.path(&hash);
+        if !path.exists() {
+            let parent = path.parent().expect("image paths have a fan-out directory");
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+            file.sync_all().map_err(io(tmp))?;
+            std::fs::rename(tmp, &path).map_err(io(&path))?;
+            std::fs::File::open(parent)
+                .and_then(|d| d.sync_all())
+                .map_err(io(parent))?;
+        }
+        Ok(ImageRef {
+            hash,
+            name: name.chars().take(255).collect(),
+            width: header.width,
+            height: header.height,
+            bytes,
+        })
+    }
+
     /// Reads and stores a local file.
     pub fn put_path(&self, path: &Path) -> Result<ImageRef, ImageStoreError> {
         let bytes = std::fs::read(path).map_err(io(path))?;
@@ -236,6 +292,29 @@ mod tests {
         assert_eq!(b.name, "../../etc/passwd", "kept as a label, never a path");
         assert_eq!(store.read(&a.hash).expect("read"), bytes);
         assert!(store.path(&a.hash).starts_with(dir.path().join("images")));
+    }
+
+    #[test]
+    fn uploads_streamed_to_disk_are_adopted_or_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ImageStore::open(dir.path(), DecodeLimits::default()).expect("open");
+        let bytes = png(9, 9);
+        let tmp = store.incoming().expect("path");
+        std::fs::write(&tmp, &bytes).expect("write");
+        let r = store.put_upload(&tmp, "a.png").expect("stored");
+        assert!(!tmp.exists());
+        assert_eq!(store.read(&r.hash).expect("read"), bytes);
+        assert_eq!(
+            r,
+            store.put(&bytes, "a.png").expect("same content, same ref")
+        );
+        let tmp = store.incoming().expect("path");
+        std::fs::write(&tmp, b"text").expect("write");
+        assert_eq!(
+            store.put_upload(&tmp, "t.tif").unwrap_err().code(),
+            "not-an-image"
+        );
+        assert!(!tmp.exists(), "a refused upload leaves nothing");
     }
 
     #[test]

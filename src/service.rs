@@ -40,8 +40,16 @@ impl ServiceError {
 /// Where a submitted image comes from.
 #[derive(Clone, Debug)]
 pub enum Source {
-    Bytes { name: String, bytes: Vec<u8> },
+    Bytes {
+        name: String,
+        bytes: Vec<u8>,
+    },
     Path(PathBuf),
+    /// An upload streamed to a temp file from `ImageStore::incoming`; taken over (or removed).
+    Upload {
+        name: String,
+        path: PathBuf,
+    },
 }
 
 /// How submitted images are to be run.
@@ -87,6 +95,7 @@ impl Service {
                 .map(|s| match s {
                     Source::Bytes { name, bytes } => images.put(&bytes, &name),
                     Source::Path(p) => images.put_path(&p),
+                    Source::Upload { name, path } => images.put_upload(&path, &name),
                 })
                 .collect::<Result<Vec<_>, _>>()
         })

@@ -480,6 +480,13 @@ async fn refused_uploads_store_nothing_and_say_why() {
         "{q}"
     );
 
+    // Nothing was left behind: no job, and no upload file.
+    let incoming = a._dir.path().join("images").join("incoming");
+    let left: Vec<_> = std::fs::read_dir(&incoming)
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+
     // Malformed multipart.
     let req = Request::post("/api/jobs")
         .header(header::CONTENT_TYPE, "multipart/form-data; boundary=x")

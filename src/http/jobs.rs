@@ -182,7 +182,7 @@ async fn upload(State(state): State<AppState>, req: Request) -> Result<Response,
                 "expected multipart/form-data or application/json: {e}"
             ))
         })?;
-        from_form(form).await?
+        from_form(form, &state.service.images).await?
     };
     if sources.is_empty() {
         return Err(ApiError::bad_request(
@@ -222,7 +222,22 @@ async fn upload(State(state): State<AppState>, req: Request) -> Result<Response,
     Ok((StatusCode::ACCEPTED, Json(Accepted { jobs })).into_response())
 }
 
-async fn from_form(mut form: Multipart) -> Result<(Vec<Source>, SubmitOptions), ApiError> {
+/// Removes the temp files of an upload that did not reach the service.
+struct Incoming(Vec<std::path::PathBuf>);
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+async fn from_form(
+    mut form: Multipart,
+    images: &crate::images::ImageStore,
+) -> Result<(Vec<Source>, SubmitOptions), ApiError> {
+    let mut incoming = Incoming(Vec::new());
     let mut sources = Vec::new();
     let mut opts = SubmitOptions::default();
     let multipart_error = |e: axum::extract::multipart::MultipartError| {
@@ -245,17 +260,30 @@ async fn from_form(mut form: Multipart) -> Result<(Vec<Source>, SubmitOptions), 
         let name = field.name().unwrap_or_default().to_owned();
         match name.as_str() {
             "image" | "images" | "file" => {
+                use tokio::io::AsyncWriteExt;
                 let file = field
                     .file_name()
                     .unwrap_or("upload")
                     .chars()
                     .take(255)
                     .collect::<String>();
-                let bytes = field.bytes().await.map_err(multipart_error)?;
-                sources.push(Source::Bytes {
-                    name: file,
-                    bytes: bytes.to_vec(),
-                });
+                // Streamed to disk: a large upload is never held in memory whole.
+                let path = images.incoming()?;
+                incoming.0.push(path.clone());
+                let io_error = |e: std::io::Error| {
+                    ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "io-error",
+                        format!("cannot store the upload: {e}"),
+                    )
+                };
+                let mut out = tokio::fs::File::create(&path).await.map_err(io_error)?;
+                let mut field = field;
+                while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                    out.write_all(&chunk).await.map_err(io_error)?;
+                }
+                out.flush().await.map_err(io_error)?;
+                sources.push(Source::Upload { name: file, path });
             }
             "priority" | "project" | "segmenter" | "params" => {
                 let text = field.text().await.map_err(multipart_error)?;
@@ -277,6 +305,8 @@ async fn from_form(mut form: Multipart) -> Result<(Vec<Source>, SubmitOptions), 
             other => return Err(ApiError::bad_request(format!("unknown field {other:?}"))),
         }
     }
+    // From here the service owns the files: it adopts or removes each.
+    incoming.0.clear();
     Ok((sources, opts))
 }
 

@@ -107,13 +107,38 @@ fn format_name(f: ImageFormat) -> &'static str {
     }
 }
 
-type SliceReader<'a> = ImageReader<Cursor<&'a [u8]>>;
+/// Where encoded image data comes from: bytes in memory or a file (an upload streamed to disk).
+/// Each `open` gives a fresh reader from the start.
+pub trait Encoded {
+    type Reader: std::io::BufRead + std::io::Seek;
+    fn open(&self) -> std::io::Result<Self::Reader>;
+}
 
-fn reader<'a>(
-    bytes: &'a [u8],
+impl<'a> Encoded for &'a [u8] {
+    type Reader = Cursor<&'a [u8]>;
+
+    fn open(&self) -> std::io::Result<Self::Reader> {
+        Ok(Cursor::new(self))
+    }
+}
+
+impl Encoded for &std::path::Path {
+    type Reader = std::io::BufReader<std::fs::File>;
+
+    fn open(&self) -> std::io::Result<Self::Reader> {
+        Ok(std::io::BufReader::new(std::fs::File::open(self)?))
+    }
+}
+
+fn reader<E: Encoded>(
+    input: &E,
     limits: &DecodeLimits,
-) -> Result<(SliceReader<'a>, &'static str), DecodeError> {
-    let reader = ImageReader::new(Cursor::new(bytes))
+) -> Result<(ImageReader<E::Reader>, &'static str), DecodeError> {
+    let source = input.open().map_err(|e| DecodeError::Damaged {
+        format: "image",
+        detail: format!("cannot read it: {e}"),
+    })?;
+    let reader = ImageReader::new(source)
         .with_guessed_format()
         .map_err(|_| DecodeError::NotAnImage)?;
     let format = match reader.format() {
@@ -175,7 +200,12 @@ fn too_large(width: u32, height: u32, l: &DecodeLimits) -> DecodeError {
 
 /// Reads format and dimensions from the header and checks them against the limits.
 pub fn probe(bytes: &[u8], limits: &DecodeLimits) -> Result<Header, DecodeError> {
-    let (mut r, format) = reader(bytes, limits)?;
+    probe_from(&bytes, limits)
+}
+
+/// [`probe`] from any encoded source.
+pub fn probe_from<E: Encoded>(input: &E, limits: &DecodeLimits) -> Result<Header, DecodeError> {
+    let (mut r, format) = reader(input, limits)?;
     // The dimension limits would turn an oversized header into an error without its size.
     r.no_limits();
     let (width, height) = r
@@ -203,15 +233,19 @@ pub fn probe(bytes: &[u8], limits: &DecodeLimits) -> Result<Header, DecodeError>
 /// Decodes the first image of the file into gray, in the file's intensity units. RGB becomes
 /// luminance with Rec. 709 weights; alpha is ignored.
 pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, DecodeError> {
-    let header = probe(bytes, limits)?;
-    let (r, format) = reader(bytes, limits)?;
+    decode_from(&bytes, limits)
+}
+
+/// [`decode`] from any encoded source.
+pub fn decode_from<E: Encoded>(input: &E, limits: &DecodeLimits) -> Result<Decoded, DecodeError> {
+    let header = probe_from(input, limits)?;
+    let (r, format) = reader(input, limits)?;
     let img = r
         .decode()
         .map_err(|e| classify(e, format, limits, Some((header.width, header.height))))?;
-    let pages = if format == "TIFF" {
-        tiff_pages(bytes)
-    } else {
-        1
+    let pages = match (format, input.open()) {
+        ("TIFF", Ok(r)) => tiff_pages(r),
+        _ => 1,
     };
     let (bit_depth, channels) = depth_and_channels(&img);
     Ok(Decoded {
@@ -224,8 +258,8 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, DecodeErro
 }
 
 /// Counts the pages of a TIFF from its directory chain (no pixel data is read).
-fn tiff_pages(bytes: &[u8]) -> u32 {
-    let Ok(mut d) = tiff::decoder::Decoder::new(Cursor::new(bytes)) else {
+fn tiff_pages(r: impl std::io::Read + std::io::Seek) -> u32 {
+    let Ok(mut d) = tiff::decoder::Decoder::new(r) else {
         return 1;
     };
     let mut pages = 1;
