@@ -497,6 +497,41 @@ async fn refused_uploads_store_nothing_and_say_why() {
     a.stop().await;
 }
 
+/// An image larger than the in-memory threshold goes through a temp file and is stored the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_upload_is_streamed_through_disk() {
+    let a = api(None, 64 << 20).await;
+    let img = image::GrayImage::from_fn(2400, 2400, |x, y| {
+        image::Luma([((x * 31 + y * 17) % 251) as u8])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageLuma8(img)
+        .write_to(&mut out, image::ImageFormat::Bmp)
+        .expect("bmp");
+    let bmp = out.into_inner();
+    assert!(bmp.len() > 4 << 20, "larger than the in-memory threshold");
+    a.call("POST", "/api/queue/pause", None).await; // storing is the point, not segmenting
+    let (s, v) = a.upload(&[("image", "big.bmp", bmp.clone())], &[]).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let id = v["jobs"][0]["id"].as_str().expect("id");
+    let (s, original, _) = a
+        .send(
+            Request::get(format!("/api/jobs/{id}/image"))
+                .body(Body::empty())
+                .expect("req"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(original == bmp, "stored byte for byte");
+    let incoming = a._dir.path().join("images").join("incoming");
+    assert_eq!(
+        std::fs::read_dir(&incoming).map(|d| d.count()).unwrap_or(0),
+        0,
+        "temp file adopted"
+    );
+    a.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversize_body_is_413() {
     let a = api(None, 4096).await;

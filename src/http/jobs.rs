@@ -159,6 +159,8 @@ struct AcceptedJob {
     deduplicated: bool,
 }
 
+/// Uploads larger than this are streamed to a temp file instead of kept in memory.
+const SPILL: usize = 4 << 20;
 /// The most images one request may carry.
 const MAX_FILES: usize = 1000;
 /// The largest JSON body of an import.
@@ -267,9 +269,8 @@ async fn from_form(
                     .chars()
                     .take(255)
                     .collect::<String>();
-                // Streamed to disk: a large upload is never held in memory whole.
-                let path = images.incoming()?;
-                incoming.0.push(path.clone());
+                // Small images stay in memory; past SPILL bytes the upload streams to a temp file,
+                // so a large one is never held in memory whole.
                 let io_error = |e: std::io::Error| {
                     ApiError::new(
                         StatusCode::INTERNAL_SERVER_ERROR,
@@ -277,13 +278,36 @@ async fn from_form(
                         format!("cannot store the upload: {e}"),
                     )
                 };
-                let mut out = tokio::fs::File::create(&path).await.map_err(io_error)?;
                 let mut field = field;
+                let mut buffer: Vec<u8> = Vec::new();
+                let mut spilled: Option<(std::path::PathBuf, tokio::fs::File)> = None;
                 while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-                    out.write_all(&chunk).await.map_err(io_error)?;
+                    match spilled.as_mut() {
+                        Some((_, out)) => out.write_all(&chunk).await.map_err(io_error)?,
+                        None if buffer.len() + chunk.len() <= SPILL => {
+                            buffer.extend_from_slice(&chunk)
+                        }
+                        None => {
+                            let path = images.incoming()?;
+                            incoming.0.push(path.clone());
+                            let mut out = tokio::fs::File::create(&path).await.map_err(io_error)?;
+                            out.write_all(&buffer).await.map_err(io_error)?;
+                            out.write_all(&chunk).await.map_err(io_error)?;
+                            buffer = Vec::new();
+                            spilled = Some((path, out));
+                        }
+                    }
                 }
-                out.flush().await.map_err(io_error)?;
-                sources.push(Source::Upload { name: file, path });
+                match spilled {
+                    Some((path, mut out)) => {
+                        out.flush().await.map_err(io_error)?;
+                        sources.push(Source::Upload { name: file, path });
+                    }
+                    None => sources.push(Source::Bytes {
+                        name: file,
+                        bytes: buffer,
+                    }),
+                }
             }
             "priority" | "project" | "segmenter" | "params" => {
                 let text = field.text().await.map_err(multipart_error)?;
