@@ -6,8 +6,8 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -55,28 +55,30 @@ pub fn segmenters(config: &Config, clock: &dyn Clock) -> anyhow::Result<Segmente
         let timeout = Duration::from_millis(config.ml.timeout_ms);
         ml.insert(
             "http".to_owned(),
-            Arc::new(MlService {
-                segmenter: Arc::new(
+            Arc::new(MlService::remote(
+                Arc::new(
                     HttpSegmenter::new("http", url, timeout, config.ml.share_paths)
                         .context("cannot build the HTTP client for the ML service")?,
                 ),
-                breaker: Mutex::new(Breaker::new(breaker_config(config), clock.now())),
-                fallback_builtin: config.ml.fallback == Fallback::Builtin,
-            }),
+                Breaker::new(breaker_config(config), clock.now()),
+                config.ml.fallback == Fallback::Builtin,
+                url,
+            )),
         );
     }
     if !config.command.argv.is_empty() {
         ml.insert(
             "command".to_owned(),
-            Arc::new(MlService {
-                segmenter: Arc::new(CommandSegmenter {
+            Arc::new(MlService::new(
+                Arc::new(CommandSegmenter {
                     name: "command".into(),
                     argv: config.command.argv.clone(),
                     work_dir: config.data_dir.join("work"),
                 }),
-                breaker: Mutex::new(Breaker::new(breaker_config(config), clock.now())),
-                fallback_builtin: config.ml.fallback == Fallback::Builtin,
-            }),
+                Breaker::new(breaker_config(config), clock.now()),
+                config.ml.fallback == Fallback::Builtin,
+                &config.command.argv.join(" "),
+            )),
         );
     }
     Ok(Segmenters {
@@ -158,6 +160,7 @@ pub async fn run(
     )
     .context("cannot start the worker threads")?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let health_poller = tokio::spawn(poll_ml_health(pool.handle(), stop_rx.clone()));
     let maintenance = tokio::spawn(maintain(
         queue.clone(),
         images.clone(),
@@ -219,6 +222,7 @@ pub async fn run(
     pool.shutdown(Duration::from_secs(config.shutdown_grace_secs))
         .await;
     let _ = stop_tx.send(true);
+    let _ = health_poller.await;
     if let Err(e) = maintenance.await {
         tracing::error!(error = %e, "maintenance task failed");
     }
@@ -228,6 +232,24 @@ pub async fn run(
         .context("queue close task failed")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How often remote ML services' `/health` is asked.
+const ML_HEALTH_EVERY: Duration = Duration::from_secs(30);
+
+/// Asks every remote ML service's `/health` now and every 30 s, keeping the answers for the API.
+async fn poll_ml_health(pool: crate::pool::PoolHandle, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(ML_HEALTH_EVERY);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tick.tick() => {
+                for svc in pool.ml().values() {
+                    svc.check_health().await;
+                }
+            }
+        }
+    }
 }
 
 /// Applies retention and then collects unreferenced images, every ten minutes, until told to stop.

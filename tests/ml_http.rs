@@ -279,20 +279,27 @@ async fn a_pool_runs_http_jobs_through_the_breaker() {
     .expect("queue");
     let images = ImageStore::open(dir.path(), DecodeLimits::default()).expect("images");
     let events = EventBus::new(10_000, Arc::new(SystemClock));
-    let svc = Arc::new(MlService {
-        segmenter: Arc::new(
-            HttpSegmenter::new("http", &url, Duration::from_secs(5), false).expect("client"),
-        ),
-        breaker: Mutex::new(Breaker::new(
+    let svc = Arc::new(MlService::remote(
+        Arc::new(HttpSegmenter::new("http", &url, Duration::from_secs(5), false).expect("client")),
+        Breaker::new(
             BreakerConfig {
                 min_calls: 2,
                 open_base: Duration::from_millis(1200),
                 ..BreakerConfig::default()
             },
             SystemClock.now(),
-        )),
-        fallback_builtin: false,
-    });
+        ),
+        false,
+        &url,
+    ));
+    svc.check_health().await;
+    let health = svc
+        .last_health
+        .lock()
+        .expect("lock")
+        .clone()
+        .expect("asked");
+    assert!(health.up);
     let pool = Pool::start(
         queue.clone(),
         images.clone(),

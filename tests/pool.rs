@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use spheroseg::clock::{Clock, SystemClock};
@@ -373,8 +373,8 @@ fn flaky_service(dir: &Path, flag: &Path, fallback_builtin: bool) -> Arc<MlServi
 echo '{{"success":true,"polygons":[{{"id":"p","points":[[10,10],[60,10],[60,60],[10,60]],"type":"external","class":"spheroid"}}]}}' > "$1""#,
         flag.display()
     );
-    Arc::new(MlService {
-        segmenter: Arc::new(CommandSegmenter {
+    Arc::new(MlService::new(
+        Arc::new(CommandSegmenter {
             name: "command".into(),
             argv: vec![
                 "sh".into(),
@@ -385,16 +385,17 @@ echo '{{"success":true,"polygons":[{{"id":"p","points":[[10,10],[60,10],[60,60],
             ],
             work_dir: dir.join("work"),
         }),
-        breaker: Mutex::new(Breaker::new(
+        Breaker::new(
             BreakerConfig {
                 min_calls: 3,
                 open_base: Duration::from_millis(1500),
                 ..BreakerConfig::default()
             },
             SystemClock.now(),
-        )),
+        ),
         fallback_builtin,
-    })
+        "sh",
+    ))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -86,7 +86,24 @@ pub(super) fn breakers(state: &AppState) -> Vec<(String, Snapshot)> {
 #[derive(Serialize)]
 struct MlView {
     name: String,
+    /// The service URL, or the program run.
+    target: String,
     breaker: Snapshot,
+    /// What a remote service's `/health` said last.
+    last_health: Option<crate::segment::http::Health>,
+}
+
+fn view(state: &AppState, name: String, breaker: Snapshot) -> MlView {
+    let svc = state
+        .service
+        .pool()
+        .and_then(|p| p.ml().get(&name).cloned());
+    MlView {
+        target: svc.as_ref().map(|s| s.target.clone()).unwrap_or_default(),
+        last_health: svc.and_then(|s| s.last_health.lock().expect("health lock").clone()),
+        name,
+        breaker,
+    }
 }
 
 #[utoipa::path(get, path = "/api/ml", summary = "Each ML service and its circuit breaker", responses((status = 200, description = "success")))]
@@ -94,7 +111,7 @@ async fn ml(State(state): State<AppState>) -> Json<Vec<MlView>> {
     Json(
         breakers(&state)
             .into_iter()
-            .map(|(name, breaker)| MlView { name, breaker })
+            .map(|(name, breaker)| view(&state, name, breaker))
             .collect(),
     )
 }
@@ -121,10 +138,7 @@ async fn reset(
         b.snapshot(now)
     };
     pool.wake();
-    Ok(Json(MlView {
-        name,
-        breaker: snapshot,
-    }))
+    Ok(Json(view(&state, name, snapshot)))
 }
 
 #[derive(Serialize)]
