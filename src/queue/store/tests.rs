@@ -1,0 +1,154 @@
+//! The store: record encoding, migration from version 0, refusing newer or damaged files.
+use super::*;
+use crate::queue::model::{ImageRef, SegmenterChoice};
+use crate::segment::SegmentParams;
+
+pub(crate) fn job(id: u128, state: JobState, priority: u8, seq: u64) -> Job {
+    Job {
+        id: JobId(id),
+        priority: Priority::new(priority.into()).expect("valid priority"),
+        state,
+        attempt: u32::from(state == JobState::Active),
+        attempt_base: 0,
+        max_attempts: 3,
+        interruptions: 0,
+        seq,
+        created_at: 1000 + seq,
+        updated_at: 1000 + seq,
+        queued_at: 1000 + seq,
+        started_at: None,
+        finished_at: state.is_finished().then_some(2000),
+        run_at: (state == JobState::Delayed).then_some(5000),
+        lease_until: (state == JobState::Active).then_some(3000),
+        progress: 0,
+        last_error: None,
+        project: Some("p".into()),
+        dedupe_key: Some(format!("k{id}")),
+        image: ImageRef {
+            hash: format!("h{}", id % 2),
+            name: "a.png".into(),
+            width: 10,
+            height: 10,
+            bytes: 100,
+        },
+        segmenter: SegmenterChoice::Builtin,
+        params: SegmentParams::default(),
+        result: None,
+    }
+}
+
+#[test]
+fn records_carry_a_version_byte_and_round_trip() {
+    let j = job(7, JobState::Queued, 5, 0);
+    let bytes = encode(&j);
+    assert_eq!(bytes[0], RECORD_V1);
+    assert_eq!(decode::<Job>(&bytes, "job").expect("decodes"), j);
+    assert!(matches!(
+        decode::<Job>(&[9, 1, 2], "job"),
+        Err(QueueError::Corrupt { .. })
+    ));
+    assert!(matches!(
+        decode::<Job>(&[], "job"),
+        Err(QueueError::Corrupt { .. })
+    ));
+}
+
+/// A hand-made version-0 file: only a `jobs` table. Opening it copies it aside and rebuilds
+/// every index, so the jobs lease in the right order and the counters are right.
+#[test]
+fn version_zero_file_is_backed_up_and_migrated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("spheroseg.redb");
+    {
+        let db = Database::create(&path).expect("create");
+        let tx = db.begin_write().expect("write");
+        {
+            let mut jobs = tx.open_table(JOBS).expect("jobs");
+            for j in [
+                job(1, JobState::Queued, 5, 10),
+                job(2, JobState::Queued, 9, 11),
+                job(3, JobState::Completed, 5, 0),
+                job(4, JobState::Active, 2, 0),
+                job(5, JobState::Queued, 5, 3),
+            ] {
+                jobs.insert(j.id.0, encode(&j).as_slice()).expect("insert");
+            }
+        }
+        tx.commit().expect("commit");
+    }
+    let (store, report) = Store::open(&path, 1 << 20).expect("opens and migrates");
+    assert_eq!(report.migrated_from, Some(0));
+    let backup = report.backup.expect("a backup");
+    assert!(backup.ends_with("spheroseg.redb.v0.bak"));
+    assert!(backup.exists());
+    assert_eq!(
+        read_schema(&store.db).expect("schema"),
+        Some(SCHEMA_VERSION)
+    );
+
+    let counts = store.snapshot().expect("snapshot").counts;
+    assert_eq!(counts[JobState::Queued.index() as usize][4], 2);
+    assert_eq!(counts[JobState::Queued.index() as usize][8], 1);
+    assert_eq!(counts[JobState::Completed.index() as usize][4], 1);
+    assert_eq!(counts[JobState::Active.index() as usize][1], 1);
+
+    let tx = store.read().expect("read");
+    let ready = tx.open_table(READY).expect("ready");
+    let order: Vec<u128> = ready
+        .iter()
+        .expect("iter")
+        .map(|e| e.expect("entry").1.value().0)
+        .collect();
+    assert_eq!(order, vec![2, 5, 1], "priority 9 first, then FIFO among 5s");
+    let refs = tx.open_table(IMAGE_REFS).expect("refs");
+    assert_eq!(refs.get("h1").expect("get").map(|v| v.value()), Some(3));
+    drop(tx);
+    drop(store);
+
+    // The backup is the old file: it still reads as version 0.
+    let old = Database::open(&backup).expect("backup opens");
+    assert_eq!(read_schema(&old).expect("schema"), None);
+}
+
+#[test]
+fn newer_schema_is_refused_with_both_versions_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("spheroseg.redb");
+    {
+        let db = Database::create(&path).expect("create");
+        let tx = db.begin_write().expect("write");
+        tx.open_table(META)
+            .expect("meta")
+            .insert(META_SCHEMA, SCHEMA_VERSION + 1)
+            .expect("insert");
+        tx.commit().expect("commit");
+    }
+    let err = Store::open(&path, 1 << 20).err().expect("refused");
+    let msg = err.to_string();
+    assert!(matches!(err, QueueError::NewerSchema { .. }), "{msg}");
+    assert!(
+        msg.contains(&format!("schema version {}", SCHEMA_VERSION + 1)),
+        "{msg}"
+    );
+    assert!(msg.contains(&format!("version {SCHEMA_VERSION}")), "{msg}");
+}
+
+#[test]
+fn garbage_file_is_a_clear_error_not_a_panic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("spheroseg.redb");
+    std::fs::write(&path, vec![0x5a; 64 * 1024]).expect("write");
+    let err = Store::open(&path, 1 << 20).err().expect("refused");
+    assert!(matches!(err, QueueError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("spheroseg.redb"), "{err}");
+}
+
+#[test]
+fn second_open_in_use_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("spheroseg.redb");
+    let _first = Store::open(&path, 1 << 20).expect("first open");
+    let err = Store::open(&path, 1 << 20).err().expect("refused");
+    assert!(matches!(err, QueueError::AlreadyOpen { .. }), "{err}");
+    assert!(err.to_string().contains("another spheroseg"), "{err}");
+}

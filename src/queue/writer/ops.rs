@@ -1,0 +1,455 @@
+//! The operations a batch applies: each checks everything it needs before its first write, so a
+//! refused operation leaves nothing behind in the shared transaction.
+
+use std::time::Duration;
+
+use redb::ReadableTable;
+
+use super::{Batch, Observed};
+use crate::queue::QueueError;
+use crate::queue::QueueOptions;
+use crate::queue::model::{
+    Enqueued, FailOutcome, Job, JobError, JobId, JobState, Lease, Millis, NewJob, Priority,
+    ResultRef, Retention, RetentionReport, SweepReport,
+};
+use crate::queue::store::{META_PAUSED, index_remove};
+
+impl Batch<'_> {
+    pub(super) fn enqueue(&mut self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, QueueError> {
+        for (i, nj) in jobs.iter().enumerate() {
+            validate(nj, self.options).map_err(|m| {
+                if jobs.len() > 1 {
+                    QueueError::Invalid(format!("job {} of the batch: {m}", i + 1))
+                } else {
+                    QueueError::Invalid(m)
+                }
+            })?;
+        }
+        let mut out = Vec::with_capacity(jobs.len());
+        for nj in jobs {
+            if let Some(key) = &nj.dedupe_key
+                && let Some(existing) = self.t.dedupe.get(key.as_str())?.map(|v| v.value())
+            {
+                out.push(Enqueued {
+                    job: self.t.job(JobId(existing))?,
+                    deduplicated: true,
+                });
+                continue;
+            }
+            let delayed = nj.run_at.is_some_and(|at| at > self.now);
+            let mut job = Job {
+                id: JobId::new(),
+                priority: nj.priority,
+                state: if delayed {
+                    JobState::Delayed
+                } else {
+                    JobState::Queued
+                },
+                attempt: 0,
+                attempt_base: 0,
+                max_attempts: nj.max_attempts.unwrap_or(self.options.max_attempts),
+                interruptions: 0,
+                seq: 0,
+                created_at: self.now,
+                updated_at: self.now,
+                queued_at: self.now,
+                started_at: None,
+                finished_at: None,
+                run_at: if delayed { nj.run_at } else { None },
+                lease_until: None,
+                progress: 0,
+                last_error: None,
+                project: nj.project,
+                dedupe_key: nj.dedupe_key,
+                image: nj.image,
+                segmenter: nj.segmenter,
+                params: nj.params,
+                result: None,
+            };
+            if !delayed {
+                job.seq = self.take_seq();
+            }
+            self.enter(&job)?;
+            if let Some(p) = &job.project {
+                self.t.by_project.insert((p.as_str(), job.id.0), ())?;
+            }
+            *self.image_refs.entry(job.image.hash.clone()).or_default() += 1;
+            if let Some(key) = &job.dedupe_key {
+                self.t.dedupe.insert(key.as_str(), job.id.0)?;
+            }
+            out.push(Enqueued {
+                job,
+                deduplicated: false,
+            });
+        }
+        Ok(out)
+    }
+
+    pub(super) fn lease(&mut self, n: usize, ttl: Duration) -> Result<Vec<Lease>, QueueError> {
+        if n == 0
+            || self
+                .t
+                .meta
+                .get(META_PAUSED)?
+                .is_some_and(|v| v.value() != 0)
+        {
+            return Ok(Vec::new());
+        }
+        self.promote_due()?;
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let Some(raw) = self.pick()? else { break };
+            let mut job = self.t.job(JobId(raw))?;
+            self.leave(&job)?;
+            job.state = JobState::Active;
+            job.attempt += 1;
+            job.lease_until = Some(self.now + ttl.as_millis() as u64);
+            job.started_at = Some(self.now);
+            job.updated_at = self.now;
+            job.progress = 0;
+            self.enter(&job)?;
+            self.observed
+                .push(Observed::Wait(self.now.saturating_sub(job.queued_at)));
+            out.push(Lease {
+                attempt: job.attempt,
+                job,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The next job to lease from `ready` (the caller removes it). Strict priority takes the first key.
+    /// With aging, each level's head (its longest-waiting job) competes with the priority it has
+    /// earned by waiting, capped at 10; ties go to the job that became queued first. That is ten
+    /// O(log n) lookups and no index rewrite.
+    pub(super) fn pick(&mut self) -> Result<Option<u128>, QueueError> {
+        let Some(aging) = self.options.aging.filter(|a| !a.is_zero()) else {
+            return Ok(self.t.ready.first()?.map(|(_, v)| v.value().0));
+        };
+        let step = aging.as_millis() as u64;
+        // ((effective priority, seq), job id)
+        let mut best: Option<((u8, u64), u128)> = None;
+        for inv in 0..10u8 {
+            let head = self.t.ready.range((inv, 0)..=(inv, u64::MAX))?.next();
+            if let Some(entry) = head {
+                let (k, v) = entry?;
+                let (inv, seq) = k.value();
+                let waited = self.now.saturating_sub(v.value().1);
+                let lifted = (waited / step).min(10) as u8;
+                let effective = (Priority::MAX.get() - inv).saturating_add(lifted).min(10);
+                let better = match best {
+                    None => true,
+                    Some(((e, s), _)) => effective > e || (effective == e && seq < s),
+                };
+                if better {
+                    best = Some(((effective, seq), v.value().0));
+                }
+            }
+        }
+        Ok(best.map(|(_, id)| id))
+    }
+
+    /// Delayed jobs whose `run_at` has come become queued.
+    pub(super) fn promote_due(&mut self) -> Result<Vec<JobId>, QueueError> {
+        let due: Vec<u128> = self
+            .t
+            .delayed
+            .range((0, 0)..=(self.now, u128::MAX))?
+            .map(|e| e.map(|(k, _)| k.value().1))
+            .collect::<Result<_, _>>()?;
+        let mut out = Vec::with_capacity(due.len());
+        for raw in due {
+            let mut job = self.t.job(JobId(raw))?;
+            self.leave(&job)?;
+            self.requeue(&mut job)?;
+            self.enter(&job)?;
+            out.push(job.id);
+        }
+        Ok(out)
+    }
+
+    pub(super) fn heartbeat(
+        &mut self,
+        leases: &[(JobId, u32)],
+        ttl: Duration,
+    ) -> Result<Vec<JobId>, QueueError> {
+        let mut lost = Vec::new();
+        for &(id, attempt) in leases {
+            let mut job = match self.fenced(id, attempt) {
+                Ok(job) => job,
+                Err(QueueError::Stale { .. } | QueueError::NotFound(_)) => {
+                    lost.push(id);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            self.t.leases.remove((job.lease_until.unwrap_or(0), id.0))?;
+            job.lease_until = Some(self.now + ttl.as_millis() as u64);
+            self.t
+                .leases
+                .insert((job.lease_until.unwrap_or(0), id.0), ())?;
+            self.t.put_job(&job)?;
+        }
+        Ok(lost)
+    }
+
+    pub(super) fn progress(
+        &mut self,
+        id: JobId,
+        attempt: u32,
+        progress: u8,
+    ) -> Result<(), QueueError> {
+        let mut job = self.fenced(id, attempt)?;
+        job.progress = progress.min(100);
+        self.t.put_job(&job)
+    }
+
+    pub(super) fn complete(
+        &mut self,
+        id: JobId,
+        attempt: u32,
+        result: &[u8],
+    ) -> Result<Job, QueueError> {
+        let mut job = self.fenced(id, attempt)?;
+        self.leave(&job)?;
+        job.progress = 100;
+        job.result = Some(ResultRef {
+            bytes: result.len() as u64,
+        });
+        self.finish_as(&mut job, JobState::Completed)?;
+        self.enter(&job)?;
+        self.t.results.insert(id.0, result)?;
+        Ok(job)
+    }
+
+    pub(super) fn fail(
+        &mut self,
+        id: JobId,
+        attempt: u32,
+        error: JobError,
+    ) -> Result<FailOutcome, QueueError> {
+        let mut job = self.fenced(id, attempt)?;
+        self.leave(&job)?;
+        let spent = job.attempts_spent();
+        let retry = error.transient && spent < job.max_attempts;
+        job.last_error = Some(error);
+        let outcome = if retry {
+            let run_at = self.now + self.options.backoff.delay(id, spent).as_millis() as u64;
+            job.state = JobState::Delayed;
+            job.run_at = Some(run_at);
+            job.lease_until = None;
+            job.updated_at = self.now;
+            FailOutcome::Retrying { run_at }
+        } else {
+            self.finish_as(&mut job, JobState::Failed)?;
+            FailOutcome::Failed
+        };
+        self.enter(&job)?;
+        Ok(outcome)
+    }
+
+    /// Gives a leased job back without spending its attempt: it waits, delayed, until `until`.
+    pub(super) fn release(
+        &mut self,
+        id: JobId,
+        attempt: u32,
+        until: Millis,
+        reason: JobError,
+    ) -> Result<Job, QueueError> {
+        let mut job = self.fenced(id, attempt)?;
+        self.leave(&job)?;
+        job.attempt_base = (job.attempt_base + 1).min(job.attempt);
+        job.state = JobState::Delayed;
+        job.run_at = Some(until.max(self.now));
+        job.lease_until = None;
+        job.last_error = Some(reason);
+        job.updated_at = self.now;
+        self.enter(&job)?;
+        Ok(job)
+    }
+
+    pub(super) fn cancel(&mut self, id: JobId) -> Result<Job, QueueError> {
+        let mut job = self.t.job(id)?;
+        if job.state.is_finished() {
+            return Err(QueueError::InvalidState {
+                id,
+                state: job.state,
+                action: "cancel",
+            });
+        }
+        let before = job.clone();
+        self.leave(&job)?;
+        self.finish_as(&mut job, JobState::Cancelled)?;
+        self.enter(&job)?;
+        Ok(before)
+    }
+
+    pub(super) fn retry(&mut self, id: JobId) -> Result<Job, QueueError> {
+        let mut job = self.t.job(id)?;
+        if !matches!(job.state, JobState::Failed | JobState::Cancelled) {
+            return Err(QueueError::InvalidState {
+                id,
+                state: job.state,
+                action: "retry",
+            });
+        }
+        self.leave(&job)?;
+        job.attempt_base = job.attempt;
+        job.interruptions = 0;
+        job.finished_at = None;
+        job.progress = 0;
+        job.result = None;
+        self.requeue(&mut job)?;
+        self.enter(&job)?;
+        self.t.results.remove(id.0)?;
+        if let Some(key) = &job.dedupe_key
+            && self.t.dedupe.get(key.as_str())?.is_none()
+        {
+            self.t.dedupe.insert(key.as_str(), id.0)?;
+        }
+        Ok(job)
+    }
+
+    /// Removes a finished job; returns it and whether its image lost its last reference.
+    pub(super) fn delete(&mut self, id: JobId) -> Result<(Job, bool), QueueError> {
+        let job = self.t.job(id)?;
+        if !job.state.is_finished() {
+            return Err(QueueError::InvalidState {
+                id,
+                state: job.state,
+                action: "delete",
+            });
+        }
+        index_remove(&mut self.t, &job)?;
+        if let Some(p) = &job.project {
+            self.t.by_project.remove((p.as_str(), id.0))?;
+        }
+        self.counts[job.state.index() as usize][job.priority.get() as usize - 1] -= 1;
+        self.t.jobs.remove(id.0)?;
+        self.t.results.remove(id.0)?;
+        self.release_dedupe(&job)?;
+        let orphaned = self.add_image_ref(&job.image.hash, -1)?;
+        Ok((job, orphaned))
+    }
+
+    pub(super) fn change_priority(
+        &mut self,
+        id: JobId,
+        priority: Priority,
+    ) -> Result<Job, QueueError> {
+        let mut job = self.t.job(id)?;
+        if job.state.is_finished() {
+            return Err(QueueError::InvalidState {
+                id,
+                state: job.state,
+                action: "change the priority of",
+            });
+        }
+        self.leave(&job)?;
+        job.priority = priority;
+        job.updated_at = self.now;
+        self.enter(&job)?;
+        Ok(job)
+    }
+
+    pub(super) fn sweep(&mut self) -> Result<SweepReport, QueueError> {
+        let promoted = self.promote_due()?;
+        let due: Vec<u128> = self
+            .t
+            .leases
+            .range((0, 0)..=(self.now, u128::MAX))?
+            .map(|e| e.map(|(k, _)| k.value().1))
+            .collect::<Result<_, _>>()?;
+        let mut expired = Vec::with_capacity(due.len());
+        for raw in due {
+            let mut job = self.t.job(JobId(raw))?;
+            self.leave(&job)?;
+            job.last_error = Some(JobError::transient(
+                "lease-expired",
+                format!(
+                    "attempt {} stopped reporting and its lease ran out",
+                    job.attempts_spent()
+                ),
+            ));
+            if job.attempts_spent() >= job.max_attempts {
+                self.finish_as(&mut job, JobState::Failed)?;
+            } else {
+                self.requeue(&mut job)?;
+            }
+            self.enter(&job)?;
+            expired.push(job.id);
+        }
+        Ok(SweepReport { promoted, expired })
+    }
+
+    pub(super) fn retain(
+        &mut self,
+        retention: &Retention,
+        limit: usize,
+    ) -> Result<RetentionReport, QueueError> {
+        let mut report = RetentionReport::default();
+        for state in [JobState::Completed, JobState::Failed, JobState::Cancelled] {
+            let s = state.index();
+            let age = retention.age(state).unwrap_or(Duration::MAX);
+            let cutoff = self
+                .now
+                .saturating_sub(age.as_millis().min(u64::MAX as u128) as u64);
+            let room = limit.saturating_sub(report.removed.len());
+            let mut doomed: Vec<u128> = self
+                .t
+                .finished
+                .range((s, 0, 0)..(s, cutoff, 0))?
+                .take(room)
+                .map(|e| e.map(|(k, _)| k.value().2))
+                .collect::<Result<_, _>>()?;
+            let excess = self
+                .count(state)?
+                .saturating_sub(doomed.len() as u64)
+                .saturating_sub(retention.max_count);
+            let room = room.saturating_sub(doomed.len()).min(excess as usize);
+            if room > 0 {
+                let more: Vec<u128> = self
+                    .t
+                    .finished
+                    .range((s, cutoff, 0)..=(s, u64::MAX, u128::MAX))?
+                    .take(room)
+                    .map(|e| e.map(|(k, _)| k.value().2))
+                    .collect::<Result<_, _>>()?;
+                doomed.extend(more);
+            }
+            for raw in doomed {
+                let (job, orphaned) = self.delete(JobId(raw))?;
+                if orphaned {
+                    report.orphaned_images.push(job.image.hash);
+                }
+                report.removed.push(job.id);
+            }
+        }
+        Ok(report)
+    }
+}
+
+fn validate(nj: &NewJob, options: &QueueOptions) -> Result<(), String> {
+    if let Some(n) = nj.max_attempts
+        && !(1..=100).contains(&n)
+    {
+        return Err(format!("max_attempts must be between 1 and 100, got {n}"));
+    }
+    if options.max_attempts == 0 && nj.max_attempts.is_none() {
+        return Err("max_attempts must be at least 1".into());
+    }
+    if let Some(p) = &nj.project
+        && (p.is_empty() || p.len() > 200)
+    {
+        return Err("project must be 1 to 200 bytes long".into());
+    }
+    if let Some(k) = &nj.dedupe_key
+        && (k.is_empty() || k.len() > 1024)
+    {
+        return Err("dedupe key must be 1 to 1024 bytes long".into());
+    }
+    if nj.image.hash.is_empty() {
+        return Err("the image reference has no content hash".into());
+    }
+    nj.params.validate().map_err(|e| e.to_string())
+}
