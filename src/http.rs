@@ -10,6 +10,7 @@ mod jobs;
 mod ml;
 mod queue;
 mod system;
+mod ui;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -56,14 +57,23 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    // Liveness, and the page itself (it holds no data; it asks for the token), are open.
+    let path = req.uri().path();
+    let open = path == "/api/health/live" || path == "/" || path.starts_with("/static/");
     if let Some(token) = &state.token
-        && req.uri().path() != "/api/health/live"
+        && !open
     {
-        let given = req
+        let header_token = req
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
+        // Browsers cannot set headers on a WebSocket: /ws also takes ?access_token=.
+        let query_token = (path == "/ws")
+            .then(|| req.uri().query())
+            .flatten()
+            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("access_token=")));
+        let given = header_token.or(query_token);
         if !given.is_some_and(|g| same(g.as_bytes(), token.as_bytes())) {
             return ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -136,6 +146,7 @@ pub fn router(state: AppState) -> Router {
     let (routes, _) = routes();
     let doc = Arc::new(openapi());
     routes
+        .merge(ui::routes())
         .route(
             "/api/openapi.json",
             axum::routing::get(move || {
@@ -145,6 +156,7 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(tower_http::compression::CompressionLayer::new())
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .route_layer(middleware::from_fn(trace))
         .with_state(state)

@@ -1108,3 +1108,67 @@ async fn openapi_lists_every_route() {
     }
     a.stop().await;
 }
+
+/// The embedded status page: content types, security headers, 404 for anything not embedded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_is_served_from_the_binary() {
+    let a = api(Some("s3cret"), 1 << 20).await;
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/static/app.js", "text/javascript"),
+        ("/static/style.css", "text/css"),
+    ] {
+        let resp = router(a.state.clone())
+            .oneshot(Request::get(path).body(Body::empty()).expect("req"))
+            .await
+            .expect("response");
+        assert_eq!(
+            resp.status(),
+            StatusCode::OK,
+            "{path}: the page needs no token"
+        );
+        let h = resp.headers();
+        assert!(
+            h[header::CONTENT_TYPE]
+                .to_str()
+                .expect("type")
+                .starts_with(kind),
+            "{path}"
+        );
+        assert!(
+            h[header::CONTENT_SECURITY_POLICY]
+                .to_str()
+                .expect("csp")
+                .contains("script-src 'self'")
+        );
+        assert_eq!(h[header::CACHE_CONTROL], "no-cache");
+    }
+    for path in [
+        "/static/nope.js",
+        "/static/../Cargo.toml",
+        "/static/%2e%2e/Cargo.toml",
+    ] {
+        let (s, _, _) = a
+            .send(Request::get(path).body(Body::empty()).expect("req"))
+            .await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{path}");
+    }
+    // The WebSocket takes the token as a query parameter (browsers cannot set its headers).
+    let (s, _, _) = a
+        .send(Request::get("/ws").body(Body::empty()).expect("req"))
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _, _) = a
+        .send(
+            Request::get("/ws?access_token=s3cret")
+                .body(Body::empty())
+                .expect("req"),
+        )
+        .await;
+    assert_ne!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "authorised; the upgrade itself needs a real socket"
+    );
+    a.stop().await;
+}

@@ -1,0 +1,448 @@
+// spheroseg status page: overview, upload, live jobs table, result viewer. Plain ES module, no build
+// step. Live updates come over the WebSocket (with `since` resume); polling takes over if it fails.
+
+const $ = (id) => document.getElementById(id);
+const TOKEN_KEY = "spheroseg-token";
+const state = { lastEventId: 0, jobs: new Map(), cursor: null, socketFailures: 0, pollTimer: null };
+
+// ---- HTTP with the optional bearer token ----
+
+function authHeaders() {
+  const t = sessionStorage.getItem(TOKEN_KEY);
+  return t ? { Authorization: `Bearer ${t}` } : {};
+}
+
+async function api(path, options = {}) {
+  const resp = await fetch(path, { ...options, headers: { ...authHeaders(), ...(options.headers || {}) } });
+  if (resp.status === 401) {
+    const t = prompt("This spheroseg needs its access token:");
+    if (t) {
+      sessionStorage.setItem(TOKEN_KEY, t);
+      return api(path, options);
+    }
+  }
+  return resp;
+}
+
+async function json(path, options) {
+  const resp = await api(path, options);
+  const body = await resp.json().catch(() => ({}));
+  if (!resp.ok) throw new Error(body.message || `${resp.status}`);
+  return body;
+}
+
+// ---- formatting ----
+
+const plural = (n, w) => `${n} ${w}${n === 1 ? "" : "s"}`;
+function ago(ms) {
+  if (ms == null) return "–";
+  const s = Math.round(ms / 1000);
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.round(s / 60)} min`;
+  if (s < 86400) return `${(s / 3600).toFixed(1)} h`;
+  return `${(s / 86400).toFixed(1)} d`;
+}
+const bytes = (b) => (b >= 1 << 30 ? `${(b / (1 << 30)).toFixed(1)} GiB` : `${Math.round(b / (1 << 20))} MiB`);
+const when = (ms) => (ms ? new Date(ms) : null);
+function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") e.className = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else if (v !== undefined && v !== null) e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return e;
+}
+
+// ---- overview ----
+
+function card(value, label) {
+  return el("div", { class: "card" }, el("b", {}, value), el("span", {}, label));
+}
+
+async function loadOverview() {
+  try {
+    const [q, sys, health, ml] = await Promise.all([
+      json("/api/queue"), json("/api/system"), json("/api/health"), json("/api/ml"),
+    ]);
+    renderCounts(q);
+    const facts = $("facts");
+    facts.replaceChildren(
+      card(`${q.workers_busy} / ${q.workers_total}`, "workers busy"),
+      card(q.completed.last_1m, "completed, last min"),
+      card(q.completed.last_15m, "completed, 15 min"),
+      card(q.wait.p50_ms == null ? "–" : ago(q.wait.p50_ms), "median wait"),
+      card(q.run.p50_ms == null ? "–" : `${(q.run.p50_ms / 1000).toFixed(1)} s`, "median run"),
+      card(bytes(sys.disk_available_bytes), "disk free"),
+      card(bytes(sys.memory_available_bytes), "memory free"),
+      card(ago(health.uptime * 1000), "uptime"),
+    );
+    $("version").textContent = `v${health.version}`;
+    renderMl(ml);
+    renderBanners(q, sys, ml);
+  } catch (e) {
+    $("connection").textContent = `error: ${e.message}`;
+  }
+}
+
+function renderCounts(q) {
+  const c = q.counts;
+  $("counts").replaceChildren(
+    card(c.queued, `queued${q.oldest_queued_ms != null ? `, oldest ${ago(q.oldest_queued_ms)}` : ""}`),
+    card(c.active, "active"), card(c.delayed, "delayed (retry wait)"),
+    card(c.completed, "completed"), card(c.failed, "failed"), card(c.cancelled, "cancelled"),
+  );
+}
+
+function renderMl(services) {
+  const box = $("ml");
+  if (!services.length) {
+    box.replaceChildren(el("p", { class: "muted" }, "No ML service configured: jobs run on the builtin segmenter."));
+    return;
+  }
+  box.replaceChildren(...services.map((s) => {
+    const b = s.breaker;
+    let text = `${s.name} (${s.target}): breaker ${b.state}`;
+    if (b.state === "open" && b.nextProbe) text += `, next try in ${ago(b.nextProbe - Date.now())}`;
+    const reset = el("button", { type: "button", onclick: async () => { await api(`/api/ml/${s.name}/reset`, { method: "POST" }); loadOverview(); } }, "Reset");
+    return el("p", {}, text, " ", reset);
+  }));
+}
+
+function renderBanners(q, sys, ml) {
+  const banners = [];
+  if (q.paused) banners.push(["The queue is paused: nothing new starts.", false]);
+  for (const s of ml) {
+    if (s.breaker.state !== "closed") banners.push([`${s.name} is unavailable (breaker ${s.breaker.state}): its jobs wait without spending attempts.`, true]);
+  }
+  if (sys.disk_total_bytes && (sys.disk_available_bytes < 1 << 30 || sys.disk_available_bytes * 20 < sys.disk_total_bytes)) {
+    banners.push([`Disk space is low: ${bytes(sys.disk_available_bytes)} free.`, true]);
+  }
+  $("banners").replaceChildren(...banners.map(([t, bad]) => el("div", { class: bad ? "bad" : "" }, t)));
+}
+
+// ---- jobs table ----
+
+function jobFilterQuery() {
+  const p = new URLSearchParams({ limit: "50" });
+  if ($("state-filter").value) p.set("state", $("state-filter").value);
+  if ($("project-filter").value.trim()) p.set("project", $("project-filter").value.trim());
+  return p;
+}
+
+async function loadJobs(append = false) {
+  const p = jobFilterQuery();
+  if (append && state.cursor) p.set("cursor", state.cursor);
+  const page = await json(`/api/jobs?${p}`);
+  if (!append) { state.jobs.clear(); $("job-rows").replaceChildren(); }
+  for (const j of page.jobs) upsertJob(j, true);
+  state.cursor = page.next;
+  $("more").hidden = !page.next;
+  $("no-jobs").hidden = state.jobs.size > 0;
+}
+
+function jobRow(j) {
+  const waited = (j.started_at || Date.now()) - j.queued_at;
+  const ran = j.started_at ? (j.finished_at || Date.now()) - j.started_at : null;
+  const actions = el("td");
+  if (["queued", "delayed", "active"].includes(j.state)) {
+    actions.append(el("button", { type: "button", onclick: (e) => { e.stopPropagation(); act(j.id, "DELETE", ""); } }, "Cancel"));
+  }
+  if (["failed", "cancelled"].includes(j.state)) {
+    actions.append(el("button", { type: "button", onclick: (e) => { e.stopPropagation(); act(j.id, "POST", "/retry"); } }, "Retry"));
+  }
+  if (!["completed", "failed", "cancelled"].includes(j.state)) {
+    const pr = el("input", { type: "number", min: "1", max: "10", value: j.priority, "aria-label": "priority",
+      onclick: (e) => e.stopPropagation(),
+      onchange: (e) => act(j.id, "PATCH", "", { priority: Number(e.target.value) }) });
+    actions.append(" ", pr);
+  }
+  const created = when(j.created_at);
+  const row = el("tr", { "data-id": j.id, class: j.state === "completed" ? "clickable" : "",
+      onclick: () => j.state === "completed" && openViewer(j) },
+    el("td", {}, j.image.name),
+    el("td", { class: `state ${j.state}` }, j.state),
+    el("td", {}, j.priority),
+    el("td", {}, j.project || ""),
+    el("td", {}, el("progress", { max: "100", value: j.progress })),
+    el("td", {}, `${j.attempt} / ${j.max_attempts}`),
+    el("td", {}, ago(waited)),
+    el("td", {}, ran == null ? "–" : ago(ran)),
+    el("td", { title: created ? created.toLocaleString() : "" }, created ? `${ago(Date.now() - j.created_at)} ago` : ""),
+    el("td", { class: "err" }, j.error ? j.error.message : ""),
+    actions,
+  );
+  return row;
+}
+
+function upsertJob(j, append) {
+  state.jobs.set(j.id, j);
+  const row = jobRow(j);
+  const old = document.querySelector(`tr[data-id="${j.id}"]`);
+  if (old) old.replaceWith(row);
+  else if (append) $("job-rows").append(row);
+  else $("job-rows").prepend(row);
+  $("no-jobs").hidden = true;
+}
+
+async function act(id, method, suffix, body) {
+  try {
+    const j = await json(`/api/jobs/${id}${suffix}`, {
+      method, headers: body ? { "Content-Type": "application/json" } : {}, body: body ? JSON.stringify(body) : undefined,
+    });
+    upsertJob(j, false);
+  } catch (e) {
+    alert(`Not done: ${e.message}`);
+  }
+}
+
+async function refreshJob(id) {
+  try { upsertJob(await json(`/api/jobs/${id}`), false); } catch { /* it may have been deleted */ }
+}
+
+// ---- upload ----
+
+function upload(files) {
+  for (const file of files) {
+    const item = el("li", {}, el("span", {}, file.name), el("progress", { max: "100", value: "0" }), el("span", {}, ""));
+    $("uploads").prepend(item);
+    const form = new FormData();
+    form.append("image", file, file.name);
+    form.append("priority", $("priority").value || "5");
+    if ($("project").value.trim()) form.append("project", $("project").value.trim());
+    if ($("segmenter").value) form.append("segmenter", $("segmenter").value);
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", "/api/jobs");
+    for (const [k, v] of Object.entries(authHeaders())) xhr.setRequestHeader(k, v);
+    xhr.upload.onprogress = (e) => { if (e.lengthComputable) item.children[1].value = (100 * e.loaded) / e.total; };
+    xhr.onload = () => {
+      let body = {};
+      try { body = JSON.parse(xhr.responseText); } catch { /* not JSON */ }
+      if (xhr.status === 202) {
+        item.children[1].value = 100;
+        item.children[2].textContent = "queued";
+        for (const j of body.jobs || []) refreshJob(j.id);
+      } else {
+        item.classList.add("bad");
+        item.children[2].textContent = `refused: ${body.message || xhr.status}`;
+      }
+    };
+    xhr.onerror = () => { item.classList.add("bad"); item.children[2].textContent = "upload failed"; };
+    xhr.send(form);
+  }
+}
+
+// ---- live updates ----
+
+let refreshQueued = false;
+function soon(fn) {
+  if (refreshQueued) return;
+  refreshQueued = true;
+  setTimeout(() => { refreshQueued = false; fn(); }, 300);
+}
+
+function onEvent(e) {
+  if (e.id) state.lastEventId = Math.max(state.lastEventId, e.id);
+  switch (e.type) {
+    case "snapshot":
+      state.lastEventId = Math.max(state.lastEventId, e.last_event_id || 0);
+      if (e.queue) renderCounts(e.queue);
+      break;
+    case "resync":
+      loadOverview(); loadJobs();
+      break;
+    case "queue_stats":
+      soon(loadOverview);
+      break;
+    case "job_progress": {
+      const j = state.jobs.get(e.job_id);
+      if (j) { j.progress = e.progress; j.state = "active"; upsertJob(j, false); }
+      break;
+    }
+    case "job_queued": case "job_started": case "job_completed": case "job_failed":
+    case "job_retrying": case "job_cancelled": case "job_interrupted":
+      refreshJob(e.job_id);
+      break;
+    case "breaker_changed":
+      loadOverview();
+      break;
+  }
+}
+
+function connect() {
+  if (document.hidden) return;
+  const t = sessionStorage.getItem(TOKEN_KEY);
+  const q = new URLSearchParams({ since: String(state.lastEventId) });
+  if (t) q.set("access_token", t);
+  const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws?${q}`);
+  state.ws = ws;
+  ws.onopen = () => { state.socketFailures = 0; stopPolling(); setConnection("live", "live"); };
+  ws.onmessage = (m) => { try { onEvent(JSON.parse(m.data)); } catch { /* ignore a bad frame */ } };
+  ws.onclose = () => {
+    if (state.ws !== ws) return;
+    state.socketFailures += 1;
+    setConnection("down", "reconnecting…");
+    if (state.socketFailures >= 3) startPolling();
+    setTimeout(connect, Math.min(1000 * state.socketFailures, 10000));
+  };
+}
+
+function setConnection(kind, text) {
+  const c = $("connection");
+  c.className = `pill ${kind}`;
+  c.textContent = text;
+}
+
+function startPolling() {
+  if (state.pollTimer) return;
+  setConnection("down", "polling");
+  state.pollTimer = setInterval(() => { loadOverview(); loadJobs(); }, 3000);
+}
+
+function stopPolling() {
+  clearInterval(state.pollTimer);
+  state.pollTimer = null;
+}
+
+document.addEventListener("visibilitychange", () => {
+  if (document.hidden) {
+    const ws = state.ws; state.ws = null; if (ws) ws.close();
+    setConnection("", "paused");
+  } else {
+    loadOverview(); connect();
+  }
+});
+
+// ---- result viewer ----
+
+const view = { scale: 1, x: 0, y: 0, img: null, result: null, factor: 1, job: null };
+
+async function openViewer(job) {
+  view.job = job;
+  $("viewer").hidden = false;
+  $("viewer-title").textContent = `Result: ${job.image.name}`;
+  const [result, blob] = await Promise.all([
+    json(`/api/jobs/${job.id}/result`),
+    api(`/api/jobs/${job.id}/preview.png`).then((r) => r.blob()),
+  ]);
+  view.result = result;
+  const img = new Image();
+  img.onload = () => {
+    view.img = img;
+    view.factor = img.width / result.image.width;
+    const c = $("canvas");
+    c.width = img.width; c.height = img.height;
+    view.scale = 1; view.x = 0; view.y = 0;
+    draw();
+  };
+  img.src = URL.createObjectURL(blob);
+  renderMetrics(result);
+  $("viewer").scrollIntoView({ behavior: "smooth" });
+}
+
+function draw() {
+  const c = $("canvas"), g = c.getContext("2d");
+  g.setTransform(1, 0, 0, 1, 0, 0);
+  g.fillStyle = "#111"; g.fillRect(0, 0, c.width, c.height);
+  if (!view.img) return;
+  g.setTransform(view.scale, 0, 0, view.scale, view.x, view.y);
+  g.drawImage(view.img, 0, 0);
+  const f = view.factor, polys = view.result.polygons;
+  const path = (p) => { g.beginPath(); p.points.forEach((q, i) => (i ? g.lineTo(q.x * f, q.y * f) : g.moveTo(q.x * f, q.y * f))); g.closePath(); };
+  if ($("show-mask").checked) {
+    g.fillStyle = "rgba(47, 111, 222, 0.35)";
+    for (const p of polys.filter((p) => p.type === "external")) { path(p); g.fill(); }
+    g.globalCompositeOperation = "destination-out";
+    for (const p of polys.filter((p) => p.type === "internal")) { path(p); g.fill(); }
+    g.globalCompositeOperation = "source-over";
+    g.drawImage(view.img, 0, 0);
+    g.fillStyle = "rgba(47, 111, 222, 0.35)";
+    for (const p of polys.filter((p) => p.type === "external")) { path(p); g.fill(); }
+  }
+  if ($("show-outlines").checked) {
+    g.lineWidth = 2 / view.scale;
+    let n = 0;
+    for (const p of polys) {
+      g.strokeStyle = p.type === "external" ? "#38d0ff" : "#ffab2e";
+      path(p); g.stroke();
+      if (p.type === "external") {
+        n += 1;
+        g.fillStyle = "#38d0ff"; g.font = `${14 / view.scale}px system-ui`;
+        g.fillText(String(n), p.points[0].x * f + 4 / view.scale, p.points[0].y * f - 4 / view.scale);
+      }
+    }
+  }
+}
+
+function renderMetrics(result) {
+  const um = result.metrics.some((m) => m.calibrated);
+  const head = ["#", "Area", "Perimeter", "Circularity", "Solidity", "Feret max", "Feret min", "Eq. diameter"];
+  if (um) head.push("Area µm²", "Eq. diameter µm");
+  const rows = result.metrics.map((m, i) => {
+    const cells = [i + 1, `${m.area.toFixed(0)} px²`, `${m.perimeter.toFixed(1)} px`, m.circularity.toFixed(3),
+      m.solidity.toFixed(3), `${m.feret_max.toFixed(1)} px`, `${m.feret_min.toFixed(1)} px`, `${m.equivalent_diameter.toFixed(1)} px`];
+    if (um) cells.push(m.calibrated ? m.calibrated.area_um2.toFixed(0) : "", m.calibrated ? m.calibrated.equivalent_diameter_um.toFixed(1) : "");
+    return el("tr", {}, ...cells.map((c) => el("td", {}, c)));
+  });
+  $("metrics").replaceChildren(
+    el("thead", {}, el("tr", {}, ...head.map((h) => el("th", {}, h)))),
+    el("tbody", {}, ...(rows.length ? rows : [el("tr", {}, el("td", { colspan: String(head.length) }, "No objects found."))])),
+  );
+}
+
+async function download(suffix, name) {
+  const blob = await api(`/api/jobs/${view.job.id}/${suffix}`).then((r) => r.blob());
+  const a = el("a", { href: URL.createObjectURL(blob), download: name });
+  document.body.append(a); a.click(); a.remove();
+}
+
+function setupViewer() {
+  const c = $("canvas");
+  c.addEventListener("wheel", (e) => {
+    e.preventDefault();
+    const r = c.getBoundingClientRect();
+    const mx = ((e.clientX - r.left) * c.width) / r.width, my = ((e.clientY - r.top) * c.height) / r.height;
+    const k = e.deltaY < 0 ? 1.2 : 1 / 1.2;
+    view.x = mx - (mx - view.x) * k; view.y = my - (my - view.y) * k; view.scale *= k;
+    draw();
+  }, { passive: false });
+  let drag = null;
+  c.addEventListener("mousedown", (e) => { drag = { x: e.clientX, y: e.clientY }; });
+  window.addEventListener("mouseup", () => { drag = null; });
+  window.addEventListener("mousemove", (e) => {
+    if (!drag) return;
+    const r = c.getBoundingClientRect(), k = c.width / r.width;
+    view.x += (e.clientX - drag.x) * k; view.y += (e.clientY - drag.y) * k;
+    drag = { x: e.clientX, y: e.clientY };
+    draw();
+  });
+  $("show-outlines").onchange = draw;
+  $("show-mask").onchange = draw;
+  $("zoom-reset").onclick = () => { view.scale = 1; view.x = 0; view.y = 0; draw(); };
+  $("close-viewer").onclick = () => { $("viewer").hidden = true; };
+  $("dl-json").onclick = () => download("result", `${view.job.id}.json`);
+  $("dl-csv").onclick = () => download("result.csv", `${view.job.id}.csv`);
+  $("dl-mask").onclick = () => download("mask.png", `${view.job.id}_mask.png`);
+}
+
+// ---- start ----
+
+function setup() {
+  const drop = $("drop");
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); upload(e.dataTransfer.files); });
+  drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") $("files").click(); });
+  $("files").addEventListener("change", (e) => { upload(e.target.files); e.target.value = ""; });
+  $("state-filter").onchange = () => loadJobs();
+  $("project-filter").onchange = () => loadJobs();
+  $("more").onclick = () => loadJobs(true);
+  setupViewer();
+  loadOverview();
+  loadJobs();
+  connect();
+  setInterval(() => { if (!document.hidden) loadOverview(); }, 15000);
+}
+
+setup();
