@@ -36,6 +36,7 @@ async function json(path, options) {
 const plural = (n, w) => `${n} ${w}${n === 1 ? "" : "s"}`;
 function ago(ms) {
   if (ms == null) return "–";
+  if (ms < 1000) return `${Math.max(0, Math.round(ms))} ms`;
   const s = Math.round(ms / 1000);
   if (s < 60) return `${s} s`;
   if (s < 3600) return `${Math.round(s / 60)} min`;
@@ -73,7 +74,7 @@ async function loadOverview() {
       card(q.completed.last_1m, "completed, last min"),
       card(q.completed.last_15m, "completed, 15 min"),
       card(q.wait.p50_ms == null ? "–" : ago(q.wait.p50_ms), "median wait"),
-      card(q.run.p50_ms == null ? "–" : `${(q.run.p50_ms / 1000).toFixed(1)} s`, "median run"),
+      card(q.run.p50_ms == null ? "–" : ago(q.run.p50_ms), "median run"),
       card(bytes(sys.disk_available_bytes), "disk free"),
       card(bytes(sys.memory_available_bytes), "memory free"),
       card(ago(health.uptime * 1000), "uptime"),
