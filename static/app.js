@@ -80,6 +80,7 @@ async function loadOverview() {
       card(ago(health.uptime * 1000), "uptime"),
     );
     $("version").textContent = `v${health.version}`;
+    drawSpark(q.completed_per_minute || []);
     renderMl(ml);
     renderBanners(q, sys, ml);
   } catch (e) {
@@ -121,6 +122,84 @@ function renderBanners(q, sys, ml) {
     banners.push([`Disk space is low: ${bytes(sys.disk_available_bytes)} free.`, true]);
   }
   $("banners").replaceChildren(...banners.map(([t, bad]) => el("div", { class: bad ? "bad" : "" }, t)));
+}
+
+function drawSpark(series) {
+  const c = $("throughput"), g = c.getContext("2d");
+  g.clearRect(0, 0, c.width, c.height);
+  const max = Math.max(1, ...series);
+  const w = c.width / Math.max(1, series.length);
+  g.fillStyle = "#2f6fde";
+  series.forEach((v, i) => {
+    const h = ((c.height - 14) * v) / max;
+    g.fillRect(i * w + 1, c.height - h, Math.max(1, w - 2), h);
+  });
+  g.fillStyle = "#667085"; g.font = "11px system-ui";
+  g.fillText(`max ${max}/min`, 4, 11);
+}
+
+// ---- project view ----
+
+function histogram(canvas, values, bins = 20) {
+  const g = canvas.getContext("2d");
+  g.clearRect(0, 0, canvas.width, canvas.height);
+  if (!values.length) {
+    g.fillStyle = "#667085"; g.font = "12px system-ui"; g.fillText("No completed jobs.", 10, 20);
+    return;
+  }
+  const lo = Math.min(...values), hi = Math.max(...values);
+  const span = hi - lo || 1;
+  const counts = new Array(bins).fill(0);
+  for (const v of values) counts[Math.min(bins - 1, Math.floor(((v - lo) / span) * bins))] += 1;
+  const max = Math.max(...counts), w = canvas.width / bins, top = 16, bottom = 18;
+  g.fillStyle = "#2f6fde";
+  counts.forEach((n, i) => {
+    const h = ((canvas.height - top - bottom) * n) / max;
+    g.fillRect(i * w + 1, canvas.height - bottom - h, w - 2, h);
+  });
+  g.fillStyle = "#667085"; g.font = "11px system-ui";
+  g.fillText(lo.toPrecision(3), 2, canvas.height - 4);
+  const right = hi.toPrecision(3);
+  g.fillText(right, canvas.width - g.measureText(right).width - 2, canvas.height - 4);
+  g.fillText(`max ${max}`, 2, 12);
+}
+
+/// RFC 4180 lines to fields (quotes, doubled quotes, commas inside quotes).
+function csvRows(text) {
+  const rows = []; let row = [], field = "", quoted = false;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i];
+    if (quoted) {
+      if (ch === '"' && text[i + 1] === '"') { field += '"'; i++; }
+      else if (ch === '"') quoted = false;
+      else field += ch;
+    } else if (ch === '"') quoted = true;
+    else if (ch === ",") { row.push(field); field = ""; }
+    else if (ch === "\n") { row.push(field); rows.push(row); row = []; field = ""; }
+    else if (ch !== "\r") field += ch;
+  }
+  if (field || row.length) { row.push(field); rows.push(row); }
+  return rows;
+}
+
+async function showProject(name) {
+  const url = `/api/export?project=${encodeURIComponent(name)}&state=completed&format=csv`;
+  const text = await api(url).then((r) => r.text());
+  const [head, ...rows] = csvRows(text);
+  const col = (n) => head.indexOf(n);
+  const area = rows.map((r) => Number(r[col("Area")])).filter(Number.isFinite);
+  const circ = rows.map((r) => Number(r[col("Circularity")])).filter(Number.isFinite);
+  const images = new Set(rows.map((r) => r[col("Image ID")])).size;
+  $("project-summary").textContent = `${plural(rows.length, "object")} in ${plural(images, "image")}`;
+  histogram($("hist-area"), area);
+  histogram($("hist-circ"), circ);
+  const csv = $("project-csv");
+  csv.disabled = !rows.length;
+  csv.onclick = async () => {
+    const blob = new Blob([text], { type: "text/csv" });
+    const a = el("a", { href: URL.createObjectURL(blob), download: `${name}-metrics.csv` });
+    document.body.append(a); a.click(); a.remove();
+  };
 }
 
 // ---- jobs table ----
@@ -439,6 +518,7 @@ function setup() {
   $("state-filter").onchange = () => loadJobs();
   $("project-filter").onchange = () => loadJobs();
   $("more").onclick = () => loadJobs(true);
+  $("project-form").addEventListener("submit", (e) => { e.preventDefault(); showProject($("project-name").value.trim()); });
   setupViewer();
   loadOverview();
   loadJobs();

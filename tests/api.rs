@@ -33,6 +33,8 @@ struct Api {
 }
 
 async fn api(token: Option<&str>, body_limit: usize) -> Api {
+    // The recorder is per process; install it before any request so every test sees counters.
+    let _ = spheroseg::telemetry::prometheus();
     let dir = tempfile::tempdir().expect("tempdir");
     let (queue, _) = Queue::open(
         &dir.path().join("q.redb"),
@@ -324,6 +326,18 @@ async fn upload_then_result_csv_mask_and_image() {
             .expect("header")
             .ends_with("Feret Diameter Min (um)")
     );
+
+    // The same, gzip-compressed (browsers ask for it): the stream must end cleanly.
+    let (s, gz, _) = a
+        .send(
+            Request::get("/api/export?project=screen-1")
+                .header(header::ACCEPT_ENCODING, "gzip")
+                .body(Body::empty())
+                .expect("req"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(&gz[..2], &[0x1f, 0x8b], "a gzip stream");
 
     // Listing: by project, by state, paged.
     let (_, page) = a.get("/api/jobs?project=screen-1&limit=1").await;

@@ -159,6 +159,8 @@ async fn export(
             Some((chunk, (state, filter, page.next, false, done)))
         },
     );
+    // Fused: the compression layer polls once more after the end, which a bare unfold forbids.
+    let stream = futures_util::StreamExt::fuse(stream);
     Ok((
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8"),

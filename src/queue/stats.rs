@@ -10,8 +10,8 @@ use super::model::{JobState, Millis};
 
 /// How many recent wait and run durations the percentiles are taken over.
 const WINDOW: usize = 2048;
-/// Per-minute buckets kept for the 1/5/15-minute throughput.
-const MINUTES: usize = 16;
+/// Per-minute buckets kept: the 1/5/15-minute throughput and the last hour's series.
+const MINUTES: usize = 61;
 
 /// Jobs per state.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -79,6 +79,8 @@ pub struct QueueStats {
     pub paused: bool,
     pub completed: Throughput,
     pub failed: Throughput,
+    /// Jobs completed in each of the last 60 minutes, oldest first (the current minute last).
+    pub completed_per_minute: Vec<u64>,
     /// From becoming queued to being leased.
     pub wait: Percentiles,
     /// From being leased to completing.
@@ -150,6 +152,15 @@ impl Recent {
             last_5m: sum(5, |e| e.2),
             last_15m: sum(15, |e| e.2),
         };
+        stats.completed_per_minute = (0..60u64)
+            .rev()
+            .map(|back| {
+                self.minutes
+                    .iter()
+                    .find(|e| e.0 + back == minute)
+                    .map_or(0, |e| e.1)
+            })
+            .collect();
         stats.wait = percentiles(&self.waits);
         stats.run = percentiles(&self.runs);
     }
@@ -207,6 +218,14 @@ mod tests {
             }
         );
         assert_eq!(s.run.samples, 4);
+        assert_eq!(s.completed_per_minute.len(), 60);
+        assert_eq!(s.completed_per_minute[59], 1, "this minute");
+        assert_eq!(
+            s.completed_per_minute[59 - 11],
+            1,
+            "three minutes after the first"
+        );
+        assert_eq!(s.completed_per_minute.iter().sum::<u64>(), 3);
         assert_eq!(s.run.p50_ms, Some(30));
     }
 
