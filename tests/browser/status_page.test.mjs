@@ -1,0 +1,201 @@
+// The status page in real headless Chromium (Debian's `chromium`, driven by playwright-core), against
+// `spheroseg serve` on a free loopback port with a temp data directory. Run by .ci/run as
+// `node --test tests/browser/` with SPHEROSEG_BIN pointing at the built binary.
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, execFileSync } from "node:child_process";
+import { createInterface } from "node:readline";
+import { mkdtempSync, writeFileSync, rmSync, existsSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import net from "node:net";
+import { chromium } from "playwright-core";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const fixtures = join(here, "..", "fixtures");
+const bin = process.env.SPHEROSEG_BIN;
+const chromiumPath = process.env.CHROMIUM || execFileSync("sh", ["-c", "command -v chromium"]).toString().trim();
+let browser;
+
+before(async () => {
+  assert.ok(bin && existsSync(bin), "set SPHEROSEG_BIN to the spheroseg binary");
+  browser = await chromium.launch({
+    executablePath: chromiumPath,
+    headless: true,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+      "--disable-sync", "--no-first-run", "--disable-quic"],
+  });
+});
+
+after(async () => { await browser?.close(); });
+
+function freePort() {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.listen(0, "127.0.0.1", () => { const { port } = s.address(); s.close(() => resolve(port)); });
+  });
+}
+
+/** Starts `spheroseg serve`; resolves once it logs where it listens. */
+function serve({ dataDir, port = 0, config } = {}) {
+  const dir = dataDir || mkdtempSync(join(tmpdir(), "spheroseg-ui-"));
+  const args = ["serve", "--data-dir", join(dir, "data"), "--bind", `127.0.0.1:${port}`, "--workers", "2"];
+  if (config) {
+    const file = join(dir, "spheroseg.toml");
+    writeFileSync(file, config);
+    args.push("--config", file);
+  }
+  const child = spawn(bin, args, { env: { ...process.env, SPHEROSEG_LOG: "info" }, stdio: ["ignore", "ignore", "pipe"] });
+  return new Promise((resolve, reject) => {
+    const lines = createInterface({ input: child.stderr });
+    const timer = setTimeout(() => reject(new Error("spheroseg did not start")), 30000);
+    lines.on("line", (line) => {
+      const m = line.match(/listening address=(\S+)/);
+      if (m) { clearTimeout(timer); resolve({ child, dir, url: `http://${m[1]}` }); }
+    });
+    child.on("exit", (code) => reject(new Error(`spheroseg exited with ${code}`)));
+  });
+}
+
+async function stop(server) {
+  if (server.child.exitCode !== null) return;
+  const exited = new Promise((r) => server.child.on("exit", r));
+  server.child.kill("SIGTERM");
+  await exited;
+}
+
+async function openPage(url) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  const errors = [];
+  page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
+  page.on("pageerror", (e) => errors.push(String(e)));
+  await page.goto(url);
+  await page.waitForSelector("#connection.live");
+  return { page, errors, context };
+}
+
+const rowState = (page, name) =>
+  page.locator(`#job-rows tr`, { hasText: name }).first().locator("td.state");
+
+test("the overview loads with no console errors and shows the counts", async () => {
+  const server = await serve();
+  try {
+    const { page, errors, context } = await openPage(server.url);
+    await page.waitForSelector("#counts .card");
+    assert.match(await page.textContent("#counts"), /queued/);
+    assert.match(await page.textContent("#facts"), /workers busy/);
+    assert.ok(await page.isVisible("#no-jobs"), "an empty state invites the first upload");
+    assert.deepEqual(errors, []);
+    await context.close();
+  } finally { await stop(server); }
+});
+
+test("three uploads go from queued to completed live, and the viewer draws the outlines", async () => {
+  const server = await serve();
+  try {
+    const { page, errors, context } = await openPage(server.url);
+    await page.setInputFiles("#files", ["spheroid_lumen_8bit.png", "spheroid_plain_16bit.tif", "spheroid_core_8bit.png"]
+      .map((f) => join(fixtures, f)));
+    for (const name of ["spheroid_lumen_8bit.png", "spheroid_plain_16bit.tif", "spheroid_core_8bit.png"]) {
+      await page.waitForFunction((n) => [...document.querySelectorAll("#job-rows tr")]
+        .some((r) => r.textContent.includes(n) && r.querySelector("td.state").textContent === "completed"), name, { timeout: 60000 });
+    }
+    assert.equal(await page.locator("#uploads li", { hasText: "queued" }).count(), 3);
+    await page.locator("#job-rows tr", { hasText: "spheroid_lumen_8bit.png" }).click();
+    await page.waitForSelector("#metrics tbody tr td");
+    await page.waitForFunction(() => document.getElementById("canvas").width === 384);
+    // At the object's centroid the canvas shows the image (not the empty background), and the
+    // outline colour appears somewhere on the canvas.
+    const seen = await page.evaluate(async () => {
+      const rows = await (await fetch(location.pathname.replace(/\/$/, "") + "/api/jobs?state=completed")).json();
+      const job = rows.jobs.find((j) => j.image.name === "spheroid_lumen_8bit.png");
+      const result = await (await fetch(`/api/jobs/${job.id}/result`)).json();
+      const c = document.getElementById("canvas"), g = c.getContext("2d");
+      const f = c.width / result.image.width;
+      const { x, y } = result.metrics[0].centroid;
+      const [r, gr, b] = g.getImageData(Math.round(x * f), Math.round(y * f), 1, 1).data;
+      const all = g.getImageData(0, 0, c.width, c.height).data;
+      let outline = 0;
+      for (let i = 0; i < all.length; i += 4) if (all[i] < 120 && all[i + 1] > 170 && all[i + 2] > 220) outline++;
+      return { centre: [r, gr, b], outline, holes: result.polygons.filter((p) => p.type === "internal").length };
+    });
+    assert.notDeepEqual(seen.centre, [17, 17, 17], "the centroid pixel is drawn");
+    assert.ok(seen.outline > 100, `outline pixels: ${seen.outline}`);
+    assert.equal(seen.holes, 1);
+    assert.match(await page.textContent("#metrics"), /px²/);
+    assert.deepEqual(errors, []);
+    await context.close();
+  } finally { await stop(server); }
+});
+
+test("a refused upload shows the server's reason", async () => {
+  const server = await serve();
+  try {
+    const { page, context } = await openPage(server.url);
+    await page.setInputFiles("#files", [join(fixtures, "not_an_image.txt")]);
+    await page.waitForSelector("#uploads li.bad");
+    assert.match(await page.textContent("#uploads li.bad"), /not an image/);
+    await context.close();
+  } finally { await stop(server); }
+});
+
+test("cancel and retry from the jobs table", async () => {
+  const server = await serve();
+  try {
+    const { page, context } = await openPage(server.url);
+    await page.evaluate(() => fetch("/api/queue/pause", { method: "POST" }));
+    await page.setInputFiles("#files", [join(fixtures, "spheroid_core_8bit.png")]);
+    const state = rowState(page, "spheroid_core_8bit.png");
+    await state.waitFor();
+    assert.equal(await state.textContent(), "queued");
+    await page.locator("#job-rows tr", { hasText: "spheroid_core_8bit.png" }).getByRole("button", { name: "Cancel" }).click();
+    await page.waitForFunction(() => document.querySelector("#job-rows td.state").textContent === "cancelled");
+    await page.locator("#job-rows tr", { hasText: "spheroid_core_8bit.png" }).getByRole("button", { name: "Retry" }).click();
+    await page.waitForFunction(() => document.querySelector("#job-rows td.state").textContent === "queued");
+    await page.evaluate(() => fetch("/api/queue/resume", { method: "POST" }));
+    await page.waitForFunction(() => document.querySelector("#job-rows td.state").textContent === "completed", null, { timeout: 60000 });
+    await context.close();
+  } finally { await stop(server); }
+});
+
+test("the breaker banner appears while the ML service fails and leaves when it recovers", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "spheroseg-ui-"));
+  const flag = join(dir, "down");
+  writeFileSync(flag, "");
+  const script = `if [ -e '${flag}' ]; then exit 2; fi; echo '{"success":true,"polygons":[{"id":"p","points":[[10,10],[60,10],[60,60],[10,60]],"type":"external","class":"spheroid"}]}' > "$1"`;
+  const config = `[ml]\nmin_calls = 2\nreset_timeout_ms = 1500\n[queue]\nbackoff_base_ms = 200\n[command]\nargv = ["sh", "-c", ${JSON.stringify(script)}, "sh", "{output_json}"]\n`;
+  const server = await serve({ dataDir: dir, config });
+  try {
+    const { page, context } = await openPage(server.url);
+    await page.selectOption("#segmenter", "command");
+    await page.setInputFiles("#files", ["spheroid_lumen_8bit.png", "spheroid_core_8bit.png", "spheroid_plain_16bit.tif"]
+      .map((f) => join(fixtures, f)));
+    await page.waitForSelector("#banners div.bad", { timeout: 30000 });
+    assert.match(await page.textContent("#banners"), /command is unavailable/);
+    rmSync(flag);
+    await page.waitForFunction(() => !document.querySelector("#banners div.bad"), null, { timeout: 40000 });
+    await page.waitForFunction(() => [...document.querySelectorAll("#job-rows td.state")].every((td) => td.textContent === "completed")
+      && document.querySelectorAll("#job-rows tr").length === 3, null, { timeout: 60000 });
+    await context.close();
+  } finally { await stop(server); }
+});
+
+test("the page reconnects after the server restarts", async () => {
+  const port = await freePort();
+  let server = await serve({ port });
+  const dataDir = server.dir;
+  try {
+    const { page, context } = await openPage(server.url);
+    await stop(server);
+    await page.waitForSelector("#connection.down", { timeout: 20000 });
+    server = await serve({ dataDir, port });
+    await page.waitForSelector("#connection.live", { timeout: 30000 });
+    // Live again: an upload made elsewhere appears without a reload.
+    execFileSync("curl", ["-s", "-F", `image=@${join(fixtures, "spheroid_core_8bit.png")}`, `${server.url}/api/jobs`]);
+    await rowState(page, "spheroid_core_8bit.png").waitFor({ timeout: 30000 });
+    await context.close();
+  } finally { await stop(server); }
+});
