@@ -140,11 +140,11 @@ function drawSpark(series) {
 
 // ---- project view ----
 
-function histogram(canvas, values, bins = 20) {
+function histogram(canvas, values, bins = 20, empty = "No completed jobs.") {
   const g = canvas.getContext("2d");
   g.clearRect(0, 0, canvas.width, canvas.height);
   if (!values.length) {
-    g.fillStyle = "#667085"; g.font = "12px system-ui"; g.fillText("No completed jobs.", 10, 20);
+    g.fillStyle = "#667085"; g.font = "12px system-ui"; g.fillText(empty, 10, 20);
     return;
   }
   const lo = Math.min(...values), hi = Math.max(...values);
@@ -239,8 +239,11 @@ function jobRow(j) {
     actions.append(" ", pr);
   }
   const created = when(j.created_at);
-  const row = el("tr", { "data-id": j.id, class: j.state === "completed" ? "clickable" : "",
-      onclick: () => j.state === "completed" && openViewer(j) },
+  const done = j.state === "completed";
+  const row = el("tr", { "data-id": j.id, class: done ? "clickable" : "", tabindex: done ? "0" : undefined,
+      title: done ? "Open the result" : undefined,
+      onclick: () => done && openViewer(j),
+      onkeydown: (e) => { if (done && (e.key === "Enter" || e.key === " ")) { e.preventDefault(); openViewer(j); } } },
     el("td", {}, j.image.name),
     el("td", { class: `state ${j.state}` }, j.state),
     el("td", {}, j.priority),
@@ -279,6 +282,23 @@ async function act(id, method, suffix, body) {
 
 async function refreshJob(id) {
   try { upsertJob(await json(`/api/jobs/${id}`), false); } catch { /* it may have been deleted */ }
+}
+
+async function bulk(action) {
+  const filter = {};
+  if ($("state-filter").value) filter.state = $("state-filter").value;
+  if ($("project-filter").value.trim()) filter.project = $("project-filter").value.trim();
+  const what = `${filter.state || "all"} jobs${filter.project ? ` of project ${filter.project}` : ""}`;
+  if (action !== "retry" && !confirm(`${action === "delete" ? "Delete the finished" : "Cancel the"} ${what}? This cannot be undone.`)) return;
+  try {
+    const r = await json("/api/jobs/bulk", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ action, filter }),
+    });
+    $("bulk-result").textContent = `${r.affected} of ${r.matched} ${action === "delete" ? "deleted" : action === "cancel" ? "cancelled" : "retried"}`;
+    loadJobs(); loadOverview();
+  } catch (e) {
+    alert(`Not done: ${e.message}`);
+  }
 }
 
 // ---- upload ----
@@ -518,8 +538,15 @@ function setup() {
   $("state-filter").onchange = () => loadJobs();
   $("project-filter").onchange = () => loadJobs();
   $("more").onclick = () => loadJobs(true);
+  $("bulk-retry").onclick = () => bulk("retry");
+  $("bulk-cancel").onclick = () => bulk("cancel");
+  $("bulk-delete").onclick = () => bulk("delete");
+  // The whole page takes dropped images, not only the drop zone.
+  document.body.addEventListener("dragover", (e) => e.preventDefault());
+  document.body.addEventListener("drop", (e) => { e.preventDefault(); if (e.dataTransfer.files.length) upload(e.dataTransfer.files); });
   $("project-form").addEventListener("submit", (e) => { e.preventDefault(); showProject($("project-name").value.trim()); });
   setupViewer();
+  for (const id of ["hist-area", "hist-circ"]) histogram($(id), [], 20, "Enter a project name to see its distribution.");
   loadOverview();
   loadJobs();
   connect();

@@ -52,9 +52,9 @@ pub(super) fn run(s: &Arc<Shared>, work: Work) {
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
         let (mut last, mut last_at) = (0u8, Instant::now());
         let mut progress = |p: u8| {
-            // Throttled: a step of 5 % or the end, at most every 200 ms.
+            // Throttled: a step of 5 %, at most every 200 ms; the first step and the end at once.
             if p >= last.saturating_add(5)
-                && (p == 100 || last_at.elapsed() >= Duration::from_millis(200))
+                && (last == 0 || p == 100 || last_at.elapsed() >= Duration::from_millis(200))
             {
                 last = p;
                 last_at = Instant::now();

@@ -6,7 +6,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
 import { createInterface } from "node:readline";
-import { mkdtempSync, writeFileSync, rmSync, existsSync } from "node:fs";
+import { mkdtempSync, mkdirSync, writeFileSync, rmSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -14,6 +14,9 @@ import net from "node:net";
 import { chromium } from "playwright-core";
 
 const here = dirname(fileURLToPath(import.meta.url));
+// Screenshots for a person to look at: target/screenshots/ (the repository's ignored target dir).
+const shots = join(here, "..", "..", "target", "screenshots");
+mkdirSync(shots, { recursive: true });
 const fixtures = join(here, "..", "fixtures");
 const bin = process.env.SPHEROSEG_BIN;
 const chromiumPath = process.env.CHROMIUM || execFileSync("sh", ["-c", "command -v chromium"]).toString().trim();
@@ -97,14 +100,21 @@ test("three uploads go from queued to completed live, and the viewer draws the o
   const server = await serve();
   try {
     const { page, errors, context } = await openPage(server.url);
+    // Paused first, so the three are seen queued before they run.
+    await page.evaluate(() => fetch("/api/queue/pause", { method: "POST" }));
     await page.setInputFiles("#files", ["spheroid_lumen_8bit.png", "spheroid_plain_16bit.tif", "spheroid_core_8bit.png"]
       .map((f) => join(fixtures, f)));
+    await page.waitForFunction(() => [...document.querySelectorAll("#job-rows td.state")].filter((td) => td.textContent === "queued").length === 3);
+    await page.evaluate(() => fetch("/api/queue/resume", { method: "POST" }));
     for (const name of ["spheroid_lumen_8bit.png", "spheroid_plain_16bit.tif", "spheroid_core_8bit.png"]) {
       await page.waitForFunction((n) => [...document.querySelectorAll("#job-rows tr")]
         .some((r) => r.textContent.includes(n) && r.querySelector("td.state").textContent === "completed"), name, { timeout: 60000 });
     }
     assert.equal(await page.locator("#uploads li", { hasText: "queued" }).count(), 3);
-    await page.locator("#job-rows tr", { hasText: "spheroid_lumen_8bit.png" }).click();
+    await page.screenshot({ path: join(shots, "overview.png"), fullPage: true });
+    // Keyboard: a completed row opens with Enter.
+    await page.locator("#job-rows tr", { hasText: "spheroid_lumen_8bit.png" }).focus();
+    await page.keyboard.press("Enter");
     await page.waitForSelector("#metrics tbody tr td");
     await page.waitForFunction(() => document.getElementById("canvas").width === 384);
     // At the object's centroid the canvas shows the image (not the empty background), and the
@@ -126,7 +136,27 @@ test("three uploads go from queued to completed live, and the viewer draws the o
     assert.ok(seen.outline > 100, `outline pixels: ${seen.outline}`);
     assert.equal(seen.holes, 1);
     assert.match(await page.textContent("#metrics"), /px²/);
+    await page.screenshot({ path: join(shots, "viewer.png"), fullPage: true });
     assert.deepEqual(errors, []);
+    await context.close();
+  } finally { await stop(server); }
+});
+
+test("a running job shows its progress", async () => {
+  const server = await serve();
+  try {
+    // A 1024² image takes a debug build a few hundred ms: long enough to see progress.
+    const dir = mkdtempSync(join(tmpdir(), "spheroseg-big-"));
+    execFileSync(bin, ["demo-images", dir, "--size", "1024", "--count", "1"]);
+    const { page, context } = await openPage(server.url);
+    await page.setInputFiles("#files", [join(dir, "spheroid_plain_0_16bit.tif")]);
+    await page.waitForFunction(() => {
+      const row = document.querySelector("#job-rows tr");
+      if (!row) return false;
+      const p = row.querySelector("progress").value;
+      return row.querySelector("td.state").textContent === "active" && p > 0 && p < 100;
+    }, null, { timeout: 30000, polling: 5 });
+    await page.waitForFunction(() => document.querySelector("#job-rows td.state").textContent === "completed", null, { timeout: 60000 });
     await context.close();
   } finally { await stop(server); }
 });
@@ -157,6 +187,25 @@ test("cancel and retry from the jobs table", async () => {
     await page.waitForFunction(() => document.querySelector("#job-rows td.state").textContent === "queued");
     await page.evaluate(() => fetch("/api/queue/resume", { method: "POST" }));
     await page.waitForFunction(() => document.querySelector("#job-rows td.state").textContent === "completed", null, { timeout: 60000 });
+    await context.close();
+  } finally { await stop(server); }
+});
+
+test("bulk cancel asks first, then cancels every matching job", async () => {
+  const server = await serve();
+  try {
+    const { page, context } = await openPage(server.url);
+    await page.evaluate(() => fetch("/api/queue/pause", { method: "POST" }));
+    await page.setInputFiles("#files", ["spheroid_core_8bit.png", "spheroid_lumen_8bit.png"].map((f) => join(fixtures, f)));
+    await page.waitForFunction(() => document.querySelectorAll("#job-rows tr").length === 2);
+    page.once("dialog", (d) => d.dismiss());
+    await page.click("#bulk-cancel");
+    await page.waitForTimeout(300);
+    assert.equal(await page.locator("#job-rows td.state", { hasText: "cancelled" }).count(), 0, "dismissed: nothing happens");
+    page.once("dialog", (d) => d.accept());
+    await page.click("#bulk-cancel");
+    await page.waitForFunction(() => [...document.querySelectorAll("#job-rows td.state")].every((td) => td.textContent === "cancelled"));
+    assert.match(await page.textContent("#bulk-result"), /2 of 2 cancelled/);
     await context.close();
   } finally { await stop(server); }
 });
