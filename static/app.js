@@ -77,7 +77,7 @@ async function loadOverview() {
       card(q.run.p50_ms == null ? "–" : ago(q.run.p50_ms), "median run"),
       card(bytes(sys.disk_available_bytes), "disk free"),
       card(bytes(sys.memory_available_bytes), "memory free"),
-      card(ago(health.uptime * 1000), "uptime"),
+      card(health.uptime < 60 ? `${health.uptime} s` : ago(health.uptime * 1000), "uptime"),
     );
     $("version").textContent = `v${health.version}`;
     drawSpark(q.completed_per_minute || []);
@@ -363,6 +363,7 @@ function onEvent(e) {
     case "job_queued": case "job_started": case "job_completed": case "job_failed":
     case "job_retrying": case "job_cancelled": case "job_interrupted":
       refreshJob(e.job_id);
+      soon(loadOverview);
       break;
     case "breaker_changed":
       loadOverview();
