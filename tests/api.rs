@@ -11,11 +11,9 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use spheroseg::clock::SystemClock;
-use spheroseg::events::EventBus;
 use spheroseg::http::{AppState, router};
-use spheroseg::images::ImageStore;
-use spheroseg::pool::{Pool, PoolConfig, Segmenters};
-use spheroseg::queue::{Queue, QueueOptions, SegmenterChoice};
+use spheroseg::pool::{Pool, Segmenters};
+use spheroseg::queue::SegmenterChoice;
 use spheroseg::segment::{Builtin, DecodeLimits};
 use spheroseg::service::Service;
 use tower::ServiceExt;
@@ -36,14 +34,7 @@ async fn api(token: Option<&str>, body_limit: usize) -> Api {
     // The recorder is per process; install it before any request so every test sees counters.
     let _ = spheroseg::telemetry::prometheus();
     let dir = tempfile::tempdir().expect("tempdir");
-    let (queue, _) = Queue::open(
-        &dir.path().join("q.redb"),
-        QueueOptions::default(),
-        Arc::new(SystemClock),
-    )
-    .expect("queue");
-    let images = ImageStore::open(dir.path(), DecodeLimits::default()).expect("images");
-    let events = EventBus::new(10_000, Arc::new(SystemClock));
+    let (queue, images, events) = crate::util::stack(dir.path());
     let pool = Pool::start(
         queue.clone(),
         images.clone(),
@@ -52,13 +43,7 @@ async fn api(token: Option<&str>, body_limit: usize) -> Api {
             builtin: Arc::new(Builtin),
             ml: HashMap::new(),
         },
-        PoolConfig {
-            workers: 2,
-            lease_ttl: Duration::from_secs(30),
-            builtin_timeout: Duration::from_secs(60),
-            ml_timeout: Duration::from_secs(60),
-            limits: DecodeLimits::default(),
-        },
+        crate::util::pool_config(2),
         Arc::new(SystemClock),
     )
     .expect("pool");

@@ -16,9 +16,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use spheroseg::clock::{Clock, SystemClock};
 use spheroseg::events::{EventBus, EventKind, Missed};
-use spheroseg::images::ImageStore;
 use spheroseg::pool::{MlService, Pool, PoolConfig, Segmenters};
-use spheroseg::queue::{ImageRef, JobState, NewJob, Queue, QueueOptions, SegmenterChoice};
+use spheroseg::queue::{ImageRef, JobState, NewJob, SegmenterChoice};
 use spheroseg::segment::breaker::{Breaker, BreakerConfig};
 use spheroseg::segment::http::HttpSegmenter;
 use spheroseg::segment::{
@@ -271,14 +270,7 @@ async fn a_pool_runs_http_jobs_through_the_breaker() {
     let (url, stub) = stub().await;
     *stub.mode.lock().expect("lock") = Mode::Status(500);
     let dir = tempfile::tempdir().expect("tempdir");
-    let (queue, _) = Queue::open(
-        &dir.path().join("q.redb"),
-        QueueOptions::default(),
-        Arc::new(SystemClock),
-    )
-    .expect("queue");
-    let images = ImageStore::open(dir.path(), DecodeLimits::default()).expect("images");
-    let events = EventBus::new(10_000, Arc::new(SystemClock));
+    let (queue, images, events) = crate::util::stack(dir.path());
     let svc = Arc::new(MlService::remote(
         Arc::new(HttpSegmenter::new("http", &url, Duration::from_secs(5), false).expect("client")),
         Breaker::new(
@@ -309,11 +301,8 @@ async fn a_pool_runs_http_jobs_through_the_breaker() {
             ml: HashMap::from([("http".to_owned(), Arc::clone(&svc))]),
         },
         PoolConfig {
-            workers: 2,
-            lease_ttl: Duration::from_secs(30),
-            builtin_timeout: Duration::from_secs(30),
             ml_timeout: Duration::from_secs(10),
-            limits: DecodeLimits::default(),
+            ..crate::util::pool_config(2)
         },
         Arc::new(SystemClock),
     )

@@ -15,9 +15,7 @@ use spheroseg::pool::{MlService, Pool, PoolConfig, Segmenters};
 use spheroseg::queue::{JobFilter, JobId, JobState, NewJob, Queue, QueueOptions, SegmenterChoice};
 use spheroseg::segment::breaker::{Breaker, BreakerConfig};
 use spheroseg::segment::command::CommandSegmenter;
-use spheroseg::segment::{
-    Builtin, Control, DecodeLimits, Failure, Input, SegmentResult, Segmenter,
-};
+use spheroseg::segment::{Builtin, Control, Failure, Input, SegmentResult, Segmenter};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -34,14 +32,7 @@ struct Harness {
 
 fn harness() -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (queue, _) = Queue::open(
-        &dir.path().join("q.redb"),
-        QueueOptions::default(),
-        Arc::new(SystemClock),
-    )
-    .expect("queue");
-    let images = ImageStore::open(dir.path(), DecodeLimits::default()).expect("images");
-    let events = EventBus::new(10_000, Arc::new(SystemClock));
+    let (queue, images, events) = crate::util::stack(dir.path());
     Harness {
         dir,
         queue,
@@ -51,13 +42,7 @@ fn harness() -> Harness {
 }
 
 fn config(workers: usize) -> PoolConfig {
-    PoolConfig {
-        workers,
-        lease_ttl: Duration::from_secs(30),
-        builtin_timeout: Duration::from_secs(60),
-        ml_timeout: Duration::from_secs(60),
-        limits: DecodeLimits::default(),
-    }
+    crate::util::pool_config(workers)
 }
 
 impl Harness {

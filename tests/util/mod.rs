@@ -1,9 +1,14 @@
 //! Helpers shared by the integration tests.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use spheroseg::clock::Clock;
+use spheroseg::clock::{Clock, SystemClock};
+use spheroseg::events::EventBus;
+use spheroseg::images::ImageStore;
+use spheroseg::pool::PoolConfig;
 use spheroseg::queue::{ImageRef, NewJob, Priority, Queue, QueueOptions, Recovery};
+use spheroseg::segment::DecodeLimits;
 
 /// A job of the given priority on a made-up image.
 pub fn job(priority: u8) -> NewJob {
@@ -31,4 +36,22 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("runtime")
+}
+
+/// The parts a pool runs on, in `dir`, on the system clock: queue (`q.redb`), image store, events.
+pub fn stack(dir: &std::path::Path) -> (Queue, ImageStore, EventBus) {
+    let (queue, _) = open(dir, Arc::new(SystemClock));
+    let images = ImageStore::open(dir, DecodeLimits::default()).expect("images");
+    (queue, images, EventBus::new(10_000, Arc::new(SystemClock)))
+}
+
+/// A pool of `workers` with generous timeouts.
+pub fn pool_config(workers: usize) -> PoolConfig {
+    PoolConfig {
+        workers,
+        lease_ttl: Duration::from_secs(30),
+        builtin_timeout: Duration::from_secs(60),
+        ml_timeout: Duration::from_secs(60),
+        limits: DecodeLimits::default(),
+    }
 }
