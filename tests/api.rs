@@ -783,15 +783,7 @@ async fn serve_over_tcp_with_websocket_and_since_resume() {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
         .await
         .expect("ws");
-    let first: serde_json::Value = serde_json::from_str(
-        ws.next()
-            .await
-            .expect("message")
-            .expect("ok")
-            .to_text()
-            .expect("text"),
-    )
-    .expect("json");
+    let first = next_json(&mut ws).await;
     assert_eq!(first["type"], "snapshot");
 
     let form = reqwest::multipart::Form::new().part(
@@ -866,25 +858,9 @@ async fn serve_over_tcp_with_websocket_and_since_resume() {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws?since={last_id}"))
         .await
         .expect("ws");
-    let snapshot: serde_json::Value = serde_json::from_str(
-        ws.next()
-            .await
-            .expect("message")
-            .expect("ok")
-            .to_text()
-            .expect("text"),
-    )
-    .expect("json");
+    let snapshot = next_json(&mut ws).await;
     assert_eq!(snapshot["type"], "snapshot");
-    let missed: serde_json::Value = serde_json::from_str(
-        ws.next()
-            .await
-            .expect("message")
-            .expect("ok")
-            .to_text()
-            .expect("text"),
-    )
-    .expect("json");
+    let missed = next_json(&mut ws).await;
     assert!(
         missed["id"].as_u64().expect("an event") > last_id,
         "{missed}"
@@ -1170,4 +1146,19 @@ async fn the_status_page_is_served_from_the_binary() {
         "authorised; the upgrade itself needs a real socket"
     );
     a.stop().await;
+}
+
+/// The next WebSocket message, as JSON.
+async fn next_json<S>(ws: &mut S) -> serde_json::Value
+where
+    S: futures_util::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    use futures_util::StreamExt;
+    let msg = ws.next().await.expect("message").expect("ok");
+    serde_json::from_str(msg.to_text().expect("text")).expect("json")
 }
