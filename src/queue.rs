@@ -24,7 +24,7 @@ pub use model::{
     Millis, NewJob, Page, Priority, ResultRef, Retention, RetentionReport, SegmenterChoice,
     SweepReport,
 };
-pub use stats::{Percentiles, QueueStats, StateCounts, Throughput};
+pub use stats::{CommitLatency, Percentiles, QueueStats, StateCounts, Throughput};
 pub use store::OpenReport;
 
 use crate::clock::Clock;

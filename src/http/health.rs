@@ -73,7 +73,7 @@ fn checks(state: &AppState) -> Vec<Check> {
             out.push(Check {
                 name: "storage",
                 status: Status::Healthy,
-                details: json!({"database_bytes": s.database_bytes}),
+                details: json!({"database_bytes": s.database_bytes, "commit_latency": s.commit}),
             });
             out.push(Check {
                 name: "queue",

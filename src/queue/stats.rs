@@ -68,6 +68,14 @@ pub struct Percentiles {
     pub samples: usize,
 }
 
+/// Durable commit time in microseconds; `None` before any commit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CommitLatency {
+    pub p50_us: Option<u64>,
+    pub p95_us: Option<u64>,
+    pub samples: usize,
+}
+
 /// Everything `Queue::stats` reports.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct QueueStats {
@@ -85,6 +93,8 @@ pub struct QueueStats {
     pub wait: Percentiles,
     /// From being leased to completing.
     pub run: Percentiles,
+    /// How long durable commits took, over the recent window.
+    pub commit: CommitLatency,
     pub database_bytes: u64,
 }
 
@@ -105,11 +115,16 @@ impl QueueStats {
 pub(crate) struct Recent {
     waits: VecDeque<u64>,
     runs: VecDeque<u64>,
+    commits: VecDeque<u64>,
     /// `(minute since epoch, completed, failed)`, newest last.
     minutes: VecDeque<(u64, u64, u64)>,
 }
 
 impl Recent {
+    pub(crate) fn record_commit(&mut self, us: u64) {
+        push_bounded(&mut self.commits, us);
+    }
+
     pub(crate) fn record_wait(&mut self, ms: u64) {
         push_bounded(&mut self.waits, ms);
     }
@@ -163,6 +178,12 @@ impl Recent {
             .collect();
         stats.wait = percentiles(&self.waits);
         stats.run = percentiles(&self.runs);
+        let p = percentiles(&self.commits);
+        stats.commit = CommitLatency {
+            p50_us: p.p50_ms,
+            p95_us: p.p95_ms,
+            samples: p.samples,
+        };
     }
 }
 

@@ -626,6 +626,11 @@ async fn stats_report_oldest_wait_throughput_and_percentiles() {
     assert_eq!(s.wait.p50_ms, Some(10_000));
     assert_eq!(s.run.p50_ms, Some(2_000));
     assert_eq!(s.completed.last_1m, 1);
+    assert!(
+        s.commit.samples >= 3 && s.commit.p50_us.is_some(),
+        "{:?}",
+        s.commit
+    );
     assert_eq!(s.failed.last_15m, 0);
     assert!(s.database_bytes > 0);
 }

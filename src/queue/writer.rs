@@ -139,6 +139,8 @@ enum Observed {
         run_ms: Option<u64>,
         completed: bool,
     },
+    /// A durable commit took this many microseconds.
+    Commit(u64),
 }
 
 /// Starts the writer thread.
@@ -244,6 +246,7 @@ impl Writer {
                             Observed::Finished { run_ms, completed } => {
                                 recent.record_finish(now, run_ms, completed)
                             }
+                            Observed::Commit(us) => recent.record_commit(us),
                         }
                     }
                 }
@@ -285,7 +288,11 @@ impl Writer {
             b.flush()?;
             observed.append(&mut b.observed);
         }
+        let started = std::time::Instant::now();
         tx.commit()?;
+        if durable {
+            observed.push(Observed::Commit(started.elapsed().as_micros() as u64));
+        }
         Ok(())
     }
 }
