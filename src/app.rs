@@ -200,6 +200,7 @@ pub async fn run(
                 }
             })
             .collect(),
+        allowed_origins: config.allowed_origins.iter().cloned().collect(),
     };
     // Install the recorder before the first job is counted.
     let _ = crate::telemetry::prometheus();

@@ -56,6 +56,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Directories whose files `POST /api/jobs` may import by path (JSON `{"paths": [...]}`).
     pub import_dirs: Vec<PathBuf>,
+    /// Browser origins besides spheroseg's own that may open the WebSocket, e.g. a reverse proxy's
+    /// `https://lab.example`.
+    pub allowed_origins: Vec<String>,
     pub bind: SocketAddr,
     pub workers: usize,
     pub segmenter: SegmenterKind,
@@ -160,6 +163,7 @@ fn redact<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Er
 pub struct Layer {
     pub data_dir: Option<PathBuf>,
     pub import_dirs: Option<Vec<PathBuf>>,
+    pub allowed_origins: Option<Vec<String>>,
     pub bind: Option<String>,
     pub workers: Option<usize>,
     pub segmenter: Option<SegmenterKind>,
@@ -440,6 +444,7 @@ fn overlay(
     }
     take!(data_dir, "data_dir");
     take!(import_dirs, "import_dirs");
+    take!(allowed_origins, "allowed_origins");
     take!(bind, "bind");
     take!(workers, "workers");
     take!(auth.token, "auth.token");
@@ -623,6 +628,7 @@ fn validate(l: Layer, origins: &HashMap<&'static str, String>) -> Result<Config,
     }
     Ok(Config {
         import_dirs: l.import_dirs.unwrap_or_default(),
+        allowed_origins: l.allowed_origins.unwrap_or_default(),
         data_dir: l
             .data_dir
             .unwrap_or_else(|| PathBuf::from("./spheroseg-data")),

@@ -43,6 +43,8 @@ pub struct AppState {
     pub system: Arc<SystemMonitor>,
     /// Canonical directories files may be imported from by path.
     pub import_dirs: Arc<[std::path::PathBuf]>,
+    /// Origins besides this server's own allowed to open the WebSocket.
+    pub allowed_origins: Arc<[String]>,
 }
 
 impl AppState {

@@ -62,6 +62,7 @@ async fn api(token: Option<&str>, body_limit: usize) -> Api {
         body_limit,
         system: Arc::new(spheroseg::telemetry::SystemMonitor::new(dir.path())),
         import_dirs: Arc::from(vec![fixture("").canonicalize().expect("fixtures dir")]),
+        allowed_origins: Arc::from(vec!["https://lab.example".to_owned()]),
     };
     Api {
         _dir: dir,
@@ -1127,6 +1128,20 @@ async fn the_status_page_is_served_from_the_binary() {
             .send(Request::get(path).body(Body::empty()).expect("req"))
             .await;
         assert_eq!(s, StatusCode::NOT_FOUND, "{path}");
+    }
+    // The WebSocket checks the Origin: its own address and the configured extra ones pass.
+    for (origin, allowed) in [
+        ("http://127.0.0.1:5001", true),
+        ("http://localhost:5001", true),
+        ("https://lab.example", true),
+        ("http://evil.example", false),
+    ] {
+        let req = Request::get("/ws?access_token=s3cret")
+            .header(header::ORIGIN, origin)
+            .body(Body::empty())
+            .expect("req");
+        let (s, _, _) = a.send(req).await;
+        assert_eq!(s == StatusCode::FORBIDDEN, !allowed, "{origin}: {s}");
     }
     // The WebSocket takes the token as a query parameter (browsers cannot set its headers).
     let (s, _, _) = a

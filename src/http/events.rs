@@ -85,7 +85,7 @@ fn origin_ok(state: &AppState, headers: &HeaderMap) -> bool {
         format!("http://127.0.0.1:{port}"),
         format!("http://[::1]:{port}"),
     ];
-    allowed.iter().any(|a| a == origin)
+    allowed.iter().any(|a| a == origin) || state.allowed_origins.iter().any(|a| a == origin)
 }
 
 #[utoipa::path(get, path = "/ws", summary = "WebSocket of live events; since=ID resumes", responses((status = 200, description = "success")))]
@@ -93,8 +93,9 @@ async fn ws(
     State(state): State<AppState>,
     Query(q): Query<Since>,
     headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
+    // The origin first: a foreign page learns nothing, not even whether the upgrade was valid.
     if !origin_ok(&state, &headers) {
         return ApiError::new(
             StatusCode::FORBIDDEN,
@@ -103,7 +104,10 @@ async fn ws(
         )
         .into_response();
     }
-    upgrade.on_upgrade(move |socket| session(socket, state, q.since))
+    match upgrade {
+        Ok(upgrade) => upgrade.on_upgrade(move |socket| session(socket, state, q.since)),
+        Err(rejection) => rejection.into_response(),
+    }
 }
 
 async fn send(socket: &mut WebSocket, v: &impl serde::Serialize) -> bool {
