@@ -8,7 +8,6 @@
 //! submission of the same content may be about to refer to them.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use crate::events::{EventBus, EventKind, job as jid};
 use crate::images::{ImageStore, ImageStoreError};
@@ -179,6 +178,3 @@ fn queued(job: &Job) -> EventKind {
         name: job.image.name.clone(),
     }
 }
-
-/// Shared ownership for the HTTP state.
-pub type SharedService = Arc<Service>;
