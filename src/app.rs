@@ -214,6 +214,7 @@ pub async fn run(
     tracing::info!("shutting down");
     // Readiness turns false before the listener closes, so a balancer stops sending first.
     ready.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(config.shutdown_delay_ms)).await;
     let _ = http_stop.send(());
     match http.await {
         Ok(Err(e)) => tracing::error!(error = %e, "HTTP server failed"),

@@ -63,6 +63,9 @@ pub struct Config {
     pub workers: usize,
     pub segmenter: SegmenterKind,
     pub shutdown_grace_secs: u64,
+    /// Milliseconds between readiness turning false and the listener closing on shutdown, so a
+    /// load balancer or Kubernetes sees "not ready" and stops sending first.
+    pub shutdown_delay_ms: u64,
     pub queue: QueueConfig,
     pub retention: RetentionConfig,
     pub ml: MlConfig,
@@ -168,6 +171,7 @@ pub struct Layer {
     pub workers: Option<usize>,
     pub segmenter: Option<SegmenterKind>,
     pub shutdown_grace_secs: Option<u64>,
+    pub shutdown_delay_ms: Option<u64>,
     pub queue: QueueLayer,
     pub retention: RetentionLayer,
     pub ml: MlLayer,
@@ -450,6 +454,7 @@ fn overlay(
     take!(auth.token, "auth.token");
     take!(segmenter, "segmenter");
     take!(shutdown_grace_secs, "shutdown_grace_secs");
+    take!(shutdown_delay_ms, "shutdown_delay_ms");
     take!(queue.max_attempts, "queue.max_attempts");
     take!(queue.backoff_base_ms, "queue.backoff_base_ms");
     take!(queue.backoff_factor, "queue.backoff_factor");
@@ -637,6 +642,8 @@ fn validate(l: Layer, origins: &HashMap<&'static str, String>) -> Result<Config,
         segmenter,
         shutdown_grace_secs: range(l.shutdown_grace_secs.unwrap_or(30), 0, 3600, " s")
             .map_err(|m| err("shutdown_grace_secs", m))?,
+        shutdown_delay_ms: range(l.shutdown_delay_ms.unwrap_or(0), 0, 600_000, " ms")
+            .map_err(|m| err("shutdown_delay_ms", m))?,
         queue,
         retention,
         ml,

@@ -1177,3 +1177,67 @@ where
     let msg = ws.next().await.expect("message").expect("ok");
     serde_json::from_str(msg.to_text().expect("text")).expect("json")
 }
+
+/// On shutdown readiness answers 503 while the listener still accepts, for `shutdown_delay_ms`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_turns_503_before_the_listener_closes() {
+    use spheroseg::config::{Config, Layer, Sources};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("spheroseg.toml");
+    std::fs::write(&file, "shutdown_delay_ms = 1500\n").expect("config");
+    let config = Config::load(&Sources {
+        file: Some(file),
+        env: HashMap::new(),
+        flags: Layer {
+            data_dir: Some(dir.path().join("data")),
+            workers: Some(1),
+            ..Layer::default()
+        },
+    })
+    .expect("config");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(spheroseg::app::run(config, listener, async {
+        let _ = stopped.await;
+    }));
+    spheroseg::segment::http::install_crypto_provider();
+    let client = reqwest::Client::new();
+    let ready = |c: reqwest::Client, b: String| async move {
+        c.get(format!("{b}/api/health/ready"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ready(client.clone(), base.clone()).await.ok() != Some(200) {
+        assert!(Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.send(()).expect("stop");
+    // Still listening, but no longer ready.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match ready(client.clone(), base.clone()).await {
+            Ok(503) => break,
+            Ok(200) => {}
+            other => panic!("expected 503 before the listener closed, got {other:?}"),
+        }
+        assert!(Instant::now() < deadline, "readiness never turned 503");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let live = client
+        .get(format!("{base}/api/health/live"))
+        .send()
+        .await
+        .expect("still listening");
+    assert_eq!(live.status(), reqwest::StatusCode::OK);
+    server.await.expect("server task").expect("clean shutdown");
+    assert!(
+        ready(client.clone(), base.clone()).await.is_err(),
+        "closed after the delay"
+    );
+}
