@@ -11,7 +11,8 @@ use std::time::Duration;
 use proptest::prelude::*;
 use spheroseg::clock::{Clock, ManualClock};
 use spheroseg::queue::{
-    Backoff, FailOutcome, JobError, JobFilter, JobId, JobState, NewJob, Priority, Queue, QueueError,
+    Backoff, FailOutcome, JobError, JobFilter, JobId, JobState, NewJob, Priority, Queue,
+    QueueError, QueueOptions,
 };
 
 use crate::util;
@@ -63,6 +64,8 @@ struct MJob {
     max: u32,
     interruptions: u32,
     seq: u64,
+    /// When it last became queued (aging counts from here).
+    queued_at: u64,
     run_at: u64,
     lease_until: u64,
     key: Option<String>,
@@ -76,15 +79,21 @@ struct Model {
     paused: bool,
     /// Every lease handed out, stale or not: `(id, attempt)`.
     held: Vec<(JobId, u32)>,
+    /// The clock, as the queue's last operation saw it.
+    now: u64,
+    /// Aging step in ms, when aging is on.
+    aging: Option<u64>,
 }
 
 impl Model {
     fn requeue(&mut self, id: JobId) {
         let seq = self.next_seq;
         self.next_seq += 1;
+        let now = self.now;
         let j = self.jobs.get_mut(&id).expect("model job");
         j.state = JobState::Queued;
         j.seq = seq;
+        j.queued_at = now;
     }
 
     fn finish(&mut self, id: JobId, state: JobState) {
@@ -126,12 +135,26 @@ impl Model {
         due
     }
 
+    /// The job the queue leases next: strict priority then FIFO; with aging, the priority a job's
+    /// wait has earned (one level per step, at most 10), ties to the one queued first.
     fn next_ready(&self) -> Option<JobId> {
-        self.jobs
+        let queued = self
+            .jobs
             .iter()
-            .filter(|(_, j)| j.state == JobState::Queued)
-            .min_by_key(|(_, j)| (10 - j.priority, j.seq))
-            .map(|(id, _)| *id)
+            .filter(|(_, j)| j.state == JobState::Queued);
+        match self.aging {
+            None => queued
+                .min_by_key(|(_, j)| (10 - j.priority, j.seq))
+                .map(|(id, _)| *id),
+            Some(step) => queued
+                .map(|(id, j)| {
+                    let lifted = (self.now.saturating_sub(j.queued_at) / step).min(10) as u8;
+                    let effective = j.priority.saturating_add(lifted).min(10);
+                    ((10 - effective, j.seq), *id)
+                })
+                .min()
+                .map(|(_, id)| id),
+        }
     }
 
     fn counts(&self) -> [u64; 6] {
@@ -150,16 +173,32 @@ fn pick<T: Copy>(v: &[T], i: usize) -> Option<T> {
     (!v.is_empty()).then(|| v[i % v.len()])
 }
 
-fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
+fn open(
+    dir: &std::path::Path,
+    clock: &ManualClock,
+    aging: Option<Duration>,
+) -> (Queue, spheroseg::queue::Recovery) {
+    let options = QueueOptions {
+        aging,
+        ..QueueOptions::default()
+    };
+    Queue::open(&dir.join("q.redb"), options, Arc::new(clock.clone())).expect("queue opens")
+}
+
+fn run(steps: Vec<Step>, aging: Option<Duration>) -> Result<(), TestCaseError> {
     let rt = util::runtime();
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = ManualClock::new(T0);
-    let (mut queue, _) = util::open(dir.path(), Arc::new(clock.clone()));
-    let mut m = Model::default();
+    let (mut queue, _) = open(dir.path(), &clock, aging);
+    let mut m = Model {
+        aging: aging.map(|a| a.as_millis() as u64),
+        ..Model::default()
+    };
     let backoff = Backoff::default();
 
     for (n, s) in steps.into_iter().enumerate() {
         let now = clock.now();
+        m.now = now;
         match s {
             Step::Enqueue { priority, key } => {
                 let key = key.map(|k| format!("key-{k}"));
@@ -189,6 +228,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                                 max: 3,
                                 interruptions: 0,
                                 seq: m.next_seq,
+                                queued_at: now,
                                 run_at: 0,
                                 lease_until: 0,
                                 key,
@@ -214,6 +254,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                             max: 3,
                             interruptions: 0,
                             seq: m.next_seq,
+                            queued_at: now,
                             run_at: 0,
                             lease_until: 0,
                             key: None,
@@ -348,7 +389,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
             Step::Sweep => sweep(&rt, &queue, &mut m, now)?,
             Step::Reopen => {
                 queue.close();
-                let (q, recovery) = util::open(dir.path(), Arc::new(clock.clone()));
+                let (q, recovery) = open(dir.path(), &clock, aging);
                 queue = q;
                 // The queue recovers them in lease-expiry order.
                 let active = m.due(JobState::Active, |j| j.lease_until, u64::MAX);
@@ -371,6 +412,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
     rt.block_on(queue.set_paused(false)).expect("resume");
     m.paused = false;
     clock.advance(Duration::from_secs(3600));
+    m.now = clock.now();
     sweep(&rt, &queue, &mut m, clock.now())?;
     loop {
         let got = rt.block_on(queue.lease(1, TTL)).expect("lease");
@@ -471,6 +513,11 @@ proptest! {
 
     #[test]
     fn queue_matches_its_model(steps in prop::collection::vec(step(), 1..80)) {
-        run(steps)?;
+        run(steps, None)?;
+    }
+
+    #[test]
+    fn queue_with_aging_matches_its_model(steps in prop::collection::vec(step(), 1..80)) {
+        run(steps, Some(Duration::from_secs(30)))?;
     }
 }
