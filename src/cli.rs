@@ -292,27 +292,17 @@ fn healthcheck(url: &str, token: Option<&str>) -> Result<(), Exit> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        crate::segment::http::install_crypto_provider();
-        let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(5))
-            .build()
-            .context("cannot build an HTTP client")?;
-        let mut req = client.get(url);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("{url} did not answer"))?;
-        let status = resp.status();
-        let body = resp.text().await.unwrap_or_default();
-        println!("{status} {body}");
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(Exit::Other(anyhow::anyhow!("{url} answered {status}")))
-        }
-    })
+    let (status, body) = runtime
+        .block_on(crate::segment::http::get(
+            url,
+            token,
+            std::time::Duration::from_secs(5),
+        ))
+        .map_err(|e| Exit::Other(anyhow::anyhow!(e)))?;
+    println!("{status} {body}");
+    if status == 200 {
+        Ok(())
+    } else {
+        Err(Exit::Other(anyhow::anyhow!("{url} answered {status}")))
+    }
 }

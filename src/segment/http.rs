@@ -269,6 +269,30 @@ impl Segmenter for HttpSegmenter {
     }
 }
 
+/// A plain GET with an optional bearer token, for CLI commands that talk to a running spheroseg
+/// (reqwest stays in this file). Returns the status and the body, or why there was no answer.
+pub async fn get(
+    url: &str,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
+    install_crypto_provider();
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+    let mut req = client.get(url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| format!("{url} did not answer: {e}"))?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.text().await.unwrap_or_default()))
+}
+
 /// The reply spheroseg's own `/ml/segment` gives for a result or a failure, in the same contract:
 /// `(HTTP status, body)`.
 pub fn ml_reply(result: Result<&SegmentResult, &Failure>) -> (u16, SegmentReply) {
