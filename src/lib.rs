@@ -6,7 +6,7 @@
 //! - `queue`: the durable priority queue on redb (model, store, writer thread)
 //! - `pool`: the dispatcher task and the worker threads that run jobs
 //! - `service`: submit, cancel, retry, priority: store, commit, publish, wake, for every interface
-//! - `segment`: the builtin segmenter and its parameters (ML segmenters arrive with #4)
+//! - `segment`: the segmenters (builtin, command, http), the circuit breaker, decoding, results
 //! - `outline`: objects as polygons, and the replaced ML service's polygon list
 //! - `morphology`: metrics of objects from their polygons; masks from polygons
 //! - `export`: metrics CSV, result JSON, mask PNG
@@ -14,7 +14,7 @@
 //! - `offline`: `spheroseg segment` on a thread pool, and `spheroseg demo-images`
 //! - `synth`: synthetic spheroid images with known truth (tests, benches, demo images)
 //! - `events`: numbered events in a ring buffer, broadcast to live subscribers
-//! - `http`: the HTTP API, WebSocket and health endpoints (axum)
+//! - `http`: the HTTP API, WebSocket, health endpoints and the embedded status page (axum)
 //! - `telemetry`: the Prometheus recorder and the machine's CPU, memory and disk
 //! - `clock`: injected time for leases, backoff and aging
 
