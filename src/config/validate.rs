@@ -13,26 +13,8 @@ pub(super) fn validate(
     l: Layer,
     origins: &HashMap<&'static str, String>,
 ) -> Result<Config, ConfigError> {
-    let err = |key: &str, message: String| ConfigError {
-        key: key.to_owned(),
-        origin: origins
-            .get(key)
-            .cloned()
-            .unwrap_or_else(|| "default".into()),
-        message,
-    };
-    fn range<T: PartialOrd + fmt::Display + Copy>(
-        v: T,
-        lo: T,
-        hi: T,
-        unit: &str,
-    ) -> Result<T, String> {
-        if v < lo || v > hi {
-            Err(format!("{v} is out of range: use {lo} to {hi}{unit}"))
-        } else {
-            Ok(v)
-        }
-    }
+    let c = Checker { origins };
+    let err = |key: &str, message: String| c.err(key, message);
 
     let bind_raw = l.bind.unwrap_or_else(|| "127.0.0.1:5001".into());
     let bind: SocketAddr = bind_raw.parse().map_err(|_| {
@@ -51,47 +33,87 @@ pub(super) fn validate(
         ));
     }
     let default_workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let workers = range(l.workers.unwrap_or(default_workers), 1, 256, " workers")
-        .map_err(|m| err("workers", m))?;
+    let workers = c.range("workers", l.workers, default_workers, 1..=256, " workers")?;
 
     let q = l.queue;
     let queue = QueueConfig {
-        max_attempts: range(q.max_attempts.unwrap_or(3), 1, 100, "")
-            .map_err(|m| err("queue.max_attempts", m))?,
-        backoff_base_ms: range(q.backoff_base_ms.unwrap_or(2000), 1, 3_600_000, " ms")
-            .map_err(|m| err("queue.backoff_base_ms", m))?,
-        backoff_factor: range(q.backoff_factor.unwrap_or(2.0), 1.0, 10.0, "")
-            .map_err(|m| err("queue.backoff_factor", m))?,
-        backoff_jitter: range(q.backoff_jitter.unwrap_or(0.2), 0.0, 1.0, "")
-            .map_err(|m| err("queue.backoff_jitter", m))?,
-        backoff_cap_secs: range(q.backoff_cap_secs.unwrap_or(300), 1, 86_400, " s")
-            .map_err(|m| err("queue.backoff_cap_secs", m))?,
-        aging_secs: range(
-            q.aging_secs.unwrap_or(0),
+        max_attempts: c.range("queue.max_attempts", q.max_attempts, 3, 1..=100, "")?,
+        backoff_base_ms: c.range(
+            "queue.backoff_base_ms",
+            q.backoff_base_ms,
+            2000,
+            1..=3_600_000,
+            " ms",
+        )?,
+        backoff_factor: c.range(
+            "queue.backoff_factor",
+            q.backoff_factor,
+            2.0,
+            1.0..=10.0,
+            "",
+        )?,
+        backoff_jitter: c.range("queue.backoff_jitter", q.backoff_jitter, 0.2, 0.0..=1.0, "")?,
+        backoff_cap_secs: c.range(
+            "queue.backoff_cap_secs",
+            q.backoff_cap_secs,
+            300,
+            1..=86_400,
+            " s",
+        )?,
+        aging_secs: c.range(
+            "queue.aging_secs",
+            q.aging_secs,
             0,
-            86_400,
+            0..=86_400,
             " s (0 turns aging off)",
-        )
-        .map_err(|m| err("queue.aging_secs", m))?,
-        lease_ttl_secs: range(q.lease_ttl_secs.unwrap_or(60), 5, 3600, " s")
-            .map_err(|m| err("queue.lease_ttl_secs", m))?,
-        cache_mb: range(q.cache_mb.unwrap_or(64), 4, 65_536, " MiB")
-            .map_err(|m| err("queue.cache_mb", m))?,
-        builtin_timeout_secs: range(q.builtin_timeout_secs.unwrap_or(600), 1, 86_400, " s")
-            .map_err(|m| err("queue.builtin_timeout_secs", m))?,
-        events_buffer: range(q.events_buffer.unwrap_or(10_000), 16, 1_000_000, " events")
-            .map_err(|m| err("queue.events_buffer", m))?,
+        )?,
+        lease_ttl_secs: c.range("queue.lease_ttl_secs", q.lease_ttl_secs, 60, 5..=3600, " s")?,
+        cache_mb: c.range("queue.cache_mb", q.cache_mb, 64, 4..=65_536, " MiB")?,
+        builtin_timeout_secs: c.range(
+            "queue.builtin_timeout_secs",
+            q.builtin_timeout_secs,
+            600,
+            1..=86_400,
+            " s",
+        )?,
+        events_buffer: c.range(
+            "queue.events_buffer",
+            q.events_buffer,
+            10_000,
+            16..=1_000_000,
+            " events",
+        )?,
     };
     let r = l.retention;
     let retention = RetentionConfig {
-        completed_days: range(r.completed_days.unwrap_or(7), 0, 36_500, " days")
-            .map_err(|m| err("retention.completed_days", m))?,
-        failed_days: range(r.failed_days.unwrap_or(30), 0, 36_500, " days")
-            .map_err(|m| err("retention.failed_days", m))?,
-        cancelled_days: range(r.cancelled_days.unwrap_or(30), 0, 36_500, " days")
-            .map_err(|m| err("retention.cancelled_days", m))?,
-        max_per_state: range(r.max_per_state.unwrap_or(100_000), 1, u64::MAX / 2, "")
-            .map_err(|m| err("retention.max_per_state", m))?,
+        completed_days: c.range(
+            "retention.completed_days",
+            r.completed_days,
+            7,
+            0..=36_500,
+            " days",
+        )?,
+        failed_days: c.range(
+            "retention.failed_days",
+            r.failed_days,
+            30,
+            0..=36_500,
+            " days",
+        )?,
+        cancelled_days: c.range(
+            "retention.cancelled_days",
+            r.cancelled_days,
+            30,
+            0..=36_500,
+            " days",
+        )?,
+        max_per_state: c.range(
+            "retention.max_per_state",
+            r.max_per_state,
+            100_000,
+            1..=u64::MAX / 2,
+            "",
+        )?,
     };
     let m = l.ml;
     let url = m.url.filter(|u| !u.is_empty());
@@ -104,20 +126,49 @@ pub(super) fn validate(
         ));
     }
     let ml = MlConfig {
-        timeout_ms: range(m.timeout_ms.unwrap_or(300_000), 100, 86_400_000, " ms")
-            .map_err(|e| err("ml.timeout_ms", e))?,
-        error_threshold_pct: range(m.error_threshold_pct.unwrap_or(50), 1, 100, " %")
-            .map_err(|e| err("ml.error_threshold_pct", e))?,
-        reset_timeout_ms: range(m.reset_timeout_ms.unwrap_or(60_000), 100, 86_400_000, " ms")
-            .map_err(|e| err("ml.reset_timeout_ms", e))?,
-        min_calls: range(m.min_calls.unwrap_or(5), 1, 10_000, " calls")
-            .map_err(|e| err("ml.min_calls", e))?,
-        slow_call_ms: range(m.slow_call_ms.unwrap_or(300_000), 1, 86_400_000, " ms")
-            .map_err(|e| err("ml.slow_call_ms", e))?,
-        open_cap_ms: range(m.open_cap_ms.unwrap_or(600_000), 100, 86_400_000, " ms")
-            .map_err(|e| err("ml.open_cap_ms", e))?,
-        half_open_trials: range(m.half_open_trials.unwrap_or(1), 1, 100, " calls")
-            .map_err(|e| err("ml.half_open_trials", e))?,
+        timeout_ms: c.range(
+            "ml.timeout_ms",
+            m.timeout_ms,
+            300_000,
+            100..=86_400_000,
+            " ms",
+        )?,
+        error_threshold_pct: c.range(
+            "ml.error_threshold_pct",
+            m.error_threshold_pct,
+            50,
+            1..=100,
+            " %",
+        )?,
+        reset_timeout_ms: c.range(
+            "ml.reset_timeout_ms",
+            m.reset_timeout_ms,
+            60_000,
+            100..=86_400_000,
+            " ms",
+        )?,
+        min_calls: c.range("ml.min_calls", m.min_calls, 5, 1..=10_000, " calls")?,
+        slow_call_ms: c.range(
+            "ml.slow_call_ms",
+            m.slow_call_ms,
+            300_000,
+            1..=86_400_000,
+            " ms",
+        )?,
+        open_cap_ms: c.range(
+            "ml.open_cap_ms",
+            m.open_cap_ms,
+            600_000,
+            100..=86_400_000,
+            " ms",
+        )?,
+        half_open_trials: c.range(
+            "ml.half_open_trials",
+            m.half_open_trials,
+            1,
+            1..=100,
+            " calls",
+        )?,
         fallback: m.fallback.unwrap_or_default(),
         share_paths: m.share_paths.unwrap_or(false),
         url,
@@ -135,14 +186,34 @@ pub(super) fn validate(
     }
     let lim = l.limits;
     let limits = LimitsConfig {
-        max_width: range(lim.max_width.unwrap_or(16_384), 8, 65_535, " pixels")
-            .map_err(|e| err("limits.max_width", e))?,
-        max_height: range(lim.max_height.unwrap_or(16_384), 8, 65_535, " pixels")
-            .map_err(|e| err("limits.max_height", e))?,
-        max_megapixels: range(lim.max_megapixels.unwrap_or(64), 1, 1024, " megapixels")
-            .map_err(|e| err("limits.max_megapixels", e))?,
-        max_upload_mb: range(lim.max_upload_mb.unwrap_or(512), 1, 65_536, " MiB")
-            .map_err(|e| err("limits.max_upload_mb", e))?,
+        max_width: c.range(
+            "limits.max_width",
+            lim.max_width,
+            16_384,
+            8..=65_535,
+            " pixels",
+        )?,
+        max_height: c.range(
+            "limits.max_height",
+            lim.max_height,
+            16_384,
+            8..=65_535,
+            " pixels",
+        )?,
+        max_megapixels: c.range(
+            "limits.max_megapixels",
+            lim.max_megapixels,
+            64,
+            1..=1024,
+            " megapixels",
+        )?,
+        max_upload_mb: c.range(
+            "limits.max_upload_mb",
+            lim.max_upload_mb,
+            512,
+            1..=65_536,
+            " MiB",
+        )?,
     };
     let segmenter = l.segmenter.unwrap_or_default();
     if segmenter == SegmenterKind::Http && ml.url.is_none() {
@@ -166,10 +237,20 @@ pub(super) fn validate(
         bind,
         workers,
         segmenter,
-        shutdown_grace_secs: range(l.shutdown_grace_secs.unwrap_or(30), 0, 3600, " s")
-            .map_err(|m| err("shutdown_grace_secs", m))?,
-        shutdown_delay_ms: range(l.shutdown_delay_ms.unwrap_or(0), 0, 600_000, " ms")
-            .map_err(|m| err("shutdown_delay_ms", m))?,
+        shutdown_grace_secs: c.range(
+            "shutdown_grace_secs",
+            l.shutdown_grace_secs,
+            30,
+            0..=3600,
+            " s",
+        )?,
+        shutdown_delay_ms: c.range(
+            "shutdown_delay_ms",
+            l.shutdown_delay_ms,
+            0,
+            0..=600_000,
+            " ms",
+        )?,
         queue,
         retention,
         ml,
@@ -177,4 +258,42 @@ pub(super) fn validate(
         auth: AuthConfig { token },
         command,
     })
+}
+
+/// Turns a bad value into a `ConfigError` naming the key and where its value came from.
+struct Checker<'a> {
+    origins: &'a HashMap<&'static str, String>,
+}
+
+impl Checker<'_> {
+    fn err(&self, key: &str, message: String) -> ConfigError {
+        ConfigError {
+            key: key.to_owned(),
+            origin: self
+                .origins
+                .get(key)
+                .cloned()
+                .unwrap_or_else(|| "default".into()),
+            message,
+        }
+    }
+
+    /// The value set for `key` (or `default`) if it lies in `range`; otherwise an error for `key`
+    /// that gives the range in `unit`.
+    fn range<T: PartialOrd + fmt::Display + Copy>(
+        &self,
+        key: &str,
+        value: Option<T>,
+        default: T,
+        range: std::ops::RangeInclusive<T>,
+        unit: &str,
+    ) -> Result<T, ConfigError> {
+        let v = value.unwrap_or(default);
+        let (lo, hi) = (*range.start(), *range.end());
+        if v < lo || v > hi {
+            Err(self.err(key, format!("{v} is out of range: use {lo} to {hi}{unit}")))
+        } else {
+            Ok(v)
+        }
+    }
 }
