@@ -118,10 +118,14 @@ impl Api {
         (status, bytes.to_vec(), kind)
     }
 
+    /// A bodiless GET: status, raw body and content type.
+    async fn get_raw(&self, uri: &str) -> (StatusCode, Vec<u8>, Option<String>) {
+        self.send(Request::get(uri).body(Body::empty()).expect("request"))
+            .await
+    }
+
     async fn get(&self, uri: &str) -> (StatusCode, serde_json::Value) {
-        let (s, b, _) = self
-            .send(Request::get(uri).body(Body::empty()).expect("request"))
-            .await;
+        let (s, b, _) = self.get_raw(uri).await;
         (
             s,
             serde_json::from_slice(&b).unwrap_or(serde_json::Value::Null),
@@ -232,13 +236,7 @@ async fn upload_then_result_csv_mask_and_image() {
             > 0.0
     );
 
-    let (s, csv, kind) = a
-        .send(
-            Request::get(format!("/api/jobs/{id}/result.csv"))
-                .body(Body::empty())
-                .expect("req"),
-        )
-        .await;
+    let (s, csv, kind) = a.get_raw(&format!("/api/jobs/{id}/result.csv")).await;
     assert_eq!(s, StatusCode::OK);
     assert!(kind.expect("type").starts_with("text/csv"));
     let csv = String::from_utf8(csv).expect("utf-8");
@@ -250,44 +248,20 @@ async fn upload_then_result_csv_mask_and_image() {
             .starts_with(&format!("lumen.png,{id},384x384,polygon-1,"))
     );
 
-    let (s, png, kind) = a
-        .send(
-            Request::get(format!("/api/jobs/{id}/mask.png"))
-                .body(Body::empty())
-                .expect("req"),
-        )
-        .await;
+    let (s, png, kind) = a.get_raw(&format!("/api/jobs/{id}/mask.png")).await;
     assert_eq!((s, kind.as_deref()), (StatusCode::OK, Some("image/png")));
     assert_eq!(&png[1..4], b"PNG");
-    let (s, original, _) = a
-        .send(
-            Request::get(format!("/api/jobs/{id}/image"))
-                .body(Body::empty())
-                .expect("req"),
-        )
-        .await;
+    let (s, original, _) = a.get_raw(&format!("/api/jobs/{id}/image")).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(original, read("spheroid_lumen_8bit.png"));
 
-    let (s, png, kind) = a
-        .send(
-            Request::get(format!("/api/jobs/{id}/preview.png"))
-                .body(Body::empty())
-                .expect("req"),
-        )
-        .await;
+    let (s, png, kind) = a.get_raw(&format!("/api/jobs/{id}/preview.png")).await;
     assert_eq!((s, kind.as_deref()), (StatusCode::OK, Some("image/png")));
     let p = image::load_from_memory(&png).expect("preview decodes");
     assert_eq!((p.width(), p.color()), (384, image::ColorType::L8));
     let other = jobs[1]["id"].as_str().expect("id").to_owned();
     a.wait_state(&other, "completed").await;
-    let (s, png, _) = a
-        .send(
-            Request::get(format!("/api/jobs/{other}/preview.png"))
-                .body(Body::empty())
-                .expect("req"),
-        )
-        .await;
+    let (s, png, _) = a.get_raw(&format!("/api/jobs/{other}/preview.png")).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(
         image::load_from_memory(&png).expect("decodes").color(),
@@ -297,11 +271,7 @@ async fn upload_then_result_csv_mask_and_image() {
 
     // The metrics of the project, streamed as CSV.
     let (s, csv, _) = a
-        .send(
-            Request::get("/api/export?project=screen-1&state=completed&format=csv")
-                .body(Body::empty())
-                .expect("req"),
-        )
+        .get_raw("/api/export?project=screen-1&state=completed&format=csv")
         .await;
     assert_eq!(s, StatusCode::OK);
     let csv = String::from_utf8(csv).expect("utf-8");
@@ -338,9 +308,7 @@ async fn upload_then_result_csv_mask_and_image() {
 
     // Prometheus text with the queue gauges and the job counters.
     let _ = spheroseg::telemetry::prometheus();
-    let (s, text, kind) = a
-        .send(Request::get("/metrics").body(Body::empty()).expect("req"))
-        .await;
+    let (s, text, kind) = a.get_raw("/metrics").await;
     assert_eq!(s, StatusCode::OK);
     assert!(kind.expect("type").starts_with("text/plain"));
     let text = String::from_utf8(text).expect("utf-8");
@@ -514,13 +482,7 @@ async fn a_large_upload_is_streamed_through_disk() {
     let (s, v) = a.upload(&[("image", "big.bmp", bmp.clone())], &[]).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
     let id = v["jobs"][0]["id"].as_str().expect("id");
-    let (s, original, _) = a
-        .send(
-            Request::get(format!("/api/jobs/{id}/image"))
-                .body(Body::empty())
-                .expect("req"),
-        )
-        .await;
+    let (s, original, _) = a.get_raw(&format!("/api/jobs/{id}/image")).await;
     assert_eq!(s, StatusCode::OK);
     assert!(original == bmp, "stored byte for byte");
     let incoming = a._dir.path().join("images").join("incoming");
@@ -1076,9 +1038,7 @@ async fn openapi_lists_every_route() {
     for (path, methods) in expect {
         if methods.contains(&"get") && !path.contains('{') && path != "/ws" && path != "/api/events"
         {
-            let (s, _, _) = a
-                .send(Request::get(path).body(Body::empty()).expect("req"))
-                .await;
+            let (s, _, _) = a.get_raw(path).await;
             assert_ne!(s, StatusCode::NOT_FOUND, "{path}");
         }
     }
@@ -1124,9 +1084,7 @@ async fn the_status_page_is_served_from_the_binary() {
         "/static/../Cargo.toml",
         "/static/%2e%2e/Cargo.toml",
     ] {
-        let (s, _, _) = a
-            .send(Request::get(path).body(Body::empty()).expect("req"))
-            .await;
+        let (s, _, _) = a.get_raw(path).await;
         assert_eq!(s, StatusCode::NOT_FOUND, "{path}");
     }
     // The WebSocket checks the Origin: its own address and the configured extra ones pass.
@@ -1144,17 +1102,9 @@ async fn the_status_page_is_served_from_the_binary() {
         assert_eq!(s == StatusCode::FORBIDDEN, !allowed, "{origin}: {s}");
     }
     // The WebSocket takes the token as a query parameter (browsers cannot set its headers).
-    let (s, _, _) = a
-        .send(Request::get("/ws").body(Body::empty()).expect("req"))
-        .await;
+    let (s, _, _) = a.get_raw("/ws").await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    let (s, _, _) = a
-        .send(
-            Request::get("/ws?access_token=s3cret")
-                .body(Body::empty())
-                .expect("req"),
-        )
-        .await;
+    let (s, _, _) = a.get_raw("/ws?access_token=s3cret").await;
     assert_ne!(
         s,
         StatusCode::UNAUTHORIZED,

@@ -108,6 +108,10 @@ fn completed(e: &EventKind) -> bool {
     matches!(e, EventKind::JobCompleted { .. })
 }
 
+fn started(e: &EventKind) -> bool {
+    matches!(e, EventKind::JobStarted { .. })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_run_end_to_end_on_the_builtin_segmenter() {
     let h = harness();
@@ -243,10 +247,7 @@ async fn cancel_stops_a_running_job() {
         .enqueue("spheroid_plain_16bit.tif", SegmenterChoice::Builtin)
         .await;
     pool.handle().wake();
-    h.wait_for(30, |e| {
-        count(e, |k| matches!(k, EventKind::JobStarted { .. })) == 1
-    })
-    .await;
+    h.wait_for(30, |e| count(e, started) == 1).await;
     let before = h.queue.cancel(slow).await.expect("cancel");
     assert_eq!(before.state, JobState::Active);
     pool.handle().stop_job(slow);
@@ -297,10 +298,7 @@ async fn shutdown_interrupts_running_jobs_and_a_restart_completes_them() {
         .enqueue("spheroid_plain_16bit.tif", SegmenterChoice::Builtin)
         .await;
     pool.handle().wake();
-    h.wait_for(30, |e| {
-        count(e, |k| matches!(k, EventKind::JobStarted { .. })) == 1
-    })
-    .await;
+    h.wait_for(30, |e| count(e, started) == 1).await;
     let started = Instant::now();
     pool.shutdown(Duration::from_millis(100)).await;
     assert!(started.elapsed() < Duration::from_secs(5));
@@ -566,10 +564,7 @@ async fn the_service_submits_all_or_nothing_and_publishes_queued_and_cancelled()
         .await
         .expect("submitted");
     let running = done[0].job.id;
-    h.wait_for(30, |e| {
-        count(e, |k| matches!(k, EventKind::JobStarted { .. })) == 1
-    })
-    .await;
+    h.wait_for(30, |e| count(e, started) == 1).await;
     let done = service
         .submit(
             vec![Source::Path(fixture("spheroid_lumen_8bit.png"))],

@@ -64,6 +64,12 @@ impl Fixture {
         v.pop().expect("one lease")
     }
 
+    /// Leases up to `n` jobs and returns their ids in the order handed out.
+    async fn lease_ids(&self, n: usize) -> Vec<JobId> {
+        let leases = self.queue.lease(n, TTL).await.expect("lease");
+        leases.into_iter().map(|l| l.job.id).collect()
+    }
+
     fn state(&self, id: JobId) -> JobState {
         self.queue.get(id).expect("get").expect("exists").state
     }
@@ -420,14 +426,7 @@ async fn change_priority_moves_a_queued_job() {
         .await
         .expect("change");
     assert_eq!(moved.priority.get(), 8);
-    let order: Vec<JobId> = f
-        .queue
-        .lease(3, TTL)
-        .await
-        .expect("lease")
-        .into_iter()
-        .map(|l| l.job.id)
-        .collect();
+    let order = f.lease_ids(3).await;
     assert_eq!(order, vec![c.id, a.id, b.id]);
     let s = f.queue.stats().expect("stats");
     let active = &s.by_priority[JobState::Active.index() as usize].1;

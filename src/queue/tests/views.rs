@@ -14,14 +14,7 @@ async fn aging_lifts_a_long_waiting_job_over_fresh_higher_ones() {
     f.clock.advance(Duration::from_secs(60 * 7)); // lifted 7 levels: 2 -> 9
     let high8 = f.add(8).await;
     let high10 = f.add(10).await;
-    let order: Vec<JobId> = f
-        .queue
-        .lease(3, TTL)
-        .await
-        .expect("lease")
-        .into_iter()
-        .map(|l| l.job.id)
-        .collect();
+    let order = f.lease_ids(3).await;
     assert_eq!(order, vec![high10.id, old_low.id, high8.id]);
 
     // Without aging the same arrival order is strict.
@@ -30,14 +23,7 @@ async fn aging_lifts_a_long_waiting_job_over_fresh_higher_ones() {
     strict.clock.advance(Duration::from_secs(60 * 7));
     let h8 = strict.add(8).await;
     let h10 = strict.add(10).await;
-    let order: Vec<JobId> = strict
-        .queue
-        .lease(3, TTL)
-        .await
-        .expect("lease")
-        .into_iter()
-        .map(|l| l.job.id)
-        .collect();
+    let order = strict.lease_ids(3).await;
     assert_eq!(order, vec![h10.id, h8.id, low.id]);
 }
 
@@ -52,14 +38,7 @@ async fn aging_caps_at_ten_and_breaks_ties_by_waiting_time() {
     let five = f.add(5).await;
     f.clock.advance(Duration::from_secs(3600));
     // Both are at 10 now; the ten-job became queued first.
-    let order: Vec<JobId> = f
-        .queue
-        .lease(2, TTL)
-        .await
-        .expect("lease")
-        .into_iter()
-        .map(|l| l.job.id)
-        .collect();
+    let order = f.lease_ids(2).await;
     assert_eq!(order, vec![ten.id, five.id]);
 }
 
@@ -128,14 +107,7 @@ async fn listing_filters_and_pages_in_each_views_order() {
     };
     let expect = vec![ids[2], ids[5], ids[1], ids[4], ids[0]];
     assert_eq!(all_pages(&f.queue, &queued, 3), expect);
-    let leased: Vec<JobId> = f
-        .queue
-        .lease(2, TTL)
-        .await
-        .expect("lease")
-        .iter()
-        .map(|l| l.job.id)
-        .collect();
+    let leased = f.lease_ids(2).await;
     assert_eq!(leased, expect[..2]);
 
     let active = JobFilter {
