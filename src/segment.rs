@@ -20,7 +20,7 @@ pub use params::{Feature, ParamsError, Polarity, SegmentParams};
 pub use result::{AnalyzeError, ImageInfo, ObjectMetrics, ResultJson, SegmentResult, analyze};
 
 use crate::morphology::measure;
-use crate::outline::Object;
+use crate::outline::{Polygon, from_polygons};
 use crate::queue::{ImageRef, JobError};
 
 /// Why a running job was asked to stop.
@@ -171,15 +171,17 @@ impl Segmenter for Builtin {
     }
 }
 
-/// A result from objects an ML segmenter returned: checks they lie in the image and measures them
-/// on the decoded image (for intensities).
-pub fn result_from_objects(
-    objects: Vec<Object>,
+/// A result from the polygons an ML segmenter returned: pairs holes with their outlines, checks
+/// they lie in the image and measures them on the decoded image (for intensities).
+pub fn result_from_polygons(
+    polygons: &[Polygon],
     input: &Input<'_>,
     segmenter: &str,
     timings_ms: Vec<(String, f64)>,
 ) -> Result<SegmentResult, Failure> {
     let start = Instant::now();
+    let objects =
+        from_polygons(polygons).map_err(|e| Failure::permanent("bad-polygons", e.to_string()))?;
     let decoded = decode::decode(input.bytes, input.limits)
         .map_err(|e| Failure::permanent(e.code(), e.to_string()))?;
     let (w, h) = (

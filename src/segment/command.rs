@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::{Control, Failure, Input, SegmentResult, Segmenter, result_from_objects};
-use crate::outline::{Polygon, from_polygons};
+use super::{Control, Failure, Input, SegmentResult, Segmenter, result_from_polygons};
+use crate::outline::Polygon;
 
 /// Lines of stderr kept for the error message.
 const STDERR_LINES: usize = 8;
@@ -210,10 +210,13 @@ impl CommandSegmenter {
         let polygons = reply.polygons.ok_or_else(|| {
             Failure::permanent("command-output", "the result JSON has no polygons")
         })?;
-        let objects = from_polygons(&polygons)
-            .map_err(|e| Failure::permanent("bad-polygons", e.to_string()))?;
         let run_ms = start.elapsed().as_secs_f64() * 1e3;
-        result_from_objects(objects, input, &self.name, vec![("command".into(), run_ms)])
+        result_from_polygons(
+            &polygons,
+            input,
+            &self.name,
+            vec![("command".into(), run_ms)],
+        )
     }
 }
 

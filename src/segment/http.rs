@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 
-use super::{Control, Failure, Input, SegmentResult, Segmenter, result_from_objects};
-use crate::outline::{Polygon, from_polygons};
+use super::{Control, Failure, Input, SegmentResult, Segmenter, result_from_polygons};
+use crate::outline::Polygon;
 
 /// The largest reply body read.
 const MAX_REPLY_BYTES: usize = 64 << 20;
@@ -257,11 +257,9 @@ impl Segmenter for HttpSegmenter {
                 format!("{} sent success without results", self.name),
             )
         })?;
-        let objects = from_polygons(&polygons)
-            .map_err(|e| Failure::permanent("bad-polygons", e.to_string()))?;
         let call_ms = started.elapsed().as_secs_f64() * 1e3;
-        result_from_objects(
-            objects,
+        result_from_polygons(
+            &polygons,
             input,
             &self.name,
             vec![("ml call".into(), call_ms)],
