@@ -17,9 +17,9 @@ use std::time::{Instant, SystemTime};
 pub use builtin::{Decisions, SegmentError, Segmentation};
 pub use decode::{DecodeError, DecodeLimits, Decoded};
 pub use params::{Feature, ParamsError, Polarity, SegmentParams};
+use result::measure_all;
 pub use result::{AnalyzeError, ImageInfo, ObjectMetrics, ResultJson, SegmentResult, analyze};
 
-use crate::morphology::measure;
 use crate::outline::{Polygon, from_polygons};
 use crate::queue::{ImageRef, JobError};
 
@@ -207,23 +207,11 @@ pub fn result_from_polygons(
             ));
         }
     }
-    let pixel = input.params.pixel_size_um.map(f64::from);
-    let metrics = objects
-        .iter()
-        .map(|o| measure(o, Some(&decoded.gray), pixel))
-        .collect();
+    let metrics = measure_all(&objects, &decoded, input.params);
     let mut timings_ms = timings_ms;
     timings_ms.push(("measure".into(), start.elapsed().as_secs_f64() * 1e3));
     Ok(SegmentResult {
-        image: ImageInfo {
-            name: input.image.name.clone(),
-            width: decoded.gray.width,
-            height: decoded.gray.height,
-            format: decoded.format.to_owned(),
-            bit_depth: decoded.bit_depth,
-            channels: decoded.channels,
-            pages: decoded.pages,
-        },
+        image: ImageInfo::of(&input.image.name, &decoded),
         segmenter: segmenter.to_owned(),
         params: input.params.clone(),
         decisions: None,

@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::builtin::{self, Decisions, SegmentError};
-use super::decode::{self, DecodeError, DecodeLimits};
+use super::decode::{self, DecodeError, DecodeLimits, Decoded};
 use super::params::{ParamsError, SegmentParams};
 use crate::morphology::{Metrics, measure};
 use crate::outline::{Object, Polygon, to_polygons};
@@ -23,6 +23,30 @@ pub struct ImageInfo {
     pub bit_depth: u8,
     pub channels: u8,
     pub pages: u32,
+}
+
+impl ImageInfo {
+    /// The facts of a decoded image, under the name it was uploaded with.
+    pub fn of(name: &str, decoded: &Decoded) -> Self {
+        Self {
+            name: name.to_owned(),
+            width: decoded.gray.width,
+            height: decoded.gray.height,
+            format: decoded.format.to_owned(),
+            bit_depth: decoded.bit_depth,
+            channels: decoded.channels,
+            pages: decoded.pages,
+        }
+    }
+}
+
+/// The metrics of every object, intensities taken from the decoded image.
+pub fn measure_all(objects: &[Object], decoded: &Decoded, params: &SegmentParams) -> Vec<Metrics> {
+    let pixel = params.pixel_size_um.map(f64::from);
+    objects
+        .iter()
+        .map(|o| measure(o, Some(&decoded.gray), pixel))
+        .collect()
 }
 
 /// The outcome of segmenting one image.
@@ -147,27 +171,14 @@ pub fn analyze(
         progress((5 + u16::from(p) * 9 / 10) as u8)
     })?;
     let start = Instant::now();
-    let pixel = params.pixel_size_um.map(f64::from);
-    let metrics = seg
-        .objects
-        .iter()
-        .map(|o| measure(o, Some(&decoded.gray), pixel))
-        .collect();
+    let metrics = measure_all(&seg.objects, &decoded, params);
     let measure_ms = start.elapsed().as_secs_f64() * 1e3;
     let mut timings_ms = vec![("decode".to_owned(), decode_ms)];
     timings_ms.extend(seg.timings.iter().map(|(k, v)| ((*k).to_owned(), *v)));
     timings_ms.push(("measure".to_owned(), measure_ms));
     progress(100);
     Ok(SegmentResult {
-        image: ImageInfo {
-            name: name.to_owned(),
-            width: decoded.gray.width,
-            height: decoded.gray.height,
-            format: decoded.format.to_owned(),
-            bit_depth: decoded.bit_depth,
-            channels: decoded.channels,
-            pages: decoded.pages,
-        },
+        image: ImageInfo::of(name, &decoded),
         segmenter: "builtin".into(),
         params: params.clone(),
         decisions: Some(seg.decisions),
