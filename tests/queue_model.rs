@@ -86,6 +86,25 @@ struct Model {
 }
 
 impl Model {
+    /// A fresh job the queue accepted: queued now, next in sequence, three attempts.
+    fn enqueued(&mut self, id: JobId, priority: u8, key: Option<String>) {
+        let job = MJob {
+            state: JobState::Queued,
+            priority,
+            attempt: 0,
+            base: 0,
+            max: 3,
+            interruptions: 0,
+            seq: self.next_seq,
+            queued_at: self.now,
+            run_at: 0,
+            lease_until: 0,
+            key,
+        };
+        self.jobs.insert(id, job);
+        self.next_seq += 1;
+    }
+
     fn requeue(&mut self, id: JobId) {
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -218,23 +237,7 @@ fn run(steps: Vec<Step>, aging: Option<Duration>) -> Result<(), TestCaseError> {
                         if let Some(k) = &key {
                             m.dedupe.insert(k.clone(), got.job.id);
                         }
-                        m.jobs.insert(
-                            got.job.id,
-                            MJob {
-                                state: JobState::Queued,
-                                priority,
-                                attempt: 0,
-                                base: 0,
-                                max: 3,
-                                interruptions: 0,
-                                seq: m.next_seq,
-                                queued_at: now,
-                                run_at: 0,
-                                lease_until: 0,
-                                key,
-                            },
-                        );
-                        m.next_seq += 1;
+                        m.enqueued(got.job.id, priority, key);
                     }
                 }
             }
@@ -244,23 +247,7 @@ fn run(steps: Vec<Step>, aging: Option<Duration>) -> Result<(), TestCaseError> {
                 prop_assert_eq!(got.len(), priorities.len());
                 for (e, &p) in got.iter().zip(&priorities) {
                     prop_assert!(!m.jobs.contains_key(&e.job.id));
-                    m.jobs.insert(
-                        e.job.id,
-                        MJob {
-                            state: JobState::Queued,
-                            priority: p,
-                            attempt: 0,
-                            base: 0,
-                            max: 3,
-                            interruptions: 0,
-                            seq: m.next_seq,
-                            queued_at: now,
-                            run_at: 0,
-                            lease_until: 0,
-                            key: None,
-                        },
-                    );
-                    m.next_seq += 1;
+                    m.enqueued(e.job.id, p, None);
                 }
             }
             Step::Lease { n: want } => {
