@@ -207,16 +207,7 @@ fn fill_small_holes(mask: &mut [u8], w: usize, h: usize, fraction: f32) -> u32 {
     let mut fill = vec![false; background.components.len()];
     let mut filled = 0;
     for (i, hole) in background.components.iter().enumerate() {
-        if hole.touches_border {
-            continue;
-        }
-        // The pixel above a hole's first pixel belongs to the object that encloses it.
-        let (x, y) = hole.first;
-        let around = labels[(y as usize - 1) * w + x as usize];
-        let Some(obj) = around
-            .checked_sub(1)
-            .map(|l| &objects.components[l as usize])
-        else {
+        let Some(obj) = hole.enclosing(&labels, w).map(|i| &objects.components[i]) else {
             continue;
         };
         if (hole.area as f64) < f64::from(fraction) * obj.area as f64 {
@@ -300,14 +291,9 @@ fn trace_objects(
         })
         .collect();
     for (j, hole) in background.components.iter().enumerate() {
-        if hole.touches_border {
-            continue;
-        }
-        let (x, y) = hole.first;
-        let around = labels[(y as usize - 1) * w + x as usize];
-        let Some(k) = around
-            .checked_sub(1)
-            .map(|l| slot[l as usize])
+        let Some(k) = hole
+            .enclosing(&labels, w)
+            .map(|i| slot[i])
             .filter(|&k| k != usize::MAX)
         else {
             continue;

@@ -85,6 +85,20 @@ pub(crate) struct Component {
     pub(crate) touches_border: bool,
 }
 
+impl Component {
+    /// For a hole (a background component), the index of the object that encloses it, read from
+    /// the objects' `paint` at the pixel above the hole's first pixel; `None` for background that
+    /// reaches the border.
+    pub(crate) fn enclosing(&self, object_labels: &[u32], w: usize) -> Option<usize> {
+        if self.touches_border {
+            return None;
+        }
+        let (x, y) = self.first;
+        let label = object_labels[(y as usize - 1) * w + x as usize];
+        label.checked_sub(1).map(|l| l as usize)
+    }
+}
+
 /// Connected components of the pixels equal to `value`.
 pub(crate) struct Components {
     pub(crate) runs: Vec<Run>,
