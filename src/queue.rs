@@ -2,14 +2,16 @@
 //!
 //! Writes go to the single writer thread (`queue/writer.rs`) as commands with a oneshot reply; the
 //! writer group-commits everything waiting into one redb transaction. A call that must be durable
-//! (enqueue, complete, fail, cancel, retry, priority, pause) returns only after its commit reached
-//! the disk; lease, heartbeat, progress and sweep ride in non-durable commits, which is safe because
-//! a crash turns every `active` job back into a queued one at the next open. Reads take a redb
-//! snapshot on the caller's thread. See DESIGN.md, "The queue: the contract".
+//! (enqueue, complete, fail, cancel, retry, priority, pause) returns only after its changes reached
+//! the disk, through the write-ahead log (`queue/wal.rs`) that sits beside the database file;
+//! lease, heartbeat, progress and sweep need no sync, which is safe because a crash turns every
+//! `active` job back into a queued one at the next open. Reads take a redb snapshot on the caller's
+//! thread. See DESIGN.md, "The queue: the contract".
 
 mod model;
 mod stats;
 mod store;
+mod wal;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -30,6 +32,7 @@ pub use store::OpenReport;
 use crate::clock::Clock;
 use stats::Recent;
 use store::Store;
+use wal::Wal;
 use writer::{Command, Op};
 
 /// Everything that can go wrong in the queue.
@@ -126,6 +129,11 @@ pub struct QueueOptions {
     pub cache_bytes: usize,
     /// The most commands one transaction takes.
     pub max_batch: usize,
+    /// Size of the write-ahead log file, allocated once; when it is full the writer checkpoints.
+    pub wal_bytes: u64,
+    /// The longest time between checkpoints (durable redb commits) while changes come in. It
+    /// bounds how much the log holds, and so how long a replay after a crash takes.
+    pub checkpoint_every: Duration,
 }
 
 impl Default for QueueOptions {
@@ -136,6 +144,8 @@ impl Default for QueueOptions {
             max_attempts: 3,
             cache_bytes: 64 << 20,
             max_batch: 4096,
+            wal_bytes: 8 << 20,
+            checkpoint_every: Duration::from_secs(2),
         }
     }
 }
@@ -162,6 +172,9 @@ pub struct Recovery {
     /// Jobs found `active` from the previous process, now queued again (or failed when they kept
     /// interrupting restarts).
     pub orphans: Vec<JobId>,
+    /// Write-ahead log records redone: batches the previous process committed after its last
+    /// checkpoint (zero after a clean shutdown).
+    pub replayed: usize,
 }
 
 impl Queue {
@@ -175,6 +188,14 @@ impl Queue {
         let (store, report) = Store::open(path, options.cache_bytes)?;
         let store = Arc::new(store);
         let recent = Arc::new(Mutex::new(Recent::default()));
+        let (wal, existed) = Wal::open(&path.with_extension("wal"), options.wal_bytes)?;
+        let (log, replayed) = writer::replay(&store, wal, existed)?;
+        if replayed > 0 {
+            tracing::info!(
+                records = replayed,
+                "redid the write-ahead log of the previous process"
+            );
+        }
         let orphans = writer::recover(&store, &options, clock.now())?;
         if !orphans.is_empty() {
             tracing::info!(
@@ -189,6 +210,7 @@ impl Queue {
             options,
             Arc::clone(&clock),
             Arc::clone(&recent),
+            log,
         )?;
         let queue = Queue {
             inner: Arc::new(Inner {
@@ -204,6 +226,7 @@ impl Queue {
             Recovery {
                 open: report,
                 orphans,
+                replayed,
             },
         ))
     }

@@ -4,6 +4,9 @@
 //! acknowledged completion stuck, the counters agree with the jobs, and nothing is left `active`.
 //!
 //! The child is this same test binary, re-run on `child_process` with `SPHEROSEG_CRASH_CHILD` set.
+//! On odd cycles it runs with a 64 KiB write-ahead log and a checkpoint every 20 ms, so kills also
+//! land around checkpoints and on a log that has started over; on even cycles with the defaults,
+//! so the reopen has a long log to replay.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
@@ -12,11 +15,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use spheroseg::clock::SystemClock;
-use spheroseg::queue::{JobFilter, JobId, JobState};
+use spheroseg::queue::{JobFilter, JobId, JobState, Queue, QueueOptions};
 
 use crate::util;
 
 const CHILD_ENV: &str = "SPHEROSEG_CRASH_CHILD";
+/// Set for the cycles that run on a small log with frequent checkpoints.
+const SMALL_LOG_ENV: &str = "SPHEROSEG_CRASH_SMALL_LOG";
 const CYCLES: usize = 8;
 
 /// The child's loop: runs until killed (or for at most a minute, if the parent is gone).
@@ -26,7 +31,17 @@ fn child_process() {
         return; // an ordinary test run: nothing to do
     };
     let rt = util::runtime();
-    let (queue, _) = util::open(std::path::Path::new(&dir), Arc::new(SystemClock));
+    let mut options = QueueOptions::default();
+    if std::env::var_os(SMALL_LOG_ENV).is_some() {
+        options.wal_bytes = 64 << 10;
+        options.checkpoint_every = Duration::from_millis(20);
+    }
+    let (queue, _) = Queue::open(
+        &std::path::Path::new(&dir).join("q.redb"),
+        options,
+        Arc::new(SystemClock),
+    )
+    .expect("queue opens");
     let out = std::io::stdout();
     let started = Instant::now();
     let mut round = 0u64;
@@ -90,9 +105,14 @@ fn sigkill_loses_no_acknowledged_job() {
     let mut acked: BTreeSet<JobId> = BTreeSet::new();
     let mut done: BTreeSet<JobId> = BTreeSet::new();
     let mut seed = 0x5eed_u64 ^ u64::from(std::process::id());
+    let mut replayed = 0;
 
     for cycle in 0..CYCLES {
-        let mut child = Command::new(&exe)
+        let mut child = Command::new(&exe);
+        if cycle % 2 == 1 {
+            child.env(SMALL_LOG_ENV, "1");
+        }
+        let mut child = child
             .args([
                 "crash::child_process",
                 "--exact",
@@ -188,14 +208,17 @@ fn sigkill_loses_no_acknowledged_job() {
             );
         }
         eprintln!(
-            "cycle {cycle}: killed after {delay:?}, {new_acks} new acks, {} jobs, {} orphans requeued, reopened in {open_time:?}",
+            "cycle {cycle}: killed after {delay:?}, {new_acks} new acks, {} jobs, {} log records redone, {} orphans requeued, reopened in {open_time:?}",
             jobs.len(),
+            recovery.replayed,
             recovery.orphans.len()
         );
+        replayed += recovery.replayed;
         queue.close();
     }
     assert!(
         acked.len() > CYCLES,
         "the child acknowledged too little to prove anything"
     );
+    assert!(replayed > 0, "no kill left a write-ahead log to replay");
 }

@@ -1,8 +1,14 @@
 //! A model-based property test (after redb's fuzzer against a BTreeMap): random sequences of
 //! enqueue, lease, heartbeat, complete, fail, cancel, retry, priority change, pause, time passing,
-//! sweep and close-and-reopen run against the real queue and a plain in-memory model. After every
-//! step both must agree on every job's state, priority and attempts, and on the counters; every
-//! lease must hand out the same jobs in the same order. Nothing lost, nothing duplicated.
+//! sweep, close-and-reopen and crash-and-reopen run against the real queue and a plain in-memory
+//! model. After every step both must agree on every job's state, priority and attempts, and on the
+//! counters; every lease must hand out the same jobs in the same order. Nothing lost, nothing
+//! duplicated.
+//!
+//! A crash is simulated by copying the database and its write-ahead log, as the disk holds them
+//! between two commands, and opening the copy: the database is as of the last checkpoint and the
+//! log must bring back everything after it. The log is kept small so that checkpoints (and the log
+//! starting over) happen every few steps.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -35,6 +41,7 @@ enum Step {
     Advance { ms: u64 },
     Sweep,
     Reopen,
+    Crash,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -52,6 +59,7 @@ fn step() -> impl Strategy<Value = Step> {
         2 => prop_oneof![0u64..3_000, 20_000u64..70_000].prop_map(|ms| Step::Advance { ms }),
         2 => Just(Step::Sweep),
         1 => Just(Step::Reopen),
+        1 => Just(Step::Crash),
     ]
 }
 
@@ -199,6 +207,7 @@ fn open(
 ) -> (Queue, spheroseg::queue::Recovery) {
     let options = QueueOptions {
         aging,
+        wal_bytes: 8 << 10,
         ..QueueOptions::default()
     };
     Queue::open(&dir.join("q.redb"), options, Arc::new(clock.clone())).expect("queue opens")
@@ -207,8 +216,10 @@ fn open(
 fn run(steps: Vec<Step>, aging: Option<Duration>) -> Result<(), TestCaseError> {
     let rt = util::runtime();
     let dir = tempfile::tempdir().expect("tempdir");
+    // Where the queue's files are: a crash moves on to a copy.
+    let mut path = dir.path().to_owned();
     let clock = ManualClock::new(T0);
-    let (mut queue, _) = open(dir.path(), &clock, aging);
+    let (mut queue, _) = open(&path, &clock, aging);
     let mut m = Model {
         aging: aging.map(|a| a.as_millis() as u64),
         ..Model::default()
@@ -374,9 +385,17 @@ fn run(steps: Vec<Step>, aging: Option<Duration>) -> Result<(), TestCaseError> {
             }
             Step::Advance { ms } => clock.advance(Duration::from_millis(ms)),
             Step::Sweep => sweep(&rt, &queue, &mut m, now)?,
-            Step::Reopen => {
+            Step::Reopen | Step::Crash => {
+                if matches!(s, Step::Crash) {
+                    let image = dir.path().join(format!("crash-{n}"));
+                    std::fs::create_dir(&image).expect("crash dir");
+                    for file in ["q.redb", "q.wal"] {
+                        std::fs::copy(path.join(file), image.join(file)).expect("copy");
+                    }
+                    path = image;
+                }
                 queue.close();
-                let (q, recovery) = open(dir.path(), &clock, aging);
+                let (q, recovery) = open(&path, &clock, aging);
                 queue = q;
                 // The queue recovers them in lease-expiry order.
                 let active = m.due(JobState::Active, |j| j.lease_until, u64::MAX);

@@ -11,20 +11,29 @@
 //!   means zero). The counters live in `meta` so that a commit dirties as few tables as possible:
 //!   the cost of a durable commit grows with every table it touches.
 //! - `image_refs[hash]` equals the number of jobs that refer to the image; absent means none.
+//!
+//! Every change a write transaction makes goes through a [`Logged`] table, which also records it;
+//! [`Tables::take_log`] turns a batch's changes into one write-ahead log payload (`queue/wal.rs`)
+//! and [`redo`] applies such a payload again after a crash. Changes are kept per table in order;
+//! tables are independent of each other, so redoing them table by table gives the same state.
 
 use std::path::{Path, PathBuf};
 
+use std::borrow::Borrow;
+use std::ops::Deref;
+
 use redb::{
-    Database, DatabaseError, ReadTransaction, ReadableDatabase, ReadableTable, StorageError, Table,
-    TableDefinition, TableError, WriteTransaction,
+    Database, DatabaseError, Key, ReadTransaction, ReadableDatabase, ReadableTable, StorageError,
+    Table, TableDefinition, TableError, Value, WriteTransaction,
 };
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::QueueError;
 use super::model::{Job, JobFilter, JobId, JobState, Millis, Page, Priority};
 
-/// The layout this build reads and writes.
-pub(crate) const SCHEMA_VERSION: u64 = 1;
+/// The layout this build reads and writes. Version 2 added the write-ahead log, which a build of
+/// version 1 would not replay.
+pub(crate) const SCHEMA_VERSION: u64 = 2;
 
 /// Version byte in front of every postcard record, so a record format can change without a
 /// whole-file migration.
@@ -52,6 +61,12 @@ pub(crate) const RESULTS: TableDefinition<u128, &[u8]> = TableDefinition::new("r
 pub(crate) const META_SCHEMA: &str = "schema_version";
 pub(crate) const META_NEXT_SEQ: &str = "next_seq";
 pub(crate) const META_PAUSED: &str = "paused";
+/// The write-ahead log generation, one more at every open.
+pub(crate) const META_WAL_GENERATION: &str = "wal_generation";
+/// The last write-ahead log record that the last durable commit includes.
+pub(crate) const META_WAL_LSN: &str = "wal_lsn";
+/// 1 when the last process closed the queue (its final checkpoint), 0 while one runs.
+pub(crate) const META_WAL_CLEAN: &str = "wal_clean";
 /// Prefix of the counter keys in `meta`.
 const META_COUNT: &str = "count.";
 
@@ -435,6 +450,9 @@ fn init(db: &Database) -> Result<(), QueueError> {
         meta.insert(META_SCHEMA, SCHEMA_VERSION)?;
         meta.insert(META_NEXT_SEQ, 0)?;
         meta.insert(META_PAUSED, 0)?;
+        meta.insert(META_WAL_GENERATION, 0)?;
+        meta.insert(META_WAL_LSN, 0)?;
+        meta.insert(META_WAL_CLEAN, 1)?;
     }
     tx.commit()?;
     Ok(())
@@ -443,7 +461,8 @@ fn init(db: &Database) -> Result<(), QueueError> {
 /// Migrates a file of schema `from` to [`SCHEMA_VERSION`] in one transaction.
 ///
 /// Version 0 is the layout before indexes: a `jobs` table (records in today's format) and nothing
-/// else. Moving to 1 rebuilds every index and counter from `jobs`.
+/// else; moving to 1 rebuilds every index and counter from `jobs`. Version 1 had no write-ahead
+/// log; moving to 2 starts one at generation 0 (a clean one: version 1 committed everything).
 fn migrate(db: &Database, from: u64) -> Result<(), QueueError> {
     let tx = db.begin_write()?;
     if from == 0 {
@@ -453,6 +472,9 @@ fn migrate(db: &Database, from: u64) -> Result<(), QueueError> {
     {
         let mut meta = tx.open_table(META)?;
         meta.insert(META_SCHEMA, SCHEMA_VERSION)?;
+        meta.insert(META_WAL_GENERATION, 0)?;
+        meta.insert(META_WAL_LSN, 0)?;
+        meta.insert(META_WAL_CLEAN, 1)?;
     }
     tx.commit()?;
     Ok(())
@@ -563,34 +585,71 @@ pub(crate) fn ready_key(p: Priority, seq: u64) -> (u8, u64) {
     (Priority::MAX.get() - p.get(), seq)
 }
 
-/// Every table, opened once per write transaction.
+/// Every table, opened once per write transaction, each logging its changes.
 pub(crate) struct Tables<'txn> {
-    pub(crate) meta: Table<'txn, &'static str, u64>,
-    pub(crate) jobs: Table<'txn, u128, &'static [u8]>,
-    pub(crate) ready: Table<'txn, (u8, u64), (u128, u64)>,
-    pub(crate) delayed: Table<'txn, (u64, u128), ()>,
-    pub(crate) leases: Table<'txn, (u64, u128), ()>,
-    pub(crate) by_project: Table<'txn, (&'static str, u128), ()>,
-    pub(crate) finished: Table<'txn, (u8, u64, u128), ()>,
-    pub(crate) dedupe: Table<'txn, &'static str, u128>,
-    pub(crate) image_refs: Table<'txn, &'static str, u64>,
-    pub(crate) results: Table<'txn, u128, &'static [u8]>,
+    pub(crate) meta: Logged<'txn, &'static str, u64>,
+    pub(crate) jobs: Logged<'txn, u128, &'static [u8]>,
+    pub(crate) ready: Logged<'txn, (u8, u64), (u128, u64)>,
+    pub(crate) delayed: Logged<'txn, (u64, u128), ()>,
+    pub(crate) leases: Logged<'txn, (u64, u128), ()>,
+    pub(crate) by_project: Logged<'txn, (&'static str, u128), ()>,
+    pub(crate) finished: Logged<'txn, (u8, u64, u128), ()>,
+    pub(crate) dedupe: Logged<'txn, &'static str, u128>,
+    pub(crate) image_refs: Logged<'txn, &'static str, u64>,
+    pub(crate) results: Logged<'txn, u128, &'static [u8]>,
 }
+
+/// Version byte in front of every write-ahead log payload.
+const REDO_V1: u8 = 1;
+const OP_INSERT: u8 = 1;
+const OP_REMOVE: u8 = 2;
 
 impl<'txn> Tables<'txn> {
     pub(crate) fn open(tx: &'txn WriteTransaction) -> Result<Self, QueueError> {
         Ok(Tables {
-            meta: tx.open_table(META)?,
-            jobs: tx.open_table(JOBS)?,
-            ready: tx.open_table(READY)?,
-            delayed: tx.open_table(DELAYED)?,
-            leases: tx.open_table(LEASES)?,
-            by_project: tx.open_table(BY_PROJECT)?,
-            finished: tx.open_table(FINISHED)?,
-            dedupe: tx.open_table(DEDUPE)?,
-            image_refs: tx.open_table(IMAGE_REFS)?,
-            results: tx.open_table(RESULTS)?,
+            meta: Logged::new(tx.open_table(META)?),
+            jobs: Logged::new(tx.open_table(JOBS)?),
+            ready: Logged::new(tx.open_table(READY)?),
+            delayed: Logged::new(tx.open_table(DELAYED)?),
+            leases: Logged::new(tx.open_table(LEASES)?),
+            by_project: Logged::new(tx.open_table(BY_PROJECT)?),
+            finished: Logged::new(tx.open_table(FINISHED)?),
+            dedupe: Logged::new(tx.open_table(DEDUPE)?),
+            image_refs: Logged::new(tx.open_table(IMAGE_REFS)?),
+            results: Logged::new(tx.open_table(RESULTS)?),
         })
+    }
+
+    /// Every table, in the order that numbers them in a log payload. Changing the order changes
+    /// the payload format.
+    fn all(&mut self) -> [&mut dyn Redo; 10] {
+        [
+            &mut self.meta,
+            &mut self.jobs,
+            &mut self.ready,
+            &mut self.delayed,
+            &mut self.leases,
+            &mut self.by_project,
+            &mut self.finished,
+            &mut self.dedupe,
+            &mut self.image_refs,
+            &mut self.results,
+        ]
+    }
+
+    /// The changes made since the last call, as one log payload; `None` if there were none.
+    /// Layout: `REDO_V1`, then per changed table `table number u8 | len u32 | changes[len]`.
+    pub(crate) fn take_log(&mut self) -> Option<Vec<u8>> {
+        let mut out = vec![REDO_V1];
+        for (n, table) in self.all().into_iter().enumerate() {
+            let log = table.take();
+            if !log.is_empty() {
+                out.push(n as u8);
+                out.extend_from_slice(&(log.len() as u32).to_le_bytes());
+                out.extend_from_slice(&log);
+            }
+        }
+        (out.len() > 1).then_some(out)
     }
 
     pub(crate) fn job(&self, id: JobId) -> Result<Job, QueueError> {
@@ -602,6 +661,152 @@ impl<'txn> Tables<'txn> {
 
     pub(crate) fn put_job(&mut self, job: &Job) -> Result<(), QueueError> {
         self.jobs.insert(job.id.0, encode(job).as_slice())?;
+        Ok(())
+    }
+}
+
+/// Applies a payload of [`Tables::take_log`] again: the same changes, in the same order per table.
+pub(crate) fn redo(t: &mut Tables<'_>, payload: &[u8]) -> Result<(), QueueError> {
+    let bad = |what: &str| QueueError::Corrupt {
+        detail: format!("write-ahead log record: {what}"),
+    };
+    let Some((&REDO_V1, mut rest)) = payload.split_first() else {
+        return Err(bad("unknown payload version"));
+    };
+    let mut tables = t.all();
+    while let Some((&n, tail)) = rest.split_first() {
+        let (len, tail) = take_u32(tail).ok_or_else(|| bad("truncated table section"))?;
+        let changes = tail
+            .get(..len)
+            .ok_or_else(|| bad("truncated table section"))?;
+        let table = tables
+            .get_mut(n as usize)
+            .ok_or_else(|| bad("unknown table number"))?;
+        table.redo(changes).map_err(|e| match e {
+            QueueError::Corrupt { detail } => bad(&detail),
+            e => e,
+        })?;
+        rest = &tail[len..];
+    }
+    Ok(())
+}
+
+fn take_u32(bytes: &[u8]) -> Option<(usize, &[u8])> {
+    let (n, rest) = bytes.split_first_chunk::<4>()?;
+    Some((u32::from_le_bytes(*n) as usize, rest))
+}
+
+fn take_slice(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (len, rest) = take_u32(bytes)?;
+    (rest.len() >= len).then(|| rest.split_at(len))
+}
+
+fn push_slice(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// A write table that records every change it makes, as `op u8 | key | value` (value only for an
+/// insert; key and value each `len u32 | bytes` in redb's own encoding). Reads go through `Deref`
+/// to the table; changes only through these methods, so none escapes the log.
+pub(crate) struct Logged<'txn, K: Key + 'static, V: Value + 'static> {
+    table: Table<'txn, K, V>,
+    log: Vec<u8>,
+}
+
+impl<'txn, K: Key + 'static, V: Value + 'static> Logged<'txn, K, V> {
+    fn new(table: Table<'txn, K, V>) -> Self {
+        Logged {
+            table,
+            log: Vec::new(),
+        }
+    }
+
+    pub(crate) fn insert<'k, 'v>(
+        &mut self,
+        key: impl Borrow<K::SelfType<'k>>,
+        value: impl Borrow<V::SelfType<'v>>,
+    ) -> Result<(), StorageError> {
+        let (key, value) = (key.borrow(), value.borrow());
+        self.log.push(OP_INSERT);
+        push_slice(&mut self.log, K::as_bytes(key).as_ref());
+        push_slice(&mut self.log, V::as_bytes(value).as_ref());
+        self.table.insert(key, value)?;
+        Ok(())
+    }
+
+    pub(crate) fn remove<'k>(
+        &mut self,
+        key: impl Borrow<K::SelfType<'k>>,
+    ) -> Result<(), StorageError> {
+        let key = key.borrow();
+        self.log.push(OP_REMOVE);
+        push_slice(&mut self.log, K::as_bytes(key).as_ref());
+        self.table.remove(key)?;
+        Ok(())
+    }
+
+    /// Removes every entry for which `keep` is false.
+    pub(crate) fn retain(
+        &mut self,
+        mut keep: impl FnMut(K::SelfType<'_>, V::SelfType<'_>) -> bool,
+    ) -> Result<(), StorageError> {
+        let log = &mut self.log;
+        self.table.retain(|k, v| {
+            let bytes = K::as_bytes(&k).as_ref().to_vec();
+            let kept = keep(k, v);
+            if !kept {
+                log.push(OP_REMOVE);
+                push_slice(log, &bytes);
+            }
+            kept
+        })
+    }
+}
+
+impl<'txn, K: Key + 'static, V: Value + 'static> Deref for Logged<'txn, K, V> {
+    type Target = Table<'txn, K, V>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.table
+    }
+}
+
+/// What [`Tables::take_log`] and [`redo`] need of a table, whatever its key and value types.
+trait Redo {
+    fn take(&mut self) -> Vec<u8>;
+    fn redo(&mut self, changes: &[u8]) -> Result<(), QueueError>;
+}
+
+impl<K: Key + 'static, V: Value + 'static> Redo for Logged<'_, K, V> {
+    fn take(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.log)
+    }
+
+    fn redo(&mut self, mut changes: &[u8]) -> Result<(), QueueError> {
+        let bad = || QueueError::Corrupt {
+            detail: "truncated change".into(),
+        };
+        while let Some((&op, rest)) = changes.split_first() {
+            let (key, rest) = take_slice(rest).ok_or_else(bad)?;
+            changes = match op {
+                OP_INSERT => {
+                    let (value, rest) = take_slice(rest).ok_or_else(bad)?;
+                    self.table
+                        .insert(K::from_bytes(key), V::from_bytes(value))?;
+                    rest
+                }
+                OP_REMOVE => {
+                    self.table.remove(K::from_bytes(key))?;
+                    rest
+                }
+                _ => {
+                    return Err(QueueError::Corrupt {
+                        detail: format!("unknown change kind {op}"),
+                    });
+                }
+            };
+        }
         Ok(())
     }
 }

@@ -1,10 +1,16 @@
 //! The writer thread: the only code that opens write transactions.
 //!
 //! It blocks for one command, takes every other command already waiting (up to `max_batch`), applies
-//! them in order inside one transaction and commits once: durably if any command needs it, else
-//! with `Durability::None` (redb persists those with the next durable commit). Replies go out only
-//! after the commit; if the commit fails, every command of the batch gets the error and none of
-//! their effects remain.
+//! them in order inside one transaction and commits once. The transaction's changes go to the
+//! write-ahead log (`queue/wal.rs`) as one record first; then redb commits with
+//! `Durability::None`. If any command of the batch must be durable, the log is synced between the
+//! two, so the reply means the change is on disk. Every `checkpoint_every`, or when the log is
+//! full, a batch commits redb durably instead and the log starts over. Replies go out only after
+//! the commit; if it fails, every command of the batch gets the error and none of their effects
+//! remain (the batch's log record is zeroed again).
+//!
+//! Every batch that changes anything is logged, durable or not: redoing a durable batch's changes
+//! is only right on top of the batches before it, so the log must hold them all, in order.
 //!
 //! Each operation checks everything it needs before its first write, so an operation that is
 //! refused (stale attempt, wrong state, invalid job) leaves nothing behind in the shared
@@ -14,7 +20,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redb::{Durability, ReadableTable};
 use tokio::sync::oneshot;
@@ -27,8 +33,10 @@ use super::model::{
 };
 use super::stats::Recent;
 use super::store::{
-    META_NEXT_SEQ, META_PAUSED, Store, Tables, count_key, index_insert, index_remove,
+    META, META_NEXT_SEQ, META_PAUSED, META_WAL_CLEAN, META_WAL_GENERATION, META_WAL_LSN, Store,
+    Tables, count_key, index_insert, index_remove, redo,
 };
+use super::wal::Wal;
 use crate::clock::Clock;
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, QueueError>>;
@@ -143,13 +151,64 @@ enum Observed {
     Commit(u64),
 }
 
-/// Starts the writer thread.
+/// The write-ahead log and where this process is in it.
+pub(crate) struct Log {
+    wal: Wal,
+    /// This process's generation (see `queue/wal.rs`).
+    generation: u64,
+    /// The last record written (or covered by the last checkpoint).
+    lsn: u64,
+    last_checkpoint: Instant,
+}
+
+/// Redoes the log records that the last durable commit does not include, then starts a new
+/// generation, in one durable transaction. Runs at open, before anything else writes. Returns the
+/// log ready for the writer and how many records were redone.
+pub(crate) fn replay(store: &Store, wal: Wal, existed: bool) -> Result<(Log, usize), QueueError> {
+    let tx = store.db.begin_write()?;
+    let (generation, lsn, redone);
+    {
+        let mut t = Tables::open(&tx)?;
+        let meta = |t: &Tables<'_>, key: &str, absent: u64| -> Result<u64, QueueError> {
+            Ok(t.meta.get(key)?.map_or(absent, |v| v.value()))
+        };
+        let previous = meta(&t, META_WAL_GENERATION, 0)?;
+        let after = meta(&t, META_WAL_LSN, 0)?;
+        if !existed && meta(&t, META_WAL_CLEAN, 1)? == 0 {
+            tracing::error!(
+                wal = %wal.path().display(),
+                "the write-ahead log is missing after an unclean shutdown: changes acknowledged since the last checkpoint are lost"
+            );
+        }
+        let records = wal.replay(previous, after)?;
+        for record in &records {
+            redo(&mut t, &record.payload)?;
+        }
+        redone = records.len();
+        generation = previous + 1;
+        lsn = after + redone as u64;
+        t.meta.insert(META_WAL_GENERATION, generation)?;
+        t.meta.insert(META_WAL_LSN, lsn)?;
+        t.meta.insert(META_WAL_CLEAN, 0)?;
+    }
+    tx.commit()?;
+    let log = Log {
+        wal,
+        generation,
+        lsn,
+        last_checkpoint: Instant::now(),
+    };
+    Ok((log, redone))
+}
+
+/// Starts the writer thread. When the channel closes it commits a last durable checkpoint.
 pub(crate) fn spawn(
     store: Arc<Store>,
     rx: crossbeam_channel::Receiver<Command>,
     options: QueueOptions,
     clock: Arc<dyn Clock>,
     recent: Arc<Mutex<Recent>>,
+    log: Log,
 ) -> Result<JoinHandle<()>, QueueError> {
     std::thread::Builder::new()
         .name("queue-writer".into())
@@ -159,6 +218,7 @@ pub(crate) fn spawn(
                 options,
                 clock,
                 recent,
+                log,
             };
             while let Ok(first) = rx.recv() {
                 let mut batch = vec![first.0];
@@ -169,6 +229,9 @@ pub(crate) fn spawn(
                     }
                 }
                 writer.run_batch(batch);
+            }
+            if let Err(e) = writer.close() {
+                tracing::error!(error = %e, "final queue checkpoint failed; the next open replays the write-ahead log");
             }
             tracing::debug!("queue writer stopped");
         })
@@ -227,6 +290,7 @@ struct Writer {
     options: QueueOptions,
     clock: Arc<dyn Clock>,
     recent: Arc<Mutex<Recent>>,
+    log: Log,
 }
 
 impl Writer {
@@ -264,9 +328,9 @@ impl Writer {
         }
     }
 
-    /// Applies every operation in one transaction and commits it.
+    /// Applies every operation in one transaction, logs it and commits it (see the module doc).
     fn apply_all(
-        &self,
+        &mut self,
         ops: Vec<Op>,
         now: Millis,
         durable: bool,
@@ -274,12 +338,10 @@ impl Writer {
         observed: &mut Vec<Observed>,
     ) -> Result<(), QueueError> {
         let mut tx = self.store.db.begin_write()?;
-        tx.set_durability(if durable {
-            Durability::Immediate
-        } else {
-            Durability::None
-        })
-        .map_err(|e| QueueError::Storage(Box::new(e)))?;
+        let started = Instant::now();
+        // `Some(at)`: this batch's record was written at `at`.
+        let mut written = None;
+        let checkpoint;
         {
             let mut b = Batch::open(&tx, &self.options, now)?;
             for op in ops {
@@ -287,12 +349,57 @@ impl Writer {
             }
             b.flush()?;
             observed.append(&mut b.observed);
+            let payload = b.t.take_log();
+            checkpoint = payload.as_ref().is_some_and(|p| {
+                !self.log.wal.fits(p.len())
+                    || self.log.last_checkpoint.elapsed() >= self.options.checkpoint_every
+            });
+            if checkpoint {
+                b.t.meta.insert(META_WAL_LSN, self.log.lsn)?;
+            } else if let Some(p) = payload {
+                let at = self.log.wal.position();
+                self.log
+                    .wal
+                    .append(self.log.generation, self.log.lsn + 1, &p)?;
+                written = Some(at);
+            }
         }
-        let started = std::time::Instant::now();
-        tx.commit()?;
+        if checkpoint {
+            tx.commit()?;
+            self.log.wal.restart();
+            self.log.last_checkpoint = Instant::now();
+        } else {
+            tx.set_durability(Durability::None)
+                .map_err(|e| QueueError::Storage(Box::new(e)))?;
+            let synced = if durable { self.log.wal.sync() } else { Ok(()) };
+            if let Err(e) = synced.and_then(|()| Ok(tx.commit()?)) {
+                if let Some(at) = written
+                    && let Err(undo) = self.log.wal.unwrite(at)
+                {
+                    tracing::error!(error = %undo, "could not take back the write-ahead log record of a failed batch");
+                }
+                return Err(e);
+            }
+            if written.is_some() {
+                self.log.lsn += 1;
+            }
+        }
         if durable {
             observed.push(Observed::Commit(started.elapsed().as_micros() as u64));
         }
+        Ok(())
+    }
+
+    /// The last checkpoint: everything so far committed durably, and the log marked clean.
+    fn close(&mut self) -> Result<(), QueueError> {
+        let tx = self.store.db.begin_write()?;
+        {
+            let mut meta = tx.open_table(META)?;
+            meta.insert(META_WAL_LSN, self.log.lsn)?;
+            meta.insert(META_WAL_CLEAN, 1)?;
+        }
+        tx.commit()?;
+        self.log.wal.restart();
         Ok(())
     }
 }
