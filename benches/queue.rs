@@ -55,6 +55,7 @@ fn job(i: usize, priority: u8) -> NewJob {
 fn open(dir: &Path) -> Queue {
     let path = dir.join("bench.redb");
     let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(path.with_extension("wal"));
     Queue::open(&path, QueueOptions::default(), Arc::new(SystemClock))
         .expect("open")
         .0

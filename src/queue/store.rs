@@ -445,8 +445,9 @@ fn backup_path(path: &Path, version: u64) -> PathBuf {
 fn init(db: &Database) -> Result<(), QueueError> {
     let tx = db.begin_write()?;
     {
-        let tables = Tables::open(&tx)?;
-        let mut meta = tables.meta;
+        let mut tables = Tables::open(&tx)?;
+        tables.create_all()?;
+        let meta = tables.meta()?;
         meta.insert(META_SCHEMA, SCHEMA_VERSION)?;
         meta.insert(META_NEXT_SEQ, 0)?;
         meta.insert(META_PAUSED, 0)?;
@@ -465,9 +466,12 @@ fn init(db: &Database) -> Result<(), QueueError> {
 /// log; moving to 2 starts one at generation 0 (a clean one: version 1 committed everything).
 fn migrate(db: &Database, from: u64) -> Result<(), QueueError> {
     let tx = db.begin_write()?;
-    if from == 0 {
-        let tables = Tables::open(&tx)?;
-        rebuild_indexes(tables)?;
+    {
+        let mut tables = Tables::open(&tx)?;
+        tables.create_all()?;
+        if from == 0 {
+            rebuild_indexes(tables)?;
+        }
     }
     {
         let mut meta = tx.open_table(META)?;
@@ -482,16 +486,16 @@ fn migrate(db: &Database, from: u64) -> Result<(), QueueError> {
 
 /// Clears every index and counter and recreates them from `jobs`.
 pub(crate) fn rebuild_indexes(mut t: Tables<'_>) -> Result<(), QueueError> {
-    t.ready.retain(|_, _| false)?;
-    t.delayed.retain(|_, _| false)?;
-    t.leases.retain(|_, _| false)?;
-    t.by_project.retain(|_, _| false)?;
-    t.finished.retain(|_, _| false)?;
-    t.dedupe.retain(|_, _| false)?;
-    t.meta.retain(|k, _| parse_count_key(k).is_none())?;
-    t.image_refs.retain(|_, _| false)?;
+    t.ready()?.retain(|_, _| false)?;
+    t.delayed()?.retain(|_, _| false)?;
+    t.leases()?.retain(|_, _| false)?;
+    t.by_project()?.retain(|_, _| false)?;
+    t.finished()?.retain(|_, _| false)?;
+    t.dedupe()?.retain(|_, _| false)?;
+    t.meta()?.retain(|k, _| parse_count_key(k).is_none())?;
+    t.image_refs()?.retain(|_, _| false)?;
     let mut jobs: Vec<Job> = Vec::new();
-    for entry in t.jobs.iter()? {
+    for entry in t.jobs()?.iter()? {
         let (_, v) = entry?;
         jobs.push(decode(v.value(), "job record")?);
     }
@@ -503,36 +507,40 @@ pub(crate) fn rebuild_indexes(mut t: Tables<'_>) -> Result<(), QueueError> {
         if job.state == JobState::Queued {
             job.seq = seq;
             seq += 1;
-            t.jobs.insert(job.id.0, encode(&job).as_slice())?;
+            t.jobs()?.insert(job.id.0, encode(&job).as_slice())?;
         }
         index_insert(&mut t, &job)?;
         if let Some(p) = &job.project {
-            t.by_project.insert((p.as_str(), job.id.0), ())?;
+            t.by_project()?.insert((p.as_str(), job.id.0), ())?;
         }
         counts[job.state.index() as usize][job.priority.get() as usize - 1] += 1;
         let n = t
-            .image_refs
+            .image_refs()?
             .get(job.image.hash.as_str())?
             .map_or(0, |v| v.value());
-        t.image_refs.insert(job.image.hash.as_str(), n + 1)?;
+        t.image_refs()?.insert(job.image.hash.as_str(), n + 1)?;
         if let Some(key) = &job.dedupe_key
             && !matches!(job.state, JobState::Failed | JobState::Cancelled)
         {
-            t.dedupe.insert(key.as_str(), job.id.0)?;
+            t.dedupe()?.insert(key.as_str(), job.id.0)?;
         }
     }
     for (s, row) in counts.iter().enumerate() {
         for (p, &n) in row.iter().enumerate() {
             if n > 0 {
-                t.meta
+                t.meta()?
                     .insert(count_key(JobState::ALL[s], p as u8 + 1).as_str(), n)?;
             }
         }
     }
-    let next = t.meta.get(META_NEXT_SEQ)?.map_or(0, |v| v.value()).max(seq);
-    t.meta.insert(META_NEXT_SEQ, next)?;
-    if t.meta.get(META_PAUSED)?.is_none() {
-        t.meta.insert(META_PAUSED, 0)?;
+    let next = t
+        .meta()?
+        .get(META_NEXT_SEQ)?
+        .map_or(0, |v| v.value())
+        .max(seq);
+    t.meta()?.insert(META_NEXT_SEQ, next)?;
+    if t.meta()?.get(META_PAUSED)?.is_none() {
+        t.meta()?.insert(META_PAUSED, 0)?;
     }
     Ok(())
 }
@@ -543,17 +551,17 @@ pub(crate) fn index_insert(t: &mut Tables<'_>, job: &Job) -> Result<(), QueueErr
     let id = job.id.0;
     match job.state {
         JobState::Queued => {
-            t.ready
+            t.ready()?
                 .insert(ready_key(job.priority, job.seq), (id, job.queued_at))?;
         }
         JobState::Delayed => {
-            t.delayed.insert((job.run_at.unwrap_or(0), id), ())?;
+            t.delayed()?.insert((job.run_at.unwrap_or(0), id), ())?;
         }
         JobState::Active => {
-            t.leases.insert((job.lease_until.unwrap_or(0), id), ())?;
+            t.leases()?.insert((job.lease_until.unwrap_or(0), id), ())?;
         }
         JobState::Completed | JobState::Failed | JobState::Cancelled => {
-            t.finished
+            t.finished()?
                 .insert((job.state.index(), job.finished_at.unwrap_or(0), id), ())?;
         }
     }
@@ -565,16 +573,16 @@ pub(crate) fn index_remove(t: &mut Tables<'_>, job: &Job) -> Result<(), QueueErr
     let id = job.id.0;
     match job.state {
         JobState::Queued => {
-            t.ready.remove(ready_key(job.priority, job.seq))?;
+            t.ready()?.remove(ready_key(job.priority, job.seq))?;
         }
         JobState::Delayed => {
-            t.delayed.remove((job.run_at.unwrap_or(0), id))?;
+            t.delayed()?.remove((job.run_at.unwrap_or(0), id))?;
         }
         JobState::Active => {
-            t.leases.remove((job.lease_until.unwrap_or(0), id))?;
+            t.leases()?.remove((job.lease_until.unwrap_or(0), id))?;
         }
         JobState::Completed | JobState::Failed | JobState::Cancelled => {
-            t.finished
+            t.finished()?
                 .remove((job.state.index(), job.finished_at.unwrap_or(0), id))?;
         }
     }
@@ -585,18 +593,60 @@ pub(crate) fn ready_key(p: Priority, seq: u64) -> (u8, u64) {
     (Priority::MAX.get() - p.get(), seq)
 }
 
-/// Every table, opened once per write transaction, each logging its changes.
-pub(crate) struct Tables<'txn> {
-    pub(crate) meta: Logged<'txn, &'static str, u64>,
-    pub(crate) jobs: Logged<'txn, u128, &'static [u8]>,
-    pub(crate) ready: Logged<'txn, (u8, u64), (u128, u64)>,
-    pub(crate) delayed: Logged<'txn, (u64, u128), ()>,
-    pub(crate) leases: Logged<'txn, (u64, u128), ()>,
-    pub(crate) by_project: Logged<'txn, (&'static str, u128), ()>,
-    pub(crate) finished: Logged<'txn, (u8, u64, u128), ()>,
-    pub(crate) dedupe: Logged<'txn, &'static str, u128>,
-    pub(crate) image_refs: Logged<'txn, &'static str, u64>,
-    pub(crate) results: Logged<'txn, u128, &'static [u8]>,
+/// Declares [`Tables`]: one lazily opened, logged slot per table, its accessor, and its number
+/// in a log payload (the order of the list; changing it changes the payload format).
+macro_rules! tables {
+    ($($n:literal $name:ident: $k:ty => $v:ty = $def:ident;)*) => {
+        /// The tables of one write transaction, each opened on first use (a transaction pays, at
+        /// its commit, for every table it opened) and logging its changes.
+        pub(crate) struct Tables<'txn> {
+            tx: &'txn WriteTransaction,
+            $($name: Option<Logged<'txn, $k, $v>>,)*
+        }
+
+        impl<'txn> Tables<'txn> {
+            pub(crate) fn open(tx: &'txn WriteTransaction) -> Result<Self, QueueError> {
+                Ok(Tables { tx, $($name: None,)* })
+            }
+
+            $(pub(crate) fn $name(&mut self) -> Result<&mut Logged<'txn, $k, $v>, QueueError> {
+                if self.$name.is_none() {
+                    self.$name = Some(Logged::new(self.tx.open_table($def)?));
+                }
+                Ok(self.$name.as_mut().expect("opened above"))
+            })*
+
+            /// The table numbered `n`, opened if need be.
+            fn numbered(&mut self, n: u8) -> Result<Option<&mut dyn Redo>, QueueError> {
+                Ok(match n {
+                    $($n => Some(self.$name()?),)*
+                    _ => None,
+                })
+            }
+
+            /// Every table this transaction opened, with its number.
+            fn opened(&mut self) -> Vec<(u8, &mut dyn Redo)> {
+                let mut out: Vec<(u8, &mut dyn Redo)> = Vec::new();
+                $(if let Some(t) = self.$name.as_mut() {
+                    out.push(($n, t));
+                })*
+                out
+            }
+        }
+    };
+}
+
+tables! {
+    0 meta: &'static str => u64 = META;
+    1 jobs: u128 => &'static [u8] = JOBS;
+    2 ready: (u8, u64) => (u128, u64) = READY;
+    3 delayed: (u64, u128) => () = DELAYED;
+    4 leases: (u64, u128) => () = LEASES;
+    5 by_project: (&'static str, u128) => () = BY_PROJECT;
+    6 finished: (u8, u64, u128) => () = FINISHED;
+    7 dedupe: &'static str => u128 = DEDUPE;
+    8 image_refs: &'static str => u64 = IMAGE_REFS;
+    9 results: u128 => &'static [u8] = RESULTS;
 }
 
 /// Version byte in front of every write-ahead log payload.
@@ -604,47 +654,24 @@ const REDO_V1: u8 = 1;
 const OP_INSERT: u8 = 1;
 const OP_REMOVE: u8 = 2;
 
-impl<'txn> Tables<'txn> {
-    pub(crate) fn open(tx: &'txn WriteTransaction) -> Result<Self, QueueError> {
-        Ok(Tables {
-            meta: Logged::new(tx.open_table(META)?),
-            jobs: Logged::new(tx.open_table(JOBS)?),
-            ready: Logged::new(tx.open_table(READY)?),
-            delayed: Logged::new(tx.open_table(DELAYED)?),
-            leases: Logged::new(tx.open_table(LEASES)?),
-            by_project: Logged::new(tx.open_table(BY_PROJECT)?),
-            finished: Logged::new(tx.open_table(FINISHED)?),
-            dedupe: Logged::new(tx.open_table(DEDUPE)?),
-            image_refs: Logged::new(tx.open_table(IMAGE_REFS)?),
-            results: Logged::new(tx.open_table(RESULTS)?),
-        })
-    }
-
-    /// Every table, in the order that numbers them in a log payload. Changing the order changes
-    /// the payload format.
-    fn all(&mut self) -> [&mut dyn Redo; 10] {
-        [
-            &mut self.meta,
-            &mut self.jobs,
-            &mut self.ready,
-            &mut self.delayed,
-            &mut self.leases,
-            &mut self.by_project,
-            &mut self.finished,
-            &mut self.dedupe,
-            &mut self.image_refs,
-            &mut self.results,
-        ]
+impl Tables<'_> {
+    /// Opens every table, creating the missing ones (for a new or migrated file, so that readers
+    /// find them all).
+    pub(crate) fn create_all(&mut self) -> Result<(), QueueError> {
+        for n in 0..10 {
+            self.numbered(n)?;
+        }
+        Ok(())
     }
 
     /// The changes made since the last call, as one log payload; `None` if there were none.
     /// Layout: `REDO_V1`, then per changed table `table number u8 | len u32 | changes[len]`.
     pub(crate) fn take_log(&mut self) -> Option<Vec<u8>> {
         let mut out = vec![REDO_V1];
-        for (n, table) in self.all().into_iter().enumerate() {
+        for (n, table) in self.opened() {
             let log = table.take();
             if !log.is_empty() {
-                out.push(n as u8);
+                out.push(n);
                 out.extend_from_slice(&(log.len() as u32).to_le_bytes());
                 out.extend_from_slice(&log);
             }
@@ -652,15 +679,15 @@ impl<'txn> Tables<'txn> {
         (out.len() > 1).then_some(out)
     }
 
-    pub(crate) fn job(&self, id: JobId) -> Result<Job, QueueError> {
-        match self.jobs.get(id.0)? {
+    pub(crate) fn job(&mut self, id: JobId) -> Result<Job, QueueError> {
+        match self.jobs()?.get(id.0)? {
             Some(v) => decode(v.value(), "job record"),
             None => Err(QueueError::NotFound(id)),
         }
     }
 
     pub(crate) fn put_job(&mut self, job: &Job) -> Result<(), QueueError> {
-        self.jobs.insert(job.id.0, encode(job).as_slice())?;
+        self.jobs()?.insert(job.id.0, encode(job).as_slice())?;
         Ok(())
     }
 }
@@ -673,15 +700,12 @@ pub(crate) fn redo(t: &mut Tables<'_>, payload: &[u8]) -> Result<(), QueueError>
     let Some((&REDO_V1, mut rest)) = payload.split_first() else {
         return Err(bad("unknown payload version"));
     };
-    let mut tables = t.all();
     while let Some((&n, tail)) = rest.split_first() {
         let (len, tail) = take_u32(tail).ok_or_else(|| bad("truncated table section"))?;
         let changes = tail
             .get(..len)
             .ok_or_else(|| bad("truncated table section"))?;
-        let table = tables
-            .get_mut(n as usize)
-            .ok_or_else(|| bad("unknown table number"))?;
+        let table = t.numbered(n)?.ok_or_else(|| bad("unknown table number"))?;
         table.redo(changes).map_err(|e| match e {
             QueueError::Corrupt { detail } => bad(&detail),
             e => e,

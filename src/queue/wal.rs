@@ -15,9 +15,9 @@
 //! the checksum covering everything after itself. Replay reads records from offset 0 and stops at
 //! the first one that does not follow: a bad checksum (a torn or never-written record), another
 //! generation (a record left from before the last open), or a sequence number that is not the next
-//! one (a record left from before the last checkpoint). Every open starts a new generation and
-//! every checkpoint records the last sequence number it covers, so stale bytes can never pass for
-//! new records. What is replayed is therefore always a prefix of what was written, which is what
+//! one (a record left from before the last checkpoint). Every open starts a new generation (a
+//! random number, so that not even the log of another database file can pass) and every checkpoint
+//! records the last sequence number it covers, so stale bytes can never pass for new records. What is replayed is therefore always a prefix of what was written, which is what
 //! the writer's commit order needs.
 //!
 //! This file knows nothing of redb or of what a payload means (see `store::redo`).
@@ -41,6 +41,18 @@ pub(crate) struct Wal {
     pos: u64,
     /// Records written since the last sync.
     unsynced: bool,
+}
+
+/// A generation number for a new open: random, never 0 (a new database's "no log yet") and never
+/// the one before.
+pub(crate) fn new_generation(previous: u64) -> u64 {
+    loop {
+        // The low half of a UUIDv7 is 62 random bits and the variant.
+        let g = uuid::Uuid::now_v7().as_u128() as u64;
+        if g != 0 && g != previous {
+            return g;
+        }
+    }
 }
 
 /// One record found by [`Wal::replay`].

@@ -169,12 +169,12 @@ pub(crate) fn replay(store: &Store, wal: Wal, existed: bool) -> Result<(Log, usi
     let (generation, lsn, redone);
     {
         let mut t = Tables::open(&tx)?;
-        let meta = |t: &Tables<'_>, key: &str, absent: u64| -> Result<u64, QueueError> {
-            Ok(t.meta.get(key)?.map_or(absent, |v| v.value()))
+        let meta = |t: &mut Tables<'_>, key: &str, absent: u64| -> Result<u64, QueueError> {
+            Ok(t.meta()?.get(key)?.map_or(absent, |v| v.value()))
         };
-        let previous = meta(&t, META_WAL_GENERATION, 0)?;
-        let after = meta(&t, META_WAL_LSN, 0)?;
-        if !existed && meta(&t, META_WAL_CLEAN, 1)? == 0 {
+        let previous = meta(&mut t, META_WAL_GENERATION, 0)?;
+        let after = meta(&mut t, META_WAL_LSN, 0)?;
+        if !existed && meta(&mut t, META_WAL_CLEAN, 1)? == 0 {
             tracing::error!(
                 wal = %wal.path().display(),
                 "the write-ahead log is missing after an unclean shutdown: changes acknowledged since the last checkpoint are lost"
@@ -185,11 +185,11 @@ pub(crate) fn replay(store: &Store, wal: Wal, existed: bool) -> Result<(Log, usi
             redo(&mut t, &record.payload)?;
         }
         redone = records.len();
-        generation = previous + 1;
+        generation = super::wal::new_generation(previous);
         lsn = after + redone as u64;
-        t.meta.insert(META_WAL_GENERATION, generation)?;
-        t.meta.insert(META_WAL_LSN, lsn)?;
-        t.meta.insert(META_WAL_CLEAN, 0)?;
+        t.meta()?.insert(META_WAL_GENERATION, generation)?;
+        t.meta()?.insert(META_WAL_LSN, lsn)?;
+        t.meta()?.insert(META_WAL_CLEAN, 0)?;
     }
     tx.commit()?;
     let log = Log {
@@ -220,7 +220,8 @@ pub(crate) fn spawn(
                 recent,
                 log,
             };
-            while let Ok(first) = rx.recv() {
+            let mut waiter = Waiter::default();
+            while let Some(first) = waiter.next(&rx) {
                 let mut batch = vec![first.0];
                 while batch.len() < writer.options.max_batch {
                     match rx.try_recv() {
@@ -254,7 +255,7 @@ pub(crate) fn recover(
     {
         let mut b = Batch::open(&tx, options, now)?;
         let active: Vec<u128> =
-            b.t.leases
+            b.t.leases()?
                 .iter()?
                 .map(|e| e.map(|(k, _)| k.value().1))
                 .collect::<Result<_, _>>()?;
@@ -283,6 +284,37 @@ pub(crate) fn recover(
     }
     tx.commit()?;
     Ok(recovered)
+}
+
+/// Waits for the next command. A caller that awaits each call sends its next command a few tens of
+/// microseconds after its reply; putting the writer to sleep and waking it again would add about as
+/// much to every call. So while commands keep coming that close together, the writer first polls
+/// for up to [`Waiter::SPIN`], yielding its core between polls, and only then sleeps; after a
+/// longer quiet spell it sleeps at once.
+#[derive(Default)]
+struct Waiter {
+    /// The last command came within a few spins of the one before it.
+    busy: bool,
+}
+
+impl Waiter {
+    const SPIN: Duration = Duration::from_micros(50);
+
+    fn next(&mut self, rx: &crossbeam_channel::Receiver<Command>) -> Option<Command> {
+        let start = Instant::now();
+        if self.busy {
+            while start.elapsed() < Self::SPIN {
+                match rx.try_recv() {
+                    Ok(cmd) => return Some(cmd),
+                    Err(crossbeam_channel::TryRecvError::Disconnected) => return None,
+                    Err(crossbeam_channel::TryRecvError::Empty) => std::thread::yield_now(),
+                }
+            }
+        }
+        let cmd = rx.recv().ok();
+        self.busy = start.elapsed() < 4 * Self::SPIN;
+        cmd
+    }
 }
 
 struct Writer {
@@ -355,7 +387,7 @@ impl Writer {
                     || self.log.last_checkpoint.elapsed() >= self.options.checkpoint_every
             });
             if checkpoint {
-                b.t.meta.insert(META_WAL_LSN, self.log.lsn)?;
+                b.t.meta()?.insert(META_WAL_LSN, self.log.lsn)?;
             } else if let Some(p) = payload {
                 let at = self.log.wal.position();
                 self.log
@@ -436,8 +468,8 @@ impl<'a> Batch<'a> {
         options: &'a QueueOptions,
         now: Millis,
     ) -> Result<Self, QueueError> {
-        let t = Tables::open(tx)?;
-        let next_seq = t.meta.get(META_NEXT_SEQ)?.map_or(0, |v| v.value());
+        let mut t = Tables::open(tx)?;
+        let next_seq = t.meta()?.get(META_NEXT_SEQ)?.map_or(0, |v| v.value());
         Ok(Batch {
             t,
             options,
@@ -524,7 +556,7 @@ impl<'a> Batch<'a> {
             Op::SetPaused { paused, reply } => {
                 let r = self
                     .t
-                    .meta
+                    .meta()?
                     .insert(META_PAUSED, u64::from(paused))
                     .map(|_| ())
                     .map_err(QueueError::from);
@@ -600,18 +632,18 @@ impl<'a> Batch<'a> {
         if let Some(key) = &job.dedupe_key {
             let holds = self
                 .t
-                .dedupe
+                .dedupe()?
                 .get(key.as_str())?
                 .is_some_and(|v| v.value() == job.id.0);
             if holds {
-                self.t.dedupe.remove(key.as_str())?;
+                self.t.dedupe()?.remove(key.as_str())?;
             }
         }
         Ok(())
     }
 
     /// Checks that `attempt` is the job's current, active attempt.
-    fn fenced(&self, id: JobId, attempt: u32) -> Result<Job, QueueError> {
+    fn fenced(&mut self, id: JobId, attempt: u32) -> Result<Job, QueueError> {
         let job = self.t.job(id)?;
         if job.state != JobState::Active || job.attempt != attempt {
             return Err(QueueError::Stale {
@@ -625,13 +657,13 @@ impl<'a> Batch<'a> {
     }
 
     /// Counts in `state` including this batch's unwritten changes.
-    fn count(&self, state: JobState) -> Result<u64, QueueError> {
+    fn count(&mut self, state: JobState) -> Result<u64, QueueError> {
         let s = state.index();
         let mut n: i64 = 0;
         for p in 1..=10u8 {
             n += self
                 .t
-                .meta
+                .meta()?
                 .get(count_key(state, p).as_str())?
                 .map_or(0, |v| v.value()) as i64;
             n += self.counts[s as usize][p as usize - 1];
@@ -648,13 +680,13 @@ impl<'a> Batch<'a> {
                     continue;
                 }
                 let key = count_key(state, p);
-                let cur = self.t.meta.get(key.as_str())?.map_or(0, |v| v.value()) as i64;
+                let cur = self.t.meta()?.get(key.as_str())?.map_or(0, |v| v.value()) as i64;
                 let n = cur + d;
                 debug_assert!(n >= 0, "count of {state} priority {p} went negative");
                 if n <= 0 {
-                    self.t.meta.remove(key.as_str())?;
+                    self.t.meta()?.remove(key.as_str())?;
                 } else {
-                    self.t.meta.insert(key.as_str(), n as u64)?;
+                    self.t.meta()?.insert(key.as_str(), n as u64)?;
                 }
             }
         }
@@ -662,7 +694,7 @@ impl<'a> Batch<'a> {
             self.add_image_ref(&hash, d)?;
         }
         if self.seq_dirty {
-            self.t.meta.insert(META_NEXT_SEQ, self.next_seq)?;
+            self.t.meta()?.insert(META_NEXT_SEQ, self.next_seq)?;
             self.seq_dirty = false;
         }
         Ok(())
@@ -671,13 +703,13 @@ impl<'a> Batch<'a> {
     /// Applies a reference change now; returns true when no job refers to the image any more.
     fn add_image_ref(&mut self, hash: &str, d: i64) -> Result<bool, QueueError> {
         let pending = self.image_refs.remove(hash).unwrap_or(0);
-        let cur = self.t.image_refs.get(hash)?.map_or(0, |v| v.value()) as i64;
+        let cur = self.t.image_refs()?.get(hash)?.map_or(0, |v| v.value()) as i64;
         let n = cur + pending + d;
         if n <= 0 {
-            self.t.image_refs.remove(hash)?;
+            self.t.image_refs()?.remove(hash)?;
             Ok(true)
         } else {
-            self.t.image_refs.insert(hash, n as u64)?;
+            self.t.image_refs()?.insert(hash, n as u64)?;
             Ok(false)
         }
     }

@@ -27,9 +27,11 @@ impl Batch<'_> {
         }
         let mut out = Vec::with_capacity(jobs.len());
         for nj in jobs {
-            if let Some(key) = &nj.dedupe_key
-                && let Some(existing) = self.t.dedupe.get(key.as_str())?.map(|v| v.value())
-            {
+            let holder = match &nj.dedupe_key {
+                Some(key) => self.t.dedupe()?.get(key.as_str())?.map(|v| v.value()),
+                None => None,
+            };
+            if let Some(existing) = holder {
                 out.push(Enqueued {
                     job: self.t.job(JobId(existing))?,
                     deduplicated: true,
@@ -71,11 +73,11 @@ impl Batch<'_> {
             }
             self.enter(&job)?;
             if let Some(p) = &job.project {
-                self.t.by_project.insert((p.as_str(), job.id.0), ())?;
+                self.t.by_project()?.insert((p.as_str(), job.id.0), ())?;
             }
             *self.image_refs.entry(job.image.hash.clone()).or_default() += 1;
             if let Some(key) = &job.dedupe_key {
-                self.t.dedupe.insert(key.as_str(), job.id.0)?;
+                self.t.dedupe()?.insert(key.as_str(), job.id.0)?;
             }
             out.push(Enqueued {
                 job,
@@ -89,7 +91,7 @@ impl Batch<'_> {
         if n == 0
             || self
                 .t
-                .meta
+                .meta()?
                 .get(META_PAUSED)?
                 .is_some_and(|v| v.value() != 0)
         {
@@ -124,13 +126,13 @@ impl Batch<'_> {
     /// O(log n) lookups and no index rewrite.
     pub(super) fn pick(&mut self) -> Result<Option<u128>, QueueError> {
         let Some(aging) = self.options.aging.filter(|a| !a.is_zero()) else {
-            return Ok(self.t.ready.first()?.map(|(_, v)| v.value().0));
+            return Ok(self.t.ready()?.first()?.map(|(_, v)| v.value().0));
         };
         let step = aging.as_millis() as u64;
         // ((effective priority, seq), job id)
         let mut best: Option<((u8, u64), u128)> = None;
         for inv in 0..10u8 {
-            let head = self.t.ready.range((inv, 0)..=(inv, u64::MAX))?.next();
+            let head = self.t.ready()?.range((inv, 0)..=(inv, u64::MAX))?.next();
             if let Some(entry) = head {
                 let (k, v) = entry?;
                 let (inv, seq) = k.value();
@@ -153,7 +155,7 @@ impl Batch<'_> {
     pub(super) fn promote_due(&mut self) -> Result<Vec<JobId>, QueueError> {
         let due: Vec<u128> = self
             .t
-            .delayed
+            .delayed()?
             .range((0, 0)..=(self.now, u128::MAX))?
             .map(|e| e.map(|(k, _)| k.value().1))
             .collect::<Result<_, _>>()?;
@@ -183,10 +185,12 @@ impl Batch<'_> {
                 }
                 Err(e) => return Err(e),
             };
-            self.t.leases.remove((job.lease_until.unwrap_or(0), id.0))?;
+            self.t
+                .leases()?
+                .remove((job.lease_until.unwrap_or(0), id.0))?;
             job.lease_until = Some(self.now + ttl.as_millis() as u64);
             self.t
-                .leases
+                .leases()?
                 .insert((job.lease_until.unwrap_or(0), id.0), ())?;
             self.t.put_job(&job)?;
         }
@@ -218,7 +222,7 @@ impl Batch<'_> {
         });
         self.finish_as(&mut job, JobState::Completed)?;
         self.enter(&job)?;
-        self.t.results.insert(id.0, result)?;
+        self.t.results()?.insert(id.0, result)?;
         Ok(job)
     }
 
@@ -301,11 +305,11 @@ impl Batch<'_> {
         job.result = None;
         self.requeue(&mut job)?;
         self.enter(&job)?;
-        self.t.results.remove(id.0)?;
+        self.t.results()?.remove(id.0)?;
         if let Some(key) = &job.dedupe_key
-            && self.t.dedupe.get(key.as_str())?.is_none()
+            && self.t.dedupe()?.get(key.as_str())?.is_none()
         {
-            self.t.dedupe.insert(key.as_str(), id.0)?;
+            self.t.dedupe()?.insert(key.as_str(), id.0)?;
         }
         Ok(job)
     }
@@ -322,11 +326,11 @@ impl Batch<'_> {
         }
         index_remove(&mut self.t, &job)?;
         if let Some(p) = &job.project {
-            self.t.by_project.remove((p.as_str(), id.0))?;
+            self.t.by_project()?.remove((p.as_str(), id.0))?;
         }
         self.counts[job.state.index() as usize][job.priority.get() as usize - 1] -= 1;
-        self.t.jobs.remove(id.0)?;
-        self.t.results.remove(id.0)?;
+        self.t.jobs()?.remove(id.0)?;
+        self.t.results()?.remove(id.0)?;
         self.release_dedupe(&job)?;
         let orphaned = self.add_image_ref(&job.image.hash, -1)?;
         Ok((job, orphaned))
@@ -356,7 +360,7 @@ impl Batch<'_> {
         let promoted = self.promote_due()?;
         let due: Vec<u128> = self
             .t
-            .leases
+            .leases()?
             .range((0, 0)..=(self.now, u128::MAX))?
             .map(|e| e.map(|(k, _)| k.value().1))
             .collect::<Result<_, _>>()?;
@@ -397,7 +401,7 @@ impl Batch<'_> {
             let room = limit.saturating_sub(report.removed.len());
             let mut doomed: Vec<u128> = self
                 .t
-                .finished
+                .finished()?
                 .range((s, 0, 0)..(s, cutoff, 0))?
                 .take(room)
                 .map(|e| e.map(|(k, _)| k.value().2))
@@ -410,7 +414,7 @@ impl Batch<'_> {
             if room > 0 {
                 let more: Vec<u128> = self
                     .t
-                    .finished
+                    .finished()?
                     .range((s, cutoff, 0)..=(s, u64::MAX, u128::MAX))?
                     .take(room)
                     .map(|e| e.map(|(k, _)| k.value().2))
