@@ -163,6 +163,8 @@ struct Inner {
     writer: Mutex<Option<JoinHandle<()>>>,
     recent: Arc<Mutex<Recent>>,
     clock: Arc<dyn Clock>,
+    /// Set when a failure stopped the writer (see `queue/writer.rs`).
+    failure: writer::Failure,
 }
 
 /// What `Queue::open` recovered.
@@ -204,6 +206,7 @@ impl Queue {
             );
         }
         let (tx, rx) = crossbeam_channel::unbounded();
+        let failure = writer::Failure::default();
         let handle = writer::spawn(
             Arc::clone(&store),
             rx,
@@ -211,6 +214,7 @@ impl Queue {
             Arc::clone(&clock),
             Arc::clone(&recent),
             log,
+            Arc::clone(&failure),
         )?;
         let queue = Queue {
             inner: Arc::new(Inner {
@@ -219,6 +223,7 @@ impl Queue {
                 writer: Mutex::new(Some(handle)),
                 recent,
                 clock,
+                failure,
             }),
         };
         Ok((
@@ -445,8 +450,12 @@ impl Queue {
         self.store()?.next_due()
     }
 
-    /// Counts, oldest wait and pause from one snapshot, plus the recent-window figures.
+    /// Counts, oldest wait and pause from one snapshot, plus the recent-window figures. Fails once
+    /// a storage failure stopped the queue, so health checks report it.
     pub fn stats(&self) -> Result<QueueStats, QueueError> {
+        if let Some(msg) = self.inner.failure.lock().expect("failure lock").clone() {
+            return Err(QueueError::Storage(msg.into()));
+        }
         let now = self.inner.clock.now();
         let store = self.store()?;
         let snap = store.snapshot()?;
@@ -460,6 +469,14 @@ impl Queue {
             .expect("recent stats lock")
             .fill(now, &mut stats);
         Ok(stats)
+    }
+}
+
+#[cfg(test)]
+impl Queue {
+    /// Stops the queue as a failed log sync would.
+    fn fail_for_test(&self, msg: &str) {
+        *self.inner.failure.lock().expect("failure lock") = Some(msg.into());
     }
 }
 

@@ -151,6 +151,61 @@ async fn lease_hands_out_at_most_n_and_nothing_when_empty() {
 }
 
 #[tokio::test]
+async fn a_storage_failure_stops_the_queue_until_reopened() {
+    let mut f = Fixture::new();
+    let kept = f.add(5).await;
+    f.queue
+        .fail_for_test("the write-ahead log could not be synced; restart spheroseg");
+    let refused = f.queue.enqueue(job(5)).await.expect_err("refused");
+    assert!(matches!(refused, QueueError::Storage(_)), "{refused:?}");
+    assert!(
+        refused.to_string().contains("restart spheroseg"),
+        "{refused}"
+    );
+    assert!(f.queue.lease(1, TTL).await.is_err());
+    assert!(f.queue.stats().is_err(), "health must see the failure");
+    f.reopen();
+    assert_eq!(f.state(kept.id), JobState::Queued);
+    assert_eq!(f.queue.stats().expect("stats").counts.queued, 1);
+    f.add(5).await;
+}
+
+#[tokio::test]
+async fn checkpoints_and_log_restarts_keep_every_change() {
+    // A log of 8 KiB fills every few batches; a checkpoint interval of zero makes every batch
+    // that changes something a checkpoint.
+    for (wal_bytes, every) in [
+        (8 << 10, Duration::from_secs(60)),
+        (1 << 20, Duration::ZERO),
+    ] {
+        let mut f = Fixture::with(QueueOptions {
+            wal_bytes,
+            checkpoint_every: every,
+            ..QueueOptions::default()
+        });
+        let mut ids = Vec::new();
+        for i in 0..60u8 {
+            ids.push(f.add(i % 10 + 1).await.id);
+        }
+        let done = f.lease_one().await;
+        f.queue
+            .complete(done.job.id, done.attempt, vec![1, 2, 3])
+            .await
+            .expect("complete");
+        let recovery = f.reopen();
+        assert!(recovery.orphans.is_empty());
+        assert_eq!(f.state(done.job.id), JobState::Completed);
+        assert_eq!(
+            f.queue.result(done.job.id).expect("result"),
+            Some(vec![1, 2, 3])
+        );
+        let s = f.queue.stats().expect("stats");
+        assert_eq!((s.counts.queued, s.counts.completed), (59, 1));
+        assert_eq!(f.lease_ids(59).await.len(), 59);
+    }
+}
+
+#[tokio::test]
 async fn pause_stops_leasing_and_persists_across_reopen() {
     let mut f = Fixture::new();
     f.add(5).await;

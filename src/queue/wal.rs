@@ -39,8 +39,6 @@ pub(crate) struct Wal {
     capacity: u64,
     /// Where the next record starts.
     pos: u64,
-    /// Records written since the last sync.
-    unsynced: bool,
 }
 
 /// A generation number for a new open: random, never 0 (a new database's "no log yet") and never
@@ -98,7 +96,6 @@ impl Wal {
             path: path.to_owned(),
             capacity: len.max(capacity),
             pos: 0,
-            unsynced: false,
         };
         Ok((wal, existed))
     }
@@ -135,17 +132,12 @@ impl Wal {
             .write_all_at(&rec, self.pos)
             .map_err(|e| self.io(e))?;
         self.pos += rec.len() as u64;
-        self.unsynced = true;
         Ok(())
     }
 
-    /// Makes every record written so far durable.
-    pub(crate) fn sync(&mut self) -> Result<(), QueueError> {
-        if self.unsynced {
-            self.file.sync_data().map_err(|e| self.io(e))?;
-            self.unsynced = false;
-        }
-        Ok(())
+    /// A second handle on the file, for the thread that syncs it (`writer/syncer.rs`).
+    pub(crate) fn sync_handle(&self) -> Result<File, QueueError> {
+        self.file.try_clone().map_err(|e| self.io(e))
     }
 
     /// Forgets the last record, written at `at`, whose batch was not committed after all: its
@@ -156,7 +148,6 @@ impl Wal {
             .write_all_at(&[0; HEADER], at)
             .and_then(|()| self.file.sync_data())
             .map_err(|e| self.io(e))?;
-        self.unsynced = false;
         Ok(())
     }
 
@@ -168,7 +159,6 @@ impl Wal {
     /// Starts again from the first byte, after a checkpoint made every record redundant.
     pub(crate) fn restart(&mut self) {
         self.pos = 0;
-        self.unsynced = false;
     }
 
     /// The records of `generation` numbered `after + 1, after + 2, …` from the start of the file,
@@ -233,7 +223,10 @@ mod tests {
         let mut wal = open(dir.path(), 4096);
         wal.append(3, 11, b"one").expect("append");
         wal.append(3, 12, b"two").expect("append");
-        wal.sync().expect("sync");
+        wal.sync_handle()
+            .expect("handle")
+            .sync_data()
+            .expect("sync");
         drop(wal);
         let (wal, existed) = Wal::open(&dir.path().join("q.wal"), 4096).expect("reopen");
         assert!(existed);

@@ -3,11 +3,16 @@
 //! It blocks for one command, takes every other command already waiting (up to `max_batch`), applies
 //! them in order inside one transaction and commits once. The transaction's changes go to the
 //! write-ahead log (`queue/wal.rs`) as one record first; then redb commits with
-//! `Durability::None`. If any command of the batch must be durable, the log is synced between the
-//! two, so the reply means the change is on disk. Every `checkpoint_every`, or when the log is
-//! full, a batch commits redb durably instead and the log starts over. Replies go out only after
-//! the commit; if it fails, every command of the batch gets the error and none of their effects
-//! remain (the batch's log record is zeroed again).
+//! `Durability::None`. If any command of the batch must be durable, the sync thread
+//! (`writer/syncer.rs`) is asked to sync the log before redb commits, and sends the batch's replies
+//! once the sync is done: a reply means the change is on disk. Every `checkpoint_every`, or when the
+//! log is full, a batch commits redb durably instead and the log starts over.
+//!
+//! A batch refused before its log record is written (a storage error while applying, a log write
+//! that failed) leaves nothing behind: the transaction is dropped and every command gets the error.
+//! A failure after that (redb's commit, the sync) stops the queue: every later command gets the
+//! error until spheroseg restarts, and the restart replays what reached the log, which may include
+//! the failed batch.
 //!
 //! Every batch that changes anything is logged, durable or not: redoing a durable batch's changes
 //! is only right on top of the batches before it, so the log must hold them all, in order.
@@ -38,6 +43,8 @@ use super::store::{
 };
 use super::wal::Wal;
 use crate::clock::Clock;
+pub(crate) use syncer::Failure;
+use syncer::Syncer;
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, QueueError>>;
 
@@ -124,6 +131,29 @@ impl Op {
             Op::Lease { .. } | Op::Heartbeat { .. } | Op::Progress { .. } | Op::Sweep { .. }
         )
     }
+
+    /// Answers the caller with a storage error, without doing anything.
+    fn refuse(self, msg: &str) {
+        fn no<T>(reply: Reply<T>, msg: &str) {
+            let _ = reply.send(Err(QueueError::Storage(msg.into())));
+        }
+        match self {
+            Op::Enqueue { reply, .. } => no(reply, msg),
+            Op::Lease { reply, .. } => no(reply, msg),
+            Op::Heartbeat { reply, .. } => no(reply, msg),
+            Op::Progress { reply, .. } => no(reply, msg),
+            Op::Complete { reply, .. } => no(reply, msg),
+            Op::Fail { reply, .. } => no(reply, msg),
+            Op::Release { reply, .. } => no(reply, msg),
+            Op::Cancel { reply, .. } => no(reply, msg),
+            Op::Retry { reply, .. } => no(reply, msg),
+            Op::Delete { reply, .. } => no(reply, msg),
+            Op::ChangePriority { reply, .. } => no(reply, msg),
+            Op::SetPaused { reply, .. } => no(reply, msg),
+            Op::Sweep { reply, .. } => no(reply, msg),
+            Op::Retain { reply, .. } => no(reply, msg),
+        }
+    }
 }
 
 /// Sends an operation's answer once the batch's commit is known.
@@ -147,8 +177,6 @@ enum Observed {
         run_ms: Option<u64>,
         completed: bool,
     },
-    /// A durable commit took this many microseconds.
-    Commit(u64),
 }
 
 /// The write-ahead log and where this process is in it.
@@ -158,6 +186,8 @@ pub(crate) struct Log {
     generation: u64,
     /// The last record written (or covered by the last checkpoint).
     lsn: u64,
+    /// The last record the sync thread was asked to make durable.
+    requested: u64,
     last_checkpoint: Instant,
 }
 
@@ -196,12 +226,14 @@ pub(crate) fn replay(store: &Store, wal: Wal, existed: bool) -> Result<(Log, usi
         wal,
         generation,
         lsn,
+        requested: lsn,
         last_checkpoint: Instant::now(),
     };
     Ok((log, redone))
 }
 
-/// Starts the writer thread. When the channel closes it commits a last durable checkpoint.
+/// Starts the writer thread and its sync thread. When the channel closes the writer lets the sync
+/// thread send every reply still waiting, then commits a last durable checkpoint.
 pub(crate) fn spawn(
     store: Arc<Store>,
     rx: crossbeam_channel::Receiver<Command>,
@@ -209,7 +241,15 @@ pub(crate) fn spawn(
     clock: Arc<dyn Clock>,
     recent: Arc<Mutex<Recent>>,
     log: Log,
+    failure: Failure,
 ) -> Result<JoinHandle<()>, QueueError> {
+    let syncer = Syncer::spawn(
+        log.wal.sync_handle()?,
+        log.wal.path().to_owned(),
+        log.lsn,
+        Arc::clone(&failure),
+        Arc::clone(&recent),
+    )?;
     std::thread::Builder::new()
         .name("queue-writer".into())
         .spawn(move || {
@@ -219,6 +259,8 @@ pub(crate) fn spawn(
                 clock,
                 recent,
                 log,
+                syncer,
+                failure,
             };
             let mut waiter = Waiter::default();
             while let Some(first) = waiter.next(&rx) {
@@ -286,11 +328,12 @@ pub(crate) fn recover(
     Ok(recovered)
 }
 
-/// Waits for the next command. A caller that awaits each call sends its next command a few tens of
-/// microseconds after its reply; putting the writer to sleep and waking it again would add about as
-/// much to every call. So while commands keep coming that close together, the writer first polls
-/// for up to [`Waiter::SPIN`], yielding its core between polls, and only then sleeps; after a
-/// longer quiet spell it sleeps at once.
+/// Waits for the next message on a channel (commands for the writer, work for the sync thread). A
+/// caller that awaits each call sends its next command a few tens of microseconds after its reply;
+/// putting the thread to sleep and waking it again would add about as much to every call. So while
+/// messages keep coming that close together, the thread first polls for up to [`Waiter::SPIN`],
+/// yielding its core between polls, and only then sleeps; after a longer quiet spell it sleeps at
+/// once.
 #[derive(Default)]
 struct Waiter {
     /// The last command came within a few spins of the one before it.
@@ -300,7 +343,7 @@ struct Waiter {
 impl Waiter {
     const SPIN: Duration = Duration::from_micros(50);
 
-    fn next(&mut self, rx: &crossbeam_channel::Receiver<Command>) -> Option<Command> {
+    fn next<T>(&mut self, rx: &crossbeam_channel::Receiver<T>) -> Option<T> {
         let start = Instant::now();
         if self.busy {
             while start.elapsed() < Self::SPIN {
@@ -323,15 +366,35 @@ struct Writer {
     clock: Arc<dyn Clock>,
     recent: Arc<Mutex<Recent>>,
     log: Log,
+    syncer: Syncer,
+    failure: Failure,
 }
 
 impl Writer {
     fn run_batch(&mut self, ops: Vec<Op>) {
         let durable = ops.iter().any(Op::durable);
         let now = self.clock.now();
+        let started = Instant::now();
+        let failed = self.failure.lock().expect("failure lock").clone();
+        let tx = match failed {
+            Some(msg) => Err(msg),
+            None => self.store.db.begin_write().map_err(|e| {
+                tracing::error!(error = %e, "queue cannot begin a transaction");
+                format!("storage error: {e}")
+            }),
+        };
+        let tx = match tx {
+            Ok(tx) => tx,
+            Err(msg) => {
+                for op in ops {
+                    op.refuse(&msg);
+                }
+                return;
+            }
+        };
         let mut finishes: Vec<Finish> = Vec::with_capacity(ops.len());
         let mut observed = Vec::new();
-        let outcome = self.apply_all(ops, now, durable, &mut finishes, &mut observed);
+        let outcome = self.apply_all(tx, ops, now, durable, &mut finishes, &mut observed);
         match outcome {
             Ok(()) => {
                 if !observed.is_empty() {
@@ -342,16 +405,15 @@ impl Writer {
                             Observed::Finished { run_ms, completed } => {
                                 recent.record_finish(now, run_ms, completed)
                             }
-                            Observed::Commit(us) => recent.record_commit(us),
                         }
                     }
                 }
-                for f in finishes {
-                    f(None);
-                }
+                let after = self.log.requested;
+                self.syncer
+                    .reply(after, durable.then_some(started), finishes);
             }
             Err(e) => {
-                tracing::error!(error = %e, commands = finishes.len(), "queue commit failed; the batch was rolled back");
+                tracing::error!(error = %e, commands = finishes.len(), "queue batch failed");
                 let msg = e.to_string();
                 for f in finishes {
                     f(Some(&msg));
@@ -360,24 +422,40 @@ impl Writer {
         }
     }
 
+    /// Stops the queue after a failure that left the log and redb out of step.
+    fn fail_stop(&self, e: &QueueError) {
+        let mut failure = self.failure.lock().expect("failure lock");
+        if failure.is_none() {
+            tracing::error!(error = %e, "queue commit failed; the queue accepts no more changes until restarted");
+            *failure = Some(format!(
+                "{e}; the queue accepts no more changes: restart spheroseg"
+            ));
+        }
+    }
+
     /// Applies every operation in one transaction, logs it and commits it (see the module doc).
     fn apply_all(
         &mut self,
+        mut tx: redb::WriteTransaction,
         ops: Vec<Op>,
         now: Millis,
         durable: bool,
         finishes: &mut Vec<Finish>,
         observed: &mut Vec<Observed>,
     ) -> Result<(), QueueError> {
-        let mut tx = self.store.db.begin_write()?;
-        let started = Instant::now();
-        // `Some(at)`: this batch's record was written at `at`.
-        let mut written = None;
         let checkpoint;
         {
             let mut b = Batch::open(&tx, &self.options, now)?;
-            for op in ops {
-                finishes.push(b.apply(op)?);
+            let mut ops = ops.into_iter();
+            while let Some(op) = ops.next() {
+                match b.apply(op) {
+                    Ok(f) => finishes.push(f),
+                    Err(e) => {
+                        let msg = e.to_string();
+                        ops.for_each(|rest| rest.refuse(&msg));
+                        return Err(e);
+                    }
+                }
             }
             b.flush()?;
             observed.append(&mut b.observed);
@@ -390,40 +468,51 @@ impl Writer {
                 b.t.meta()?.insert(META_WAL_LSN, self.log.lsn)?;
             } else if let Some(p) = payload {
                 let at = self.log.wal.position();
-                self.log
+                if let Err(e) = self
+                    .log
                     .wal
-                    .append(self.log.generation, self.log.lsn + 1, &p)?;
-                written = Some(at);
+                    .append(self.log.generation, self.log.lsn + 1, &p)
+                {
+                    if let Err(undo) = self.log.wal.unwrite(at) {
+                        self.fail_stop(&undo);
+                    }
+                    return Err(e);
+                }
+                self.log.lsn += 1;
             }
         }
         if checkpoint {
-            tx.commit()?;
+            if let Err(e) = tx.commit() {
+                let e = QueueError::from(e);
+                self.fail_stop(&e);
+                return Err(e);
+            }
             self.log.wal.restart();
             self.log.last_checkpoint = Instant::now();
         } else {
             tx.set_durability(Durability::None)
                 .map_err(|e| QueueError::Storage(Box::new(e)))?;
-            let synced = if durable { self.log.wal.sync() } else { Ok(()) };
-            if let Err(e) = synced.and_then(|()| Ok(tx.commit()?)) {
-                if let Some(at) = written
-                    && let Err(undo) = self.log.wal.unwrite(at)
-                {
-                    tracing::error!(error = %undo, "could not take back the write-ahead log record of a failed batch");
-                }
+            if durable && self.log.requested < self.log.lsn {
+                // The sync runs while redb commits.
+                self.log.requested = self.log.lsn;
+                self.syncer.sync(self.log.lsn);
+            }
+            if let Err(e) = tx.commit() {
+                let e = QueueError::from(e);
+                self.fail_stop(&e);
                 return Err(e);
             }
-            if written.is_some() {
-                self.log.lsn += 1;
-            }
-        }
-        if durable {
-            observed.push(Observed::Commit(started.elapsed().as_micros() as u64));
         }
         Ok(())
     }
 
-    /// The last checkpoint: everything so far committed durably, and the log marked clean.
+    /// Lets the sync thread finish, then commits the last checkpoint: everything so far committed
+    /// durably, and the log marked clean.
     fn close(&mut self) -> Result<(), QueueError> {
+        self.syncer.stop();
+        if let Some(msg) = self.failure.lock().expect("failure lock").clone() {
+            return Err(QueueError::Storage(msg.into()));
+        }
         let tx = self.store.db.begin_write()?;
         {
             let mut meta = tx.open_table(META)?;
@@ -716,3 +805,4 @@ impl<'a> Batch<'a> {
 }
 
 mod ops;
+mod syncer;

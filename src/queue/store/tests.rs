@@ -110,6 +110,46 @@ fn version_zero_file_is_backed_up_and_migrated() {
     assert_eq!(read_schema(&old).expect("schema"), None);
 }
 
+/// A version-1 file (indexes, no write-ahead log): opening it copies it aside and starts a clean
+/// log; its jobs stay as they were.
+#[test]
+fn version_one_file_gains_a_clean_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("spheroseg.redb");
+    {
+        let (store, _) = Store::open(&path, 1 << 20).expect("create");
+        let tx = store.db.begin_write().expect("write");
+        {
+            let mut t = Tables::open(&tx).expect("tables");
+            let j = job(1, JobState::Queued, 5, 0);
+            t.put_job(&j).expect("job");
+            index_insert(&mut t, &j).expect("index");
+            let meta = t.meta().expect("meta");
+            meta.insert(META_SCHEMA, 1).expect("schema");
+            for key in [META_WAL_GENERATION, META_WAL_LSN, META_WAL_CLEAN] {
+                meta.remove(key).expect("remove");
+            }
+        }
+        tx.commit().expect("commit");
+    }
+    let (store, report) = Store::open(&path, 1 << 20).expect("opens and migrates");
+    assert_eq!(report.migrated_from, Some(1));
+    assert!(
+        report
+            .backup
+            .expect("a backup")
+            .ends_with("spheroseg.redb.v1.bak")
+    );
+    let tx = store.read().expect("read");
+    let meta = tx.open_table(META).expect("meta");
+    let value = |key: &str| meta.get(key).expect("get").map(|v| v.value());
+    assert_eq!(value(META_SCHEMA), Some(SCHEMA_VERSION));
+    assert_eq!(value(META_WAL_LSN), Some(0));
+    assert_eq!(value(META_WAL_CLEAN), Some(1));
+    let ready = tx.open_table(READY).expect("ready");
+    assert_eq!(redb::ReadableTableMetadata::len(&ready).expect("len"), 1);
+}
+
 #[test]
 fn newer_schema_is_refused_with_both_versions_named() {
     let dir = tempfile::tempdir().expect("tempdir");

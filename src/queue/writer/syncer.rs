@@ -1,0 +1,199 @@
+//! The sync thread: makes the write-ahead log durable and sends every batch's replies, in commit
+//! order, once what the batch depends on is on disk.
+//!
+//! The writer asks for a sync as soon as a durable batch's record is written, before it commits
+//! redb, so the `fdatasync` runs while redb commits; then it hands over the batch's replies with
+//! the log sequence number they wait for. The writer goes on with the next batch while a sync
+//! runs, so under load one `fdatasync` covers many batches and the writer never waits on the disk.
+//!
+//! Replies of batches that need no sync (leases, heartbeats) pass through here too, so that no
+//! caller hears of a change before the changes committed ahead of it are durable.
+//!
+//! A failed sync stops the queue for good: after a failed `fdatasync` the kernel may have dropped
+//! the unwritten pages and a later sync can report success without them, so nothing may be
+//! acknowledged after it. Every later batch gets the error until spheroseg is restarted (the
+//! restart replays what did reach the log).
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use super::{Finish, Waiter};
+use crate::queue::QueueError;
+use crate::queue::stats::Recent;
+
+/// The first failure that stopped the queue, shared by the writer and the sync thread.
+pub(crate) type Failure = Arc<Mutex<Option<String>>>;
+
+enum Msg {
+    /// Make every record up to this sequence number durable.
+    Sync(u64),
+    /// Send these replies once every record up to `after` is durable. `durable_since` is when a
+    /// durable batch began, for the commit latency statistics.
+    Reply {
+        after: u64,
+        durable_since: Option<Instant>,
+        finishes: Vec<Finish>,
+    },
+}
+
+/// The handle the writer keeps.
+pub(super) struct Syncer {
+    tx: Option<crossbeam_channel::Sender<Msg>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Syncer {
+    /// Starts the thread. Every record up to `synced` is already durable.
+    pub(super) fn spawn(
+        file: File,
+        path: PathBuf,
+        synced: u64,
+        failure: Failure,
+        recent: Arc<Mutex<Recent>>,
+    ) -> Result<Syncer, QueueError> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let handle = std::thread::Builder::new()
+            .name("queue-sync".into())
+            .spawn(move || {
+                let mut thread = Thread {
+                    file,
+                    path,
+                    synced,
+                    failure,
+                    recent,
+                };
+                let mut waiter = Waiter::default();
+                while let Some(first) = waiter.next(&rx) {
+                    let mut msgs = vec![first];
+                    msgs.extend(rx.try_iter());
+                    thread.round(msgs);
+                }
+            })
+            .map_err(|source| QueueError::Io {
+                path: "queue-sync thread".into(),
+                source,
+            })?;
+        Ok(Syncer {
+            tx: Some(tx),
+            handle: Some(handle),
+        })
+    }
+
+    /// Starts making every record up to `lsn` durable.
+    pub(super) fn sync(&self, lsn: u64) {
+        self.send(Msg::Sync(lsn));
+    }
+
+    /// Sends `finishes` their answers once every record up to `after` is durable.
+    pub(super) fn reply(&self, after: u64, durable_since: Option<Instant>, finishes: Vec<Finish>) {
+        self.send(Msg::Reply {
+            after,
+            durable_since,
+            finishes,
+        });
+    }
+
+    fn send(&self, msg: Msg) {
+        if let Some(tx) = &self.tx
+            && let Err(crossbeam_channel::SendError(msg)) = tx.send(msg)
+        {
+            // The thread is gone (it panicked): nobody will sync, so nobody may hear success.
+            if let Msg::Reply { finishes, .. } = msg {
+                for f in finishes {
+                    f(Some("the queue's sync thread stopped; restart spheroseg"));
+                }
+            }
+        }
+    }
+
+    /// Sends every reply still waiting (after a last sync) and stops the thread.
+    pub(super) fn stop(&mut self) {
+        self.tx.take();
+        if let Some(handle) = self.handle.take()
+            && handle.join().is_err()
+        {
+            tracing::error!("queue sync thread panicked");
+        }
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct Thread {
+    file: File,
+    path: PathBuf,
+    /// Every record up to here is durable.
+    synced: u64,
+    failure: Failure,
+    recent: Arc<Mutex<Recent>>,
+}
+
+impl Thread {
+    /// One `fdatasync` for everything the messages wait for, then their replies in order.
+    fn round(&mut self, msgs: Vec<Msg>) {
+        let target = msgs
+            .iter()
+            .map(|m| match m {
+                Msg::Sync(lsn) => *lsn,
+                Msg::Reply { after, .. } => *after,
+            })
+            .max()
+            .unwrap_or(0);
+        let failed = self.failure.lock().expect("failure lock").clone();
+        let outcome = match failed {
+            Some(msg) => Err(msg),
+            None if target > self.synced => match self.file.sync_data() {
+                Ok(()) => {
+                    self.synced = target;
+                    Ok(())
+                }
+                Err(e) => {
+                    let msg = format!(
+                        "the write-ahead log {} could not be synced ({e}); the queue accepts no more changes: restart spheroseg",
+                        self.path.display()
+                    );
+                    tracing::error!(error = %e, wal = %self.path.display(), "write-ahead log sync failed; the queue stopped");
+                    *self.failure.lock().expect("failure lock") = Some(msg.clone());
+                    Err(msg)
+                }
+            },
+            None => Ok(()),
+        };
+        for msg in msgs {
+            let Msg::Reply {
+                durable_since,
+                finishes,
+                ..
+            } = msg
+            else {
+                continue;
+            };
+            match &outcome {
+                Ok(()) => {
+                    if let Some(since) = durable_since {
+                        let us = since.elapsed().as_micros() as u64;
+                        self.recent
+                            .lock()
+                            .expect("recent stats lock")
+                            .record_commit(us);
+                    }
+                    for f in finishes {
+                        f(None);
+                    }
+                }
+                Err(msg) => {
+                    for f in finishes {
+                        f(Some(msg));
+                    }
+                }
+            }
+        }
+    }
+}
