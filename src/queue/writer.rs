@@ -329,19 +329,21 @@ pub(crate) fn recover(
 }
 
 /// Waits for the next message on a channel (commands for the writer, work for the sync thread). A
-/// caller that awaits each call sends its next command a few tens of microseconds after its reply;
-/// putting the thread to sleep and waking it again would add about as much to every call. So while
-/// messages keep coming that close together, the thread first polls for up to [`Waiter::SPIN`],
-/// yielding its core between polls, and only then sleeps; after a longer quiet spell it sleeps at
-/// once.
+/// caller that awaits each call sends its next command some tens of microseconds after its reply
+/// (its task has to be woken and scheduled first); putting the thread to sleep and waking it again
+/// would add about as much to every call. So while messages keep coming that close together, the
+/// thread first polls for up to [`Waiter::SPIN`], yielding its core between polls, and only then
+/// sleeps; after a longer quiet spell it sleeps at once, so an idle queue costs no CPU. On this
+/// 2-core machine a 50 µs window missed most of a single producer's next calls; 100 to 250 µs
+/// caught them (one awaited enqueue went from 0.79 to 0.86-1.0 × the disk's append+fdatasync rate).
 #[derive(Default)]
 struct Waiter {
-    /// The last command came within a few spins of the one before it.
+    /// The last message came within a few windows of the one before it.
     busy: bool,
 }
 
 impl Waiter {
-    const SPIN: Duration = Duration::from_micros(50);
+    const SPIN: Duration = Duration::from_micros(100);
 
     fn next<T>(&mut self, rx: &crossbeam_channel::Receiver<T>) -> Option<T> {
         let start = Instant::now();
