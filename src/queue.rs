@@ -134,6 +134,9 @@ pub struct QueueOptions {
     /// The longest time between checkpoints (durable redb commits) while changes come in. It
     /// bounds how much the log holds, and so how long a replay after a crash takes.
     pub checkpoint_every: Duration,
+    /// Newly queued jobs collect in a small tail index and move to the main one in groups of more
+    /// than this many (see `queue/store.rs`); about one 4 KiB leaf's worth by default.
+    pub ready_tail_spill: u64,
 }
 
 impl Default for QueueOptions {
@@ -146,6 +149,7 @@ impl Default for QueueOptions {
             max_batch: 4096,
             wal_bytes: 8 << 20,
             checkpoint_every: Duration::from_secs(2),
+            ready_tail_spill: 100,
         }
     }
 }

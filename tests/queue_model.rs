@@ -8,7 +8,8 @@
 //! A crash is simulated by copying the database and its write-ahead log, as the disk holds them
 //! between two commands, and opening the copy: the database is as of the last checkpoint and the
 //! log must bring back everything after it. The log is kept small so that checkpoints (and the log
-//! starting over) happen every few steps.
+//! starting over) happen every few steps, and the tail of the ready index spills into the main one
+//! after a few jobs, so leases and listings come from both.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -208,6 +209,7 @@ fn open(
     let options = QueueOptions {
         aging,
         wal_bytes: 8 << 10,
+        ready_tail_spill: 3,
         ..QueueOptions::default()
     };
     Queue::open(&dir.join("q.redb"), options, Arc::new(clock.clone())).expect("queue opens")

@@ -4,9 +4,14 @@
 //! Invariants kept by every transaction:
 //! - `jobs` is the truth; every other table except `meta` and `results` is an index that
 //!   [`rebuild_indexes`] can recreate from `jobs` alone.
-//! - `ready` holds exactly the queued jobs, keyed `(10 - priority, seq)`, so its first key is the next
-//!   job to lease; `delayed` the delayed ones by `run_at`; `leases` the active ones by `lease_until`;
-//!   `finished` the completed, failed and cancelled ones by finish time.
+//! - `ready` and `ready_tail` together hold exactly the queued jobs, each in one of them, keyed
+//!   `(10 - priority, seq)`, so the smaller of their first keys is the next job to lease; `delayed`
+//!   the delayed ones by `run_at`; `leases` the active ones by `lease_until`; `finished` the
+//!   completed, failed and cancelled ones by finish time.
+//! - A job becoming queued goes into `ready_tail`, a write buffer that a batch leaving more than
+//!   `QueueOptions::ready_tail_spill` entries in it (100 by default) moves into `ready` in one go. With random priorities a batch appends at up to ten places of the index (the end of each
+//!   level), and redb copies every leaf page a commit touches; in the small tail table those ten
+//!   places share one or two leaves, and `ready` takes them a hundred at a time.
 //! - `meta["count.{state}.{priority}"]` equals the number of jobs in that state and priority (absent
 //!   means zero). The counters live in `meta` so that a commit dirties as few tables as possible:
 //!   the cost of a durable commit grows with every table it touches.
@@ -43,6 +48,50 @@ pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta")
 pub(crate) const JOBS: TableDefinition<u128, &[u8]> = TableDefinition::new("jobs");
 /// `(10 - priority, seq) -> (job id, queued_at)`.
 pub(crate) const READY: TableDefinition<(u8, u64), (u128, u64)> = TableDefinition::new("ready");
+/// Like `ready`: the jobs queued most recently (see the module doc).
+pub(crate) const READY_TAIL: TableDefinition<(u8, u64), (u128, u64)> =
+    TableDefinition::new("ready_tail");
+
+/// A `ready` key and its value.
+pub(crate) type ReadyEntry = ((u8, u64), (u128, u64));
+
+/// The first entry of `table` in `range`.
+pub(crate) fn first_in<T: ReadableTable<(u8, u64), (u128, u64)>>(
+    table: &T,
+    range: std::ops::RangeInclusive<(u8, u64)>,
+) -> Result<Option<ReadyEntry>, StorageError> {
+    match table.range(range)?.next() {
+        Some(entry) => {
+            let (k, v) = entry?;
+            Ok(Some((k.value(), v.value())))
+        }
+        None => Ok(None),
+    }
+}
+
+/// The smaller of two first entries.
+pub(crate) fn earlier(a: Option<ReadyEntry>, b: Option<ReadyEntry>) -> Option<ReadyEntry> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The queued job that comes first in `range` of keys, from both halves of the index.
+pub(crate) fn ready_first(
+    ready: &impl ReadableTable<(u8, u64), (u128, u64)>,
+    tail: &impl ReadableTable<(u8, u64), (u128, u64)>,
+    range: std::ops::RangeInclusive<(u8, u64)>,
+) -> Result<Option<ReadyEntry>, QueueError> {
+    let a = first_in(ready, range.clone())?;
+    let b = first_in(tail, range)?;
+    Ok(earlier(a, b))
+}
+
+/// Every key of one priority level, by its `ready` prefix.
+pub(crate) fn level(inv: u8) -> std::ops::RangeInclusive<(u8, u64)> {
+    (inv, 0)..=(inv, u64::MAX)
+}
 /// `(run_at, job id)`.
 pub(crate) const DELAYED: TableDefinition<(u64, u128), ()> = TableDefinition::new("delayed");
 /// `(lease_until, job id)`.
@@ -287,12 +336,32 @@ impl Store {
             }
             (None, Some(JobState::Queued)) => {
                 let after = cursor.map(|c| parse_pair(c).ok_or_else(bad)).transpose()?;
-                let idx = tx.open_table(READY)?;
                 let start = after.map_or((0u8, 0u64), |(a, b)| (a as u8, b as u64 + 1));
-                for entry in idx.range(start..)? {
-                    let (k, v) = entry?;
-                    let (inv, seq) = k.value();
-                    if !take(v.value().0, format!("{inv}-{seq}"), &mut out)? {
+                // The tail holds at most a spill's worth: read it whole and merge it in.
+                let tail: Vec<ReadyEntry> = tx
+                    .open_table(READY_TAIL)?
+                    .range(start..)?
+                    .map(|e| e.map(|(k, v)| (k.value(), v.value())))
+                    .collect::<Result<_, _>>()?;
+                let mut tail = tail.into_iter().peekable();
+                let idx = tx.open_table(READY)?;
+                let mut main = idx
+                    .range(start..)?
+                    .map(|e| e.map(|(k, v)| (k.value(), v.value())))
+                    .peekable();
+                loop {
+                    let from_tail = match (main.peek(), tail.peek()) {
+                        (Some(Ok(m)), Some(t)) => t.0 < m.0,
+                        (Some(_), _) => false,
+                        (None, Some(_)) => true,
+                        (None, None) => break,
+                    };
+                    let ((inv, seq), (id, _)) = if from_tail {
+                        tail.next().expect("peeked")
+                    } else {
+                        main.next().expect("peeked")?
+                    };
+                    if !take(id, format!("{inv}-{seq}"), &mut out)? {
                         break;
                     }
                 }
@@ -343,9 +412,9 @@ impl Store {
         }
         // `queued_at` grows with `seq` inside a level, so each level's head is its oldest.
         let ready = tx.open_table(READY)?;
+        let tail = tx.open_table(READY_TAIL)?;
         for inv in 0..10u8 {
-            if let Some(entry) = ready.range((inv, 0)..=(inv, u64::MAX))?.next() {
-                let at = entry?.1.value().1;
+            if let Some((_, (_, at))) = ready_first(&ready, &tail, level(inv))? {
                 snap.oldest_queued_at = Some(snap.oldest_queued_at.map_or(at, |o| o.min(at)));
             }
         }
@@ -487,6 +556,7 @@ fn migrate(db: &Database, from: u64) -> Result<(), QueueError> {
 /// Clears every index and counter and recreates them from `jobs`.
 pub(crate) fn rebuild_indexes(mut t: Tables<'_>) -> Result<(), QueueError> {
     t.ready()?.retain(|_, _| false)?;
+    t.ready_tail()?.retain(|_, _| false)?;
     t.delayed()?.retain(|_, _| false)?;
     t.leases()?.retain(|_, _| false)?;
     t.by_project()?.retain(|_, _| false)?;
@@ -542,6 +612,7 @@ pub(crate) fn rebuild_indexes(mut t: Tables<'_>) -> Result<(), QueueError> {
     if t.meta()?.get(META_PAUSED)?.is_none() {
         t.meta()?.insert(META_PAUSED, 0)?;
     }
+    spill_ready_tail(&mut t, 0)?;
     Ok(())
 }
 
@@ -551,7 +622,7 @@ pub(crate) fn index_insert(t: &mut Tables<'_>, job: &Job) -> Result<(), QueueErr
     let id = job.id.0;
     match job.state {
         JobState::Queued => {
-            t.ready()?
+            t.ready_tail()?
                 .insert(ready_key(job.priority, job.seq), (id, job.queued_at))?;
         }
         JobState::Delayed => {
@@ -573,7 +644,10 @@ pub(crate) fn index_remove(t: &mut Tables<'_>, job: &Job) -> Result<(), QueueErr
     let id = job.id.0;
     match job.state {
         JobState::Queued => {
-            t.ready()?.remove(ready_key(job.priority, job.seq))?;
+            let key = ready_key(job.priority, job.seq);
+            if !t.ready_tail()?.remove(key)? {
+                t.ready()?.remove(key)?;
+            }
         }
         JobState::Delayed => {
             t.delayed()?.remove((job.run_at.unwrap_or(0), id))?;
@@ -586,6 +660,24 @@ pub(crate) fn index_remove(t: &mut Tables<'_>, job: &Job) -> Result<(), QueueErr
                 .remove((job.state.index(), job.finished_at.unwrap_or(0), id))?;
         }
     }
+    Ok(())
+}
+
+/// Moves every entry of `ready_tail` into `ready` if it holds more than `over`.
+pub(crate) fn spill_ready_tail(t: &mut Tables<'_>, over: u64) -> Result<(), QueueError> {
+    if redb::ReadableTableMetadata::len(&**t.ready_tail()?)? <= over {
+        return Ok(());
+    }
+    let entries: Vec<ReadyEntry> = t
+        .ready_tail()?
+        .iter()?
+        .map(|e| e.map(|(k, v)| (k.value(), v.value())))
+        .collect::<Result<_, _>>()?;
+    let ready = t.ready()?;
+    for (k, v) in entries {
+        ready.insert(k, v)?;
+    }
+    t.ready_tail()?.retain(|_, _| false)?;
     Ok(())
 }
 
@@ -647,6 +739,7 @@ tables! {
     7 dedupe: &'static str => u128 = DEDUPE;
     8 image_refs: &'static str => u64 = IMAGE_REFS;
     9 results: u128 => &'static [u8] = RESULTS;
+    10 ready_tail: (u8, u64) => (u128, u64) = READY_TAIL;
 }
 
 /// Version byte in front of every write-ahead log payload.
@@ -658,7 +751,7 @@ impl Tables<'_> {
     /// Opens every table, creating the missing ones (for a new or migrated file, so that readers
     /// find them all).
     pub(crate) fn create_all(&mut self) -> Result<(), QueueError> {
-        for n in 0..10 {
+        for n in 0..=10 {
             self.numbered(n)?;
         }
         Ok(())
@@ -759,15 +852,15 @@ impl<'txn, K: Key + 'static, V: Value + 'static> Logged<'txn, K, V> {
         Ok(())
     }
 
+    /// Removes `key`; returns whether it was there.
     pub(crate) fn remove<'k>(
         &mut self,
         key: impl Borrow<K::SelfType<'k>>,
-    ) -> Result<(), StorageError> {
+    ) -> Result<bool, StorageError> {
         let key = key.borrow();
         self.log.push(OP_REMOVE);
         push_slice(&mut self.log, K::as_bytes(key).as_ref());
-        self.table.remove(key)?;
-        Ok(())
+        Ok(self.table.remove(key)?.is_some())
     }
 
     /// Removes every entry for which `keep` is false.

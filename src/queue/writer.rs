@@ -39,7 +39,7 @@ use super::model::{
 use super::stats::Recent;
 use super::store::{
     META, META_NEXT_SEQ, META_PAUSED, META_WAL_CLEAN, META_WAL_GENERATION, META_WAL_LSN, Store,
-    Tables, count_key, index_insert, index_remove, redo,
+    Tables, count_key, index_insert, index_remove, redo, spill_ready_tail,
 };
 use super::wal::Wal;
 use crate::clock::Clock;
@@ -788,6 +788,7 @@ impl<'a> Batch<'a> {
             self.t.meta()?.insert(META_NEXT_SEQ, self.next_seq)?;
             self.seq_dirty = false;
         }
+        spill_ready_tail(&mut self.t, self.options.ready_tail_spill)?;
         Ok(())
     }
 

@@ -124,12 +124,15 @@ fn version_one_file_gains_a_clean_log() {
             let j = job(1, JobState::Queued, 5, 0);
             t.put_job(&j).expect("job");
             index_insert(&mut t, &j).expect("index");
+            spill_ready_tail(&mut t, 0).expect("into ready");
             let meta = t.meta().expect("meta");
             meta.insert(META_SCHEMA, 1).expect("schema");
             for key in [META_WAL_GENERATION, META_WAL_LSN, META_WAL_CLEAN] {
                 meta.remove(key).expect("remove");
             }
         }
+        // Version 1 had no tail table.
+        tx.delete_table(READY_TAIL).expect("delete tail");
         tx.commit().expect("commit");
     }
     let (store, report) = Store::open(&path, 1 << 20).expect("opens and migrates");

@@ -126,6 +126,43 @@ async fn listing_filters_and_pages_in_each_views_order() {
     assert!(matches!(bad, Err(QueueError::Invalid(_))), "{bad:?}");
 }
 
+/// Queued jobs live in two halves of the ready index (a small tail and the main one); listing,
+/// leasing and the oldest wait see them as one, whichever half holds each job.
+#[tokio::test]
+async fn queued_jobs_list_and_lease_in_one_order_across_both_halves_of_the_index() {
+    // Spilling after more than 4 or 7 leaves 2 or 4 of the 12 in the tail.
+    for spill in [0, 4, 7, 100] {
+        let f = Fixture::with(QueueOptions {
+            ready_tail_spill: spill,
+            ..QueueOptions::default()
+        });
+        let mut ids = Vec::new();
+        for i in 0..12u8 {
+            ids.push(f.add([3, 7, 5, 7][usize::from(i % 4)]).await.id);
+            f.clock.advance(Duration::from_millis(10));
+        }
+        // Priority 7: 1, 3, 5, 7, 9, 11; then 5: 2, 6, 10; then 3: 0, 4, 8.
+        let expect: Vec<JobId> = [1, 3, 5, 7, 9, 11, 2, 6, 10, 0, 4, 8]
+            .iter()
+            .map(|&i| ids[i])
+            .collect();
+        let queued = JobFilter {
+            state: Some(JobState::Queued),
+            ..JobFilter::default()
+        };
+        for per_page in [1, 4, 100] {
+            assert_eq!(
+                all_pages(&f.queue, &queued, per_page),
+                expect,
+                "spill {spill}, pages of {per_page}"
+            );
+        }
+        let s = f.queue.stats().expect("stats");
+        assert_eq!(s.oldest_queued_ms, Some(120), "spill {spill}");
+        assert_eq!(f.lease_ids(12).await, expect, "spill {spill}");
+    }
+}
+
 #[tokio::test]
 async fn retention_removes_by_age_and_by_count_and_releases_images() {
     let f = Fixture::new();

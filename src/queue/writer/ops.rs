@@ -12,7 +12,7 @@ use crate::queue::model::{
     Enqueued, FailOutcome, Job, JobError, JobId, JobState, Lease, Millis, NewJob, Priority,
     ResultRef, Retention, RetentionReport, SweepReport,
 };
-use crate::queue::store::{META_PAUSED, index_remove};
+use crate::queue::store::{META_PAUSED, ReadyEntry, earlier, first_in, index_remove, level};
 
 impl Batch<'_> {
     pub(super) fn enqueue(&mut self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, QueueError> {
@@ -120,23 +120,21 @@ impl Batch<'_> {
         Ok(out)
     }
 
-    /// The next job to lease from `ready` (the caller removes it). Strict priority takes the first key.
+    /// The next job to lease (the caller removes it). Strict priority takes the first key of
+    /// `ready` and `ready_tail`.
     /// With aging, each level's head (its longest-waiting job) competes with the priority it has
     /// earned by waiting, capped at 10; ties go to the job that became queued first. That is ten
     /// O(log n) lookups and no index rewrite.
     pub(super) fn pick(&mut self) -> Result<Option<u128>, QueueError> {
         let Some(aging) = self.options.aging.filter(|a| !a.is_zero()) else {
-            return Ok(self.t.ready()?.first()?.map(|(_, v)| v.value().0));
+            return Ok(self.head((0, 0)..=(u8::MAX, u64::MAX))?.map(|(_, v)| v.0));
         };
         let step = aging.as_millis() as u64;
         // ((effective priority, seq), job id)
         let mut best: Option<((u8, u64), u128)> = None;
         for inv in 0..10u8 {
-            let head = self.t.ready()?.range((inv, 0)..=(inv, u64::MAX))?.next();
-            if let Some(entry) = head {
-                let (k, v) = entry?;
-                let (inv, seq) = k.value();
-                let waited = self.now.saturating_sub(v.value().1);
+            if let Some(((inv, seq), (id, queued_at))) = self.head(level(inv))? {
+                let waited = self.now.saturating_sub(queued_at);
                 let lifted = (waited / step).min(10) as u8;
                 let effective = (Priority::MAX.get() - inv).saturating_add(lifted).min(10);
                 let better = match best {
@@ -144,11 +142,21 @@ impl Batch<'_> {
                     Some(((e, s), _)) => effective > e || (effective == e && seq < s),
                 };
                 if better {
-                    best = Some(((effective, seq), v.value().0));
+                    best = Some(((effective, seq), id));
                 }
             }
         }
         Ok(best.map(|(_, id)| id))
+    }
+
+    /// The first queued job in `range` of `ready` keys, from both halves of the index.
+    fn head(
+        &mut self,
+        range: std::ops::RangeInclusive<(u8, u64)>,
+    ) -> Result<Option<ReadyEntry>, QueueError> {
+        let ready = first_in(&**self.t.ready()?, range.clone())?;
+        let tail = first_in(&**self.t.ready_tail()?, range)?;
+        Ok(earlier(ready, tail))
     }
 
     /// Delayed jobs whose `run_at` has come become queued.
