@@ -1,6 +1,6 @@
 //! The store: record encoding, migration from version 0, refusing newer or damaged files.
 use super::*;
-use crate::queue::model::{ImageRef, SegmenterChoice};
+use crate::queue::model::{ImageRef, Priority, SegmenterChoice};
 use crate::segment::SegmentParams;
 
 pub(crate) fn job(id: u128, state: JobState, priority: u8, seq: u64) -> Job {

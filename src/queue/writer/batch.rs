@@ -1,0 +1,307 @@
+//! One transaction's worth of work: the batch state the operations (`writer/ops.rs`) share, the
+//! dispatch from a command to its operation, and the bookkeeping every state change goes through
+//! (indexes, counters, image references, the sequence number).
+//!
+//! Counter and image-reference changes are summed in memory and written once per batch by
+//! [`Batch::flush`], which also spills the ready index's tail.
+
+use std::collections::HashMap;
+
+use redb::ReadableTable;
+
+use super::{Finish, Op, Reply, finish};
+use crate::queue::QueueError;
+use crate::queue::QueueOptions;
+use crate::queue::model::{Job, JobId, JobState, Millis};
+use crate::queue::store::{
+    META_NEXT_SEQ, META_PAUSED, Tables, count_key, index_insert, index_remove, spill_ready_tail,
+};
+
+/// After a commit: what the in-memory statistics learn.
+pub(super) enum Observed {
+    Wait(u64),
+    Finished {
+        run_ms: Option<u64>,
+        completed: bool,
+    },
+}
+
+/// One transaction's worth of work.
+pub(super) struct Batch<'a> {
+    pub(super) t: Tables<'a>,
+    pub(super) options: &'a QueueOptions,
+    pub(super) now: Millis,
+    pub(super) next_seq: u64,
+    pub(super) seq_dirty: bool,
+    pub(super) counts: [[i64; 10]; 6],
+    pub(super) image_refs: HashMap<String, i64>,
+    pub(super) observed: Vec<Observed>,
+}
+
+/// `Err` only for failures that must abort the whole batch (storage); refusals go to the reply.
+fn answer<T: Send + 'static>(
+    reply: Reply<T>,
+    r: Result<T, QueueError>,
+) -> Result<Finish, QueueError> {
+    match r {
+        Err(e @ QueueError::Storage(_)) => {
+            let _ = reply.send(Err(QueueError::Storage(e.to_string().into())));
+            Err(e)
+        }
+        r => Ok(finish(reply, r)),
+    }
+}
+
+impl<'a> Batch<'a> {
+    pub(super) fn open(
+        tx: &'a redb::WriteTransaction,
+        options: &'a QueueOptions,
+        now: Millis,
+    ) -> Result<Self, QueueError> {
+        let mut t = Tables::open(tx)?;
+        let next_seq = t.meta()?.get(META_NEXT_SEQ)?.map_or(0, |v| v.value());
+        Ok(Batch {
+            t,
+            options,
+            now,
+            next_seq,
+            seq_dirty: false,
+            counts: [[0; 10]; 6],
+            image_refs: HashMap::new(),
+            observed: Vec::new(),
+        })
+    }
+
+    pub(super) fn apply(&mut self, op: Op) -> Result<Finish, QueueError> {
+        match op {
+            Op::Enqueue { jobs, reply } => {
+                let r = self.enqueue(jobs);
+                answer(reply, r)
+            }
+            Op::Lease { n, ttl, reply } => {
+                let r = self.lease(n, ttl);
+                answer(reply, r)
+            }
+            Op::Heartbeat { leases, ttl, reply } => {
+                let r = self.heartbeat(&leases, ttl);
+                answer(reply, r)
+            }
+            Op::Progress {
+                id,
+                attempt,
+                progress,
+                reply,
+            } => {
+                let r = self.progress(id, attempt, progress);
+                answer(reply, r)
+            }
+            Op::Complete {
+                id,
+                attempt,
+                result,
+                reply,
+            } => {
+                let r = self.complete(id, attempt, &result);
+                answer(reply, r)
+            }
+            Op::Fail {
+                id,
+                attempt,
+                error,
+                reply,
+            } => {
+                let r = self.fail(id, attempt, error);
+                answer(reply, r)
+            }
+            Op::Release {
+                id,
+                attempt,
+                until,
+                reason,
+                reply,
+            } => {
+                let r = self.release(id, attempt, until, reason);
+                answer(reply, r)
+            }
+            Op::Cancel { id, reply } => {
+                let r = self.cancel(id);
+                answer(reply, r)
+            }
+            Op::Retry { id, reply } => {
+                let r = self.retry(id);
+                answer(reply, r)
+            }
+            Op::Delete { id, reply } => {
+                let r = self.delete(id).map(|(job, _)| job);
+                answer(reply, r)
+            }
+            Op::ChangePriority {
+                id,
+                priority,
+                reply,
+            } => {
+                let r = self.change_priority(id, priority);
+                answer(reply, r)
+            }
+            Op::SetPaused { paused, reply } => {
+                let r = self
+                    .t
+                    .meta()?
+                    .insert(META_PAUSED, u64::from(paused))
+                    .map(|_| ())
+                    .map_err(QueueError::from);
+                answer(reply, r)
+            }
+            Op::Sweep { reply } => {
+                let r = self.sweep();
+                answer(reply, r)
+            }
+            Op::Retain {
+                retention,
+                limit,
+                reply,
+            } => {
+                let r = self.retain(&retention, limit);
+                answer(reply, r)
+            }
+        }
+    }
+
+    // ---- bookkeeping shared by the operations ----
+
+    /// Takes a job out of its state's indexes and counters (before its state changes).
+    pub(super) fn leave(&mut self, job: &Job) -> Result<(), QueueError> {
+        index_remove(&mut self.t, job)?;
+        self.counts[job.state.index() as usize][job.priority.get() as usize - 1] -= 1;
+        Ok(())
+    }
+
+    /// Puts a job into its (new) state's indexes and counters and writes the record.
+    pub(super) fn enter(&mut self, job: &Job) -> Result<(), QueueError> {
+        index_insert(&mut self.t, job)?;
+        self.counts[job.state.index() as usize][job.priority.get() as usize - 1] += 1;
+        self.t.put_job(job)
+    }
+
+    pub(super) fn take_seq(&mut self) -> u64 {
+        let s = self.next_seq;
+        self.next_seq += 1;
+        self.seq_dirty = true;
+        s
+    }
+
+    /// Makes a job queued at the back of its priority level.
+    pub(super) fn requeue(&mut self, job: &mut Job) -> Result<(), QueueError> {
+        job.state = JobState::Queued;
+        job.seq = self.take_seq();
+        job.queued_at = self.now;
+        job.run_at = None;
+        job.lease_until = None;
+        job.updated_at = self.now;
+        Ok(())
+    }
+
+    /// Makes a job completed, failed or cancelled; failed and cancelled release the dedupe key.
+    pub(super) fn finish_as(&mut self, job: &mut Job, state: JobState) -> Result<(), QueueError> {
+        job.state = state;
+        job.finished_at = Some(self.now);
+        job.run_at = None;
+        job.lease_until = None;
+        job.updated_at = self.now;
+        if state != JobState::Completed {
+            self.release_dedupe(job)?;
+        }
+        self.observed.push(Observed::Finished {
+            run_ms: job.started_at.map(|s| self.now.saturating_sub(s)),
+            completed: state == JobState::Completed,
+        });
+        Ok(())
+    }
+
+    pub(super) fn release_dedupe(&mut self, job: &Job) -> Result<(), QueueError> {
+        if let Some(key) = &job.dedupe_key {
+            let holds = self
+                .t
+                .dedupe()?
+                .get(key.as_str())?
+                .is_some_and(|v| v.value() == job.id.0);
+            if holds {
+                self.t.dedupe()?.remove(key.as_str())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that `attempt` is the job's current, active attempt.
+    pub(super) fn fenced(&mut self, id: JobId, attempt: u32) -> Result<Job, QueueError> {
+        let job = self.t.job(id)?;
+        if job.state != JobState::Active || job.attempt != attempt {
+            return Err(QueueError::Stale {
+                id,
+                attempt,
+                current: job.attempt,
+                state: job.state,
+            });
+        }
+        Ok(job)
+    }
+
+    /// Counts in `state` including this batch's unwritten changes.
+    pub(super) fn count(&mut self, state: JobState) -> Result<u64, QueueError> {
+        let s = state.index();
+        let mut n: i64 = 0;
+        for p in 1..=10u8 {
+            n += self
+                .t
+                .meta()?
+                .get(count_key(state, p).as_str())?
+                .map_or(0, |v| v.value()) as i64;
+            n += self.counts[s as usize][p as usize - 1];
+        }
+        Ok(n.max(0) as u64)
+    }
+
+    /// Writes the summed counter and image-reference changes and the sequence counter.
+    pub(super) fn flush(&mut self) -> Result<(), QueueError> {
+        for state in JobState::ALL {
+            for p in 1..=10u8 {
+                let d = std::mem::take(&mut self.counts[state.index() as usize][p as usize - 1]);
+                if d == 0 {
+                    continue;
+                }
+                let key = count_key(state, p);
+                let cur = self.t.meta()?.get(key.as_str())?.map_or(0, |v| v.value()) as i64;
+                let n = cur + d;
+                debug_assert!(n >= 0, "count of {state} priority {p} went negative");
+                if n <= 0 {
+                    self.t.meta()?.remove(key.as_str())?;
+                } else {
+                    self.t.meta()?.insert(key.as_str(), n as u64)?;
+                }
+            }
+        }
+        for (hash, d) in std::mem::take(&mut self.image_refs) {
+            self.add_image_ref(&hash, d)?;
+        }
+        if self.seq_dirty {
+            self.t.meta()?.insert(META_NEXT_SEQ, self.next_seq)?;
+            self.seq_dirty = false;
+        }
+        spill_ready_tail(&mut self.t, self.options.ready_tail_spill)?;
+        Ok(())
+    }
+
+    /// Applies a reference change now; returns true when no job refers to the image any more.
+    pub(super) fn add_image_ref(&mut self, hash: &str, d: i64) -> Result<bool, QueueError> {
+        let pending = self.image_refs.remove(hash).unwrap_or(0);
+        let cur = self.t.image_refs()?.get(hash)?.map_or(0, |v| v.value()) as i64;
+        let n = cur + pending + d;
+        if n <= 0 {
+            self.t.image_refs()?.remove(hash)?;
+            Ok(true)
+        } else {
+            self.t.image_refs()?.insert(hash, n as u64)?;
+            Ok(false)
+        }
+    }
+}
