@@ -9,12 +9,13 @@
 //!   the delayed ones by `run_at`; `leases` the active ones by `lease_until`; `finished` the
 //!   completed, failed and cancelled ones by finish time.
 //! - A job becoming queued goes into `ready_tail`, a write buffer that a batch leaving more than
-//!   `QueueOptions::ready_tail_spill` entries in it (100 by default) moves into `ready` in one go. With random priorities a batch appends at up to ten places of the index (the end of each
-//!   level), and redb copies every leaf page a commit touches; in the small tail table those ten
-//!   places share one or two leaves, and `ready` takes them a hundred at a time.
+//!   `QueueOptions::ready_tail_spill` entries in it (100 by default) moves into `ready` in one go;
+//!   once the tail is that full, a batch's further jobs go straight to `ready`. With random
+//!   priorities a batch appends at up to ten places of the index (the end of each level), and redb
+//!   copies every leaf page a commit touches; in the small tail table those ten places share one or
+//!   two leaves, and `ready` takes them a hundred at a time.
 //! - `meta["count.{state}.{priority}"]` equals the number of jobs in that state and priority (absent
-//!   means zero). The counters live in `meta` so that a commit dirties as few tables as possible:
-//!   the cost of a durable commit grows with every table it touches.
+//!   means zero). The counters live in `meta` so that a commit touches as few tables as possible.
 //! - `image_refs[hash]` equals the number of jobs that refer to the image; absent means none.
 //!
 //! Every change a write transaction makes goes through a logged table (`store/tables.rs`), so
@@ -538,7 +539,7 @@ pub(crate) fn rebuild_indexes(mut t: Tables<'_>) -> Result<(), QueueError> {
             seq += 1;
             t.jobs()?.insert(job.id.0, encode(&job).as_slice())?;
         }
-        index_insert(&mut t, &job)?;
+        index_insert(&mut t, &job, 0)?;
         if let Some(p) = &job.project {
             t.by_project()?.insert((p.as_str(), job.id.0), ())?;
         }
@@ -576,13 +577,14 @@ pub(crate) fn rebuild_indexes(mut t: Tables<'_>) -> Result<(), QueueError> {
 }
 
 /// Adds a job to the index of its current state (not `by_project`, the counters, `dedupe` or
-/// `image_refs`, which do not change with the state).
-pub(crate) fn index_insert(t: &mut Tables<'_>, job: &Job) -> Result<(), QueueError> {
+/// `image_refs`, which do not change with the state). `spill` is `ready_tail`'s (see
+/// [`add_ready`]).
+pub(crate) fn index_insert(t: &mut Tables<'_>, job: &Job, spill: u64) -> Result<(), QueueError> {
     let id = job.id.0;
     match job.state {
         JobState::Queued => {
-            t.ready_tail()?
-                .insert(ready_key(job.priority, job.seq), (id, job.queued_at))?;
+            let key = ready_key(job.priority, job.seq);
+            add_ready(t, (key, (id, job.queued_at)), spill)?;
         }
         JobState::Delayed => {
             t.delayed()?.insert((job.run_at.unwrap_or(0), id), ())?;
@@ -626,7 +628,7 @@ mod ready;
 mod tables;
 
 pub(crate) use ready::{
-    ReadyEntry, earlier, first_in, level, ready_first, ready_key, spill_ready_tail,
+    ReadyEntry, add_ready, earlier, first_in, level, ready_first, ready_key, spill_ready_tail,
 };
 pub(crate) use tables::{Tables, redo};
 

@@ -48,6 +48,24 @@ pub(crate) fn ready_first(
 pub(crate) fn level(inv: u8) -> std::ops::RangeInclusive<(u8, u64)> {
     (inv, 0)..=(inv, u64::MAX)
 }
+
+/// Adds a queued job's entry: to `ready_tail`, unless the tail already holds more than `spill`
+/// (a batch that queues many jobs), in which case straight to `ready`, where the batch would move
+/// it anyway.
+pub(crate) fn add_ready(
+    t: &mut Tables<'_>,
+    entry: ReadyEntry,
+    spill: u64,
+) -> Result<(), QueueError> {
+    let tail = t.ready_tail()?;
+    if tail.len()? > spill {
+        t.ready()?.insert(entry.0, entry.1)?;
+    } else {
+        tail.insert(entry.0, entry.1)?;
+    }
+    Ok(())
+}
+
 /// Moves every entry of `ready_tail` into `ready` if it holds more than `over`.
 pub(crate) fn spill_ready_tail(t: &mut Tables<'_>, over: u64) -> Result<(), QueueError> {
     if t.ready_tail()?.len()? <= over {

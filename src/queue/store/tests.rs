@@ -123,7 +123,7 @@ fn version_one_file_gains_a_clean_log() {
             let mut t = Tables::open(&tx).expect("tables");
             let j = job(1, JobState::Queued, 5, 0);
             t.put_job(&j).expect("job");
-            index_insert(&mut t, &j).expect("index");
+            index_insert(&mut t, &j, 0).expect("index");
             spill_ready_tail(&mut t, 0).expect("into ready");
             let meta = t.meta().expect("meta");
             meta.insert(META_SCHEMA, 1).expect("schema");

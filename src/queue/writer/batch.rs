@@ -178,7 +178,7 @@ impl<'a> Batch<'a> {
 
     /// Puts a job into its (new) state's indexes and counters and writes the record.
     pub(super) fn enter(&mut self, job: &Job) -> Result<(), QueueError> {
-        index_insert(&mut self.t, job)?;
+        index_insert(&mut self.t, job, self.options.ready_tail_spill)?;
         self.counts[job.state.index() as usize][job.priority.get() as usize - 1] += 1;
         self.t.put_job(job)
     }
