@@ -26,7 +26,7 @@ pub use model::{
     Millis, NewJob, Page, Priority, ResultRef, Retention, RetentionReport, SegmenterChoice,
     SweepReport,
 };
-pub use stats::{CommitLatency, Percentiles, QueueStats, StateCounts, Throughput};
+pub use stats::{CommitLatency, LogStats, Percentiles, QueueStats, StateCounts, Throughput};
 pub use store::OpenReport;
 
 use crate::clock::Clock;
@@ -167,8 +167,8 @@ struct Inner {
     writer: Mutex<Option<JoinHandle<()>>>,
     recent: Arc<Mutex<Recent>>,
     clock: Arc<dyn Clock>,
-    /// Set when a failure stopped the writer (see `queue/writer.rs`).
-    failure: writer::Failure,
+    /// The writer's failure, if one stopped it, and its counters (see `queue/writer.rs`).
+    status: Arc<writer::Status>,
 }
 
 /// What `Queue::open` recovered.
@@ -210,7 +210,7 @@ impl Queue {
             );
         }
         let (tx, rx) = crossbeam_channel::unbounded();
-        let failure = writer::Failure::default();
+        let status = Arc::new(writer::Status::default());
         let handle = writer::spawn(
             Arc::clone(&store),
             rx,
@@ -218,7 +218,7 @@ impl Queue {
             Arc::clone(&clock),
             Arc::clone(&recent),
             log,
-            Arc::clone(&failure),
+            Arc::clone(&status),
         )?;
         let queue = Queue {
             inner: Arc::new(Inner {
@@ -227,7 +227,7 @@ impl Queue {
                 writer: Mutex::new(Some(handle)),
                 recent,
                 clock,
-                failure,
+                status,
             }),
         };
         Ok((
@@ -457,7 +457,7 @@ impl Queue {
     /// Counts, oldest wait and pause from one snapshot, plus the recent-window figures. Fails once
     /// a storage failure stopped the queue, so health checks report it.
     pub fn stats(&self) -> Result<QueueStats, QueueError> {
-        if let Some(msg) = self.inner.failure.lock().expect("failure lock").clone() {
+        if let Some(msg) = self.inner.status.failure() {
             return Err(QueueError::Storage(msg.into()));
         }
         let now = self.inner.clock.now();
@@ -467,6 +467,7 @@ impl Queue {
         stats.oldest_queued_ms = snap.oldest_queued_at.map(|at| now.saturating_sub(at));
         stats.paused = snap.paused;
         stats.database_bytes = store.file_size();
+        stats.log = self.inner.status.log_stats();
         self.inner
             .recent
             .lock()
@@ -480,7 +481,7 @@ impl Queue {
 impl Queue {
     /// Stops the queue as a failed log sync would.
     fn fail_for_test(&self, msg: &str) {
-        *self.inner.failure.lock().expect("failure lock") = Some(msg.into());
+        self.inner.status.fail(msg.into());
     }
 }
 

@@ -317,9 +317,18 @@ async fn upload_then_result_csv_mask_and_image() {
         "spheroseg_database_bytes",
         "spheroseg_workers_total",
         "spheroseg_http_requests_total",
+        "spheroseg_queue_transactions_total",
+        "spheroseg_wal_syncs_total",
+        "spheroseg_wal_capacity_bytes",
     ] {
         assert!(text.contains(name), "{name} missing from:\n{text}");
     }
+    let syncs: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("spheroseg_wal_syncs_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a sync count");
+    assert!(syncs >= 1.0, "the upload above was synced: {syncs}");
 
     // The replaced design's routes.
     let (_, legacy) = a.get(&format!("/api/segmentation/job/{id}")).await;

@@ -41,6 +41,13 @@ async fn render(State(state): State<AppState>) -> Result<Response, ApiError> {
     metrics::gauge!("spheroseg_queue_oldest_waiting_seconds")
         .set(stats.oldest_queued_ms.map_or(0.0, |ms| ms as f64 / 1e3));
     metrics::gauge!("spheroseg_database_bytes").set(stats.database_bytes as f64);
+    let log = stats.log;
+    metrics::counter!("spheroseg_queue_transactions_total").absolute(log.batches);
+    metrics::counter!("spheroseg_queue_commands_total").absolute(log.commands);
+    metrics::counter!("spheroseg_wal_syncs_total").absolute(log.syncs);
+    metrics::counter!("spheroseg_wal_checkpoints_total").absolute(log.checkpoints);
+    metrics::gauge!("spheroseg_wal_bytes").set(log.log_bytes as f64);
+    metrics::gauge!("spheroseg_wal_capacity_bytes").set(log.log_capacity as f64);
     let (busy, total) = state.service.pool().map_or((0, 0), |p| p.workers());
     metrics::gauge!("spheroseg_workers_busy").set(busy as f64);
     metrics::gauge!("spheroseg_workers_total").set(total as f64);

@@ -96,6 +96,25 @@ pub struct QueueStats {
     /// How long durable commits took, over the recent window.
     pub commit: CommitLatency,
     pub database_bytes: u64,
+    /// The writer's work since the queue opened.
+    pub log: LogStats,
+}
+
+/// Counters of the writer and its write-ahead log since the queue opened. `commands / batches` is
+/// how many commands a transaction carries (group commit); `commands / syncs` how many a sync does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LogStats {
+    /// Transactions committed.
+    pub batches: u64,
+    /// Commands those transactions carried.
+    pub commands: u64,
+    /// `fdatasync` calls on the log.
+    pub syncs: u64,
+    /// Durable redb commits that made the log's records redundant.
+    pub checkpoints: u64,
+    /// Bytes of the log written since the last checkpoint.
+    pub log_bytes: u64,
+    pub log_capacity: u64,
 }
 
 impl QueueStats {

@@ -171,6 +171,41 @@ async fn a_storage_failure_stops_the_queue_until_reopened() {
 }
 
 #[tokio::test]
+async fn stats_count_transactions_syncs_and_checkpoints() {
+    let f = Fixture::with(QueueOptions {
+        checkpoint_every: Duration::from_secs(3600),
+        ..QueueOptions::default()
+    });
+    let before = f.queue.stats().expect("stats").log;
+    assert_eq!(before.log_capacity, QueueOptions::default().wal_bytes);
+    for _ in 0..3 {
+        f.add(5).await;
+    }
+    let log = f.queue.stats().expect("stats").log;
+    assert_eq!(log.batches - before.batches, 3, "{log:?}");
+    assert_eq!(log.commands - before.commands, 3, "{log:?}");
+    assert_eq!(
+        log.syncs - before.syncs,
+        3,
+        "one awaited call at a time: {log:?}"
+    );
+    assert_eq!(log.checkpoints, 0);
+    assert!(log.log_bytes > 0);
+
+    let f = Fixture::with(QueueOptions {
+        checkpoint_every: Duration::ZERO,
+        ..QueueOptions::default()
+    });
+    f.add(5).await;
+    let log = f.queue.stats().expect("stats").log;
+    assert_eq!(
+        (log.checkpoints, log.log_bytes, log.syncs),
+        (1, 0, 0),
+        "{log:?}"
+    );
+}
+
+#[tokio::test]
 async fn checkpoints_and_log_restarts_keep_every_change() {
     // A log of 8 KiB fills every few batches; a checkpoint interval of zero makes every batch
     // that changes something a checkpoint.

@@ -151,6 +151,11 @@ impl Wal {
         Ok(())
     }
 
+    /// The file's size: the most the log holds before a checkpoint must make room.
+    pub(crate) fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
     /// Where the next record starts.
     pub(crate) fn position(&self) -> u64 {
         self.pos

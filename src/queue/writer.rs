@@ -40,7 +40,7 @@ use super::store::{META, META_WAL_CLEAN, META_WAL_GENERATION, META_WAL_LSN, Stor
 use super::wal::Wal;
 use crate::clock::Clock;
 use batch::{Batch, Observed};
-pub(crate) use syncer::Failure;
+pub(crate) use status::Status;
 use syncer::Syncer;
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, QueueError>>;
@@ -229,15 +229,16 @@ pub(crate) fn spawn(
     clock: Arc<dyn Clock>,
     recent: Arc<Mutex<Recent>>,
     log: Log,
-    failure: Failure,
+    status: Arc<Status>,
 ) -> Result<JoinHandle<()>, QueueError> {
     let syncer = Syncer::spawn(
         log.wal.sync_handle()?,
         log.wal.path().to_owned(),
         log.lsn,
-        Arc::clone(&failure),
+        Arc::clone(&status),
         Arc::clone(&recent),
     )?;
+    status.log_in_use(0, log.wal.capacity());
     std::thread::Builder::new()
         .name("queue-writer".into())
         .spawn(move || {
@@ -248,7 +249,7 @@ pub(crate) fn spawn(
                 recent,
                 log,
                 syncer,
-                failure,
+                status,
             };
             let mut waiter = Waiter::default();
             while let Some(first) = waiter.next(&rx) {
@@ -357,7 +358,7 @@ struct Writer {
     recent: Arc<Mutex<Recent>>,
     log: Log,
     syncer: Syncer,
-    failure: Failure,
+    status: Arc<Status>,
 }
 
 impl Writer {
@@ -365,7 +366,8 @@ impl Writer {
         let durable = ops.iter().any(Op::durable);
         let now = self.clock.now();
         let started = Instant::now();
-        let failed = self.failure.lock().expect("failure lock").clone();
+        self.status.batch(ops.len());
+        let failed = self.status.failure();
         let tx = match failed {
             Some(msg) => Err(msg),
             None => self.store.db.begin_write().map_err(|e| {
@@ -414,12 +416,9 @@ impl Writer {
 
     /// Stops the queue after a failure that left the log and redb out of step.
     fn fail_stop(&self, e: &QueueError) {
-        let mut failure = self.failure.lock().expect("failure lock");
-        if failure.is_none() {
+        let msg = format!("{e}; the queue accepts no more changes: restart spheroseg");
+        if self.status.fail(msg) {
             tracing::error!(error = %e, "queue commit failed; the queue accepts no more changes until restarted");
-            *failure = Some(format!(
-                "{e}; the queue accepts no more changes: restart spheroseg"
-            ));
         }
     }
 
@@ -469,6 +468,8 @@ impl Writer {
                     return Err(e);
                 }
                 self.log.lsn += 1;
+                self.status
+                    .log_in_use(self.log.wal.position(), self.log.wal.capacity());
             }
         }
         if checkpoint {
@@ -479,6 +480,8 @@ impl Writer {
             }
             self.log.wal.restart();
             self.log.last_checkpoint = Instant::now();
+            self.status.checkpointed();
+            self.status.log_in_use(0, self.log.wal.capacity());
         } else {
             tx.set_durability(Durability::None)
                 .map_err(|e| QueueError::Storage(Box::new(e)))?;
@@ -500,7 +503,7 @@ impl Writer {
     /// durably, and the log marked clean.
     fn close(&mut self) -> Result<(), QueueError> {
         self.syncer.stop();
-        if let Some(msg) = self.failure.lock().expect("failure lock").clone() {
+        if let Some(msg) = self.status.failure() {
             return Err(QueueError::Storage(msg.into()));
         }
         let tx = self.store.db.begin_write()?;
@@ -517,4 +520,5 @@ impl Writer {
 
 mod batch;
 mod ops;
+mod status;
 mod syncer;

@@ -20,12 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use super::{Finish, Waiter};
+use super::{Finish, Status, Waiter};
 use crate::queue::QueueError;
 use crate::queue::stats::Recent;
-
-/// The first failure that stopped the queue, shared by the writer and the sync thread.
-pub(crate) type Failure = Arc<Mutex<Option<String>>>;
 
 enum Msg {
     /// Make every record up to this sequence number durable.
@@ -51,7 +48,7 @@ impl Syncer {
         file: File,
         path: PathBuf,
         synced: u64,
-        failure: Failure,
+        status: Arc<Status>,
         recent: Arc<Mutex<Recent>>,
     ) -> Result<Syncer, QueueError> {
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -62,7 +59,7 @@ impl Syncer {
                     file,
                     path,
                     synced,
-                    failure,
+                    status,
                     recent,
                 };
                 let mut waiter = Waiter::default();
@@ -131,7 +128,7 @@ struct Thread {
     path: PathBuf,
     /// Every record up to here is durable.
     synced: u64,
-    failure: Failure,
+    status: Arc<Status>,
     recent: Arc<Mutex<Recent>>,
 }
 
@@ -146,12 +143,12 @@ impl Thread {
             })
             .max()
             .unwrap_or(0);
-        let failed = self.failure.lock().expect("failure lock").clone();
-        let outcome = match failed {
+        let outcome = match self.status.failure() {
             Some(msg) => Err(msg),
             None if target > self.synced => match self.file.sync_data() {
                 Ok(()) => {
                     self.synced = target;
+                    self.status.synced();
                     Ok(())
                 }
                 Err(e) => {
@@ -160,7 +157,7 @@ impl Thread {
                         self.path.display()
                     );
                     tracing::error!(error = %e, wal = %self.path.display(), "write-ahead log sync failed; the queue stopped");
-                    *self.failure.lock().expect("failure lock") = Some(msg.clone());
+                    self.status.fail(msg.clone());
                     Err(msg)
                 }
             },
