@@ -178,6 +178,8 @@ fn main() {
         target: "reference (4 slices between those of (a))".into(),
     };
     let mut bd_ratios = Vec::new();
+    // Commands per transaction and per log sync in the last (b) and (d) rounds.
+    let mut group_commit = [(0.0, 0.0); 2];
 
     rt.block_on(async {
         // (a) and (f), alternating in four slices.
@@ -224,6 +226,11 @@ fn main() {
             for random in [false, true] {
                 let q = open(dir.path());
                 let run = produce(&q, 0..n, 32, random).await;
+                let log = q.stats().expect("stats").log;
+                group_commit[usize::from(random)] = (
+                    log.commands as f64 / log.batches.max(1) as f64,
+                    log.commands as f64 / log.syncs.max(1) as f64,
+                );
                 q.close();
                 if random {
                     d_runs.push(run);
@@ -322,4 +329,9 @@ fn main() {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    for (name, (per_tx, per_sync)) in ["(b)", "(d)"].iter().zip(group_commit) {
+        println!(
+            "{name} group commit: {per_tx:.1} commands per transaction, {per_sync:.1} per log sync"
+        );
+    }
 }
