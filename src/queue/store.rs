@@ -31,7 +31,7 @@ use redb::{
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::QueueError;
-use super::model::{Job, JobFilter, JobId, JobState, Millis, Page};
+use super::model::{Job, JobId, JobState, Millis};
 
 /// The layout this build reads and writes. Version 2 added the write-ahead log, which a build of
 /// version 1 would not replay.
@@ -226,134 +226,6 @@ impl Store {
         Ok(results.get(id.0)?.map(|v| v.value().to_vec()))
     }
 
-    /// One page of jobs matching `filter`, at most `limit`, continuing after `cursor` (the `next`
-    /// of the previous page; opaque to callers). The order is the one a person expects of each view:
-    /// - no filter, or a project: newest first;
-    /// - queued: the order they will be leased in;
-    /// - delayed: the next to become queued first;
-    /// - active: the lease that runs out first, first;
-    /// - completed, failed, cancelled: the most recently finished first.
-    pub(crate) fn list(
-        &self,
-        filter: &JobFilter,
-        cursor: Option<&str>,
-        limit: usize,
-    ) -> Result<Page, QueueError> {
-        let tx = self.read()?;
-        let jobs = tx.open_table(JOBS)?;
-        let bad = || {
-            QueueError::Invalid(format!(
-                "cursor {:?} is not one this listing gave",
-                cursor.unwrap_or_default()
-            ))
-        };
-        let mut out: Vec<Job> = Vec::new();
-        let mut next: Option<String> = None;
-        // Collects a job if it matches; stops at `limit` and returns the cursor of the last one.
-        let mut take = |id: u128, key: String, out: &mut Vec<Job>| -> Result<bool, QueueError> {
-            if let Some(v) = jobs.get(id)? {
-                let job: Job = decode(v.value(), "job record")?;
-                if filter.state.is_none_or(|s| s == job.state) {
-                    out.push(job);
-                    if out.len() >= limit {
-                        next = Some(key);
-                        return Ok(false);
-                    }
-                }
-            }
-            Ok(true)
-        };
-        if limit == 0 {
-            return Ok(Page {
-                jobs: out,
-                next: None,
-            });
-        }
-        match (filter.project.as_deref(), filter.state) {
-            (Some(project), _) => {
-                let below = cursor.map_or(Ok(u128::MAX), |c| parse_id(c).ok_or_else(bad))?;
-                let idx = tx.open_table(BY_PROJECT)?;
-                for entry in idx.range((project, 0)..(project, below))?.rev() {
-                    let id = entry?.0.value().1;
-                    if !take(id, JobId(id).to_string(), &mut out)? {
-                        break;
-                    }
-                }
-            }
-            (None, None) => {
-                let below = cursor.map_or(Ok(u128::MAX), |c| parse_id(c).ok_or_else(bad))?;
-                for entry in jobs.range(0..below)?.rev() {
-                    let (k, v) = entry?;
-                    out.push(decode(v.value(), "job record")?);
-                    if out.len() >= limit {
-                        next = Some(JobId(k.value()).to_string());
-                        break;
-                    }
-                }
-            }
-            (None, Some(JobState::Queued)) => {
-                let after = cursor.map(|c| parse_pair(c).ok_or_else(bad)).transpose()?;
-                let start = after.map_or((0u8, 0u64), |(a, b)| (a as u8, b as u64 + 1));
-                // The tail holds at most a spill's worth: read it whole and merge it in.
-                let tail: Vec<ReadyEntry> = tx
-                    .open_table(READY_TAIL)?
-                    .range(start..)?
-                    .map(|e| e.map(|(k, v)| (k.value(), v.value())))
-                    .collect::<Result<_, _>>()?;
-                let mut tail = tail.into_iter().peekable();
-                let idx = tx.open_table(READY)?;
-                let mut main = idx
-                    .range(start..)?
-                    .map(|e| e.map(|(k, v)| (k.value(), v.value())))
-                    .peekable();
-                loop {
-                    let from_tail = match (main.peek(), tail.peek()) {
-                        (Some(Ok(m)), Some(t)) => t.0 < m.0,
-                        (Some(_), _) => false,
-                        (None, Some(_)) => true,
-                        (None, None) => break,
-                    };
-                    let ((inv, seq), (id, _)) = if from_tail {
-                        tail.next().expect("peeked")
-                    } else {
-                        main.next().expect("peeked")?
-                    };
-                    if !take(id, format!("{inv}-{seq}"), &mut out)? {
-                        break;
-                    }
-                }
-            }
-            (None, Some(state @ (JobState::Delayed | JobState::Active))) => {
-                let after = cursor.map(|c| parse_pair(c).ok_or_else(bad)).transpose()?;
-                let idx = tx.open_table(if state == JobState::Delayed {
-                    DELAYED
-                } else {
-                    LEASES
-                })?;
-                let start = after.map_or((0u64, 0u128), |(a, b)| (a as u64, b + 1));
-                for entry in idx.range(start..)? {
-                    let (at, id) = entry?.0.value();
-                    if !take(id, format!("{at}-{id}"), &mut out)? {
-                        break;
-                    }
-                }
-            }
-            (None, Some(state)) => {
-                let s = state.index();
-                let before = cursor.map(|c| parse_pair(c).ok_or_else(bad)).transpose()?;
-                let end = before.map_or((s, u64::MAX, u128::MAX), |(a, b)| (s, a as u64, b));
-                let idx = tx.open_table(FINISHED)?;
-                for entry in idx.range((s, 0, 0)..end)?.rev() {
-                    let (_, at, id) = entry?.0.value();
-                    if !take(id, format!("{at}-{id}"), &mut out)? {
-                        break;
-                    }
-                }
-            }
-        }
-        Ok(Page { jobs: out, next })
-    }
-
     /// Counters, the oldest queued job and the pause flag from one snapshot, in O(1): 60 counter
     /// cells and one lookup per priority level.
     pub(crate) fn snapshot(&self) -> Result<Snapshot, QueueError> {
@@ -408,16 +280,6 @@ impl Store {
     pub(crate) fn file_size(&self) -> u64 {
         std::fs::metadata(&self.path).map_or(0, |m| m.len())
     }
-}
-
-fn parse_id(cursor: &str) -> Option<u128> {
-    cursor.parse::<JobId>().ok().map(|id| id.0)
-}
-
-/// A cursor of two numbers, `a-b`.
-fn parse_pair(cursor: &str) -> Option<(u128, u128)> {
-    let (a, b) = cursor.split_once('-')?;
-    Some((a.parse().ok()?, b.parse().ok()?))
 }
 
 fn open_db(path: &Path, cache_bytes: usize) -> Result<Database, QueueError> {
@@ -624,6 +486,7 @@ pub(crate) fn index_remove(t: &mut Tables<'_>, job: &Job) -> Result<(), QueueErr
     Ok(())
 }
 
+mod list;
 mod ready;
 mod tables;
 

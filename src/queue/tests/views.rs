@@ -1,4 +1,5 @@
-//! Views over many jobs: aging order, listings with filters and cursors, retention.
+//! Views over many jobs: aging order, listings with filters and cursors, statistics, deletion and
+//! retention.
 
 use std::time::Duration;
 
@@ -221,4 +222,56 @@ async fn retention_removes_by_age_and_by_count_and_releases_images() {
     assert_eq!(report.orphaned_images, vec!["old".to_string()]);
     let s = f.queue.stats().expect("stats");
     assert_eq!((s.counts.completed, s.counts.cancelled), (1, 1));
+}
+
+#[tokio::test]
+async fn stats_report_oldest_wait_throughput_and_percentiles() {
+    let f = Fixture::new();
+    let a = f.add(5).await;
+    f.clock.advance(Duration::from_secs(5));
+    f.add(5).await;
+    f.clock.advance(Duration::from_secs(5));
+    let s = f.queue.stats().expect("stats");
+    assert_eq!(s.oldest_queued_ms, Some(10_000));
+    let l = f.lease_one().await;
+    assert_eq!(l.job.id, a.id);
+    f.clock.advance(Duration::from_secs(2));
+    f.queue
+        .complete(a.id, l.attempt, vec![])
+        .await
+        .expect("complete");
+    let s = f.queue.stats().expect("stats");
+    assert_eq!(s.oldest_queued_ms, Some(7_000));
+    assert_eq!(s.wait.p50_ms, Some(10_000));
+    assert_eq!(s.run.p50_ms, Some(2_000));
+    assert_eq!(s.completed.last_1m, 1);
+    assert!(
+        s.commit.samples >= 3 && s.commit.p50_us.is_some(),
+        "{:?}",
+        s.commit
+    );
+    assert_eq!(s.failed.last_15m, 0);
+    assert!(s.database_bytes > 0);
+}
+
+#[tokio::test]
+async fn delete_removes_only_finished_jobs() {
+    let f = Fixture::new();
+    let j = f.add(5).await;
+    let r = f.queue.delete(j.id).await;
+    assert!(matches!(
+        r,
+        Err(QueueError::InvalidState {
+            action: "delete",
+            ..
+        })
+    ));
+    f.queue.cancel(j.id).await.expect("cancel");
+    f.queue.delete(j.id).await.expect("delete");
+    assert!(f.queue.get(j.id).expect("get").is_none());
+    assert!(matches!(
+        f.queue.delete(j.id).await,
+        Err(QueueError::NotFound(_))
+    ));
+    assert_eq!(f.queue.stats().expect("stats").counts.total(), 0);
 }
