@@ -1,6 +1,7 @@
 //! What survives a reopen, a crash or a storage failure: orphans, the pause flag, the write-ahead
 //! log and its checkpoints, group commit, and a queue that stopped or closed.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
@@ -93,6 +94,37 @@ async fn checkpoints_and_log_restarts_keep_every_change() {
         assert_eq!((s.counts.queued, s.counts.completed), (59, 1));
         assert_eq!(f.lease_ids(59).await.len(), 59);
     }
+}
+
+#[tokio::test]
+async fn a_change_bigger_than_the_whole_log_commits_as_a_checkpoint() {
+    let f = Fixture::with(QueueOptions {
+        wal_bytes: 8 << 10,
+        checkpoint_every: Duration::from_secs(3600),
+        ..QueueOptions::default()
+    });
+    f.add(5).await;
+    let l = f.lease_one().await;
+    let result = vec![7u8; 64 << 10];
+    f.queue
+        .complete(l.job.id, l.attempt, result.clone())
+        .await
+        .expect("complete");
+    assert_eq!(f.queue.stats().expect("stats").log.checkpoints, 1);
+    // A crash now: the files as they are, opened as a copy (the original is still open).
+    let copy = tempfile::tempdir().expect("tempdir");
+    for file in ["q.redb", "q.wal"] {
+        std::fs::copy(f.dir.path().join(file), copy.path().join(file)).expect("copy");
+    }
+    let (crashed, _) = Queue::open(
+        &copy.path().join("q.redb"),
+        f.options.clone(),
+        Arc::new(f.clock.clone()),
+    )
+    .expect("open the copy");
+    let job = crashed.get(l.job.id).expect("get").expect("kept");
+    assert_eq!(job.state, JobState::Completed);
+    assert_eq!(crashed.result(l.job.id).expect("result"), Some(result));
 }
 
 #[tokio::test]
