@@ -252,15 +252,8 @@ pub(crate) fn spawn(
                 status,
             };
             let mut waiter = Waiter::default();
-            while let Some(first) = waiter.next(&rx) {
-                let mut batch = vec![first.0];
-                while batch.len() < writer.options.max_batch {
-                    match rx.try_recv() {
-                        Ok(cmd) => batch.push(cmd.0),
-                        Err(_) => break,
-                    }
-                }
-                writer.run_batch(batch);
+            while let Some(batch) = waiter.batch(&rx, writer.options.max_batch) {
+                writer.run_batch(batch.into_iter().map(|cmd| cmd.0).collect());
             }
             if let Err(e) = writer.close() {
                 tracing::error!(error = %e, "final queue checkpoint failed; the next open replays the write-ahead log");
@@ -333,6 +326,15 @@ struct Waiter {
 
 impl Waiter {
     const SPIN: Duration = Duration::from_micros(100);
+
+    /// The next message and every other one already waiting, up to `max` in all; `None` once the
+    /// channel is closed and empty.
+    fn batch<T>(&mut self, rx: &crossbeam_channel::Receiver<T>, max: usize) -> Option<Vec<T>> {
+        let first = self.next(rx)?;
+        let mut batch = vec![first];
+        batch.extend(rx.try_iter().take(max.saturating_sub(1)));
+        Some(batch)
+    }
 
     fn next<T>(&mut self, rx: &crossbeam_channel::Receiver<T>) -> Option<T> {
         let start = Instant::now();

@@ -63,9 +63,7 @@ impl Syncer {
                     recent,
                 };
                 let mut waiter = Waiter::default();
-                while let Some(first) = waiter.next(&rx) {
-                    let mut msgs = vec![first];
-                    msgs.extend(rx.try_iter());
+                while let Some(msgs) = waiter.batch(&rx, usize::MAX) {
                     thread.round(msgs);
                 }
             })
