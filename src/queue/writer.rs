@@ -455,9 +455,7 @@ impl Writer {
                 !self.log.wal.fits(p.len())
                     || self.log.last_checkpoint.elapsed() >= self.options.checkpoint_every
             });
-            if checkpoint {
-                b.t.meta()?.insert(META_WAL_LSN, self.log.lsn)?;
-            } else if let Some(p) = payload {
+            if let Some(p) = payload.filter(|_| !checkpoint) {
                 let at = self.log.wal.position();
                 if let Err(e) = self
                     .log
@@ -475,15 +473,10 @@ impl Writer {
             }
         }
         if checkpoint {
-            if let Err(e) = tx.commit() {
-                let e = QueueError::from(e);
+            if let Err(e) = self.checkpoint(tx, false) {
                 self.fail_stop(&e);
                 return Err(e);
             }
-            self.log.wal.restart();
-            self.log.last_checkpoint = Instant::now();
-            self.status.checkpointed();
-            self.status.log_in_use(0, self.log.wal.capacity());
         } else {
             tx.set_durability(Durability::None)
                 .map_err(|e| QueueError::Storage(Box::new(e)))?;
@@ -509,13 +502,24 @@ impl Writer {
             return Err(QueueError::Storage(msg.into()));
         }
         let tx = self.store.db.begin_write()?;
+        self.checkpoint(tx, true)
+    }
+
+    /// Commits `tx` durably as a checkpoint: it records the last log record it covers (and, on
+    /// close, that the log is clean), and the log starts over.
+    fn checkpoint(&mut self, tx: redb::WriteTransaction, clean: bool) -> Result<(), QueueError> {
         {
             let mut meta = tx.open_table(META)?;
             meta.insert(META_WAL_LSN, self.log.lsn)?;
-            meta.insert(META_WAL_CLEAN, 1)?;
+            if clean {
+                meta.insert(META_WAL_CLEAN, 1)?;
+            }
         }
         tx.commit()?;
         self.log.wal.restart();
+        self.log.last_checkpoint = Instant::now();
+        self.status.checkpointed();
+        self.status.log_in_use(0, self.log.wal.capacity());
         Ok(())
     }
 }
