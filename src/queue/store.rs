@@ -462,6 +462,17 @@ pub(crate) fn index_insert(t: &mut Tables<'_>, job: &Job, spill: u64) -> Result<
     Ok(())
 }
 
+/// The ids in a time index (`delayed` or `leases`) whose time is at most `until`, earliest first.
+pub(crate) fn due(
+    index: &impl ReadableTable<(u64, u128), ()>,
+    until: Millis,
+) -> Result<Vec<u128>, QueueError> {
+    Ok(index
+        .range((0, 0)..=(until, u128::MAX))?
+        .map(|e| e.map(|(k, _)| k.value().1))
+        .collect::<Result<_, _>>()?)
+}
+
 /// Removes a job from the index of its current state; the inverse of [`index_insert`].
 pub(crate) fn index_remove(t: &mut Tables<'_>, job: &Job) -> Result<(), QueueError> {
     let id = job.id.0;

@@ -36,7 +36,9 @@ use super::model::{
     Retention, RetentionReport, SweepReport,
 };
 use super::stats::Recent;
-use super::store::{META, META_WAL_CLEAN, META_WAL_GENERATION, META_WAL_LSN, Store, Tables, redo};
+use super::store::{
+    META, META_WAL_CLEAN, META_WAL_GENERATION, META_WAL_LSN, Store, Tables, due, redo,
+};
 use super::wal::Wal;
 use crate::clock::Clock;
 use batch::{Batch, Observed};
@@ -278,11 +280,7 @@ pub(crate) fn recover(
     let mut recovered = Vec::new();
     {
         let mut b = Batch::open(&tx, options, now)?;
-        let active: Vec<u128> =
-            b.t.leases()?
-                .iter()?
-                .map(|e| e.map(|(k, _)| k.value().1))
-                .collect::<Result<_, _>>()?;
+        let active = due(&**b.t.leases()?, Millis::MAX)?;
         for raw in active {
             let mut job = b.t.job(JobId(raw))?;
             b.leave(&job)?;

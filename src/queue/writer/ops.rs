@@ -12,7 +12,7 @@ use crate::queue::model::{
     Enqueued, FailOutcome, Job, JobError, JobId, JobState, Lease, Millis, NewJob, Priority,
     ResultRef, Retention, RetentionReport, SweepReport,
 };
-use crate::queue::store::{META_PAUSED, ReadyEntry, earlier, first_in, index_remove, level};
+use crate::queue::store::{META_PAUSED, ReadyEntry, due, earlier, first_in, index_remove, level};
 
 impl Batch<'_> {
     pub(super) fn enqueue(&mut self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, QueueError> {
@@ -161,12 +161,7 @@ impl Batch<'_> {
 
     /// Delayed jobs whose `run_at` has come become queued.
     pub(super) fn promote_due(&mut self) -> Result<Vec<JobId>, QueueError> {
-        let due: Vec<u128> = self
-            .t
-            .delayed()?
-            .range((0, 0)..=(self.now, u128::MAX))?
-            .map(|e| e.map(|(k, _)| k.value().1))
-            .collect::<Result<_, _>>()?;
+        let due = due(&**self.t.delayed()?, self.now)?;
         let mut out = Vec::with_capacity(due.len());
         for raw in due {
             let mut job = self.t.job(JobId(raw))?;
@@ -366,12 +361,7 @@ impl Batch<'_> {
 
     pub(super) fn sweep(&mut self) -> Result<SweepReport, QueueError> {
         let promoted = self.promote_due()?;
-        let due: Vec<u128> = self
-            .t
-            .leases()?
-            .range((0, 0)..=(self.now, u128::MAX))?
-            .map(|e| e.map(|(k, _)| k.value().1))
-            .collect::<Result<_, _>>()?;
+        let due = due(&**self.t.leases()?, self.now)?;
         let mut expired = Vec::with_capacity(due.len());
         for raw in due {
             let mut job = self.t.job(JobId(raw))?;
