@@ -20,6 +20,26 @@ fn spheroseg() -> Command {
     c
 }
 
+/// `serve` on `data`, on a free loopback port, logging at info to a piped stderr.
+fn serve(data: &std::path::Path) -> Command {
+    let mut c = spheroseg();
+    c.arg("serve")
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--bind", "127.0.0.1:0"])
+        .env("SPHEROSEG_LOG", "info")
+        .stderr(Stdio::piped());
+    c
+}
+
+/// Sends SIGTERM to a child, as systemd does to stop a service.
+fn sigterm(child: &std::process::Child) -> std::process::ExitStatus {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs")
+}
+
 #[test]
 fn help_and_version() {
     let out = spheroseg().arg("--version").output().expect("runs");
@@ -98,14 +118,8 @@ fn a_bad_value_is_one_line_and_exit_code_2() {
 fn serve_starts_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let mut child = spheroseg()
-        .arg("serve")
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["--bind", "127.0.0.1:0"])
-        .env("SPHEROSEG_LOG", "info")
+    let mut child = serve(&data)
         .env("REDIS_URL", "redis://old-deployment:6379")
-        .stderr(Stdio::piped())
         .spawn()
         .expect("serve starts");
     let stderr = child.stderr.take().expect("piped");
@@ -127,13 +141,7 @@ fn serve_starts_and_stops_cleanly_on_sigterm() {
     );
     assert!(data.join("spheroseg.redb").exists());
 
-    let second = spheroseg()
-        .arg("serve")
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["--bind", "127.0.0.1:0"])
-        .output()
-        .expect("runs");
+    let second = serve(&data).output().expect("runs");
     assert_eq!(second.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&second.stderr).contains("in use by another spheroseg"),
@@ -141,11 +149,7 @@ fn serve_starts_and_stops_cleanly_on_sigterm() {
         String::from_utf8_lossy(&second.stderr)
     );
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
+    assert!(sigterm(&child).success());
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let exit = child.wait().expect("exits");
     assert!(
@@ -198,13 +202,8 @@ fn serve_processes_queued_jobs_end_to_end() {
         ids
     };
 
-    let mut child = spheroseg()
-        .arg("serve")
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["--workers", "2", "--bind", "127.0.0.1:0"])
-        .env("SPHEROSEG_LOG", "info")
-        .stderr(Stdio::piped())
+    let mut child = serve(&data)
+        .args(["--workers", "2"])
         .spawn()
         .expect("serve starts");
     let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
@@ -218,10 +217,7 @@ fn serve_processes_queued_jobs_end_to_end() {
         log.push('\n');
     }
     assert_eq!(done, ids.len(), "{log}");
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill runs");
+    sigterm(&child);
     let _rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(child.wait().expect("exits").success());
 
@@ -247,13 +243,7 @@ fn serve_processes_queued_jobs_end_to_end() {
 #[test]
 fn healthcheck_exits_0_when_up_and_1_when_down() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = spheroseg()
-        .arg("serve")
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .args(["--bind", "127.0.0.1:0"])
-        .env("SPHEROSEG_LOG", "info")
-        .stderr(Stdio::piped())
+    let mut child = serve(&dir.path().join("data"))
         .spawn()
         .expect("serve starts");
     let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
@@ -283,10 +273,7 @@ fn healthcheck_exits_0_when_up_and_1_when_down() {
         );
         assert!(String::from_utf8_lossy(&out.stdout).starts_with("200"));
     }
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill runs");
+    sigterm(&child);
     let _rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(child.wait().expect("exits").success());
     let out = spheroseg()
