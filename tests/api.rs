@@ -3,7 +3,6 @@
 //! WebSocket and `since` resume.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -18,11 +17,7 @@ use spheroseg::segment::{Builtin, DecodeLimits};
 use spheroseg::service::Service;
 use tower::ServiceExt;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
+use crate::util::fixture;
 
 struct Api {
     _dir: tempfile::TempDir,

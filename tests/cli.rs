@@ -174,7 +174,6 @@ fn serve_processes_queued_jobs_end_to_end() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let rt = crate::util::runtime();
     std::fs::create_dir_all(&data).expect("data dir");
     let ids = {
@@ -188,7 +187,7 @@ fn serve_processes_queued_jobs_end_to_end() {
         let jobs: Vec<NewJob> = ["spheroid_lumen_8bit.png", "spheroid_plain_16bit.tif"]
             .iter()
             .map(|f| NewJob {
-                image: images.put_path(&fixtures.join(f)).expect("stored"),
+                image: images.put_path(&crate::util::fixture(f)).expect("stored"),
                 ..NewJob::default()
             })
             .collect();

@@ -4,7 +4,6 @@
 //! it through the breaker.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -123,11 +122,7 @@ async fn stub() -> (String, Stub) {
     (url, stub)
 }
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
+use crate::util::fixture;
 
 /// Calls the segmenter off the runtime (it blocks on its handle, as a worker thread does).
 async fn call(seg: &Arc<HttpSegmenter>, timeout: Duration) -> Result<SegmentResult, Failure> {

@@ -3,7 +3,7 @@
 //! shutdown and restart, and ML services behind the circuit breaker.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -17,11 +17,7 @@ use spheroseg::segment::breaker::{Breaker, BreakerConfig};
 use spheroseg::segment::command::CommandSegmenter;
 use spheroseg::segment::{Builtin, Control, Failure, Input, SegmentResult, Segmenter};
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
+use crate::util::fixture;
 
 struct Harness {
     dir: tempfile::TempDir,

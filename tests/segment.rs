@@ -1,7 +1,6 @@
 //! The builtin segmenter from the outside: accuracy on synthetic spheroids with known truth, and
 //! `spheroseg segment` on the committed fixtures, broken ones included.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::AtomicBool;
 
@@ -10,11 +9,7 @@ use spheroseg::segment::builtin::segment;
 use spheroseg::segment::{DecodeLimits, SegmentParams, analyze};
 use spheroseg::synth::{Kind, Scene, iou};
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
+use crate::util::fixture;
 
 /// IoU against the generator's truth on every kind and both bit depths. (The benchmark measures
 /// larger images and more seeds; this keeps CI honest at a size a debug build runs quickly.)

@@ -10,6 +10,13 @@ use spheroseg::pool::PoolConfig;
 use spheroseg::queue::{ImageRef, NewJob, Priority, Queue, QueueOptions, Recovery};
 use spheroseg::segment::DecodeLimits;
 
+/// A file of `tests/fixtures`.
+pub fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
 /// A job of the given priority on a made-up image.
 pub fn job(priority: u8) -> NewJob {
     NewJob {
