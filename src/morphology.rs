@@ -419,6 +419,18 @@ mod tests {
 
     use super::*;
 
+    /// The metrics of an object without holes, no image and no pixel size.
+    fn measure_outline(outer: Vec<Point>) -> Metrics {
+        measure(
+            &Object {
+                outer,
+                holes: vec![],
+            },
+            None,
+            None,
+        )
+    }
+
     fn rect(x: f64, y: f64, w: f64, h: f64) -> Vec<Point> {
         vec![
             Point::new(x, y),
@@ -475,14 +487,7 @@ mod tests {
     #[test]
     fn circle_approaches_the_analytic_values() {
         let r = 100.0;
-        let m = measure(
-            &Object {
-                outer: circle(500.0, 400.0, r, 4096),
-                holes: vec![],
-            },
-            None,
-            None,
-        );
+        let m = measure_outline(circle(500.0, 400.0, r, 4096));
         assert!(close(m.area, PI * r * r, 1e-5));
         assert!(close(m.perimeter, 2.0 * PI * r, 1e-5));
         assert!(close(m.circularity, 1.0, 1e-5));
@@ -540,14 +545,7 @@ mod tests {
             Point::new(30.0, 40.0),
             Point::new(0.0, 40.0),
         ];
-        let m = measure(
-            &Object {
-                outer: l,
-                holes: vec![],
-            },
-            None,
-            None,
-        );
+        let m = measure_outline(l);
         assert_eq!(m.area, 10.0 * 40.0 + 20.0 * 10.0);
         assert_eq!(m.perimeter, 140.0);
         assert!(close(m.feret_max, 50.0, 1e-12), "corner (0,0) to (30,40)");
@@ -566,14 +564,7 @@ mod tests {
             .into_iter()
             .map(|p| Point::new(100.0 + p.x * c - p.y * s, 100.0 + p.x * s + p.y * c))
             .collect();
-        let m = measure(
-            &Object {
-                outer,
-                holes: vec![],
-            },
-            None,
-            None,
-        );
+        let m = measure_outline(outer);
         assert!(close(m.feret_min, 10.0, 1e-9), "{}", m.feret_min);
         assert!(close(m.feret_max, 1700f64.sqrt(), 1e-9));
         assert!(m.bounding_box.height > 25.0);
@@ -597,14 +588,7 @@ mod tests {
             vec![Point::new(1.0, 1.0); 3],
             rect(0.0, 0.0, 0.0, 5.0),
         ] {
-            let m = measure(
-                &Object {
-                    outer,
-                    holes: vec![],
-                },
-                None,
-                None,
-            );
+            let m = measure_outline(outer);
             let json = serde_json::to_string(&m).expect("json");
             assert!(
                 !json.contains("null") || json.contains("intensity\":null"),
