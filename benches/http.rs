@@ -83,7 +83,7 @@ fn main() {
             )
             .expect("queue");
             let images = ImageStore::open(&data, DecodeLimits::default()).expect("images");
-            let image = images.put(&png(0), "seed.png").expect("stored");
+            let image = images.put(&png(0), "seed.png").expect("stored").image;
             for _ in 0..100 {
                 let jobs = (0..1000)
                     .map(|_| NewJob {

@@ -117,6 +117,7 @@ async fn run_pool(s: &Setup, segmenter: Arc<dyn Segmenter>, workers: usize, n: u
             builtin_timeout: Duration::from_secs(600),
             ml_timeout: Duration::from_secs(600),
             limits: DecodeLimits::default(),
+            budget: Default::default(),
         },
         Arc::new(SystemClock),
     )
@@ -174,7 +175,12 @@ fn main() {
     rt.block_on(async {
         let s = setup();
         let small = Scene::random(1, 64, 8, Kind::Plain).render().0;
-        let tiny = vec![s.images.put(&png(&small), "tiny.png").expect("stored")];
+        let tiny = vec![
+            s.images
+                .put(&png(&small), "tiny.png")
+                .expect("stored")
+                .image,
+        ];
 
         enqueue(&s.queue, &tiny, n).await;
         let raw = raw_drain(&s.queue, n).await;
@@ -200,7 +206,10 @@ fn main() {
         let big: Vec<ImageRef> = (0..8)
             .map(|seed| {
                 let img = Scene::random(100 + seed, 1024, 8, Kind::Plain).render().0;
-                s.images.put(&png(&img), "spheroid.png").expect("stored")
+                s.images
+                    .put(&png(&img), "spheroid.png")
+                    .expect("stored")
+                    .image
             })
             .collect();
         let m = 40;

@@ -21,18 +21,18 @@ use crate::images::ImageStore;
 use crate::pool::{MlService, Pool, PoolConfig, Segmenters};
 use crate::queue::SegmenterChoice;
 use crate::queue::{Queue, Retention};
-use crate::segment::Builtin;
 use crate::segment::breaker::{Breaker, BreakerConfig};
 use crate::segment::command::CommandSegmenter;
 use crate::segment::http::HttpSegmenter;
+use crate::segment::{Builtin, DecodeBudget};
 use crate::service::Service;
 
+/// A WebSocket client that takes no message for this long is disconnected.
+const WS_SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often finished jobs past their retention, and then unreferenced images, are removed.
 const MAINTAIN_EVERY: Duration = Duration::from_secs(600);
 /// Most jobs one retention pass removes (keeps each transaction short).
 const RETAIN_BATCH: usize = 5_000;
-/// An image file younger than this is never collected (its enqueue may be about to commit).
-const IMAGE_GRACE: Duration = Duration::from_secs(600);
 
 /// The circuit breaker settings of an ML service, from the configuration.
 pub fn breaker_config(config: &Config) -> BreakerConfig {
@@ -121,7 +121,9 @@ pub async fn run(
         tokio::task::spawn_blocking(move || Queue::open(&path, options, open_clock))
             .await
             .context("queue open task failed")??;
-    let images = ImageStore::open(&config.data_dir, config.decode_limits())?;
+    let budget = DecodeBudget::new(config.decode_budget_bytes());
+    let images =
+        ImageStore::open(&config.data_dir, config.decode_limits())?.with_budget(budget.clone());
     let events = EventBus::new(config.queue.events_buffer, Arc::clone(&clock));
     let segmenters = segmenters(&config, clock.as_ref())?;
     let stats = queue.stats()?;
@@ -135,6 +137,7 @@ pub async fn run(
         ml_url = config.ml.url.as_deref().unwrap_or("none"),
         aging_secs = config.queue.aging_secs,
         max_attempts = config.queue.max_attempts,
+        decode_budget_mb = budget.total() >> 20,
         created = recovery.open.created,
         migrated_from = ?recovery.open.migrated_from,
         orphans_requeued = recovery.orphans.len(),
@@ -155,6 +158,7 @@ pub async fn run(
             builtin_timeout: Duration::from_secs(config.queue.builtin_timeout_secs),
             ml_timeout: Duration::from_millis(config.ml.timeout_ms),
             limits: config.decode_limits(),
+            budget: budget.clone(),
         },
         Arc::clone(&clock),
     )
@@ -200,7 +204,17 @@ pub async fn run(
                 }
             })
             .collect(),
-        allowed_origins: config.allowed_origins.iter().cloned().collect(),
+        guard: Arc::new(crate::http::Guard::new(
+            local,
+            config
+                .allowed_hosts
+                .iter()
+                .filter_map(|h| crate::http::HostRule::parse(h).ok())
+                .collect(),
+            config.allowed_origins.clone(),
+        )),
+        ws_send_timeout: WS_SEND_TIMEOUT,
+        retention: config.retention(),
     };
     // Install the recorder before the first job is counted.
     let _ = crate::telemetry::prometheus();
@@ -277,7 +291,7 @@ async fn maintain(
                 let (q, im) = (queue.clone(), images.clone());
                 let removed = tokio::task::spawn_blocking(move || {
                     // A read error keeps the file: never collect what might be referenced.
-                    im.collect_garbage(IMAGE_GRACE, |hash| q.image_referenced(hash).unwrap_or(true))
+                    im.collect_garbage(|hash| q.image_referenced(hash).unwrap_or(true))
                 })
                 .await
                 .unwrap_or(0);

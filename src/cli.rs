@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{Config, DEFAULT_TOML, Layer, Sources};
 use crate::offline::{self, Batch, Formats, Outcome};
+use crate::queue::QueueError;
 use crate::segment::SegmentParams;
 
 #[derive(Debug, Parser)]
@@ -120,6 +121,10 @@ pub enum Exit {
     /// Some inputs of a batch failed (each was reported): exit code 1.
     #[error("{failed} of {total} files failed")]
     Partial { failed: usize, total: usize },
+    /// The database cannot be used (damaged, or written by a newer spheroseg): one line saying
+    /// what to do, exit code 2.
+    #[error(transparent)]
+    Database(crate::queue::QueueError),
     /// Anything else: the cause chain, exit code 1.
     #[error(transparent)]
     Other(#[from] anyhow::Error),
@@ -128,7 +133,7 @@ pub enum Exit {
 impl Exit {
     pub fn code(&self) -> i32 {
         match self {
-            Exit::Config(_) => 2,
+            Exit::Config(_) | Exit::Database(_) => 2,
             Exit::Partial { .. } | Exit::Other(_) => 1,
         }
     }
@@ -205,10 +210,18 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
                 .thread_name("spheroseg-io")
                 .build()
                 .context("cannot start the async runtime")?;
-            runtime.block_on(async {
-                let signal = crate::app::shutdown_signal();
-                crate::app::serve(config, signal).await
-            })?;
+            runtime
+                .block_on(async {
+                    let signal = crate::app::shutdown_signal();
+                    crate::app::serve(config, signal).await
+                })
+                .map_err(|e| match e.downcast::<crate::queue::QueueError>() {
+                    Ok(q @ (QueueError::Corrupt { .. } | QueueError::NewerSchema { .. })) => {
+                        Exit::Database(q)
+                    }
+                    Ok(q) => Exit::Other(q.into()),
+                    Err(e) => Exit::Other(e),
+                })?;
             Ok(())
         }
     }

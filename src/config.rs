@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::queue::{Backoff, QueueOptions, Retention};
+use crate::queue::{Backoff, Limit, QueueOptions, Retention};
 
 /// A configuration value that cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -56,8 +56,12 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Directories whose files `POST /api/jobs` may import by path (JSON `{"paths": [...]}`).
     pub import_dirs: Vec<PathBuf>,
-    /// Browser origins besides spheroseg's own that may open the WebSocket, e.g. a reverse proxy's
-    /// `https://lab.example`.
+    /// Host names besides the loopback names and the bound address by which spheroseg is
+    /// reached (`lab-server`, `lab.example.org:8443`, `*.lab.example.org`); any other `Host` is
+    /// refused, which defeats DNS rebinding.
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins besides spheroseg's own whose pages may change the queue and open the
+    /// WebSocket, e.g. a portal at `https://portal.example.org`.
     pub allowed_origins: Vec<String>,
     pub bind: SocketAddr,
     pub workers: usize,
@@ -91,6 +95,9 @@ pub struct LimitsConfig {
     pub max_megapixels: u32,
     /// The largest HTTP request body (an upload of many images).
     pub max_upload_mb: u64,
+    /// Decoded image bytes in flight at once, uploads and jobs together; 0 is a quarter of the
+    /// machine's memory, at most 2 GiB.
+    pub decode_budget_mb: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -110,12 +117,16 @@ pub struct QueueConfig {
     pub events_buffer: usize,
 }
 
+/// How long finished jobs are kept, per state; 0 is no limit. Completed jobs hold the lab's
+/// results and have no limit unless one is set.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RetentionConfig {
     pub completed_days: u64,
+    pub completed_max: u64,
     pub failed_days: u64,
+    pub failed_max: u64,
     pub cancelled_days: u64,
-    pub max_per_state: u64,
+    pub cancelled_max: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -166,6 +177,7 @@ fn redact<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Er
 pub struct Layer {
     pub data_dir: Option<PathBuf>,
     pub import_dirs: Option<Vec<PathBuf>>,
+    pub allowed_hosts: Option<Vec<String>>,
     pub allowed_origins: Option<Vec<String>>,
     pub bind: Option<String>,
     pub workers: Option<usize>,
@@ -193,6 +205,7 @@ pub struct LimitsLayer {
     pub max_height: Option<u32>,
     pub max_megapixels: Option<u32>,
     pub max_upload_mb: Option<u64>,
+    pub decode_budget_mb: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -214,9 +227,11 @@ pub struct QueueLayer {
 #[serde(default, deny_unknown_fields)]
 pub struct RetentionLayer {
     pub completed_days: Option<u64>,
+    pub completed_max: Option<u64>,
     pub failed_days: Option<u64>,
+    pub failed_max: Option<u64>,
     pub cancelled_days: Option<u64>,
-    pub max_per_state: Option<u64>,
+    pub cancelled_max: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -256,6 +271,8 @@ pub struct Sources {
 const ENV: &[(&str, &str)] = &[
     ("SPHEROSEG_DATA_DIR", "data_dir"),
     ("SPHEROSEG_BIND", "bind"),
+    ("SPHEROSEG_ALLOWED_HOSTS", "allowed_hosts"),
+    ("SPHEROSEG_ALLOWED_ORIGINS", "allowed_origins"),
     ("SPHEROSEG_WORKERS", "workers"),
     ("QUEUE_CONCURRENCY", "workers"),
     ("SPHEROSEG_TOKEN", "auth.token"),
@@ -312,12 +329,15 @@ impl Config {
     }
 
     pub fn retention(&self) -> Retention {
-        let days = |d: u64| Duration::from_secs(d * 86_400);
+        let r = &self.retention;
+        let limit = |days: u64, max: u64| Limit {
+            age: (days > 0).then(|| Duration::from_secs(days * 86_400)),
+            count: (max > 0).then_some(max),
+        };
         Retention {
-            completed_age: days(self.retention.completed_days),
-            failed_age: days(self.retention.failed_days),
-            cancelled_age: days(self.retention.cancelled_days),
-            max_count: self.retention.max_per_state,
+            completed: limit(r.completed_days, r.completed_max),
+            failed: limit(r.failed_days, r.failed_max),
+            cancelled: limit(r.cancelled_days, r.cancelled_max),
         }
     }
 
@@ -328,6 +348,14 @@ impl Config {
             max_height: self.limits.max_height,
             max_megapixels: self.limits.max_megapixels,
             ..crate::segment::DecodeLimits::default()
+        }
+    }
+
+    /// The decode budget in bytes: as configured, or the machine's default.
+    pub fn decode_budget_bytes(&self) -> u64 {
+        match self.limits.decode_budget_mb {
+            0 => crate::segment::DecodeBudget::default_total(crate::telemetry::memory_total()),
+            mb => mb << 20,
         }
     }
 
@@ -410,6 +438,8 @@ fn env_layer(
         match key {
             "data_dir" => l.data_dir = Some(raw.into()),
             "bind" => l.bind = Some(raw.clone()),
+            "allowed_hosts" => l.allowed_hosts = Some(list(raw)),
+            "allowed_origins" => l.allowed_origins = Some(list(raw)),
             "workers" => l.workers = Some(num(raw).map_err(bad)?),
             "auth.token" => l.auth.token = Some(raw.clone()),
             "segmenter" => l.segmenter = Some(raw.parse().map_err(bad)?),
@@ -426,6 +456,15 @@ fn env_layer(
         origins.insert(key, origin);
     }
     Ok(l)
+}
+
+/// A comma-separated environment list; empty items dropped.
+fn list(raw: &str) -> Vec<String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Copies every value `top` sets over `base`, remembering where it came from. An empty `origin`
@@ -448,6 +487,7 @@ fn overlay(
     }
     take!(data_dir, "data_dir");
     take!(import_dirs, "import_dirs");
+    take!(allowed_hosts, "allowed_hosts");
     take!(allowed_origins, "allowed_origins");
     take!(bind, "bind");
     take!(workers, "workers");
@@ -466,9 +506,11 @@ fn overlay(
     take!(queue.builtin_timeout_secs, "queue.builtin_timeout_secs");
     take!(queue.events_buffer, "queue.events_buffer");
     take!(retention.completed_days, "retention.completed_days");
+    take!(retention.completed_max, "retention.completed_max");
     take!(retention.failed_days, "retention.failed_days");
+    take!(retention.failed_max, "retention.failed_max");
     take!(retention.cancelled_days, "retention.cancelled_days");
-    take!(retention.max_per_state, "retention.max_per_state");
+    take!(retention.cancelled_max, "retention.cancelled_max");
     take!(ml.url, "ml.url");
     take!(ml.timeout_ms, "ml.timeout_ms");
     take!(ml.error_threshold_pct, "ml.error_threshold_pct");
@@ -484,6 +526,7 @@ fn overlay(
     take!(limits.max_height, "limits.max_height");
     take!(limits.max_megapixels, "limits.max_megapixels");
     take!(limits.max_upload_mb, "limits.max_upload_mb");
+    take!(limits.decode_budget_mb, "limits.decode_budget_mb");
 }
 
 /// The commented example printed by `spheroseg config default`; every value is the default

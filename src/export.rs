@@ -54,6 +54,16 @@ pub enum ExportError {
     Png(#[from] image::ImageError),
 }
 
+/// A text cell a spreadsheet will not run as a formula (OWASP's CSV injection advice): text that
+/// starts with `=`, `+`, `-`, `@`, a tab or a carriage return gets a leading `'`. File names and
+/// projects come from users; numbers are written by us and never pass through here.
+pub fn text_cell(s: &str) -> String {
+    match s.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{s}"),
+        _ => s.to_owned(),
+    }
+}
+
 fn len(v: f64) -> String {
     format!("{v:.2}")
 }
@@ -92,8 +102,8 @@ pub fn write_csv_part<'a, W: Write>(
         let resolution = format!("{}x{}", r.image.width, r.image.height);
         for (i, m) in r.metrics.iter().enumerate() {
             let mut row = vec![
-                r.image.name.clone(),
-                id.to_owned(),
+                text_cell(&r.image.name),
+                text_cell(id),
                 resolution.clone(),
                 format!("polygon-{}", i + 1),
                 len(m.area),
@@ -107,7 +117,7 @@ pub fn write_csv_part<'a, W: Write>(
                 ratio(m.sphericity),
                 len(m.feret_max),
                 len(m.feret_min),
-                r.created_at.clone(),
+                text_cell(&r.created_at),
             ];
             if calibrated {
                 match &m.calibrated {
@@ -228,6 +238,31 @@ mod tests {
             "uncalibrated rows leave them empty: {}",
             lines[2]
         );
+    }
+
+    #[test]
+    fn cells_a_spreadsheet_would_run_are_neutralised() {
+        for (raw, cell) in [
+            (
+                "=HYPERLINK(\"http://evil\")",
+                "'=HYPERLINK(\"http://evil\")",
+            ),
+            ("+1+1", "'+1+1"),
+            ("-2+3", "'-2+3"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\tcmd", "'\tcmd"),
+            ("\rcmd", "'\rcmd"),
+            ("plate1_A01.tif", "plate1_A01.tif"),
+            ("", ""),
+        ] {
+            assert_eq!(text_cell(raw), cell, "{raw:?}");
+        }
+        let r = result("=cmd|' /C calc'!A0.png", vec![square(10.0, 20.0)], None);
+        let mut out = Vec::new();
+        write_csv(&mut out, [("-id", &r)], false).expect("csv");
+        let text = String::from_utf8(out).expect("utf-8");
+        let row = text.lines().nth(1).expect("row");
+        assert!(row.starts_with("'=cmd|' /C calc'!A0.png,'-id,"), "{row}");
     }
 
     #[test]

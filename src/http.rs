@@ -5,7 +5,9 @@
 mod error;
 mod events;
 mod export;
+mod guard;
 mod health;
+mod intake;
 mod jobs;
 mod ml;
 mod queue;
@@ -25,6 +27,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 
 pub use error::ApiError;
+pub use guard::{Guard, HostRule};
 
 use crate::service::Service;
 use crate::telemetry::SystemMonitor;
@@ -43,8 +46,12 @@ pub struct AppState {
     pub system: Arc<SystemMonitor>,
     /// Canonical directories files may be imported from by path.
     pub import_dirs: Arc<[std::path::PathBuf]>,
-    /// Origins besides this server's own allowed to open the WebSocket.
-    pub allowed_origins: Arc<[String]>,
+    /// The Host check and the cross-site rules (`http/guard.rs`).
+    pub guard: Arc<Guard>,
+    /// A WebSocket client that has not taken a message within this long is disconnected.
+    pub ws_send_timeout: std::time::Duration,
+    /// The retention in force, shown on the page.
+    pub retention: crate::queue::Retention,
 }
 
 impl AppState {
@@ -160,6 +167,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(limit))
         .layer(tower_http::compression::CompressionLayer::new())
         .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
         .route_layer(middleware::from_fn(trace))
         .with_state(state)
 }

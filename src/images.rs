@@ -1,20 +1,34 @@
 //! The image store: original images under `data_dir/images/`, named by their SHA-256.
 //!
-//! `put` decodes the image under the decode limits first (a non-image, a truncated file or an
-//! oversized one is refused here, not found by a worker later; the header is checked before any
-//! pixel buffer is allocated), then writes a temp file, fsyncs it, renames it into place and fsyncs the
-//! directory; only after that may an enqueue commit refer to it. The same content is stored once.
-//! `collect_garbage` removes files no job refers to, once they are older than a grace period (so
-//! an upload between its write and its commit is never collected), and temp files a crash left.
+//! Storing checks the image first: its header against the decode limits (before any pixel buffer
+//! exists), then a full decode inside the process's decode budget, so a non-image, a truncated
+//! file or an oversized one is refused here, not found by a worker later. The bytes go to a temp
+//! file of their own under `images/incoming/` (unique per request, so identical uploads at the
+//! same moment cannot collide), are fsynced, and are linked into place without replacing a file
+//! that is already there: an image once stored is never rewritten. Then the directory is fsynced;
+//! only after that may an enqueue commit refer to it.
+//!
+//! Every store returns a [`Pin`] on the hash, which the caller holds until its enqueue has
+//! committed. The garbage collector skips pinned hashes and decides and deletes under the same
+//! lock, so it cannot remove a file between an upload finding it already stored and that upload's
+//! commit. It removes image files and previews no job refers to, and temp files no request holds
+//! (what a crash left).
 
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
 use crate::queue::ImageRef;
-use crate::segment::decode::{DecodeError, DecodeLimits, decode, decode_from, probe, probe_from};
+use crate::segment::DecodeBudget;
+use crate::segment::decode::Encoded;
+use crate::segment::decode::{DecodeError, DecodeLimits, Header, decode_from, probe_from};
+
+/// How long a check waits for the decode budget before the request is refused as busy.
+const BUDGET_WAIT: Duration = Duration::from_secs(5);
 
 /// Why an image was not stored.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +36,33 @@ pub enum ImageStoreError {
     /// The bytes are not an image spheroseg accepts.
     #[error("{name}: {source}")]
     Refused { name: String, source: DecodeError },
+    /// Decoding it alone would need more memory than the whole decode budget.
+    #[error(
+        "{name}: decoding this image needs {needed_mb} MiB, more than the decode budget of {budget_mb} MiB (limits.decode_budget_mb)"
+    )]
+    OverBudget {
+        name: String,
+        needed_mb: u64,
+        budget_mb: u64,
+    },
+    /// Smaller than the segmenter it is for can work on.
+    #[error(
+        "{name}: the image is {width}×{height}; the segmenter needs at least {min}×{min} pixels"
+    )]
+    TooSmall {
+        name: String,
+        width: u32,
+        height: u32,
+        min: u32,
+    },
+    /// Other images hold the decode budget; the same request may succeed in a moment.
+    #[error(
+        "busy decoding other images ({in_use_mb} of {budget_mb} MiB of the decode budget in use); try again in a few seconds"
+    )]
+    Busy { in_use_mb: u64, budget_mb: u64 },
+    /// The disk holding the data directory is full.
+    #[error("disk full: {free_mb} MB free on {}; free some space and try again", dir.display())]
+    DiskFull { dir: PathBuf, free_mb: u64 },
     /// The file system failed.
     #[error("i/o error on {}: {source}", path.display())]
     Io {
@@ -34,21 +75,82 @@ impl ImageStoreError {
     pub fn code(&self) -> &'static str {
         match self {
             ImageStoreError::Refused { source, .. } => source.code(),
-            ImageStoreError::Io { source, .. } if is_disk_full(source) => "disk-full",
+            ImageStoreError::OverBudget { .. } => "image-too-large",
+            ImageStoreError::TooSmall { .. } => "image-too-small",
+            ImageStoreError::Busy { .. } => "busy",
+            ImageStoreError::DiskFull { .. } => "disk-full",
             ImageStoreError::Io { .. } => "io-error",
         }
     }
 }
 
-fn is_disk_full(e: &std::io::Error) -> bool {
-    e.kind() == std::io::ErrorKind::StorageFull
+/// Whether an I/O error means no space is left (ENOSPC, or EDQUOT for a user's quota).
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
+/// A stored image and the pin that keeps the collector off it until the caller's commit.
+#[derive(Debug)]
+pub struct Stored {
+    pub image: ImageRef,
+    pub pin: Pin,
+}
+
+/// Holds a hash out of garbage collection while it lives.
+#[derive(Debug)]
+pub struct Pin {
+    pins: Arc<Mutex<HashMap<String, usize>>>,
+    hash: String,
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        let mut pins = self.pins.lock().expect("pins lock");
+        if let Some(n) = pins.get_mut(&self.hash) {
+            *n -= 1;
+            if *n == 0 {
+                pins.remove(&self.hash);
+            }
+        }
+    }
+}
+
+/// A temp file an upload streams into (from [`ImageStore::incoming`]); removed when dropped
+/// unless stored.
+#[derive(Debug)]
+pub struct Incoming {
+    path: PathBuf,
+    live: Arc<Mutex<HashSet<PathBuf>>>,
+}
+
+impl Incoming {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        self.live.lock().expect("incoming lock").remove(&self.path);
+    }
 }
 
 /// Content-addressed originals.
 #[derive(Clone, Debug)]
 pub struct ImageStore {
     dir: PathBuf,
+    data_dir: PathBuf,
     limits: DecodeLimits,
+    budget: DecodeBudget,
+    pins: Arc<Mutex<HashMap<String, usize>>>,
+    /// Temp files requests are writing.
+    live: Arc<Mutex<HashSet<PathBuf>>>,
+    /// Images with a side shorter than this are refused (see [`ImageStore::requiring`]).
+    min_side: u32,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ImageStoreError + '_ {
@@ -58,12 +160,53 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ImageStoreError + '_ {
     }
 }
 
+/// Fsyncs a directory, so a file created or renamed in it survives a power cut.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::fs::File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
+}
+
 impl ImageStore {
-    /// Opens (or creates) `data_dir/images`.
+    /// Opens (or creates) `data_dir/images`, with no decode budget of its own (see
+    /// [`ImageStore::with_budget`]).
     pub fn open(data_dir: &Path, limits: DecodeLimits) -> Result<Self, ImageStoreError> {
         let dir = data_dir.join("images");
-        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        Ok(ImageStore { dir, limits })
+        std::fs::create_dir_all(dir.join("incoming")).map_err(io(&dir))?;
+        Ok(ImageStore {
+            dir,
+            data_dir: data_dir.to_owned(),
+            limits,
+            budget: DecodeBudget::default(),
+            pins: Arc::default(),
+            live: Arc::default(),
+            min_side: 1,
+        })
+    }
+
+    /// Checks images inside `budget`, shared with the workers.
+    pub fn with_budget(mut self, budget: DecodeBudget) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// The same store, refusing images with a side shorter than `min_side` (what the segmenter
+    /// they are for can work on).
+    pub fn requiring(&self, min_side: u32) -> Self {
+        ImageStore {
+            min_side,
+            ..self.clone()
+        }
+    }
+
+    pub fn budget(&self) -> &DecodeBudget {
+        &self.budget
     }
 
     /// Where the image with this hash lives.
@@ -72,60 +215,195 @@ impl ImageStore {
         self.dir.join(fan).join(hash)
     }
 
-    /// Checks and stores `bytes`; durable on return. `name` is kept for people, never used as a
-    /// path.
-    pub fn put(&self, bytes: &[u8], name: &str) -> Result<ImageRef, ImageStoreError> {
+    /// An I/O error, as disk-full (with the free space) when it is one.
+    pub fn io_error(&self, path: &Path, e: std::io::Error) -> ImageStoreError {
+        if is_disk_full(&e) {
+            ImageStoreError::DiskFull {
+                dir: self.data_dir.clone(),
+                free_mb: crate::telemetry::free_space(&self.data_dir).unwrap_or(0) / 1_000_000,
+            }
+        } else {
+            io(path)(e)
+        }
+    }
+
+    fn pin(&self, hash: &str) -> Pin {
+        *self
+            .pins
+            .lock()
+            .expect("pins lock")
+            .entry(hash.to_owned())
+            .or_default() += 1;
+        Pin {
+            pins: Arc::clone(&self.pins),
+            hash: hash.to_owned(),
+        }
+    }
+
+    /// A fresh temp file for an upload being streamed to disk.
+    pub fn incoming(&self) -> Result<Incoming, ImageStoreError> {
+        let path = self
+            .dir
+            .join("incoming")
+            .join(format!("{}.tmp", uuid::Uuid::now_v7()));
+        self.live
+            .lock()
+            .expect("incoming lock")
+            .insert(path.clone());
+        let incoming = Incoming {
+            path,
+            live: Arc::clone(&self.live),
+        };
+        std::fs::File::create(&incoming.path).map_err(|e| self.io_error(&incoming.path, e))?;
+        Ok(incoming)
+    }
+
+    /// Checks an encoded image: header within the limits, then a full decode inside the budget.
+    fn check<E: Encoded>(&self, input: &E, name: &str) -> Result<Header, ImageStoreError> {
         let refused = |source| ImageStoreError::Refused {
             name: name.to_owned(),
             source,
         };
-        let header = probe(bytes, &self.limits).map_err(refused)?;
-        decode(bytes, &self.limits).map_err(refused)?;
-        let hash = hex(&Sha256::digest(bytes));
-        let path = self.path(&hash);
-        if !path.exists() {
-            let parent = path.parent().expect("image paths have a fan-out directory");
-            std::fs::create_dir_all(parent).map_err(io(parent))?;
-            let tmp = parent.join(format!("{hash}.{}.tmp", std::process::id()));
-            let write = || -> std::io::Result<()> {
-                let mut f = std::fs::File::create(&tmp)?;
-                f.write_all(bytes)?;
-                f.sync_all()?;
-                std::fs::rename(&tmp, &path)?;
-                std::fs::File::open(parent)?.sync_all()
-            };
-            if let Err(e) = write() {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(io(&path)(e));
-            }
+        let header = probe_from(input, &self.limits).map_err(refused)?;
+        if header.width.min(header.height) < self.min_side {
+            return Err(ImageStoreError::TooSmall {
+                name: name.to_owned(),
+                width: header.width,
+                height: header.height,
+                min: self.min_side,
+            });
         }
-        Ok(ImageRef {
-            hash,
-            name: name.chars().take(255).collect(),
-            width: header.width,
-            height: header.height,
-            bytes: bytes.len() as u64,
+        let needed = header.footprint().decode_bytes();
+        if needed > self.budget.total() {
+            return Err(ImageStoreError::OverBudget {
+                name: name.to_owned(),
+                needed_mb: needed >> 20,
+                budget_mb: self.budget.total() >> 20,
+            });
+        }
+        let _reserved = self
+            .budget
+            .reserve(needed, BUDGET_WAIT)
+            .ok_or_else(|| self.busy())?;
+        decode_from(input, &self.limits).map_err(refused)?;
+        Ok(header)
+    }
+
+    fn busy(&self) -> ImageStoreError {
+        ImageStoreError::Busy {
+            in_use_mb: self.budget.in_use() >> 20,
+            budget_mb: self.budget.total() >> 20,
+        }
+    }
+
+    /// Checks and stores `bytes`; durable on return. `name` is kept for people, never used as a
+    /// path.
+    pub fn put(&self, bytes: &[u8], name: &str) -> Result<Stored, ImageStoreError> {
+        let header = self.check(&bytes, name)?;
+        let hash = hex(&Sha256::digest(bytes));
+        let pin = self.pin(&hash);
+        if !self.path(&hash).exists() {
+            let tmp = self.incoming()?;
+            let write = || -> std::io::Result<()> {
+                let mut f = std::fs::OpenOptions::new().write(true).open(tmp.path())?;
+                f.write_all(bytes)?;
+                f.sync_all()
+            };
+            write().map_err(|e| self.io_error(tmp.path(), e))?;
+            self.link(&tmp, &hash)?;
+        }
+        Ok(Stored {
+            image: image_ref(hash, name, &header, bytes.len() as u64),
+            pin,
         })
     }
 
+    /// Checks and stores an upload already written to `tmp` (from [`ImageStore::incoming`]): the
+    /// file is decoded to check it, hashed as a stream, and linked into place, so the request
+    /// body is never held in memory whole. The temp file is gone afterwards, stored or refused.
+    pub fn put_upload(&self, tmp: Incoming, name: &str) -> Result<Stored, ImageStoreError> {
+        let header = self.check(&tmp.path(), name)?;
+        let mut file = std::fs::File::open(tmp.path()).map_err(io(tmp.path()))?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut bytes = 0u64;
+        loop {
+            let n = std::io::Read::read(&mut file, &mut buf).map_err(io(tmp.path()))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            bytes += n as u64;
+        }
+        let hash = hex(&hasher.finalize());
+        let pin = self.pin(&hash);
+        if !self.path(&hash).exists() {
+            file.sync_all().map_err(|e| self.io_error(tmp.path(), e))?;
+            self.link(&tmp, &hash)?;
+        }
+        Ok(Stored {
+            image: image_ref(hash, name, &header, bytes),
+            pin,
+        })
+    }
+
+    /// Makes a synced temp file the image `hash` unless one is there already (which then stays
+    /// as it is), and syncs the directory.
+    fn link(&self, tmp: &Incoming, hash: &str) -> Result<(), ImageStoreError> {
+        let path = self.path(hash);
+        let parent = path.parent().expect("image paths have a fan-out directory");
+        let new_fan = !parent.exists();
+        std::fs::create_dir_all(parent).map_err(|e| self.io_error(parent, e))?;
+        if new_fan {
+            sync_dir(&self.dir).map_err(|e| self.io_error(&self.dir, e))?;
+        }
+        match std::fs::hard_link(tmp.path(), &path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+            // A file system without hard links: rename, unless the image arrived meanwhile.
+            Err(_) if !path.exists() => {
+                std::fs::rename(tmp.path(), &path).map_err(|e| self.io_error(&path, e))?
+            }
+            Err(_) => return Ok(()),
+        }
+        sync_dir(parent).map_err(|e| self.io_error(parent, e))
+    }
+
+    /// Reads and stores a local file.
+    pub fn put_path(&self, path: &Path) -> Result<Stored, ImageStoreError> {
+        let bytes = std::fs::read(path).map_err(io(path))?;
+        let name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        self.put(&bytes, &name)
+    }
+
     /// An 8-bit PNG a browser can show (16-bit TIFFs included): contrast-stretched to the 0.5 and
-    /// 99.5 percentiles, at most `max_side` pixels on its long side, cached next to the images.
+    /// 99.5 percentiles, at most `max_side` pixels on its long side, cached in `data_dir/previews/`.
     pub fn preview(&self, hash: &str, max_side: u32) -> Result<Vec<u8>, ImageStoreError> {
-        let cache_dir = self.dir.with_file_name("previews");
+        let cache_dir = self.previews_dir();
         let cached = cache_dir.join(format!("{hash}-{max_side}.png"));
         if let Ok(b) = std::fs::read(&cached) {
             return Ok(b);
         }
         let bytes = self.read(hash)?;
-        let decoded = decode(&bytes, &self.limits).map_err(|source| ImageStoreError::Refused {
+        let refused = |source| ImageStoreError::Refused {
             name: hash.to_owned(),
             source,
-        })?;
+        };
+        let header = probe_from(&bytes.as_slice(), &self.limits).map_err(refused)?;
+        let _reserved = self
+            .budget
+            .reserve(header.footprint().decode_bytes(), BUDGET_WAIT)
+            .ok_or_else(|| self.busy())?;
+        let decoded = decode_from(&bytes.as_slice(), &self.limits).map_err(refused)?;
         let (w, h) = (decoded.gray.width, decoded.gray.height);
         let pixels: Vec<u8> = crate::segment::builtin::stretch(&decoded.gray)
             .iter()
             .map(|v| (v * 255.0).round() as u8)
             .collect();
+        drop(decoded);
         let mut img = image::GrayImage::from_raw(w, h, pixels).expect("width × height pixels");
         let long = w.max(h);
         if long > max_side {
@@ -142,78 +420,16 @@ impl ImageStore {
         let png = out.into_inner();
         // The cache is an optimisation: a failure to write it is not the request's failure.
         if std::fs::create_dir_all(&cache_dir).is_ok() {
-            let tmp = cached.with_extension("tmp");
-            if std::fs::write(&tmp, &png).is_ok() {
-                let _ = std::fs::rename(&tmp, &cached);
+            let tmp = cache_dir.join(format!("{}.tmp", uuid::Uuid::now_v7()));
+            if std::fs::write(&tmp, &png).is_ok() && std::fs::rename(&tmp, &cached).is_err() {
+                let _ = std::fs::remove_file(&tmp);
             }
         }
         Ok(png)
     }
 
-    /// A fresh path for an upload being streamed to disk (`put_upload` takes it over; the
-    /// garbage collector removes ones left behind).
-    pub fn incoming(&self) -> Result<PathBuf, ImageStoreError> {
-        let dir = self.dir.join("incoming");
-        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        Ok(dir.join(format!("{}.tmp", uuid::Uuid::now_v7())))
-    }
-
-    /// Checks and stores an upload already written to `tmp` (from [`ImageStore::incoming`]): the
-    /// file is decoded to check it, hashed as a stream, and renamed into place, so the request
-    /// body is never held in memory whole. `tmp` is gone afterwards, stored or refused.
-    pub fn put_upload(&self, tmp: &Path, name: &str) -> Result<ImageRef, ImageStoreError> {
-        let result = self.adopt(tmp, name);
-        let _ = std::fs::remove_file(tmp);
-        result
-    }
-
-    fn adopt(&self, tmp: &Path, name: &str) -> Result<ImageRef, ImageStoreError> {
-        let refused = |source| ImageStoreError::Refused {
-            name: name.to_owned(),
-            source,
-        };
-        let header = probe_from(&tmp, &self.limits).map_err(refused)?;
-        decode_from(&tmp, &self.limits).map_err(refused)?;
-        let mut file = std::fs::File::open(tmp).map_err(io(tmp))?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 16];
-        let mut bytes = 0u64;
-        loop {
-            let n = std::io::Read::read(&mut file, &mut buf).map_err(io(tmp))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            bytes += n as u64;
-        }
-        let hash = hex(&hasher.finalize());
-        let path = self.path(&hash);
-        if !path.exists() {
-            let parent = path.parent().expect("image paths have a fan-out directory");
-            std::fs::create_dir_all(parent).map_err(io(parent))?;
-            file.sync_all().map_err(io(tmp))?;
-            std::fs::rename(tmp, &path).map_err(io(&path))?;
-            std::fs::File::open(parent)
-                .and_then(|d| d.sync_all())
-                .map_err(io(parent))?;
-        }
-        Ok(ImageRef {
-            hash,
-            name: name.chars().take(255).collect(),
-            width: header.width,
-            height: header.height,
-            bytes,
-        })
-    }
-
-    /// Reads and stores a local file.
-    pub fn put_path(&self, path: &Path) -> Result<ImageRef, ImageStoreError> {
-        let bytes = std::fs::read(path).map_err(io(path))?;
-        let name = path.file_name().map_or_else(
-            || path.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
-        );
-        self.put(&bytes, &name)
+    fn previews_dir(&self) -> PathBuf {
+        self.data_dir.join("previews")
     }
 
     /// The original bytes.
@@ -222,38 +438,80 @@ impl ImageStore {
         std::fs::read(&path).map_err(io(&path))
     }
 
-    /// Removes unreferenced images older than `grace` and stale temp files; returns how many files
-    /// went.
-    pub fn collect_garbage(&self, grace: Duration, referenced: impl Fn(&str) -> bool) -> usize {
-        let now = SystemTime::now();
-        let old = |p: &Path| {
-            std::fs::metadata(p)
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| now.duration_since(t).is_ok_and(|age| age >= grace))
-        };
+    /// Removes image files and previews whose hash no job refers to and nobody has pinned, and
+    /// temp files no request is writing; returns how many files went. `referenced` must answer
+    /// from committed state (and say true when it cannot tell).
+    pub fn collect_garbage(&self, referenced: impl Fn(&str) -> bool) -> usize {
         let mut removed = 0;
-        let Ok(fans) = std::fs::read_dir(&self.dir) else {
-            return 0;
+        let doomed = |p: &Path, hash: &str| -> usize {
+            // Decided and done under the pins lock: no upload can pin `hash` in between.
+            let pins = self.pins.lock().expect("pins lock");
+            if !pins.contains_key(hash) && !referenced(hash) && std::fs::remove_file(p).is_ok() {
+                tracing::debug!(file = %p.display(), "removed a file no job refers to");
+                1
+            } else {
+                0
+            }
         };
-        for fan in fans.flatten() {
-            let Ok(files) = std::fs::read_dir(fan.path()) else {
+        for fan in read_dir(&self.dir) {
+            if fan.file_name().is_some_and(|n| n == "incoming") {
                 continue;
-            };
-            for file in files.flatten() {
-                let p = file.path();
-                let name = file.file_name().to_string_lossy().into_owned();
-                let doomed = if name.ends_with(".tmp") {
-                    old(&p)
-                } else {
-                    !referenced(&name) && old(&p)
-                };
-                if doomed && std::fs::remove_file(&p).is_ok() {
-                    tracing::debug!(file = %p.display(), "removed unreferenced image");
-                    removed += 1;
+            }
+            for file in read_dir(&fan) {
+                match file.file_name().and_then(|n| n.to_str()) {
+                    // A temp file of an older layout, left by a crash.
+                    Some(name) if name.ends_with(".tmp") => {
+                        removed += usize::from(std::fs::remove_file(&file).is_ok());
+                    }
+                    Some(hash) => removed += doomed(&file, hash),
+                    None => {}
                 }
             }
         }
+        for file in read_dir(&self.previews_dir()) {
+            let Some(name) = file.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
+                continue;
+            };
+            match name.split_once('-') {
+                Some((hash, _)) if name.ends_with(".png") => removed += doomed(&file, hash),
+                _ if name.ends_with(".tmp") => {
+                    // Previews are written under a unique name and renamed within milliseconds.
+                    let old = std::fs::metadata(&file)
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|t| t.elapsed().is_ok_and(|a| a > Duration::from_secs(60)));
+                    if old && std::fs::remove_file(&file).is_ok() {
+                        removed += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        for file in read_dir(&self.dir.join("incoming")) {
+            // Registered before it is created, so one that is not registered now is no request's.
+            let live = self.live.lock().expect("incoming lock");
+            if !live.contains(&file) && std::fs::remove_file(&file).is_ok() {
+                tracing::debug!(file = %file.display(), "removed an upload left by a crash");
+                removed += 1;
+            }
+        }
         removed
+    }
+}
+
+/// The entries of a directory; none if it cannot be read.
+fn read_dir(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|it| it.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+fn image_ref(hash: String, name: &str, header: &Header, bytes: u64) -> ImageRef {
+    ImageRef {
+        hash,
+        name: name.chars().take(255).collect(),
+        width: header.width,
+        height: header.height,
+        bytes,
     }
 }
 
@@ -279,53 +537,137 @@ mod tests {
         out.into_inner()
     }
 
+    fn store(dir: &Path) -> ImageStore {
+        ImageStore::open(dir, DecodeLimits::default()).expect("open")
+    }
+
     #[test]
     fn stores_by_content_once_and_reads_back() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = ImageStore::open(dir.path(), DecodeLimits::default()).expect("open");
+        let store = store(dir.path());
         let bytes = png(12, 7);
-        let a = store.put(&bytes, "a.png").expect("stored");
-        let b = store.put(&bytes, "../../etc/passwd").expect("stored");
+        let a = store.put(&bytes, "a.png").expect("stored").image;
+        let b = store.put(&bytes, "../../etc/passwd").expect("stored").image;
         assert_eq!(a.hash, b.hash);
         assert_eq!(a.hash.len(), 64);
         assert_eq!((a.width, a.height, a.bytes), (12, 7, bytes.len() as u64));
         assert_eq!(b.name, "../../etc/passwd", "kept as a label, never a path");
         assert_eq!(store.read(&a.hash).expect("read"), bytes);
         assert!(store.path(&a.hash).starts_with(dir.path().join("images")));
+        assert!(
+            walk(&dir.path().join("images/incoming")).is_empty(),
+            "no temp file left"
+        );
+    }
+
+    #[test]
+    fn identical_images_stored_at_once_all_succeed_and_make_one_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store(dir.path());
+        let bytes = png(64, 64);
+        let hashes: Vec<String> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..16)
+                .map(|i| {
+                    let (store, bytes) = (&store, &bytes);
+                    scope.spawn(move || store.put(bytes, &format!("{i}.png")).map(|s| s.image.hash))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("thread").expect("stored"))
+                .collect()
+        });
+        assert!(hashes.windows(2).all(|w| w[0] == w[1]));
+        let files: Vec<PathBuf> = walk(&dir.path().join("images"));
+        assert_eq!(
+            files,
+            vec![store.path(&hashes[0])],
+            "one file, no temp files"
+        );
+        assert_eq!(store.read(&hashes[0]).expect("read"), bytes);
+    }
+
+    #[test]
+    fn an_existing_image_is_never_rewritten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store(dir.path());
+        let bytes = png(9, 9);
+        let hash = store.put(&bytes, "a.png").expect("stored").image.hash;
+        let before = std::fs::metadata(store.path(&hash)).expect("meta");
+        store.put(&bytes, "b.png").expect("stored again");
+        let after = std::fs::metadata(store.path(&hash)).expect("meta");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            assert_eq!(
+                before.ino(),
+                after.ino(),
+                "the same file, not a replacement"
+            );
+        }
+        assert_eq!(before.modified().ok(), after.modified().ok());
     }
 
     #[test]
     fn uploads_streamed_to_disk_are_adopted_or_removed() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = ImageStore::open(dir.path(), DecodeLimits::default()).expect("open");
+        let store = store(dir.path());
         let bytes = png(9, 9);
-        let tmp = store.incoming().expect("path");
-        std::fs::write(&tmp, &bytes).expect("write");
-        let r = store.put_upload(&tmp, "a.png").expect("stored");
-        assert!(!tmp.exists());
+        let tmp = store.incoming().expect("temp file");
+        let path = tmp.path().to_owned();
+        std::fs::write(&path, &bytes).expect("write");
+        let r = store.put_upload(tmp, "a.png").expect("stored").image;
+        assert!(!path.exists());
         assert_eq!(store.read(&r.hash).expect("read"), bytes);
+        assert_eq!(r, store.put(&bytes, "a.png").expect("same content").image);
+        let tmp = store.incoming().expect("temp file");
+        let path = tmp.path().to_owned();
+        std::fs::write(&path, b"text").expect("write");
         assert_eq!(
-            r,
-            store.put(&bytes, "a.png").expect("same content, same ref")
-        );
-        let tmp = store.incoming().expect("path");
-        std::fs::write(&tmp, b"text").expect("write");
-        assert_eq!(
-            store.put_upload(&tmp, "t.tif").unwrap_err().code(),
+            store.put_upload(tmp, "t.tif").unwrap_err().code(),
             "not-an-image"
         );
-        assert!(!tmp.exists(), "a refused upload leaves nothing");
+        assert!(!path.exists(), "a refused upload leaves nothing");
     }
 
     #[test]
     fn a_non_image_is_refused_and_nothing_is_written() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = ImageStore::open(dir.path(), DecodeLimits::default()).expect("open");
+        let store = store(dir.path());
         let e = store.put(b"hello", "notes.tif").unwrap_err();
         assert_eq!(e.code(), "not-an-image");
         assert!(e.to_string().starts_with("notes.tif: not an image"), "{e}");
         let files = walk(&dir.path().join("images"));
         assert!(files.is_empty(), "{files:?}");
+    }
+
+    #[test]
+    fn too_small_for_the_segmenter_and_over_the_budget_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store(dir.path());
+        let e = store.requiring(8).put(&png(6, 20), "tiny.png").unwrap_err();
+        assert_eq!(e.code(), "image-too-small", "{e}");
+        assert!(e.to_string().contains("6×20"), "{e}");
+        let tight = store.clone().with_budget(DecodeBudget::new(10_000));
+        let e = tight.put(&png(100, 100), "big.png").unwrap_err();
+        assert_eq!(e.code(), "image-too-large", "{e}");
+        assert!(e.to_string().contains("decode budget"), "{e}");
+        assert!(walk(&dir.path().join("images")).is_empty());
+    }
+
+    #[test]
+    fn a_full_budget_makes_a_check_busy_after_a_wait() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let budget = DecodeBudget::new(1 << 20);
+        let store = store(dir.path()).with_budget(budget.clone());
+        let held = budget.reserve(1 << 20, Duration::ZERO).expect("all of it");
+        let started = std::time::Instant::now();
+        let e = store.put(&png(64, 64), "a.png").unwrap_err();
+        assert_eq!(e.code(), "busy", "{e}");
+        assert!(started.elapsed() >= BUDGET_WAIT, "it waited first");
+        drop(held);
+        store.put(&png(64, 64), "a.png").expect("fits now");
+        assert_eq!(budget.in_use(), 0, "the check gave its bytes back");
     }
 
     fn walk(dir: &Path) -> Vec<PathBuf> {
@@ -343,7 +685,7 @@ mod tests {
     #[test]
     fn previews_are_8_bit_scaled_and_cached() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = ImageStore::open(dir.path(), DecodeLimits::default()).expect("open");
+        let store = store(dir.path());
         let img = image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_fn(300, 100, |x, _| {
             image::Luma([1000 + x as u16 * 100])
         });
@@ -351,7 +693,7 @@ mod tests {
         image::DynamicImage::ImageLuma16(img)
             .write_to(&mut out, image::ImageFormat::Tiff)
             .expect("tiff");
-        let r = store.put(&out.into_inner(), "a.tif").expect("stored");
+        let r = store.put(&out.into_inner(), "a.tif").expect("stored").image;
         let png = store.preview(&r.hash, 150).expect("preview");
         let p = image::load_from_memory(&png).expect("decodes");
         assert_eq!((p.width(), p.height()), (150, 50));
@@ -379,22 +721,38 @@ mod tests {
     }
 
     #[test]
-    fn garbage_collection_keeps_referenced_and_young_files() {
+    fn garbage_collection_keeps_referenced_and_pinned_files() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = ImageStore::open(dir.path(), DecodeLimits::default()).expect("open");
-        let keep = store.put(&png(4, 4), "keep.png").expect("stored");
-        let drop = store.put(&png(5, 5), "drop.png").expect("stored");
-        let tmp = store.path(&keep.hash).with_extension("123.tmp");
-        std::fs::write(&tmp, b"half").expect("tmp");
-        // Young files survive even unreferenced (an upload may be between write and commit).
+        let store = store(dir.path());
+        let keep = store.put(&png(4, 4), "keep.png").expect("stored").image;
+        let drop_me = store.put(&png(5, 5), "drop.png").expect("stored").image;
+        // An upload that found its image already stored holds a pin until its commit.
+        let pinned = store.put(&png(6, 6), "pinned.png").expect("stored");
+        store.preview(&keep.hash, 64).expect("preview");
+        store.preview(&drop_me.hash, 64).expect("preview");
+        let old_tmp = store.path(&keep.hash).with_extension("123.tmp");
+        std::fs::write(&old_tmp, b"half").expect("tmp");
+        let crashed = dir.path().join("images/incoming/left-by-a-crash.tmp");
+        std::fs::write(&crashed, b"half").expect("tmp");
+        let writing = store.incoming().expect("live temp file");
+
+        let n = store.collect_garbage(|h| h == keep.hash);
         assert_eq!(
-            store.collect_garbage(Duration::from_secs(3600), |_| false),
-            0
+            n, 4,
+            "the unreferenced image, its preview and two stale temp files"
         );
-        let n = store.collect_garbage(Duration::ZERO, |h| h == keep.hash);
-        assert_eq!(n, 2, "the unreferenced image and the temp file");
         assert!(store.path(&keep.hash).exists());
-        assert!(!store.path(&drop.hash).exists());
-        assert!(!tmp.exists());
+        assert!(!store.path(&drop_me.hash).exists());
+        assert!(store.path(&pinned.image.hash).exists(), "pinned");
+        assert!(!old_tmp.exists() && !crashed.exists());
+        assert!(writing.path().exists(), "a request is still writing it");
+        let previews = walk(&dir.path().join("previews"));
+        assert_eq!(previews.len(), 1, "{previews:?}");
+        assert!(previews[0].to_string_lossy().contains(&keep.hash));
+
+        let hash = pinned.image.hash.clone();
+        drop(pinned);
+        assert_eq!(store.collect_garbage(|h| h == keep.hash), 1);
+        assert!(!store.path(&hash).exists(), "collected once unpinned");
     }
 }

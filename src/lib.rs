@@ -17,11 +17,13 @@
 //! - `http`: the HTTP API, WebSocket, health endpoints and the embedded status page (axum)
 //! - `telemetry`: the Prometheus recorder and the machine's CPU, memory and disk
 //! - `clock`: injected time for leases, backoff and aging
+//! - `contain`: a panic of code we call (the storage engine on a damaged file) as an error
 
 pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod contain;
 pub mod events;
 pub mod export;
 pub mod http;

@@ -32,7 +32,7 @@ use crate::images::ImageStore;
 use crate::queue::{FailOutcome, JobError, JobId, Lease, Queue, QueueError, SegmenterChoice};
 use crate::segment::breaker::{Breaker, Transition};
 use crate::segment::http::{Health, HttpSegmenter};
-use crate::segment::{DecodeLimits, Segmenter, Stop, StopReason};
+use crate::segment::{DecodeBudget, DecodeLimits, Segmenter, Stop, StopReason};
 
 /// An ML segmenter with its breaker.
 pub struct MlService {
@@ -103,6 +103,8 @@ pub struct PoolConfig {
     pub builtin_timeout: Duration,
     pub ml_timeout: Duration,
     pub limits: DecodeLimits,
+    /// Decoded bytes in flight, shared with the uploads.
+    pub budget: DecodeBudget,
 }
 
 /// What runs a leased job.

@@ -22,9 +22,9 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 pub use model::{
-    Backoff, Enqueued, FailOutcome, ImageRef, Job, JobError, JobFilter, JobId, JobState, Lease,
-    Millis, NewJob, Page, Priority, ResultRef, Retention, RetentionReport, SegmenterChoice,
-    SweepReport,
+    Backoff, BulkAction, BulkOutcome, Enqueued, FailOutcome, ImageRef, Job, JobError, JobFilter,
+    JobId, JobState, Lease, Limit, Millis, NewJob, Page, Priority, ResultRef, Retention,
+    RetentionReport, SegmenterChoice, SweepReport,
 };
 pub use stats::{CommitLatency, LogStats, Percentiles, QueueStats, StateCounts, Throughput};
 pub use store::OpenReport;
@@ -79,7 +79,9 @@ pub enum QueueError {
         supported: u64,
     },
     /// The file or a record in it cannot be read.
-    #[error("database is damaged or not a spheroseg database: {detail}")]
+    #[error(
+        "database is damaged or not a spheroseg database: {detail}; restore the data directory from a backup, or move spheroseg.redb and spheroseg.wal aside to start with an empty queue"
+    )]
     Corrupt { detail: String },
     /// Reading or copying a file failed.
     #[error("i/o error on {}: {source}", path.display())]
@@ -187,6 +189,22 @@ impl Queue {
     /// Opens (or creates) the database at `path`, migrates it if needed, and requeues every job the
     /// previous process left `active` before any other command runs.
     pub fn open(
+        path: &Path,
+        options: QueueOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Result<(Queue, Recovery), QueueError> {
+        // The storage engine panics on some damage instead of returning an error.
+        crate::contain::contain(|| Self::open_inner(path, options, clock)).unwrap_or_else(|panic| {
+            Err(QueueError::Corrupt {
+                detail: format!(
+                    "{}: the storage engine cannot read it ({panic})",
+                    path.display()
+                ),
+            })
+        })
+    }
+
+    fn open_inner(
         path: &Path,
         options: QueueOptions,
         clock: Arc<dyn Clock>,
@@ -385,6 +403,16 @@ impl Queue {
     /// Puts a failed or cancelled job back in the queue with a fresh set of attempts.
     pub async fn retry(&self, id: JobId) -> Result<Job, QueueError> {
         self.call(|reply| Op::Retry { id, reply }).await
+    }
+
+    /// Applies `action` to every job in `ids` it applies to, in one durable commit; the others
+    /// (in another state, or gone) are skipped. Returns the jobs it changed.
+    pub async fn bulk(
+        &self,
+        action: BulkAction,
+        ids: Vec<JobId>,
+    ) -> Result<Vec<BulkOutcome>, QueueError> {
+        self.call(|reply| Op::Bulk { action, ids, reply }).await
     }
 
     /// Removes a finished job and its result.

@@ -1,8 +1,10 @@
 //! Segmentation: one trait, chosen per job, with three implementations: the builtin classical
-//! pipeline, a local ML program (`command`) and, with #4's HTTP part, a remote ML service. The ML
-//! ones run behind a circuit breaker (`breaker`). Also decoding, parameters and the result record.
+//! pipeline, a local ML program (`command`) and a remote ML service (`http`). The ML ones run
+//! behind a circuit breaker (`breaker`). Also decoding, the decode budget, parameters and the
+//! result record.
 
 pub mod breaker;
+pub mod budget;
 pub mod builtin;
 pub mod command;
 pub mod decode;
@@ -14,6 +16,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Instant, SystemTime};
 
+pub use budget::{DecodeBudget, Footprint, Reservation};
 pub use builtin::{Decisions, SegmentError, Segmentation};
 pub use decode::{DecodeError, DecodeLimits, Decoded};
 pub use params::{Feature, ParamsError, Polarity, SegmentParams};
@@ -73,6 +76,9 @@ pub struct Input<'a> {
     pub image: &'a ImageRef,
     pub params: &'a SegmentParams,
     pub limits: &'a DecodeLimits,
+    /// Decoded bytes in flight, shared by the process: a segmenter reserves what it will hold
+    /// before it decodes.
+    pub budget: &'a DecodeBudget,
 }
 
 /// How a job is controlled while it runs.
@@ -146,6 +152,14 @@ impl Segmenter for Builtin {
         input: &Input<'_>,
         control: &mut Control<'_>,
     ) -> Result<SegmentResult, Failure> {
+        let header = decode::probe(input.bytes, input.limits)
+            .map_err(|e| Failure::permanent(e.code(), e.to_string()))?;
+        let _reserved = input
+            .budget
+            .reserve_unless(header.footprint().builtin_bytes(), || {
+                control.stop.stopped()
+            })
+            .ok_or(Failure::Stopped)?;
         // The pipeline checks an AtomicBool; mirror the stop into one between stages.
         let flag = AtomicBool::new(false);
         let stop = control.stop;
@@ -182,6 +196,12 @@ pub fn result_from_polygons(
     let start = Instant::now();
     let objects =
         from_polygons(polygons).map_err(|e| Failure::permanent("bad-polygons", e.to_string()))?;
+    let header = decode::probe(input.bytes, input.limits)
+        .map_err(|e| Failure::permanent(e.code(), e.to_string()))?;
+    // Waits for the budget as long as it must: the ML service's work is done and not to be lost.
+    let _reserved = input
+        .budget
+        .reserve_unless(header.footprint().decode_bytes(), || false);
     let decoded = decode::decode(input.bytes, input.limits)
         .map_err(|e| Failure::permanent(e.code(), e.to_string()))?;
     let (w, h) = (

@@ -10,10 +10,11 @@
 use std::path::PathBuf;
 
 use crate::events::{EventBus, EventKind, job as jid};
-use crate::images::{ImageStore, ImageStoreError};
+use crate::images::{ImageStore, ImageStoreError, Incoming};
 use crate::pool::PoolHandle;
 use crate::queue::{
-    Enqueued, Job, JobId, JobState, NewJob, Priority, Queue, QueueError, SegmenterChoice,
+    BulkAction, BulkOutcome, Enqueued, Job, JobId, JobState, NewJob, Priority, Queue, QueueError,
+    SegmenterChoice,
 };
 use crate::segment::SegmentParams;
 
@@ -24,6 +25,12 @@ pub enum ServiceError {
     Image(#[from] ImageStoreError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    /// A field of the submission names something this server cannot do.
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
 }
 
 impl ServiceError {
@@ -32,22 +39,23 @@ impl ServiceError {
         match self {
             ServiceError::Image(e) => e.code(),
             ServiceError::Queue(e) => e.code(),
+            ServiceError::Invalid { .. } => "invalid-field",
         }
     }
 }
 
 /// Where a submitted image comes from.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub enum Source {
     Bytes {
         name: String,
         bytes: Vec<u8>,
     },
     Path(PathBuf),
-    /// An upload streamed to a temp file from `ImageStore::incoming`; taken over (or removed).
+    /// An upload streamed to a temp file of the image store; stored, or removed when dropped.
     Upload {
         name: String,
-        path: PathBuf,
+        file: Incoming,
     },
 }
 
@@ -87,23 +95,31 @@ impl Service {
         sources: Vec<Source>,
         opts: SubmitOptions,
     ) -> Result<Vec<Enqueued>, ServiceError> {
-        let images = self.images.clone();
-        let refs = tokio::task::spawn_blocking(move || {
+        let segmenter = opts
+            .segmenter
+            .clone()
+            .unwrap_or_else(|| self.default_segmenter.clone());
+        self.check_configured(&segmenter)?;
+        let min_side = match segmenter {
+            SegmenterChoice::Builtin => crate::segment::builtin::MIN_SIDE,
+            _ => 1,
+        };
+        let images = self.images.requiring(min_side);
+        // Each stored image stays pinned (out of the garbage collector's reach) until the enqueue
+        // that refers to it has committed.
+        let stored = tokio::task::spawn_blocking(move || {
             sources
                 .into_iter()
                 .map(|s| match s {
                     Source::Bytes { name, bytes } => images.put(&bytes, &name),
                     Source::Path(p) => images.put_path(&p),
-                    Source::Upload { name, path } => images.put_upload(&path, &name),
+                    Source::Upload { name, file } => images.put_upload(file, &name),
                 })
                 .collect::<Result<Vec<_>, _>>()
         })
         .await
         .map_err(|e| ServiceError::Queue(QueueError::Storage(Box::new(e))))??;
-        let segmenter = opts
-            .segmenter
-            .clone()
-            .unwrap_or_else(|| self.default_segmenter.clone());
+        let (refs, _pins): (Vec<_>, Vec<_>) = stored.into_iter().map(|s| (s.image, s.pin)).unzip();
         let jobs: Vec<NewJob> = refs
             .into_iter()
             .map(|image| NewJob {
@@ -133,6 +149,32 @@ impl Service {
         Ok(done)
     }
 
+    /// Refuses a segmenter that no job could run on: an ML service that is not configured.
+    fn check_configured(&self, segmenter: &SegmenterChoice) -> Result<(), ServiceError> {
+        let name = match segmenter {
+            SegmenterChoice::Builtin => return Ok(()),
+            SegmenterChoice::Http(n) | SegmenterChoice::Command(n) => n,
+        };
+        let configured: Vec<String> = self
+            .pool
+            .as_ref()
+            .map(|p| p.ml().keys().cloned().collect())
+            .unwrap_or_default();
+        if configured.contains(name) {
+            return Ok(());
+        }
+        let mut names = vec!["builtin".to_owned()];
+        names.extend(configured);
+        names.sort();
+        Err(ServiceError::Invalid {
+            field: "segmenter",
+            message: format!(
+                "{name:?} is not configured here; this spheroseg runs {}",
+                names.join(", ")
+            ),
+        })
+    }
+
     /// Cancels a job; a running one is stopped as well.
     pub async fn cancel(&self, id: JobId) -> Result<Job, ServiceError> {
         let before = self.queue.cancel(id).await?;
@@ -154,6 +196,46 @@ impl Service {
         self.events.publish(queued(&job));
         self.wake();
         Ok(job)
+    }
+
+    /// Applies a bulk action to the jobs `ids` names, a few thousand per durable commit; jobs it
+    /// does not apply to are skipped. Returns the jobs it changed.
+    pub async fn bulk(
+        &self,
+        action: BulkAction,
+        ids: &[JobId],
+    ) -> Result<Vec<BulkOutcome>, ServiceError> {
+        const CHUNK: usize = 2_000;
+        let mut changed = Vec::new();
+        for chunk in ids.chunks(CHUNK) {
+            let done = self.queue.bulk(action, chunk.to_vec()).await?;
+            for o in &done {
+                match action {
+                    BulkAction::Cancel => {
+                        if o.before.state == JobState::Active
+                            && let Some(p) = &self.pool
+                        {
+                            p.stop_job(o.before.id);
+                        }
+                        self.events.publish(EventKind::JobCancelled {
+                            job_id: jid(o.before.id),
+                            was: o.before.state,
+                        });
+                    }
+                    BulkAction::Retry => {
+                        if let Some(job) = &o.after {
+                            self.events.publish(queued(job));
+                        }
+                    }
+                    BulkAction::Delete => {}
+                }
+            }
+            changed.extend(done);
+        }
+        if action == BulkAction::Retry {
+            self.wake();
+        }
+        Ok(changed)
     }
 
     pub async fn change_priority(

@@ -32,6 +32,34 @@ pub fn prometheus() -> &'static PrometheusHandle {
     })
 }
 
+/// Bytes free to an unprivileged writer on the file system holding `path` (statvfs), the figure
+/// that matters for the data directory; `None` if it cannot be read.
+pub fn free_space(path: &Path) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let s = rustix::fs::statvfs(path).ok()?;
+        Some(s.f_bavail.saturating_mul(s.f_frsize))
+    }
+    #[cfg(not(unix))]
+    {
+        let path = path.canonicalize().ok()?;
+        let disks = Disks::new_with_refreshed_list().ok()?;
+        disks
+            .iter()
+            .filter(|d| path.starts_with(d.mount_point()))
+            .max_by_key(|d| d.mount_point().as_os_str().len())
+            .map(|d| d.available_space())
+    }
+}
+
+/// The machine's memory in bytes (0 if it cannot be read).
+pub fn memory_total() -> u64 {
+    System::new().map_or(0, |mut s| {
+        s.refresh_memory();
+        s.total_memory()
+    })
+}
+
 /// A moment's view of the machine.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct SystemSnapshot {

@@ -80,12 +80,29 @@ async function loadOverview() {
       card(health.uptime < 60 ? `${health.uptime} s` : ago(health.uptime * 1000), "uptime"),
     );
     $("version").textContent = `v${health.version}`;
+    $("retention").textContent = retentionText(q.retention);
     drawSpark(q.completed_per_minute || []);
     renderMl(ml);
     renderBanners(q, sys, ml);
   } catch (e) {
     $("connection").textContent = `error: ${e.message}`;
   }
+}
+
+/// What the retention in force keeps, in a sentence.
+function retentionText(r) {
+  if (!r) return "";
+  const limit = (l) => {
+    const parts = [];
+    if (l.max_age_days != null) parts.push(`after ${plural(Math.round(l.max_age_days), "day")}`);
+    if (l.max_count != null) parts.push(`beyond the newest ${l.max_count.toLocaleString()}`);
+    return parts.length ? `removed ${parts.join(" or ")}` : "kept until you delete them";
+  };
+  const [failed, cancelled] = [limit(r.failed), limit(r.cancelled)];
+  const rest = failed === cancelled
+    ? `failed and cancelled jobs are ${failed}`
+    : `failed jobs are ${failed}; cancelled jobs are ${cancelled}`;
+  return `Completed jobs and their results are ${limit(r.completed)}; ${rest}.`;
 }
 
 function renderCounts(q) {
@@ -285,16 +302,28 @@ async function refreshJob(id) {
 }
 
 async function bulk(action) {
+  // A bulk action names what it acts on; with no filter on the page, that is every job.
   const filter = {};
   if ($("state-filter").value) filter.state = $("state-filter").value;
   if ($("project-filter").value.trim()) filter.project = $("project-filter").value.trim();
+  if (!filter.state && !filter.project) filter.all = true;
   const what = `${filter.state || "all"} jobs${filter.project ? ` of project ${filter.project}` : ""}`;
-  if (action !== "retry" && !confirm(`${action === "delete" ? "Delete the finished" : "Cancel the"} ${what}? This cannot be undone.`)) return;
+  const verb = { retry: "Retry", cancel: "Cancel", delete: "Delete" }[action];
+  const done = { retry: "retried", cancel: "cancelled", delete: "deleted" }[action];
+  const call = (dry_run) => json("/api/jobs/bulk", {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ action, filter, dry_run }),
+  });
   try {
-    const r = await json("/api/jobs/bulk", {
-      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ action, filter }),
-    });
-    $("bulk-result").textContent = `${r.affected} of ${r.matched} ${action === "delete" ? "deleted" : action === "cancel" ? "cancelled" : "retried"}`;
+    const plan = await call(true);
+    if (!plan.affected) {
+      $("bulk-result").textContent = `nothing to ${action}: ${plan.matched} ${what} matched, none ${action === "delete" ? "finished" : "applicable"}`;
+      return;
+    }
+    const jobs = plural(plan.affected, "job");
+    const warning = action === "retry" ? "" : " This cannot be undone.";
+    if (!confirm(`${verb} ${jobs} (${what}${action === "delete" ? ", finished ones and their results" : ""})?${warning}`)) return;
+    const r = await call(false);
+    $("bulk-result").textContent = `${r.affected} of ${plan.affected} ${done}`;
     loadJobs(); loadOverview();
   } catch (e) {
     alert(`Not done: ${e.message}`);

@@ -187,7 +187,10 @@ fn serve_processes_queued_jobs_end_to_end() {
         let jobs: Vec<NewJob> = ["spheroid_lumen_8bit.png", "spheroid_plain_16bit.tif"]
             .iter()
             .map(|f| NewJob {
-                image: images.put_path(&crate::util::fixture(f)).expect("stored"),
+                image: images
+                    .put_path(&crate::util::fixture(f))
+                    .expect("stored")
+                    .image,
                 ..NewJob::default()
             })
             .collect();
@@ -280,4 +283,55 @@ fn healthcheck_exits_0_when_up_and_1_when_down() {
         .output()
         .expect("runs");
     assert_eq!(out.status.code(), Some(1));
+}
+
+/// A damaged database stops `serve` with one line that names the file and what to do, exit code
+/// 2: never a panic and its backtrace. Both kinds of damage: not a database at all, and a real
+/// database whose pages were overwritten (on which the storage engine itself panics).
+#[test]
+fn a_damaged_database_is_one_clear_line_and_exit_code_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let garbage = dir.path().join("garbage");
+    std::fs::create_dir_all(&garbage).expect("dir");
+    std::fs::write(garbage.join("spheroseg.redb"), vec![0x5a; 100_000]).expect("write");
+
+    let damaged = dir.path().join("damaged");
+    let mut child = serve(&damaged).spawn().expect("serve starts");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    while let Some(Ok(line)) = lines.next() {
+        if line.contains("listening") {
+            break;
+        }
+    }
+    assert!(sigterm(&child).success());
+    let _rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(child.wait().expect("exits").success());
+    let file = damaged.join("spheroseg.redb");
+    let mut bytes = std::fs::read(&file).expect("read");
+    for i in (4096..bytes.len()).step_by(7) {
+        bytes[i] ^= 0x5a;
+    }
+    std::fs::write(&file, bytes).expect("write");
+
+    for data in [garbage, damaged] {
+        let out = serve(&data)
+            .env("SPHEROSEG_LOG", "warn")
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "one line: {stderr}");
+        let line = lines[0];
+        assert!(line.starts_with("spheroseg: database is damaged"), "{line}");
+        assert!(
+            line.contains(&*data.join("spheroseg.redb").to_string_lossy()),
+            "{line}"
+        );
+        assert!(
+            line.contains("restore") && line.contains("move"),
+            "says what to do: {line}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
 }

@@ -2,12 +2,12 @@
 
 mod util;
 
-/// The HTTP API: every route and error status, auth, and serve over TCP with the WebSocket.
-mod api;
 /// The binary: help, configuration commands, serve and SIGTERM.
 mod cli;
 /// SIGKILL a child process in the middle of work and check that nothing acknowledged is lost.
 mod crash;
+/// The HTTP API: every route and error status, auth, and serve over TCP with the WebSocket.
+mod http;
 /// The http segmenter against a stub ML service that fails on cue.
 mod ml_http;
 /// The job pipeline in process: dispatcher, workers, events, breaker, shutdown.

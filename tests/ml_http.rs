@@ -148,6 +148,7 @@ async fn call(seg: &Arc<HttpSegmenter>, timeout: Duration) -> Result<SegmentResu
             image: &image,
             params: &params,
             limits: &limits,
+            budget: &Default::default(),
         };
         let stop = Stop::default();
         let mut progress = |_| {};
@@ -304,7 +305,8 @@ async fn a_pool_runs_http_jobs_through_the_breaker() {
     .expect("pool");
     let image = images
         .put_path(&fixture("spheroid_lumen_8bit.png"))
-        .expect("stored");
+        .expect("stored")
+        .image;
     let jobs: Vec<NewJob> = (0..4)
         .map(|_| NewJob {
             image: image.clone(),

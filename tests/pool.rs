@@ -55,7 +55,7 @@ impl Harness {
     }
 
     async fn enqueue(&self, file: &str, segmenter: SegmenterChoice) -> JobId {
-        let image = self.images.put_path(&fixture(file)).expect("stored");
+        let image = self.images.put_path(&fixture(file)).expect("stored").image;
         let job = NewJob {
             image,
             segmenter,

@@ -31,7 +31,11 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(c.ml.timeout_ms, 300_000);
     assert_eq!(c.ml.error_threshold_pct, 50);
     assert_eq!(c.ml.reset_timeout_ms, 60_000);
-    assert_eq!(c.retention.completed_days, 7);
+    assert_eq!(
+        c.retention(),
+        crate::queue::Retention::default(),
+        "completed results are kept; failed and cancelled go after 30 days"
+    );
     assert!(c.workers >= 1);
 }
 

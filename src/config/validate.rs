@@ -85,35 +85,19 @@ pub(super) fn validate(
         )?,
     };
     let r = l.retention;
+    let days = |key: &str, v: Option<u64>, default: u64| {
+        c.range(key, v, default, 0..=36_500, " days (0: no limit)")
+    };
+    let max = |key: &str, v: Option<u64>, default: u64| {
+        c.range(key, v, default, 0..=u64::MAX / 2, " jobs (0: no limit)")
+    };
     let retention = RetentionConfig {
-        completed_days: c.range(
-            "retention.completed_days",
-            r.completed_days,
-            7,
-            0..=36_500,
-            " days",
-        )?,
-        failed_days: c.range(
-            "retention.failed_days",
-            r.failed_days,
-            30,
-            0..=36_500,
-            " days",
-        )?,
-        cancelled_days: c.range(
-            "retention.cancelled_days",
-            r.cancelled_days,
-            30,
-            0..=36_500,
-            " days",
-        )?,
-        max_per_state: c.range(
-            "retention.max_per_state",
-            r.max_per_state,
-            100_000,
-            1..=u64::MAX / 2,
-            "",
-        )?,
+        completed_days: days("retention.completed_days", r.completed_days, 0)?,
+        completed_max: max("retention.completed_max", r.completed_max, 0)?,
+        failed_days: days("retention.failed_days", r.failed_days, 30)?,
+        failed_max: max("retention.failed_max", r.failed_max, 100_000)?,
+        cancelled_days: days("retention.cancelled_days", r.cancelled_days, 30)?,
+        cancelled_max: max("retention.cancelled_max", r.cancelled_max, 100_000)?,
     };
     let m = l.ml;
     let url = m.url.filter(|u| !u.is_empty());
@@ -214,6 +198,13 @@ pub(super) fn validate(
             1..=65_536,
             " MiB",
         )?,
+        decode_budget_mb: c.range(
+            "limits.decode_budget_mb",
+            lim.decode_budget_mb,
+            0,
+            0..=1 << 30,
+            " MiB (0: a quarter of the memory, at most 2048)",
+        )?,
     };
     let segmenter = l.segmenter.unwrap_or_default();
     if segmenter == SegmenterKind::Http && ml.url.is_none() {
@@ -228,9 +219,27 @@ pub(super) fn validate(
             "the command segmenter needs command.argv in spheroseg.toml".into(),
         ));
     }
+    let allowed_hosts = l.allowed_hosts.unwrap_or_default();
+    for h in &allowed_hosts {
+        crate::http::HostRule::parse(h).map_err(|m| err("allowed_hosts", m))?;
+    }
+    let allowed_origins = l.allowed_origins.unwrap_or_default();
+    for o in &allowed_origins {
+        let authority = o
+            .strip_prefix("http://")
+            .or_else(|| o.strip_prefix("https://"))
+            .map(|a| a.trim_end_matches('/'));
+        if authority.is_none_or(|a| a.is_empty() || a.contains('/')) {
+            return Err(err(
+                "allowed_origins",
+                format!("{o:?} is not an origin such as https://portal.example.org"),
+            ));
+        }
+    }
     Ok(Config {
         import_dirs: l.import_dirs.unwrap_or_default(),
-        allowed_origins: l.allowed_origins.unwrap_or_default(),
+        allowed_hosts,
+        allowed_origins,
         data_dir: l
             .data_dir
             .unwrap_or_else(|| PathBuf::from("./spheroseg-data")),

@@ -16,6 +16,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: String,
     pub message: String,
+    /// Seconds for a `Retry-After` header (busy, try again).
+    pub retry_after: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -30,6 +32,7 @@ impl ApiError {
             status,
             code: code.to_owned(),
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -53,20 +56,30 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let message = if self.status.is_server_error() {
+        // An internal error's detail is for the log; other 5xx (507 disk full, 503 busy) say
+        // what happened and what to do.
+        let message = if self.status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(code = %self.code, error = %self.message, "request failed");
             "internal error; see the server log"
         } else {
+            if self.status.is_server_error() {
+                tracing::warn!(code = %self.code, error = %self.message, "request refused");
+            }
             &self.message
         };
-        (
+        let mut resp = (
             self.status,
             Json(Body {
                 code: &self.code,
                 message,
             }),
         )
-            .into_response()
+            .into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        resp
     }
 }
 
@@ -90,12 +103,17 @@ impl From<ImageStoreError> for ApiError {
                 "image-too-large" => StatusCode::PAYLOAD_TOO_LARGE,
                 _ => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             },
-            ImageStoreError::Io { .. } if e.code() == "disk-full" => {
-                StatusCode::INSUFFICIENT_STORAGE
-            }
+            ImageStoreError::OverBudget { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ImageStoreError::TooSmall { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ImageStoreError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ImageStoreError::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
             ImageStoreError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        ApiError::new(status, e.code(), e.to_string())
+        let mut api = ApiError::new(status, e.code(), e.to_string());
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            api.retry_after = Some(5);
+        }
+        api
     }
 }
 
@@ -104,6 +122,39 @@ impl From<ServiceError> for ApiError {
         match e {
             ServiceError::Image(e) => e.into(),
             ServiceError::Queue(e) => e.into(),
+            ServiceError::Invalid { field, message } => ApiError::invalid(field, message),
         }
+    }
+}
+
+/// The body of a state-changing JSON request: refused with `415` unless it says
+/// `Content-Type: application/json`, since a `text/plain` body is how a page on another site posts
+/// without a CORS preflight. The handler parses it, with its own error messages.
+pub(super) struct JsonBytes(pub axum::body::Bytes);
+
+/// Whether the request's content type is JSON (`application/json`, parameters allowed).
+pub(super) fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+}
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for JsonBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json(req.headers()) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "send the body as JSON with Content-Type: application/json",
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::new(e.status(), "bad-request", e.body_text()))?;
+        Ok(JsonBytes(bytes))
     }
 }

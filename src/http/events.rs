@@ -4,14 +4,13 @@
 //! A WebSocket first gets a snapshot (queue stats, breakers, the latest event id), then what it
 //! missed since `since` (or a `resync`), then live events. A client that falls behind the broadcast
 //! buffer is sent a `resync` and disconnected: nothing is buffered for it without bound, and no
-//! worker ever waits for it. The `Origin` header must be this server's own address.
+//! worker ever waits for it. The guard (`http/guard.rs`) refuses an upgrade from a foreign `Origin`.
 
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
@@ -73,51 +72,37 @@ async fn poll(State(state): State<AppState>, Query(q): Query<Since>) -> Result<R
     }
 }
 
-/// Whether the `Origin` (when a browser sends one) is this server.
-fn origin_ok(state: &AppState, headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
-        return true; // not a browser
-    };
-    let port = state.bind.port();
-    let allowed = [
-        format!("http://{}", state.bind),
-        format!("http://localhost:{port}"),
-        format!("http://127.0.0.1:{port}"),
-        format!("http://[::1]:{port}"),
-    ];
-    allowed.iter().any(|a| a == origin) || state.allowed_origins.iter().any(|a| a == origin)
-}
-
 #[utoipa::path(get, path = "/ws", summary = "WebSocket of live events; since=ID resumes", responses((status = 200, description = "success")))]
 async fn ws(
     State(state): State<AppState>,
     Query(q): Query<Since>,
-    headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
-    // The origin first: a foreign page learns nothing, not even whether the upgrade was valid.
-    if !origin_ok(&state, &headers) {
-        return ApiError::new(
-            StatusCode::FORBIDDEN,
-            "bad-origin",
-            "WebSocket from another origin refused",
-        )
-        .into_response();
-    }
+    // The Origin was checked by the guard (`http/guard.rs`) before this runs.
     match upgrade {
         Ok(upgrade) => upgrade.on_upgrade(move |socket| session(socket, state, q.since)),
         Err(rejection) => rejection.into_response(),
     }
 }
 
-async fn send(socket: &mut WebSocket, v: &impl serde::Serialize) -> bool {
+/// Sends one message; false when the client is gone or has not taken it within `timeout` (a client
+/// that stopped reading is dropped, not buffered for).
+async fn send_message(socket: &mut WebSocket, message: Message, timeout: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(timeout, socket.send(message)).await,
+        Ok(Ok(()))
+    )
+}
+
+async fn send(socket: &mut WebSocket, v: &impl serde::Serialize, timeout: Duration) -> bool {
     match serde_json::to_string(v) {
-        Ok(text) => socket.send(Message::Text(text.into())).await.is_ok(),
+        Ok(text) => send_message(socket, Message::Text(text.into()), timeout).await,
         Err(_) => false,
     }
 }
 
 async fn session(mut socket: WebSocket, state: AppState, since: Option<u64>) {
+    let timeout = state.ws_send_timeout;
     let events = &state.service.events;
     let mut sub = events.subscribe(since);
     let snapshot = json!({
@@ -126,7 +111,7 @@ async fn session(mut socket: WebSocket, state: AppState, since: Option<u64>) {
         "queue": state.service.queue.stats().ok(),
         "breakers": breakers(&state).into_iter().map(|(n, b)| (n, json!(b))).collect::<serde_json::Map<_, _>>(),
     });
-    if !send(&mut socket, &snapshot).await {
+    if !send(&mut socket, &snapshot, timeout).await {
         return;
     }
     match sub.missed {
@@ -134,6 +119,7 @@ async fn session(mut socket: WebSocket, state: AppState, since: Option<u64>) {
             if !send(
                 &mut socket,
                 &json!({"type": "resync", "last_event_id": events.last_id()}),
+                timeout,
             )
             .await
             {
@@ -142,7 +128,7 @@ async fn session(mut socket: WebSocket, state: AppState, since: Option<u64>) {
         }
         Missed::Events(missed) => {
             for e in missed {
-                if !send(&mut socket, &*e).await {
+                if !send(&mut socket, &*e, timeout).await {
                     return;
                 }
             }
@@ -152,16 +138,16 @@ async fn session(mut socket: WebSocket, state: AppState, since: Option<u64>) {
     loop {
         tokio::select! {
             e = sub.live.recv() => match e {
-                Ok(e) => if !send(&mut socket, &*e).await { return },
+                Ok(e) => if !send(&mut socket, &*e, timeout).await { return },
                 Err(RecvError::Lagged(_)) => {
                     // Too slow: tell it to refetch and let it reconnect with `since`.
-                    let _ = send(&mut socket, &json!({"type": "resync", "last_event_id": events.last_id()})).await;
-                    let _ = socket.send(Message::Close(None)).await;
+                    let _ = send(&mut socket, &json!({"type": "resync", "last_event_id": events.last_id()}), timeout).await;
+                    let _ = send_message(&mut socket, Message::Close(None), timeout).await;
                     return;
                 }
                 Err(RecvError::Closed) => return,
             },
-            _ = ping.tick() => if socket.send(Message::Ping(Vec::new().into())).await.is_err() { return },
+            _ = ping.tick() => if !send_message(&mut socket, Message::Ping(Vec::new().into()), timeout).await { return },
             msg = socket.recv() => match msg {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
                 _ => {}

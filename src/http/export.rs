@@ -10,9 +10,10 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::error::JsonBytes;
 use super::{ApiError, AppState};
 use crate::export::write_csv_part;
-use crate::queue::{JobFilter, JobId, JobState};
+use crate::queue::{BulkAction, Job, JobFilter, JobId, JobState};
 use crate::segment::SegmentResult;
 
 /// Jobs read per page of a bulk action or export.
@@ -24,76 +25,120 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(export))
 }
 
-#[derive(Deserialize)]
+/// What a bulk action acts on; it must name something: a state, a project, a list of ids, or
+/// `"all": true`. The parts present must all match.
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct FilterBody {
     state: Option<JobState>,
     project: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum Action {
-    Retry,
-    Cancel,
-    Delete,
+    ids: Option<Vec<String>>,
+    #[serde(default)]
+    all: bool,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BulkBody {
-    action: Action,
+    action: BulkAction,
     #[serde(default)]
-    filter: Option<FilterBody>,
+    filter: FilterBody,
+    /// Count what the action would touch, change nothing (the page asks before it acts).
+    #[serde(default)]
+    dry_run: bool,
 }
 
 #[derive(Serialize)]
 struct BulkResult {
+    /// Jobs the filter matches.
     matched: usize,
+    /// Jobs the action changed (or, in a dry run, would change).
     affected: usize,
+    dry_run: bool,
 }
 
-/// Every job id the filter matches (collected first, so acting on them does not move the pages).
-fn matching(state: &AppState, filter: &JobFilter) -> Result<Vec<JobId>, ApiError> {
-    let mut ids = Vec::new();
+/// Every job the filter matches (collected first, so acting on them does not move the pages).
+fn matching(state: &AppState, filter: &JobFilter) -> Result<Vec<Job>, ApiError> {
+    let mut jobs = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
         let page = state.service.queue.list(filter, cursor.as_deref(), PAGE)?;
-        ids.extend(page.jobs.iter().map(|j| j.id));
+        jobs.extend(page.jobs);
         match page.next {
             Some(n) => cursor = Some(n),
-            None => return Ok(ids),
+            None => return Ok(jobs),
         }
     }
 }
 
-#[utoipa::path(post, path = "/api/jobs/bulk", summary = "Retry, cancel or delete every job a filter matches", responses((status = 200, description = "success")))]
-async fn bulk(State(state): State<AppState>, body: Bytes) -> Result<Json<BulkResult>, ApiError> {
-    let b: BulkBody = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::invalid("body", format!("expected {{\"action\": \"retry|cancel|delete\", \"filter\": {{\"state\", \"project\"}}}}: {e}"))
-    })?;
-    let f = b.filter.unwrap_or(FilterBody {
-        state: None,
-        project: None,
-    });
-    let filter = JobFilter {
-        state: f.state,
-        project: f.project,
-    };
-    let ids = matching(&state, &filter)?;
-    let mut affected = 0;
-    for id in &ids {
-        // Jobs the action does not apply to (a retry of a completed job) are skipped, not errors.
-        let ok = match b.action {
-            Action::Retry => state.service.retry(*id).await.is_ok(),
-            Action::Cancel => state.service.cancel(*id).await.is_ok(),
-            Action::Delete => state.service.queue.delete(*id).await.is_ok(),
-        };
-        affected += usize::from(ok);
+/// The jobs a bulk filter names.
+fn selected(state: &AppState, f: FilterBody) -> Result<Vec<Job>, ApiError> {
+    let named = f.state.is_some()
+        || f.project.as_deref().is_some_and(|p| !p.is_empty())
+        || f.ids.is_some()
+        || f.all;
+    if !named {
+        return Err(ApiError::invalid(
+            "filter",
+            "name the jobs to act on: a state, a project, a list of ids, or \"all\": true",
+        ));
     }
+    let keep = |j: &Job| {
+        f.state.is_none_or(|s| j.state == s)
+            && f.project
+                .as_deref()
+                .filter(|p| !p.is_empty())
+                .is_none_or(|p| j.project.as_deref() == Some(p))
+    };
+    match &f.ids {
+        Some(ids) => {
+            let mut jobs = Vec::with_capacity(ids.len());
+            for raw in ids {
+                let id: JobId = raw.parse().map_err(|_| {
+                    ApiError::invalid("filter.ids", format!("{raw:?} is not a job id"))
+                })?;
+                if let Some(j) = state.service.queue.get(id)?
+                    && keep(&j)
+                {
+                    jobs.push(j);
+                }
+            }
+            Ok(jobs)
+        }
+        None => matching(
+            state,
+            &JobFilter {
+                state: f.state,
+                project: f.project.filter(|p| !p.is_empty()),
+            },
+        ),
+    }
+}
+
+#[utoipa::path(post, path = "/api/jobs/bulk", summary = "Retry, cancel or delete the jobs a filter names (a state, a project, ids, or all)", responses((status = 200, description = "success")))]
+async fn bulk(
+    State(state): State<AppState>,
+    JsonBytes(body): JsonBytes,
+) -> Result<Json<BulkResult>, ApiError> {
+    let b: BulkBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::invalid("body", format!("expected {{\"action\": \"retry|cancel|delete\", \"filter\": {{\"state\", \"project\", \"ids\", \"all\"}}, \"dry_run\"}}: {e}"))
+    })?;
+    let jobs = selected(&state, b.filter)?;
+    let matched = jobs.len();
+    let ids: Vec<JobId> = jobs
+        .iter()
+        .filter(|j| b.action.applies_to(j.state))
+        .map(|j| j.id)
+        .collect();
+    let affected = if b.dry_run {
+        ids.len()
+    } else {
+        state.service.bulk(b.action, &ids).await?.len()
+    };
     Ok(Json(BulkResult {
-        matched: ids.len(),
+        matched,
         affected,
+        dry_run: b.dry_run,
     }))
 }
 

@@ -2,7 +2,6 @@
 //! mask and the original image; and the replaced design's `/api/segmentation/job/{id}`.
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -10,11 +9,12 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::error::JsonBytes;
+use super::intake::{self, priority};
 use super::{ApiError, AppState};
 use crate::export;
-use crate::queue::{Job, JobFilter, JobId, JobState, Priority, SegmenterChoice};
+use crate::queue::{Job, JobFilter, JobId, JobState, SegmenterChoice};
 use crate::segment::{SegmentParams, SegmentResult};
-use crate::service::{Source, SubmitOptions};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -115,35 +115,6 @@ fn job_id(raw: &str) -> Result<JobId, ApiError> {
         .map_err(|_| ApiError::not_found(format!("job {raw} not found: not a job id")))
 }
 
-fn priority(raw: i64) -> Result<Priority, ApiError> {
-    Priority::new(raw).ok_or_else(|| {
-        ApiError::invalid(
-            "priority",
-            format!("{raw} is out of range: use 1 (lowest) to 10 (highest)"),
-        )
-    })
-}
-
-fn segmenter(raw: &str) -> Result<SegmenterChoice, ApiError> {
-    match raw {
-        "builtin" => Ok(SegmenterChoice::Builtin),
-        "http" => Ok(SegmenterChoice::Http("http".into())),
-        "command" => Ok(SegmenterChoice::Command("command".into())),
-        other => Err(ApiError::invalid(
-            "segmenter",
-            format!("{other:?}: use builtin, http or command"),
-        )),
-    }
-}
-
-fn params(raw: &str) -> Result<SegmentParams, ApiError> {
-    let p: SegmentParams =
-        serde_json::from_str(raw).map_err(|e| ApiError::invalid("params", e.to_string()))?;
-    p.validate()
-        .map_err(|e| ApiError::invalid(&format!("params.{}", e.field), e.reason))?;
-    Ok(p)
-}
-
 #[derive(Serialize)]
 struct Accepted {
     jobs: Vec<AcceptedJob>,
@@ -159,32 +130,34 @@ struct AcceptedJob {
     deduplicated: bool,
 }
 
-/// Uploads larger than this are streamed to a temp file instead of kept in memory.
-const SPILL: usize = 4 << 20;
 /// The most images one request may carry.
 const MAX_FILES: usize = 1000;
-/// The largest JSON body of an import.
-const MAX_JSON: usize = 1 << 20;
 
 /// `POST /api/jobs`: multipart with `image` parts and optional `priority`, `project`,
 /// `segmenter`, `params`; or JSON `{"paths": [...], ...}` for files under `import_dirs`. 202 once
 /// the jobs are durable.
 #[utoipa::path(post, path = "/api/jobs", summary = "Submit images (multipart) or import files by path (JSON); 202 once durable", responses((status = 200, description = "success")))]
 async fn upload(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
-    let json = req
+    let multipart = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    let (sources, opts) = if json {
-        import(&state, req).await?
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
+    let (sources, opts) = if super::error::is_json(req.headers()) {
+        intake::import(&state, req).await?
+    } else if !multipart {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "send images as multipart/form-data (parts named image), or JSON {\"paths\": [...]} with Content-Type: application/json",
+        ));
     } else {
         let form = Multipart::from_request(req, &state).await.map_err(|e| {
             ApiError::bad_request(format!(
                 "expected multipart/form-data or application/json: {e}"
             ))
         })?;
-        from_form(form, &state.service.images).await?
+        intake::form(form, &state.service.images).await?
     };
     if sources.is_empty() {
         return Err(ApiError::bad_request(
@@ -222,185 +195,6 @@ async fn upload(State(state): State<AppState>, req: Request) -> Result<Response,
         })
         .collect();
     Ok((StatusCode::ACCEPTED, Json(Accepted { jobs })).into_response())
-}
-
-/// Removes the temp files of an upload that did not reach the service.
-struct Incoming(Vec<std::path::PathBuf>);
-
-impl Drop for Incoming {
-    fn drop(&mut self) {
-        for p in &self.0 {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
-
-async fn from_form(
-    mut form: Multipart,
-    images: &crate::images::ImageStore,
-) -> Result<(Vec<Source>, SubmitOptions), ApiError> {
-    let mut incoming = Incoming(Vec::new());
-    let mut sources = Vec::new();
-    let mut opts = SubmitOptions::default();
-    let multipart_error = |e: axum::extract::multipart::MultipartError| {
-        let status = e.status();
-        if status == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                status,
-                "too-large",
-                format!("the request is larger than the limit: {e}"),
-            )
-        } else {
-            ApiError::new(
-                status,
-                "bad-request",
-                format!("malformed multipart body: {e}"),
-            )
-        }
-    };
-    while let Some(field) = form.next_field().await.map_err(multipart_error)? {
-        let name = field.name().unwrap_or_default().to_owned();
-        match name.as_str() {
-            "image" | "images" | "file" => {
-                use tokio::io::AsyncWriteExt;
-                let file = field
-                    .file_name()
-                    .unwrap_or("upload")
-                    .chars()
-                    .take(255)
-                    .collect::<String>();
-                // Small images stay in memory; past SPILL bytes the upload streams to a temp file,
-                // so a large one is never held in memory whole.
-                let io_error = |e: std::io::Error| {
-                    ApiError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "io-error",
-                        format!("cannot store the upload: {e}"),
-                    )
-                };
-                let mut field = field;
-                let mut buffer: Vec<u8> = Vec::new();
-                let mut spilled: Option<(std::path::PathBuf, tokio::fs::File)> = None;
-                while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-                    match spilled.as_mut() {
-                        Some((_, out)) => out.write_all(&chunk).await.map_err(io_error)?,
-                        None if buffer.len() + chunk.len() <= SPILL => {
-                            buffer.extend_from_slice(&chunk)
-                        }
-                        None => {
-                            let path = images.incoming()?;
-                            incoming.0.push(path.clone());
-                            let mut out = tokio::fs::File::create(&path).await.map_err(io_error)?;
-                            out.write_all(&buffer).await.map_err(io_error)?;
-                            out.write_all(&chunk).await.map_err(io_error)?;
-                            buffer = Vec::new();
-                            spilled = Some((path, out));
-                        }
-                    }
-                }
-                match spilled {
-                    Some((path, mut out)) => {
-                        out.flush().await.map_err(io_error)?;
-                        sources.push(Source::Upload { name: file, path });
-                    }
-                    None => sources.push(Source::Bytes {
-                        name: file,
-                        bytes: buffer,
-                    }),
-                }
-            }
-            "priority" | "project" | "segmenter" | "params" => {
-                let text = field.text().await.map_err(multipart_error)?;
-                match name.as_str() {
-                    "priority" => {
-                        let n: i64 = text.trim().parse().map_err(|_| {
-                            ApiError::invalid(
-                                "priority",
-                                format!("{text:?} is not a whole number from 1 to 10"),
-                            )
-                        })?;
-                        opts.priority = priority(n)?;
-                    }
-                    "project" => opts.project = Some(text).filter(|p| !p.trim().is_empty()),
-                    "segmenter" => opts.segmenter = Some(segmenter(text.trim())?),
-                    _ => opts.params = params(&text)?,
-                }
-            }
-            other => return Err(ApiError::bad_request(format!("unknown field {other:?}"))),
-        }
-    }
-    // From here the service owns the files: it adopts or removes each.
-    incoming.0.clear();
-    Ok((sources, opts))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ImportBody {
-    paths: Vec<String>,
-    priority: Option<i64>,
-    project: Option<String>,
-    segmenter: Option<String>,
-    params: Option<serde_json::Value>,
-}
-
-/// Files named by path, each of which must resolve (symlinks and `..` followed) to a file inside
-/// one of the import directories.
-async fn import(state: &AppState, req: Request) -> Result<(Vec<Source>, SubmitOptions), ApiError> {
-    let body = axum::body::to_bytes(req.into_body(), MAX_JSON)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too-large",
-                format!("the JSON body is larger than {MAX_JSON} bytes"),
-            )
-        })?;
-    let b: ImportBody = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
-    if state.import_dirs.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "import-disabled",
-            "importing by path is off: configure import_dirs",
-        ));
-    }
-    let mut sources = Vec::with_capacity(b.paths.len());
-    for (i, raw) in b.paths.iter().enumerate() {
-        let p = std::path::Path::new(raw);
-        let candidates: Vec<std::path::PathBuf> = if p.is_absolute() {
-            vec![p.to_owned()]
-        } else {
-            state.import_dirs.iter().map(|d| d.join(p)).collect()
-        };
-        let resolved = candidates.iter().find_map(|c| c.canonicalize().ok());
-        let Some(resolved) = resolved else {
-            return Err(ApiError::invalid(
-                &format!("paths[{i}]"),
-                format!("{raw:?} does not exist"),
-            ));
-        };
-        if !state.import_dirs.iter().any(|d| resolved.starts_with(d)) || !resolved.is_file() {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "path-not-allowed",
-                format!("paths[{i}]: {raw:?} is not a file inside the import directories"),
-            ));
-        }
-        sources.push(Source::Path(resolved));
-    }
-    let mut opts = SubmitOptions::default();
-    if let Some(n) = b.priority {
-        opts.priority = priority(n)?;
-    }
-    opts.project = b.project.filter(|p| !p.trim().is_empty());
-    if let Some(s) = &b.segmenter {
-        opts.segmenter = Some(segmenter(s)?);
-    }
-    if let Some(v) = b.params {
-        opts.params = params(&v.to_string())?;
-    }
-    Ok((sources, opts))
 }
 
 #[derive(Deserialize)]
@@ -496,7 +290,7 @@ struct PriorityBody {
 async fn change_priority(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    body: Bytes,
+    JsonBytes(body): JsonBytes,
 ) -> Result<Json<JobView>, ApiError> {
     let b: PriorityBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("expected {{\"priority\": N}}: {e}")))?;

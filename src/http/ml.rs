@@ -13,12 +13,12 @@ use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, intake};
 use crate::clock::{Clock, SystemClock};
 use crate::queue::{JobState, Priority, SegmenterChoice};
 use crate::segment::http::ml_reply;
 use crate::segment::{Failure, SegmentParams, SegmentResult};
-use crate::service::{Source, SubmitOptions};
+use crate::service::SubmitOptions;
 
 /// The longest a request waits for its job.
 const WAIT: Duration = Duration::from_secs(600);
@@ -59,39 +59,19 @@ fn reply(result: Result<&SegmentResult, &Failure>) -> Response {
 #[utoipa::path(post, path = "/ml/segment", summary = "The ML service contract: segment one image", responses((status = 200, description = "success")))]
 async fn segment(State(state): State<AppState>, mut form: Multipart) -> Result<Response, ApiError> {
     let (mut image, mut params) = (None, SegmentParams::default());
-    while let Some(field) = form.next_field().await.map_err(|e| {
-        ApiError::new(
-            e.status(),
-            "bad-request",
-            format!("malformed multipart body: {e}"),
-        )
-    })? {
+    while let Some(field) = form.next_field().await.map_err(intake::multipart_error)? {
         match field.name().unwrap_or_default() {
-            "image" => {
-                let name = field
-                    .file_name()
-                    .unwrap_or("image")
-                    .chars()
-                    .take(255)
-                    .collect::<String>();
-                let bytes = field
-                    .bytes()
-                    .await
-                    .map_err(|e| ApiError::new(e.status(), "bad-request", e.to_string()))?;
-                image = Some((name, bytes.to_vec()));
-            }
+            // Streamed through a temp file past a few MiB, like `POST /api/jobs`.
+            "image" => image = Some(intake::image_field(field, &state.service.images).await?),
             "params" => {
-                let text = field
-                    .text()
-                    .await
-                    .map_err(|e| ApiError::new(e.status(), "bad-request", e.to_string()))?;
+                let text = intake::text_field(field, intake::MAX_FIELD).await?;
                 params = serde_json::from_str(&text)
                     .map_err(|e| ApiError::invalid("params", e.to_string()))?;
             }
             _ => {}
         }
     }
-    let Some((name, bytes)) = image else {
+    let Some(source) = image else {
         return Ok(reply(Err(&Failure::permanent(
             "bad-request",
             "no image part",
@@ -104,11 +84,7 @@ async fn segment(State(state): State<AppState>, mut form: Multipart) -> Result<R
         max_attempts: Some(1),
         ..SubmitOptions::default()
     };
-    let done = match state
-        .service
-        .submit(vec![Source::Bytes { name, bytes }], opts)
-        .await
-    {
+    let done = match state.service.submit(vec![source], opts).await {
         Ok(d) => d,
         Err(e) => return Ok(reply(Err(&Failure::permanent(e.code(), e.to_string())))),
     };

@@ -9,7 +9,7 @@ use utoipa_axum::routes;
 
 use super::{ApiError, AppState};
 use crate::clock::{Clock, SystemClock};
-use crate::queue::QueueStats;
+use crate::queue::{Limit, QueueStats};
 use crate::segment::breaker::Snapshot;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -28,16 +28,51 @@ struct QueueView {
     stats: QueueStats,
     workers_busy: usize,
     workers_total: usize,
+    retention: RetentionView,
+    /// Decoded image bytes the process may hold at once, and how many it holds now.
+    decode_budget_bytes: u64,
+    decode_in_flight_bytes: u64,
+}
+
+/// How long finished jobs of each state are kept; `null` is no limit.
+#[derive(Serialize)]
+struct RetentionView {
+    completed: LimitView,
+    failed: LimitView,
+    cancelled: LimitView,
+}
+
+#[derive(Serialize)]
+struct LimitView {
+    max_age_days: Option<f64>,
+    max_count: Option<u64>,
+}
+
+impl From<Limit> for LimitView {
+    fn from(l: Limit) -> Self {
+        LimitView {
+            max_age_days: l.age.map(|a| a.as_secs_f64() / 86_400.0),
+            max_count: l.count,
+        }
+    }
 }
 
 #[utoipa::path(get, path = "/api/queue", summary = "Counts per state and priority, throughput, wait and run percentiles, workers", responses((status = 200, description = "success")))]
 async fn queue(State(state): State<AppState>) -> Result<Json<QueueView>, ApiError> {
     let stats = state.service.queue.stats()?;
     let (workers_busy, workers_total) = state.service.pool().map_or((0, 0), |p| p.workers());
+    let r = state.retention;
     Ok(Json(QueueView {
         stats,
         workers_busy,
         workers_total,
+        retention: RetentionView {
+            completed: r.completed.into(),
+            failed: r.failed.into(),
+            cancelled: r.cancelled.into(),
+        },
+        decode_budget_bytes: state.service.images.budget().total(),
+        decode_in_flight_bytes: state.service.images.budget().in_use(),
     }))
 }
 

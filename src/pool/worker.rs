@@ -71,6 +71,7 @@ pub(super) fn run(s: &Arc<Shared>, work: Work) {
             image: &lease.job.image,
             params: &lease.job.params,
             limits: &s.config.limits,
+            budget: &s.config.budget,
         };
         let mut control = Control {
             stop: &stop,

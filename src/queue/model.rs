@@ -274,6 +274,36 @@ pub struct Lease {
     pub attempt: u32,
 }
 
+/// What a bulk action does to each job it names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BulkAction {
+    /// Failed and cancelled jobs go back in the queue.
+    Retry,
+    /// Queued, delayed and active jobs are cancelled.
+    Cancel,
+    /// Finished jobs and their results are removed.
+    Delete,
+}
+
+impl BulkAction {
+    /// Whether the action applies to a job in `state` (the others are skipped).
+    pub fn applies_to(self, state: JobState) -> bool {
+        match self {
+            BulkAction::Retry => matches!(state, JobState::Failed | JobState::Cancelled),
+            BulkAction::Cancel => !state.is_finished(),
+            BulkAction::Delete => state.is_finished(),
+        }
+    }
+}
+
+/// One job a bulk action changed: as it was, and as it is (`None` once deleted).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BulkOutcome {
+    pub before: Job,
+    pub after: Option<Job>,
+}
+
 /// What happened to a job that failed an attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailOutcome {
@@ -356,32 +386,46 @@ fn splitmix64(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// Retention of finished jobs, per state: older than `max_age` or beyond the newest `max_count`.
+/// How long finished jobs of one state are kept: `None` is no limit of that kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Limit {
+    /// Older than this (since they finished) go.
+    pub age: Option<Duration>,
+    /// Beyond the newest this many go.
+    pub count: Option<u64>,
+}
+
+/// Retention of finished jobs, per state. Completed jobs hold the lab's results: by default they
+/// are kept until a person deletes them. Failed and cancelled jobs go after 30 days, and beyond
+/// the newest 100,000.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Retention {
-    pub completed_age: Duration,
-    pub failed_age: Duration,
-    pub cancelled_age: Duration,
-    pub max_count: u64,
+    pub completed: Limit,
+    pub failed: Limit,
+    pub cancelled: Limit,
 }
 
 impl Default for Retention {
     fn default() -> Self {
+        let month = Limit {
+            age: Some(Duration::from_secs(30 * 86_400)),
+            count: Some(100_000),
+        };
         Retention {
-            completed_age: Duration::from_secs(7 * 86_400),
-            failed_age: Duration::from_secs(30 * 86_400),
-            cancelled_age: Duration::from_secs(30 * 86_400),
-            max_count: 100_000,
+            completed: Limit::default(),
+            failed: month,
+            cancelled: month,
         }
     }
 }
 
 impl Retention {
-    pub(crate) fn age(&self, state: JobState) -> Option<Duration> {
+    /// The limit of a finished state; `None` for the others.
+    pub(crate) fn of(&self, state: JobState) -> Option<Limit> {
         match state {
-            JobState::Completed => Some(self.completed_age),
-            JobState::Failed => Some(self.failed_age),
-            JobState::Cancelled => Some(self.cancelled_age),
+            JobState::Completed => Some(self.completed),
+            JobState::Failed => Some(self.failed),
+            JobState::Cancelled => Some(self.cancelled),
             _ => None,
         }
     }
@@ -424,6 +468,15 @@ mod tests {
             assert_eq!(JobState::ALL[st.index() as usize], st);
         }
         assert!("running".parse::<JobState>().is_err());
+    }
+
+    #[test]
+    fn completed_results_are_kept_by_default() {
+        let r = Retention::default();
+        assert_eq!(r.completed, Limit::default(), "no age, no count limit");
+        assert_eq!(r.of(JobState::Completed), Some(Limit::default()));
+        assert!(r.failed.age.is_some() && r.cancelled.count.is_some());
+        assert_eq!(r.of(JobState::Queued), None);
     }
 
     #[test]

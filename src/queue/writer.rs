@@ -32,8 +32,8 @@ use tokio::sync::oneshot;
 use super::QueueError;
 use super::QueueOptions;
 use super::model::{
-    Enqueued, FailOutcome, Job, JobError, JobId, JobState, Lease, Millis, NewJob, Priority,
-    Retention, RetentionReport, SweepReport,
+    BulkAction, BulkOutcome, Enqueued, FailOutcome, Job, JobError, JobId, JobState, Lease, Millis,
+    NewJob, Priority, Retention, RetentionReport, SweepReport,
 };
 use super::stats::Recent;
 use super::store::{
@@ -102,6 +102,11 @@ pub(crate) enum Op {
         id: JobId,
         reply: Reply<Job>,
     },
+    Bulk {
+        action: BulkAction,
+        ids: Vec<JobId>,
+        reply: Reply<Vec<BulkOutcome>>,
+    },
     ChangePriority {
         id: JobId,
         priority: Priority,
@@ -147,6 +152,7 @@ impl Op {
             Op::Cancel { reply, .. } => no(reply, msg),
             Op::Retry { reply, .. } => no(reply, msg),
             Op::Delete { reply, .. } => no(reply, msg),
+            Op::Bulk { reply, .. } => no(reply, msg),
             Op::ChangePriority { reply, .. } => no(reply, msg),
             Op::SetPaused { reply, .. } => no(reply, msg),
             Op::Sweep { reply, .. } => no(reply, msg),

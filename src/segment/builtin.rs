@@ -41,6 +41,9 @@ pub fn stretch(image: &Gray) -> Vec<f32> {
     filter::normalize(&image.data, 0.5, 99.5)
 }
 
+/// The shortest side, in pixels, the pipeline works on.
+pub const MIN_SIDE: u32 = 8;
+
 /// Why segmentation stopped.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum SegmentError {
@@ -83,7 +86,7 @@ pub fn segment(
     progress: &mut dyn FnMut(u8),
 ) -> Result<Segmentation, SegmentError> {
     let (w, h) = (image.width as usize, image.height as usize);
-    if w < 8 || h < 8 {
+    if w < MIN_SIDE as usize || h < MIN_SIDE as usize {
         return Err(SegmentError::TooSmall {
             width: image.width,
             height: image.height,

@@ -69,8 +69,10 @@ impl CommandSegmenter {
         let format = super::decode::probe(input.bytes, input.limits)
             .map(|h| h.format)
             .unwrap_or("image");
+        // A private copy (a reflink where the file system has them): the program may write to
+        // its input, but never to the stored original.
         let image = dir.join(format!("input.{}", extension(format)));
-        if std::fs::hard_link(input.path, &image).is_err() {
+        if std::fs::copy(input.path, &image).is_err() {
             std::fs::write(&image, input.bytes).map_err(|e| {
                 Failure::transient("command-io", format!("cannot prepare the input: {e}"))
             })?;
@@ -334,6 +336,7 @@ mod tests {
             image: &env.image,
             params: &params,
             limits: &limits,
+            budget: &Default::default(),
         };
         let mut progress = |_| {};
         let mut control = Control {
@@ -418,6 +421,18 @@ echo '{"status":"completed","success":true,"polygons":[{"id":"p1","points":[{"x"
     }
 
     #[test]
+    fn the_program_cannot_change_the_stored_original() {
+        let e = env();
+        let vandal = format!(r#"printf garbage > "$2"; chmod 000 "$2" 2>/dev/null; {OK}"#);
+        run(&e, &vandal, &Stop::default(), Duration::from_secs(10)).expect("ok");
+        assert_eq!(
+            std::fs::read(&e.path).expect("read"),
+            e.png,
+            "the original is untouched"
+        );
+    }
+
+    #[test]
     fn bad_output_is_an_error_not_a_result() {
         let e = env();
         let f = run(&e, "exit 0", &Stop::default(), Duration::from_secs(10)).unwrap_err();
@@ -480,6 +495,7 @@ echo '{"status":"completed","success":true,"polygons":[{"id":"p1","points":[{"x"
             image: &e.image,
             params: &params,
             limits: &limits,
+            budget: &Default::default(),
         };
         let stop = Stop::default();
         let mut progress = |_| {};

@@ -95,6 +95,19 @@ pub struct Header {
     pub format: &'static str,
     pub width: u32,
     pub height: u32,
+    /// What the decoder will allocate for the pixels.
+    pub decoded_bytes: u64,
+}
+
+impl Header {
+    /// What decoding it holds, for the decode budget.
+    pub fn footprint(&self) -> super::budget::Footprint {
+        super::budget::Footprint {
+            width: self.width,
+            height: self.height,
+            decoded_bytes: self.decoded_bytes,
+        }
+    }
 }
 
 fn format_name(f: ImageFormat) -> &'static str {
@@ -208,9 +221,11 @@ pub fn probe_from<E: Encoded>(input: &E, limits: &DecodeLimits) -> Result<Header
     let (mut r, format) = reader(input, limits)?;
     // The dimension limits would turn an oversized header into an error without its size.
     r.no_limits();
-    let (width, height) = r
-        .into_dimensions()
+    let decoder = r
+        .into_decoder()
         .map_err(|e| classify(e, format, limits, None))?;
+    let (width, height) = image::ImageDecoder::dimensions(&decoder);
+    let decoded_bytes = image::ImageDecoder::total_bytes(&decoder);
     if width == 0 || height == 0 {
         return Err(DecodeError::Damaged {
             format,
@@ -227,6 +242,7 @@ pub fn probe_from<E: Encoded>(input: &E, limits: &DecodeLimits) -> Result<Header
         format,
         width,
         height,
+        decoded_bytes,
     })
 }
 

@@ -91,6 +91,8 @@ test("the overview loads with no console errors and shows the counts", async () 
     assert.match(await page.textContent("#counts"), /queued/);
     assert.match(await page.textContent("#facts"), /workers busy/);
     assert.ok(await page.isVisible("#no-jobs"), "an empty state invites the first upload");
+    await page.waitForFunction(() => document.getElementById("retention").textContent.length > 0);
+    assert.match(await page.textContent("#retention"), /Completed jobs and their results are kept until you delete them/);
     assert.deepEqual(errors, []);
     await context.close();
   } finally { await stop(server); }
@@ -198,10 +200,12 @@ test("bulk cancel asks first, then cancels every matching job", async () => {
     await page.evaluate(() => fetch("/api/queue/pause", { method: "POST" }));
     await page.setInputFiles("#files", ["spheroid_core_8bit.png", "spheroid_lumen_8bit.png"].map((f) => join(fixtures, f)));
     await page.waitForFunction(() => document.querySelectorAll("#job-rows tr").length === 2);
-    page.once("dialog", (d) => d.dismiss());
+    let asked = "";
+    page.once("dialog", (d) => { asked = d.message(); d.dismiss(); });
     await page.click("#bulk-cancel");
     await page.waitForTimeout(300);
     assert.equal(await page.locator("#job-rows td.state", { hasText: "cancelled" }).count(), 0, "dismissed: nothing happens");
+    assert.match(asked, /^Cancel 2 jobs/, "it says how many it will touch");
     page.once("dialog", (d) => d.accept());
     await page.click("#bulk-cancel");
     await page.waitForFunction(() => [...document.querySelectorAll("#job-rows td.state")].every((td) => td.textContent === "cancelled"));

@@ -1,5 +1,7 @@
 //! Helpers shared by the integration tests.
 
+pub mod api;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,5 +62,6 @@ pub fn pool_config(workers: usize) -> PoolConfig {
         builtin_timeout: Duration::from_secs(60),
         ml_timeout: Duration::from_secs(60),
         limits: DecodeLimits::default(),
+        budget: Default::default(),
     }
 }

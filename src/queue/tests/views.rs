@@ -199,6 +199,15 @@ async fn retention_removes_by_age_and_by_count_and_releases_images() {
         .retain(Retention::default(), 100)
         .await
         .expect("retain");
+    assert!(report.removed.is_empty(), "by default results are kept");
+    let week = Retention {
+        completed: Limit {
+            age: Some(Duration::from_secs(7 * 86_400)),
+            count: None,
+        },
+        ..Retention::default()
+    };
+    let report = f.queue.retain(week, 100).await.expect("retain");
     assert_eq!(report.removed, old);
     assert!(
         report.orphaned_images.is_empty(),
@@ -214,7 +223,10 @@ async fn retention_removes_by_age_and_by_count_and_releases_images() {
     f.clock.advance(Duration::from_secs(1));
     f.queue.cancel(extra.id).await.expect("cancel");
     let keep_one = Retention {
-        max_count: 1,
+        cancelled: Limit {
+            age: None,
+            count: Some(1),
+        },
         ..Retention::default()
     };
     let report = f.queue.retain(keep_one, 100).await.expect("retain");

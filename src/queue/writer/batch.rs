@@ -135,6 +135,10 @@ impl<'a> Batch<'a> {
                 let r = self.delete(id).map(|(job, _)| job);
                 answer(reply, r)
             }
+            Op::Bulk { action, ids, reply } => {
+                let r = self.bulk(action, &ids);
+                answer(reply, r)
+            }
             Op::ChangePriority {
                 id,
                 priority,

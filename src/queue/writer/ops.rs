@@ -9,8 +9,8 @@ use super::{Batch, Observed};
 use crate::queue::QueueError;
 use crate::queue::QueueOptions;
 use crate::queue::model::{
-    Enqueued, FailOutcome, Job, JobError, JobId, JobState, Lease, Millis, NewJob, Priority,
-    ResultRef, Retention, RetentionReport, SweepReport,
+    BulkAction, BulkOutcome, Enqueued, FailOutcome, Job, JobError, JobId, JobState, Lease, Millis,
+    NewJob, Priority, ResultRef, Retention, RetentionReport, SweepReport,
 };
 use crate::queue::store::{META_PAUSED, ReadyEntry, due, earlier, first_in, index_remove, level};
 
@@ -339,6 +339,40 @@ impl Batch<'_> {
         Ok((job, orphaned))
     }
 
+    /// Every job of `ids` the action applies to; refusals (wrong state, gone) are skips, and each
+    /// operation checks before it writes, so a skip leaves nothing behind.
+    pub(super) fn bulk(
+        &mut self,
+        action: BulkAction,
+        ids: &[JobId],
+    ) -> Result<Vec<BulkOutcome>, QueueError> {
+        let mut out = Vec::new();
+        for &id in ids {
+            let r = match action {
+                BulkAction::Retry => self.t.job(id).and_then(|before| {
+                    self.retry(id).map(|after| BulkOutcome {
+                        before,
+                        after: Some(after),
+                    })
+                }),
+                BulkAction::Cancel => self.cancel(id).map(|before| BulkOutcome {
+                    after: self.t.job(id).ok(),
+                    before,
+                }),
+                BulkAction::Delete => self.delete(id).map(|(before, _)| BulkOutcome {
+                    before,
+                    after: None,
+                }),
+            };
+            match r {
+                Ok(o) => out.push(o),
+                Err(QueueError::InvalidState { .. } | QueueError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
     pub(super) fn change_priority(
         &mut self,
         id: JobId,
@@ -387,16 +421,18 @@ impl Batch<'_> {
     pub(super) fn retain(
         &mut self,
         retention: &Retention,
-        limit: usize,
+        max: usize,
     ) -> Result<RetentionReport, QueueError> {
         let mut report = RetentionReport::default();
         for state in [JobState::Completed, JobState::Failed, JobState::Cancelled] {
             let s = state.index();
-            let age = retention.age(state).unwrap_or(Duration::MAX);
-            let cutoff = self
-                .now
-                .saturating_sub(age.as_millis().min(u64::MAX as u128) as u64);
-            let room = limit.saturating_sub(report.removed.len());
+            let keep = retention.of(state).unwrap_or_default();
+            // Finished before `cutoff`: too old. No age limit: nothing is too old.
+            let cutoff = keep.age.map_or(0, |age| {
+                self.now
+                    .saturating_sub(age.as_millis().min(u64::MAX as u128) as u64)
+            });
+            let room = max.saturating_sub(report.removed.len());
             let mut doomed: Vec<u128> = self
                 .t
                 .finished()?
@@ -404,10 +440,13 @@ impl Batch<'_> {
                 .take(room)
                 .map(|e| e.map(|(k, _)| k.value().2))
                 .collect::<Result<_, _>>()?;
-            let excess = self
-                .count(state)?
-                .saturating_sub(doomed.len() as u64)
-                .saturating_sub(retention.max_count);
+            let excess = match keep.count {
+                Some(count) => self
+                    .count(state)?
+                    .saturating_sub(doomed.len() as u64)
+                    .saturating_sub(count),
+                None => 0,
+            };
             let room = room.saturating_sub(doomed.len()).min(excess as usize);
             if room > 0 {
                 let more: Vec<u128> = self

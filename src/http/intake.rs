@@ -1,0 +1,251 @@
+//! Reading a submission from a request: the multipart upload of `POST /api/jobs` and
+//! `/ml/segment` (image parts streamed to a temp file past a few MiB, never held whole; other
+//! fields read with a size limit), the JSON import by path, and the checks of the fields they
+//! carry (priority, segmenter, params).
+
+use axum::extract::multipart::{Field, MultipartError};
+use axum::extract::{Multipart, Request};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use tokio::io::AsyncWriteExt;
+
+use super::{ApiError, AppState};
+use crate::images::ImageStore;
+use crate::queue::{Priority, SegmenterChoice};
+use crate::segment::SegmentParams;
+use crate::service::{Source, SubmitOptions};
+
+/// Image parts up to this size stay in memory; larger ones stream to a temp file.
+const SPILL: usize = 4 << 20;
+/// The largest value of a form field other than an image (`params` is the largest real one).
+pub(super) const MAX_FIELD: usize = 64 << 10;
+/// The largest JSON body of an import.
+const MAX_JSON: usize = 1 << 20;
+
+pub(super) fn priority(raw: i64) -> Result<Priority, ApiError> {
+    Priority::new(raw).ok_or_else(|| {
+        ApiError::invalid(
+            "priority",
+            format!("{raw} is out of range: use 1 (lowest) to 10 (highest)"),
+        )
+    })
+}
+
+pub(super) fn segmenter(raw: &str) -> Result<SegmenterChoice, ApiError> {
+    match raw {
+        "builtin" => Ok(SegmenterChoice::Builtin),
+        "http" => Ok(SegmenterChoice::Http("http".into())),
+        "command" => Ok(SegmenterChoice::Command("command".into())),
+        other => Err(ApiError::invalid(
+            "segmenter",
+            format!("{other:?}: use builtin, http or command"),
+        )),
+    }
+}
+
+pub(super) fn params(raw: &str) -> Result<SegmentParams, ApiError> {
+    let p: SegmentParams =
+        serde_json::from_str(raw).map_err(|e| ApiError::invalid("params", e.to_string()))?;
+    p.validate()
+        .map_err(|e| ApiError::invalid(&format!("params.{}", e.field), e.reason))?;
+    Ok(p)
+}
+
+pub(super) fn multipart_error(e: MultipartError) -> ApiError {
+    let status = e.status();
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            status,
+            "too-large",
+            format!("the request is larger than the limit: {e}"),
+        )
+    } else {
+        ApiError::new(
+            status,
+            "bad-request",
+            format!("malformed multipart body: {e}"),
+        )
+    }
+}
+
+/// An image part: in memory when small, else streamed to a temp file of the image store (which
+/// removes it unless it is stored).
+pub(super) async fn image_field(
+    mut field: Field<'_>,
+    images: &ImageStore,
+) -> Result<Source, ApiError> {
+    let name = field
+        .file_name()
+        .unwrap_or("upload")
+        .chars()
+        .take(255)
+        .collect::<String>();
+    let io_error =
+        |e: std::io::Error| ApiError::from(images.io_error(std::path::Path::new("upload"), e));
+    let mut buffer: Vec<u8> = Vec::new();
+    let mut spilled: Option<(crate::images::Incoming, tokio::fs::File)> = None;
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        match spilled.as_mut() {
+            Some((_, out)) => out.write_all(&chunk).await.map_err(io_error)?,
+            None if buffer.len() + chunk.len() <= SPILL => buffer.extend_from_slice(&chunk),
+            None => {
+                let tmp = images.incoming()?;
+                let mut out = tokio::fs::OpenOptions::new()
+                    .write(true)
+                    .open(tmp.path())
+                    .await
+                    .map_err(io_error)?;
+                out.write_all(&buffer).await.map_err(io_error)?;
+                out.write_all(&chunk).await.map_err(io_error)?;
+                buffer = Vec::new();
+                spilled = Some((tmp, out));
+            }
+        }
+    }
+    Ok(match spilled {
+        Some((file, mut out)) => {
+            out.flush().await.map_err(io_error)?;
+            Source::Upload { name, file }
+        }
+        None => Source::Bytes {
+            name,
+            bytes: buffer,
+        },
+    })
+}
+
+/// A text field, refused past `limit` bytes instead of being held whole.
+pub(super) async fn text_field(mut field: Field<'_>, limit: usize) -> Result<String, ApiError> {
+    let name = field.name().unwrap_or_default().to_owned();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        if bytes.len() + chunk.len() > limit {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "field-too-large",
+                format!("the form field {name:?} is larger than {} KiB", limit >> 10),
+            ));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    String::from_utf8(bytes).map_err(|_| ApiError::invalid(&name, "is not UTF-8 text"))
+}
+
+/// A multipart upload: `image` parts (also `images`, `file`) and the fields `priority`,
+/// `project`, `segmenter`, `params`. Temp files of a refused upload are removed when the sources
+/// drop.
+pub(super) async fn form(
+    mut form: Multipart,
+    images: &ImageStore,
+) -> Result<(Vec<Source>, SubmitOptions), ApiError> {
+    let mut sources = Vec::new();
+    let mut opts = SubmitOptions::default();
+    while let Some(field) = form.next_field().await.map_err(multipart_error)? {
+        let name = field.name().unwrap_or_default().to_owned();
+        match name.as_str() {
+            "image" | "images" | "file" => sources.push(image_field(field, images).await?),
+            "priority" => {
+                let text = text_field(field, MAX_FIELD).await?;
+                let n: i64 = text.trim().parse().map_err(|_| {
+                    ApiError::invalid(
+                        "priority",
+                        format!("{text:?} is not a whole number from 1 to 10"),
+                    )
+                })?;
+                opts.priority = priority(n)?;
+            }
+            "project" => {
+                let text = text_field(field, MAX_FIELD).await?;
+                opts.project = Some(text).filter(|p| !p.trim().is_empty());
+            }
+            "segmenter" => {
+                opts.segmenter = Some(segmenter(text_field(field, MAX_FIELD).await?.trim())?)
+            }
+            "params" => opts.params = params(&text_field(field, MAX_FIELD).await?)?,
+            other => return Err(ApiError::bad_request(format!("unknown field {other:?}"))),
+        }
+    }
+    Ok((sources, opts))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportBody {
+    paths: Vec<String>,
+    priority: Option<i64>,
+    project: Option<String>,
+    segmenter: Option<String>,
+    params: Option<serde_json::Value>,
+}
+
+/// Files named by path, each of which must resolve (symlinks and `..` followed) to a file inside
+/// one of the import directories.
+pub(super) async fn import(
+    state: &AppState,
+    req: Request,
+) -> Result<(Vec<Source>, SubmitOptions), ApiError> {
+    let body = axum::body::to_bytes(req.into_body(), MAX_JSON)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                format!("the JSON body is larger than {MAX_JSON} bytes"),
+            )
+        })?;
+    let b: ImportBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+    let mut sources = Vec::with_capacity(b.paths.len());
+    for (i, raw) in b.paths.iter().enumerate() {
+        sources.push(Source::Path(importable(
+            state,
+            raw,
+            &format!("paths[{i}]"),
+        )?));
+    }
+    let mut opts = SubmitOptions::default();
+    if let Some(n) = b.priority {
+        opts.priority = priority(n)?;
+    }
+    opts.project = b.project.filter(|p| !p.trim().is_empty());
+    if let Some(s) = &b.segmenter {
+        opts.segmenter = Some(segmenter(s)?);
+    }
+    if let Some(v) = b.params {
+        opts.params = params(&v.to_string())?;
+    }
+    Ok((sources, opts))
+}
+
+/// The canonical path of `raw` if it is a file inside one of the import directories (relative
+/// paths are tried against each).
+pub(super) fn importable(
+    state: &AppState,
+    raw: &str,
+    field: &str,
+) -> Result<std::path::PathBuf, ApiError> {
+    if state.import_dirs.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "import-disabled",
+            "importing by path is off: configure import_dirs",
+        ));
+    }
+    let p = std::path::Path::new(raw);
+    let candidates: Vec<std::path::PathBuf> = if p.is_absolute() {
+        vec![p.to_owned()]
+    } else {
+        state.import_dirs.iter().map(|d| d.join(p)).collect()
+    };
+    let Some(resolved) = candidates.iter().find_map(|c| c.canonicalize().ok()) else {
+        return Err(ApiError::invalid(field, format!("{raw:?} does not exist")));
+    };
+    if !state.import_dirs.iter().any(|d| resolved.starts_with(d)) || !resolved.is_file() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "path-not-allowed",
+            format!("{field}: {raw:?} is not a file inside the import directories"),
+        ));
+    }
+    Ok(resolved)
+}

@@ -1,0 +1,757 @@
+//! Jobs and their results over HTTP: uploads and their refusals, import by path, job actions,
+//! results, exports and the replaced design's routes.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+
+use crate::util::api::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_then_result_csv_mask_and_image() {
+    let a = api(None, 64 << 20).await;
+    let (s, v) = a
+        .upload(
+            &[
+                ("image", "lumen.png", read("spheroid_lumen_8bit.png")),
+                ("image", "plain.tif", read("spheroid_plain_16bit.tif")),
+            ],
+            &[
+                ("priority", "7"),
+                ("project", "screen-1"),
+                ("params", r#"{"pixel_size_um": 0.65}"#),
+            ],
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let jobs = v["jobs"].as_array().expect("jobs");
+    assert_eq!(jobs.len(), 2);
+    assert_eq!(jobs[0]["priority"], 7);
+    assert!(jobs[0]["position"].is_number() || jobs[0]["state"] != "queued");
+    let id = jobs[0]["id"].as_str().expect("id").to_owned();
+    a.wait_state(&id, "completed").await;
+
+    let (s, job) = a.get(&format!("/api/jobs/{id}")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        (job["project"].as_str(), job["image"]["name"].as_str()),
+        (Some("screen-1"), Some("lumen.png"))
+    );
+    let (s, r) = a.get(&format!("/api/jobs/{id}/result")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(r["polygons"][0]["type"], "external");
+    assert_eq!(r["polygons"][1]["type"], "internal");
+    assert!(
+        r["metrics"][0]["calibrated"]["area_um2"]
+            .as_f64()
+            .expect("µm²")
+            > 0.0
+    );
+
+    let (s, csv, kind) = a.get_raw(&format!("/api/jobs/{id}/result.csv")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(kind.expect("type").starts_with("text/csv"));
+    let csv = String::from_utf8(csv).expect("utf-8");
+    assert!(csv.starts_with("Image Name,Image ID,Image Resolution,Object ID,Area"));
+    assert!(
+        csv.lines()
+            .nth(1)
+            .expect("row")
+            .starts_with(&format!("lumen.png,{id},384x384,polygon-1,"))
+    );
+
+    let (s, png, kind) = a.get_raw(&format!("/api/jobs/{id}/mask.png")).await;
+    assert_eq!((s, kind.as_deref()), (StatusCode::OK, Some("image/png")));
+    assert_eq!(&png[1..4], b"PNG");
+    let (s, original, _) = a.get_raw(&format!("/api/jobs/{id}/image")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(original, read("spheroid_lumen_8bit.png"));
+
+    let (s, png, kind) = a.get_raw(&format!("/api/jobs/{id}/preview.png")).await;
+    assert_eq!((s, kind.as_deref()), (StatusCode::OK, Some("image/png")));
+    let p = image::load_from_memory(&png).expect("preview decodes");
+    assert_eq!((p.width(), p.color()), (384, image::ColorType::L8));
+    let other = jobs[1]["id"].as_str().expect("id").to_owned();
+    a.wait_state(&other, "completed").await;
+    let (s, png, _) = a.get_raw(&format!("/api/jobs/{other}/preview.png")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        image::load_from_memory(&png).expect("decodes").color(),
+        image::ColorType::L8,
+        "16-bit TIFF as 8-bit PNG"
+    );
+
+    // The metrics of the project, streamed as CSV.
+    let (s, csv, _) = a
+        .get_raw("/api/export?project=screen-1&state=completed&format=csv")
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let csv = String::from_utf8(csv).expect("utf-8");
+    assert_eq!(csv.lines().count(), 3, "header and one row per job: {csv}");
+    assert!(
+        csv.lines()
+            .next()
+            .expect("header")
+            .ends_with("Feret Diameter Min (um)")
+    );
+
+    // The same, gzip-compressed (browsers ask for it): the stream must end cleanly.
+    let (s, gz, _) = a
+        .send(
+            Request::get("/api/export?project=screen-1")
+                .header(header::ACCEPT_ENCODING, "gzip")
+                .body(Body::empty())
+                .expect("req"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(&gz[..2], &[0x1f, 0x8b], "a gzip stream");
+
+    // Listing: by project, by state, paged.
+    let (_, page) = a.get("/api/jobs?project=screen-1&limit=1").await;
+    assert_eq!(page["jobs"].as_array().expect("jobs").len(), 1);
+    let next = page["next"].as_str().expect("cursor").to_owned();
+    let (_, page2) = a
+        .get(&format!("/api/jobs?project=screen-1&limit=1&cursor={next}"))
+        .await;
+    assert_ne!(page["jobs"][0]["id"], page2["jobs"][0]["id"]);
+    let (s, v) = a.get("/api/jobs?state=running").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+
+    // Prometheus text with the queue gauges and the job counters.
+    let _ = spheroseg::telemetry::prometheus();
+    let (s, text, kind) = a.get_raw("/metrics").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(kind.expect("type").starts_with("text/plain"));
+    let text = String::from_utf8(text).expect("utf-8");
+    for name in [
+        "spheroseg_jobs{",
+        "spheroseg_database_bytes",
+        "spheroseg_workers_total",
+        "spheroseg_http_requests_total",
+        "spheroseg_queue_transactions_total",
+        "spheroseg_wal_syncs_total",
+        "spheroseg_wal_capacity_bytes",
+    ] {
+        assert!(text.contains(name), "{name} missing from:\n{text}");
+    }
+    let syncs: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("spheroseg_wal_syncs_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a sync count");
+    assert!(syncs >= 1.0, "the upload above was synced: {syncs}");
+
+    // The replaced design's routes.
+    let (_, legacy) = a.get(&format!("/api/segmentation/job/{id}")).await;
+    assert_eq!(
+        (legacy["status"].as_str(), legacy["isCompleted"].as_bool()),
+        (Some("completed"), Some(true))
+    );
+    assert_eq!(legacy["jobId"], id.as_str());
+    let (_, status) = a.get("/api/segmentation/queue/status").await;
+    for k in [
+        "waiting",
+        "active",
+        "completed",
+        "failed",
+        "delayed",
+        "paused",
+    ] {
+        assert!(status["queue"].get(k).is_some(), "queue.{k}: {status}");
+    }
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_uploads_store_nothing_and_say_why() {
+    let a = api(None, 64 << 20).await;
+    let png = read("spheroid_core_8bit.png");
+    let mut bomb = png.clone();
+    bomb[16..20].copy_from_slice(&60_000u32.to_be_bytes());
+    bomb[20..24].copy_from_slice(&60_000u32.to_be_bytes());
+    // A valid header: the IHDR checksum (over type and data, bytes 12..29) is recomputed.
+    let crc = crc32(&bomb[12..29]);
+    bomb[29..33].copy_from_slice(&crc.to_be_bytes());
+    let truncated = png[..png.len() / 3].to_vec();
+    let big_field = "p".repeat(100 << 10);
+    let cases: Vec<Case> = vec![
+        (
+            vec![("image", "notes.tif", b"Image Name,Area\n".to_vec())],
+            vec![],
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "not-an-image",
+        ),
+        (
+            vec![("image", "cut.png", truncated)],
+            vec![],
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "damaged-image",
+        ),
+        (
+            vec![("image", "bomb.png", bomb)],
+            vec![],
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "image-too-large",
+        ),
+        (
+            vec![("image", "ok.png", png.clone())],
+            vec![("priority", "11")],
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-field",
+        ),
+        (
+            vec![("image", "ok.png", png.clone())],
+            vec![("priority", "high")],
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-field",
+        ),
+        (
+            vec![("image", "ok.png", png.clone())],
+            vec![("params", r#"{"min_area_fraction": 3}"#)],
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-field",
+        ),
+        (
+            vec![("image", "ok.png", png.clone())],
+            vec![("params", r#"{"colour": 1}"#)],
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-field",
+        ),
+        (
+            vec![("image", "ok.png", png.clone())],
+            vec![("segmenter", "magic")],
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-field",
+        ),
+        (
+            vec![],
+            vec![("priority", "5")],
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+        ),
+        (
+            vec![("image", "../../etc/passwd", b"nope".to_vec())],
+            vec![],
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "not-an-image",
+        ),
+        // What could only fail later is refused now: a segmenter this server does not have, an
+        // image too small for the builtin segmenter.
+        (
+            vec![("image", "ok.png", png.clone())],
+            vec![("segmenter", "http")],
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-field",
+        ),
+        (
+            vec![("image", "tiny.png", tiny_png(6, 40))],
+            vec![],
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "image-too-small",
+        ),
+        // Fields other than images are read with a limit, not held whole.
+        (
+            vec![("image", "ok.png", png.clone())],
+            vec![("project", &big_field)],
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "field-too-large",
+        ),
+    ];
+    for (files, fields, status, code) in cases {
+        let (s, v) = a.upload(&files, &fields).await;
+        assert_eq!((s, v["code"].as_str()), (status, Some(code)), "{v}");
+        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    let (_, v) = a
+        .upload(&[("image", "ok.png", png.clone())], &[("priority", "11")])
+        .await;
+    assert!(
+        v["message"].as_str().expect("message").contains("priority"),
+        "{v}"
+    );
+    let (_, v) = a
+        .upload(
+            &[("image", "ok.png", png)],
+            &[("params", r#"{"min_area_fraction": 3}"#)],
+        )
+        .await;
+    assert!(
+        v["message"]
+            .as_str()
+            .expect("message")
+            .contains("min_area_fraction"),
+        "{v}"
+    );
+    let (_, q) = a.get("/api/queue").await;
+    assert_eq!(
+        q["counts"]["queued"].as_u64().unwrap_or(0)
+            + q["counts"]["completed"].as_u64().unwrap_or(0),
+        0,
+        "{q}"
+    );
+
+    let (_, v) = a
+        .upload(
+            &[("image", "ok.png", read("spheroid_core_8bit.png"))],
+            &[("segmenter", "command")],
+        )
+        .await;
+    assert!(
+        v["message"].as_str().expect("message").contains("builtin"),
+        "says what is configured: {v}"
+    );
+
+    // Nothing was left behind: no job, no image file, no upload file.
+    let left = files_under(&a.dir.path().join("images"));
+    assert!(left.is_empty(), "{left:?}");
+
+    // Malformed multipart.
+    let req = Request::post("/api/jobs")
+        .header(header::CONTENT_TYPE, "multipart/form-data; boundary=x")
+        .body(Body::from("garbage"))
+        .expect("req");
+    let (s, _, _) = a.send(req).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    a.stop().await;
+}
+
+/// An image larger than the in-memory threshold goes through a temp file and is stored the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_upload_is_streamed_through_disk() {
+    let a = api(None, 64 << 20).await;
+    let img = image::GrayImage::from_fn(2400, 2400, |x, y| {
+        image::Luma([((x * 31 + y * 17) % 251) as u8])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageLuma8(img)
+        .write_to(&mut out, image::ImageFormat::Bmp)
+        .expect("bmp");
+    let bmp = out.into_inner();
+    assert!(bmp.len() > 4 << 20, "larger than the in-memory threshold");
+    a.call("POST", "/api/queue/pause", None).await; // storing is the point, not segmenting
+    let (s, v) = a.upload(&[("image", "big.bmp", bmp.clone())], &[]).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let id = v["jobs"][0]["id"].as_str().expect("id");
+    let (s, original, _) = a.get_raw(&format!("/api/jobs/{id}/image")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(original == bmp, "stored byte for byte");
+    let incoming = a.dir.path().join("images").join("incoming");
+    assert_eq!(
+        std::fs::read_dir(&incoming).map(|d| d.count()).unwrap_or(0),
+        0,
+        "temp file adopted"
+    );
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_body_is_413() {
+    let a = api(None, 4096).await;
+    let (s, v) = a
+        .upload(
+            &[("image", "big.png", read("spheroid_lumen_8bit.png"))],
+            &[],
+        )
+        .await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_actions_and_their_errors() {
+    let a = api(None, 64 << 20).await;
+    let (s, _) = a.call("POST", "/api/queue/pause", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, v) = a
+        .upload(&[("image", "a.png", read("spheroid_core_8bit.png"))], &[])
+        .await;
+    let id = v["jobs"][0]["id"].as_str().expect("id").to_owned();
+    let (_, q) = a.get("/api/queue").await;
+    assert_eq!(
+        (q["paused"].as_bool(), q["counts"]["queued"].as_u64()),
+        (Some(true), Some(1))
+    );
+    assert_eq!(q["workers_total"], 2);
+
+    let (s, v) = a
+        .call(
+            "PATCH",
+            &format!("/api/jobs/{id}"),
+            Some(r#"{"priority": 9}"#),
+        )
+        .await;
+    assert_eq!((s, v["priority"].as_u64()), (StatusCode::OK, Some(9)));
+    let (s, v) = a
+        .call(
+            "PATCH",
+            &format!("/api/jobs/{id}"),
+            Some(r#"{"priority": 0}"#),
+        )
+        .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid-field"))
+    );
+    let (s, _) = a
+        .call("PATCH", &format!("/api/jobs/{id}"), Some("{nope"))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
+    let (s, v) = a.call("DELETE", &format!("/api/jobs/{id}"), None).await;
+    assert_eq!(
+        (s, v["state"].as_str()),
+        (StatusCode::OK, Some("cancelled"))
+    );
+    let (s, v) = a.call("DELETE", &format!("/api/jobs/{id}"), None).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::CONFLICT, Some("invalid-state"))
+    );
+    let (s, v) = a.get(&format!("/api/jobs/{id}/result")).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::CONFLICT, Some("no-result"))
+    );
+
+    let (s, _) = a.call("POST", "/api/queue/resume", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = a.call("POST", &format!("/api/jobs/{id}/retry"), None).await;
+    assert_eq!((s, v["state"].as_str()), (StatusCode::OK, Some("queued")));
+    a.wait_state(&id, "completed").await;
+    let (s, v) = a.call("POST", &format!("/api/jobs/{id}/retry"), None).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::CONFLICT, Some("invalid-state")),
+        "{v}"
+    );
+
+    for uri in [
+        "/api/jobs/0190b5c2-0000-7000-8000-000000000000",
+        "/api/jobs/not-an-id",
+        "/api/nothing",
+    ] {
+        let (s, v) = a.get(uri).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{uri}: {v}");
+        assert!(v["code"].is_string() && v["message"].is_string(), "{v}");
+    }
+    let (s, v) = a.call("POST", "/api/ml/nothing/reset", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    let (s, v) = a.get("/api/ml").await;
+    assert_eq!((s, v.as_array().map(Vec::len)), (StatusCode::OK, Some(0)));
+    // Bulk: cancel everything queued (none now), delete the cancelled ones.
+    let (s, v) = a
+        .call(
+            "POST",
+            "/api/jobs/bulk",
+            Some(r#"{"action":"cancel","filter":{"state":"queued"}}"#),
+        )
+        .await;
+    assert_eq!(
+        (s, v["affected"].as_u64()),
+        (StatusCode::OK, Some(0)),
+        "{v}"
+    );
+    let (s, v) = a
+        .call(
+            "POST",
+            "/api/jobs/bulk",
+            Some(r#"{"action":"retry","filter":{"state":"completed"}}"#),
+        )
+        .await;
+    assert_eq!(
+        (s, v["matched"].as_u64(), v["affected"].as_u64()),
+        (StatusCode::OK, Some(1), Some(0)),
+        "{v}"
+    );
+    let (s, v) = a
+        .call("POST", "/api/jobs/bulk", Some(r#"{"action":"explode"}"#))
+        .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid-field")),
+        "{v}"
+    );
+    let (s, v) = a.get("/api/events?since=0&timeout=1").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(v["events"].as_array().is_some_and(|e| !e.is_empty()), "{v}");
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_by_path_stays_inside_the_import_dirs() {
+    let a = api(None, 1 << 20).await;
+    let (s, v) = a
+        .call(
+            "POST",
+            "/api/jobs",
+            Some(r#"{"paths": ["spheroid_core_8bit.png"], "priority": 8, "project": "imported"}"#),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(v["jobs"][0]["priority"], 8);
+    let outside = ["../pool.rs", "../../Cargo.toml", "/etc/passwd"];
+    for p in outside {
+        let (s, v) = a
+            .call(
+                "POST",
+                "/api/jobs",
+                Some(&format!(r#"{{"paths": ["{p}"]}}"#)),
+            )
+            .await;
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("path-not-allowed")),
+            "{p}: {v}"
+        );
+    }
+    let (s, v) = a
+        .call("POST", "/api/jobs", Some(r#"{"paths": ["nope.png"]}"#))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(v["message"].as_str().expect("message").contains("paths[0]"));
+    let (s, v) = a
+        .call(
+            "POST",
+            "/api/jobs",
+            Some(r#"{"paths": ["not_an_image.txt"]}"#),
+        )
+        .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::UNSUPPORTED_MEDIA_TYPE, Some("not-an-image")),
+        "{v}"
+    );
+    let (s, v) = a
+        .call(
+            "POST",
+            "/api/jobs",
+            Some(r#"{"paths": ["spheroid_core_8bit.png"], "priority": 11}"#),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let (s, _) = a.call("POST", "/api/jobs", Some(r#"{"files": []}"#)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    a.stop().await;
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.path().is_dir() {
+            out.extend(files_under(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
+fn tiny_png(w: u32, h: u32) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageLuma8(image::GrayImage::new(w, h))
+        .write_to(&mut out, image::ImageFormat::Png)
+        .expect("png");
+    out.into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_uploads_at_the_same_moment_all_succeed() {
+    let a = std::sync::Arc::new(api(None, 64 << 20).await);
+    let png = read("spheroid_lumen_8bit.png");
+    let uploads: Vec<_> = (0..24)
+        .map(|i| {
+            let (a, png) = (std::sync::Arc::clone(&a), png.clone());
+            tokio::spawn(async move {
+                a.upload(&[("image", &format!("copy-{i}.png"), png)], &[])
+                    .await
+            })
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    for u in uploads {
+        let (s, v) = u.await.expect("task");
+        assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+        ids.insert(v["jobs"][0]["id"].as_str().expect("id").to_owned());
+    }
+    assert_eq!(ids.len(), 24, "one job per upload");
+    let images: Vec<_> = files_under(&a.dir.path().join("images"));
+    assert_eq!(images.len(), 1, "one image file, no temp files: {images:?}");
+    assert_eq!(std::fs::read(&images[0]).expect("read"), png);
+    for id in &ids {
+        a.wait_state(id, "completed").await;
+    }
+    std::sync::Arc::into_inner(a)
+        .expect("last handle")
+        .stop()
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_decode_budget_answers_503_with_retry_after() {
+    let mut a = api(None, 64 << 20).await;
+    let budget = spheroseg::segment::DecodeBudget::new(1 << 20);
+    a.state.service.images = a.state.service.images.clone().with_budget(budget.clone());
+    let held = budget
+        .reserve(1 << 20, std::time::Duration::ZERO)
+        .expect("all of it");
+    let (kind, body) = multipart(&[("image", "a.png", read("spheroid_core_8bit.png"))], &[]);
+    let req = Request::post("/api/jobs")
+        .header(header::CONTENT_TYPE, kind)
+        .body(Body::from(body))
+        .expect("request");
+    let resp = a.respond(req).await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.headers()[header::RETRY_AFTER], "5");
+    let v: serde_json::Value = serde_json::from_slice(
+        &axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .expect("body"),
+    )
+    .expect("json");
+    assert_eq!(v["code"], "busy", "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .expect("message")
+            .contains("try again"),
+        "{v}"
+    );
+    drop(held);
+    let (s, v) = a
+        .upload(&[("image", "a.png", read("spheroid_core_8bit.png"))], &[])
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    a.stop().await;
+}
+
+/// A tmpfs of `mb` MiB on a fresh directory, unmounted when dropped; `None` where this machine
+/// does not let the test mount one (not root).
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn new(mb: u64) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(SmallDisk(dir))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_to_a_full_disk_is_507_and_says_how_much_is_free() {
+    let Some(disk) = SmallDisk::new(12) else {
+        eprintln!("skipped: this machine does not let the test mount a tmpfs");
+        return;
+    };
+    let data = tempfile::tempdir_in(disk.0.path()).expect("data dir");
+    let data_path = data.path().to_owned();
+    let a = api_in(data, None, 64 << 20).await;
+    // Fill the disk but for a few KiB (the 8 MiB write-ahead log is already allocated).
+    let filler = data_path.join("filler");
+    let mut f = std::fs::File::create(&filler).expect("filler");
+    let chunk = vec![0u8; 64 << 10];
+    while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
+    drop(f);
+    let (s, v) = a
+        .upload(
+            &[("image", "big.png", read("spheroid_lumen_8bit.png"))],
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::INSUFFICIENT_STORAGE, Some("disk-full")),
+        "{v}"
+    );
+    let message = v["message"].as_str().expect("message");
+    assert!(
+        message.starts_with("disk full: 0 MB free on")
+            && message.contains(&*data_path.to_string_lossy()),
+        "{message}"
+    );
+    let (_, q) = a.get("/api/queue").await;
+    assert_eq!(q["counts"]["queued"], 0, "nothing was enqueued");
+    // Once there is room again, the same upload goes through.
+    std::fs::remove_file(&filler).expect("free the disk");
+    let (s, v) = a
+        .upload(
+            &[("image", "big.png", read("spheroid_lumen_8bit.png"))],
+            &[],
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    a.stop().await;
+    drop(disk);
+}
+
+/// The garbage collector runs flat out while the same image is uploaded, cancelled and deleted
+/// again and again: every acknowledged job's image is there when its 202 comes back, and an image
+/// goes only once no job refers to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collection_never_takes_an_image_an_acknowledged_job_refers_to() {
+    let a = std::sync::Arc::new(api(None, 64 << 20).await);
+    let (s, _) = a.call("POST", "/api/queue/pause", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let collector = {
+        let (images, queue) = (
+            a.state.service.images.clone(),
+            a.state.service.queue.clone(),
+        );
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut removed = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                removed += images.collect_garbage(|h| queue.image_referenced(h).unwrap_or(true));
+            }
+            removed
+        })
+    };
+    let png = read("spheroid_core_8bit.png");
+    for round in 0..40 {
+        let (s, v) = a.upload(&[("image", "again.png", png.clone())], &[]).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+        let id = v["jobs"][0]["id"].as_str().expect("id").to_owned();
+        let (_, job) = a.get(&format!("/api/jobs/{id}")).await;
+        let hash = job["image"]["hash"].as_str().expect("hash");
+        assert!(
+            a.state.service.images.path(hash).exists(),
+            "round {round}: the image of an acknowledged job is there"
+        );
+        let (s, _, _) = a.get_raw(&format!("/api/jobs/{id}/image")).await;
+        assert_eq!(s, StatusCode::OK, "round {round}");
+        let body = format!(r#"{{"action":"cancel","filter":{{"ids":["{id}"]}}}}"#);
+        let (s, _) = a.call("POST", "/api/jobs/bulk", Some(&body)).await;
+        assert_eq!(s, StatusCode::OK);
+        let body = format!(r#"{{"action":"delete","filter":{{"ids":["{id}"]}}}}"#);
+        let (s, v) = a.call("POST", "/api/jobs/bulk", Some(&body)).await;
+        assert_eq!(
+            (s, v["affected"].as_u64()),
+            (StatusCode::OK, Some(1)),
+            "{v}"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let removed = collector.join().expect("collector");
+    assert!(
+        removed > 0,
+        "the collector did remove the unreferenced image in between"
+    );
+    std::sync::Arc::into_inner(a)
+        .expect("last handle")
+        .stop()
+        .await;
+}

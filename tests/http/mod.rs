@@ -1,0 +1,16 @@
+//! The HTTP API, one file per resource as in `src/http/`.
+
+/// The API token.
+mod auth;
+/// `serve` over TCP with the WebSocket.
+mod events;
+/// Host and cross-site checks; bulk actions name what they act on.
+mod guard;
+/// The health endpoints.
+mod health;
+/// Jobs, uploads, results and exports.
+mod jobs;
+/// spheroseg as an ML service.
+mod ml;
+/// The status page and the OpenAPI document.
+mod ui;

@@ -1,0 +1,145 @@
+//! The embedded status page and the OpenAPI document.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use spheroseg::http::router;
+use tower::ServiceExt;
+
+use crate::util::api::*;
+
+/// The OpenAPI document lists every route the router serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_lists_every_route() {
+    let a = api(None, 1 << 20).await;
+    let (s, doc) = a.get("/api/openapi.json").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(doc["openapi"].as_str().expect("version").starts_with("3."));
+    let paths = doc["paths"].as_object().expect("paths");
+    let expect = [
+        ("/api/jobs", &["get", "post"][..]),
+        ("/api/jobs/{id}", &["get", "delete", "patch"][..]),
+        ("/api/jobs/{id}/retry", &["post"][..]),
+        ("/api/jobs/{id}/result", &["get"][..]),
+        ("/api/jobs/{id}/result.csv", &["get"][..]),
+        ("/api/jobs/{id}/mask.png", &["get"][..]),
+        ("/api/jobs/{id}/image", &["get"][..]),
+        ("/api/jobs/{id}/preview.png", &["get"][..]),
+        ("/api/jobs/bulk", &["post"][..]),
+        ("/api/export", &["get"][..]),
+        ("/api/queue", &["get"][..]),
+        ("/api/queue/pause", &["post"][..]),
+        ("/api/queue/resume", &["post"][..]),
+        ("/api/ml", &["get"][..]),
+        ("/api/ml/{name}/reset", &["post"][..]),
+        ("/api/system", &["get"][..]),
+        ("/api/events", &["get"][..]),
+        ("/ws", &["get"][..]),
+        ("/api/health", &["get"][..]),
+        ("/api/health/live", &["get"][..]),
+        ("/api/health/ready", &["get"][..]),
+        ("/api/health/detailed", &["get"][..]),
+        ("/api/health/services/{name}", &["get"][..]),
+        ("/metrics", &["get"][..]),
+        ("/api/openapi.json", &["get"][..]),
+        ("/api/segmentation/queue/status", &["get"][..]),
+        ("/api/segmentation/job/{id}", &["get"][..]),
+        ("/ml/segment", &["post"][..]),
+        ("/ml/health", &["get"][..]),
+    ];
+    for (path, methods) in expect {
+        let item = paths
+            .get(path)
+            .unwrap_or_else(|| panic!("{path} missing from the document"));
+        for m in methods {
+            assert!(item.get(*m).is_some(), "{m} {path} missing");
+        }
+    }
+    assert_eq!(
+        paths.len(),
+        expect.len(),
+        "no undocumented extras: {:?}",
+        paths.keys().collect::<Vec<_>>()
+    );
+    // And every documented path answers something other than the fallback 404.
+    for (path, methods) in expect {
+        if methods.contains(&"get") && !path.contains('{') && path != "/ws" && path != "/api/events"
+        {
+            let (s, _, _) = a.get_raw(path).await;
+            assert_ne!(s, StatusCode::NOT_FOUND, "{path}");
+        }
+    }
+    a.stop().await;
+}
+
+/// The embedded status page: content types, security headers, 404 for anything not embedded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_is_served_from_the_binary() {
+    let a = api(Some("s3cret"), 1 << 20).await;
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/static/app.js", "text/javascript"),
+        ("/static/style.css", "text/css"),
+    ] {
+        let resp = router(a.state.clone())
+            .oneshot(
+                Request::get(path)
+                    .header(header::HOST, "127.0.0.1:5001")
+                    .body(Body::empty())
+                    .expect("req"),
+            )
+            .await
+            .expect("response");
+        assert_eq!(
+            resp.status(),
+            StatusCode::OK,
+            "{path}: the page needs no token"
+        );
+        let h = resp.headers();
+        assert!(
+            h[header::CONTENT_TYPE]
+                .to_str()
+                .expect("type")
+                .starts_with(kind),
+            "{path}"
+        );
+        assert!(
+            h[header::CONTENT_SECURITY_POLICY]
+                .to_str()
+                .expect("csp")
+                .contains("script-src 'self'")
+        );
+        assert_eq!(h[header::CACHE_CONTROL], "no-cache");
+    }
+    for path in [
+        "/static/nope.js",
+        "/static/../Cargo.toml",
+        "/static/%2e%2e/Cargo.toml",
+    ] {
+        let (s, _, _) = a.get_raw(path).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{path}");
+    }
+    // The WebSocket checks the Origin: its own address and the configured extra ones pass.
+    for (origin, allowed) in [
+        ("http://127.0.0.1:5001", true),
+        ("http://localhost:5001", true),
+        ("https://lab.example", true),
+        ("http://evil.example", false),
+    ] {
+        let req = Request::get("/ws?access_token=s3cret")
+            .header(header::ORIGIN, origin)
+            .body(Body::empty())
+            .expect("req");
+        let (s, _, _) = a.send(req).await;
+        assert_eq!(s == StatusCode::FORBIDDEN, !allowed, "{origin}: {s}");
+    }
+    // The WebSocket takes the token as a query parameter (browsers cannot set its headers).
+    let (s, _, _) = a.get_raw("/ws").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _, _) = a.get_raw("/ws?access_token=s3cret").await;
+    assert_ne!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "authorised; the upgrade itself needs a real socket"
+    );
+    a.stop().await;
+}
