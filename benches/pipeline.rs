@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use spheroseg::clock::SystemClock;
 use spheroseg::events::EventBus;
 use spheroseg::images::ImageStore;
-use spheroseg::pool::{Pool, PoolConfig, Segmenters};
+use spheroseg::pool::{Pool, PoolConfig};
 use spheroseg::queue::{ImageRef, NewJob, Queue, QueueOptions};
+use spheroseg::segment::Segmenters;
 use spheroseg::segment::{
     Builtin, Control, DecodeLimits, Failure, ImageInfo, Input, SegmentParams, SegmentResult,
     Segmenter,
@@ -32,9 +33,9 @@ impl Segmenter for NoOp {
     fn segment(&self, input: &Input<'_>, _: &mut Control<'_>) -> Result<SegmentResult, Failure> {
         Ok(SegmentResult {
             image: ImageInfo {
-                name: input.image.name.clone(),
-                width: input.image.width,
-                height: input.image.height,
+                name: input.name.to_owned(),
+                width: 0,
+                height: 0,
                 format: "PNG".into(),
                 bit_depth: 8,
                 channels: 1,

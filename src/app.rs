@@ -18,13 +18,14 @@ use crate::config::{Config, Fallback, SegmenterKind};
 use crate::events::EventBus;
 use crate::http::AppState;
 use crate::images::ImageStore;
-use crate::pool::{MlService, Pool, PoolConfig, Segmenters};
+use crate::pool::{Pool, PoolConfig};
 use crate::queue::SegmenterChoice;
 use crate::queue::{Queue, Retention};
 use crate::segment::breaker::{Breaker, BreakerConfig};
 use crate::segment::command::CommandSegmenter;
 use crate::segment::http::HttpSegmenter;
 use crate::segment::{Builtin, DecodeBudget};
+use crate::segment::{MlService, Segmenters};
 use crate::service::Service;
 
 /// A WebSocket client that takes no message for this long is disconnected.

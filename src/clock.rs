@@ -1,11 +1,12 @@
-//! Time as an injected dependency: leases, backoff, aging and (later) the circuit breaker read the
-//! clock through this trait, so tests move time by hand instead of sleeping.
+//! Time as an injected dependency: leases, backoff, aging and the circuit breakers read the clock
+//! through this trait, so tests move time by hand instead of sleeping.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::queue::Millis;
+/// Milliseconds since the Unix epoch, the one unit of wall-clock time in records and events.
+pub type Millis = u64;
 
 /// A source of wall-clock milliseconds since the Unix epoch.
 pub trait Clock: Send + Sync + 'static {

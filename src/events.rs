@@ -10,7 +10,8 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 use crate::clock::Clock;
-use crate::queue::{JobId, JobState, Millis, StateCounts};
+use crate::clock::Millis;
+use crate::queue::{JobId, JobState, StateCounts};
 
 /// What happened.
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -22,13 +22,25 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::queue::ImageRef;
 use crate::segment::DecodeBudget;
 use crate::segment::decode::Encoded;
 use crate::segment::decode::{DecodeError, DecodeLimits, Header, decode_from, probe_from};
+use serde::{Deserialize, Serialize};
 
 /// How long a check waits for the decode budget before the request is refused as busy.
 const BUDGET_WAIT: Duration = Duration::from_secs(5);
+
+/// An image in the store: a content-addressed file under `data_dir/images/`, as jobs refer to it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRef {
+    /// Lowercase hex content hash; also the file name in the image store.
+    pub hash: String,
+    /// The name the image arrived with (upload file name or path), for people and exports.
+    pub name: String,
+    pub width: u32,
+    pub height: u32,
+    pub bytes: u64,
+}
 
 /// Why an image was not stored.
 #[derive(Debug, thiserror::Error)]

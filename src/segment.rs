@@ -10,6 +10,7 @@ pub mod command;
 pub mod decode;
 pub mod http;
 mod params;
+mod registry;
 mod result;
 
 use std::path::Path;
@@ -20,11 +21,11 @@ pub use budget::{DecodeBudget, Footprint, Reservation};
 pub use builtin::{Decisions, SegmentError, Segmentation};
 pub use decode::{DecodeError, DecodeLimits, Decoded};
 pub use params::{Feature, ParamsError, Polarity, SegmentParams};
+pub use registry::{MlService, Segmenters};
 use result::measure_all;
 pub use result::{AnalyzeError, ImageInfo, ObjectMetrics, ResultJson, SegmentResult, analyze};
 
 use crate::outline::{Polygon, from_polygons};
-use crate::queue::{ImageRef, JobError};
 
 /// Why a running job was asked to stop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,7 +74,8 @@ pub struct Input<'a> {
     pub bytes: &'a [u8],
     /// The stored original on disk (for programs and services that read files).
     pub path: &'a Path,
-    pub image: &'a ImageRef,
+    /// The name the image arrived with (for people, results and the files a service receives).
+    pub name: &'a str,
     pub params: &'a SegmentParams,
     pub limits: &'a DecodeLimits,
     /// Decoded bytes in flight, shared by the process: a segmenter reserves what it will hold
@@ -114,17 +116,26 @@ impl Failure {
         }
     }
 
-    /// As the job keeps it; `None` for a stop.
-    pub fn job_error(&self) -> Option<JobError> {
+    /// The stable code; `None` for a stop.
+    pub fn code(&self) -> Option<&str> {
         match self {
             Failure::Stopped => None,
-            Failure::Transient { code, message } => {
-                Some(JobError::transient(code, message.clone()))
-            }
-            Failure::Permanent { code, message } => {
-                Some(JobError::permanent(code, message.clone()))
+            Failure::Transient { code, .. } | Failure::Permanent { code, .. } => Some(code),
+        }
+    }
+
+    /// What went wrong, for a person; `None` for a stop.
+    pub fn message(&self) -> Option<&str> {
+        match self {
+            Failure::Stopped => None,
+            Failure::Transient { message, .. } | Failure::Permanent { message, .. } => {
+                Some(message)
             }
         }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Failure::Transient { .. })
     }
 }
 
@@ -172,7 +183,7 @@ impl Segmenter for Builtin {
         };
         match analyze(
             input.bytes,
-            &input.image.name,
+            input.name,
             input.params,
             input.limits,
             &flag,
@@ -231,7 +242,7 @@ pub fn result_from_polygons(
     let mut timings_ms = timings_ms;
     timings_ms.push(("measure".into(), start.elapsed().as_secs_f64() * 1e3));
     Ok(SegmentResult {
-        image: ImageInfo::of(&input.image.name, &decoded),
+        image: ImageInfo::of(input.name, &decoded),
         segmenter: segmenter.to_owned(),
         params: input.params.clone(),
         decisions: None,

@@ -15,13 +15,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use spheroseg::clock::{Clock, SystemClock};
 use spheroseg::events::{EventBus, EventKind, Missed};
-use spheroseg::pool::{MlService, Pool, PoolConfig, Segmenters};
+use spheroseg::pool::{Pool, PoolConfig};
 use spheroseg::queue::{ImageRef, JobState, NewJob, SegmenterChoice};
 use spheroseg::segment::breaker::{Breaker, BreakerConfig};
 use spheroseg::segment::http::HttpSegmenter;
 use spheroseg::segment::{
     Builtin, Control, DecodeLimits, Failure, Input, SegmentParams, SegmentResult, Segmenter, Stop,
 };
+use spheroseg::segment::{MlService, Segmenters};
 
 #[derive(Clone, Debug, PartialEq)]
 enum Mode {
@@ -145,7 +146,7 @@ async fn call(seg: &Arc<HttpSegmenter>, timeout: Duration) -> Result<SegmentResu
         let input = Input {
             bytes: &bytes,
             path: &path,
-            image: &image,
+            name: &image.name,
             params: &params,
             limits: &limits,
             budget: &Default::default(),
@@ -164,8 +165,7 @@ async fn call(seg: &Arc<HttpSegmenter>, timeout: Duration) -> Result<SegmentResu
 }
 
 fn code(f: &Failure) -> (String, bool) {
-    let e = f.job_error().expect("an error");
-    (e.code, e.transient)
+    (f.code().expect("a code").to_owned(), f.is_transient())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,9 +206,8 @@ async fn every_answer_is_classified() {
     *stub.mode.lock().expect("lock") = Mode::NotSuccess;
     let f = call(&seg, Duration::from_secs(10)).await.unwrap_err();
     assert!(
-        f.job_error()
-            .expect("error")
-            .message
+        f.message()
+            .expect("message")
             .contains("Model file not found")
     );
 

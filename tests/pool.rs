@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 use spheroseg::clock::{Clock, SystemClock};
 use spheroseg::events::{Event, EventBus, EventKind, Missed};
 use spheroseg::images::ImageStore;
-use spheroseg::pool::{MlService, Pool, PoolConfig, Segmenters};
+use spheroseg::pool::{Pool, PoolConfig};
 use spheroseg::queue::{JobFilter, JobId, JobState, NewJob, Queue, QueueOptions, SegmenterChoice};
 use spheroseg::segment::breaker::{Breaker, BreakerConfig};
 use spheroseg::segment::command::CommandSegmenter;
 use spheroseg::segment::{Builtin, Control, Failure, Input, SegmentResult, Segmenter};
+use spheroseg::segment::{MlService, Segmenters};
 
 use crate::util::fixture;
 
@@ -185,10 +186,10 @@ impl Segmenter for Scripted {
         control: &mut Control<'_>,
     ) -> Result<SegmentResult, Failure> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        if input.image.name.contains("core") {
+        if input.name.contains("core") {
             panic!("a bad image");
         }
-        if input.image.name.contains("plain") {
+        if input.name.contains("plain") {
             // Slow: runs until stopped.
             while !control.stop.stopped() {
                 std::thread::sleep(Duration::from_millis(5));

@@ -68,7 +68,7 @@ pub(super) fn run(s: &Arc<Shared>, work: Work) {
         let input = Input {
             bytes: &bytes,
             path: &path,
-            image: &lease.job.image,
+            name: &lease.job.image.name,
             params: &lease.job.params,
             limits: &s.config.limits,
             budget: &s.config.budget,
@@ -116,11 +116,18 @@ pub(super) fn run(s: &Arc<Shared>, work: Work) {
             reason => interrupted(s, id, reason),
         },
         Ok(Err(f)) => {
-            let err = f
-                .job_error()
-                .unwrap_or_else(|| JobError::transient("stopped", "stopped"));
+            let err = job_error(&f);
             s.handle.block_on(finish_failed(s, &lease, err));
         }
+    }
+}
+
+/// A segmenter's failure as the job keeps it.
+fn job_error(f: &Failure) -> JobError {
+    match f {
+        Failure::Transient { code, message } => JobError::transient(code, message.clone()),
+        Failure::Permanent { code, message } => JobError::permanent(code, message.clone()),
+        Failure::Stopped => JobError::transient("stopped", "stopped"),
     }
 }
 

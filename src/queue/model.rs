@@ -10,10 +10,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::clock::Millis;
+pub use crate::images::ImageRef;
 use crate::segment::SegmentParams;
-
-/// Milliseconds since the Unix epoch, the queue's one unit of time.
-pub type Millis = u64;
 
 /// A job's id: a UUIDv7, so ids sort by creation time; shown as the hyphenated string.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -173,18 +172,6 @@ impl JobError {
             transient: false,
         }
     }
-}
-
-/// The original image a job segments: a content-addressed file under `data_dir/images/`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImageRef {
-    /// Lowercase hex content hash; also the file name in the image store.
-    pub hash: String,
-    /// The name the image arrived with (upload file name or path), for people and exports.
-    pub name: String,
-    pub width: u32,
-    pub height: u32,
-    pub bytes: u64,
 }
 
 /// Which segmenter runs a job. `Http` and `Command` name a configured ML service.

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::queue::Millis;
+use crate::clock::Millis;
 
 /// Settings of one breaker.
 #[derive(Clone, Copy, Debug, PartialEq)]

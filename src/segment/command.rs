@@ -275,7 +275,7 @@ impl Segmenter for CommandSegmenter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::ImageRef;
+    use crate::images::ImageRef;
     use crate::segment::{DecodeLimits, SegmentParams, Stop, StopReason};
 
     struct Env {
@@ -333,7 +333,7 @@ mod tests {
         let input = Input {
             bytes: &env.png,
             path: &env.path,
-            image: &env.image,
+            name: &env.image.name,
             params: &params,
             limits: &limits,
             budget: &Default::default(),
@@ -390,11 +390,10 @@ echo '{"status":"completed","success":true,"polygons":[{"id":"p1","points":[{"x"
         ];
         for (script, transient, code) in cases {
             let f = run(&e, script, &Stop::default(), Duration::from_secs(10)).unwrap_err();
-            let err = f.job_error().expect("an error");
             assert_eq!(
-                (err.transient, err.code.as_str()),
+                (f.is_transient(), f.code().expect("a code")),
                 (transient, code),
-                "{script}: {err:?}"
+                "{script}: {f:?}"
             );
         }
         let f = run(
@@ -405,19 +404,13 @@ echo '{"status":"completed","success":true,"polygons":[{"id":"p1","points":[{"x"
         )
         .unwrap_err();
         assert!(
-            f.job_error()
-                .expect("error")
-                .message
+            f.message()
+                .expect("message")
                 .contains("stderr: cannot open image"),
             "{f:?}"
         );
         let f = run(&e, r#"echo '{"success":false,"error":"CUDA out of memory","error_type":"cuda_out_of_memory"}' > "$1"; exit 3"#, &Stop::default(), Duration::from_secs(10)).unwrap_err();
-        assert!(
-            f.job_error()
-                .expect("error")
-                .message
-                .contains("CUDA out of memory")
-        );
+        assert!(f.message().expect("message").contains("CUDA out of memory"));
     }
 
     #[test]
@@ -436,12 +429,7 @@ echo '{"status":"completed","success":true,"polygons":[{"id":"p1","points":[{"x"
     fn bad_output_is_an_error_not_a_result() {
         let e = env();
         let f = run(&e, "exit 0", &Stop::default(), Duration::from_secs(10)).unwrap_err();
-        assert!(
-            f.job_error()
-                .expect("error")
-                .message
-                .contains("no result JSON")
-        );
+        assert!(f.message().expect("message").contains("no result JSON"));
         let f = run(
             &e,
             r#"echo '{not json' > "$1""#,
@@ -449,13 +437,12 @@ echo '{"status":"completed","success":true,"polygons":[{"id":"p1","points":[{"x"
             Duration::from_secs(10),
         )
         .unwrap_err();
-        assert!(f.job_error().expect("error").message.contains("malformed"));
+        assert!(f.message().expect("message").contains("malformed"));
         let outside = r#"echo '{"success":true,"polygons":[{"id":"p","points":[[0,0],[500,0],[500,5]],"type":"external","class":"spheroid"}]}' > "$1""#;
         let f = run(&e, outside, &Stop::default(), Duration::from_secs(10)).unwrap_err();
-        let err = f.job_error().expect("error");
         assert_eq!(
-            (err.code.as_str(), err.transient),
-            ("polygons-out-of-image", false)
+            (f.code(), f.is_transient()),
+            (Some("polygons-out-of-image"), false)
         );
     }
 
@@ -465,7 +452,7 @@ echo '{"status":"completed","success":true,"polygons":[{"id":"p1","points":[{"x"
         let started = Instant::now();
         let f = run(&e, "sleep 30", &Stop::default(), Duration::from_millis(200)).unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(5));
-        assert_eq!(f.job_error().expect("error").code, "timeout");
+        assert_eq!(f.code(), Some("timeout"));
         let stop = Stop::default();
         stop.request(StopReason::Cancelled);
         let f = run(&e, "sleep 30", &stop, Duration::from_secs(60)).unwrap_err();
@@ -492,7 +479,7 @@ echo '{"status":"completed","success":true,"polygons":[{"id":"p1","points":[{"x"
         let input = Input {
             bytes: &e.png,
             path: &e.path,
-            image: &e.image,
+            name: &e.image.name,
             params: &params,
             limits: &limits,
             budget: &Default::default(),
@@ -506,8 +493,8 @@ echo '{"status":"completed","success":true,"polygons":[{"id":"p1","points":[{"x"
         };
         let f = seg.segment(&input, &mut control).unwrap_err();
         assert_eq!(
-            f.job_error().expect("error").code,
-            "command-failed",
+            f.code(),
+            Some("command-failed"),
             "exit 2: the literal argument arrived"
         );
         assert!(!e.dir.path().join("work").join("pwned").exists());

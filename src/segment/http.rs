@@ -153,7 +153,7 @@ impl HttpSegmenter {
                 .map(|h| h.format)
                 .unwrap_or("image");
             let image = reqwest::multipart::Part::bytes(input.bytes.to_vec())
-                .file_name(input.image.name.clone())
+                .file_name(input.name.to_owned())
                 .mime_str(mime(format))
                 .map_err(|e| Failure::permanent("ml-request", e.to_string()))?;
             let params = reqwest::multipart::Part::text(

@@ -50,7 +50,7 @@ async fn spheroseg_serves_the_ml_contract_to_another_spheroseg() {
         let input = spheroseg::segment::Input {
             bytes: &bytes,
             path: &path,
-            image: &image,
+            name: &image.name,
             params: &params,
             limits: &limits,
             budget: &Default::default(),

@@ -11,9 +11,10 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use spheroseg::clock::SystemClock;
 use spheroseg::http::{AppState, router};
-use spheroseg::pool::{Pool, Segmenters};
+use spheroseg::pool::Pool;
 use spheroseg::queue::SegmenterChoice;
 use spheroseg::segment::Builtin;
+use spheroseg::segment::Segmenters;
 use spheroseg::service::Service;
 use tower::ServiceExt;
 
