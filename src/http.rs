@@ -27,6 +27,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 
 pub use error::ApiError;
+
+use crate::error_code::ErrorCode;
 pub use guard::{Guard, HostRule};
 
 use crate::service::Service;
@@ -86,7 +88,7 @@ async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Respon
         if !given.is_some_and(|g| same(g.as_bytes(), token.as_bytes())) {
             return ApiError::new(
                 StatusCode::UNAUTHORIZED,
-                "unauthorized",
+                ErrorCode::UNAUTHORIZED,
                 "this spheroseg requires Authorization: Bearer TOKEN",
             )
             .into_response();

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use crate::error_code::ErrorCode;
 use crate::segment::DecodeBudget;
 use crate::segment::decode::Encoded;
 use crate::segment::decode::{DecodeError, DecodeLimits, Header, decode_from, probe_from};
@@ -84,14 +85,14 @@ pub enum ImageStoreError {
 }
 
 impl ImageStoreError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
             ImageStoreError::Refused { source, .. } => source.code(),
-            ImageStoreError::OverBudget { .. } => "image-too-large",
-            ImageStoreError::TooSmall { .. } => "image-too-small",
-            ImageStoreError::Busy { .. } => "busy",
-            ImageStoreError::DiskFull { .. } => "disk-full",
-            ImageStoreError::Io { .. } => "io-error",
+            ImageStoreError::OverBudget { .. } => ErrorCode::IMAGE_TOO_LARGE,
+            ImageStoreError::TooSmall { .. } => ErrorCode::IMAGE_TOO_SMALL,
+            ImageStoreError::Busy { .. } => ErrorCode::BUSY,
+            ImageStoreError::DiskFull { .. } => ErrorCode::DISK_FULL,
+            ImageStoreError::Io { .. } => ErrorCode::IO_ERROR,
         }
     }
 }

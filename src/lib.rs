@@ -17,6 +17,7 @@
 //! - `http`: the HTTP API, WebSocket, health endpoints and the embedded status page (axum)
 //! - `telemetry`: the Prometheus recorder and the machine's CPU, memory and disk
 //! - `clock`: injected time for leases, backoff and aging
+//! - `error_code`: every stable kebab-case error code, as constants
 //! - `contain`: a panic of code we call (the storage engine on a damaged file) as an error
 
 pub mod app;
@@ -24,6 +25,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod contain;
+pub mod error_code;
 pub mod events;
 pub mod export;
 pub mod http;

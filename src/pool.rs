@@ -27,6 +27,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{Notify, watch};
 
 use crate::clock::Clock;
+use crate::error_code::ErrorCode;
 use crate::events::{EventBus, EventKind, job as jid};
 use crate::images::ImageStore;
 use crate::queue::{FailOutcome, JobError, JobId, Lease, Queue, QueueError, SegmenterChoice};
@@ -316,7 +317,7 @@ async fn admit(s: &Arc<Shared>, work_tx: &crossbeam_channel::Sender<Work>, lease
             match s.segmenters.ml.get(name) {
                 None => {
                     let err = JobError::permanent(
-                        "unknown-segmenter",
+                        ErrorCode::UNKNOWN_SEGMENTER,
                         format!("no ML service named {name} is configured"),
                     );
                     finish_failed(s, &lease, err).await;
@@ -337,7 +338,7 @@ async fn admit(s: &Arc<Shared>, work_tx: &crossbeam_channel::Sender<Work>, lease
                     } else {
                         let until = next.unwrap_or(now + 1000);
                         let reason = JobError::transient(
-                            "breaker-open",
+                            ErrorCode::BREAKER_OPEN,
                             format!(
                                 "{name} is unavailable (circuit open); the job waits without spending an attempt"
                             ),

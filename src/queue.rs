@@ -30,6 +30,7 @@ pub use stats::{CommitLatency, LogStats, Percentiles, QueueStats, StateCounts, T
 pub use store::OpenReport;
 
 use crate::clock::Clock;
+use crate::error_code::ErrorCode;
 use stats::Recent;
 use store::Store;
 use wal::Wal;
@@ -99,18 +100,18 @@ pub enum QueueError {
 
 impl QueueError {
     /// A stable kebab-case code for the API.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            QueueError::NotFound(_) => "job-not-found",
-            QueueError::Stale { .. } => "stale-attempt",
-            QueueError::InvalidState { .. } => "invalid-state",
-            QueueError::Invalid(_) => "invalid-job",
-            QueueError::AlreadyOpen { .. } => "database-in-use",
-            QueueError::NewerSchema { .. } => "database-too-new",
-            QueueError::Corrupt { .. } => "database-corrupt",
-            QueueError::Io { .. } => "io-error",
-            QueueError::Storage(_) => "storage-error",
-            QueueError::Closed => "queue-closed",
+            QueueError::NotFound(_) => ErrorCode::JOB_NOT_FOUND,
+            QueueError::Stale { .. } => ErrorCode::STALE_ATTEMPT,
+            QueueError::InvalidState { .. } => ErrorCode::INVALID_STATE,
+            QueueError::Invalid(_) => ErrorCode::INVALID_JOB,
+            QueueError::AlreadyOpen { .. } => ErrorCode::DATABASE_IN_USE,
+            QueueError::NewerSchema { .. } => ErrorCode::DATABASE_TOO_NEW,
+            QueueError::Corrupt { .. } => ErrorCode::DATABASE_CORRUPT,
+            QueueError::Io { .. } => ErrorCode::IO_ERROR,
+            QueueError::Storage(_) => ErrorCode::STORAGE_ERROR,
+            QueueError::Closed => ErrorCode::QUEUE_CLOSED,
         }
     }
 

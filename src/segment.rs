@@ -25,6 +25,7 @@ pub use registry::{MlService, Segmenters};
 use result::measure_all;
 pub use result::{AnalyzeError, ImageInfo, ObjectMetrics, ResultJson, SegmentResult, analyze};
 
+use crate::error_code::ErrorCode;
 use crate::outline::{Polygon, from_polygons};
 
 /// Why a running job was asked to stop.
@@ -96,31 +97,33 @@ pub enum Failure {
     /// It stopped because it was asked to (see `Stop::reason`).
     Stopped,
     /// Another attempt may succeed.
-    Transient { code: String, message: String },
+    Transient { code: ErrorCode, message: String },
     /// This input will never work.
-    Permanent { code: String, message: String },
+    Permanent { code: ErrorCode, message: String },
 }
 
 impl Failure {
-    pub fn transient(code: &str, message: impl Into<String>) -> Self {
+    pub fn transient(code: ErrorCode, message: impl Into<String>) -> Self {
         Failure::Transient {
-            code: code.into(),
+            code,
             message: message.into(),
         }
     }
 
-    pub fn permanent(code: &str, message: impl Into<String>) -> Self {
+    pub fn permanent(code: ErrorCode, message: impl Into<String>) -> Self {
         Failure::Permanent {
-            code: code.into(),
+            code,
             message: message.into(),
         }
     }
 
     /// The stable code; `None` for a stop.
-    pub fn code(&self) -> Option<&str> {
+    pub fn code(&self) -> Option<&'static str> {
         match self {
             Failure::Stopped => None,
-            Failure::Transient { code, .. } | Failure::Permanent { code, .. } => Some(code),
+            Failure::Transient { code, .. } | Failure::Permanent { code, .. } => {
+                Some(code.as_str())
+            }
         }
     }
 
@@ -205,8 +208,8 @@ pub fn result_from_polygons(
     timings_ms: Vec<(String, f64)>,
 ) -> Result<SegmentResult, Failure> {
     let start = Instant::now();
-    let objects =
-        from_polygons(polygons).map_err(|e| Failure::permanent("bad-polygons", e.to_string()))?;
+    let objects = from_polygons(polygons)
+        .map_err(|e| Failure::permanent(ErrorCode::BAD_POLYGONS, e.to_string()))?;
     let header = decode::probe(input.bytes, input.limits)
         .map_err(|e| Failure::permanent(e.code(), e.to_string()))?;
     // Waits for the budget as long as it must: the ML service's work is done and not to be lost.
@@ -226,7 +229,7 @@ pub fn result_from_polygons(
             .find(|p| p.x < -0.5 || p.y < -0.5 || p.x > w + 0.5 || p.y > h + 0.5);
         if let Some(p) = outside {
             return Err(Failure::permanent(
-                "polygons-out-of-image",
+                ErrorCode::POLYGONS_OUT_OF_IMAGE,
                 format!(
                     "{segmenter} returned polygon {} with point ({}, {}) outside the {}×{} image",
                     i + 1,

@@ -9,6 +9,7 @@
 
 use std::path::PathBuf;
 
+use crate::error_code::ErrorCode;
 use crate::events::{EventBus, EventKind, job as jid};
 use crate::images::{ImageStore, ImageStoreError, Incoming};
 use crate::pool::PoolHandle;
@@ -35,11 +36,11 @@ pub enum ServiceError {
 
 impl ServiceError {
     /// A stable kebab-case code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
             ServiceError::Image(e) => e.code(),
             ServiceError::Queue(e) => e.code(),
-            ServiceError::Invalid { .. } => "invalid-field",
+            ServiceError::Invalid { .. } => ErrorCode::INVALID_FIELD,
         }
     }
 }

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use spheroseg::clock::{Clock, ManualClock};
+use spheroseg::error_code::ErrorCode;
 use spheroseg::queue::{
     Backoff, FailOutcome, JobError, JobFilter, JobId, JobState, NewJob, Priority, Queue,
     QueueError, QueueOptions,
@@ -317,9 +318,9 @@ fn run(steps: Vec<Step>, aging: Option<Duration>) -> Result<(), TestCaseError> {
                     continue;
                 };
                 let err = if transient {
-                    JobError::transient("ml-unavailable", "503")
+                    JobError::transient(ErrorCode::ML_UNAVAILABLE, "503")
                 } else {
-                    JobError::permanent("decode-failed", "not an image")
+                    JobError::permanent(ErrorCode::DECODE_FAILED, "not an image")
                 };
                 let r = rt.block_on(queue.fail(id, attempt, err));
                 if m.fenced(id, attempt) {

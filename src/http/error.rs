@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::error_code::ErrorCode;
 use crate::images::ImageStoreError;
 use crate::queue::QueueError;
 use crate::service::ServiceError;
@@ -14,7 +15,7 @@ use crate::service::ServiceError;
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: String,
+    pub code: ErrorCode,
     pub message: String,
     /// Seconds for a `Retry-After` header (busy, try again).
     pub retry_after: Option<u32>,
@@ -22,35 +23,35 @@ pub struct ApiError {
 
 #[derive(Serialize)]
 struct Body<'a> {
-    code: &'a str,
+    code: ErrorCode,
     message: &'a str,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
-            code: code.to_owned(),
+            code,
             message: message.into(),
             retry_after: None,
         }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad-request", message)
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::BAD_REQUEST, message)
     }
 
     /// A field out of its range: 422, naming the field.
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid-field",
+            ErrorCode::INVALID_FIELD,
             format!("{field}: {}", message.into()),
         )
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not-found", message)
+        Self::new(StatusCode::NOT_FOUND, ErrorCode::NOT_FOUND, message)
     }
 }
 
@@ -70,7 +71,7 @@ impl IntoResponse for ApiError {
         let mut resp = (
             self.status,
             Json(Body {
-                code: &self.code,
+                code: self.code,
                 message,
             }),
         )
@@ -99,10 +100,12 @@ impl From<QueueError> for ApiError {
 impl From<ImageStoreError> for ApiError {
     fn from(e: ImageStoreError) -> Self {
         let status = match &e {
-            ImageStoreError::Refused { source, .. } => match source.code() {
-                "image-too-large" => StatusCode::PAYLOAD_TOO_LARGE,
-                _ => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            },
+            ImageStoreError::Refused { source, .. }
+                if source.code() == ErrorCode::IMAGE_TOO_LARGE =>
+            {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            ImageStoreError::Refused { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ImageStoreError::OverBudget { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ImageStoreError::TooSmall { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ImageStoreError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -148,13 +151,13 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for JsonBytes {
         if !is_json(req.headers()) {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-media-type",
+                ErrorCode::UNSUPPORTED_MEDIA_TYPE,
                 "send the body as JSON with Content-Type: application/json",
             ));
         }
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
-            .map_err(|e| ApiError::new(e.status(), "bad-request", e.body_text()))?;
+            .map_err(|e| ApiError::new(e.status(), ErrorCode::BAD_REQUEST, e.body_text()))?;
         Ok(JsonBytes(bytes))
     }
 }

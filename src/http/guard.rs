@@ -23,6 +23,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, AppState};
+use crate::error_code::ErrorCode;
 
 /// Paths that answer without the Host check.
 const PROBES: [&str; 2] = ["/api/health/live", "/api/health/ready"];
@@ -176,7 +177,7 @@ impl Guard {
                 Some(h) => {
                     return Err(ApiError::new(
                         StatusCode::MISDIRECTED_REQUEST,
-                        "host-not-allowed",
+                        ErrorCode::HOST_NOT_ALLOWED,
                         format!(
                             "Host {h:?} does not name this spheroseg; if it is reached by that name, add it to allowed_hosts in spheroseg.toml (or SPHEROSEG_ALLOWED_HOSTS)"
                         ),
@@ -185,7 +186,7 @@ impl Guard {
                 None => {
                     return Err(ApiError::new(
                         StatusCode::MISDIRECTED_REQUEST,
-                        "host-not-allowed",
+                        ErrorCode::HOST_NOT_ALLOWED,
                         "the request has no Host header",
                     ));
                 }
@@ -222,7 +223,11 @@ impl Guard {
 }
 
 fn refused(message: &str) -> ApiError {
-    ApiError::new(StatusCode::FORBIDDEN, "cross-site-request", message)
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        ErrorCode::CROSS_SITE_REQUEST,
+        message,
+    )
 }
 
 /// The middleware: refuses before any handler, token check or body read.

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
 use super::{ApiError, AppState};
+use crate::error_code::ErrorCode;
 use crate::images::ImageStore;
 use crate::queue::{Priority, SegmenterChoice};
 use crate::segment::SegmentParams;
@@ -56,13 +57,13 @@ pub(super) fn multipart_error(e: MultipartError) -> ApiError {
     if status == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(
             status,
-            "too-large",
+            ErrorCode::TOO_LARGE,
             format!("the request is larger than the limit: {e}"),
         )
     } else {
         ApiError::new(
             status,
-            "bad-request",
+            ErrorCode::BAD_REQUEST,
             format!("malformed multipart body: {e}"),
         )
     }
@@ -122,7 +123,7 @@ pub(super) async fn text_field(mut field: Field<'_>, limit: usize) -> Result<Str
         if bytes.len() + chunk.len() > limit {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "field-too-large",
+                ErrorCode::FIELD_TOO_LARGE,
                 format!("the form field {name:?} is larger than {} KiB", limit >> 10),
             ));
         }
@@ -189,7 +190,7 @@ pub(super) async fn import(
         .map_err(|_| {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "too-large",
+                ErrorCode::TOO_LARGE,
                 format!("the JSON body is larger than {MAX_JSON} bytes"),
             )
         })?;
@@ -227,7 +228,7 @@ pub(super) fn importable(
     if state.import_dirs.is_empty() {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "import-disabled",
+            ErrorCode::IMPORT_DISABLED,
             "importing by path is off: configure import_dirs",
         ));
     }
@@ -243,7 +244,7 @@ pub(super) fn importable(
     if !state.import_dirs.iter().any(|d| resolved.starts_with(d)) || !resolved.is_file() {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "path-not-allowed",
+            ErrorCode::PATH_NOT_ALLOWED,
             format!("{field}: {raw:?} is not a file inside the import directories"),
         ));
     }

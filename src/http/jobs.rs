@@ -12,6 +12,7 @@ use utoipa_axum::routes;
 use super::error::JsonBytes;
 use super::intake::{self, priority};
 use super::{ApiError, AppState};
+use crate::error_code::ErrorCode;
 use crate::export;
 use crate::queue::{Job, JobFilter, JobId, JobState, SegmenterChoice};
 use crate::segment::{SegmentParams, SegmentResult};
@@ -148,7 +149,7 @@ async fn upload(State(state): State<AppState>, req: Request) -> Result<Response,
     } else if !multipart {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
+            ErrorCode::UNSUPPORTED_MEDIA_TYPE,
             "send images as multipart/form-data (parts named image), or JSON {\"paths\": [...]} with Content-Type: application/json",
         ));
     } else {
@@ -167,7 +168,7 @@ async fn upload(State(state): State<AppState>, req: Request) -> Result<Response,
     if sources.len() > MAX_FILES {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "too-many-files",
+            ErrorCode::TOO_MANY_FILES,
             format!(
                 "{} images in one request; the limit is {MAX_FILES}",
                 sources.len()
@@ -306,14 +307,14 @@ fn stored_result(state: &AppState, raw: &str) -> Result<(Job, SegmentResult), Ap
     let bytes = state.service.queue.result(job.id)?.ok_or_else(|| {
         ApiError::new(
             StatusCode::CONFLICT,
-            "no-result",
+            ErrorCode::NO_RESULT,
             format!("job {} has no result: it is {}", job.id, job.state),
         )
     })?;
     let result = SegmentResult::from_bytes(&bytes).ok_or_else(|| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "result-unreadable",
+            ErrorCode::RESULT_UNREADABLE,
             format!("the stored result of job {} cannot be read", job.id),
         )
     })?;
@@ -345,7 +346,7 @@ async fn result_csv(
     .map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "export-failed",
+            ErrorCode::EXPORT_FAILED,
             e.to_string(),
         )
     })?;
@@ -358,7 +359,7 @@ async fn mask(State(state): State<AppState>, Path(id): Path<String>) -> Result<R
     let png = export::mask_png(&r).map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "export-failed",
+            ErrorCode::EXPORT_FAILED,
             e.to_string(),
         )
     })?;
@@ -376,7 +377,11 @@ async fn original(
     let bytes = tokio::task::spawn_blocking(move || images.read(&hash))
         .await
         .map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "io-error", e.to_string())
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::IO_ERROR,
+                e.to_string(),
+            )
         })??;
     let kind = crate::segment::decode::probe(&bytes, &crate::segment::DecodeLimits::default())
         .map(|h| match h.format {
@@ -400,7 +405,11 @@ async fn preview(
     let png = tokio::task::spawn_blocking(move || images.preview(&job.image.hash, 2048))
         .await
         .map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "io-error", e.to_string())
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::IO_ERROR,
+                e.to_string(),
+            )
         })??;
     Ok((
         [

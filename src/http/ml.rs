@@ -15,6 +15,7 @@ use utoipa_axum::routes;
 
 use super::{ApiError, AppState, intake};
 use crate::clock::{Clock, SystemClock};
+use crate::error_code::ErrorCode;
 use crate::queue::{JobState, Priority, SegmenterChoice};
 use crate::segment::http::ml_reply;
 use crate::segment::{Failure, SegmentParams, SegmentResult};
@@ -73,7 +74,7 @@ async fn segment(State(state): State<AppState>, mut form: Multipart) -> Result<R
     }
     let Some(source) = image else {
         return Ok(reply(Err(&Failure::permanent(
-            "bad-request",
+            ErrorCode::BAD_REQUEST,
             "no image part",
         ))));
     };
@@ -102,7 +103,7 @@ async fn segment(State(state): State<AppState>, mut form: Multipart) -> Result<R
                 return Ok(match SegmentResult::from_bytes(&bytes) {
                     Some(r) => reply(Ok(&r)),
                     None => reply(Err(&Failure::transient(
-                        "result-unreadable",
+                        ErrorCode::RESULT_UNREADABLE,
                         "the result cannot be read",
                     ))),
                 });
@@ -111,11 +112,11 @@ async fn segment(State(state): State<AppState>, mut form: Multipart) -> Result<R
                 let e = job
                     .last_error
                     .map_or_else(|| "cancelled".to_owned(), |e| e.message);
-                return Ok(reply(Err(&Failure::permanent("failed", e))));
+                return Ok(reply(Err(&Failure::permanent(ErrorCode::FAILED, e))));
             }
             _ if Instant::now() >= deadline => {
                 return Ok(reply(Err(&Failure::transient(
-                    "timeout",
+                    ErrorCode::TIMEOUT,
                     "segmentation took too long",
                 ))));
             }

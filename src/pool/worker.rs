@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{MlService, Shared, Target, Work, finish_failed, publish_transition};
+use crate::error_code::ErrorCode;
 use crate::events::{EventKind, job as jid};
 use crate::queue::{JobError, JobId, Lease, QueueError};
 use crate::segment::breaker::Outcome;
@@ -41,8 +42,10 @@ pub(super) fn run(s: &Arc<Shared>, work: Work) {
     let bytes = match s.images.read(&lease.job.image.hash) {
         Ok(b) => b,
         Err(e) => {
-            let err =
-                JobError::permanent("image-missing", format!("the stored image is gone: {e}"));
+            let err = JobError::permanent(
+                ErrorCode::IMAGE_MISSING,
+                format!("the stored image is gone: {e}"),
+            );
             s.handle.block_on(finish_failed(s, &lease, err));
             return;
         }
@@ -99,7 +102,7 @@ pub(super) fn run(s: &Arc<Shared>, work: Work) {
                 .unwrap_or_default();
             tracing::error!(job.id = %id, panic = %what, "segmenter panicked; the job fails");
             let err = JobError::permanent(
-                "internal-error",
+                ErrorCode::INTERNAL_ERROR,
                 "internal error while segmenting (see the log)",
             );
             s.handle.block_on(finish_failed(s, &lease, err));
@@ -108,7 +111,7 @@ pub(super) fn run(s: &Arc<Shared>, work: Work) {
         Ok(Err(Failure::Stopped)) => match stop.reason() {
             StopReason::Timeout => {
                 let err = JobError::transient(
-                    "timeout",
+                    ErrorCode::TIMEOUT,
                     format!("the job ran longer than its timeout ({run_ms} ms)"),
                 );
                 s.handle.block_on(finish_failed(s, &lease, err));
@@ -125,9 +128,9 @@ pub(super) fn run(s: &Arc<Shared>, work: Work) {
 /// A segmenter's failure as the job keeps it.
 fn job_error(f: &Failure) -> JobError {
     match f {
-        Failure::Transient { code, message } => JobError::transient(code, message.clone()),
-        Failure::Permanent { code, message } => JobError::permanent(code, message.clone()),
-        Failure::Stopped => JobError::transient("stopped", "stopped"),
+        Failure::Transient { code, message } => JobError::transient(*code, message.clone()),
+        Failure::Permanent { code, message } => JobError::permanent(*code, message.clone()),
+        Failure::Stopped => JobError::transient(ErrorCode::STOPPED, "stopped"),
     }
 }
 
@@ -147,7 +150,7 @@ fn call_ml(
         Ok(t) => publish_transition(s, name, t),
         Err(rejected) => {
             return Err(Failure::transient(
-                "breaker-open",
+                ErrorCode::BREAKER_OPEN,
                 format!(
                     "{name} is unavailable (circuit open until {})",
                     rejected.retry_at
@@ -159,7 +162,9 @@ fn call_ml(
     let r = svc.segmenter.segment(input, control);
     let outcome = match &r {
         Ok(_) => Some(Outcome::Success),
-        Err(Failure::Transient { code, .. }) if code == "timeout" => Some(Outcome::Timeout),
+        Err(Failure::Transient { code, .. }) if *code == ErrorCode::TIMEOUT => {
+            Some(Outcome::Timeout)
+        }
         Err(Failure::Transient { .. }) => Some(Outcome::Transient),
         Err(Failure::Permanent { .. }) => Some(Outcome::Permanent),
         Err(Failure::Stopped) if control.stop.reason() == StopReason::Timeout => {

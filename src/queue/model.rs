@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use crate::clock::Millis;
+use crate::error_code::ErrorCode;
 pub use crate::images::ImageRef;
 use crate::segment::SegmentParams;
 
@@ -157,18 +158,18 @@ pub struct JobError {
 }
 
 impl JobError {
-    pub fn transient(code: &str, message: impl Into<String>) -> Self {
+    pub fn transient(code: ErrorCode, message: impl Into<String>) -> Self {
         JobError {
             message: message.into(),
-            code: code.to_owned(),
+            code: code.as_str().to_owned(),
             transient: true,
         }
     }
 
-    pub fn permanent(code: &str, message: impl Into<String>) -> Self {
+    pub fn permanent(code: ErrorCode, message: impl Into<String>) -> Self {
         JobError {
             message: message.into(),
-            code: code.to_owned(),
+            code: code.as_str().to_owned(),
             transient: false,
         }
     }

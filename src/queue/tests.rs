@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::clock::ManualClock;
+use crate::error_code::ErrorCode;
 
 const T0: Millis = 1_800_000_000_000;
 const TTL: Duration = Duration::from_secs(30);
@@ -90,7 +91,10 @@ fn job(priority: u8) -> NewJob {
 }
 
 fn transient() -> JobError {
-    JobError::transient("ml-timeout", "the ML service did not answer in time")
+    JobError::transient(
+        ErrorCode::ML_TIMEOUT,
+        "the ML service did not answer in time",
+    )
 }
 
 #[tokio::test]
@@ -188,7 +192,7 @@ async fn a_late_finisher_of_an_expired_attempt_is_fenced_out() {
     assert_eq!(after.state, JobState::Queued);
     assert_eq!(
         after.last_error.as_ref().map(|e| e.code.as_str()),
-        Some("lease-expired")
+        Some(ErrorCode::LEASE_EXPIRED.as_str())
     );
     let second = f.lease_one().await;
     assert_eq!(second.attempt, 2);
@@ -300,7 +304,7 @@ async fn permanent_error_fails_at_once() {
     let f = Fixture::new();
     let j = f.add(5).await;
     let l = f.lease_one().await;
-    let err = JobError::permanent("decode-failed", "not an image");
+    let err = JobError::permanent(ErrorCode::DECODE_FAILED, "not an image");
     let out = f
         .queue
         .fail(j.id, l.attempt, err.clone())
@@ -319,7 +323,11 @@ async fn retry_gives_a_failed_job_fresh_attempts_and_keeps_fencing() {
     let j = f.add(5).await;
     let l = f.lease_one().await;
     f.queue
-        .fail(j.id, l.attempt, JobError::permanent("bad", "bad"))
+        .fail(
+            j.id,
+            l.attempt,
+            JobError::permanent(ErrorCode::DECODE_FAILED, "bad"),
+        )
         .await
         .expect("fail");
     let back = f.queue.retry(j.id).await.expect("retry");
@@ -449,7 +457,11 @@ async fn dedupe_returns_the_live_job_and_releases_the_key_on_failure() {
 
     let l = f.lease_one().await;
     f.queue
-        .fail(first.job.id, l.attempt, JobError::permanent("bad", "bad"))
+        .fail(
+            first.job.id,
+            l.attempt,
+            JobError::permanent(ErrorCode::DECODE_FAILED, "bad"),
+        )
         .await
         .expect("fail");
     let fresh = f.queue.enqueue(keyed()).await.expect("enqueue");
@@ -521,7 +533,7 @@ async fn an_expired_lease_with_no_attempts_left_fails() {
     assert_eq!(failed.state, JobState::Failed);
     assert_eq!(
         failed.last_error.map(|e| e.code),
-        Some("lease-expired".into())
+        Some(ErrorCode::LEASE_EXPIRED.as_str().to_owned())
     );
 }
 
@@ -559,7 +571,7 @@ async fn release_holds_a_job_back_without_spending_its_attempt() {
             j.id,
             l.attempt,
             T0 + 60_000,
-            JobError::transient("breaker-open", "held"),
+            JobError::transient(ErrorCode::BREAKER_OPEN, "held"),
         )
         .await
         .expect("release");

@@ -41,6 +41,7 @@ use super::store::{
 };
 use super::wal::Wal;
 use crate::clock::Clock;
+use crate::error_code::ErrorCode;
 use batch::{Batch, Observed};
 pub(crate) use status::Status;
 use syncer::Syncer;
@@ -294,7 +295,7 @@ pub(crate) fn recover(
             job.lease_until = None;
             if job.interruptions > job.max_attempts {
                 job.last_error = Some(JobError::permanent(
-                    "interrupted",
+                    ErrorCode::INTERRUPTED,
                     format!(
                         "the job was running when spheroseg stopped {} times; it may be what stops it",
                         job.interruptions

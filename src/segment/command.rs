@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use super::{Control, Failure, Input, SegmentResult, Segmenter, result_from_polygons};
+use crate::error_code::ErrorCode;
 use crate::outline::Polygon;
 
 /// Lines of stderr kept for the error message.
@@ -74,12 +75,18 @@ impl CommandSegmenter {
         let image = dir.join(format!("input.{}", extension(format)));
         if std::fs::copy(input.path, &image).is_err() {
             std::fs::write(&image, input.bytes).map_err(|e| {
-                Failure::transient("command-io", format!("cannot prepare the input: {e}"))
+                Failure::transient(
+                    ErrorCode::COMMAND_IO,
+                    format!("cannot prepare the input: {e}"),
+                )
             })?;
         }
         let out_dir = dir.join("out");
         std::fs::create_dir_all(&out_dir).map_err(|e| {
-            Failure::transient("command-io", format!("cannot prepare the output: {e}"))
+            Failure::transient(
+                ErrorCode::COMMAND_IO,
+                format!("cannot prepare the output: {e}"),
+            )
         })?;
         let out_json = out_dir.join("result.json");
         let fill = |arg: &str| {
@@ -87,10 +94,9 @@ impl CommandSegmenter {
                 .replace("{output_dir}", &out_dir.to_string_lossy())
                 .replace("{output_json}", &out_json.to_string_lossy())
         };
-        let (program, args) = self
-            .argv
-            .split_first()
-            .ok_or_else(|| Failure::permanent("command-config", "the command's argv is empty"))?;
+        let (program, args) = self.argv.split_first().ok_or_else(|| {
+            Failure::permanent(ErrorCode::COMMAND_CONFIG, "the command's argv is empty")
+        })?;
         let mut child = Process::new(fill(program))
             .args(args.iter().map(|a| fill(a)))
             // Its own process group, so a kill reaches whatever the program started too.
@@ -101,7 +107,10 @@ impl CommandSegmenter {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| {
-                Failure::transient("command-spawn", format!("cannot start {program}: {e}"))
+                Failure::transient(
+                    ErrorCode::COMMAND_SPAWN,
+                    format!("cannot start {program}: {e}"),
+                )
             })?;
         let tail: Arc<Mutex<VecDeque<String>>> = Arc::default();
         let reader = child.stderr.take().map(|err| {
@@ -119,7 +128,7 @@ impl CommandSegmenter {
         let status = loop {
             if let Some(status) = child
                 .try_wait()
-                .map_err(|e| Failure::transient("command-wait", e.to_string()))?
+                .map_err(|e| Failure::transient(ErrorCode::COMMAND_WAIT, e.to_string()))?
             {
                 break Some(status);
             }
@@ -161,7 +170,7 @@ impl CommandSegmenter {
                 return Err(Failure::Stopped);
             }
             return Err(Failure::transient(
-                "timeout",
+                ErrorCode::TIMEOUT,
                 with_stderr(format!("{} ran out of time and was killed", self.name)),
             ));
         };
@@ -170,7 +179,7 @@ impl CommandSegmenter {
             Some(0) => {}
             Some(1) => {
                 return Err(Failure::permanent(
-                    "unreadable-input",
+                    ErrorCode::UNREADABLE_INPUT,
                     with_stderr(
                         reply_error(&reply)
                             .unwrap_or_else(|| "the program could not read the image".into()),
@@ -179,10 +188,12 @@ impl CommandSegmenter {
             }
             code => {
                 let kind = match (code, reply_type(&reply).as_deref()) {
-                    (Some(3), _) | (_, Some("cuda_out_of_memory")) => "gpu-out-of-memory",
-                    (Some(4), _) | (_, Some("cuda_error" | "runtime_error")) => "gpu-error",
-                    (None, _) => "killed",
-                    _ => "command-failed",
+                    (Some(3), _) | (_, Some("cuda_out_of_memory")) => ErrorCode::GPU_OUT_OF_MEMORY,
+                    (Some(4), _) | (_, Some("cuda_error" | "runtime_error")) => {
+                        ErrorCode::GPU_ERROR
+                    }
+                    (None, _) => ErrorCode::KILLED,
+                    _ => ErrorCode::COMMAND_FAILED,
                 };
                 let what = code.map_or_else(
                     || "was killed by a signal".to_owned(),
@@ -197,20 +208,21 @@ impl CommandSegmenter {
                 ));
             }
         }
-        let reply = reply.map_err(|m| Failure::transient("command-output", with_stderr(m)))?;
+        let reply =
+            reply.map_err(|m| Failure::transient(ErrorCode::COMMAND_OUTPUT, with_stderr(m)))?;
         if reply.success == Some(false) {
             let msg = reply
                 .error
                 .unwrap_or_else(|| "the program reported a failure".into());
             return Err(match reply.error_type.as_deref() {
                 Some("cuda_out_of_memory" | "cuda_error" | "runtime_error") => {
-                    Failure::transient("gpu-error", msg)
+                    Failure::transient(ErrorCode::GPU_ERROR, msg)
                 }
-                _ => Failure::transient("command-failed", msg),
+                _ => Failure::transient(ErrorCode::COMMAND_FAILED, msg),
             });
         }
         let polygons = reply.polygons.ok_or_else(|| {
-            Failure::permanent("command-output", "the result JSON has no polygons")
+            Failure::permanent(ErrorCode::COMMAND_OUTPUT, "the result JSON has no polygons")
         })?;
         let run_ms = start.elapsed().as_secs_f64() * 1e3;
         result_from_polygons(
@@ -261,7 +273,7 @@ impl Segmenter for CommandSegmenter {
             .join(format!("{}-{}-{n}", self.name, std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| {
             Failure::transient(
-                "command-io",
+                ErrorCode::COMMAND_IO,
                 format!("cannot create {}: {e}", dir.display()),
             )
         })?;

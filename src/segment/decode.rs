@@ -6,6 +6,7 @@ use std::io::Cursor;
 
 use image::{DynamicImage, ImageError, ImageFormat, ImageReader, Limits, error::LimitErrorKind};
 
+use crate::error_code::ErrorCode;
 use crate::morphology::Gray;
 
 /// The largest image spheroseg accepts.
@@ -66,12 +67,14 @@ pub enum DecodeError {
 
 impl DecodeError {
     /// A stable kebab-case code for the API and the job's error.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            DecodeError::NotAnImage => "not-an-image",
-            DecodeError::Unsupported { .. } => "unsupported-image",
-            DecodeError::Damaged { .. } => "damaged-image",
-            DecodeError::TooLarge { .. } | DecodeError::TooMuchMemory { .. } => "image-too-large",
+            DecodeError::NotAnImage => ErrorCode::NOT_AN_IMAGE,
+            DecodeError::Unsupported { .. } => ErrorCode::UNSUPPORTED_IMAGE,
+            DecodeError::Damaged { .. } => ErrorCode::DAMAGED_IMAGE,
+            DecodeError::TooLarge { .. } | DecodeError::TooMuchMemory { .. } => {
+                ErrorCode::IMAGE_TOO_LARGE
+            }
         }
     }
 }

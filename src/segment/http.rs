@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 
 use super::{Control, Failure, Input, SegmentResult, Segmenter, result_from_polygons};
+use crate::error_code::ErrorCode;
 use crate::outline::Polygon;
 
 /// The largest reply body read.
@@ -79,11 +80,17 @@ fn mime(format: &str) -> &'static str {
 
 fn classify(e: &reqwest::Error, name: &str) -> Failure {
     if e.is_timeout() {
-        Failure::transient("timeout", format!("{name} did not answer in time"))
+        Failure::transient(ErrorCode::TIMEOUT, format!("{name} did not answer in time"))
     } else if e.is_connect() {
-        Failure::transient("ml-unavailable", format!("cannot connect to {name}: {e}"))
+        Failure::transient(
+            ErrorCode::ML_UNAVAILABLE,
+            format!("cannot connect to {name}: {e}"),
+        )
     } else {
-        Failure::transient("ml-unavailable", format!("{name} dropped the request: {e}"))
+        Failure::transient(
+            ErrorCode::ML_UNAVAILABLE,
+            format!("{name} dropped the request: {e}"),
+        )
     }
 }
 
@@ -155,12 +162,12 @@ impl HttpSegmenter {
             let image = reqwest::multipart::Part::bytes(input.bytes.to_vec())
                 .file_name(input.name.to_owned())
                 .mime_str(mime(format))
-                .map_err(|e| Failure::permanent("ml-request", e.to_string()))?;
+                .map_err(|e| Failure::permanent(ErrorCode::ML_REQUEST, e.to_string()))?;
             let params = reqwest::multipart::Part::text(
                 serde_json::to_string(input.params).expect("params serialise to JSON"),
             )
             .mime_str("application/json")
-            .map_err(|e| Failure::permanent("ml-request", e.to_string()))?;
+            .map_err(|e| Failure::permanent(ErrorCode::ML_REQUEST, e.to_string()))?;
             let form = reqwest::multipart::Form::new()
                 .part("image", image)
                 .part("params", params);
@@ -172,7 +179,7 @@ impl HttpSegmenter {
         while let Some(chunk) = resp.chunk().await.map_err(|e| classify(&e, &self.name))? {
             if body.len() + chunk.len() > MAX_REPLY_BYTES {
                 return Err(Failure::permanent(
-                    "ml-reply-too-large",
+                    ErrorCode::ML_REPLY_TOO_LARGE,
                     format!(
                         "{} replied with more than {} MiB",
                         self.name,
@@ -185,13 +192,13 @@ impl HttpSegmenter {
         let snippet = || String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
         if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
             return Err(Failure::transient(
-                "ml-unavailable",
+                ErrorCode::ML_UNAVAILABLE,
                 format!("{} answered {status}: {}", self.name, snippet()),
             ));
         }
         if !status.is_success() {
             return Err(Failure::permanent(
-                "ml-rejected",
+                ErrorCode::ML_REJECTED,
                 format!(
                     "{} refused the image with {status}: {}",
                     self.name,
@@ -201,7 +208,7 @@ impl HttpSegmenter {
         }
         serde_json::from_slice::<SegmentReply>(&body).map_err(|e| {
             Failure::permanent(
-                "ml-malformed",
+                ErrorCode::ML_MALFORMED,
                 format!(
                     "{} replied with malformed JSON ({e}): {}",
                     self.name,
@@ -234,7 +241,7 @@ impl Segmenter for HttpSegmenter {
                 tokio::select! {
                     r = &mut call => return r,
                     _ = tokio::time::sleep_until(deadline) => {
-                        return Err(Failure::transient("timeout", format!("{} did not answer in time", self.name)));
+                        return Err(Failure::transient(ErrorCode::TIMEOUT, format!("{} did not answer in time", self.name)));
                     }
                     // Dropping the request future cancels the call.
                     _ = poll.tick() => if stop.stopped() { return Err(Failure::Stopped) },
@@ -243,7 +250,7 @@ impl Segmenter for HttpSegmenter {
         })?;
         if !reply.success {
             return Err(Failure::permanent(
-                "ml-error",
+                ErrorCode::ML_ERROR,
                 format!(
                     "{} could not segment the image: {}",
                     self.name,
@@ -253,7 +260,7 @@ impl Segmenter for HttpSegmenter {
         }
         let polygons = reply.results.map(|r| r.polygons).ok_or_else(|| {
             Failure::permanent(
-                "ml-malformed",
+                ErrorCode::ML_MALFORMED,
                 format!("{} sent success without results", self.name),
             )
         })?;

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::builtin::{self, Decisions, SegmentError};
 use super::decode::{self, DecodeError, DecodeLimits, Decoded};
 use super::params::{ParamsError, SegmentParams};
+use crate::error_code::ErrorCode;
 use crate::morphology::{Metrics, measure};
 use crate::outline::{Object, Polygon, to_polygons};
 
@@ -143,12 +144,12 @@ pub enum AnalyzeError {
 
 impl AnalyzeError {
     /// A stable kebab-case code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            AnalyzeError::Params(_) => "invalid-params",
+            AnalyzeError::Params(_) => ErrorCode::INVALID_PARAMS,
             AnalyzeError::Decode(e) => e.code(),
-            AnalyzeError::Segment(SegmentError::Cancelled) => "cancelled",
-            AnalyzeError::Segment(SegmentError::TooSmall { .. }) => "image-too-small",
+            AnalyzeError::Segment(SegmentError::Cancelled) => ErrorCode::STOPPED,
+            AnalyzeError::Segment(SegmentError::TooSmall { .. }) => ErrorCode::IMAGE_TOO_SMALL,
         }
     }
 }

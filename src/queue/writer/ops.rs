@@ -6,6 +6,7 @@ use std::time::Duration;
 use redb::ReadableTable;
 
 use super::{Batch, Observed};
+use crate::error_code::ErrorCode;
 use crate::queue::QueueError;
 use crate::queue::QueueOptions;
 use crate::queue::model::{
@@ -401,7 +402,7 @@ impl Batch<'_> {
             let mut job = self.t.job(JobId(raw))?;
             self.leave(&job)?;
             job.last_error = Some(JobError::transient(
-                "lease-expired",
+                ErrorCode::LEASE_EXPIRED,
                 format!(
                     "attempt {} stopped reporting and its lease ran out",
                     job.attempts_spent()
