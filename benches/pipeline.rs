@@ -151,7 +151,7 @@ async fn raw_drain(queue: &Queue, n: usize) -> f64 {
                     .expect("lease")
                     .pop()
                 {
-                    q.complete(l.job.id, l.attempt, vec![0; 64])
+                    q.complete(l.job.id, l.token, vec![0; 64], 0)
                         .await
                         .expect("complete");
                 }

@@ -123,7 +123,7 @@ async fn drain(queue: &Queue, consumers: usize) -> (usize, f64, Vec<Duration>) {
                     else {
                         break;
                     };
-                    q.complete(l.job.id, l.attempt, Vec::new())
+                    q.complete(l.job.id, l.token, Vec::new(), 0)
                         .await
                         .expect("complete");
                     lat.push(t.elapsed());

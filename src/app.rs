@@ -14,17 +14,16 @@ use anyhow::Context;
 use tokio::sync::watch;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, Fallback, SegmenterKind};
+use crate::config::{Config, Fallback};
 use crate::events::EventBus;
 use crate::http::AppState;
 use crate::images::ImageStore;
 use crate::pool::{Pool, PoolConfig};
-use crate::queue::SegmenterChoice;
 use crate::queue::{Queue, Retention};
 use crate::segment::breaker::{Breaker, BreakerConfig};
 use crate::segment::command::CommandSegmenter;
 use crate::segment::http::HttpSegmenter;
-use crate::segment::{Builtin, DecodeBudget};
+use crate::segment::{Builtin, DecodeBudget, SegmenterId};
 use crate::segment::{MlService, Segmenters};
 use crate::service::Service;
 
@@ -55,7 +54,7 @@ pub fn segmenters(config: &Config, clock: &dyn Clock) -> anyhow::Result<Segmente
     if let Some(url) = &config.ml.url {
         let timeout = Duration::from_millis(config.ml.timeout_ms);
         ml.insert(
-            "http".to_owned(),
+            SegmenterId::new(SegmenterId::HTTP).expect("a valid name"),
             Arc::new(MlService::remote(
                 Arc::new(
                     HttpSegmenter::new("http", url, timeout, config.ml.share_paths)
@@ -69,7 +68,7 @@ pub fn segmenters(config: &Config, clock: &dyn Clock) -> anyhow::Result<Segmente
     }
     if !config.command.argv.is_empty() {
         ml.insert(
-            "command".to_owned(),
+            SegmenterId::new(SegmenterId::COMMAND).expect("a valid name"),
             Arc::new(MlService::new(
                 Arc::new(CommandSegmenter {
                     name: "command".into(),
@@ -178,11 +177,7 @@ pub async fn run(
         images,
         events,
         pool: Some(pool.handle()),
-        default_segmenter: match config.segmenter {
-            SegmenterKind::Builtin => SegmenterChoice::Builtin,
-            SegmenterKind::Http => SegmenterChoice::Http("http".into()),
-            SegmenterKind::Command => SegmenterChoice::Command("command".into()),
-        },
+        default_segmenter: config.segmenter.clone(),
     };
     let ready = Arc::new(AtomicBool::new(true));
     let local = listener.local_addr().context("listener has no address")?;

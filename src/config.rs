@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::queue::{Backoff, Limit, QueueOptions, Retention};
+use crate::segment::SegmenterId;
 
 /// A configuration value that cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -25,29 +26,6 @@ pub struct ConfigError {
     /// Where the value came from: the file, an environment variable or a flag.
     pub origin: String,
     pub message: String,
-}
-
-/// Which segmenter a job uses when it does not say.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SegmenterKind {
-    #[default]
-    Builtin,
-    Http,
-    Command,
-}
-
-impl FromStr for SegmenterKind {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "builtin" => Ok(SegmenterKind::Builtin),
-            "http" => Ok(SegmenterKind::Http),
-            "command" => Ok(SegmenterKind::Command),
-            _ => Err(format!("expected builtin, http or command, got {s:?}")),
-        }
-    }
 }
 
 /// The validated configuration.
@@ -65,7 +43,8 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     pub bind: SocketAddr,
     pub workers: usize,
-    pub segmenter: SegmenterKind,
+    /// Which segmenter a job uses when it does not say.
+    pub segmenter: SegmenterId,
     pub shutdown_grace_secs: u64,
     /// Milliseconds between readiness turning false and the listener closing on shutdown, so a
     /// load balancer or Kubernetes sees "not ready" and stops sending first.
@@ -181,7 +160,7 @@ pub struct Layer {
     pub allowed_origins: Option<Vec<String>>,
     pub bind: Option<String>,
     pub workers: Option<usize>,
-    pub segmenter: Option<SegmenterKind>,
+    pub segmenter: Option<SegmenterId>,
     pub shutdown_grace_secs: Option<u64>,
     pub shutdown_delay_ms: Option<u64>,
     pub queue: QueueLayer,

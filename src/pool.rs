@@ -30,7 +30,8 @@ use crate::clock::Clock;
 use crate::error_code::ErrorCode;
 use crate::events::{EventBus, EventKind, job as jid};
 use crate::images::ImageStore;
-use crate::queue::{FailOutcome, JobError, JobId, Lease, Queue, QueueError, SegmenterChoice};
+use crate::queue::{FailOutcome, JobError, JobId, Lease, LeaseToken, Queue, QueueError};
+use crate::segment::SegmenterId;
 use crate::segment::breaker::Transition;
 use crate::segment::{DecodeBudget, DecodeLimits, MlService, Segmenters, Stop, StopReason};
 
@@ -49,8 +50,11 @@ pub struct PoolConfig {
 /// What runs a leased job.
 #[derive(Clone)]
 enum Target {
-    Builtin { fallback_from: Option<String> },
-    Ml(String, Arc<MlService>),
+    /// The builtin segmenter; `fallback_from` the ML service whose breaker is open.
+    Builtin {
+        fallback_from: Option<SegmenterId>,
+    },
+    Ml(SegmenterId, Arc<MlService>),
 }
 
 struct Work {
@@ -61,7 +65,7 @@ struct Work {
 }
 
 struct Running {
-    attempt: u32,
+    token: LeaseToken,
     stop: Arc<Stop>,
     deadline: Instant,
 }
@@ -116,7 +120,7 @@ impl PoolHandle {
     }
 
     /// The ML services and their breakers.
-    pub fn ml(&self) -> &HashMap<String, Arc<MlService>> {
+    pub fn ml(&self) -> &HashMap<SegmenterId, Arc<MlService>> {
         &self.shared.segmenters.ml
     }
 }
@@ -309,63 +313,62 @@ fn publish_stats(s: &Shared, last: &mut Option<(crate::queue::StateCounts, bool)
 async fn admit(s: &Arc<Shared>, work_tx: &crossbeam_channel::Sender<Work>, lease: Lease) {
     let job = &lease.job;
     let now = s.clock.now();
-    let target = match &job.segmenter {
-        SegmenterChoice::Builtin => Target::Builtin {
+    let name = &job.segmenter;
+    let target = match name.is_builtin() {
+        true => Target::Builtin {
             fallback_from: None,
         },
-        SegmenterChoice::Http(name) | SegmenterChoice::Command(name) => {
-            match s.segmenters.ml.get(name) {
-                None => {
-                    let err = JobError::permanent(
-                        ErrorCode::UNKNOWN_SEGMENTER,
-                        format!("no ML service named {name} is configured"),
+        false => match s.segmenters.ml.get(name) {
+            None => {
+                let err = JobError::permanent(
+                    ErrorCode::UNKNOWN_SEGMENTER,
+                    format!("no ML service named {name} is configured"),
+                );
+                finish_failed(s, &lease, err).await;
+                return;
+            }
+            Some(svc) => {
+                let (allowed, next) = {
+                    let mut b = svc.breaker.lock().expect("breaker lock");
+                    publish_transition(s, name.as_str(), b.tick(now));
+                    (b.would_allow(now), b.next_probe())
+                };
+                if allowed {
+                    Target::Ml(name.clone(), Arc::clone(svc))
+                } else if svc.fallback_builtin {
+                    Target::Builtin {
+                        fallback_from: Some(name.clone()),
+                    }
+                } else {
+                    let until = next.unwrap_or(now + 1000);
+                    let reason = JobError::transient(
+                        ErrorCode::BREAKER_OPEN,
+                        format!(
+                            "{name} is unavailable (circuit open); the job waits without spending an attempt"
+                        ),
                     );
-                    finish_failed(s, &lease, err).await;
+                    match s
+                        .queue
+                        .release(job.id, lease.token, until, reason.clone())
+                        .await
+                    {
+                        Ok(_) => {
+                            s.events.publish(EventKind::JobRetrying {
+                                job_id: jid(job.id),
+                                attempt: lease.job.attempts.saturating_sub(1),
+                                run_at: until,
+                                code: reason.code,
+                                message: reason.message,
+                            });
+                        }
+                        Err(e) => {
+                            tracing::warn!(job.id = %job.id, error = %e, "cannot hold the job back")
+                        }
+                    }
                     return;
                 }
-                Some(svc) => {
-                    let (allowed, next) = {
-                        let mut b = svc.breaker.lock().expect("breaker lock");
-                        publish_transition(s, name, b.tick(now));
-                        (b.would_allow(now), b.next_probe())
-                    };
-                    if allowed {
-                        Target::Ml(name.clone(), Arc::clone(svc))
-                    } else if svc.fallback_builtin {
-                        Target::Builtin {
-                            fallback_from: Some(name.clone()),
-                        }
-                    } else {
-                        let until = next.unwrap_or(now + 1000);
-                        let reason = JobError::transient(
-                            ErrorCode::BREAKER_OPEN,
-                            format!(
-                                "{name} is unavailable (circuit open); the job waits without spending an attempt"
-                            ),
-                        );
-                        match s
-                            .queue
-                            .release(job.id, lease.attempt, until, reason.clone())
-                            .await
-                        {
-                            Ok(_) => {
-                                s.events.publish(EventKind::JobRetrying {
-                                    job_id: jid(job.id),
-                                    attempt: lease.job.attempts_spent().saturating_sub(1),
-                                    run_at: until,
-                                    code: reason.code,
-                                    message: reason.message,
-                                });
-                            }
-                            Err(e) => {
-                                tracing::warn!(job.id = %job.id, error = %e, "cannot hold the job back")
-                            }
-                        }
-                        return;
-                    }
-                }
             }
-        }
+        },
     };
     let timeout = match target {
         Target::Builtin { .. } => s.config.builtin_timeout,
@@ -376,7 +379,7 @@ async fn admit(s: &Arc<Shared>, work_tx: &crossbeam_channel::Sender<Work>, lease
     s.running.lock().expect("running lock").insert(
         job.id,
         Running {
-            attempt: lease.attempt,
+            token: lease.token,
             stop: Arc::clone(&stop),
             deadline,
         },
@@ -405,12 +408,12 @@ async fn admit(s: &Arc<Shared>, work_tx: &crossbeam_channel::Sender<Work>, lease
 /// Renews the leases of running jobs, stops those whose lease was lost or whose time is up.
 async fn heartbeat(s: &Arc<Shared>) {
     let now = Instant::now();
-    let leases: Vec<(JobId, u32)> = {
+    let leases: Vec<(JobId, LeaseToken)> = {
         let running = s.running.lock().expect("running lock");
         for r in running.values().filter(|r| now >= r.deadline) {
             r.stop.request(StopReason::Timeout);
         }
-        running.iter().map(|(id, r)| (*id, r.attempt)).collect()
+        running.iter().map(|(id, r)| (*id, r.token)).collect()
     };
     if leases.is_empty() {
         return;
@@ -431,13 +434,13 @@ async fn heartbeat(s: &Arc<Shared>) {
 
 async fn finish_failed(s: &Shared, lease: &Lease, error: JobError) {
     let id = lease.job.id;
-    match s.queue.fail(id, lease.attempt, error.clone()).await {
+    match s.queue.fail(id, lease.token, error.clone()).await {
         Ok(FailOutcome::Retrying { run_at }) => {
             metrics::counter!("spheroseg_jobs_retried_total").increment(1);
-            tracing::warn!(job.id = %id, attempt = lease.attempt, code = %error.code, "job failed; retrying");
+            tracing::warn!(job.id = %id, lease = %lease.token, code = %error.code, "job failed; retrying");
             s.events.publish(EventKind::JobRetrying {
                 job_id: jid(id),
-                attempt: lease.job.attempts_spent(),
+                attempt: lease.job.attempts,
                 run_at,
                 code: error.code,
                 message: error.message,

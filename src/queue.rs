@@ -23,8 +23,8 @@ use tokio::sync::oneshot;
 
 pub use model::{
     Backoff, BulkAction, BulkOutcome, Enqueued, FailOutcome, ImageRef, Job, JobError, JobFilter,
-    JobId, JobState, Lease, Limit, Millis, NewJob, Page, Priority, ResultRef, Retention,
-    RetentionReport, SegmenterChoice, SweepReport,
+    JobId, JobState, Lease, LeaseToken, Limit, Millis, NewJob, Page, Priority, ResultRef,
+    Retention, RetentionReport, SweepReport,
 };
 pub use stats::{CommitLatency, LogStats, Percentiles, QueueStats, StateCounts, Throughput};
 pub use store::OpenReport;
@@ -42,14 +42,12 @@ pub enum QueueError {
     /// No job has this id (it never existed or retention removed it).
     #[error("job {0} not found")]
     NotFound(JobId),
-    /// A worker reported on an attempt that is no longer the job's current one.
-    #[error(
-        "attempt {attempt} of job {id} is no longer current (the job is {state}, attempt {current})"
-    )]
+    /// A worker reported with a lease that is no longer the job's current one.
+    #[error("lease {token} of job {id} is no longer current (the job is {state}, lease {current})")]
     Stale {
         id: JobId,
-        attempt: u32,
-        current: u32,
+        token: LeaseToken,
+        current: LeaseToken,
         state: JobState,
     },
     /// The action does not apply to a job in this state.
@@ -320,7 +318,7 @@ impl Queue {
     /// current (cancelled, expired and re-leased): their workers should stop.
     pub async fn heartbeat(
         &self,
-        leases: Vec<(JobId, u32)>,
+        leases: Vec<(JobId, LeaseToken)>,
         ttl: Duration,
     ) -> Result<Vec<JobId>, QueueError> {
         self.call(|reply| Op::Heartbeat { leases, ttl, reply })
@@ -328,10 +326,15 @@ impl Queue {
     }
 
     /// Records progress 0..=100 of a running attempt (not durable).
-    pub async fn progress(&self, id: JobId, attempt: u32, progress: u8) -> Result<(), QueueError> {
+    pub async fn progress(
+        &self,
+        id: JobId,
+        token: LeaseToken,
+        progress: u8,
+    ) -> Result<(), QueueError> {
         self.call(|reply| Op::Progress {
             id,
-            attempt,
+            token,
             progress,
             reply,
         })
@@ -339,16 +342,19 @@ impl Queue {
     }
 
     /// Completes an attempt and stores its result in the same durable commit.
+    /// `objects` is how many the result holds (kept with the job for listings and events).
     pub async fn complete(
         &self,
         id: JobId,
-        attempt: u32,
+        token: LeaseToken,
         result: Vec<u8>,
+        objects: u32,
     ) -> Result<Job, QueueError> {
         self.call(|reply| Op::Complete {
             id,
-            attempt,
+            token,
             result,
+            objects,
             reply,
         })
         .await
@@ -359,12 +365,12 @@ impl Queue {
     pub async fn fail(
         &self,
         id: JobId,
-        attempt: u32,
+        token: LeaseToken,
         error: JobError,
     ) -> Result<FailOutcome, QueueError> {
         self.call(|reply| Op::Fail {
             id,
-            attempt,
+            token,
             error,
             reply,
         })
@@ -376,13 +382,13 @@ impl Queue {
     pub async fn release(
         &self,
         id: JobId,
-        attempt: u32,
+        token: LeaseToken,
         until: Millis,
         reason: JobError,
     ) -> Result<Job, QueueError> {
         self.call(|reply| Op::Release {
             id,
-            attempt,
+            token,
             until,
             reason,
             reply,

@@ -25,8 +25,95 @@ pub use registry::{MlService, Segmenters};
 use result::measure_all;
 pub use result::{AnalyzeError, ImageInfo, ObjectMetrics, ResultJson, SegmentResult, analyze};
 
+use serde::{Deserialize, Serialize};
+
 use crate::error_code::ErrorCode;
 use crate::outline::{Polygon, from_polygons};
+
+/// The name of a segmenter, as jobs, the configuration, the API and the pool all say it:
+/// `builtin`, or a configured ML service (`http` for the `[ml]` service, `command` for the local
+/// program, or a name of its own). Lowercase letters, digits, `-` and `_`, at most 64.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SegmenterId(String);
+
+impl SegmenterId {
+    /// The builtin classical pipeline's name.
+    pub const BUILTIN: &'static str = "builtin";
+    /// The `[ml]` remote service's name.
+    pub const HTTP: &'static str = "http";
+    /// The `[command]` local program's name.
+    pub const COMMAND: &'static str = "command";
+
+    pub fn builtin() -> Self {
+        SegmenterId(Self::BUILTIN.to_owned())
+    }
+
+    /// A checked name.
+    pub fn new(name: &str) -> Result<Self, String> {
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if ok {
+            Ok(SegmenterId(name.to_owned()))
+        } else {
+            Err(format!(
+                "{name:?} is not a segmenter name: use lowercase letters, digits, - and _"
+            ))
+        }
+    }
+
+    pub fn is_builtin(&self) -> bool {
+        self.0 == Self::BUILTIN
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for SegmenterId {
+    fn default() -> Self {
+        Self::builtin()
+    }
+}
+
+impl std::fmt::Display for SegmenterId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for SegmenterId {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SegmenterId::new(s)
+    }
+}
+
+impl TryFrom<String> for SegmenterId {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        SegmenterId::new(&s)
+    }
+}
+
+/// Lookups by name: hashing and equality are the name's own.
+impl std::borrow::Borrow<str> for SegmenterId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<SegmenterId> for String {
+    fn from(id: SegmenterId) -> String {
+        id.0
+    }
+}
 
 /// Why a running job was asked to stop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -15,9 +15,8 @@ use crate::images::{ImageStore, ImageStoreError, Incoming};
 use crate::pool::PoolHandle;
 use crate::queue::{
     BulkAction, BulkOutcome, Enqueued, Job, JobId, JobState, NewJob, Priority, Queue, QueueError,
-    SegmenterChoice,
 };
-use crate::segment::SegmentParams;
+use crate::segment::{SegmentParams, SegmenterId};
 
 /// Why a request was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +65,7 @@ pub struct SubmitOptions {
     pub priority: Priority,
     pub project: Option<String>,
     /// `None`: the configured default.
-    pub segmenter: Option<SegmenterChoice>,
+    pub segmenter: Option<SegmenterId>,
     pub params: SegmentParams,
     pub max_attempts: Option<u32>,
     /// Deduplicate each image by (content hash, segmenter, parameters), as the watch folders do.
@@ -80,7 +79,7 @@ pub struct Service {
     pub images: ImageStore,
     pub events: EventBus,
     pub pool: Option<PoolHandle>,
-    pub default_segmenter: SegmenterChoice,
+    pub default_segmenter: SegmenterId,
 }
 
 impl Service {
@@ -101,9 +100,10 @@ impl Service {
             .clone()
             .unwrap_or_else(|| self.default_segmenter.clone());
         self.check_configured(&segmenter)?;
-        let min_side = match segmenter {
-            SegmenterChoice::Builtin => crate::segment::builtin::MIN_SIDE,
-            _ => 1,
+        let min_side = if segmenter.is_builtin() {
+            crate::segment::builtin::MIN_SIDE
+        } else {
+            1
         };
         let images = self.images.requiring(min_side);
         // Each stored image stays pinned (out of the garbage collector's reach) until the enqueue
@@ -137,8 +137,8 @@ impl Service {
                 }),
                 segmenter: segmenter.clone(),
                 params: opts.params.clone(),
-                run_at: None,
                 image,
+                ..NewJob::default()
             })
             .collect();
         let done = self.queue.enqueue_batch(jobs).await?;
@@ -151,20 +151,20 @@ impl Service {
     }
 
     /// Refuses a segmenter that no job could run on: an ML service that is not configured.
-    fn check_configured(&self, segmenter: &SegmenterChoice) -> Result<(), ServiceError> {
-        let name = match segmenter {
-            SegmenterChoice::Builtin => return Ok(()),
-            SegmenterChoice::Http(n) | SegmenterChoice::Command(n) => n,
-        };
+    fn check_configured(&self, segmenter: &SegmenterId) -> Result<(), ServiceError> {
+        if segmenter.is_builtin() {
+            return Ok(());
+        }
         let configured: Vec<String> = self
             .pool
             .as_ref()
-            .map(|p| p.ml().keys().cloned().collect())
+            .map(|p| p.ml().keys().map(ToString::to_string).collect())
             .unwrap_or_default();
-        if configured.contains(name) {
+        if configured.iter().any(|c| c == segmenter.as_str()) {
             return Ok(());
         }
-        let mut names = vec!["builtin".to_owned()];
+        let name = segmenter.as_str();
+        let mut names = vec![SegmenterId::BUILTIN.to_owned()];
         names.extend(configured);
         names.sort();
         Err(ServiceError::Invalid {

@@ -266,7 +266,7 @@ function jobRow(j) {
     el("td", {}, j.priority),
     el("td", {}, j.project || ""),
     el("td", {}, el("progress", { max: "100", value: j.progress })),
-    el("td", {}, `${j.attempt} / ${j.max_attempts}`),
+    el("td", {}, `${j.attempts} / ${j.max_attempts}`),
     el("td", {}, ago(waited)),
     el("td", {}, ran == null ? "–" : ago(ran)),
     el("td", { title: created ? created.toLocaleString() : "" }, created ? `${ago(Date.now() - j.created_at)} ago` : ""),

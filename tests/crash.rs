@@ -84,7 +84,7 @@ fn child_process() {
                     continue;
                 }
                 queue
-                    .complete(l.job.id, l.attempt, vec![7; 64])
+                    .complete(l.job.id, l.token, vec![7; 64], 0)
                     .await
                     .expect("complete");
                 let mut o = out.lock();

@@ -16,7 +16,8 @@ use axum::routing::{get, post};
 use spheroseg::clock::{Clock, SystemClock};
 use spheroseg::events::{EventBus, EventKind, Missed};
 use spheroseg::pool::{Pool, PoolConfig};
-use spheroseg::queue::{ImageRef, JobState, NewJob, SegmenterChoice};
+use spheroseg::queue::{ImageRef, JobState, NewJob};
+use spheroseg::segment::SegmenterId;
 use spheroseg::segment::breaker::{Breaker, BreakerConfig};
 use spheroseg::segment::http::HttpSegmenter;
 use spheroseg::segment::{
@@ -293,7 +294,7 @@ async fn a_pool_runs_http_jobs_through_the_breaker() {
         events.clone(),
         Segmenters {
             builtin: Arc::new(Builtin),
-            ml: HashMap::from([("http".to_owned(), Arc::clone(&svc))]),
+            ml: HashMap::from([(SegmenterId::new("http").expect("name"), Arc::clone(&svc))]),
         },
         PoolConfig {
             ml_timeout: Duration::from_secs(10),
@@ -309,7 +310,7 @@ async fn a_pool_runs_http_jobs_through_the_breaker() {
     let jobs: Vec<NewJob> = (0..4)
         .map(|_| NewJob {
             image: image.clone(),
-            segmenter: SegmenterChoice::Http("http".into()),
+            segmenter: SegmenterId::new("http").expect("name"),
             ..NewJob::default()
         })
         .collect();

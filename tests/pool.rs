@@ -12,7 +12,8 @@ use spheroseg::clock::{Clock, SystemClock};
 use spheroseg::events::{Event, EventBus, EventKind, Missed};
 use spheroseg::images::ImageStore;
 use spheroseg::pool::{Pool, PoolConfig};
-use spheroseg::queue::{JobFilter, JobId, JobState, NewJob, Queue, QueueOptions, SegmenterChoice};
+use spheroseg::queue::{JobFilter, JobId, JobState, NewJob, Queue, QueueOptions};
+use spheroseg::segment::SegmenterId;
 use spheroseg::segment::breaker::{Breaker, BreakerConfig};
 use spheroseg::segment::command::CommandSegmenter;
 use spheroseg::segment::{Builtin, Control, Failure, Input, SegmentResult, Segmenter};
@@ -55,7 +56,7 @@ impl Harness {
         .expect("pool starts")
     }
 
-    async fn enqueue(&self, file: &str, segmenter: SegmenterChoice) -> JobId {
+    async fn enqueue(&self, file: &str, segmenter: SegmenterId) -> JobId {
         let image = self.images.put_path(&fixture(file)).expect("stored").image;
         let job = NewJob {
             image,
@@ -120,7 +121,10 @@ async fn jobs_run_end_to_end_on_the_builtin_segmenter() {
     ];
     let mut ids = Vec::new();
     for f in files {
-        ids.push(h.enqueue(f, SegmenterChoice::Builtin).await);
+        ids.push(
+            h.enqueue(f, spheroseg::segment::SegmenterId::builtin())
+                .await,
+        );
     }
     pool.handle().wake();
     let events = h.wait_for(60, |e| count(e, completed) == 3).await;
@@ -214,10 +218,16 @@ async fn a_panic_fails_one_job_and_the_worker_lives_on() {
     let h = harness();
     let pool = h.start(scripted(), config(1));
     let bad = h
-        .enqueue("spheroid_core_8bit.png", SegmenterChoice::Builtin)
+        .enqueue(
+            "spheroid_core_8bit.png",
+            spheroseg::segment::SegmenterId::builtin(),
+        )
         .await;
     let good = h
-        .enqueue("spheroid_lumen_8bit.png", SegmenterChoice::Builtin)
+        .enqueue(
+            "spheroid_lumen_8bit.png",
+            spheroseg::segment::SegmenterId::builtin(),
+        )
         .await;
     pool.handle().wake();
     h.wait_for(60, |e| count(e, completed) == 1).await;
@@ -241,7 +251,10 @@ async fn cancel_stops_a_running_job() {
     let h = harness();
     let pool = h.start(scripted(), config(1));
     let slow = h
-        .enqueue("spheroid_plain_16bit.tif", SegmenterChoice::Builtin)
+        .enqueue(
+            "spheroid_plain_16bit.tif",
+            spheroseg::segment::SegmenterId::builtin(),
+        )
         .await;
     pool.handle().wake();
     h.wait_for(30, |e| count(e, started) == 1).await;
@@ -250,7 +263,10 @@ async fn cancel_stops_a_running_job() {
     pool.handle().stop_job(slow);
     // The worker comes free again: another job runs.
     let next = h
-        .enqueue("spheroid_lumen_8bit.png", SegmenterChoice::Builtin)
+        .enqueue(
+            "spheroid_lumen_8bit.png",
+            spheroseg::segment::SegmenterId::builtin(),
+        )
         .await;
     pool.handle().wake();
     h.wait_for(60, |e| count(e, completed) == 1).await;
@@ -271,7 +287,10 @@ async fn a_job_past_its_timeout_fails_transiently_and_is_retried() {
         },
     );
     let slow = h
-        .enqueue("spheroid_plain_16bit.tif", SegmenterChoice::Builtin)
+        .enqueue(
+            "spheroid_plain_16bit.tif",
+            spheroseg::segment::SegmenterId::builtin(),
+        )
         .await;
     pool.handle().wake();
     h.wait_for(30, |e| {
@@ -292,7 +311,10 @@ async fn shutdown_interrupts_running_jobs_and_a_restart_completes_them() {
     let h = harness();
     let pool = h.start(scripted(), config(2));
     let slow = h
-        .enqueue("spheroid_plain_16bit.tif", SegmenterChoice::Builtin)
+        .enqueue(
+            "spheroid_plain_16bit.tif",
+            spheroseg::segment::SegmenterId::builtin(),
+        )
         .await;
     pool.handle().wake();
     h.wait_for(30, |e| count(e, started) == 1).await;
@@ -324,14 +346,7 @@ async fn shutdown_interrupts_running_jobs_and_a_restart_completes_them() {
     )
     .expect("reopen");
     assert_eq!(recovery.orphans, vec![slow]);
-    assert_eq!(
-        queue
-            .get(slow)
-            .expect("get")
-            .expect("exists")
-            .attempts_spent(),
-        0
-    );
+    assert_eq!(queue.get(slow).expect("get").expect("exists").attempts, 0);
     let h = Harness {
         dir,
         queue,
@@ -386,7 +401,7 @@ async fn the_breaker_opens_holds_jobs_without_spending_attempts_and_closes_again
     let svc = flaky_service(h.dir.path(), &flag, false);
     let segmenters = Segmenters {
         builtin: Arc::new(Builtin),
-        ml: HashMap::from([("command".to_owned(), Arc::clone(&svc))]),
+        ml: HashMap::from([(SegmenterId::new("command").expect("name"), Arc::clone(&svc))]),
     };
     let pool = h.start(segmenters, config(1));
     let mut ids = Vec::new();
@@ -394,7 +409,7 @@ async fn the_breaker_opens_holds_jobs_without_spending_attempts_and_closes_again
         ids.push(
             h.enqueue(
                 "spheroid_lumen_8bit.png",
-                SegmenterChoice::Command("command".into()),
+                SegmenterId::new("command").expect("name"),
             )
             .await,
         );
@@ -446,9 +461,9 @@ async fn the_breaker_opens_holds_jobs_without_spending_attempts_and_closes_again
         let job = h.queue.get(*id).expect("get").expect("exists");
         assert_eq!(job.state, JobState::Completed);
         assert!(
-            job.attempts_spent() <= 3,
+            job.attempts <= 3,
             "held jobs spent no attempts: {}",
-            job.attempts_spent()
+            job.attempts
         );
         let r = SegmentResult::from_bytes(&h.queue.result(*id).expect("read").expect("stored"))
             .expect("decodes");
@@ -475,13 +490,13 @@ async fn with_fallback_jobs_run_on_builtin_while_the_breaker_is_open() {
         .force_open(SystemClock.now());
     let segmenters = Segmenters {
         builtin: Arc::new(Builtin),
-        ml: HashMap::from([("command".to_owned(), svc)]),
+        ml: HashMap::from([(SegmenterId::new("command").expect("name"), svc)]),
     };
     let pool = h.start(segmenters, config(1));
     let id = h
         .enqueue(
             "spheroid_lumen_8bit.png",
-            SegmenterChoice::Command("command".into()),
+            SegmenterId::new("command").expect("name"),
         )
         .await;
     pool.handle().wake();
@@ -504,7 +519,7 @@ async fn an_unknown_ml_service_fails_the_job_with_a_reason() {
     let id = h
         .enqueue(
             "spheroid_lumen_8bit.png",
-            SegmenterChoice::Http("nowhere".into()),
+            SegmenterId::new("nowhere").expect("name"),
         )
         .await;
     pool.handle().wake();
@@ -528,7 +543,7 @@ async fn the_service_submits_all_or_nothing_and_publishes_queued_and_cancelled()
         images: h.images.clone(),
         events: h.events.clone(),
         pool: Some(pool.handle()),
-        default_segmenter: SegmenterChoice::Builtin,
+        default_segmenter: spheroseg::segment::SegmenterId::builtin(),
     };
     // One refused file: no job at all, and the error names it.
     let refused = service

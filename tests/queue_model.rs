@@ -19,8 +19,8 @@ use proptest::prelude::*;
 use spheroseg::clock::{Clock, ManualClock};
 use spheroseg::error_code::ErrorCode;
 use spheroseg::queue::{
-    Backoff, FailOutcome, JobError, JobFilter, JobId, JobState, NewJob, Priority, Queue,
-    QueueError, QueueOptions,
+    Backoff, FailOutcome, JobError, JobFilter, JobId, JobState, LeaseToken, NewJob, Priority,
+    Queue, QueueError, QueueOptions,
 };
 
 use crate::util;
@@ -278,14 +278,17 @@ fn run(steps: Vec<Step>, aging: Option<Duration>) -> Result<(), TestCaseError> {
                         expect.push((id, j.attempt));
                     }
                 }
-                let got: Vec<(JobId, u32)> = got.iter().map(|l| (l.job.id, l.attempt)).collect();
+                let got: Vec<(JobId, u32)> = got.iter().map(|l| (l.job.id, l.token.0)).collect();
                 prop_assert_eq!(&got, &expect, "step {}: lease order", n);
                 m.held.extend(got);
             }
             Step::Heartbeat => {
                 let leases = m.held.clone();
                 let lost = rt
-                    .block_on(queue.heartbeat(leases.clone(), TTL))
+                    .block_on(queue.heartbeat(
+                        leases.iter().map(|&(id, a)| (id, LeaseToken(a))).collect(),
+                        TTL,
+                    ))
                     .expect("heartbeat");
                 let mut expect = Vec::new();
                 for (id, attempt) in leases {
@@ -302,7 +305,7 @@ fn run(steps: Vec<Step>, aging: Option<Duration>) -> Result<(), TestCaseError> {
                 let Some((id, attempt)) = pick(&m.held, i) else {
                     continue;
                 };
-                let r = rt.block_on(queue.complete(id, attempt, vec![1, 2, 3]));
+                let r = rt.block_on(queue.complete(id, LeaseToken(attempt), vec![1, 2, 3], 1));
                 if m.fenced(id, attempt) {
                     prop_assert!(r.is_ok(), "step {n}: {r:?}");
                     m.finish(id, JobState::Completed);
@@ -322,7 +325,7 @@ fn run(steps: Vec<Step>, aging: Option<Duration>) -> Result<(), TestCaseError> {
                 } else {
                     JobError::permanent(ErrorCode::DECODE_FAILED, "not an image")
                 };
-                let r = rt.block_on(queue.fail(id, attempt, err));
+                let r = rt.block_on(queue.fail(id, LeaseToken(attempt), err));
                 if m.fenced(id, attempt) {
                     let j = m.jobs.get_mut(&id).expect("job");
                     let spent = j.attempt - j.base;
@@ -432,7 +435,7 @@ fn run(steps: Vec<Step>, aging: Option<Duration>) -> Result<(), TestCaseError> {
                 let j = m.jobs.get_mut(&id).expect("job");
                 j.state = JobState::Active;
                 j.attempt += 1;
-                rt.block_on(queue.complete(id, l.attempt, vec![]))
+                rt.block_on(queue.complete(id, l.token, vec![], 0))
                     .expect("complete");
                 m.finish(id, JobState::Completed);
             }
@@ -488,9 +491,9 @@ fn check(queue: &Queue, m: &Model, step: usize) -> Result<(), TestCaseError> {
             step,
             id
         );
-        prop_assert_eq!(j.attempt, mj.attempt, "step {}: attempt of {}", step, id);
+        prop_assert_eq!(j.lease.0, mj.attempt, "step {}: lease of {}", step, id);
         prop_assert_eq!(
-            j.attempts_spent(),
+            j.attempts,
             mj.attempt - mj.base,
             "step {}: spent of {}",
             step,

@@ -207,17 +207,27 @@ pub(super) fn validate(
         )?,
     };
     let segmenter = l.segmenter.unwrap_or_default();
-    if segmenter == SegmenterKind::Http && ml.url.is_none() {
-        return Err(err(
-            "segmenter",
-            "the http segmenter needs ml.url (or ML_SERVICE_URL)".into(),
-        ));
-    }
-    if segmenter == SegmenterKind::Command && command.argv.is_empty() {
-        return Err(err(
-            "segmenter",
-            "the command segmenter needs command.argv in spheroseg.toml".into(),
-        ));
+    match segmenter.as_str() {
+        SegmenterId::BUILTIN => {}
+        SegmenterId::HTTP if ml.url.is_none() => {
+            return Err(err(
+                "segmenter",
+                "the http segmenter needs ml.url (or ML_SERVICE_URL)".into(),
+            ));
+        }
+        SegmenterId::COMMAND if command.argv.is_empty() => {
+            return Err(err(
+                "segmenter",
+                "the command segmenter needs command.argv in spheroseg.toml".into(),
+            ));
+        }
+        SegmenterId::HTTP | SegmenterId::COMMAND => {}
+        other => {
+            return Err(err(
+                "segmenter",
+                format!("no segmenter is named {other:?}: use builtin, http or command"),
+            ));
+        }
     }
     let allowed_hosts = l.allowed_hosts.unwrap_or_default();
     for h in &allowed_hosts {

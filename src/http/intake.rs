@@ -12,8 +12,8 @@ use tokio::io::AsyncWriteExt;
 use super::{ApiError, AppState};
 use crate::error_code::ErrorCode;
 use crate::images::ImageStore;
-use crate::queue::{Priority, SegmenterChoice};
-use crate::segment::SegmentParams;
+use crate::queue::Priority;
+use crate::segment::{SegmentParams, SegmenterId};
 use crate::service::{Source, SubmitOptions};
 
 /// Image parts up to this size stay in memory; larger ones stream to a temp file.
@@ -32,16 +32,10 @@ pub(super) fn priority(raw: i64) -> Result<Priority, ApiError> {
     })
 }
 
-pub(super) fn segmenter(raw: &str) -> Result<SegmenterChoice, ApiError> {
-    match raw {
-        "builtin" => Ok(SegmenterChoice::Builtin),
-        "http" => Ok(SegmenterChoice::Http("http".into())),
-        "command" => Ok(SegmenterChoice::Command("command".into())),
-        other => Err(ApiError::invalid(
-            "segmenter",
-            format!("{other:?}: use builtin, http or command"),
-        )),
-    }
+/// A segmenter's name; whether this server has it is the service's check.
+pub(super) fn segmenter(raw: &str) -> Result<SegmenterId, ApiError> {
+    raw.parse()
+        .map_err(|e: String| ApiError::invalid("segmenter", e))
 }
 
 pub(super) fn params(raw: &str) -> Result<SegmentParams, ApiError> {

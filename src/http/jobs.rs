@@ -14,7 +14,7 @@ use super::intake::{self, priority};
 use super::{ApiError, AppState};
 use crate::error_code::ErrorCode;
 use crate::export;
-use crate::queue::{Job, JobFilter, JobId, JobState, SegmenterChoice};
+use crate::queue::{Job, JobFilter, JobId, JobState};
 use crate::segment::{SegmentParams, SegmentResult};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -37,7 +37,8 @@ pub(super) struct JobView {
     state: JobState,
     priority: u8,
     progress: u8,
-    attempt: u32,
+    /// Attempts spent of `max_attempts`.
+    attempts: u32,
     max_attempts: u32,
     project: Option<String>,
     image: ImageView,
@@ -69,13 +70,6 @@ struct ErrorView {
     transient: bool,
 }
 
-fn segmenter_name(s: &SegmenterChoice) -> String {
-    match s {
-        SegmenterChoice::Builtin => "builtin".into(),
-        SegmenterChoice::Http(n) | SegmenterChoice::Command(n) => n.clone(),
-    }
-}
-
 impl From<&Job> for JobView {
     fn from(j: &Job) -> Self {
         JobView {
@@ -83,7 +77,7 @@ impl From<&Job> for JobView {
             state: j.state,
             priority: j.priority.get(),
             progress: j.progress,
-            attempt: j.attempts_spent(),
+            attempts: j.attempts,
             max_attempts: j.max_attempts,
             project: j.project.clone(),
             image: ImageView {
@@ -93,7 +87,7 @@ impl From<&Job> for JobView {
                 height: j.image.height,
                 bytes: j.image.bytes,
             },
-            segmenter: segmenter_name(&j.segmenter),
+            segmenter: j.segmenter.to_string(),
             params: j.params.clone(),
             created_at: j.created_at,
             updated_at: j.updated_at,

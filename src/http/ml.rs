@@ -16,7 +16,8 @@ use utoipa_axum::routes;
 use super::{ApiError, AppState, intake};
 use crate::clock::{Clock, SystemClock};
 use crate::error_code::ErrorCode;
-use crate::queue::{JobState, Priority, SegmenterChoice};
+use crate::queue::{JobState, Priority};
+use crate::segment::SegmenterId;
 use crate::segment::http::ml_reply;
 use crate::segment::{Failure, SegmentParams, SegmentResult};
 use crate::service::SubmitOptions;
@@ -80,7 +81,7 @@ async fn segment(State(state): State<AppState>, mut form: Multipart) -> Result<R
     };
     let opts = SubmitOptions {
         priority: Priority::MAX,
-        segmenter: Some(SegmenterChoice::Builtin),
+        segmenter: Some(SegmenterId::builtin()),
         params,
         max_attempts: Some(1),
         ..SubmitOptions::default()

@@ -107,7 +107,7 @@ pub(super) fn breakers(state: &AppState) -> Vec<(String, Snapshot)> {
                 .iter()
                 .map(|(name, svc)| {
                     (
-                        name.clone(),
+                        name.to_string(),
                         svc.breaker.lock().expect("breaker lock").snapshot(now),
                     )
                 })
@@ -132,7 +132,7 @@ fn view(state: &AppState, name: String, breaker: Snapshot) -> MlView {
     let svc = state
         .service
         .pool()
-        .and_then(|p| p.ml().get(&name).cloned());
+        .and_then(|p| p.ml().get(name.as_str()).cloned());
     MlView {
         target: svc.as_ref().map(|s| s.target.clone()).unwrap_or_default(),
         last_health: svc.and_then(|s| s.last_health.lock().expect("health lock").clone()),
@@ -162,7 +162,7 @@ async fn reset(
         .ok_or_else(|| ApiError::not_found(format!("no ML service named {name}")))?;
     let svc = pool
         .ml()
-        .get(&name)
+        .get(name.as_str())
         .ok_or_else(|| ApiError::not_found(format!("no ML service named {name}")))?;
     let now = SystemClock.now();
     let snapshot = {

@@ -11,6 +11,7 @@ use super::{MlService, Shared, Target, Work, finish_failed, publish_transition};
 use crate::error_code::ErrorCode;
 use crate::events::{EventKind, job as jid};
 use crate::queue::{JobError, JobId, Lease, QueueError};
+use crate::segment::SegmenterId;
 use crate::segment::breaker::Outcome;
 use crate::segment::{Control, Failure, Input, SegmentResult, StopReason};
 
@@ -28,15 +29,15 @@ pub(super) fn run(s: &Arc<Shared>, work: Work) {
         return;
     }
     let segmenter_name = match &target {
-        Target::Builtin { .. } => "builtin".to_owned(),
-        Target::Ml(name, _) => name.clone(),
+        Target::Builtin { .. } => SegmenterId::BUILTIN.to_owned(),
+        Target::Ml(name, _) => name.to_string(),
     };
-    tracing::info!(job.id = %id, attempt = lease.attempt, segmenter = %segmenter_name, "job started");
+    tracing::info!(job.id = %id, lease = %lease.token, segmenter = %segmenter_name, "job started");
     let waited = s.clock.now().saturating_sub(lease.job.queued_at);
     metrics::histogram!("spheroseg_job_wait_seconds").record(waited as f64 / 1e3);
     s.events.publish(EventKind::JobStarted {
         job_id: jid(id),
-        attempt: lease.attempt,
+        attempt: lease.job.attempts,
         segmenter: segmenter_name,
     });
     let bytes = match s.images.read(&lease.job.image.hash) {
@@ -61,7 +62,7 @@ pub(super) fn run(s: &Arc<Shared>, work: Work) {
             {
                 last = p;
                 last_at = Instant::now();
-                let _ = s.handle.block_on(s.queue.progress(id, lease.attempt, p));
+                let _ = s.handle.block_on(s.queue.progress(id, lease.token, p));
                 s.events.publish(EventKind::JobProgress {
                     job_id: jid(id),
                     progress: p,
@@ -89,7 +90,7 @@ pub(super) fn run(s: &Arc<Shared>, work: Work) {
                 }
                 r
             }
-            Target::Ml(name, svc) => call_ml(s, name, svc, &input, &mut control),
+            Target::Ml(name, svc) => call_ml(s, name.as_str(), svc, &input, &mut control),
         }
     }));
     let run_ms = started.elapsed().as_millis() as u64;
@@ -197,10 +198,10 @@ fn interrupted(s: &Shared, id: JobId, reason: StopReason) {
 fn complete(s: &Shared, lease: &Lease, result: &SegmentResult, run_ms: u64) {
     let id = lease.job.id;
     let bytes = result.to_bytes();
-    match s
-        .handle
-        .block_on(s.queue.complete(id, lease.attempt, bytes))
-    {
+    match s.handle.block_on(
+        s.queue
+            .complete(id, lease.token, bytes, result.objects.len() as u32),
+    ) {
         Ok(_) => {
             metrics::counter!("spheroseg_jobs_completed_total").increment(1);
             metrics::histogram!("spheroseg_job_run_seconds").record(run_ms as f64 / 1e3);

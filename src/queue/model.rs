@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::clock::Millis;
 use crate::error_code::ErrorCode;
 pub use crate::images::ImageRef;
-use crate::segment::SegmentParams;
+use crate::segment::{SegmentParams, SegmenterId};
 
 /// A job's id: a UUIDv7, so ids sort by creation time; shown as the hyphenated string.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -175,32 +175,39 @@ impl JobError {
     }
 }
 
-/// Which segmenter runs a job. `Http` and `Command` name a configured ML service.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SegmenterChoice {
-    #[default]
-    Builtin,
-    Http(String),
-    Command(String),
+/// The lease number of a job: one more at every lease and never lowered, so it fences a late
+/// finisher out (a worker reports with the token its lease gave it).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct LeaseToken(pub u32);
+
+impl fmt::Display for LeaseToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
 /// Where a finished job's result is: the `results` table holds it under the job id.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResultRef {
     pub bytes: u64,
+    /// Objects found.
+    pub objects: u32,
 }
 
-/// One job, as stored.
+/// One job, as stored (postcard, behind a record version byte: see `queue/store.rs`; the
+/// parameters as JSON text inside it, so a new parameter with a default needs no migration).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Job {
     pub id: JobId,
     pub priority: Priority,
     pub state: JobState,
-    /// The lease generation: incremented by every lease and never lowered, so it fences a late
-    /// finisher out. Attempts spent are `attempt - attempt_base`.
-    pub attempt: u32,
-    /// `attempt` as it was when the budget was last refilled (manual retry, restart refund).
-    pub attempt_base: u32,
+    /// The current lease's token; the next lease takes the one after it.
+    pub lease: LeaseToken,
+    /// Attempts spent against `max_attempts`: a lease spends one, a hand-back (breaker open, a
+    /// restart under the job) refunds it, a manual retry starts again from zero.
+    pub attempts: u32,
     pub max_attempts: u32,
     /// Times the job was found `active` at startup (its process died under it).
     pub interruptions: u32,
@@ -222,15 +229,32 @@ pub struct Job {
     pub project: Option<String>,
     pub dedupe_key: Option<String>,
     pub image: ImageRef,
-    pub segmenter: SegmenterChoice,
+    pub segmenter: SegmenterId,
+    #[serde(with = "params_json")]
     pub params: SegmentParams,
     pub result: Option<ResultRef>,
+    /// The job this one runs again (same image, other parameters).
+    pub rerun_of: Option<JobId>,
+    /// Named values from where the image came from, e.g. plate and well from its file name.
+    pub metadata: Vec<(String, String)>,
+    /// The page of a multi-page TIFF this job segments (0-based); `None` is the first.
+    pub page: Option<u32>,
 }
 
-impl Job {
-    /// Attempts spent against `max_attempts`.
-    pub fn attempts_spent(&self) -> u32 {
-        self.attempt.saturating_sub(self.attempt_base)
+/// Parameters inside a job record as JSON text: fields added later take their defaults.
+mod params_json {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::segment::SegmentParams;
+
+    pub fn serialize<S: Serializer>(p: &SegmentParams, s: S) -> Result<S::Ok, S::Error> {
+        let text = serde_json::to_string(p).map_err(serde::ser::Error::custom)?;
+        s.serialize_str(&text)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SegmentParams, D::Error> {
+        let text = String::deserialize(d)?;
+        serde_json::from_str(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -242,10 +266,13 @@ pub struct NewJob {
     pub project: Option<String>,
     pub dedupe_key: Option<String>,
     pub image: ImageRef,
-    pub segmenter: SegmenterChoice,
+    pub segmenter: SegmenterId,
     pub params: SegmentParams,
     /// Start delayed until this time instead of queued now.
     pub run_at: Option<Millis>,
+    pub rerun_of: Option<JobId>,
+    pub metadata: Vec<(String, String)>,
+    pub page: Option<u32>,
 }
 
 /// The answer to an enqueue: the job, and whether it already existed under its dedupe key.
@@ -255,11 +282,11 @@ pub struct Enqueued {
     pub deduplicated: bool,
 }
 
-/// A job handed to a worker, with the attempt that fences its completion.
+/// A job handed to a worker, with the token that fences its completion.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Lease {
     pub job: Job,
-    pub attempt: u32,
+    pub token: LeaseToken,
 }
 
 /// What a bulk action does to each job it names.

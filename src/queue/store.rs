@@ -28,18 +28,21 @@ use redb::{
     Database, DatabaseError, ReadTransaction, ReadableDatabase, ReadableTable, StorageError,
     TableDefinition, TableError,
 };
-use serde::{Serialize, de::DeserializeOwned};
 
 use super::QueueError;
 use super::model::{Job, JobId, JobState, Millis};
 
 /// The layout this build reads and writes. Version 2 added the write-ahead log, which a build of
-/// version 1 would not replay.
-pub(crate) const SCHEMA_VERSION: u64 = 2;
+/// version 1 would not replay; version 3 writes job records of version 2, which a build of
+/// schema 2 cannot read.
+pub(crate) const SCHEMA_VERSION: u64 = 3;
 
-/// Version byte in front of every postcard record, so a record format can change without a
-/// whole-file migration.
+/// Version byte in front of every job record, so the record layout can change without a
+/// whole-file migration: older versions are converted when read (`store/legacy.rs`).
 const RECORD_V1: u8 = 1;
+/// Today's job record: the lease token, attempts spent, the segmenter's name, the parameters as
+/// JSON text, the rerun link, metadata and page.
+const RECORD_V2: u8 = 2;
 
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub(crate) const JOBS: TableDefinition<u128, &[u8]> = TableDefinition::new("jobs");
@@ -88,18 +91,24 @@ fn parse_count_key(key: &str) -> Option<(JobState, u8)> {
     (1..=10).contains(&p).then_some((state, p))
 }
 
-pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = vec![RECORD_V1];
+/// A job record in today's layout.
+pub(crate) fn encode(job: &Job) -> Vec<u8> {
+    let mut out = vec![RECORD_V2];
     // postcard into a Vec cannot fail for our types: no maps with non-string keys, no io
-    out.extend(postcard::to_stdvec(value).expect("postcard encodes plain structs"));
+    out.extend(postcard::to_stdvec(job).expect("postcard encodes plain structs"));
     out
 }
 
-pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, QueueError> {
+/// A job record of any version this build knows.
+pub(crate) fn decode(bytes: &[u8], what: &str) -> Result<Job, QueueError> {
+    let bad = |e: postcard::Error| QueueError::Corrupt {
+        detail: format!("{what}: {e}"),
+    };
     match bytes.split_first() {
-        Some((&RECORD_V1, rest)) => postcard::from_bytes(rest).map_err(|e| QueueError::Corrupt {
-            detail: format!("{what}: {e}"),
-        }),
+        Some((&RECORD_V2, rest)) => postcard::from_bytes(rest).map_err(bad),
+        Some((&RECORD_V1, rest)) => postcard::from_bytes::<legacy::JobV1>(rest)
+            .map(Job::from)
+            .map_err(bad),
         Some((v, _)) => Err(QueueError::Corrupt {
             detail: format!("{what}: unknown record version {v}"),
         }),
@@ -349,12 +358,14 @@ fn init(db: &Database) -> Result<(), QueueError> {
 
 /// Migrates a file of schema `from` to [`SCHEMA_VERSION`] in one transaction.
 ///
-/// Version 0 is the layout before indexes: a `jobs` table (records in today's format) and nothing
-/// else; moving to 1 rebuilds every index and counter from `jobs`. Version 1 had no write-ahead
-/// log; moving to 2 starts one at generation 0 (a clean one: version 1 committed everything).
+/// Version 0 is the layout before indexes: a `jobs` table and nothing else; moving to 1 rebuilds
+/// every index and counter from `jobs`. Version 1 had no write-ahead log; moving to 2 starts one
+/// at generation 0 (a clean one: version 1 committed everything). Version 2 wrote job records of
+/// version 1, which are converted as they are read, so moving to 3 changes only the schema
+/// number.
 ///
-/// The write-ahead log is replayed after this, in this build's layout. A migration from version 2
-/// or later must therefore redo (or refuse) an unclean file's log in the old layout first.
+/// The write-ahead log is replayed after this. Its records are the raw table changes, which
+/// replay the same in either layout, so a schema-2 file's log is kept as it is.
 fn migrate(db: &Database, from: u64) -> Result<(), QueueError> {
     let tx = db.begin_write()?;
     {
@@ -367,9 +378,11 @@ fn migrate(db: &Database, from: u64) -> Result<(), QueueError> {
     {
         let mut meta = tx.open_table(META)?;
         meta.insert(META_SCHEMA, SCHEMA_VERSION)?;
-        meta.insert(META_WAL_GENERATION, 0)?;
-        meta.insert(META_WAL_LSN, 0)?;
-        meta.insert(META_WAL_CLEAN, 1)?;
+        if from < 2 {
+            meta.insert(META_WAL_GENERATION, 0)?;
+            meta.insert(META_WAL_LSN, 0)?;
+            meta.insert(META_WAL_CLEAN, 1)?;
+        }
     }
     tx.commit()?;
     Ok(())
@@ -497,6 +510,7 @@ pub(crate) fn index_remove(t: &mut Tables<'_>, job: &Job) -> Result<(), QueueErr
     Ok(())
 }
 
+mod legacy;
 mod list;
 mod ready;
 mod tables;

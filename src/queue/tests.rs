@@ -102,7 +102,7 @@ async fn enqueue_is_queued_durable_and_counted() {
     let mut f = Fixture::new();
     let j = f.add(7).await;
     assert_eq!(j.state, JobState::Queued);
-    assert_eq!(j.attempt, 0);
+    assert_eq!(j.lease, LeaseToken(0));
     assert_eq!(j.max_attempts, 3);
     assert_eq!(j.created_at, T0);
     f.reopen();
@@ -137,7 +137,7 @@ async fn fifo_inside_a_priority_level_and_levels_in_order() {
     let leased = f.queue.lease(10, TTL).await.expect("lease");
     let order: Vec<JobId> = leased.iter().map(|l| l.job.id).collect();
     assert_eq!(order, vec![d.id, a.id, c.id, b.id, e.id]);
-    assert!(leased.iter().all(|l| l.attempt == 1));
+    assert!(leased.iter().all(|l| l.token == LeaseToken(1)));
 }
 
 #[tokio::test]
@@ -162,13 +162,19 @@ async fn complete_stores_the_result_in_the_same_commit() {
     f.clock.advance(Duration::from_millis(1500));
     let done = f
         .queue
-        .complete(j.id, l.attempt, b"polygons".to_vec())
+        .complete(j.id, l.token, b"polygons".to_vec(), 0)
         .await
         .expect("complete");
     assert_eq!(done.state, JobState::Completed);
     assert_eq!(done.progress, 100);
     assert_eq!(done.finished_at, Some(T0 + 1500));
-    assert_eq!(done.result, Some(ResultRef { bytes: 8 }));
+    assert_eq!(
+        done.result,
+        Some(ResultRef {
+            bytes: 8,
+            objects: 0
+        })
+    );
     f.reopen();
     assert_eq!(
         f.queue.result(j.id).expect("result"),
@@ -184,7 +190,7 @@ async fn a_late_finisher_of_an_expired_attempt_is_fenced_out() {
     let f = Fixture::new();
     let j = f.add(5).await;
     let first = f.lease_one().await;
-    assert_eq!(first.attempt, 1);
+    assert_eq!(first.token, LeaseToken(1));
     f.clock.advance(TTL + Duration::from_secs(1));
     let swept = f.queue.sweep().await.expect("sweep");
     assert_eq!(swept.expired, vec![j.id]);
@@ -195,27 +201,30 @@ async fn a_late_finisher_of_an_expired_attempt_is_fenced_out() {
         Some(ErrorCode::LEASE_EXPIRED.as_str())
     );
     let second = f.lease_one().await;
-    assert_eq!(second.attempt, 2);
+    assert_eq!(second.token, LeaseToken(2));
 
-    let late = f.queue.complete(j.id, 1, b"late".to_vec()).await;
+    let late = f
+        .queue
+        .complete(j.id, LeaseToken(1), b"late".to_vec(), 0)
+        .await;
     assert!(
         matches!(
             late,
             Err(QueueError::Stale {
-                attempt: 1,
-                current: 2,
+                token: LeaseToken(1),
+                current: LeaseToken(2),
                 ..
             })
         ),
         "{late:?}"
     );
-    let late_fail = f.queue.fail(j.id, 1, transient()).await;
+    let late_fail = f.queue.fail(j.id, LeaseToken(1), transient()).await;
     assert!(matches!(late_fail, Err(QueueError::Stale { .. })));
-    let late_progress = f.queue.progress(j.id, 1, 50).await;
+    let late_progress = f.queue.progress(j.id, LeaseToken(1), 50).await;
     assert!(matches!(late_progress, Err(QueueError::Stale { .. })));
 
     f.queue
-        .complete(j.id, 2, b"ok".to_vec())
+        .complete(j.id, LeaseToken(2), b"ok".to_vec(), 0)
         .await
         .expect("current attempt completes");
     assert_eq!(f.queue.result(j.id).expect("result"), Some(b"ok".to_vec()));
@@ -231,7 +240,7 @@ async fn heartbeats_keep_a_lease_and_report_lost_ones() {
     f.clock.advance(Duration::from_secs(20));
     let lost = f
         .queue
-        .heartbeat(vec![(a.id, la.attempt), (b.id, lb.attempt)], TTL)
+        .heartbeat(vec![(a.id, la.token), (b.id, lb.token)], TTL)
         .await
         .expect("heartbeat");
     assert!(lost.is_empty());
@@ -243,7 +252,11 @@ async fn heartbeats_keep_a_lease_and_report_lost_ones() {
     let lost = f
         .queue
         .heartbeat(
-            vec![(a.id, la.attempt), (b.id, lb.attempt), (JobId(7), 1)],
+            vec![
+                (a.id, la.token),
+                (b.id, lb.token),
+                (JobId(7), LeaseToken(1)),
+            ],
             TTL,
         )
         .await
@@ -260,7 +273,7 @@ async fn transient_failure_backs_off_then_runs_again_then_fails_when_spent() {
     let l1 = f.lease_one().await;
     let out = f
         .queue
-        .fail(j.id, l1.attempt, transient())
+        .fail(j.id, l1.token, transient())
         .await
         .expect("fail");
     let expect1 = T0 + b.delay(j.id, 1).as_millis() as u64;
@@ -277,10 +290,14 @@ async fn transient_failure_backs_off_then_runs_again_then_fails_when_spent() {
     assert!(f.queue.lease(1, TTL).await.expect("lease").is_empty());
     f.clock.set(expect1);
     let l2 = f.lease_one().await;
-    assert_eq!(l2.attempt, 2);
+    assert_eq!(l2.token, LeaseToken(2));
 
     let now = f.clock.now();
-    let out = f.queue.fail(j.id, 2, transient()).await.expect("fail");
+    let out = f
+        .queue
+        .fail(j.id, LeaseToken(2), transient())
+        .await
+        .expect("fail");
     let FailOutcome::Retrying { run_at } = out else {
         panic!("second failure retries: {out:?}")
     };
@@ -291,8 +308,12 @@ async fn transient_failure_backs_off_then_runs_again_then_fails_when_spent() {
     );
     f.clock.set(run_at);
     let l3 = f.lease_one().await;
-    assert_eq!(l3.attempt, 3);
-    let out = f.queue.fail(j.id, 3, transient()).await.expect("fail");
+    assert_eq!(l3.token, LeaseToken(3));
+    let out = f
+        .queue
+        .fail(j.id, LeaseToken(3), transient())
+        .await
+        .expect("fail");
     assert_eq!(out, FailOutcome::Failed, "three attempts spent");
     let failed = f.queue.get(j.id).expect("get").expect("exists");
     assert_eq!(failed.state, JobState::Failed);
@@ -307,13 +328,13 @@ async fn permanent_error_fails_at_once() {
     let err = JobError::permanent(ErrorCode::DECODE_FAILED, "not an image");
     let out = f
         .queue
-        .fail(j.id, l.attempt, err.clone())
+        .fail(j.id, l.token, err.clone())
         .await
         .expect("fail");
     assert_eq!(out, FailOutcome::Failed);
     let failed = f.queue.get(j.id).expect("get").expect("exists");
     assert_eq!(failed.last_error, Some(err));
-    assert_eq!(failed.attempts_spent(), 1);
+    assert_eq!(failed.attempts, 1);
     assert_eq!(f.queue.stats().expect("stats").counts.failed, 1);
 }
 
@@ -325,17 +346,17 @@ async fn retry_gives_a_failed_job_fresh_attempts_and_keeps_fencing() {
     f.queue
         .fail(
             j.id,
-            l.attempt,
+            l.token,
             JobError::permanent(ErrorCode::DECODE_FAILED, "bad"),
         )
         .await
         .expect("fail");
     let back = f.queue.retry(j.id).await.expect("retry");
     assert_eq!(back.state, JobState::Queued);
-    assert_eq!(back.attempts_spent(), 0);
+    assert_eq!(back.attempts, 0);
     let l2 = f.lease_one().await;
-    assert_eq!(l2.attempt, 2, "the fencing token never goes back");
-    assert_eq!(l2.job.attempts_spent(), 1);
+    assert_eq!(l2.token, LeaseToken(2), "the fencing token never goes back");
+    assert_eq!(l2.job.attempts, 1);
     let r = f.queue.retry(j.id).await;
     assert!(matches!(
         r,
@@ -344,7 +365,10 @@ async fn retry_gives_a_failed_job_fresh_attempts_and_keeps_fencing() {
             ..
         })
     ));
-    f.queue.complete(j.id, 2, vec![]).await.expect("complete");
+    f.queue
+        .complete(j.id, LeaseToken(2), vec![], 0)
+        .await
+        .expect("complete");
     let r = f.queue.retry(j.id).await;
     assert!(matches!(
         r,
@@ -366,7 +390,7 @@ async fn cancel_queued_delayed_and_active_jobs() {
     let ld = f.queue.lease(5, TTL).await.expect("lease");
     let ld = ld.into_iter().find(|l| l.job.id == d.id).expect("d leased");
     f.queue
-        .fail(d.id, ld.attempt, transient())
+        .fail(d.id, ld.token, transient())
         .await
         .expect("fail");
     assert_eq!(f.state(d.id), JobState::Delayed);
@@ -392,7 +416,7 @@ async fn cancel_queued_delayed_and_active_jobs() {
             ..
         })
     ));
-    let late = f.queue.complete(a.id, la.attempt, vec![]).await;
+    let late = f.queue.complete(a.id, la.token, vec![], 0).await;
     assert!(matches!(
         late,
         Err(QueueError::Stale {
@@ -459,7 +483,7 @@ async fn dedupe_returns_the_live_job_and_releases_the_key_on_failure() {
     f.queue
         .fail(
             first.job.id,
-            l.attempt,
+            l.token,
             JobError::permanent(ErrorCode::DECODE_FAILED, "bad"),
         )
         .await
@@ -543,17 +567,14 @@ async fn progress_is_stored_for_the_current_attempt() {
     let j = f.add(5).await;
     let l = f.lease_one().await;
     f.queue
-        .progress(j.id, l.attempt, 250)
+        .progress(j.id, l.token, 250)
         .await
         .expect("progress");
     assert_eq!(
         f.queue.get(j.id).expect("get").expect("exists").progress,
         100
     );
-    f.queue
-        .progress(j.id, l.attempt, 42)
-        .await
-        .expect("progress");
+    f.queue.progress(j.id, l.token, 42).await.expect("progress");
     assert_eq!(
         f.queue.get(j.id).expect("get").expect("exists").progress,
         42
@@ -569,20 +590,20 @@ async fn release_holds_a_job_back_without_spending_its_attempt() {
         .queue
         .release(
             j.id,
-            l.attempt,
+            l.token,
             T0 + 60_000,
             JobError::transient(ErrorCode::BREAKER_OPEN, "held"),
         )
         .await
         .expect("release");
     assert_eq!(held.state, JobState::Delayed);
-    assert_eq!(held.attempts_spent(), 0);
+    assert_eq!(held.attempts, 0);
     assert!(f.queue.lease(1, TTL).await.expect("lease").is_empty());
     f.clock.advance(Duration::from_secs(60));
     let again = f.lease_one().await;
-    assert_eq!(again.attempt, 2, "fencing still moves on");
-    assert_eq!(again.job.attempts_spent(), 1);
-    let stale = f.queue.release(j.id, 1, T0, transient()).await;
+    assert_eq!(again.token, LeaseToken(2), "fencing still moves on");
+    assert_eq!(again.job.attempts, 1);
+    let stale = f.queue.release(j.id, LeaseToken(1), T0, transient()).await;
     assert!(matches!(stale, Err(QueueError::Stale { .. })));
     assert!(f.queue.image_referenced("abc123").expect("read"));
     assert!(!f.queue.image_referenced("nope").expect("read"));

@@ -32,8 +32,8 @@ use tokio::sync::oneshot;
 use super::QueueError;
 use super::QueueOptions;
 use super::model::{
-    BulkAction, BulkOutcome, Enqueued, FailOutcome, Job, JobError, JobId, JobState, Lease, Millis,
-    NewJob, Priority, Retention, RetentionReport, SweepReport,
+    BulkAction, BulkOutcome, Enqueued, FailOutcome, Job, JobError, JobId, JobState, Lease,
+    LeaseToken, Millis, NewJob, Priority, Retention, RetentionReport, SweepReport,
 };
 use super::stats::Recent;
 use super::store::{
@@ -62,31 +62,32 @@ pub(crate) enum Op {
         reply: Reply<Vec<Lease>>,
     },
     Heartbeat {
-        leases: Vec<(JobId, u32)>,
+        leases: Vec<(JobId, LeaseToken)>,
         ttl: Duration,
         reply: Reply<Vec<JobId>>,
     },
     Progress {
         id: JobId,
-        attempt: u32,
+        token: LeaseToken,
         progress: u8,
         reply: Reply<()>,
     },
     Complete {
         id: JobId,
-        attempt: u32,
+        token: LeaseToken,
         result: Vec<u8>,
+        objects: u32,
         reply: Reply<Job>,
     },
     Fail {
         id: JobId,
-        attempt: u32,
+        token: LeaseToken,
         error: JobError,
         reply: Reply<FailOutcome>,
     },
     Release {
         id: JobId,
-        attempt: u32,
+        token: LeaseToken,
         until: Millis,
         reason: JobError,
         reply: Reply<Job>,
@@ -303,7 +304,7 @@ pub(crate) fn recover(
                 ));
                 b.finish_as(&mut job, JobState::Failed)?;
             } else {
-                job.attempt_base = (job.attempt_base + 1).min(job.attempt);
+                job.attempts = job.attempts.saturating_sub(1);
                 b.requeue(&mut job)?;
             }
             b.enter(&job)?;

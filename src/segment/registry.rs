@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use super::Segmenter;
 use super::breaker::Breaker;
 use super::http::{Health, HttpSegmenter};
+use super::{Segmenter, SegmenterId};
 
 /// An ML segmenter with its breaker.
 pub struct MlService {
@@ -66,5 +66,5 @@ impl MlService {
 pub struct Segmenters {
     pub builtin: Arc<dyn Segmenter>,
     /// By the name jobs use (`http`, `command`).
-    pub ml: HashMap<String, Arc<MlService>>,
+    pub ml: HashMap<SegmenterId, Arc<MlService>>,
 }

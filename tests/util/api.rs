@@ -12,7 +12,6 @@ use axum::http::{Request, StatusCode, header};
 use spheroseg::clock::SystemClock;
 use spheroseg::http::{AppState, router};
 use spheroseg::pool::Pool;
-use spheroseg::queue::SegmenterChoice;
 use spheroseg::segment::Builtin;
 use spheroseg::segment::Segmenters;
 use spheroseg::service::Service;
@@ -53,7 +52,7 @@ pub async fn api_in(dir: tempfile::TempDir, token: Option<&str>, body_limit: usi
             images,
             events,
             pool: Some(pool.handle()),
-            default_segmenter: SegmenterChoice::Builtin,
+            default_segmenter: spheroseg::segment::SegmenterId::builtin(),
         },
         started: Instant::now(),
         ready: Arc::new(AtomicBool::new(true)),

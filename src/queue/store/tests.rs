@@ -1,15 +1,16 @@
 //! The store: record encoding, migration from version 0, refusing newer or damaged files.
 use super::*;
-use crate::queue::model::{ImageRef, Priority, SegmenterChoice};
+use crate::queue::model::{ImageRef, LeaseToken, Priority};
 use crate::segment::SegmentParams;
+use crate::segment::SegmenterId;
 
 pub(crate) fn job(id: u128, state: JobState, priority: u8, seq: u64) -> Job {
     Job {
         id: JobId(id),
         priority: Priority::new(priority.into()).expect("valid priority"),
         state,
-        attempt: u32::from(state == JobState::Active),
-        attempt_base: 0,
+        lease: LeaseToken(u32::from(state == JobState::Active)),
+        attempts: u32::from(state == JobState::Active),
         max_attempts: 3,
         interruptions: 0,
         seq,
@@ -31,9 +32,12 @@ pub(crate) fn job(id: u128, state: JobState, priority: u8, seq: u64) -> Job {
             height: 10,
             bytes: 100,
         },
-        segmenter: SegmenterChoice::Builtin,
+        segmenter: SegmenterId::builtin(),
         params: SegmentParams::default(),
         result: None,
+        rerun_of: None,
+        metadata: vec![("well".into(), "B03".into())],
+        page: None,
     }
 }
 
@@ -41,14 +45,14 @@ pub(crate) fn job(id: u128, state: JobState, priority: u8, seq: u64) -> Job {
 fn records_carry_a_version_byte_and_round_trip() {
     let j = job(7, JobState::Queued, 5, 0);
     let bytes = encode(&j);
-    assert_eq!(bytes[0], RECORD_V1);
-    assert_eq!(decode::<Job>(&bytes, "job").expect("decodes"), j);
+    assert_eq!(bytes[0], RECORD_V2);
+    assert_eq!(decode(&bytes, "job").expect("decodes"), j);
     assert!(matches!(
-        decode::<Job>(&[9, 1, 2], "job"),
+        decode(&[9, 1, 2], "job"),
         Err(QueueError::Corrupt { .. })
     ));
     assert!(matches!(
-        decode::<Job>(&[], "job"),
+        decode(&[], "job"),
         Err(QueueError::Corrupt { .. })
     ));
 }
@@ -194,4 +198,110 @@ fn second_open_in_use_is_named() {
     let err = Store::open(&path, 1 << 20).err().expect("refused");
     assert!(matches!(err, QueueError::AlreadyOpen { .. }), "{err}");
     assert!(err.to_string().contains("another spheroseg"), "{err}");
+}
+
+/// A job record of version 1, as the previous layout wrote it, reads as today's job: the attempt
+/// counter becomes the lease token, attempts spent are counted, the segmenter enum is a name.
+#[test]
+fn version_one_records_are_read_as_todays_jobs() {
+    #[derive(serde::Serialize)]
+    enum Seg {
+        #[allow(dead_code)]
+        Builtin,
+        Http(String),
+    }
+    #[derive(serde::Serialize)]
+    struct Params(
+        bool,
+        Option<f32>,
+        u8,
+        u8,
+        f32,
+        f32,
+        bool,
+        Option<u32>,
+        f32,
+        Option<f32>,
+    );
+    #[derive(serde::Serialize)]
+    struct V1 {
+        id: JobId,
+        priority: Priority,
+        state: JobState,
+        attempt: u32,
+        attempt_base: u32,
+        max_attempts: u32,
+        interruptions: u32,
+        seq: u64,
+        created_at: u64,
+        updated_at: u64,
+        queued_at: u64,
+        started_at: Option<u64>,
+        finished_at: Option<u64>,
+        run_at: Option<u64>,
+        lease_until: Option<u64>,
+        progress: u8,
+        last_error: Option<crate::queue::JobError>,
+        project: Option<String>,
+        dedupe_key: Option<String>,
+        image: ImageRef,
+        segmenter: Seg,
+        params: Params,
+        result: Option<u64>,
+    }
+    let v1 = V1 {
+        id: JobId(9),
+        priority: Priority::new(7).expect("priority"),
+        state: JobState::Completed,
+        attempt: 3,
+        attempt_base: 1,
+        max_attempts: 3,
+        interruptions: 0,
+        seq: 4,
+        created_at: 10,
+        updated_at: 20,
+        queued_at: 10,
+        started_at: Some(15),
+        finished_at: Some(20),
+        run_at: None,
+        lease_until: None,
+        progress: 100,
+        last_error: None,
+        project: Some("screen-1".into()),
+        dedupe_key: None,
+        image: job(1, JobState::Queued, 5, 0).image,
+        segmenter: Seg::Http("http".into()),
+        params: Params(
+            false,
+            Some(2.0),
+            1,
+            2,
+            0.05,
+            0.01,
+            true,
+            Some(1),
+            1.5,
+            Some(0.65),
+        ),
+        result: Some(1234),
+    };
+    let mut bytes = vec![RECORD_V1];
+    bytes.extend(postcard::to_stdvec(&v1).expect("encodes"));
+    let j = decode(&bytes, "job").expect("a version-1 record decodes");
+    assert_eq!((j.lease, j.attempts), (LeaseToken(3), 2));
+    assert_eq!(j.segmenter.as_str(), "http");
+    assert_eq!(j.priority.get(), 7);
+    assert_eq!(j.project.as_deref(), Some("screen-1"));
+    assert_eq!(j.result.as_ref().map(|r| r.bytes), Some(1234));
+    let p = &j.params;
+    assert!(!p.flatten_illumination && p.drop_border_objects);
+    assert_eq!(
+        (p.smooth_sigma, p.keep_largest, p.pixel_size_um),
+        (Some(2.0), Some(1), Some(0.65))
+    );
+    assert_eq!(p.feature, crate::segment::Feature::Intensity);
+    assert_eq!(p.polarity, crate::segment::Polarity::Bright);
+    // Written back in today's layout.
+    assert_eq!(encode(&j)[0], RECORD_V2);
+    assert_eq!(decode(&encode(&j), "job").expect("round trip"), j);
 }

@@ -80,7 +80,7 @@ async fn checkpoints_and_log_restarts_keep_every_change() {
         }
         let done = f.lease_one().await;
         f.queue
-            .complete(done.job.id, done.attempt, vec![1, 2, 3])
+            .complete(done.job.id, done.token, vec![1, 2, 3], 0)
             .await
             .expect("complete");
         let recovery = f.reopen();
@@ -107,7 +107,7 @@ async fn a_change_bigger_than_the_whole_log_commits_as_a_checkpoint() {
     let l = f.lease_one().await;
     let result = vec![7u8; 64 << 10];
     f.queue
-        .complete(l.job.id, l.attempt, result.clone())
+        .complete(l.job.id, l.token, result.clone(), 0)
         .await
         .expect("complete");
     assert_eq!(f.queue.stats().expect("stats").log.checkpoints, 1);
@@ -145,24 +145,17 @@ async fn reopen_requeues_orphans_and_refunds_their_attempt() {
     let mut f = Fixture::new();
     let j = f.add(5).await;
     let l = f.lease_one().await;
-    f.queue
-        .progress(j.id, l.attempt, 40)
-        .await
-        .expect("progress");
+    f.queue.progress(j.id, l.token, 40).await.expect("progress");
     let recovery = f.reopen();
     assert_eq!(recovery.orphans, vec![j.id]);
     let back = f.queue.get(j.id).expect("get").expect("exists");
     assert_eq!(back.state, JobState::Queued);
-    assert_eq!(
-        back.attempts_spent(),
-        0,
-        "a restart does not spend an attempt"
-    );
+    assert_eq!(back.attempts, 0, "a restart does not spend an attempt");
     assert_eq!(back.interruptions, 1);
     let s = f.queue.stats().expect("stats");
     assert_eq!((s.counts.queued, s.counts.active), (1, 0));
     let l2 = f.lease_one().await;
-    assert_eq!(l2.attempt, 2);
+    assert_eq!(l2.token, LeaseToken(2));
 }
 
 #[tokio::test]

@@ -180,7 +180,7 @@ async fn retention_removes_by_age_and_by_count_and_releases_images() {
         let j = f.queue.enqueue(shared("old")).await.expect("enqueue").job;
         let l = f.lease_one().await;
         f.queue
-            .complete(j.id, l.attempt, vec![1])
+            .complete(j.id, l.token, vec![1], 0)
             .await
             .expect("complete");
         old.push(j.id);
@@ -189,7 +189,7 @@ async fn retention_removes_by_age_and_by_count_and_releases_images() {
     let recent = f.queue.enqueue(shared("keep")).await.expect("enqueue").job;
     let l = f.lease_one().await;
     f.queue
-        .complete(recent.id, l.attempt, vec![1])
+        .complete(recent.id, l.token, vec![1], 0)
         .await
         .expect("complete");
     let waiting = f.queue.enqueue(shared("old")).await.expect("enqueue").job;
@@ -249,7 +249,7 @@ async fn stats_report_oldest_wait_throughput_and_percentiles() {
     assert_eq!(l.job.id, a.id);
     f.clock.advance(Duration::from_secs(2));
     f.queue
-        .complete(a.id, l.attempt, vec![])
+        .complete(a.id, l.token, vec![], 0)
         .await
         .expect("complete");
     let s = f.queue.stats().expect("stats");

@@ -12,7 +12,7 @@ use redb::ReadableTable;
 use super::{Finish, Op, Reply, finish};
 use crate::queue::QueueError;
 use crate::queue::QueueOptions;
-use crate::queue::model::{Job, JobId, JobState, Millis};
+use crate::queue::model::{Job, JobId, JobState, LeaseToken, Millis};
 use crate::queue::store::{
     META_NEXT_SEQ, META_PAUSED, Tables, count_key, index_insert, index_remove, spill_ready_tail,
 };
@@ -88,39 +88,40 @@ impl<'a> Batch<'a> {
             }
             Op::Progress {
                 id,
-                attempt,
+                token,
                 progress,
                 reply,
             } => {
-                let r = self.progress(id, attempt, progress);
+                let r = self.progress(id, token, progress);
                 answer(reply, r)
             }
             Op::Complete {
                 id,
-                attempt,
+                token,
                 result,
+                objects,
                 reply,
             } => {
-                let r = self.complete(id, attempt, &result);
+                let r = self.complete(id, token, &result, objects);
                 answer(reply, r)
             }
             Op::Fail {
                 id,
-                attempt,
+                token,
                 error,
                 reply,
             } => {
-                let r = self.fail(id, attempt, error);
+                let r = self.fail(id, token, error);
                 answer(reply, r)
             }
             Op::Release {
                 id,
-                attempt,
+                token,
                 until,
                 reason,
                 reply,
             } => {
-                let r = self.release(id, attempt, until, reason);
+                let r = self.release(id, token, until, reason);
                 answer(reply, r)
             }
             Op::Cancel { id, reply } => {
@@ -236,14 +237,14 @@ impl<'a> Batch<'a> {
         Ok(())
     }
 
-    /// Checks that `attempt` is the job's current, active attempt.
-    pub(super) fn fenced(&mut self, id: JobId, attempt: u32) -> Result<Job, QueueError> {
+    /// Checks that `token` is the job's current lease, and the job active.
+    pub(super) fn fenced(&mut self, id: JobId, token: LeaseToken) -> Result<Job, QueueError> {
         let job = self.t.job(id)?;
-        if job.state != JobState::Active || job.attempt != attempt {
+        if job.state != JobState::Active || job.lease != token {
             return Err(QueueError::Stale {
                 id,
-                attempt,
-                current: job.attempt,
+                token,
+                current: job.lease,
                 state: job.state,
             });
         }

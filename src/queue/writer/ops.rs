@@ -10,8 +10,8 @@ use crate::error_code::ErrorCode;
 use crate::queue::QueueError;
 use crate::queue::QueueOptions;
 use crate::queue::model::{
-    BulkAction, BulkOutcome, Enqueued, FailOutcome, Job, JobError, JobId, JobState, Lease, Millis,
-    NewJob, Priority, ResultRef, Retention, RetentionReport, SweepReport,
+    BulkAction, BulkOutcome, Enqueued, FailOutcome, Job, JobError, JobId, JobState, Lease,
+    LeaseToken, Millis, NewJob, Priority, ResultRef, Retention, RetentionReport, SweepReport,
 };
 use crate::queue::store::{META_PAUSED, ReadyEntry, due, earlier, first_in, index_remove, level};
 
@@ -48,8 +48,8 @@ impl Batch<'_> {
                 } else {
                     JobState::Queued
                 },
-                attempt: 0,
-                attempt_base: 0,
+                lease: LeaseToken(0),
+                attempts: 0,
                 max_attempts: nj.max_attempts.unwrap_or(self.options.max_attempts),
                 interruptions: 0,
                 seq: 0,
@@ -68,6 +68,9 @@ impl Batch<'_> {
                 segmenter: nj.segmenter,
                 params: nj.params,
                 result: None,
+                rerun_of: nj.rerun_of,
+                metadata: nj.metadata,
+                page: nj.page,
             };
             if !delayed {
                 job.seq = self.take_seq();
@@ -105,7 +108,8 @@ impl Batch<'_> {
             let mut job = self.t.job(JobId(raw))?;
             self.leave(&job)?;
             job.state = JobState::Active;
-            job.attempt += 1;
+            job.lease = LeaseToken(job.lease.0 + 1);
+            job.attempts += 1;
             job.lease_until = Some(self.now + ttl.as_millis() as u64);
             job.started_at = Some(self.now);
             job.updated_at = self.now;
@@ -114,7 +118,7 @@ impl Batch<'_> {
             self.observed
                 .push(Observed::Wait(self.now.saturating_sub(job.queued_at)));
             out.push(Lease {
-                attempt: job.attempt,
+                token: job.lease,
                 job,
             });
         }
@@ -176,12 +180,12 @@ impl Batch<'_> {
 
     pub(super) fn heartbeat(
         &mut self,
-        leases: &[(JobId, u32)],
+        leases: &[(JobId, LeaseToken)],
         ttl: Duration,
     ) -> Result<Vec<JobId>, QueueError> {
         let mut lost = Vec::new();
-        for &(id, attempt) in leases {
-            let mut job = match self.fenced(id, attempt) {
+        for &(id, token) in leases {
+            let mut job = match self.fenced(id, token) {
                 Ok(job) => job,
                 Err(QueueError::Stale { .. } | QueueError::NotFound(_)) => {
                     lost.push(id);
@@ -204,10 +208,10 @@ impl Batch<'_> {
     pub(super) fn progress(
         &mut self,
         id: JobId,
-        attempt: u32,
+        token: LeaseToken,
         progress: u8,
     ) -> Result<(), QueueError> {
-        let mut job = self.fenced(id, attempt)?;
+        let mut job = self.fenced(id, token)?;
         job.progress = progress.min(100);
         self.t.put_job(&job)
     }
@@ -215,14 +219,16 @@ impl Batch<'_> {
     pub(super) fn complete(
         &mut self,
         id: JobId,
-        attempt: u32,
+        token: LeaseToken,
         result: &[u8],
+        objects: u32,
     ) -> Result<Job, QueueError> {
-        let mut job = self.fenced(id, attempt)?;
+        let mut job = self.fenced(id, token)?;
         self.leave(&job)?;
         job.progress = 100;
         job.result = Some(ResultRef {
             bytes: result.len() as u64,
+            objects,
         });
         self.finish_as(&mut job, JobState::Completed)?;
         self.enter(&job)?;
@@ -233,12 +239,12 @@ impl Batch<'_> {
     pub(super) fn fail(
         &mut self,
         id: JobId,
-        attempt: u32,
+        token: LeaseToken,
         error: JobError,
     ) -> Result<FailOutcome, QueueError> {
-        let mut job = self.fenced(id, attempt)?;
+        let mut job = self.fenced(id, token)?;
         self.leave(&job)?;
-        let spent = job.attempts_spent();
+        let spent = job.attempts;
         let retry = error.transient && spent < job.max_attempts;
         job.last_error = Some(error);
         let outcome = if retry {
@@ -256,17 +262,17 @@ impl Batch<'_> {
         Ok(outcome)
     }
 
-    /// Gives a leased job back without spending its attempt: it waits, delayed, until `until`.
+    /// Gives a leased job back and refunds its attempt: it waits, delayed, until `until`.
     pub(super) fn release(
         &mut self,
         id: JobId,
-        attempt: u32,
+        token: LeaseToken,
         until: Millis,
         reason: JobError,
     ) -> Result<Job, QueueError> {
-        let mut job = self.fenced(id, attempt)?;
+        let mut job = self.fenced(id, token)?;
         self.leave(&job)?;
-        job.attempt_base = (job.attempt_base + 1).min(job.attempt);
+        job.attempts = job.attempts.saturating_sub(1);
         job.state = JobState::Delayed;
         job.run_at = Some(until.max(self.now));
         job.lease_until = None;
@@ -302,7 +308,7 @@ impl Batch<'_> {
             });
         }
         self.leave(&job)?;
-        job.attempt_base = job.attempt;
+        job.attempts = 0;
         job.interruptions = 0;
         job.finished_at = None;
         job.progress = 0;
@@ -405,10 +411,10 @@ impl Batch<'_> {
                 ErrorCode::LEASE_EXPIRED,
                 format!(
                     "attempt {} stopped reporting and its lease ran out",
-                    job.attempts_spent()
+                    job.attempts
                 ),
             ));
-            if job.attempts_spent() >= job.max_attempts {
+            if job.attempts >= job.max_attempts {
                 self.finish_as(&mut job, JobState::Failed)?;
             } else {
                 self.requeue(&mut job)?;

@@ -1,0 +1,120 @@
+//! Job records as earlier versions wrote them, frozen, and their conversion to today's [`Job`].
+//! Records carry a version byte, so each is converted when it is read and written back in
+//! today's layout the next time it changes; nothing here may be edited except to add a version.
+
+use serde::Deserialize;
+
+use crate::images::ImageRef;
+use crate::queue::model::{
+    Job, JobError, JobId, JobState, LeaseToken, Millis, Priority, ResultRef,
+};
+use crate::segment::{Feature, Polarity, SegmentParams, SegmenterId};
+
+/// Record version 1: the attempt counter was the lease fence and attempts spent were
+/// `attempt - attempt_base`; the segmenter an enum; the parameters postcard, in this order.
+#[derive(Deserialize)]
+pub(super) struct JobV1 {
+    id: JobId,
+    priority: Priority,
+    state: JobState,
+    attempt: u32,
+    attempt_base: u32,
+    max_attempts: u32,
+    interruptions: u32,
+    seq: u64,
+    created_at: Millis,
+    updated_at: Millis,
+    queued_at: Millis,
+    started_at: Option<Millis>,
+    finished_at: Option<Millis>,
+    run_at: Option<Millis>,
+    lease_until: Option<Millis>,
+    progress: u8,
+    last_error: Option<JobError>,
+    project: Option<String>,
+    dedupe_key: Option<String>,
+    image: ImageRef,
+    segmenter: SegmenterV1,
+    params: ParamsV1,
+    result: Option<ResultRefV1>,
+}
+
+#[derive(Deserialize)]
+enum SegmenterV1 {
+    Builtin,
+    Http(String),
+    Command(String),
+}
+
+#[derive(Deserialize)]
+struct ResultRefV1 {
+    bytes: u64,
+}
+
+#[derive(Deserialize)]
+struct ParamsV1 {
+    flatten_illumination: bool,
+    smooth_sigma: Option<f32>,
+    feature: Feature,
+    polarity: Polarity,
+    fill_holes_below: f32,
+    min_area_fraction: f32,
+    drop_border_objects: bool,
+    keep_largest: Option<u32>,
+    simplify_epsilon: f32,
+    pixel_size_um: Option<f32>,
+}
+
+impl From<JobV1> for Job {
+    fn from(v: JobV1) -> Job {
+        let p = v.params;
+        let segmenter = match v.segmenter {
+            SegmenterV1::Builtin => SegmenterId::builtin(),
+            SegmenterV1::Http(n) | SegmenterV1::Command(n) => {
+                SegmenterId::new(&n).unwrap_or_default()
+            }
+        };
+        Job {
+            id: v.id,
+            priority: v.priority,
+            state: v.state,
+            lease: LeaseToken(v.attempt),
+            attempts: v.attempt.saturating_sub(v.attempt_base),
+            max_attempts: v.max_attempts,
+            interruptions: v.interruptions,
+            seq: v.seq,
+            created_at: v.created_at,
+            updated_at: v.updated_at,
+            queued_at: v.queued_at,
+            started_at: v.started_at,
+            finished_at: v.finished_at,
+            run_at: v.run_at,
+            lease_until: v.lease_until,
+            progress: v.progress,
+            last_error: v.last_error,
+            project: v.project,
+            dedupe_key: v.dedupe_key,
+            image: v.image,
+            segmenter,
+            params: SegmentParams {
+                flatten_illumination: p.flatten_illumination,
+                smooth_sigma: p.smooth_sigma,
+                feature: p.feature,
+                polarity: p.polarity,
+                fill_holes_below: p.fill_holes_below,
+                min_area_fraction: p.min_area_fraction,
+                drop_border_objects: p.drop_border_objects,
+                keep_largest: p.keep_largest,
+                simplify_epsilon: p.simplify_epsilon,
+                pixel_size_um: p.pixel_size_um,
+            },
+            result: v.result.map(|r| ResultRef {
+                bytes: r.bytes,
+                objects: 0,
+            }),
+            rerun_of: None,
+            metadata: Vec::new(),
+            page: None,
+        }
+    }
+}
