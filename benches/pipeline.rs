@@ -125,7 +125,6 @@ async fn run_pool(s: &Setup, segmenter: Arc<dyn Segmenter>, workers: usize, n: u
     .expect("pool");
     let before = s.queue.stats().expect("stats").counts.completed;
     let start = Instant::now();
-    pool.handle().wake();
     loop {
         let done = s.queue.stats().expect("stats").counts.completed - before;
         if done as usize >= n {

@@ -125,6 +125,9 @@ pub async fn run(
     let images =
         ImageStore::open(&config.data_dir, config.decode_limits())?.with_budget(budget.clone());
     let events = EventBus::new(config.queue.events_buffer, Arc::clone(&clock));
+    // Every commit's transitions become events, published by the queue in commit order.
+    let bus = events.clone();
+    queue.listen(Arc::new(move |c| bus.publish_commit(c)));
     let segmenters = segmenters(&config, clock.as_ref())?;
     let stats = queue.stats()?;
     tracing::info!(

@@ -1,6 +1,8 @@
 //! The event bus: typed events with a monotonic id and a timestamp, kept in a ring buffer so a
 //! client that reconnects with `since` gets what it missed, or a resync when its gap is older than
-//! the buffer. Publishing never waits for a subscriber: a subscriber that falls behind the
+//! the buffer. Job events are made from the queue's commits and published by its sync thread
+//! (`EventBus::publish_commit`, installed as the queue's listener), so for one job they follow
+//! the order of its transitions; only progress is published by the pool. Publishing never waits for a subscriber: a subscriber that falls behind the
 //! broadcast channel is told to resync (tokio's `Lagged`), and nothing is buffered without bound.
 
 use std::collections::VecDeque;
@@ -11,22 +13,30 @@ use tokio::sync::broadcast;
 
 use crate::clock::Clock;
 use crate::clock::Millis;
-use crate::queue::{JobId, JobState, StateCounts};
+use crate::queue::{Change, Committed, JobId, JobState, StateCounts, Transition};
+use crate::view::JobView;
 
-/// What happened.
+/// What happened. Job events carry the job as the API shows it, so a client can draw it
+/// without asking again; they are made from the queue's commits (`from_commit`), in commit order,
+/// once durable. Progress comes from the pool and is not durable.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
+    /// Enqueued, or put back in the queue by a person (`retried`).
     JobQueued {
         job_id: String,
         priority: u8,
         project: Option<String>,
         name: String,
+        retried: bool,
+        job: JobView,
     },
     JobStarted {
         job_id: String,
+        /// The attempt this is, 1-based.
         attempt: u32,
         segmenter: String,
+        job: JobView,
     },
     JobProgress {
         job_id: String,
@@ -34,28 +44,56 @@ pub enum EventKind {
     },
     JobCompleted {
         job_id: String,
-        objects: usize,
+        objects: u32,
         run_ms: u64,
+        job: JobView,
     },
+    /// Delayed until `run_at`: a transient failure with attempts left, or `held` back without
+    /// spending an attempt while its ML service is unavailable.
     JobRetrying {
         job_id: String,
+        /// Attempts spent.
         attempt: u32,
         run_at: Millis,
         code: String,
         message: String,
+        held: bool,
+        job: JobView,
     },
     JobFailed {
         job_id: String,
         code: String,
         message: String,
+        job: JobView,
     },
     JobCancelled {
         job_id: String,
         was: JobState,
+        job: JobView,
     },
-    /// A job that was running when shutdown came; it is requeued at the next start.
+    /// Stopped by a shutdown while it ran: queued again, its attempt refunded.
     JobInterrupted {
         job_id: String,
+        job: JobView,
+    },
+    /// Queued again by the queue itself: `due` (its backoff ended), `lease-expired`, `orphan`
+    /// (it was running when the previous process stopped).
+    JobRequeued {
+        job_id: String,
+        reason: &'static str,
+        job: JobView,
+    },
+    JobPriorityChanged {
+        job_id: String,
+        from: u8,
+        to: u8,
+        job: JobView,
+    },
+    /// Jobs removed in one commit (bulk delete, retention): their ids (the first 10,000) and
+    /// how many.
+    JobsDeleted {
+        job_ids: Vec<String>,
+        count: usize,
     },
     BreakerChanged {
         service: String,
@@ -72,6 +110,107 @@ pub enum EventKind {
         paused: bool,
         oldest_queued_ms: Option<u64>,
     },
+}
+
+impl EventKind {
+    /// Whether this event ends the job `job_id`'s run: completed, failed, cancelled, deleted.
+    pub fn finishes(&self, job_id: &str) -> bool {
+        match self {
+            EventKind::JobCompleted { job_id: j, .. }
+            | EventKind::JobFailed { job_id: j, .. }
+            | EventKind::JobCancelled { job_id: j, .. } => j == job_id,
+            EventKind::JobsDeleted { job_ids, .. } => job_ids.iter().any(|j| j == job_id),
+            _ => false,
+        }
+    }
+}
+
+/// The most ids one `jobs_deleted` event lists.
+const DELETED_IDS: usize = 10_000;
+
+/// The events of one commit, in its order.
+pub fn from_commit(c: &Committed) -> Vec<EventKind> {
+    let mut out: Vec<EventKind> = c.transitions.iter().map(from_transition).collect();
+    if !c.deleted.is_empty() {
+        out.push(EventKind::JobsDeleted {
+            job_ids: c
+                .deleted
+                .iter()
+                .take(DELETED_IDS)
+                .map(|id| job(*id))
+                .collect(),
+            count: c.deleted.len(),
+        });
+    }
+    out
+}
+
+fn from_transition(t: &Transition) -> EventKind {
+    let j = &t.job;
+    let job_id = job(j.id);
+    let view = JobView::from(j);
+    let (code, message) = j
+        .last_error
+        .as_ref()
+        .map(|e| (e.code.clone(), e.message.clone()))
+        .unwrap_or_default();
+    match t.change {
+        Change::Queued | Change::Retried => EventKind::JobQueued {
+            job_id,
+            priority: j.priority.get(),
+            project: j.project.clone(),
+            name: j.image.name.clone(),
+            retried: t.change == Change::Retried,
+            job: view,
+        },
+        Change::Started => EventKind::JobStarted {
+            job_id,
+            attempt: j.attempts,
+            segmenter: j.segmenter.to_string(),
+            job: view,
+        },
+        Change::Completed => EventKind::JobCompleted {
+            job_id,
+            objects: j.result.as_ref().map_or(0, |r| r.objects),
+            run_ms: match (j.started_at, j.finished_at) {
+                (Some(s), Some(f)) => f.saturating_sub(s),
+                _ => 0,
+            },
+            job: view,
+        },
+        Change::Retrying | Change::Held => EventKind::JobRetrying {
+            job_id,
+            attempt: j.attempts,
+            run_at: j.run_at.unwrap_or(j.updated_at),
+            code,
+            message,
+            held: t.change == Change::Held,
+            job: view,
+        },
+        Change::Failed => EventKind::JobFailed {
+            job_id,
+            code,
+            message,
+            job: view,
+        },
+        Change::Cancelled { was } => EventKind::JobCancelled {
+            job_id,
+            was,
+            job: view,
+        },
+        Change::Interrupted => EventKind::JobInterrupted { job_id, job: view },
+        Change::Requeued { reason } => EventKind::JobRequeued {
+            job_id,
+            reason: reason.as_str(),
+            job: view,
+        },
+        Change::PriorityChanged { from } => EventKind::JobPriorityChanged {
+            job_id,
+            from: from.get(),
+            to: j.priority.get(),
+            job: view,
+        },
+    }
 }
 
 /// One numbered event.
@@ -143,6 +282,13 @@ impl EventBus {
         // No receivers is fine: nobody is listening.
         let _ = self.tx.send(Arc::clone(&event));
         event.id
+    }
+
+    /// Publishes the events of one commit, in its order (the queue's listener).
+    pub fn publish_commit(&self, committed: &Committed) {
+        for kind in from_commit(committed) {
+            self.publish(kind);
+        }
     }
 
     /// The id of the latest event (0 before any).

@@ -13,7 +13,8 @@
 //! - `images`: original images stored by content hash, and their garbage collection
 //! - `offline`: `spheroseg segment` on a thread pool, and `spheroseg demo-images`
 //! - `synth`: synthetic spheroid images with known truth (tests, benches, demo images)
-//! - `events`: numbered events in a ring buffer, broadcast to live subscribers
+//! - `view`: a job as the API and the events show it
+//! - `events`: numbered events in a ring buffer, broadcast to live subscribers, made from commits
 //! - `http`: the HTTP API, WebSocket, health endpoints and the embedded status page (axum)
 //! - `telemetry`: the Prometheus recorder and the machine's CPU, memory and disk
 //! - `clock`: injected time for leases, backoff and aging
@@ -39,3 +40,4 @@ pub mod segment;
 pub mod service;
 pub mod synth;
 pub mod telemetry;
+pub mod view;

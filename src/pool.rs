@@ -2,38 +2,43 @@
 //!
 //! The dispatcher leases a job only when a worker slot is free, hands it over a bounded channel,
 //! renews the leases of running jobs (a worker may be busy for minutes), stops jobs past their
-//! timeout, and sweeps delayed jobs and expired leases. It wakes on `wake()` (after an enqueue),
-//! when a worker finishes, when the next delayed job falls due, and on its heartbeat; it never
-//! busy-polls.
+//! timeout, and sweeps delayed jobs and expired leases on a schedule of its own. It wakes when the
+//! queue says a job became leasable (`Queue::ready`), when a worker finishes, when the next
+//! delayed job falls due, and on its timers; it never busy-polls, and nobody outside has to wake
+//! it.
 //!
 //! A job for an ML service whose circuit breaker is open is not run and spends no attempt: it is
 //! handed back until the breaker's next probe, or run on the builtin segmenter when the service
 //! says `fallback_builtin`.
 //!
 //! Workers run each job inside `catch_unwind`, so a panic fails that job and the thread lives on.
-//! A result is stored and the job completed in one durable commit before `job_completed` is sent.
+//! They talk to the queue with its blocking calls (the writer is another OS thread), keep a
+//! running job's progress in the pool's map, and publish it as the one non-durable event; every
+//! other job event comes from the queue's commits.
 //!
 //! Shutdown: the dispatcher stops leasing; running jobs get the grace period; the rest are stopped
-//! and keep their lease (the next start requeues them without spending an attempt); the threads
-//! are joined.
+//! and handed back to the queue (requeued, their attempt refunded); the threads are joined.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tokio::runtime::Handle;
 use tokio::sync::{Notify, watch};
 
 use crate::clock::Clock;
 use crate::error_code::ErrorCode;
-use crate::events::{EventBus, EventKind, job as jid};
+use crate::events::{EventBus, EventKind};
 use crate::images::ImageStore;
 use crate::queue::{FailOutcome, JobError, JobId, Lease, LeaseToken, Queue, QueueError};
-use crate::segment::SegmenterId;
 use crate::segment::breaker::Transition;
-use crate::segment::{DecodeBudget, DecodeLimits, MlService, Segmenters, Stop, StopReason};
+use crate::segment::{
+    DecodeBudget, DecodeLimits, Failure, MlService, SegmenterId, Segmenters, Stop, StopReason,
+};
+
+/// How often expired leases and due delayed jobs are swept, whatever else happens.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// How the pool runs.
 #[derive(Clone, Debug)]
@@ -68,6 +73,8 @@ struct Running {
     token: LeaseToken,
     stop: Arc<Stop>,
     deadline: Instant,
+    /// 0..=100, as the segmenter last reported it.
+    progress: Arc<AtomicU8>,
 }
 
 struct Shared {
@@ -79,9 +86,9 @@ struct Shared {
     clock: Arc<dyn Clock>,
     running: Mutex<HashMap<JobId, Running>>,
     busy: AtomicUsize,
-    wake: Notify,
+    /// A worker slot came free, or the dispatcher should look again (a breaker was reset).
+    nudge: Notify,
     idle: Notify,
-    handle: Handle,
 }
 
 /// The running pool; `shutdown` stops it in order.
@@ -92,18 +99,13 @@ pub struct Pool {
     workers: Vec<JoinHandle<()>>,
 }
 
-/// A cheap handle for telling the dispatcher that jobs were enqueued, and for reading its state.
+/// A cheap handle for reading the pool's state and acting on its running jobs and breakers.
 #[derive(Clone)]
 pub struct PoolHandle {
     shared: Arc<Shared>,
 }
 
 impl PoolHandle {
-    /// Wakes the dispatcher (call after an enqueue).
-    pub fn wake(&self) {
-        self.shared.wake.notify_one();
-    }
-
     /// Workers busy and in total.
     pub fn workers(&self) -> (usize, usize) {
         (
@@ -119,9 +121,53 @@ impl PoolHandle {
         }
     }
 
+    /// The progress of a running job, as its segmenter last reported it.
+    pub fn progress(&self, id: JobId) -> Option<u8> {
+        self.shared
+            .running
+            .lock()
+            .expect("running lock")
+            .get(&id)
+            .map(|r| r.progress.load(Ordering::Relaxed))
+    }
+
     /// The ML services and their breakers.
     pub fn ml(&self) -> &HashMap<SegmenterId, Arc<MlService>> {
         &self.shared.segmenters.ml
+    }
+
+    /// Closes a service's breaker by hand and lets the dispatcher look at once.
+    pub fn reset_breaker(&self, name: &str) -> Option<crate::segment::breaker::Snapshot> {
+        let svc = self.shared.segmenters.ml.get(name)?;
+        let now = self.shared.clock.now();
+        let snapshot = {
+            let mut b = svc.breaker.lock().expect("breaker lock");
+            if let Some(t) = b.reset(now) {
+                tracing::warn!(service = %name, from = t.from.as_str(), "circuit breaker reset by hand");
+            }
+            b.snapshot(now)
+        };
+        self.shared.nudge.notify_one();
+        Some(snapshot)
+    }
+
+    /// The breaker of each ML service, by name, as of now on the pool's clock.
+    pub fn breakers(&self) -> Vec<(String, crate::segment::breaker::Snapshot)> {
+        let now = self.shared.clock.now();
+        let mut out: Vec<_> = self
+            .shared
+            .segmenters
+            .ml
+            .iter()
+            .map(|(name, svc)| {
+                (
+                    name.to_string(),
+                    svc.breaker.lock().expect("breaker lock").snapshot(now),
+                )
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 }
 
@@ -143,9 +189,8 @@ impl Pool {
             clock,
             running: Mutex::new(HashMap::new()),
             busy: AtomicUsize::new(0),
-            wake: Notify::new(),
+            nudge: Notify::new(),
             idle: Notify::new(),
-            handle: Handle::current(),
             config,
         });
         let n = shared.config.workers.max(1);
@@ -163,7 +208,7 @@ impl Pool {
                             s.running.lock().expect("running lock").remove(&id);
                             s.busy.fetch_sub(1, Ordering::SeqCst);
                             publish_workers(&s);
-                            s.wake.notify_one();
+                            s.nudge.notify_one();
                             s.idle.notify_waiters();
                         }
                     })?,
@@ -185,8 +230,8 @@ impl Pool {
         }
     }
 
-    /// Stops leasing, gives running jobs `grace` to finish, stops the rest (they are requeued at
-    /// the next start), and joins every thread.
+    /// Stops leasing, gives running jobs `grace` to finish, stops the rest (they are handed back
+    /// to the queue), and joins every thread.
     pub async fn shutdown(mut self, grace: Duration) {
         let _ = self.stop_tx.send(true);
         if let Some(d) = self.dispatcher.take() {
@@ -250,11 +295,16 @@ async fn dispatch(
     work_tx: crossbeam_channel::Sender<Work>,
     mut stop: watch::Receiver<bool>,
 ) {
+    use tokio::time::{Instant as Tick, MissedTickBehavior, interval, sleep_until};
+
+    let ready = s.queue.ready();
     let beat_every = (s.config.lease_ttl / 3).max(Duration::from_millis(100));
-    let mut beat = tokio::time::interval(beat_every);
-    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
-    stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut beat = interval(beat_every);
+    beat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut sweep = interval(SWEEP_EVERY);
+    sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut stats_tick = interval(Duration::from_secs(1));
+    stats_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut last_stats = None;
     loop {
         if *stop.borrow() {
@@ -274,22 +324,27 @@ async fn dispatch(
                 Err(e) => tracing::warn!(error = %e, "lease failed"),
             }
         }
-        let now = s.clock.now();
-        let sleep = match s.queue.next_due() {
-            Ok(Some(at)) => Duration::from_millis(at.saturating_sub(now)),
-            _ => Duration::from_secs(1),
-        }
-        .clamp(Duration::from_millis(5), Duration::from_secs(1));
+        // When the next delayed job falls due, as a deadline: a wake-up in between does not move
+        // it (only a new earliest job does).
+        let due = match s.queue.next_due() {
+            Ok(Some(at)) if free > 0 => {
+                let wait = Duration::from_millis(at.saturating_sub(s.clock.now()));
+                Some(Tick::now() + wait.max(Duration::from_millis(1)))
+            }
+            _ => None,
+        };
         tokio::select! {
             _ = stop.changed() => break,
-            _ = s.wake.notified() => {}
+            _ = ready.notified() => {}
+            _ = s.nudge.notified() => {}
+            _ = async { sleep_until(due.expect("checked")).await }, if due.is_some() => {}
             _ = beat.tick() => heartbeat(&s).await,
-            _ = stats_tick.tick() => publish_stats(&s, &mut last_stats),
-            _ = tokio::time::sleep(sleep) => {
+            _ = sweep.tick() => {
                 if let Err(e) = s.queue.sweep().await {
                     tracing::warn!(error = %e, "sweep failed");
                 }
             }
+            _ = stats_tick.tick() => publish_stats(&s, &mut last_stats),
         }
     }
     tracing::debug!("dispatcher stopped");
@@ -314,17 +369,18 @@ async fn admit(s: &Arc<Shared>, work_tx: &crossbeam_channel::Sender<Work>, lease
     let job = &lease.job;
     let now = s.clock.now();
     let name = &job.segmenter;
-    let target = match name.is_builtin() {
-        true => Target::Builtin {
+    let target = if name.is_builtin() {
+        Target::Builtin {
             fallback_from: None,
-        },
-        false => match s.segmenters.ml.get(name) {
+        }
+    } else {
+        match s.segmenters.ml.get(name) {
             None => {
                 let err = JobError::permanent(
                     ErrorCode::UNKNOWN_SEGMENTER,
                     format!("no ML service named {name} is configured"),
                 );
-                finish_failed(s, &lease, err).await;
+                fail(s, &lease, err).await;
                 return;
             }
             Some(svc) => {
@@ -347,28 +403,13 @@ async fn admit(s: &Arc<Shared>, work_tx: &crossbeam_channel::Sender<Work>, lease
                             "{name} is unavailable (circuit open); the job waits without spending an attempt"
                         ),
                     );
-                    match s
-                        .queue
-                        .release(job.id, lease.token, until, reason.clone())
-                        .await
-                    {
-                        Ok(_) => {
-                            s.events.publish(EventKind::JobRetrying {
-                                job_id: jid(job.id),
-                                attempt: lease.job.attempts.saturating_sub(1),
-                                run_at: until,
-                                code: reason.code,
-                                message: reason.message,
-                            });
-                        }
-                        Err(e) => {
-                            tracing::warn!(job.id = %job.id, error = %e, "cannot hold the job back")
-                        }
+                    if let Err(e) = s.queue.release(job.id, lease.token, until, reason).await {
+                        tracing::warn!(job.id = %job.id, error = %e, "cannot hold the job back");
                     }
                     return;
                 }
             }
-        },
+        }
     };
     let timeout = match target {
         Target::Builtin { .. } => s.config.builtin_timeout,
@@ -382,6 +423,7 @@ async fn admit(s: &Arc<Shared>, work_tx: &crossbeam_channel::Sender<Work>, lease
             token: lease.token,
             stop: Arc::clone(&stop),
             deadline,
+            progress: Arc::new(AtomicU8::new(0)),
         },
     );
     s.busy.fetch_add(1, Ordering::SeqCst);
@@ -432,28 +474,38 @@ async fn heartbeat(s: &Arc<Shared>) {
     }
 }
 
-async fn finish_failed(s: &Shared, lease: &Lease, error: JobError) {
-    let id = lease.job.id;
-    match s.queue.fail(id, lease.token, error.clone()).await {
+/// A segmenter's failure as the job keeps it.
+fn job_error(f: &Failure) -> JobError {
+    match f {
+        Failure::Transient { code, message } => JobError::transient(*code, message.clone()),
+        Failure::Permanent { code, message } => JobError::permanent(*code, message.clone()),
+        Failure::Stopped => JobError::transient(ErrorCode::STOPPED, "stopped"),
+    }
+}
+
+/// Records a failed attempt; logs and counts what it did.
+async fn fail(s: &Shared, lease: &Lease, error: JobError) {
+    let (code, message) = (error.code.clone(), error.message.clone());
+    let r = s.queue.fail(lease.job.id, lease.token, error).await;
+    log_failure(lease.job.id, lease.token, &code, &message, r);
+}
+
+/// Logs and counts what recording a failure did.
+fn log_failure(
+    id: JobId,
+    token: LeaseToken,
+    code: &str,
+    message: &str,
+    r: Result<FailOutcome, QueueError>,
+) {
+    match r {
         Ok(FailOutcome::Retrying { run_at }) => {
             metrics::counter!("spheroseg_jobs_retried_total").increment(1);
-            tracing::warn!(job.id = %id, lease = %lease.token, code = %error.code, "job failed; retrying");
-            s.events.publish(EventKind::JobRetrying {
-                job_id: jid(id),
-                attempt: lease.job.attempts,
-                run_at,
-                code: error.code,
-                message: error.message,
-            });
+            tracing::warn!(job.id = %id, lease = %token, code, run_at, "job failed; retrying");
         }
         Ok(FailOutcome::Failed) => {
             metrics::counter!("spheroseg_jobs_failed_total").increment(1);
-            tracing::info!(job.id = %id, code = %error.code, message = %error.message, "job failed");
-            s.events.publish(EventKind::JobFailed {
-                job_id: jid(id),
-                code: error.code,
-                message: error.message,
-            });
+            tracing::info!(job.id = %id, code, message, "job failed");
         }
         Err(QueueError::Stale { .. }) => {
             tracing::debug!(job.id = %id, "failure of a stale attempt ignored")

@@ -8,6 +8,7 @@
 //! `active` job back into a queued one at the next open. Reads take a redb snapshot on the caller's
 //! thread. See DESIGN.md, "The queue: the contract".
 
+mod announce;
 mod model;
 mod stats;
 mod store;
@@ -21,10 +22,11 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+pub use announce::Listener;
 pub use model::{
-    Backoff, BulkAction, BulkOutcome, Enqueued, FailOutcome, ImageRef, Job, JobError, JobFilter,
-    JobId, JobState, Lease, LeaseToken, Limit, Millis, NewJob, Page, Priority, ResultRef,
-    Retention, RetentionReport, SweepReport,
+    Backoff, BulkAction, BulkOutcome, Change, Committed, Enqueued, FailOutcome, ImageRef, Job,
+    JobError, JobFilter, JobId, JobState, Lease, LeaseToken, Limit, Millis, NewJob, Page, Priority,
+    Requeue, ResultRef, Retention, RetentionReport, SweepReport, Transition,
 };
 pub use stats::{CommitLatency, LogStats, Percentiles, QueueStats, StateCounts, Throughput};
 pub use store::OpenReport;
@@ -170,6 +172,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     /// The writer's failure, if one stopped it, and its counters (see `queue/writer.rs`).
     status: Arc<writer::Status>,
+    /// Who hears of commits: the listener, the dispatcher's notification.
+    announcer: Arc<announce::Announcer>,
 }
 
 /// What `Queue::open` recovered.
@@ -219,13 +223,15 @@ impl Queue {
                 "redid the write-ahead log of the previous process"
             );
         }
-        let orphans = writer::recover(&store, &options, clock.now())?;
+        let recovered = writer::recover(&store, &options, clock.now())?;
+        let orphans: Vec<JobId> = recovered.transitions.iter().map(|t| t.job.id).collect();
         if !orphans.is_empty() {
             tracing::info!(
                 count = orphans.len(),
                 "requeued jobs left active by the previous process"
             );
         }
+        let announcer = Arc::new(announce::Announcer::with_recovered(recovered));
         let (tx, rx) = crossbeam_channel::unbounded();
         let status = Arc::new(writer::Status::default());
         let handle = writer::spawn(
@@ -233,9 +239,12 @@ impl Queue {
             rx,
             options,
             Arc::clone(&clock),
-            Arc::clone(&recent),
             log,
-            Arc::clone(&status),
+            writer::Outlets {
+                status: Arc::clone(&status),
+                recent: Arc::clone(&recent),
+                announcer: Arc::clone(&announcer),
+            },
         )?;
         let queue = Queue {
             inner: Arc::new(Inner {
@@ -245,6 +254,7 @@ impl Queue {
                 recent,
                 clock,
                 status,
+                announcer,
             }),
         };
         Ok((
@@ -255,6 +265,24 @@ impl Queue {
                 replayed,
             },
         ))
+    }
+
+    /// Installs the one listener that hears every durable commit's transitions, in commit order
+    /// (the first thing it hears is what the opening recovery did).
+    pub fn listen(&self, listener: Listener) {
+        self.inner.announcer.listen(listener);
+    }
+
+    /// Fires when a job may have become leasable: queued, requeued, retried, resumed. The
+    /// dispatcher waits on it; a notification while nobody waits is kept for the next wait.
+    pub fn ready(&self) -> Arc<tokio::sync::Notify> {
+        self.inner.announcer.ready()
+    }
+
+    /// Hands a running job back after a shutdown stopped it: queued again at once, its attempt
+    /// refunded. Durable.
+    pub async fn interrupt(&self, id: JobId, token: LeaseToken) -> Result<Job, QueueError> {
+        self.call(|reply| Op::Interrupt { id, token, reply }).await
     }
 
     /// Stops the writer after it committed everything sent so far, and waits for it. Later calls on
@@ -297,6 +325,18 @@ impl Queue {
         self.send(make).await.unwrap_or(Err(QueueError::Closed))
     }
 
+    fn call_blocking<T>(&self, make: impl FnOnce(writer::Reply<T>) -> Op) -> Result<T, QueueError> {
+        self.send(make)
+            .blocking_recv()
+            .unwrap_or(Err(QueueError::Closed))
+    }
+
+    /// The calls a worker thread makes, answered on that thread: the writer is another OS
+    /// thread, so they need no async runtime. Never call them from inside one.
+    pub fn blocking(&self) -> Blocking<'_> {
+        Blocking(self)
+    }
+
     /// Enqueues one job; durable when it returns. With a dedupe key that a live job holds, returns
     /// that job instead.
     pub async fn enqueue(&self, job: NewJob) -> Result<Enqueued, QueueError> {
@@ -323,22 +363,6 @@ impl Queue {
     ) -> Result<Vec<JobId>, QueueError> {
         self.call(|reply| Op::Heartbeat { leases, ttl, reply })
             .await
-    }
-
-    /// Records progress 0..=100 of a running attempt (not durable).
-    pub async fn progress(
-        &self,
-        id: JobId,
-        token: LeaseToken,
-        progress: u8,
-    ) -> Result<(), QueueError> {
-        self.call(|reply| Op::Progress {
-            id,
-            token,
-            progress,
-            reply,
-        })
-        .await
     }
 
     /// Completes an attempt and stores its result in the same durable commit.
@@ -509,6 +533,49 @@ impl Queue {
             .expect("recent stats lock")
             .fill(now, &mut stats);
         Ok(stats)
+    }
+}
+
+/// A worker thread's calls: see [`Queue::blocking`].
+pub struct Blocking<'a>(&'a Queue);
+
+impl Blocking<'_> {
+    /// [`Queue::complete`].
+    pub fn complete(
+        &self,
+        id: JobId,
+        token: LeaseToken,
+        result: Vec<u8>,
+        objects: u32,
+    ) -> Result<Job, QueueError> {
+        self.0.call_blocking(|reply| Op::Complete {
+            id,
+            token,
+            result,
+            objects,
+            reply,
+        })
+    }
+
+    /// [`Queue::fail`].
+    pub fn fail(
+        &self,
+        id: JobId,
+        token: LeaseToken,
+        error: JobError,
+    ) -> Result<FailOutcome, QueueError> {
+        self.0.call_blocking(|reply| Op::Fail {
+            id,
+            token,
+            error,
+            reply,
+        })
+    }
+
+    /// [`Queue::interrupt`].
+    pub fn interrupt(&self, id: JobId, token: LeaseToken) -> Result<Job, QueueError> {
+        self.0
+            .call_blocking(|reply| Op::Interrupt { id, token, reply })
     }
 }
 

@@ -1,16 +1,17 @@
-//! The operations every interface offers (HTTP, CLI, watch folders): submit images, cancel, retry,
-//! change priority. Each stores what it must, commits, publishes its event, and wakes the
-//! dispatcher, so the interfaces stay thin and behave alike.
+//! The one door for commands, whatever interface they come from (HTTP, CLI, watch folders):
+//! submit images, cancel, retry, delete, bulk actions, priority, pause and resume. Each stores
+//! what it must and commits; the queue announces every transition it commits (events) and wakes
+//! the dispatcher itself, so the interfaces stay thin and behave alike.
 //!
-//! A submission checks and stores every image before it enqueues anything, then enqueues them all
-//! in one durable commit: a refused file means no job at all. Image files already written for a
-//! refused submission are left to the garbage collector (after its grace period), since another
-//! submission of the same content may be about to refer to them.
+//! A submission checks the segmenter, then checks and stores every image before it enqueues
+//! anything, then enqueues them all in one durable commit: a refused file means no job at all.
+//! Each stored image stays pinned until that commit, so the garbage collector cannot take it in
+//! between; image files of a refused submission are collected once unpinned.
 
 use std::path::PathBuf;
 
 use crate::error_code::ErrorCode;
-use crate::events::{EventBus, EventKind, job as jid};
+use crate::events::EventBus;
 use crate::images::{ImageStore, ImageStoreError, Incoming};
 use crate::pool::PoolHandle;
 use crate::queue::{
@@ -83,12 +84,6 @@ pub struct Service {
 }
 
 impl Service {
-    fn wake(&self) {
-        if let Some(p) = &self.pool {
-            p.wake();
-        }
-    }
-
     /// Checks and stores every image, then enqueues one job per image in one commit.
     pub async fn submit(
         &self,
@@ -129,9 +124,8 @@ impl Service {
                 project: opts.project.clone(),
                 dedupe_key: opts.dedupe.then(|| {
                     format!(
-                        "{}:{:?}:{}",
+                        "{}:{segmenter}:{}",
                         image.hash,
-                        segmenter,
                         serde_json::to_string(&opts.params).unwrap_or_default()
                     )
                 }),
@@ -142,11 +136,8 @@ impl Service {
             })
             .collect();
         let done = self.queue.enqueue_batch(jobs).await?;
-        for e in done.iter().filter(|e| !e.deduplicated) {
-            self.events.publish(queued(&e.job));
-            metrics::counter!("spheroseg_jobs_enqueued_total").increment(1);
-        }
-        self.wake();
+        let fresh = done.iter().filter(|e| !e.deduplicated).count();
+        metrics::counter!("spheroseg_jobs_enqueued_total").increment(fresh as u64);
         Ok(done)
     }
 
@@ -179,24 +170,32 @@ impl Service {
     /// Cancels a job; a running one is stopped as well.
     pub async fn cancel(&self, id: JobId) -> Result<Job, ServiceError> {
         let before = self.queue.cancel(id).await?;
-        if before.state == JobState::Active
-            && let Some(p) = &self.pool
-        {
+        if before.state == JobState::Active {
+            self.stop_running(id);
+        }
+        Ok(before)
+    }
+
+    /// Asks the pool to stop a job the queue no longer has active.
+    fn stop_running(&self, id: JobId) {
+        if let Some(p) = &self.pool {
             p.stop_job(id);
         }
-        self.events.publish(EventKind::JobCancelled {
-            job_id: jid(id),
-            was: before.state,
-        });
-        Ok(before)
     }
 
     /// Puts a failed or cancelled job back in the queue.
     pub async fn retry(&self, id: JobId) -> Result<Job, ServiceError> {
-        let job = self.queue.retry(id).await?;
-        self.events.publish(queued(&job));
-        self.wake();
-        Ok(job)
+        Ok(self.queue.retry(id).await?)
+    }
+
+    /// Removes a finished job and its result (its image goes once no job refers to it).
+    pub async fn delete(&self, id: JobId) -> Result<Job, ServiceError> {
+        Ok(self.queue.delete(id).await?)
+    }
+
+    /// Pauses or resumes leasing; persisted across restarts.
+    pub async fn set_paused(&self, paused: bool) -> Result<(), ServiceError> {
+        Ok(self.queue.set_paused(paused).await?)
     }
 
     /// Applies a bulk action to the jobs `ids` names, a few thousand per durable commit; jobs it
@@ -210,31 +209,12 @@ impl Service {
         let mut changed = Vec::new();
         for chunk in ids.chunks(CHUNK) {
             let done = self.queue.bulk(action, chunk.to_vec()).await?;
-            for o in &done {
-                match action {
-                    BulkAction::Cancel => {
-                        if o.before.state == JobState::Active
-                            && let Some(p) = &self.pool
-                        {
-                            p.stop_job(o.before.id);
-                        }
-                        self.events.publish(EventKind::JobCancelled {
-                            job_id: jid(o.before.id),
-                            was: o.before.state,
-                        });
-                    }
-                    BulkAction::Retry => {
-                        if let Some(job) = &o.after {
-                            self.events.publish(queued(job));
-                        }
-                    }
-                    BulkAction::Delete => {}
+            if action == BulkAction::Cancel {
+                for o in done.iter().filter(|o| o.before.state == JobState::Active) {
+                    self.stop_running(o.before.id);
                 }
             }
             changed.extend(done);
-        }
-        if action == BulkAction::Retry {
-            self.wake();
         }
         Ok(changed)
     }
@@ -250,14 +230,5 @@ impl Service {
     /// The pool's handle, when one runs.
     pub fn pool(&self) -> Option<&PoolHandle> {
         self.pool.as_ref()
-    }
-}
-
-fn queued(job: &Job) -> EventKind {
-    EventKind::JobQueued {
-        job_id: jid(job.id),
-        priority: job.priority.get(),
-        project: job.project.clone(),
-        name: job.image.name.clone(),
     }
 }

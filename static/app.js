@@ -297,8 +297,22 @@ async function act(id, method, suffix, body) {
   }
 }
 
-async function refreshJob(id) {
-  try { upsertJob(await json(`/api/jobs/${id}`), false); } catch { /* it may have been deleted */ }
+/// Whether a job belongs in the table under the current filter.
+function matchesFilter(j) {
+  const st = $("state-filter").value, pr = $("project-filter").value.trim();
+  return (!st || j.state === st) && (!pr || j.project === pr);
+}
+
+/// A job as an event or an upload told it: drawn, moved out of the filter, or added.
+function showJob(j) {
+  if (matchesFilter(j)) upsertJob(j, false);
+  else removeJob(j.id);
+}
+
+function removeJob(id) {
+  state.jobs.delete(id);
+  document.querySelector(`tr[data-id="${id}"]`)?.remove();
+  $("no-jobs").hidden = state.jobs.size > 0;
 }
 
 async function bulk(action) {
@@ -351,7 +365,7 @@ function upload(files) {
       if (xhr.status === 202) {
         item.children[1].value = 100;
         item.children[2].textContent = "queued";
-        for (const j of body.jobs || []) refreshJob(j.id);
+        // The queued events draw the rows; the reply only says the upload is in.
       } else {
         item.classList.add("bad");
         item.children[2].textContent = `refused: ${body.message || xhr.status}`;
@@ -390,8 +404,14 @@ function onEvent(e) {
       break;
     }
     case "job_queued": case "job_started": case "job_completed": case "job_failed":
-    case "job_retrying": case "job_cancelled": case "job_interrupted":
-      refreshJob(e.job_id);
+    case "job_retrying": case "job_cancelled": case "job_interrupted": case "job_requeued":
+    case "job_priority_changed":
+      // The event carries the job as the API shows it: no request per event.
+      if (e.job) showJob(e.job);
+      soon(loadOverview);
+      break;
+    case "jobs_deleted":
+      for (const id of e.job_ids || []) removeJob(id);
       soon(loadOverview);
       break;
     case "breaker_changed":

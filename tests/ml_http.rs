@@ -321,7 +321,6 @@ async fn a_pool_runs_http_jobs_through_the_breaker() {
         .into_iter()
         .map(|e| e.job.id)
         .collect();
-    pool.handle().wake();
     wait(
         &events,
         |k| matches!(k, EventKind::BreakerChanged { to, .. } if to == "open"),

@@ -6,21 +6,24 @@
 //! buffer is sent a `resync` and disconnected: nothing is buffered for it without bound, and no
 //! worker ever waits for it. The guard (`http/guard.rs`) refuses an upgrade from a foreign `Origin`.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::AppState;
 use super::queue::breakers;
-use super::{ApiError, AppState};
 use crate::events::{Event, Missed};
+use crate::queue::QueueStats;
+use crate::segment::breaker::Snapshot;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -34,42 +37,52 @@ struct Since {
     timeout: Option<u64>,
 }
 
+/// A long-poll answer: the events after `since` (or `resync` when that is older than the
+/// buffer), and the id to ask from next.
+#[derive(Serialize)]
+struct Batch {
+    resync: bool,
+    last_event_id: u64,
+    events: Vec<Arc<Event>>,
+}
+
+/// What the WebSocket sends besides events: first a snapshot, and `resync` when the client must
+/// refetch the state. Both say the id to resume from, as `last_event_id`, like the long-poll.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Control {
+    Snapshot {
+        last_event_id: u64,
+        queue: Option<Box<QueueStats>>,
+        breakers: BTreeMap<String, Snapshot>,
+    },
+    Resync {
+        last_event_id: u64,
+    },
+}
+
 #[utoipa::path(get, path = "/api/events", summary = "Long-poll for events after since=ID", responses((status = 200, description = "success")))]
-async fn poll(State(state): State<AppState>, Query(q): Query<Since>) -> Result<Response, ApiError> {
+async fn poll(State(state): State<AppState>, Query(q): Query<Since>) -> Json<Batch> {
     let events = &state.service.events;
     let since = q.since.unwrap_or_else(|| events.last_id());
     let mut sub = events.subscribe(Some(since));
-    match sub.missed {
-        Missed::Resync => Ok(Json(
-            json!({"resync": true, "last_id": events.last_id(), "events": []}),
-        )
-        .into_response()),
-        Missed::Events(missed) if !missed.is_empty() => {
-            let missed: Vec<&Event> = missed.iter().map(|e| &**e).collect();
-            Ok(
-                Json(json!({"resync": false, "last_id": events.last_id(), "events": missed}))
-                    .into_response(),
-            )
-        }
+    let batch = |resync, events: Vec<Arc<Event>>, bus: &crate::events::EventBus| Batch {
+        resync,
+        last_event_id: bus.last_id(),
+        events,
+    };
+    Json(match sub.missed {
+        Missed::Resync => batch(true, Vec::new(), events),
+        Missed::Events(missed) if !missed.is_empty() => batch(false, missed, events),
         Missed::Events(_) => {
             let wait = Duration::from_secs(q.timeout.unwrap_or(25).min(60));
-            let got = match tokio::time::timeout(wait, sub.live.recv()).await {
-                Ok(Ok(e)) => vec![e],
-                Ok(Err(RecvError::Lagged(_))) => {
-                    return Ok(Json(
-                        json!({"resync": true, "last_id": events.last_id(), "events": []}),
-                    )
-                    .into_response());
-                }
-                _ => vec![],
-            };
-            let got: Vec<&Event> = got.iter().map(|e| &**e).collect();
-            Ok(
-                Json(json!({"resync": false, "last_id": events.last_id(), "events": got}))
-                    .into_response(),
-            )
+            match tokio::time::timeout(wait, sub.live.recv()).await {
+                Ok(Ok(e)) => batch(false, vec![e], events),
+                Ok(Err(RecvError::Lagged(_))) => batch(true, Vec::new(), events),
+                _ => batch(false, Vec::new(), events),
+            }
         }
-    }
+    })
 }
 
 #[utoipa::path(get, path = "/ws", summary = "WebSocket of live events; since=ID resumes", responses((status = 200, description = "success")))]
@@ -105,12 +118,11 @@ async fn session(mut socket: WebSocket, state: AppState, since: Option<u64>) {
     let timeout = state.ws_send_timeout;
     let events = &state.service.events;
     let mut sub = events.subscribe(since);
-    let snapshot = json!({
-        "type": "snapshot",
-        "last_event_id": events.last_id(),
-        "queue": state.service.queue.stats().ok(),
-        "breakers": breakers(&state).into_iter().map(|(n, b)| (n, json!(b))).collect::<serde_json::Map<_, _>>(),
-    });
+    let snapshot = Control::Snapshot {
+        last_event_id: events.last_id(),
+        queue: state.service.queue.stats().ok().map(Box::new),
+        breakers: breakers(&state).into_iter().collect(),
+    };
     if !send(&mut socket, &snapshot, timeout).await {
         return;
     }
@@ -118,7 +130,9 @@ async fn session(mut socket: WebSocket, state: AppState, since: Option<u64>) {
         Missed::Resync => {
             if !send(
                 &mut socket,
-                &json!({"type": "resync", "last_event_id": events.last_id()}),
+                &Control::Resync {
+                    last_event_id: events.last_id(),
+                },
                 timeout,
             )
             .await
@@ -141,7 +155,8 @@ async fn session(mut socket: WebSocket, state: AppState, since: Option<u64>) {
                 Ok(e) => if !send(&mut socket, &*e, timeout).await { return },
                 Err(RecvError::Lagged(_)) => {
                     // Too slow: tell it to refetch and let it reconnect with `since`.
-                    let _ = send(&mut socket, &json!({"type": "resync", "last_event_id": events.last_id()}), timeout).await;
+                    let resync = Control::Resync { last_event_id: events.last_id() };
+                    let _ = send(&mut socket, &resync, timeout).await;
                     let _ = send_message(&mut socket, Message::Close(None), timeout).await;
                     return;
                 }

@@ -15,7 +15,8 @@ use super::{ApiError, AppState};
 use crate::error_code::ErrorCode;
 use crate::export;
 use crate::queue::{Job, JobFilter, JobId, JobState};
-use crate::segment::{SegmentParams, SegmentResult};
+use crate::segment::SegmentResult;
+use crate::view::JobView;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -30,79 +31,15 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(legacy_job))
 }
 
-/// A job as the API shows it.
-#[derive(Serialize)]
-pub(super) struct JobView {
-    id: String,
-    state: JobState,
-    priority: u8,
-    progress: u8,
-    /// Attempts spent of `max_attempts`.
-    attempts: u32,
-    max_attempts: u32,
-    project: Option<String>,
-    image: ImageView,
-    segmenter: String,
-    params: SegmentParams,
-    created_at: u64,
-    updated_at: u64,
-    queued_at: u64,
-    started_at: Option<u64>,
-    finished_at: Option<u64>,
-    run_at: Option<u64>,
-    error: Option<ErrorView>,
-    result_bytes: Option<u64>,
-}
-
-#[derive(Serialize)]
-struct ImageView {
-    name: String,
-    hash: String,
-    width: u32,
-    height: u32,
-    bytes: u64,
-}
-
-#[derive(Serialize)]
-struct ErrorView {
-    code: String,
-    message: String,
-    transient: bool,
-}
-
-impl From<&Job> for JobView {
-    fn from(j: &Job) -> Self {
-        JobView {
-            id: j.id.to_string(),
-            state: j.state,
-            priority: j.priority.get(),
-            progress: j.progress,
-            attempts: j.attempts,
-            max_attempts: j.max_attempts,
-            project: j.project.clone(),
-            image: ImageView {
-                name: j.image.name.clone(),
-                hash: j.image.hash.clone(),
-                width: j.image.width,
-                height: j.image.height,
-                bytes: j.image.bytes,
-            },
-            segmenter: j.segmenter.to_string(),
-            params: j.params.clone(),
-            created_at: j.created_at,
-            updated_at: j.updated_at,
-            queued_at: j.queued_at,
-            started_at: j.started_at,
-            finished_at: j.finished_at,
-            run_at: j.run_at,
-            error: j.last_error.as_ref().map(|e| ErrorView {
-                code: e.code.clone(),
-                message: e.message.clone(),
-                transient: e.transient,
-            }),
-            result_bytes: j.result.as_ref().map(|r| r.bytes),
-        }
+/// A job as the API shows it, with a running job's live progress from the pool.
+fn view(state: &AppState, job: &Job) -> JobView {
+    let mut v = JobView::from(job);
+    if job.state == JobState::Active
+        && let Some(p) = state.service.pool().and_then(|p| p.progress(job.id))
+    {
+        v.progress = p;
     }
+    v
 }
 
 fn job_id(raw: &str) -> Result<JobId, ApiError> {
@@ -235,7 +172,7 @@ async fn list(
         .queue
         .list(&filter, q.cursor.as_deref(), limit)?;
     Ok(Json(ListPage {
-        jobs: page.jobs.iter().map(JobView::from).collect(),
+        jobs: page.jobs.iter().map(|j| view(&state, j)).collect(),
         next: page.next,
     }))
 }
@@ -254,7 +191,7 @@ async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
-    Ok(Json(JobView::from(&get_job(&state, &id)?)))
+    Ok(Json(view(&state, &get_job(&state, &id)?)))
 }
 
 #[utoipa::path(delete, path = "/api/jobs/{id}", summary = "Cancel a job (a running one is stopped)", params(("id" = String, Path)), responses((status = 200, description = "success")))]
@@ -264,7 +201,7 @@ async fn cancel(
 ) -> Result<Json<JobView>, ApiError> {
     let id = job_id(&id)?;
     state.service.cancel(id).await?;
-    Ok(Json(JobView::from(&get_job(&state, &id.to_string())?)))
+    Ok(Json(view(&state, &get_job(&state, &id.to_string())?)))
 }
 
 #[utoipa::path(post, path = "/api/jobs/{id}/retry", summary = "Put a failed or cancelled job back in the queue", params(("id" = String, Path)), responses((status = 200, description = "success")))]
@@ -273,7 +210,7 @@ async fn retry(
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
     let job = state.service.retry(job_id(&id)?).await?;
-    Ok(Json(JobView::from(&job)))
+    Ok(Json(view(&state, &job)))
 }
 
 #[derive(Deserialize)]
@@ -293,7 +230,7 @@ async fn change_priority(
         .service
         .change_priority(job_id(&id)?, priority(b.priority)?)
         .await?;
-    Ok(Json(JobView::from(&job)))
+    Ok(Json(view(&state, &job)))
 }
 
 fn stored_result(state: &AppState, raw: &str) -> Result<(Job, SegmentResult), ApiError> {

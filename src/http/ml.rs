@@ -1,9 +1,11 @@
 //! spheroseg as an ML service: `POST /ml/segment` and `GET /ml/health` in the same contract the
 //! `http` segmenter speaks, so one spheroseg can be another's ML service. A request becomes a
 //! priority-10 builtin job on the worker pool (bounded, durable like any other), and the reply
-//! waits for it.
+//! waits for the job's final event.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::sync::broadcast::error::RecvError;
 
 use axum::Json;
 use axum::extract::{Multipart, State};
@@ -86,42 +88,58 @@ async fn segment(State(state): State<AppState>, mut form: Multipart) -> Result<R
         max_attempts: Some(1),
         ..SubmitOptions::default()
     };
+    // Subscribed before the job exists, so its final event cannot go by unseen.
+    let mut sub = state.service.events.subscribe(None);
     let done = match state.service.submit(vec![source], opts).await {
         Ok(d) => d,
         Err(e) => return Ok(reply(Err(&Failure::permanent(e.code(), e.to_string())))),
     };
     let id = done[0].job.id;
-    let deadline = Instant::now() + WAIT;
+    let job_id = id.to_string();
+    let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let job = state
-            .service
-            .queue
-            .get(id)?
-            .ok_or_else(|| ApiError::not_found(format!("job {id} vanished")))?;
-        match job.state {
-            JobState::Completed => {
-                let bytes = state.service.queue.result(id)?.unwrap_or_default();
-                return Ok(match SegmentResult::from_bytes(&bytes) {
-                    Some(r) => reply(Ok(&r)),
-                    None => reply(Err(&Failure::transient(
-                        ErrorCode::RESULT_UNREADABLE,
-                        "the result cannot be read",
-                    ))),
-                });
-            }
-            JobState::Failed | JobState::Cancelled => {
-                let e = job
-                    .last_error
-                    .map_or_else(|| "cancelled".to_owned(), |e| e.message);
-                return Ok(reply(Err(&Failure::permanent(ErrorCode::FAILED, e))));
-            }
-            _ if Instant::now() >= deadline => {
+        match tokio::time::timeout_at(deadline, sub.live.recv()).await {
+            Err(_) => {
                 return Ok(reply(Err(&Failure::transient(
                     ErrorCode::TIMEOUT,
                     "segmentation took too long",
                 ))));
             }
-            _ => tokio::time::sleep(Duration::from_millis(10)).await,
+            Ok(Ok(e)) if e.kind.finishes(&job_id) => break,
+            Ok(Ok(_)) => {}
+            // Fell behind the bus: the job may have finished among what was missed.
+            Ok(Err(RecvError::Lagged(_))) => {
+                let state_now = state.service.queue.get(id)?.map(|j| j.state);
+                if state_now.is_none_or(JobState::is_finished) {
+                    break;
+                }
+            }
+            Ok(Err(RecvError::Closed)) => {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorCode::QUEUE_CLOSED,
+                    "spheroseg is shutting down",
+                ));
+            }
         }
     }
+    let job = state
+        .service
+        .queue
+        .get(id)?
+        .ok_or_else(|| ApiError::not_found(format!("job {id} vanished")))?;
+    if job.state == JobState::Completed {
+        let bytes = state.service.queue.result(id)?.unwrap_or_default();
+        return Ok(match SegmentResult::from_bytes(&bytes) {
+            Some(r) => reply(Ok(&r)),
+            None => reply(Err(&Failure::transient(
+                ErrorCode::RESULT_UNREADABLE,
+                "the result cannot be read",
+            ))),
+        });
+    }
+    let e = job
+        .last_error
+        .map_or_else(|| "cancelled".to_owned(), |e| e.message);
+    Ok(reply(Err(&Failure::permanent(ErrorCode::FAILED, e))))
 }

@@ -8,7 +8,6 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{ApiError, AppState};
-use crate::clock::{Clock, SystemClock};
 use crate::queue::{Limit, QueueStats};
 use crate::segment::breaker::Snapshot;
 
@@ -83,39 +82,23 @@ struct Paused {
 
 #[utoipa::path(post, path = "/api/queue/pause", summary = "Pause leasing (persisted)", responses((status = 200, description = "success")))]
 async fn pause(State(state): State<AppState>) -> Result<Json<Paused>, ApiError> {
-    state.service.queue.set_paused(true).await?;
+    state.service.set_paused(true).await?;
     Ok(Json(Paused { paused: true }))
 }
 
 #[utoipa::path(post, path = "/api/queue/resume", summary = "Resume leasing", responses((status = 200, description = "success")))]
 async fn resume(State(state): State<AppState>) -> Result<Json<Paused>, ApiError> {
-    state.service.queue.set_paused(false).await?;
-    if let Some(p) = state.service.pool() {
-        p.wake();
-    }
+    state.service.set_paused(false).await?;
     Ok(Json(Paused { paused: false }))
 }
 
-/// Every configured ML service's breaker.
+/// Every configured ML service's breaker, on the pool's clock.
 pub(super) fn breakers(state: &AppState) -> Vec<(String, Snapshot)> {
-    let now = SystemClock.now();
-    let mut out: Vec<(String, Snapshot)> = state
+    state
         .service
         .pool()
-        .map(|p| {
-            p.ml()
-                .iter()
-                .map(|(name, svc)| {
-                    (
-                        name.to_string(),
-                        svc.breaker.lock().expect("breaker lock").snapshot(now),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
+        .map(|p| p.breakers())
+        .unwrap_or_default()
 }
 
 #[derive(Serialize)]
@@ -160,19 +143,9 @@ async fn reset(
         .service
         .pool()
         .ok_or_else(|| ApiError::not_found(format!("no ML service named {name}")))?;
-    let svc = pool
-        .ml()
-        .get(name.as_str())
+    let snapshot = pool
+        .reset_breaker(&name)
         .ok_or_else(|| ApiError::not_found(format!("no ML service named {name}")))?;
-    let now = SystemClock.now();
-    let snapshot = {
-        let mut b = svc.breaker.lock().expect("breaker lock");
-        if let Some(t) = b.reset(now) {
-            tracing::warn!(service = %name, from = t.from.as_str(), "circuit breaker reset by hand");
-        }
-        b.snapshot(now)
-    };
-    pool.wake();
     Ok(Json(view(&state, name, snapshot)))
 }
 

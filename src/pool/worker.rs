@@ -1,19 +1,20 @@
 //! A job on a worker thread: read the image, run the segmenter inside `catch_unwind` (through the
-//! breaker for ML services), report throttled progress, and record the outcome: the result with
-//! the completion in one durable commit, or the failure with its classification.
+//! breaker for ML services), keep throttled progress in the pool's map and publish it, and record
+//! the outcome with the queue's blocking calls: the result with the completion in one durable
+//! commit, the failure with its classification, or the hand-back of a job a shutdown stopped.
 
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::{MlService, Shared, Target, Work, finish_failed, publish_transition};
+use super::{MlService, Shared, Target, Work, job_error, log_failure, publish_transition};
 use crate::error_code::ErrorCode;
 use crate::events::{EventKind, job as jid};
-use crate::queue::{JobError, JobId, Lease, QueueError};
-use crate::segment::SegmenterId;
+use crate::queue::{JobError, Lease, QueueError};
 use crate::segment::breaker::Outcome;
-use crate::segment::{Control, Failure, Input, SegmentResult, StopReason};
+use crate::segment::{Control, Failure, Input, SegmentResult, SegmenterId, StopReason};
 
 /// Runs one job on a worker thread.
 pub(super) fn run(s: &Arc<Shared>, work: Work) {
@@ -25,21 +26,16 @@ pub(super) fn run(s: &Arc<Shared>, work: Work) {
     } = work;
     let id = lease.job.id;
     if stop.stopped() {
-        interrupted(s, id, stop.reason());
+        stopped(s, &lease, stop.reason());
         return;
     }
     let segmenter_name = match &target {
         Target::Builtin { .. } => SegmenterId::BUILTIN.to_owned(),
         Target::Ml(name, _) => name.to_string(),
     };
-    tracing::info!(job.id = %id, lease = %lease.token, segmenter = %segmenter_name, "job started");
+    tracing::debug!(job.id = %id, lease = %lease.token, segmenter = %segmenter_name, "job started");
     let waited = s.clock.now().saturating_sub(lease.job.queued_at);
     metrics::histogram!("spheroseg_job_wait_seconds").record(waited as f64 / 1e3);
-    s.events.publish(EventKind::JobStarted {
-        job_id: jid(id),
-        attempt: lease.job.attempts,
-        segmenter: segmenter_name,
-    });
     let bytes = match s.images.read(&lease.job.image.hash) {
         Ok(b) => b,
         Err(e) => {
@@ -47,11 +43,17 @@ pub(super) fn run(s: &Arc<Shared>, work: Work) {
                 ErrorCode::IMAGE_MISSING,
                 format!("the stored image is gone: {e}"),
             );
-            s.handle.block_on(finish_failed(s, &lease, err));
+            fail(s, &lease, err);
             return;
         }
     };
     let path: PathBuf = s.images.path(&lease.job.image.hash);
+    let progress_cell = s
+        .running
+        .lock()
+        .expect("running lock")
+        .get(&id)
+        .map(|r| Arc::clone(&r.progress));
     let started = Instant::now();
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
         let (mut last, mut last_at) = (0u8, Instant::now());
@@ -62,7 +64,9 @@ pub(super) fn run(s: &Arc<Shared>, work: Work) {
             {
                 last = p;
                 last_at = Instant::now();
-                let _ = s.handle.block_on(s.queue.progress(id, lease.token, p));
+                if let Some(cell) = &progress_cell {
+                    cell.store(p, Ordering::Relaxed);
+                }
                 s.events.publish(EventKind::JobProgress {
                     job_id: jid(id),
                     progress: p,
@@ -106,7 +110,7 @@ pub(super) fn run(s: &Arc<Shared>, work: Work) {
                 ErrorCode::INTERNAL_ERROR,
                 "internal error while segmenting (see the log)",
             );
-            s.handle.block_on(finish_failed(s, &lease, err));
+            fail(s, &lease, err);
         }
         Ok(Ok(result)) => complete(s, &lease, &result, run_ms),
         Ok(Err(Failure::Stopped)) => match stop.reason() {
@@ -115,24 +119,19 @@ pub(super) fn run(s: &Arc<Shared>, work: Work) {
                     ErrorCode::TIMEOUT,
                     format!("the job ran longer than its timeout ({run_ms} ms)"),
                 );
-                s.handle.block_on(finish_failed(s, &lease, err));
+                fail(s, &lease, err);
             }
-            reason => interrupted(s, id, reason),
+            reason => stopped(s, &lease, reason),
         },
-        Ok(Err(f)) => {
-            let err = job_error(&f);
-            s.handle.block_on(finish_failed(s, &lease, err));
-        }
+        Ok(Err(f)) => fail(s, &lease, job_error(&f)),
     }
 }
 
-/// A segmenter's failure as the job keeps it.
-fn job_error(f: &Failure) -> JobError {
-    match f {
-        Failure::Transient { code, message } => JobError::transient(*code, message.clone()),
-        Failure::Permanent { code, message } => JobError::permanent(*code, message.clone()),
-        Failure::Stopped => JobError::transient(ErrorCode::STOPPED, "stopped"),
-    }
+fn fail(s: &Shared, lease: &Lease, error: JobError) {
+    let id = lease.job.id;
+    let (code, message) = (error.code.clone(), error.message.clone());
+    let r = s.queue.blocking().fail(id, lease.token, error);
+    log_failure(id, lease.token, &code, &message, r);
 }
 
 /// Calls an ML segmenter through its breaker.
@@ -184,13 +183,15 @@ fn call_ml(
     r
 }
 
-fn interrupted(s: &Shared, id: JobId, reason: StopReason) {
+/// A job that stopped because it was asked to: a shutdown hands it back to the queue (requeued,
+/// its attempt refunded); a cancel or a lost lease leaves the queue as it already is.
+fn stopped(s: &Shared, lease: &Lease, reason: StopReason) {
+    let id = lease.job.id;
     match reason {
-        StopReason::Shutdown => {
-            tracing::info!(job.id = %id, "job interrupted by shutdown; it runs again at the next start");
-            s.events
-                .publish(EventKind::JobInterrupted { job_id: jid(id) });
-        }
+        StopReason::Shutdown => match s.queue.blocking().interrupt(id, lease.token) {
+            Ok(_) => tracing::info!(job.id = %id, "job interrupted by shutdown; queued again"),
+            Err(e) => tracing::debug!(job.id = %id, error = %e, "interrupted job not handed back"),
+        },
         other => tracing::debug!(job.id = %id, reason = ?other, "job stopped"),
     }
 }
@@ -198,19 +199,12 @@ fn interrupted(s: &Shared, id: JobId, reason: StopReason) {
 fn complete(s: &Shared, lease: &Lease, result: &SegmentResult, run_ms: u64) {
     let id = lease.job.id;
     let bytes = result.to_bytes();
-    match s.handle.block_on(
-        s.queue
-            .complete(id, lease.token, bytes, result.objects.len() as u32),
-    ) {
+    let objects = result.objects.len() as u32;
+    match s.queue.blocking().complete(id, lease.token, bytes, objects) {
         Ok(_) => {
             metrics::counter!("spheroseg_jobs_completed_total").increment(1);
             metrics::histogram!("spheroseg_job_run_seconds").record(run_ms as f64 / 1e3);
-            tracing::info!(job.id = %id, objects = result.objects.len(), run_ms, "job completed");
-            s.events.publish(EventKind::JobCompleted {
-                job_id: jid(id),
-                objects: result.objects.len(),
-                run_ms,
-            });
+            tracing::info!(job.id = %id, objects, run_ms, "job completed");
         }
         Err(QueueError::Stale { state, .. }) => {
             tracing::debug!(job.id = %id, %state, "result of a stale attempt dropped");

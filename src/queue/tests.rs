@@ -220,8 +220,8 @@ async fn a_late_finisher_of_an_expired_attempt_is_fenced_out() {
     );
     let late_fail = f.queue.fail(j.id, LeaseToken(1), transient()).await;
     assert!(matches!(late_fail, Err(QueueError::Stale { .. })));
-    let late_progress = f.queue.progress(j.id, LeaseToken(1), 50).await;
-    assert!(matches!(late_progress, Err(QueueError::Stale { .. })));
+    let late_interrupt = f.queue.interrupt(j.id, LeaseToken(1)).await;
+    assert!(matches!(late_interrupt, Err(QueueError::Stale { .. })));
 
     f.queue
         .complete(j.id, LeaseToken(2), b"ok".to_vec(), 0)
@@ -562,23 +562,19 @@ async fn an_expired_lease_with_no_attempts_left_fails() {
 }
 
 #[tokio::test]
-async fn progress_is_stored_for_the_current_attempt() {
+async fn an_interrupted_job_is_queued_again_with_its_attempt_refunded() {
     let f = Fixture::new();
     let j = f.add(5).await;
     let l = f.lease_one().await;
-    f.queue
-        .progress(j.id, l.token, 250)
-        .await
-        .expect("progress");
-    assert_eq!(
-        f.queue.get(j.id).expect("get").expect("exists").progress,
-        100
-    );
-    f.queue.progress(j.id, l.token, 42).await.expect("progress");
-    assert_eq!(
-        f.queue.get(j.id).expect("get").expect("exists").progress,
-        42
-    );
+    assert_eq!(l.job.attempts, 1);
+    let back = f.queue.interrupt(j.id, l.token).await.expect("interrupt");
+    assert_eq!((back.state, back.attempts), (JobState::Queued, 0));
+    let again = f.lease_one().await;
+    assert_eq!(again.token, LeaseToken(2), "the fence still moves on");
+    assert!(matches!(
+        f.queue.interrupt(j.id, l.token).await,
+        Err(QueueError::Stale { .. })
+    ));
 }
 
 #[tokio::test]

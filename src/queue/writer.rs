@@ -32,8 +32,9 @@ use tokio::sync::oneshot;
 use super::QueueError;
 use super::QueueOptions;
 use super::model::{
-    BulkAction, BulkOutcome, Enqueued, FailOutcome, Job, JobError, JobId, JobState, Lease,
-    LeaseToken, Millis, NewJob, Priority, Retention, RetentionReport, SweepReport,
+    BulkAction, BulkOutcome, Change, Committed, Enqueued, FailOutcome, Job, JobError, JobId,
+    JobState, Lease, LeaseToken, Millis, NewJob, Priority, Requeue, Retention, RetentionReport,
+    SweepReport,
 };
 use super::stats::Recent;
 use super::store::{
@@ -65,12 +66,6 @@ pub(crate) enum Op {
         leases: Vec<(JobId, LeaseToken)>,
         ttl: Duration,
         reply: Reply<Vec<JobId>>,
-    },
-    Progress {
-        id: JobId,
-        token: LeaseToken,
-        progress: u8,
-        reply: Reply<()>,
     },
     Complete {
         id: JobId,
@@ -118,6 +113,11 @@ pub(crate) enum Op {
         paused: bool,
         reply: Reply<()>,
     },
+    Interrupt {
+        id: JobId,
+        token: LeaseToken,
+        reply: Reply<Job>,
+    },
     Sweep {
         reply: Reply<SweepReport>,
     },
@@ -134,7 +134,7 @@ impl Op {
     fn durable(&self) -> bool {
         !matches!(
             self,
-            Op::Lease { .. } | Op::Heartbeat { .. } | Op::Progress { .. } | Op::Sweep { .. }
+            Op::Lease { .. } | Op::Heartbeat { .. } | Op::Sweep { .. }
         )
     }
 
@@ -147,7 +147,6 @@ impl Op {
             Op::Enqueue { reply, .. } => no(reply, msg),
             Op::Lease { reply, .. } => no(reply, msg),
             Op::Heartbeat { reply, .. } => no(reply, msg),
-            Op::Progress { reply, .. } => no(reply, msg),
             Op::Complete { reply, .. } => no(reply, msg),
             Op::Fail { reply, .. } => no(reply, msg),
             Op::Release { reply, .. } => no(reply, msg),
@@ -157,6 +156,7 @@ impl Op {
             Op::Bulk { reply, .. } => no(reply, msg),
             Op::ChangePriority { reply, .. } => no(reply, msg),
             Op::SetPaused { reply, .. } => no(reply, msg),
+            Op::Interrupt { reply, .. } => no(reply, msg),
             Op::Sweep { reply, .. } => no(reply, msg),
             Op::Retain { reply, .. } => no(reply, msg),
         }
@@ -230,6 +230,16 @@ pub(crate) fn replay(store: &Store, wal: Wal, existed: bool) -> Result<(Log, usi
     Ok((log, redone))
 }
 
+/// What the writer and its sync thread report to the rest of the queue.
+pub(crate) struct Outlets {
+    /// The failure that stopped them, and their counters.
+    pub(crate) status: Arc<Status>,
+    /// Wait, run and commit times for `stats()`.
+    pub(crate) recent: Arc<Mutex<Recent>>,
+    /// Who hears of commits.
+    pub(crate) announcer: Arc<crate::queue::announce::Announcer>,
+}
+
 /// Starts the writer thread and its sync thread. When the channel closes the writer lets the sync
 /// thread send every reply still waiting, then commits a last durable checkpoint.
 pub(crate) fn spawn(
@@ -237,16 +247,21 @@ pub(crate) fn spawn(
     rx: crossbeam_channel::Receiver<Command>,
     options: QueueOptions,
     clock: Arc<dyn Clock>,
-    recent: Arc<Mutex<Recent>>,
     log: Log,
-    status: Arc<Status>,
+    outlets: Outlets,
 ) -> Result<JoinHandle<()>, QueueError> {
+    let Outlets {
+        status,
+        recent,
+        announcer,
+    } = outlets;
     let syncer = Syncer::spawn(
         log.wal.sync_handle()?,
         log.wal.path().to_owned(),
         log.lsn,
         Arc::clone(&status),
         Arc::clone(&recent),
+        announcer,
     )?;
     status.log_in_use(0, log.wal.capacity());
     std::thread::Builder::new()
@@ -283,9 +298,9 @@ pub(crate) fn recover(
     store: &Store,
     options: &QueueOptions,
     now: Millis,
-) -> Result<Vec<JobId>, QueueError> {
+) -> Result<Committed, QueueError> {
     let tx = store.db.begin_write()?;
-    let mut recovered = Vec::new();
+    let committed;
     {
         let mut b = Batch::open(&tx, options, now)?;
         let active = due(&**b.t.leases()?, Millis::MAX)?;
@@ -303,17 +318,25 @@ pub(crate) fn recover(
                     ),
                 ));
                 b.finish_as(&mut job, JobState::Failed)?;
+                b.enter(&job)?;
+                b.record(&job, Change::Failed);
             } else {
                 job.attempts = job.attempts.saturating_sub(1);
                 b.requeue(&mut job)?;
+                b.enter(&job)?;
+                b.record(
+                    &job,
+                    Change::Requeued {
+                        reason: Requeue::Orphan,
+                    },
+                );
             }
-            b.enter(&job)?;
-            recovered.push(job.id);
         }
         b.flush()?;
+        committed = std::mem::take(&mut b.committed);
     }
     tx.commit()?;
-    Ok(recovered)
+    Ok(committed)
 }
 
 /// Waits for the next message on a channel (commands for the writer, work for the sync thread). A
@@ -359,6 +382,17 @@ impl Waiter {
     }
 }
 
+/// What applying a batch produced, for after its commit.
+struct Applied {
+    /// Answers sent by the sync thread once what they depend on is durable.
+    finishes: Vec<Finish>,
+    /// Answers sent as soon as the batch committed (see `Batch::apply`).
+    immediate: Vec<Finish>,
+    observed: Vec<Observed>,
+    committed: Committed,
+    wake: bool,
+}
+
 struct Writer {
     store: Arc<Store>,
     options: QueueOptions,
@@ -392,9 +426,21 @@ impl Writer {
                 return;
             }
         };
-        let mut finishes: Vec<Finish> = Vec::with_capacity(ops.len());
-        let mut observed = Vec::new();
-        let outcome = self.apply_all(tx, ops, now, durable, &mut finishes, &mut observed);
+        let mut out = Applied {
+            finishes: Vec::with_capacity(ops.len()),
+            immediate: Vec::new(),
+            observed: Vec::new(),
+            committed: Committed::default(),
+            wake: false,
+        };
+        let outcome = self.apply_all(tx, ops, now, durable, &mut out);
+        let Applied {
+            mut finishes,
+            immediate,
+            observed,
+            committed,
+            wake,
+        } = out;
         match outcome {
             Ok(()) => {
                 if !observed.is_empty() {
@@ -408,11 +454,15 @@ impl Writer {
                         }
                     }
                 }
+                for f in immediate {
+                    f(None);
+                }
                 let after = self.log.requested;
                 self.syncer
-                    .reply(after, durable.then_some(started), finishes);
+                    .reply(after, durable.then_some(started), finishes, committed, wake);
             }
             Err(e) => {
+                finishes.extend(immediate);
                 tracing::error!(error = %e, commands = finishes.len(), "queue batch failed");
                 let msg = e.to_string();
                 for f in finishes {
@@ -437,8 +487,7 @@ impl Writer {
         ops: Vec<Op>,
         now: Millis,
         durable: bool,
-        finishes: &mut Vec<Finish>,
-        observed: &mut Vec<Observed>,
+        out: &mut Applied,
     ) -> Result<(), QueueError> {
         let checkpoint;
         {
@@ -446,7 +495,8 @@ impl Writer {
             let mut ops = ops.into_iter();
             while let Some(op) = ops.next() {
                 match b.apply(op) {
-                    Ok(f) => finishes.push(f),
+                    Ok((f, true)) => out.immediate.push(f),
+                    Ok((f, false)) => out.finishes.push(f),
                     Err(e) => {
                         let msg = e.to_string();
                         ops.for_each(|rest| rest.refuse(&msg));
@@ -455,7 +505,9 @@ impl Writer {
                 }
             }
             b.flush()?;
-            observed.append(&mut b.observed);
+            out.observed.append(&mut b.observed);
+            out.committed = std::mem::take(&mut b.committed);
+            out.wake = b.wake;
             let payload = b.t.take_log();
             checkpoint = payload.as_ref().is_some_and(|p| {
                 !self.log.wal.fits(p.len())

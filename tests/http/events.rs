@@ -174,10 +174,10 @@ async fn a_client_that_stops_reading_is_disconnected() {
     // buffers hold, so the server's sends stall.
     let message = "x".repeat(64 << 10);
     for _ in 0..400 {
-        events.publish(EventKind::JobFailed {
-            job_id: "j".into(),
-            code: "test".into(),
-            message: message.clone(),
+        events.publish(EventKind::BreakerChanged {
+            service: message.clone(),
+            from: "closed".into(),
+            to: "open".into(),
         });
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

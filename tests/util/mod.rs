@@ -47,11 +47,20 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-/// The parts a pool runs on, in `dir`, on the system clock: queue (`q.redb`), image store, events.
+/// The parts a pool runs on, in `dir`, on the system clock: queue (`q.redb`), image store, and
+/// the event bus the queue announces its commits to, as the app wires them.
 pub fn stack(dir: &std::path::Path) -> (Queue, ImageStore, EventBus) {
     let (queue, _) = open(dir, Arc::new(SystemClock));
     let images = ImageStore::open(dir, DecodeLimits::default()).expect("images");
-    (queue, images, EventBus::new(10_000, Arc::new(SystemClock)))
+    (queue.clone(), images, events_of(&queue))
+}
+
+/// An event bus that hears `queue`'s commits.
+pub fn events_of(queue: &Queue) -> EventBus {
+    let events = EventBus::new(10_000, Arc::new(SystemClock));
+    let bus = events.clone();
+    queue.listen(Arc::new(move |c| bus.publish_commit(c)));
+    events
 }
 
 /// A pool of `workers` with generous timeouts.

@@ -12,7 +12,9 @@ use redb::ReadableTable;
 use super::{Finish, Op, Reply, finish};
 use crate::queue::QueueError;
 use crate::queue::QueueOptions;
-use crate::queue::model::{Job, JobId, JobState, LeaseToken, Millis};
+use crate::queue::model::{
+    Change, Committed, Job, JobId, JobState, LeaseToken, Millis, Transition,
+};
 use crate::queue::store::{
     META_NEXT_SEQ, META_PAUSED, Tables, count_key, index_insert, index_remove, spill_ready_tail,
 };
@@ -36,6 +38,10 @@ pub(super) struct Batch<'a> {
     pub(super) counts: [[i64; 10]; 6],
     pub(super) image_refs: HashMap<String, i64>,
     pub(super) observed: Vec<Observed>,
+    /// The batch's transitions, for the queue's listener (see [`Batch::record`]).
+    pub(super) committed: Committed,
+    /// Whether anything became leasable (a job queued, the queue resumed).
+    pub(super) wake: bool,
 }
 
 /// `Err` only for failures that must abort the whole batch (storage); refusals go to the reply.
@@ -69,10 +75,20 @@ impl<'a> Batch<'a> {
             counts: [[0; 10]; 6],
             image_refs: HashMap::new(),
             observed: Vec::new(),
+            committed: Committed::default(),
+            wake: false,
         })
     }
 
-    pub(super) fn apply(&mut self, op: Op) -> Result<Finish, QueueError> {
+    /// Applies one operation; its answer, and whether the answer may go out as soon as the
+    /// batch committed, before earlier batches are durable (heartbeats: nothing is acknowledged
+    /// by them, and a worker should not wait behind other callers' syncs to keep its lease).
+    pub(super) fn apply(&mut self, op: Op) -> Result<(Finish, bool), QueueError> {
+        let immediate = matches!(op, Op::Heartbeat { .. });
+        self.apply_op(op).map(|f| (f, immediate))
+    }
+
+    fn apply_op(&mut self, op: Op) -> Result<Finish, QueueError> {
         match op {
             Op::Enqueue { jobs, reply } => {
                 let r = self.enqueue(jobs);
@@ -84,15 +100,6 @@ impl<'a> Batch<'a> {
             }
             Op::Heartbeat { leases, ttl, reply } => {
                 let r = self.heartbeat(&leases, ttl);
-                answer(reply, r)
-            }
-            Op::Progress {
-                id,
-                token,
-                progress,
-                reply,
-            } => {
-                let r = self.progress(id, token, progress);
                 answer(reply, r)
             }
             Op::Complete {
@@ -155,6 +162,11 @@ impl<'a> Batch<'a> {
                     .insert(META_PAUSED, u64::from(paused))
                     .map(|_| ())
                     .map_err(QueueError::from);
+                self.wake |= !paused;
+                answer(reply, r)
+            }
+            Op::Interrupt { id, token, reply } => {
+                let r = self.interrupt(id, token);
                 answer(reply, r)
             }
             Op::Sweep { reply } => {
@@ -173,6 +185,18 @@ impl<'a> Batch<'a> {
     }
 
     // ---- bookkeeping shared by the operations ----
+
+    /// Records a transition of `job` (as it now is) for the queue's listener. Called once an
+    /// operation's writes are done, so a refused operation records nothing.
+    pub(super) fn record(&mut self, job: &Job, change: Change) {
+        if job.state == JobState::Queued {
+            self.wake = true;
+        }
+        self.committed.transitions.push(Transition {
+            job: job.clone(),
+            change,
+        });
+    }
 
     /// Takes a job out of its state's indexes and counters (before its state changes).
     pub(super) fn leave(&mut self, job: &Job) -> Result<(), QueueError> {

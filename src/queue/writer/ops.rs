@@ -10,8 +10,9 @@ use crate::error_code::ErrorCode;
 use crate::queue::QueueError;
 use crate::queue::QueueOptions;
 use crate::queue::model::{
-    BulkAction, BulkOutcome, Enqueued, FailOutcome, Job, JobError, JobId, JobState, Lease,
-    LeaseToken, Millis, NewJob, Priority, ResultRef, Retention, RetentionReport, SweepReport,
+    BulkAction, BulkOutcome, Change, Enqueued, FailOutcome, Job, JobError, JobId, JobState, Lease,
+    LeaseToken, Millis, NewJob, Priority, Requeue, ResultRef, Retention, RetentionReport,
+    SweepReport,
 };
 use crate::queue::store::{META_PAUSED, ReadyEntry, due, earlier, first_in, index_remove, level};
 
@@ -83,6 +84,7 @@ impl Batch<'_> {
             if let Some(key) = &job.dedupe_key {
                 self.t.dedupe()?.insert(key.as_str(), job.id.0)?;
             }
+            self.record(&job, Change::Queued);
             out.push(Enqueued {
                 job,
                 deduplicated: false,
@@ -117,6 +119,7 @@ impl Batch<'_> {
             self.enter(&job)?;
             self.observed
                 .push(Observed::Wait(self.now.saturating_sub(job.queued_at)));
+            self.record(&job, Change::Started);
             out.push(Lease {
                 token: job.lease,
                 job,
@@ -173,6 +176,12 @@ impl Batch<'_> {
             self.leave(&job)?;
             self.requeue(&mut job)?;
             self.enter(&job)?;
+            self.record(
+                &job,
+                Change::Requeued {
+                    reason: Requeue::Due,
+                },
+            );
             out.push(job.id);
         }
         Ok(out)
@@ -205,17 +214,6 @@ impl Batch<'_> {
         Ok(lost)
     }
 
-    pub(super) fn progress(
-        &mut self,
-        id: JobId,
-        token: LeaseToken,
-        progress: u8,
-    ) -> Result<(), QueueError> {
-        let mut job = self.fenced(id, token)?;
-        job.progress = progress.min(100);
-        self.t.put_job(&job)
-    }
-
     pub(super) fn complete(
         &mut self,
         id: JobId,
@@ -233,6 +231,7 @@ impl Batch<'_> {
         self.finish_as(&mut job, JobState::Completed)?;
         self.enter(&job)?;
         self.t.results()?.insert(id.0, result)?;
+        self.record(&job, Change::Completed);
         Ok(job)
     }
 
@@ -259,6 +258,11 @@ impl Batch<'_> {
             FailOutcome::Failed
         };
         self.enter(&job)?;
+        let change = match outcome {
+            FailOutcome::Retrying { .. } => Change::Retrying,
+            FailOutcome::Failed => Change::Failed,
+        };
+        self.record(&job, change);
         Ok(outcome)
     }
 
@@ -279,6 +283,19 @@ impl Batch<'_> {
         job.last_error = Some(reason);
         job.updated_at = self.now;
         self.enter(&job)?;
+        self.record(&job, Change::Held);
+        Ok(job)
+    }
+
+    /// A running job stopped by a shutdown: queued again at once, its attempt refunded (it did
+    /// not fail).
+    pub(super) fn interrupt(&mut self, id: JobId, token: LeaseToken) -> Result<Job, QueueError> {
+        let mut job = self.fenced(id, token)?;
+        self.leave(&job)?;
+        job.attempts = job.attempts.saturating_sub(1);
+        self.requeue(&mut job)?;
+        self.enter(&job)?;
+        self.record(&job, Change::Interrupted);
         Ok(job)
     }
 
@@ -295,6 +312,7 @@ impl Batch<'_> {
         self.leave(&job)?;
         self.finish_as(&mut job, JobState::Cancelled)?;
         self.enter(&job)?;
+        self.record(&job, Change::Cancelled { was: before.state });
         Ok(before)
     }
 
@@ -321,6 +339,7 @@ impl Batch<'_> {
         {
             self.t.dedupe()?.insert(key.as_str(), id.0)?;
         }
+        self.record(&job, Change::Retried);
         Ok(job)
     }
 
@@ -343,6 +362,7 @@ impl Batch<'_> {
         self.t.results()?.remove(id.0)?;
         self.release_dedupe(&job)?;
         let orphaned = self.add_image_ref(&job.image.hash, -1)?;
+        self.committed.deleted.push(id);
         Ok((job, orphaned))
     }
 
@@ -393,10 +413,12 @@ impl Batch<'_> {
                 action: "change the priority of",
             });
         }
+        let from = job.priority;
         self.leave(&job)?;
         job.priority = priority;
         job.updated_at = self.now;
         self.enter(&job)?;
+        self.record(&job, Change::PriorityChanged { from });
         Ok(job)
     }
 
@@ -414,12 +436,17 @@ impl Batch<'_> {
                     job.attempts
                 ),
             ));
-            if job.attempts >= job.max_attempts {
+            let change = if job.attempts >= job.max_attempts {
                 self.finish_as(&mut job, JobState::Failed)?;
+                Change::Failed
             } else {
                 self.requeue(&mut job)?;
-            }
+                Change::Requeued {
+                    reason: Requeue::LeaseExpired,
+                }
+            };
             self.enter(&job)?;
+            self.record(&job, change);
             expired.push(job.id);
         }
         Ok(SweepReport { promoted, expired })

@@ -22,6 +22,8 @@ use std::time::Instant;
 
 use super::{Finish, Status, Waiter};
 use crate::queue::QueueError;
+use crate::queue::announce::Announcer;
+use crate::queue::model::Committed;
 use crate::queue::stats::Recent;
 
 enum Msg {
@@ -33,6 +35,8 @@ enum Msg {
         after: u64,
         durable_since: Option<Instant>,
         finishes: Vec<Finish>,
+        committed: Committed,
+        wake: bool,
     },
 }
 
@@ -50,6 +54,7 @@ impl Syncer {
         synced: u64,
         status: Arc<Status>,
         recent: Arc<Mutex<Recent>>,
+        announcer: Arc<Announcer>,
     ) -> Result<Syncer, QueueError> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let handle = std::thread::Builder::new()
@@ -61,6 +66,7 @@ impl Syncer {
                     synced,
                     status,
                     recent,
+                    announcer,
                 };
                 let mut waiter = Waiter::default();
                 while let Some(msgs) = waiter.batch(&rx, usize::MAX) {
@@ -82,12 +88,22 @@ impl Syncer {
         self.send(Msg::Sync(lsn));
     }
 
-    /// Sends `finishes` their answers once every record up to `after` is durable.
-    pub(super) fn reply(&self, after: u64, durable_since: Option<Instant>, finishes: Vec<Finish>) {
+    /// Once every record up to `after` is durable: announces `committed` (and `wake`), then
+    /// sends `finishes` their answers.
+    pub(super) fn reply(
+        &self,
+        after: u64,
+        durable_since: Option<Instant>,
+        finishes: Vec<Finish>,
+        committed: Committed,
+        wake: bool,
+    ) {
         self.send(Msg::Reply {
             after,
             durable_since,
             finishes,
+            committed,
+            wake,
         });
     }
 
@@ -128,6 +144,7 @@ struct Thread {
     synced: u64,
     status: Arc<Status>,
     recent: Arc<Mutex<Recent>>,
+    announcer: Arc<Announcer>,
 }
 
 impl Thread {
@@ -165,6 +182,8 @@ impl Thread {
             let Msg::Reply {
                 durable_since,
                 finishes,
+                committed,
+                wake,
                 ..
             } = msg
             else {
@@ -172,6 +191,9 @@ impl Thread {
             };
             match &outcome {
                 Ok(()) => {
+                    // Events before answers: a caller that hears of its change can count on
+                    // its event being out.
+                    self.announcer.announce(&committed, wake);
                     if let Some(since) = durable_since {
                         let us = since.elapsed().as_micros() as u64;
                         self.recent
