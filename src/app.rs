@@ -1,67 +1,65 @@
-//! Wiring: opens the data directory, the queue and the image store, builds the segmenters from the
-//! configuration, starts the worker pool and the maintenance task, and stops them in the order
-//! DESIGN.md fixes ("Shutdown order"): the pool stops leasing and gives running jobs their grace,
-//! its threads are joined, maintenance stops, then the queue's writer commits and the database
-//! closes. (The HTTP server, #5, stops first once it lands.)
+//! Wiring: [`App::start`] opens the data directory, the queue and the image store, connects the
+//! queue to the event bus, builds the segmenters from the configuration, and starts the worker
+//! pool, the background tasks and the HTTP server on the caller's listener. [`App::shutdown`]
+//! stops them in the order DESIGN.md fixes ("Shutdown order"): readiness false, the HTTP server
+//! drains, the pool stops leasing and gives running jobs their grace, its threads are joined, the
+//! background tasks end, and the queue's writer commits and the database closes. One stop signal
+//! reaches every task; each task and thread has an owner that joins it.
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Fallback};
 use crate::events::EventBus;
-use crate::http::AppState;
+use crate::http::{AppState, Guard, HostRule};
 use crate::images::ImageStore;
-use crate::pool::{Pool, PoolConfig};
+use crate::pool::Pool;
 use crate::queue::{Queue, Retention};
-use crate::segment::breaker::{Breaker, BreakerConfig};
+use crate::segment::breaker::Breaker;
 use crate::segment::command::CommandSegmenter;
 use crate::segment::http::HttpSegmenter;
-use crate::segment::{Builtin, DecodeBudget, SegmenterId};
-use crate::segment::{MlService, Segmenters};
+use crate::segment::{Builtin, DecodeBudget, MlService, SegmenterId, Segmenters};
 use crate::service::Service;
 
-/// A WebSocket client that takes no message for this long is disconnected.
-const WS_SEND_TIMEOUT: Duration = Duration::from_secs(10);
+pub use signal::shutdown_signal;
+
 /// How often finished jobs past their retention, and then unreferenced images, are removed.
 const MAINTAIN_EVERY: Duration = Duration::from_secs(600);
 /// Most jobs one retention pass removes (keeps each transaction short).
 const RETAIN_BATCH: usize = 5_000;
-
-/// The circuit breaker settings of an ML service, from the configuration.
-pub fn breaker_config(config: &Config) -> BreakerConfig {
-    BreakerConfig {
-        min_calls: config.ml.min_calls,
-        failure_threshold: f64::from(config.ml.error_threshold_pct) / 100.0,
-        slow_call: Duration::from_millis(config.ml.slow_call_ms),
-        open_base: Duration::from_millis(config.ml.reset_timeout_ms),
-        open_cap: Duration::from_millis(config.ml.open_cap_ms),
-        half_open_trials: config.ml.half_open_trials,
-        ..BreakerConfig::default()
-    }
-}
+/// How often remote ML services' `/health` is asked.
+const ML_HEALTH_EVERY: Duration = Duration::from_secs(30);
+/// A WebSocket client that takes no message for this long is disconnected.
+const WS_SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The segmenters jobs can name, from the configuration. Call inside the tokio runtime (the http
 /// segmenter keeps its handle).
 pub fn segmenters(config: &Config, clock: &dyn Clock) -> anyhow::Result<Segmenters> {
     let mut ml = HashMap::new();
+    let fallback = config.ml.fallback == Fallback::Builtin;
     if let Some(url) = &config.ml.url {
-        let timeout = Duration::from_millis(config.ml.timeout_ms);
+        let client = HttpSegmenter::new(
+            SegmenterId::HTTP,
+            url,
+            config.ml.timeout,
+            config.ml.share_paths,
+        )
+        .context("cannot build the HTTP client for the ML service")?;
         ml.insert(
             SegmenterId::new(SegmenterId::HTTP).expect("a valid name"),
             Arc::new(MlService::remote(
-                Arc::new(
-                    HttpSegmenter::new("http", url, timeout, config.ml.share_paths)
-                        .context("cannot build the HTTP client for the ML service")?,
-                ),
-                Breaker::new(breaker_config(config), clock.now()),
-                config.ml.fallback == Fallback::Builtin,
+                Arc::new(client),
+                Breaker::new(config.breaker(), clock.now()),
+                fallback,
                 url,
             )),
         );
@@ -71,12 +69,12 @@ pub fn segmenters(config: &Config, clock: &dyn Clock) -> anyhow::Result<Segmente
             SegmenterId::new(SegmenterId::COMMAND).expect("a valid name"),
             Arc::new(MlService::new(
                 Arc::new(CommandSegmenter {
-                    name: "command".into(),
+                    name: SegmenterId::COMMAND.into(),
                     argv: config.command.argv.clone(),
                     work_dir: config.data_dir.join("work"),
                 }),
-                Breaker::new(breaker_config(config), clock.now()),
-                config.ml.fallback == Fallback::Builtin,
+                Breaker::new(config.breaker(), clock.now()),
+                fallback,
                 &config.command.argv.join(" "),
             )),
         );
@@ -85,6 +83,183 @@ pub fn segmenters(config: &Config, clock: &dyn Clock) -> anyhow::Result<Segmente
         builtin: Arc::new(Builtin),
         ml,
     })
+}
+
+/// A running spheroseg: the queue, the pool, the background tasks and the HTTP server.
+pub struct App {
+    state: AppState,
+    addr: SocketAddr,
+    queue: Queue,
+    pool: Pool,
+    stop: watch::Sender<bool>,
+    http: JoinHandle<std::io::Result<()>>,
+    tasks: Vec<JoinHandle<()>>,
+    shutdown_grace: Duration,
+    shutdown_delay: Duration,
+}
+
+impl App {
+    /// Opens everything `config` names and serves on `listener`. Ready when it returns.
+    pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow::Result<App> {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!(
+                "cannot create the data directory {}",
+                config.data_dir.display()
+            )
+        })?;
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let path = config.database_path();
+        let options = config.queue_options();
+        let open_clock = Arc::clone(&clock);
+        let (queue, recovery) =
+            tokio::task::spawn_blocking(move || Queue::open(&path, options, open_clock))
+                .await
+                .context("queue open task failed")??;
+        let budget = DecodeBudget::new(config.decode_budget_bytes());
+        let images =
+            ImageStore::open(&config.data_dir, config.decode_limits())?.with_budget(budget.clone());
+        let events = EventBus::new(config.queue.events_buffer, Arc::clone(&clock));
+        // Every commit's transitions become events, published by the queue in commit order.
+        let bus = events.clone();
+        queue.listen(Arc::new(move |c| bus.publish_commit(c)));
+        let segmenters = segmenters(&config, clock.as_ref())?;
+        let stats = queue.stats()?;
+        let addr = listener.local_addr().context("listener has no address")?;
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            data_dir = %config.data_dir.display(),
+            bind = %addr,
+            workers = config.workers,
+            segmenter = %config.segmenter,
+            ml_services = ?segmenters.ml.keys().map(ToString::to_string).collect::<Vec<_>>(),
+            max_attempts = config.queue.max_attempts,
+            decode_budget_mb = budget.total() >> 20,
+            created = recovery.open.created,
+            migrated_from = ?recovery.open.migrated_from,
+            orphans_requeued = recovery.orphans.len(),
+            queued = stats.counts.queued,
+            delayed = stats.counts.delayed,
+            paused = stats.paused,
+            "spheroseg started"
+        );
+
+        let pool = Pool::start(
+            queue.clone(),
+            images.clone(),
+            events.clone(),
+            segmenters,
+            config.pool_options(budget),
+            Arc::clone(&clock),
+        )
+        .context("cannot start the worker threads")?;
+        let (stop, stopped) = watch::channel(false);
+        let tasks = vec![
+            tokio::spawn(poll_ml_health(pool.handle(), stopped.clone())),
+            tokio::spawn(maintain(
+                queue.clone(),
+                images.clone(),
+                config.retention(),
+                stopped.clone(),
+            )),
+        ];
+        let state = AppState {
+            service: Service {
+                queue: queue.clone(),
+                images,
+                events,
+                pool: Some(pool.handle()),
+                default_segmenter: config.segmenter.clone(),
+            },
+            started: Instant::now(),
+            ready: Arc::new(AtomicBool::new(true)),
+            token: config.auth.token.as_deref().map(Arc::from),
+            bind: addr,
+            body_limit: (config.limits.max_upload_mb as usize) << 20,
+            system: Arc::new(crate::telemetry::SystemMonitor::new(&config.data_dir)),
+            import_dirs: import_dirs(&config),
+            guard: Arc::new(Guard::new(
+                addr,
+                config
+                    .allowed_hosts
+                    .iter()
+                    .filter_map(|h| HostRule::parse(h).ok())
+                    .collect(),
+                config.allowed_origins.clone(),
+            )),
+            ws_send_timeout: WS_SEND_TIMEOUT,
+            retention: config.retention(),
+        };
+        // Install the recorder before the first job is counted.
+        let _ = crate::telemetry::prometheus();
+        let mut http_stopped = stopped;
+        let http = tokio::spawn(crate::http::serve(listener, state.clone(), async move {
+            let _ = http_stopped.changed().await;
+        }));
+        tracing::info!(address = %addr, "listening");
+        Ok(App {
+            state,
+            addr,
+            queue,
+            pool,
+            stop,
+            http,
+            tasks,
+            shutdown_grace: config.shutdown_grace,
+            shutdown_delay: config.shutdown_delay,
+        })
+    }
+
+    /// What the HTTP handlers share (tests send requests to `http::router` with it).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Where the HTTP server listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops everything in order (see the module doc) and closes the database.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        tracing::info!("shutting down");
+        // Readiness turns false before the listener closes, so a balancer stops sending first.
+        self.state.ready.store(false, Ordering::SeqCst);
+        tokio::time::sleep(self.shutdown_delay).await;
+        let _ = self.stop.send(true);
+        match self.http.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "HTTP server failed"),
+            Err(e) => tracing::error!(error = %e, "HTTP task failed"),
+            Ok(Ok(())) => {}
+        }
+        self.pool.shutdown(self.shutdown_grace).await;
+        for task in self.tasks {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "background task failed");
+            }
+        }
+        // The writer commits what it has, then the database closes.
+        let queue = self.queue;
+        tokio::task::spawn_blocking(move || queue.close())
+            .await
+            .context("queue close task failed")?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// The import directories that exist, canonical (a path must resolve inside one of them).
+fn import_dirs(config: &Config) -> Arc<[std::path::PathBuf]> {
+    config
+        .import_dirs
+        .iter()
+        .filter_map(|d| match d.canonicalize() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(dir = %d.display(), error = %e, "import directory not usable; ignored");
+                None
+            }
+        })
+        .collect()
 }
 
 /// Binds the configured address and runs until `shutdown` resolves.
@@ -100,157 +275,16 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
     run(config, listener, shutdown).await
 }
 
-/// Runs spheroseg on `listener` until `shutdown` resolves, then shuts down in order: readiness
-/// false, HTTP drains, the pool stops, maintenance stops, the database closes.
+/// Runs spheroseg on `listener` until `shutdown` resolves, then shuts down in order.
 pub async fn run(
     config: Config,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir).with_context(|| {
-        format!(
-            "cannot create the data directory {}",
-            config.data_dir.display()
-        )
-    })?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let path = config.database_path();
-    let options = config.queue_options();
-    let open_clock = Arc::clone(&clock);
-    let (queue, recovery) =
-        tokio::task::spawn_blocking(move || Queue::open(&path, options, open_clock))
-            .await
-            .context("queue open task failed")??;
-    let budget = DecodeBudget::new(config.decode_budget_bytes());
-    let images =
-        ImageStore::open(&config.data_dir, config.decode_limits())?.with_budget(budget.clone());
-    let events = EventBus::new(config.queue.events_buffer, Arc::clone(&clock));
-    // Every commit's transitions become events, published by the queue in commit order.
-    let bus = events.clone();
-    queue.listen(Arc::new(move |c| bus.publish_commit(c)));
-    let segmenters = segmenters(&config, clock.as_ref())?;
-    let stats = queue.stats()?;
-    tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
-        data_dir = %config.data_dir.display(),
-        bind = %config.bind,
-        workers = config.workers,
-        segmenter = ?config.segmenter,
-        ml_services = ?segmenters.ml.keys().collect::<Vec<_>>(),
-        ml_url = config.ml.url.as_deref().unwrap_or("none"),
-        aging_secs = config.queue.aging_secs,
-        max_attempts = config.queue.max_attempts,
-        decode_budget_mb = budget.total() >> 20,
-        created = recovery.open.created,
-        migrated_from = ?recovery.open.migrated_from,
-        orphans_requeued = recovery.orphans.len(),
-        queued = stats.counts.queued,
-        delayed = stats.counts.delayed,
-        paused = stats.paused,
-        "spheroseg started"
-    );
-
-    let pool = Pool::start(
-        queue.clone(),
-        images.clone(),
-        events.clone(),
-        segmenters,
-        PoolConfig {
-            workers: config.workers,
-            lease_ttl: config.lease_ttl(),
-            builtin_timeout: Duration::from_secs(config.queue.builtin_timeout_secs),
-            ml_timeout: Duration::from_millis(config.ml.timeout_ms),
-            limits: config.decode_limits(),
-            budget: budget.clone(),
-        },
-        Arc::clone(&clock),
-    )
-    .context("cannot start the worker threads")?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let health_poller = tokio::spawn(poll_ml_health(pool.handle(), stop_rx.clone()));
-    let maintenance = tokio::spawn(maintain(
-        queue.clone(),
-        images.clone(),
-        config.retention(),
-        stop_rx,
-    ));
-
-    let service = Service {
-        queue: queue.clone(),
-        images,
-        events,
-        pool: Some(pool.handle()),
-        default_segmenter: config.segmenter.clone(),
-    };
-    let ready = Arc::new(AtomicBool::new(true));
-    let local = listener.local_addr().context("listener has no address")?;
-    let state = AppState {
-        service,
-        started: Instant::now(),
-        ready: Arc::clone(&ready),
-        token: config.auth.token.as_deref().map(Arc::from),
-        bind: local,
-        body_limit: (config.limits.max_upload_mb as usize) << 20,
-        system: Arc::new(crate::telemetry::SystemMonitor::new(&config.data_dir)),
-        import_dirs: config
-            .import_dirs
-            .iter()
-            .filter_map(|d| match d.canonicalize() {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    tracing::warn!(dir = %d.display(), error = %e, "import directory not usable; ignored");
-                    None
-                }
-            })
-            .collect(),
-        guard: Arc::new(crate::http::Guard::new(
-            local,
-            config
-                .allowed_hosts
-                .iter()
-                .filter_map(|h| crate::http::HostRule::parse(h).ok())
-                .collect(),
-            config.allowed_origins.clone(),
-        )),
-        ws_send_timeout: WS_SEND_TIMEOUT,
-        retention: config.retention(),
-    };
-    // Install the recorder before the first job is counted.
-    let _ = crate::telemetry::prometheus();
-    let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let http = tokio::spawn(crate::http::serve(listener, state, async {
-        let _ = http_stopped.await;
-    }));
-    tracing::info!(address = %local, "listening");
-
+    let app = App::start(config, listener).await?;
     shutdown.await;
-    tracing::info!("shutting down");
-    // Readiness turns false before the listener closes, so a balancer stops sending first.
-    ready.store(false, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(config.shutdown_delay_ms)).await;
-    let _ = http_stop.send(());
-    match http.await {
-        Ok(Err(e)) => tracing::error!(error = %e, "HTTP server failed"),
-        Err(e) => tracing::error!(error = %e, "HTTP task failed"),
-        Ok(Ok(())) => {}
-    }
-    pool.shutdown(Duration::from_secs(config.shutdown_grace_secs))
-        .await;
-    let _ = stop_tx.send(true);
-    let _ = health_poller.await;
-    if let Err(e) = maintenance.await {
-        tracing::error!(error = %e, "maintenance task failed");
-    }
-    // The writer commits what it has, then the database closes.
-    tokio::task::spawn_blocking(move || queue.close())
-        .await
-        .context("queue close task failed")?;
-    tracing::info!("stopped");
-    Ok(())
+    app.shutdown().await
 }
-
-/// How often remote ML services' `/health` is asked.
-const ML_HEALTH_EVERY: Duration = Duration::from_secs(30);
 
 /// Asks every remote ML service's `/health` now and every 30 s, keeping the answers for the API.
 async fn poll_ml_health(pool: crate::pool::PoolHandle, mut stop: watch::Receiver<bool>) {
@@ -302,71 +336,4 @@ async fn maintain(
     }
 }
 
-/// Resolves on the first SIGTERM or Ctrl-C; a second one exits at once (the database is safe:
-/// every acknowledged write is already durable). The signal handlers are installed when this is
-/// called, not when the future is first polled, so a signal during start-up is not lost (nor
-/// fatal). Call it inside the runtime.
-pub fn shutdown_signal() -> impl Future<Output = ()> {
-    let mut first = Signals::install();
-    async move {
-        first.recv().await;
-        let mut second = Signals::install();
-        tokio::spawn(async move {
-            second.recv().await;
-            tracing::warn!("second signal: exiting now");
-            std::process::exit(130);
-        });
-    }
-}
-
-/// SIGTERM and SIGINT, listened to from the moment they are installed.
-struct Signals {
-    #[cfg(unix)]
-    term: Option<tokio::signal::unix::Signal>,
-    #[cfg(unix)]
-    int: Option<tokio::signal::unix::Signal>,
-}
-
-impl Signals {
-    fn install() -> Self {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            let listen = |kind, name: &str| match signal(kind) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    tracing::warn!(signal = name, error = %e, "cannot listen for a signal");
-                    None
-                }
-            };
-            Signals {
-                term: listen(SignalKind::terminate(), "SIGTERM"),
-                int: listen(SignalKind::interrupt(), "SIGINT"),
-            }
-        }
-        #[cfg(not(unix))]
-        Signals {}
-    }
-
-    async fn recv(&mut self) {
-        #[cfg(unix)]
-        {
-            async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
-                match s {
-                    Some(s) => {
-                        s.recv().await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            }
-            tokio::select! {
-                _ = next(&mut self.term) => {}
-                _ = next(&mut self.int) => {}
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
+mod signal;

@@ -40,7 +40,7 @@ pub struct Common {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the queue (and, as later issues land, workers and the status page) until SIGTERM or Ctrl-C.
+    /// Run the queue, the workers, the HTTP API and the status page until SIGTERM or Ctrl-C.
     Serve,
     /// Segment image files offline (no server) and write JSON, masks and one metrics.csv.
     Segment(SegmentArgs),

@@ -45,10 +45,13 @@ pub struct Config {
     pub workers: usize,
     /// Which segmenter a job uses when it does not say.
     pub segmenter: SegmenterId,
-    pub shutdown_grace_secs: u64,
-    /// Milliseconds between readiness turning false and the listener closing on shutdown, so a
-    /// load balancer or Kubernetes sees "not ready" and stops sending first.
-    pub shutdown_delay_ms: u64,
+    /// How long running jobs get to finish on shutdown.
+    #[serde(rename = "shutdown_grace_secs", serialize_with = "unit::secs")]
+    pub shutdown_grace: Duration,
+    /// Between readiness turning false and the listener closing on shutdown, so a load balancer
+    /// or Kubernetes sees "not ready" and stops sending first.
+    #[serde(rename = "shutdown_delay_ms", serialize_with = "unit::ms")]
+    pub shutdown_delay: Duration,
     pub queue: QueueConfig,
     pub retention: RetentionConfig,
     pub ml: MlConfig,
@@ -82,44 +85,60 @@ pub struct LimitsConfig {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct QueueConfig {
     pub max_attempts: u32,
-    pub backoff_base_ms: u64,
+    #[serde(rename = "backoff_base_ms", serialize_with = "unit::ms")]
+    pub backoff_base: Duration,
     pub backoff_factor: f64,
     pub backoff_jitter: f64,
-    pub backoff_cap_secs: u64,
-    /// 0 is strict priority.
-    pub aging_secs: u64,
-    pub lease_ttl_secs: u64,
+    #[serde(rename = "backoff_cap_secs", serialize_with = "unit::secs")]
+    pub backoff_cap: Duration,
+    /// Lift a waiting job one level per this much waiting; `None` is strict priority.
+    #[serde(rename = "aging_secs", serialize_with = "unit::secs_or_zero")]
+    pub aging: Option<Duration>,
+    #[serde(rename = "lease_ttl_secs", serialize_with = "unit::secs")]
+    pub lease_ttl: Duration,
     pub cache_mb: u64,
     /// Longest a builtin job may run.
-    pub builtin_timeout_secs: u64,
+    #[serde(rename = "builtin_timeout_secs", serialize_with = "unit::secs")]
+    pub builtin_timeout: Duration,
     /// Events kept for clients that reconnect with `since`.
     pub events_buffer: usize,
 }
 
-/// How long finished jobs are kept, per state; 0 is no limit. Completed jobs hold the lab's
-/// results and have no limit unless one is set.
+/// How long finished jobs are kept, per state; `None` is no limit (0 in the file). Completed
+/// jobs hold the lab's results and have no limit unless one is set.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RetentionConfig {
-    pub completed_days: u64,
-    pub completed_max: u64,
-    pub failed_days: u64,
-    pub failed_max: u64,
-    pub cancelled_days: u64,
-    pub cancelled_max: u64,
+    #[serde(rename = "completed_days", serialize_with = "unit::days_or_zero")]
+    pub completed_age: Option<Duration>,
+    #[serde(serialize_with = "unit::count_or_zero")]
+    pub completed_max: Option<u64>,
+    #[serde(rename = "failed_days", serialize_with = "unit::days_or_zero")]
+    pub failed_age: Option<Duration>,
+    #[serde(serialize_with = "unit::count_or_zero")]
+    pub failed_max: Option<u64>,
+    #[serde(rename = "cancelled_days", serialize_with = "unit::days_or_zero")]
+    pub cancelled_age: Option<Duration>,
+    #[serde(serialize_with = "unit::count_or_zero")]
+    pub cancelled_max: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct MlConfig {
     pub url: Option<String>,
-    pub timeout_ms: u64,
+    #[serde(rename = "timeout_ms", serialize_with = "unit::ms")]
+    pub timeout: Duration,
     pub error_threshold_pct: u32,
-    pub reset_timeout_ms: u64,
+    /// How long the breaker stays open before a trial call (it grows with repeated trips).
+    #[serde(rename = "reset_timeout_ms", serialize_with = "unit::ms")]
+    pub reset_timeout: Duration,
     /// Calls in the window before the breaker may open.
     pub min_calls: u32,
     /// Calls slower than this count as failures.
-    pub slow_call_ms: u64,
+    #[serde(rename = "slow_call_ms", serialize_with = "unit::ms")]
+    pub slow_call: Duration,
     /// The longest the breaker stays open after repeated trips.
-    pub open_cap_ms: u64,
+    #[serde(rename = "open_cap_ms", serialize_with = "unit::ms")]
+    pub open_cap: Duration,
     pub half_open_trials: u32,
     /// Send `{"image_path"}` instead of the image (both machines see the same data directory).
     pub share_paths: bool,
@@ -295,12 +314,12 @@ impl Config {
     pub fn queue_options(&self) -> QueueOptions {
         QueueOptions {
             backoff: Backoff {
-                base: Duration::from_millis(self.queue.backoff_base_ms),
+                base: self.queue.backoff_base,
                 factor: self.queue.backoff_factor,
                 jitter: self.queue.backoff_jitter,
-                cap: Duration::from_secs(self.queue.backoff_cap_secs),
+                cap: self.queue.backoff_cap,
             },
-            aging: (self.queue.aging_secs > 0).then(|| Duration::from_secs(self.queue.aging_secs)),
+            aging: self.queue.aging,
             max_attempts: self.queue.max_attempts,
             cache_bytes: (self.queue.cache_mb as usize) << 20,
             ..QueueOptions::default()
@@ -309,14 +328,44 @@ impl Config {
 
     pub fn retention(&self) -> Retention {
         let r = &self.retention;
-        let limit = |days: u64, max: u64| Limit {
-            age: (days > 0).then(|| Duration::from_secs(days * 86_400)),
-            count: (max > 0).then_some(max),
-        };
         Retention {
-            completed: limit(r.completed_days, r.completed_max),
-            failed: limit(r.failed_days, r.failed_max),
-            cancelled: limit(r.cancelled_days, r.cancelled_max),
+            completed: Limit {
+                age: r.completed_age,
+                count: r.completed_max,
+            },
+            failed: Limit {
+                age: r.failed_age,
+                count: r.failed_max,
+            },
+            cancelled: Limit {
+                age: r.cancelled_age,
+                count: r.cancelled_max,
+            },
+        }
+    }
+
+    /// What the worker pool needs of it; `budget` is the process's decode budget.
+    pub fn pool_options(&self, budget: crate::segment::DecodeBudget) -> crate::pool::PoolConfig {
+        crate::pool::PoolConfig {
+            workers: self.workers,
+            lease_ttl: self.queue.lease_ttl,
+            builtin_timeout: self.queue.builtin_timeout,
+            ml_timeout: self.ml.timeout,
+            limits: self.decode_limits(),
+            budget,
+        }
+    }
+
+    /// The circuit breaker settings of an ML service.
+    pub fn breaker(&self) -> crate::segment::breaker::BreakerConfig {
+        crate::segment::breaker::BreakerConfig {
+            min_calls: self.ml.min_calls,
+            failure_threshold: f64::from(self.ml.error_threshold_pct) / 100.0,
+            slow_call: self.ml.slow_call,
+            open_base: self.ml.reset_timeout,
+            open_cap: self.ml.open_cap,
+            half_open_trials: self.ml.half_open_trials,
+            ..crate::segment::breaker::BreakerConfig::default()
         }
     }
 
@@ -336,10 +385,6 @@ impl Config {
             0 => crate::segment::DecodeBudget::default_total(crate::telemetry::memory_total()),
             mb => mb << 20,
         }
-    }
-
-    pub fn lease_ttl(&self) -> Duration {
-        Duration::from_secs(self.queue.lease_ttl_secs)
     }
 
     /// The database file inside the data directory.
@@ -506,6 +551,34 @@ fn overlay(
     take!(limits.max_megapixels, "limits.max_megapixels");
     take!(limits.max_upload_mb, "limits.max_upload_mb");
     take!(limits.decode_budget_mb, "limits.decode_budget_mb");
+}
+
+/// How durations and optional limits are written back to TOML (`config show`): in the unit of
+/// their key, and 0 for no limit.
+mod unit {
+    use std::time::Duration;
+
+    use serde::Serializer;
+
+    pub fn ms<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+
+    pub fn secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+
+    pub fn secs_or_zero<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.map_or(0, |d| d.as_secs()))
+    }
+
+    pub fn days_or_zero<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.map_or(0, |d| d.as_secs() / 86_400))
+    }
+
+    pub fn count_or_zero<S: Serializer>(n: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(n.unwrap_or(0))
+    }
 }
 
 /// The commented example printed by `spheroseg config default`; every value is the default

@@ -1,7 +1,9 @@
 //! The HTTP API (axum): routes split by resource under `http/`, errors mapped in `http/error.rs`,
-//! bearer-token auth, and `serve` taking its listener and shutdown future from the caller.
+//! who may call checked first (`http/guard.rs`), the bearer token as an extractor of every data
+//! handler (`http/auth.rs`), and `serve` taking its listener and shutdown future from the caller.
 //! Only this module and its children use axum.
 
+mod auth;
 mod error;
 mod events;
 mod export;
@@ -21,14 +23,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 pub use error::ApiError;
 
-use crate::error_code::ErrorCode;
 pub use guard::{Guard, HostRule};
 
 use crate::service::Service;
@@ -60,41 +60,6 @@ impl AppState {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
     }
-}
-
-/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    // Liveness, and the page itself (it holds no data; it asks for the token), are open.
-    let path = req.uri().path();
-    let open = path == "/api/health/live" || path == "/" || path.starts_with("/static/");
-    if let Some(token) = &state.token
-        && !open
-    {
-        let header_token = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        // Browsers cannot set headers on a WebSocket: /ws also takes ?access_token=.
-        let query_token = (path == "/ws")
-            .then(|| req.uri().query())
-            .flatten()
-            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("access_token=")));
-        let given = header_token.or(query_token);
-        if !given.is_some_and(|g| same(g.as_bytes(), token.as_bytes())) {
-            return ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                ErrorCode::UNAUTHORIZED,
-                "this spheroseg requires Authorization: Bearer TOKEN",
-            )
-            .into_response();
-        }
-    }
-    next.run(req).await
 }
 
 /// One span per request: method, matched route, status, latency; health at debug level.
@@ -160,7 +125,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ui::routes())
         .route(
             "/api/openapi.json",
-            axum::routing::get(move || {
+            axum::routing::get(move |_: auth::Authorized| {
                 let doc = Arc::clone(&doc);
                 async move { axum::Json((*doc).clone()) }
             }),
@@ -168,7 +133,6 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(limit))
         .layer(tower_http::compression::CompressionLayer::new())
-        .layer(middleware::from_fn_with_state(state.clone(), auth))
         .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
         .route_layer(middleware::from_fn(trace))
         .with_state(state)
@@ -183,16 +147,4 @@ pub async fn serve(
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::same;
-
-    #[test]
-    fn constant_time_comparison_is_still_a_comparison() {
-        assert!(same(b"s3cret", b"s3cret"));
-        assert!(!same(b"s3cret", b"s3creT"));
-        assert!(!same(b"s3cret", b"s3cre"));
-    }
 }

@@ -1,4 +1,6 @@
 //! Configuration: layering, validation, the printed default file.
+use std::time::Duration;
+
 use super::*;
 
 fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
@@ -28,9 +30,9 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(c.bind, "127.0.0.1:5001".parse().expect("addr"));
     assert_eq!(c.data_dir, PathBuf::from("./spheroseg-data"));
     assert_eq!(c.queue.max_attempts, 3);
-    assert_eq!(c.ml.timeout_ms, 300_000);
+    assert_eq!(c.ml.timeout, Duration::from_millis(300_000));
     assert_eq!(c.ml.error_threshold_pct, 50);
-    assert_eq!(c.ml.reset_timeout_ms, 60_000);
+    assert_eq!(c.ml.reset_timeout, Duration::from_millis(60_000));
     assert_eq!(
         c.retention(),
         crate::queue::Retention::default(),
@@ -51,7 +53,11 @@ fn precedence_is_file_then_env_then_flags() {
     let file = "workers = 3\n[queue]\nmax_attempts = 4\naging_secs = 10\n";
     let c = load(Some(file), &[], Layer::default()).expect("loads");
     assert_eq!(
-        (c.workers, c.queue.max_attempts, c.queue.aging_secs),
+        (
+            c.workers,
+            c.queue.max_attempts,
+            c.queue.aging.map_or(0, |a| a.as_secs())
+        ),
         (3, 4, 10)
     );
 
@@ -62,7 +68,11 @@ fn precedence_is_file_then_env_then_flags() {
     )
     .expect("loads");
     assert_eq!(
-        (c.workers, c.queue.max_attempts, c.queue.aging_secs),
+        (
+            c.workers,
+            c.queue.max_attempts,
+            c.queue.aging.map_or(0, |a| a.as_secs())
+        ),
         (5, 6, 10)
     );
 
@@ -96,9 +106,9 @@ fn replaced_design_names_set_the_ml_values() {
     )
     .expect("loads");
     assert_eq!(c.ml.url.as_deref(), Some("http://ml:5002"));
-    assert_eq!(c.ml.timeout_ms, 120_000);
+    assert_eq!(c.ml.timeout, Duration::from_millis(120_000));
     assert_eq!(c.ml.error_threshold_pct, 25);
-    assert_eq!(c.ml.reset_timeout_ms, 30_000);
+    assert_eq!(c.ml.reset_timeout, Duration::from_millis(30_000));
 }
 
 #[test]

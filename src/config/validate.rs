@@ -38,13 +38,13 @@ pub(super) fn validate(
     let q = l.queue;
     let queue = QueueConfig {
         max_attempts: c.range("queue.max_attempts", q.max_attempts, 3, 1..=100, "")?,
-        backoff_base_ms: c.range(
+        backoff_base: ms(c.range(
             "queue.backoff_base_ms",
             q.backoff_base_ms,
             2000,
             1..=3_600_000,
             " ms",
-        )?,
+        )?),
         backoff_factor: c.range(
             "queue.backoff_factor",
             q.backoff_factor,
@@ -53,29 +53,30 @@ pub(super) fn validate(
             "",
         )?,
         backoff_jitter: c.range("queue.backoff_jitter", q.backoff_jitter, 0.2, 0.0..=1.0, "")?,
-        backoff_cap_secs: c.range(
+        backoff_cap: secs(c.range(
             "queue.backoff_cap_secs",
             q.backoff_cap_secs,
             300,
             1..=86_400,
             " s",
-        )?,
-        aging_secs: c.range(
+        )?),
+        aging: Some(secs(c.range(
             "queue.aging_secs",
             q.aging_secs,
             0,
             0..=86_400,
             " s (0 turns aging off)",
-        )?,
-        lease_ttl_secs: c.range("queue.lease_ttl_secs", q.lease_ttl_secs, 60, 5..=3600, " s")?,
+        )?))
+        .filter(|d| !d.is_zero()),
+        lease_ttl: secs(c.range("queue.lease_ttl_secs", q.lease_ttl_secs, 60, 5..=3600, " s")?),
         cache_mb: c.range("queue.cache_mb", q.cache_mb, 64, 4..=65_536, " MiB")?,
-        builtin_timeout_secs: c.range(
+        builtin_timeout: secs(c.range(
             "queue.builtin_timeout_secs",
             q.builtin_timeout_secs,
             600,
             1..=86_400,
             " s",
-        )?,
+        )?),
         events_buffer: c.range(
             "queue.events_buffer",
             q.events_buffer,
@@ -91,13 +92,15 @@ pub(super) fn validate(
     let max = |key: &str, v: Option<u64>, default: u64| {
         c.range(key, v, default, 0..=u64::MAX / 2, " jobs (0: no limit)")
     };
+    let age = |n: u64| (n > 0).then(|| Duration::from_secs(n * 86_400));
+    let count = |n: u64| (n > 0).then_some(n);
     let retention = RetentionConfig {
-        completed_days: days("retention.completed_days", r.completed_days, 0)?,
-        completed_max: max("retention.completed_max", r.completed_max, 0)?,
-        failed_days: days("retention.failed_days", r.failed_days, 30)?,
-        failed_max: max("retention.failed_max", r.failed_max, 100_000)?,
-        cancelled_days: days("retention.cancelled_days", r.cancelled_days, 30)?,
-        cancelled_max: max("retention.cancelled_max", r.cancelled_max, 100_000)?,
+        completed_age: age(days("retention.completed_days", r.completed_days, 0)?),
+        completed_max: count(max("retention.completed_max", r.completed_max, 0)?),
+        failed_age: age(days("retention.failed_days", r.failed_days, 30)?),
+        failed_max: count(max("retention.failed_max", r.failed_max, 100_000)?),
+        cancelled_age: age(days("retention.cancelled_days", r.cancelled_days, 30)?),
+        cancelled_max: count(max("retention.cancelled_max", r.cancelled_max, 100_000)?),
     };
     let m = l.ml;
     let url = m.url.filter(|u| !u.is_empty());
@@ -110,13 +113,13 @@ pub(super) fn validate(
         ));
     }
     let ml = MlConfig {
-        timeout_ms: c.range(
+        timeout: ms(c.range(
             "ml.timeout_ms",
             m.timeout_ms,
             300_000,
             100..=86_400_000,
             " ms",
-        )?,
+        )?),
         error_threshold_pct: c.range(
             "ml.error_threshold_pct",
             m.error_threshold_pct,
@@ -124,28 +127,28 @@ pub(super) fn validate(
             1..=100,
             " %",
         )?,
-        reset_timeout_ms: c.range(
+        reset_timeout: ms(c.range(
             "ml.reset_timeout_ms",
             m.reset_timeout_ms,
             60_000,
             100..=86_400_000,
             " ms",
-        )?,
+        )?),
         min_calls: c.range("ml.min_calls", m.min_calls, 5, 1..=10_000, " calls")?,
-        slow_call_ms: c.range(
+        slow_call: ms(c.range(
             "ml.slow_call_ms",
             m.slow_call_ms,
             300_000,
             1..=86_400_000,
             " ms",
-        )?,
-        open_cap_ms: c.range(
+        )?),
+        open_cap: ms(c.range(
             "ml.open_cap_ms",
             m.open_cap_ms,
             600_000,
             100..=86_400_000,
             " ms",
-        )?,
+        )?),
         half_open_trials: c.range(
             "ml.half_open_trials",
             m.half_open_trials,
@@ -256,20 +259,20 @@ pub(super) fn validate(
         bind,
         workers,
         segmenter,
-        shutdown_grace_secs: c.range(
+        shutdown_grace: secs(c.range(
             "shutdown_grace_secs",
             l.shutdown_grace_secs,
             30,
             0..=3600,
             " s",
-        )?,
-        shutdown_delay_ms: c.range(
+        )?),
+        shutdown_delay: ms(c.range(
             "shutdown_delay_ms",
             l.shutdown_delay_ms,
             0,
             0..=600_000,
             " ms",
-        )?,
+        )?),
         queue,
         retention,
         ml,
@@ -277,6 +280,14 @@ pub(super) fn validate(
         auth: AuthConfig { token },
         command,
     })
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
 }
 
 /// Turns a bad value into a `ConfigError` naming the key and where its value came from.

@@ -20,6 +20,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::auth::Authorized;
 use super::queue::breakers;
 use crate::events::{Event, Missed};
 use crate::queue::QueueStats;
@@ -62,7 +63,7 @@ enum Control {
 }
 
 #[utoipa::path(get, path = "/api/events", summary = "Long-poll for events after since=ID", responses((status = 200, description = "success")))]
-async fn poll(State(state): State<AppState>, Query(q): Query<Since>) -> Json<Batch> {
+async fn poll(_: Authorized, State(state): State<AppState>, Query(q): Query<Since>) -> Json<Batch> {
     let events = &state.service.events;
     let since = q.since.unwrap_or_else(|| events.last_id());
     let mut sub = events.subscribe(Some(since));
@@ -87,6 +88,8 @@ async fn poll(State(state): State<AppState>, Query(q): Query<Since>) -> Json<Bat
 
 #[utoipa::path(get, path = "/ws", summary = "WebSocket of live events; since=ID resumes", responses((status = 200, description = "success")))]
 async fn ws(
+    _: Authorized,
+
     State(state): State<AppState>,
     Query(q): Query<Since>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::auth::Authorized;
 use super::error::JsonBytes;
 use super::{ApiError, AppState};
 use crate::export::write_csv_part;
@@ -117,6 +118,8 @@ fn selected(state: &AppState, f: FilterBody) -> Result<Vec<Job>, ApiError> {
 
 #[utoipa::path(post, path = "/api/jobs/bulk", summary = "Retry, cancel or delete the jobs a filter names (a state, a project, ids, or all)", responses((status = 200, description = "success")))]
 async fn bulk(
+    _: Authorized,
+
     State(state): State<AppState>,
     JsonBytes(body): JsonBytes,
 ) -> Result<Json<BulkResult>, ApiError> {
@@ -151,6 +154,8 @@ struct ExportQuery {
 
 #[utoipa::path(get, path = "/api/export", summary = "The metrics of many jobs as CSV (streamed)", responses((status = 200, description = "success")))]
 async fn export(
+    _: Authorized,
+
     State(state): State<AppState>,
     Query(q): Query<ExportQuery>,
 ) -> Result<Response, ApiError> {

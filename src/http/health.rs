@@ -17,6 +17,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::auth::Authorized;
 use super::queue::breakers;
 use crate::clock::{Clock, SystemClock};
 use crate::segment::breaker::State as BreakerState;
@@ -50,7 +51,7 @@ async fn live() -> Json<Value> {
 }
 
 #[utoipa::path(get, path = "/api/health/ready", summary = "Readiness: accepting work (false first on shutdown)", responses((status = 200, description = "success")))]
-async fn ready(State(state): State<AppState>) -> Response {
+async fn ready(_: Authorized, State(state): State<AppState>) -> Response {
     let storage = state.service.queue.stats().is_ok();
     let workers = state.service.pool().is_some();
     let ready = state.is_ready() && storage && workers;
@@ -172,21 +173,25 @@ fn body(state: &AppState, checks: &[Check], details: bool) -> (StatusCode, Value
 }
 
 #[utoipa::path(get, path = "/api/health", summary = "Overall health: healthy, degraded or unhealthy", responses((status = 200, description = "success")))]
-async fn summary(State(state): State<AppState>) -> Response {
+async fn summary(_: Authorized, State(state): State<AppState>) -> Response {
     let checks = checks(&state);
     let (code, v) = body(&state, &checks, false);
     (code, Json(v)).into_response()
 }
 
 #[utoipa::path(get, path = "/api/health/detailed", summary = "Health with the details of every service", responses((status = 200, description = "success")))]
-async fn detailed(State(state): State<AppState>) -> Response {
+async fn detailed(_: Authorized, State(state): State<AppState>) -> Response {
     let checks = checks(&state);
     let (code, v) = body(&state, &checks, true);
     (code, Json(v)).into_response()
 }
 
 #[utoipa::path(get, path = "/api/health/services/{name}", summary = "The health of one service", params(("name" = String, Path)), responses((status = 200, description = "success")))]
-async fn service(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+async fn service(
+    _: Authorized,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Response {
     match checks(&state).into_iter().find(|c| c.name == name) {
         Some(c) => {
             let code = if c.status == Status::Unhealthy {

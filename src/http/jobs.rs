@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::auth::Authorized;
 use super::error::JsonBytes;
 use super::intake::{self, priority};
 use super::{ApiError, AppState};
@@ -69,7 +70,11 @@ const MAX_FILES: usize = 1000;
 /// `segmenter`, `params`; or JSON `{"paths": [...], ...}` for files under `import_dirs`. 202 once
 /// the jobs are durable.
 #[utoipa::path(post, path = "/api/jobs", summary = "Submit images (multipart) or import files by path (JSON); 202 once durable", responses((status = 200, description = "success")))]
-async fn upload(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+async fn upload(
+    _: Authorized,
+    State(state): State<AppState>,
+    req: Request,
+) -> Result<Response, ApiError> {
     let multipart = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -145,6 +150,8 @@ struct ListPage {
 
 #[utoipa::path(get, path = "/api/jobs", summary = "List jobs, filtered by state and project, one page at a time", responses((status = 200, description = "success")))]
 async fn list(
+    _: Authorized,
+
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<ListPage>, ApiError> {
@@ -188,6 +195,8 @@ fn get_job(state: &AppState, raw: &str) -> Result<Job, ApiError> {
 
 #[utoipa::path(get, path = "/api/jobs/{id}", summary = "One job", params(("id" = String, Path)), responses((status = 200, description = "success")))]
 async fn show(
+    _: Authorized,
+
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
@@ -196,6 +205,8 @@ async fn show(
 
 #[utoipa::path(delete, path = "/api/jobs/{id}", summary = "Cancel a job (a running one is stopped)", params(("id" = String, Path)), responses((status = 200, description = "success")))]
 async fn cancel(
+    _: Authorized,
+
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
@@ -206,6 +217,8 @@ async fn cancel(
 
 #[utoipa::path(post, path = "/api/jobs/{id}/retry", summary = "Put a failed or cancelled job back in the queue", params(("id" = String, Path)), responses((status = 200, description = "success")))]
 async fn retry(
+    _: Authorized,
+
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
@@ -220,6 +233,8 @@ struct PriorityBody {
 
 #[utoipa::path(patch, path = "/api/jobs/{id}", summary = "Change the priority (1-10, higher runs sooner)", params(("id" = String, Path)), responses((status = 200, description = "success")))]
 async fn change_priority(
+    _: Authorized,
+
     State(state): State<AppState>,
     Path(id): Path<String>,
     JsonBytes(body): JsonBytes,
@@ -254,6 +269,8 @@ fn stored_result(state: &AppState, raw: &str) -> Result<(Job, SegmentResult), Ap
 
 #[utoipa::path(get, path = "/api/jobs/{id}/result", summary = "The result: polygons and metrics", params(("id" = String, Path)), responses((status = 200, description = "success")))]
 async fn result_json(
+    _: Authorized,
+
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -263,6 +280,8 @@ async fn result_json(
 
 #[utoipa::path(get, path = "/api/jobs/{id}/result.csv", summary = "The metrics as CSV", params(("id" = String, Path)), responses((status = 200, description = "success")))]
 async fn result_csv(
+    _: Authorized,
+
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -285,7 +304,11 @@ async fn result_csv(
 }
 
 #[utoipa::path(get, path = "/api/jobs/{id}/mask.png", summary = "The binary mask as PNG, holes cut out", params(("id" = String, Path)), responses((status = 200, description = "success")))]
-async fn mask(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn mask(
+    _: Authorized,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let (_, r) = stored_result(&state, &id)?;
     let png = export::mask_png(&r).map_err(|e| {
         ApiError::new(
@@ -299,6 +322,8 @@ async fn mask(State(state): State<AppState>, Path(id): Path<String>) -> Result<R
 
 #[utoipa::path(get, path = "/api/jobs/{id}/image", summary = "The original image bytes", params(("id" = String, Path)), responses((status = 200, description = "success")))]
 async fn original(
+    _: Authorized,
+
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -328,6 +353,8 @@ async fn original(
 /// The original as an 8-bit PNG of at most 2048 px, which browsers can show even for 16-bit TIFF.
 #[utoipa::path(get, path = "/api/jobs/{id}/preview.png", summary = "An 8-bit preview PNG of at most 2048 px", params(("id" = String, Path)), responses((status = 200, description = "success")))]
 async fn preview(
+    _: Authorized,
+
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -368,6 +395,8 @@ struct LegacyJob {
 
 #[utoipa::path(get, path = "/api/segmentation/job/{id}", summary = "The job status shape of the replaced design", params(("id" = String, Path)), responses((status = 200, description = "success")))]
 async fn legacy_job(
+    _: Authorized,
+
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<LegacyJob>, ApiError> {

@@ -15,6 +15,7 @@ use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::auth::Authorized;
 use super::{ApiError, AppState, intake};
 use crate::clock::{Clock, SystemClock};
 use crate::error_code::ErrorCode;
@@ -34,7 +35,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 }
 
 #[utoipa::path(get, path = "/ml/health", summary = "The ML service contract: health", responses((status = 200, description = "success")))]
-async fn health(State(state): State<AppState>) -> Response {
+async fn health(_: Authorized, State(state): State<AppState>) -> Response {
     let up = state.is_ready();
     let body = json!({
         "status": if up { "healthy" } else { "degraded" },
@@ -61,7 +62,11 @@ fn reply(result: Result<&SegmentResult, &Failure>) -> Response {
 }
 
 #[utoipa::path(post, path = "/ml/segment", summary = "The ML service contract: segment one image", responses((status = 200, description = "success")))]
-async fn segment(State(state): State<AppState>, mut form: Multipart) -> Result<Response, ApiError> {
+async fn segment(
+    _: Authorized,
+    State(state): State<AppState>,
+    mut form: Multipart,
+) -> Result<Response, ApiError> {
     let (mut image, mut params) = (None, SegmentParams::default());
     while let Some(field) = form.next_field().await.map_err(intake::multipart_error)? {
         match field.name().unwrap_or_default() {

@@ -7,6 +7,7 @@ use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::auth::Authorized;
 use super::{ApiError, AppState};
 use crate::queue::{Limit, QueueStats};
 use crate::segment::breaker::Snapshot;
@@ -57,7 +58,7 @@ impl From<Limit> for LimitView {
 }
 
 #[utoipa::path(get, path = "/api/queue", summary = "Counts per state and priority, throughput, wait and run percentiles, workers", responses((status = 200, description = "success")))]
-async fn queue(State(state): State<AppState>) -> Result<Json<QueueView>, ApiError> {
+async fn queue(_: Authorized, State(state): State<AppState>) -> Result<Json<QueueView>, ApiError> {
     let stats = state.service.queue.stats()?;
     let (workers_busy, workers_total) = state.service.pool().map_or((0, 0), |p| p.workers());
     let r = state.retention;
@@ -81,13 +82,13 @@ struct Paused {
 }
 
 #[utoipa::path(post, path = "/api/queue/pause", summary = "Pause leasing (persisted)", responses((status = 200, description = "success")))]
-async fn pause(State(state): State<AppState>) -> Result<Json<Paused>, ApiError> {
+async fn pause(_: Authorized, State(state): State<AppState>) -> Result<Json<Paused>, ApiError> {
     state.service.set_paused(true).await?;
     Ok(Json(Paused { paused: true }))
 }
 
 #[utoipa::path(post, path = "/api/queue/resume", summary = "Resume leasing", responses((status = 200, description = "success")))]
-async fn resume(State(state): State<AppState>) -> Result<Json<Paused>, ApiError> {
+async fn resume(_: Authorized, State(state): State<AppState>) -> Result<Json<Paused>, ApiError> {
     state.service.set_paused(false).await?;
     Ok(Json(Paused { paused: false }))
 }
@@ -125,7 +126,7 @@ fn view(state: &AppState, name: String, breaker: Snapshot) -> MlView {
 }
 
 #[utoipa::path(get, path = "/api/ml", summary = "Each ML service and its circuit breaker", responses((status = 200, description = "success")))]
-async fn ml(State(state): State<AppState>) -> Json<Vec<MlView>> {
+async fn ml(_: Authorized, State(state): State<AppState>) -> Json<Vec<MlView>> {
     Json(
         breakers(&state)
             .into_iter()
@@ -136,6 +137,8 @@ async fn ml(State(state): State<AppState>) -> Json<Vec<MlView>> {
 
 #[utoipa::path(post, path = "/api/ml/{name}/reset", summary = "Close the breaker of an ML service by hand", params(("name" = String, Path)), responses((status = 200, description = "success")))]
 async fn reset(
+    _: Authorized,
+
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<MlView>, ApiError> {
@@ -167,7 +170,10 @@ struct LegacyQueue {
 }
 
 #[utoipa::path(get, path = "/api/segmentation/queue/status", summary = "The queue status shape of the replaced design", responses((status = 200, description = "success")))]
-async fn legacy_status(State(state): State<AppState>) -> Result<Json<LegacyStatus>, ApiError> {
+async fn legacy_status(
+    _: Authorized,
+    State(state): State<AppState>,
+) -> Result<Json<LegacyStatus>, ApiError> {
     let s = state.service.queue.stats()?;
     Ok(Json(LegacyStatus {
         queue: LegacyQueue {

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::auth::Authorized;
 use super::queue::breakers;
 use super::{ApiError, AppState};
 use crate::segment::breaker::State as BreakerState;
@@ -20,7 +21,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 }
 
 #[utoipa::path(get, path = "/api/system", summary = "CPU, memory, data-directory disk, process RSS and uptime", responses((status = 200, description = "success")))]
-async fn system(State(state): State<AppState>) -> Json<SystemSnapshot> {
+async fn system(_: Authorized, State(state): State<AppState>) -> Json<SystemSnapshot> {
     let monitor = state.system.clone();
     Json(
         tokio::task::spawn_blocking(move || monitor.snapshot())
@@ -30,7 +31,7 @@ async fn system(State(state): State<AppState>) -> Json<SystemSnapshot> {
 }
 
 #[utoipa::path(get, path = "/metrics", summary = "Prometheus metrics", responses((status = 200, description = "success")))]
-async fn render(State(state): State<AppState>) -> Result<Response, ApiError> {
+async fn render(_: Authorized, State(state): State<AppState>) -> Result<Response, ApiError> {
     let stats = state.service.queue.stats()?;
     for (st, row) in &stats.by_priority {
         for (i, n) in row.iter().enumerate() {

@@ -302,7 +302,7 @@ async fn refused_uploads_store_nothing_and_say_why() {
     );
 
     // Nothing was left behind: no job, no image file, no upload file.
-    let left = files_under(&a.dir.path().join("images"));
+    let left = crate::util::files_under(&a.dir.path().join("images"));
     assert!(left.is_empty(), "{left:?}");
 
     // Malformed multipart.
@@ -489,7 +489,7 @@ async fn import_by_path_stays_inside_the_import_dirs() {
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
     assert_eq!(v["jobs"][0]["priority"], 8);
-    let outside = ["../pool.rs", "../../Cargo.toml", "/etc/passwd"];
+    let outside = ["../cli.rs", "../../Cargo.toml", "/etc/passwd"];
     for p in outside {
         let (s, v) = a
             .call(
@@ -534,224 +534,10 @@ async fn import_by_path_stays_inside_the_import_dirs() {
     a.stop().await;
 }
 
-/// Every file under `dir`, recursively.
-fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if e.path().is_dir() {
-            out.extend(files_under(&e.path()));
-        } else {
-            out.push(e.path());
-        }
-    }
-    out
-}
-
 fn tiny_png(w: u32, h: u32) -> Vec<u8> {
     let mut out = std::io::Cursor::new(Vec::new());
     image::DynamicImage::ImageLuma8(image::GrayImage::new(w, h))
         .write_to(&mut out, image::ImageFormat::Png)
         .expect("png");
     out.into_inner()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn identical_uploads_at_the_same_moment_all_succeed() {
-    let a = std::sync::Arc::new(api(None, 64 << 20).await);
-    let png = read("spheroid_lumen_8bit.png");
-    let uploads: Vec<_> = (0..24)
-        .map(|i| {
-            let (a, png) = (std::sync::Arc::clone(&a), png.clone());
-            tokio::spawn(async move {
-                a.upload(&[("image", &format!("copy-{i}.png"), png)], &[])
-                    .await
-            })
-        })
-        .collect();
-    let mut ids = std::collections::HashSet::new();
-    for u in uploads {
-        let (s, v) = u.await.expect("task");
-        assert_eq!(s, StatusCode::ACCEPTED, "{v}");
-        ids.insert(v["jobs"][0]["id"].as_str().expect("id").to_owned());
-    }
-    assert_eq!(ids.len(), 24, "one job per upload");
-    let images: Vec<_> = files_under(&a.dir.path().join("images"));
-    assert_eq!(images.len(), 1, "one image file, no temp files: {images:?}");
-    assert_eq!(std::fs::read(&images[0]).expect("read"), png);
-    for id in &ids {
-        a.wait_state(id, "completed").await;
-    }
-    std::sync::Arc::into_inner(a)
-        .expect("last handle")
-        .stop()
-        .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_decode_budget_answers_503_with_retry_after() {
-    let mut a = api(None, 64 << 20).await;
-    let budget = spheroseg::segment::DecodeBudget::new(1 << 20);
-    a.state.service.images = a.state.service.images.clone().with_budget(budget.clone());
-    let held = budget
-        .reserve(1 << 20, std::time::Duration::ZERO)
-        .expect("all of it");
-    let (kind, body) = multipart(&[("image", "a.png", read("spheroid_core_8bit.png"))], &[]);
-    let req = Request::post("/api/jobs")
-        .header(header::CONTENT_TYPE, kind)
-        .body(Body::from(body))
-        .expect("request");
-    let resp = a.respond(req).await;
-    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(resp.headers()[header::RETRY_AFTER], "5");
-    let v: serde_json::Value = serde_json::from_slice(
-        &axum::body::to_bytes(resp.into_body(), usize::MAX)
-            .await
-            .expect("body"),
-    )
-    .expect("json");
-    assert_eq!(v["code"], "busy", "{v}");
-    assert!(
-        v["message"]
-            .as_str()
-            .expect("message")
-            .contains("try again"),
-        "{v}"
-    );
-    drop(held);
-    let (s, v) = a
-        .upload(&[("image", "a.png", read("spheroid_core_8bit.png"))], &[])
-        .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
-    a.stop().await;
-}
-
-/// A tmpfs of `mb` MiB on a fresh directory, unmounted when dropped; `None` where this machine
-/// does not let the test mount one (not root).
-struct SmallDisk(tempfile::TempDir);
-
-impl SmallDisk {
-    fn new(mb: u64) -> Option<SmallDisk> {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"])
-            .arg(dir.path())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then_some(SmallDisk(dir))
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(self.0.path())
-            .status();
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_upload_to_a_full_disk_is_507_and_says_how_much_is_free() {
-    let Some(disk) = SmallDisk::new(12) else {
-        eprintln!("skipped: this machine does not let the test mount a tmpfs");
-        return;
-    };
-    let data = tempfile::tempdir_in(disk.0.path()).expect("data dir");
-    let data_path = data.path().to_owned();
-    let a = api_in(data, None, 64 << 20).await;
-    // Fill the disk but for a few KiB (the 8 MiB write-ahead log is already allocated).
-    let filler = data_path.join("filler");
-    let mut f = std::fs::File::create(&filler).expect("filler");
-    let chunk = vec![0u8; 64 << 10];
-    while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
-    drop(f);
-    let (s, v) = a
-        .upload(
-            &[("image", "big.png", read("spheroid_lumen_8bit.png"))],
-            &[],
-        )
-        .await;
-    assert_eq!(
-        (s, v["code"].as_str()),
-        (StatusCode::INSUFFICIENT_STORAGE, Some("disk-full")),
-        "{v}"
-    );
-    let message = v["message"].as_str().expect("message");
-    assert!(
-        message.starts_with("disk full: 0 MB free on")
-            && message.contains(&*data_path.to_string_lossy()),
-        "{message}"
-    );
-    let (_, q) = a.get("/api/queue").await;
-    assert_eq!(q["counts"]["queued"], 0, "nothing was enqueued");
-    // Once there is room again, the same upload goes through.
-    std::fs::remove_file(&filler).expect("free the disk");
-    let (s, v) = a
-        .upload(
-            &[("image", "big.png", read("spheroid_lumen_8bit.png"))],
-            &[],
-        )
-        .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
-    a.stop().await;
-    drop(disk);
-}
-
-/// The garbage collector runs flat out while the same image is uploaded, cancelled and deleted
-/// again and again: every acknowledged job's image is there when its 202 comes back, and an image
-/// goes only once no job refers to it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn collection_never_takes_an_image_an_acknowledged_job_refers_to() {
-    let a = std::sync::Arc::new(api(None, 64 << 20).await);
-    let (s, _) = a.call("POST", "/api/queue/pause", None).await;
-    assert_eq!(s, StatusCode::OK);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let collector = {
-        let (images, queue) = (
-            a.state.service.images.clone(),
-            a.state.service.queue.clone(),
-        );
-        let stop = std::sync::Arc::clone(&stop);
-        std::thread::spawn(move || {
-            let mut removed = 0;
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                removed += images.collect_garbage(|h| queue.image_referenced(h).unwrap_or(true));
-            }
-            removed
-        })
-    };
-    let png = read("spheroid_core_8bit.png");
-    for round in 0..40 {
-        let (s, v) = a.upload(&[("image", "again.png", png.clone())], &[]).await;
-        assert_eq!(s, StatusCode::ACCEPTED, "{v}");
-        let id = v["jobs"][0]["id"].as_str().expect("id").to_owned();
-        let (_, job) = a.get(&format!("/api/jobs/{id}")).await;
-        let hash = job["image"]["hash"].as_str().expect("hash");
-        assert!(
-            a.state.service.images.path(hash).exists(),
-            "round {round}: the image of an acknowledged job is there"
-        );
-        let (s, _, _) = a.get_raw(&format!("/api/jobs/{id}/image")).await;
-        assert_eq!(s, StatusCode::OK, "round {round}");
-        let body = format!(r#"{{"action":"cancel","filter":{{"ids":["{id}"]}}}}"#);
-        let (s, _) = a.call("POST", "/api/jobs/bulk", Some(&body)).await;
-        assert_eq!(s, StatusCode::OK);
-        let body = format!(r#"{{"action":"delete","filter":{{"ids":["{id}"]}}}}"#);
-        let (s, v) = a.call("POST", "/api/jobs/bulk", Some(&body)).await;
-        assert_eq!(
-            (s, v["affected"].as_u64()),
-            (StatusCode::OK, Some(1)),
-            "{v}"
-        );
-    }
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let removed = collector.join().expect("collector");
-    assert!(
-        removed > 0,
-        "the collector did remove the unreferenced image in between"
-    );
-    std::sync::Arc::into_inner(a)
-        .expect("last handle")
-        .stop()
-        .await;
 }

@@ -14,3 +14,5 @@ mod jobs;
 mod ml;
 /// The status page and the OpenAPI document.
 mod ui;
+/// Uploads under pressure: concurrency, memory, disk, the collector.
+mod uploads;

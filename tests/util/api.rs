@@ -1,28 +1,27 @@
-//! The HTTP harness of the integration tests: an `AppState` over a temp data directory with a
-//! running pool, requests through `router(state)` with `tower::ServiceExt::oneshot` (no socket),
-//! and multipart bodies.
+//! The HTTP harness of the integration tests: a real [`App`] started on a temp data directory
+//! and a loopback port, as `serve` starts one, and requests to `router(state)` with
+//! `tower::ServiceExt::oneshot` (no socket) as a client on this machine would send them; and
+//! multipart bodies.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use spheroseg::clock::SystemClock;
+use spheroseg::app::App;
+use spheroseg::config::{AuthLayer, Config, Layer, LimitsLayer, Sources};
 use spheroseg::http::{AppState, router};
-use spheroseg::pool::Pool;
-use spheroseg::segment::Builtin;
-use spheroseg::segment::Segmenters;
-use spheroseg::service::Service;
 use tower::ServiceExt;
 
 use crate::util::fixture;
 
 pub struct Api {
     pub dir: tempfile::TempDir,
+    /// The app's state as requests see it: bound, for the Host and origin checks, as if at
+    /// 127.0.0.1:5001 (the app itself listens on a free port), with the test's body limit.
     pub state: AppState,
-    pub pool: Option<Pool>,
+    pub app: Option<App>,
 }
 
 pub async fn api(token: Option<&str>, body_limit: usize) -> Api {
@@ -31,48 +30,44 @@ pub async fn api(token: Option<&str>, body_limit: usize) -> Api {
 
 /// [`api`] with its data in `dir`.
 pub async fn api_in(dir: tempfile::TempDir, token: Option<&str>, body_limit: usize) -> Api {
-    // The recorder is per process; install it before any request so every test sees counters.
-    let _ = spheroseg::telemetry::prometheus();
-    let (queue, images, events) = crate::util::stack(dir.path());
-    let pool = Pool::start(
-        queue.clone(),
-        images.clone(),
-        events.clone(),
-        Segmenters {
-            builtin: Arc::new(Builtin),
-            ml: HashMap::new(),
+    let config = Config::load(&Sources {
+        file: None,
+        env: HashMap::from([("SPHEROSEG_WORKERS".to_owned(), "2".to_owned())]),
+        flags: Layer {
+            data_dir: Some(dir.path().to_owned()),
+            shutdown_grace_secs: Some(5),
+            import_dirs: Some(vec![fixture("")]),
+            allowed_origins: Some(vec!["https://lab.example".to_owned()]),
+            auth: AuthLayer {
+                token: token.map(str::to_owned),
+            },
+            limits: LimitsLayer {
+                max_upload_mb: Some((body_limit as u64 >> 20).max(1)),
+                ..LimitsLayer::default()
+            },
+            ..Layer::default()
         },
-        crate::util::pool_config(2),
-        Arc::new(SystemClock),
-    )
-    .expect("pool");
+    })
+    .expect("test config");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let app = App::start(config, listener).await.expect("app starts");
+    let at = "127.0.0.1:5001".parse().expect("addr");
     let state = AppState {
-        service: Service {
-            queue,
-            images,
-            events,
-            pool: Some(pool.handle()),
-            default_segmenter: spheroseg::segment::SegmenterId::builtin(),
-        },
-        started: Instant::now(),
-        ready: Arc::new(AtomicBool::new(true)),
-        token: token.map(Arc::from),
-        bind: "127.0.0.1:5001".parse().expect("addr"),
+        bind: at,
         body_limit,
-        system: Arc::new(spheroseg::telemetry::SystemMonitor::new(dir.path())),
-        import_dirs: Arc::from(vec![fixture("").canonicalize().expect("fixtures dir")]),
         guard: Arc::new(spheroseg::http::Guard::new(
-            "127.0.0.1:5001".parse().expect("addr"),
+            at,
             vec![],
             vec!["https://lab.example".to_owned()],
         )),
-        ws_send_timeout: Duration::from_secs(10),
-        retention: spheroseg::queue::Retention::default(),
+        ..app.state().clone()
     };
     Api {
         dir,
         state,
-        pool: Some(pool),
+        app: Some(app),
     }
 }
 
@@ -201,8 +196,8 @@ impl Api {
     }
 
     pub async fn stop(mut self) {
-        if let Some(p) = self.pool.take() {
-            p.shutdown(Duration::from_secs(5)).await;
+        if let Some(app) = self.app.take() {
+            app.shutdown().await.expect("clean shutdown");
         }
     }
 }
