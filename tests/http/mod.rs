@@ -12,6 +12,8 @@ mod health;
 mod jobs;
 /// spheroseg as an ML service.
 mod ml;
+/// Every transition's event over the WebSocket: once, in order, after it is readable.
+mod transitions;
 /// The status page and the OpenAPI document.
 mod ui;
 /// Uploads under pressure: concurrency, memory, disk, the collector.

@@ -30,23 +30,35 @@ pub async fn api(token: Option<&str>, body_limit: usize) -> Api {
 
 /// [`api`] with its data in `dir`.
 pub async fn api_in(dir: tempfile::TempDir, token: Option<&str>, body_limit: usize) -> Api {
+    api_with(dir, token, body_limit, |_| {}).await
+}
+
+/// [`api_in`] with the configuration changed by `configure` first.
+pub async fn api_with(
+    dir: tempfile::TempDir,
+    token: Option<&str>,
+    body_limit: usize,
+    configure: impl FnOnce(&mut Layer),
+) -> Api {
+    let mut flags = Layer {
+        data_dir: Some(dir.path().to_owned()),
+        shutdown_grace_secs: Some(5),
+        import_dirs: Some(vec![fixture("")]),
+        allowed_origins: Some(vec!["https://lab.example".to_owned()]),
+        auth: AuthLayer {
+            token: token.map(str::to_owned),
+        },
+        limits: LimitsLayer {
+            max_upload_mb: Some((body_limit as u64 >> 20).max(1)),
+            ..LimitsLayer::default()
+        },
+        ..Layer::default()
+    };
+    configure(&mut flags);
     let config = Config::load(&Sources {
         file: None,
         env: HashMap::from([("SPHEROSEG_WORKERS".to_owned(), "2".to_owned())]),
-        flags: Layer {
-            data_dir: Some(dir.path().to_owned()),
-            shutdown_grace_secs: Some(5),
-            import_dirs: Some(vec![fixture("")]),
-            allowed_origins: Some(vec!["https://lab.example".to_owned()]),
-            auth: AuthLayer {
-                token: token.map(str::to_owned),
-            },
-            limits: LimitsLayer {
-                max_upload_mb: Some((body_limit as u64 >> 20).max(1)),
-                ..LimitsLayer::default()
-            },
-            ..Layer::default()
-        },
+        flags,
     })
     .expect("test config");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
