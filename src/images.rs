@@ -23,13 +23,16 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::error_code::ErrorCode;
-use crate::segment::DecodeBudget;
 use crate::segment::decode::Encoded;
 use crate::segment::decode::{DecodeError, DecodeLimits, Header, decode_from, probe_from};
+use crate::segment::{DecodeBudget, Decoded};
+use decoded::DecodedCache;
 use serde::{Deserialize, Serialize};
 
 /// How long a check waits for the decode budget before the request is refused as busy.
 const BUDGET_WAIT: Duration = Duration::from_secs(5);
+/// The most bytes of images decoded at upload kept for their jobs.
+const DECODED_CAP: u64 = 256 << 20;
 
 /// An image in the store: a content-addressed file under `data_dir/images/`, as jobs refer to it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,6 +167,8 @@ pub struct ImageStore {
     live: Arc<Mutex<HashSet<PathBuf>>>,
     /// Images with a side shorter than this are refused (see [`ImageStore::requiring`]).
     min_side: u32,
+    /// What the checks decoded, kept for the workers (`images/decoded.rs`).
+    decoded: Arc<DecodedCache>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ImageStoreError + '_ {
@@ -200,11 +205,14 @@ impl ImageStore {
             pins: Arc::default(),
             live: Arc::default(),
             min_side: 1,
+            decoded: Arc::new(DecodedCache::new(DECODED_CAP)),
         })
     }
 
-    /// Checks images inside `budget`, shared with the workers.
+    /// Checks images inside `budget`, shared with the workers; a quarter of it (at most 256 MiB)
+    /// holds images decoded at upload for their jobs.
     pub fn with_budget(mut self, budget: DecodeBudget) -> Self {
+        self.decoded = Arc::new(DecodedCache::new((budget.total() / 4).min(DECODED_CAP)));
         self.budget = budget;
         self
     }
@@ -272,7 +280,11 @@ impl ImageStore {
     }
 
     /// Checks an encoded image: header within the limits, then a full decode inside the budget.
-    fn check<E: Encoded>(&self, input: &E, name: &str) -> Result<Header, ImageStoreError> {
+    fn check<E: Encoded>(
+        &self,
+        input: &E,
+        name: &str,
+    ) -> Result<(Header, Decoded), ImageStoreError> {
         let refused = |source| ImageStoreError::Refused {
             name: name.to_owned(),
             source,
@@ -298,8 +310,13 @@ impl ImageStore {
             .budget
             .reserve(needed, BUDGET_WAIT)
             .ok_or_else(|| self.busy())?;
-        decode_from(input, &self.limits).map_err(refused)?;
-        Ok(header)
+        let decoded = decode_from(input, &self.limits).map_err(refused)?;
+        Ok((header, decoded))
+    }
+
+    /// The image of `hash` as its upload check decoded it, if it is still kept (once).
+    pub fn take_decoded(&self, hash: &str) -> Option<Arc<Decoded>> {
+        self.decoded.take(hash)
     }
 
     fn busy(&self) -> ImageStoreError {
@@ -312,7 +329,7 @@ impl ImageStore {
     /// Checks and stores `bytes`; durable on return. `name` is kept for people, never used as a
     /// path.
     pub fn put(&self, bytes: &[u8], name: &str) -> Result<Stored, ImageStoreError> {
-        let header = self.check(&bytes, name)?;
+        let (header, decoded) = self.check(&bytes, name)?;
         let hash = hex(&Sha256::digest(bytes));
         let pin = self.pin(&hash);
         if !self.path(&hash).exists() {
@@ -325,6 +342,7 @@ impl ImageStore {
             write().map_err(|e| self.io_error(tmp.path(), e))?;
             self.link(&tmp, &hash)?;
         }
+        self.decoded.keep(&hash, decoded);
         Ok(Stored {
             image: image_ref(hash, name, &header, bytes.len() as u64),
             pin,
@@ -335,7 +353,7 @@ impl ImageStore {
     /// file is decoded to check it, hashed as a stream, and linked into place, so the request
     /// body is never held in memory whole. The temp file is gone afterwards, stored or refused.
     pub fn put_upload(&self, tmp: Incoming, name: &str) -> Result<Stored, ImageStoreError> {
-        let header = self.check(&tmp.path(), name)?;
+        let (header, decoded) = self.check(&tmp.path(), name)?;
         let mut file = std::fs::File::open(tmp.path()).map_err(io(tmp.path()))?;
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 1 << 16];
@@ -354,6 +372,7 @@ impl ImageStore {
             file.sync_all().map_err(|e| self.io_error(tmp.path(), e))?;
             self.link(&tmp, &hash)?;
         }
+        self.decoded.keep(&hash, decoded);
         Ok(Stored {
             image: image_ref(hash, name, &header, bytes),
             pin,
@@ -537,6 +556,8 @@ fn hex(bytes: &[u8]) -> String {
             s
         })
 }
+
+mod decoded;
 
 #[cfg(test)]
 mod tests;

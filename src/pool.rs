@@ -89,6 +89,8 @@ struct Shared {
     /// A worker slot came free, or the dispatcher should look again (a breaker was reset).
     nudge: Notify,
     idle: Notify,
+    /// The runtime the pool started on, for tasks the worker threads hand off (never blocked on).
+    runtime: tokio::runtime::Handle,
 }
 
 /// The running pool; `shutdown` stops it in order.
@@ -191,6 +193,7 @@ impl Pool {
             busy: AtomicUsize::new(0),
             nudge: Notify::new(),
             idle: Notify::new(),
+            runtime: tokio::runtime::Handle::current(),
             config,
         });
         let n = shared.config.workers.max(1);

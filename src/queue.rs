@@ -16,6 +16,7 @@ mod store;
 mod wal;
 mod writer;
 
+use std::future::Future;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -300,6 +301,25 @@ impl Queue {
             reply,
         })
         .await
+    }
+
+    /// [`Queue::complete`], sent now and answered later: the caller (a worker thread) goes on to
+    /// its next job while the commit becomes durable; the future says how it went.
+    pub fn complete_detached(
+        &self,
+        id: JobId,
+        token: LeaseToken,
+        result: Vec<u8>,
+        objects: u32,
+    ) -> impl Future<Output = Result<Job, QueueError>> + Send + 'static {
+        let rx = self.send(|reply| Op::Complete {
+            id,
+            token,
+            result,
+            objects,
+            reply,
+        });
+        async move { rx.await.unwrap_or(Err(QueueError::Closed)) }
     }
 
     /// Fails an attempt: a transient error with attempts left waits out a backoff, anything else

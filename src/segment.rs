@@ -23,7 +23,9 @@ pub use decode::{DecodeError, DecodeLimits, Decoded};
 pub use params::{Feature, ParamsError, Polarity, SegmentParams};
 pub use registry::{MlService, Segmenters};
 use result::measure_all;
-pub use result::{AnalyzeError, ImageInfo, ObjectMetrics, ResultJson, SegmentResult, analyze};
+pub use result::{
+    AnalyzeError, ImageInfo, ObjectMetrics, ResultJson, SegmentResult, analyze, analyze_decoded,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -169,6 +171,9 @@ pub struct Input<'a> {
     /// Decoded bytes in flight, shared by the process: a segmenter reserves what it will hold
     /// before it decodes.
     pub budget: &'a DecodeBudget,
+    /// The image already decoded (by the upload's check), when it still is: no need to again,
+    /// and `bytes` may then be empty (the builtin segmenter alone takes it).
+    pub decoded: Option<&'a Decoded>,
 }
 
 /// How a job is controlled while it runs.
@@ -253,13 +258,19 @@ impl Segmenter for Builtin {
         input: &Input<'_>,
         control: &mut Control<'_>,
     ) -> Result<SegmentResult, Failure> {
-        let header = decode::probe(input.bytes, input.limits)
-            .map_err(|e| Failure::permanent(e.code(), e.to_string()))?;
+        let footprint = match input.decoded {
+            Some(d) => budget::Footprint {
+                width: d.gray.width,
+                height: d.gray.height,
+                decoded_bytes: 0,
+            },
+            None => decode::probe(input.bytes, input.limits)
+                .map_err(|e| Failure::permanent(e.code(), e.to_string()))?
+                .footprint(),
+        };
         let _reserved = input
             .budget
-            .reserve_unless(header.footprint().builtin_bytes(), || {
-                control.stop.stopped()
-            })
+            .reserve_unless(footprint.builtin_bytes(), || control.stop.stopped())
             .ok_or(Failure::Stopped)?;
         // The pipeline checks an AtomicBool; mirror the stop into one between stages.
         let flag = AtomicBool::new(false);
@@ -271,14 +282,18 @@ impl Segmenter for Builtin {
             }
             progress(p);
         };
-        match analyze(
-            input.bytes,
-            input.name,
-            input.params,
-            input.limits,
-            &flag,
-            &mut relay,
-        ) {
+        let analyzed = match input.decoded {
+            Some(d) => analyze_decoded(d, 0.0, input.name, input.params, &flag, &mut relay),
+            None => analyze(
+                input.bytes,
+                input.name,
+                input.params,
+                input.limits,
+                &flag,
+                &mut relay,
+            ),
+        };
+        match analyzed {
             Ok(r) => Ok(r),
             Err(AnalyzeError::Segment(SegmentError::Cancelled)) => Err(Failure::Stopped),
             Err(e) => Err(Failure::permanent(e.code(), e.to_string())),

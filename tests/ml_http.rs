@@ -151,6 +151,7 @@ async fn call(seg: &Arc<HttpSegmenter>, timeout: Duration) -> Result<SegmentResu
             params: &params,
             limits: &limits,
             budget: &Default::default(),
+            decoded: None,
         };
         let stop = Stop::default();
         let mut progress = |_| {};

@@ -36,18 +36,27 @@ pub(super) fn run(s: &Arc<Shared>, work: Work) {
     tracing::debug!(job.id = %id, lease = %lease.token, segmenter = %segmenter_name, "job started");
     let waited = s.clock.now().saturating_sub(lease.job.queued_at);
     metrics::histogram!("spheroseg_job_wait_seconds").record(waited as f64 / 1e3);
-    let bytes = match s.images.read(&lease.job.image.hash) {
-        Ok(b) => b,
-        Err(e) => {
-            let err = JobError::permanent(
-                ErrorCode::IMAGE_MISSING,
-                format!("the stored image is gone: {e}"),
-            );
-            fail(s, &lease, err);
-            return;
-        }
-    };
     let path: PathBuf = s.images.path(&lease.job.image.hash);
+    // Decoded at upload and still kept: the builtin segmenter needs neither the file nor to
+    // decode it again. (An ML service gets the file; the decoded copy is dropped.)
+    let decoded = s
+        .images
+        .take_decoded(&lease.job.image.hash)
+        .filter(|_| matches!(target, Target::Builtin { .. }));
+    let bytes = match decoded {
+        Some(_) => Vec::new(),
+        None => match s.images.read(&lease.job.image.hash) {
+            Ok(b) => b,
+            Err(e) => {
+                let err = JobError::permanent(
+                    ErrorCode::IMAGE_MISSING,
+                    format!("the stored image is gone: {e}"),
+                );
+                fail(s, &lease, err);
+                return;
+            }
+        },
+    };
     let progress_cell = s
         .running
         .lock()
@@ -80,6 +89,7 @@ pub(super) fn run(s: &Arc<Shared>, work: Work) {
             params: &lease.job.params,
             limits: &s.config.limits,
             budget: &s.config.budget,
+            decoded: decoded.as_deref(),
         };
         let mut control = Control {
             stop: &stop,
@@ -196,19 +206,24 @@ fn stopped(s: &Shared, lease: &Lease, reason: StopReason) {
     }
 }
 
+/// Sends the result with the completion and goes on: the worker takes its next job while the
+/// commit becomes durable, and a task on the runtime hears how it went.
 fn complete(s: &Shared, lease: &Lease, result: &SegmentResult, run_ms: u64) {
     let id = lease.job.id;
     let bytes = result.to_bytes();
     let objects = result.objects.len() as u32;
-    match s.queue.blocking().complete(id, lease.token, bytes, objects) {
-        Ok(_) => {
-            metrics::counter!("spheroseg_jobs_completed_total").increment(1);
-            metrics::histogram!("spheroseg_job_run_seconds").record(run_ms as f64 / 1e3);
-            tracing::info!(job.id = %id, objects, run_ms, "job completed");
+    let done = s.queue.complete_detached(id, lease.token, bytes, objects);
+    s.runtime.spawn(async move {
+        match done.await {
+            Ok(_) => {
+                metrics::counter!("spheroseg_jobs_completed_total").increment(1);
+                metrics::histogram!("spheroseg_job_run_seconds").record(run_ms as f64 / 1e3);
+                tracing::info!(job.id = %id, objects, run_ms, "job completed");
+            }
+            Err(QueueError::Stale { state, .. }) => {
+                tracing::debug!(job.id = %id, %state, "result of a stale attempt dropped");
+            }
+            Err(e) => tracing::error!(job.id = %id, error = %e, "cannot store the result"),
         }
-        Err(QueueError::Stale { state, .. }) => {
-            tracing::debug!(job.id = %id, %state, "result of a stale attempt dropped");
-        }
-        Err(e) => tracing::error!(job.id = %id, error = %e, "cannot store the result"),
-    }
+    });
 }

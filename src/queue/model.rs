@@ -241,19 +241,26 @@ pub struct Job {
     pub page: Option<u32>,
 }
 
-/// Parameters inside a job record as JSON text: fields added later take their defaults.
+/// Parameters inside a job record as JSON text: fields added later take their defaults. The
+/// defaults themselves (most jobs) are stored as an empty text.
 mod params_json {
     use serde::{Deserialize, Deserializer, Serializer};
 
     use crate::segment::SegmentParams;
 
     pub fn serialize<S: Serializer>(p: &SegmentParams, s: S) -> Result<S::Ok, S::Error> {
+        if *p == SegmentParams::default() {
+            return s.serialize_str("");
+        }
         let text = serde_json::to_string(p).map_err(serde::ser::Error::custom)?;
         s.serialize_str(&text)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SegmentParams, D::Error> {
         let text = String::deserialize(d)?;
+        if text.is_empty() {
+            return Ok(SegmentParams::default());
+        }
         serde_json::from_str(&text).map_err(serde::de::Error::custom)
     }
 }

@@ -349,6 +349,7 @@ mod tests {
             params: &params,
             limits: &limits,
             budget: &Default::default(),
+            decoded: None,
         };
         let mut progress = |_| {};
         let mut control = Control {
@@ -495,6 +496,7 @@ echo '{"status":"completed","success":true,"polygons":[{"id":"p1","points":[{"x"
             params: &params,
             limits: &limits,
             budget: &Default::default(),
+            decoded: None,
         };
         let stop = Stop::default();
         let mut progress = |_| {};

@@ -167,19 +167,32 @@ pub fn analyze(
     let start = Instant::now();
     let decoded = decode::decode(bytes, limits)?;
     let decode_ms = start.elapsed().as_secs_f64() * 1e3;
+    analyze_decoded(&decoded, decode_ms, name, params, cancel, progress)
+}
+
+/// [`analyze`] of an image already decoded (`decode_ms` is what that took, for the timings).
+pub fn analyze_decoded(
+    decoded: &Decoded,
+    decode_ms: f64,
+    name: &str,
+    params: &SegmentParams,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(u8),
+) -> Result<SegmentResult, AnalyzeError> {
+    params.validate()?;
     progress(5);
     let seg = builtin::segment(&decoded.gray, params, cancel, &mut |p| {
         progress((5 + u16::from(p) * 9 / 10) as u8)
     })?;
     let start = Instant::now();
-    let metrics = measure_all(&seg.objects, &decoded, params);
+    let metrics = measure_all(&seg.objects, decoded, params);
     let measure_ms = start.elapsed().as_secs_f64() * 1e3;
     let mut timings_ms = vec![("decode".to_owned(), decode_ms)];
     timings_ms.extend(seg.timings.iter().map(|(k, v)| ((*k).to_owned(), *v)));
     timings_ms.push(("measure".to_owned(), measure_ms));
     progress(100);
     Ok(SegmentResult {
-        image: ImageInfo::of(name, &decoded),
+        image: ImageInfo::of(name, decoded),
         segmenter: "builtin".into(),
         params: params.clone(),
         decisions: Some(seg.decisions),

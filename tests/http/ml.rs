@@ -54,6 +54,7 @@ async fn spheroseg_serves_the_ml_contract_to_another_spheroseg() {
             params: &params,
             limits: &limits,
             budget: &Default::default(),
+            decoded: None,
         };
         let stop = spheroseg::segment::Stop::default();
         let mut progress = |_| {};
