@@ -32,7 +32,7 @@ use crate::error_code::ErrorCode;
 use crate::events::{EventBus, EventKind};
 use crate::images::ImageStore;
 use crate::queue::{FailOutcome, JobError, JobId, Lease, LeaseToken, Queue, QueueError};
-use crate::segment::breaker::Transition;
+use crate::segment::breaker::{Permit, Transition};
 use crate::segment::{
     DecodeBudget, DecodeLimits, Failure, MlService, SegmenterId, Segmenters, Stop, StopReason,
 };
@@ -53,13 +53,11 @@ pub struct PoolConfig {
 }
 
 /// What runs a leased job.
-#[derive(Clone)]
 enum Target {
     /// The builtin segmenter; `fallback_from` the ML service whose breaker is open.
-    Builtin {
-        fallback_from: Option<SegmenterId>,
-    },
-    Ml(SegmenterId, Arc<MlService>),
+    Builtin { fallback_from: Option<SegmenterId> },
+    /// An ML service, with the breaker's permit taken when the job was admitted.
+    Ml(SegmenterId, Arc<MlService>, Permit),
 }
 
 struct Work {
@@ -85,6 +83,9 @@ struct Shared {
     config: PoolConfig,
     clock: Arc<dyn Clock>,
     running: Mutex<HashMap<JobId, Running>>,
+    /// Jobs whose failed half-open trial was held for free once: a second such failure spends an
+    /// attempt, so a job that itself breaks the service cannot hold every other job back forever.
+    trial_failed: Mutex<std::collections::HashSet<JobId>>,
     busy: AtomicUsize,
     /// A worker slot came free, or the dispatcher should look again (a breaker was reset).
     nudge: Notify,
@@ -138,18 +139,25 @@ impl PoolHandle {
         &self.shared.segmenters.ml
     }
 
-    /// Closes a service's breaker by hand and lets the dispatcher look at once.
-    pub fn reset_breaker(&self, name: &str) -> Option<crate::segment::breaker::Snapshot> {
-        let svc = self.shared.segmenters.ml.get(name)?;
+    /// Closes a service's breaker by hand and releases the jobs it held: they are queued at once.
+    pub async fn reset_breaker(&self, name: &str) -> Option<crate::segment::breaker::Snapshot> {
+        let (id, svc) = self.shared.segmenters.ml.get_key_value(name)?;
         let now = self.shared.clock.now();
         let snapshot = {
             let mut b = svc.breaker.lock().expect("breaker lock");
             if let Some(t) = b.reset(now) {
                 tracing::warn!(service = %name, from = t.from.as_str(), "circuit breaker reset by hand");
+                publish_transition(&self.shared, name, Some(t));
             }
             b.snapshot(now)
         };
-        self.shared.nudge.notify_one();
+        match self.shared.queue.promote_segmenter(id.clone()).await {
+            Ok(released) if !released.is_empty() => {
+                tracing::info!(service = %name, jobs = released.len(), "held jobs released");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(service = %name, error = %e, "cannot release held jobs"),
+        }
         Some(snapshot)
     }
 
@@ -190,6 +198,7 @@ impl Pool {
             segmenters,
             clock,
             running: Mutex::new(HashMap::new()),
+            trial_failed: Mutex::default(),
             busy: AtomicUsize::new(0),
             nudge: Notify::new(),
             idle: Notify::new(),
@@ -387,29 +396,31 @@ async fn admit(s: &Arc<Shared>, work_tx: &crossbeam_channel::Sender<Work>, lease
                 return;
             }
             Some(svc) => {
-                let (allowed, next) = {
+                // The permit is taken here, when the job is admitted: a half-open breaker lets
+                // exactly its trials through, however many jobs are leased at once.
+                let permit = {
                     let mut b = svc.breaker.lock().expect("breaker lock");
-                    publish_transition(s, name.as_str(), b.tick(now));
-                    (b.would_allow(now), b.next_probe())
+                    let p = b.acquire(now).map_err(|r| r.retry_at);
+                    if let Ok(p) = &p {
+                        publish_transition(s, name.as_str(), p.transition);
+                    }
+                    p
                 };
-                if allowed {
-                    Target::Ml(name.clone(), Arc::clone(svc))
-                } else if svc.fallback_builtin {
-                    Target::Builtin {
+                match permit {
+                    Ok(p) => Target::Ml(name.clone(), Arc::clone(svc), p),
+                    Err(_) if svc.fallback_builtin => Target::Builtin {
                         fallback_from: Some(name.clone()),
+                    },
+                    Err(until) => {
+                        let reason = JobError::transient(
+                            ErrorCode::BREAKER_OPEN,
+                            format!(
+                                "{name} is unavailable (circuit open); the job waits without spending an attempt"
+                            ),
+                        );
+                        hold(s, &lease, until, reason).await;
+                        return;
                     }
-                } else {
-                    let until = next.unwrap_or(now + 1000);
-                    let reason = JobError::transient(
-                        ErrorCode::BREAKER_OPEN,
-                        format!(
-                            "{name} is unavailable (circuit open); the job waits without spending an attempt"
-                        ),
-                    );
-                    if let Err(e) = s.queue.release(job.id, lease.token, until, reason).await {
-                        tracing::warn!(job.id = %job.id, error = %e, "cannot hold the job back");
-                    }
-                    return;
                 }
             }
         }
@@ -441,6 +452,9 @@ async fn admit(s: &Arc<Shared>, work_tx: &crossbeam_channel::Sender<Work>, lease
     };
     if let Err(e) = work_tx.try_send(work) {
         let w = e.into_inner();
+        if let Target::Ml(_, svc, permit) = &w.target {
+            svc.breaker.lock().expect("breaker lock").abandon(*permit);
+        }
         tracing::error!(job.id = %w.lease.job.id, "no worker slot although one was free; the lease will expire");
         s.running
             .lock()
@@ -480,9 +494,21 @@ async fn heartbeat(s: &Arc<Shared>) {
 /// A segmenter's failure as the job keeps it.
 fn job_error(f: &Failure) -> JobError {
     match f {
-        Failure::Transient { code, message } => JobError::transient(*code, message.clone()),
+        Failure::Transient { code, message } | Failure::Unavailable { code, message, .. } => {
+            JobError::transient(*code, message.clone())
+        }
         Failure::Permanent { code, message } => JobError::permanent(*code, message.clone()),
         Failure::Stopped => JobError::transient(ErrorCode::STOPPED, "stopped"),
+    }
+}
+
+/// Hands a leased job back until `until` without spending its attempt.
+async fn hold(s: &Shared, lease: &Lease, until: crate::clock::Millis, reason: JobError) {
+    let id = lease.job.id;
+    match s.queue.release(id, lease.token, until, reason).await {
+        Ok(_) => tracing::debug!(job.id = %id, until, "job held back"),
+        Err(QueueError::Stale { .. }) => {}
+        Err(e) => tracing::warn!(job.id = %id, error = %e, "cannot hold the job back"),
     }
 }
 

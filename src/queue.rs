@@ -35,6 +35,7 @@ pub use stats::{CommitLatency, LogStats, Percentiles, QueueStats, StateCounts, T
 pub use store::OpenReport;
 
 use crate::clock::Clock;
+use crate::segment::SegmenterId;
 use stats::Recent;
 use store::Store;
 use wal::Wal;
@@ -303,6 +304,15 @@ impl Queue {
         .await
     }
 
+    /// Queues every delayed job of `segmenter` now, e.g. once its ML service is back. Durable.
+    pub async fn promote_segmenter(
+        &self,
+        segmenter: SegmenterId,
+    ) -> Result<Vec<JobId>, QueueError> {
+        self.call(|reply| Op::PromoteSegmenter { segmenter, reply })
+            .await
+    }
+
     /// [`Queue::complete`], sent now and answered later: the caller (a worker thread) goes on to
     /// its next job while the commit becomes durable; the future says how it went.
     pub fn complete_detached(
@@ -506,6 +516,23 @@ impl Blocking<'_> {
             id,
             token,
             error,
+            reply,
+        })
+    }
+
+    /// [`Queue::release`].
+    pub fn release(
+        &self,
+        id: JobId,
+        token: LeaseToken,
+        until: Millis,
+        reason: JobError,
+    ) -> Result<Job, QueueError> {
+        self.0.call_blocking(|reply| Op::Release {
+            id,
+            token,
+            until,
+            reason,
             reply,
         })
     }

@@ -190,6 +190,14 @@ pub enum Failure {
     Stopped,
     /// Another attempt may succeed.
     Transient { code: ErrorCode, message: String },
+    /// The ML service could not take the job at all (unreachable, 503 or 429, a program that will
+    /// not start): not the job's fault, so it waits without spending an attempt, and the breaker
+    /// counts a failure. `retry_after` is what the service asked for, if it did.
+    Unavailable {
+        code: ErrorCode,
+        message: String,
+        retry_after: Option<std::time::Duration>,
+    },
     /// This input will never work.
     Permanent { code: ErrorCode, message: String },
 }
@@ -209,13 +217,25 @@ impl Failure {
         }
     }
 
+    pub fn unavailable(
+        code: ErrorCode,
+        message: impl Into<String>,
+        retry_after: Option<std::time::Duration>,
+    ) -> Self {
+        Failure::Unavailable {
+            code,
+            message: message.into(),
+            retry_after,
+        }
+    }
+
     /// The stable code; `None` for a stop.
     pub fn code(&self) -> Option<&'static str> {
         match self {
             Failure::Stopped => None,
-            Failure::Transient { code, .. } | Failure::Permanent { code, .. } => {
-                Some(code.as_str())
-            }
+            Failure::Transient { code, .. }
+            | Failure::Unavailable { code, .. }
+            | Failure::Permanent { code, .. } => Some(code.as_str()),
         }
     }
 
@@ -223,14 +243,18 @@ impl Failure {
     pub fn message(&self) -> Option<&str> {
         match self {
             Failure::Stopped => None,
-            Failure::Transient { message, .. } | Failure::Permanent { message, .. } => {
-                Some(message)
-            }
+            Failure::Transient { message, .. }
+            | Failure::Unavailable { message, .. }
+            | Failure::Permanent { message, .. } => Some(message),
         }
     }
 
+    /// Whether another attempt may succeed (an unavailable service counts: it may come back).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Failure::Transient { .. })
+        matches!(
+            self,
+            Failure::Transient { .. } | Failure::Unavailable { .. }
+        )
     }
 }
 

@@ -10,6 +10,8 @@ mod crash;
 mod http;
 /// The http segmenter against a stub ML service that fails on cue.
 mod ml_http;
+/// ML outages and wedging programs: no job fails, no attempt is spent, no worker is lost.
+mod outage;
 /// The job pipeline in process: dispatcher, workers, events, breaker, shutdown.
 mod pool;
 /// Random operation sequences against an in-memory model of the queue.

@@ -195,7 +195,8 @@ async fn every_answer_is_classified() {
         (Mode::Status(429), ("ml-unavailable", true)),
         (Mode::Status(400), ("ml-rejected", false)),
         (Mode::Status(413), ("ml-rejected", false)),
-        (Mode::Garbage, ("ml-malformed", false)),
+        // Output that is not the contract's: classified as the command segmenter's is.
+        (Mode::Garbage, ("ml-malformed", true)),
         (Mode::NotSuccess, ("ml-error", false)),
         (Mode::OutOfImage, ("polygons-out-of-image", false)),
         (Mode::Drop, ("ml-unavailable", true)),
@@ -204,6 +205,13 @@ async fn every_answer_is_classified() {
         *stub.mode.lock().expect("lock") = mode.clone();
         let f = call(&seg, Duration::from_secs(10)).await.unwrap_err();
         assert_eq!(code(&f), (want.to_owned(), transient), "{mode:?}: {f:?}");
+        // Down or overloaded: the service could not take the job, which spends no attempt.
+        let unavailable = matches!(mode, Mode::Status(503 | 429));
+        assert_eq!(
+            matches!(f, Failure::Unavailable { .. }),
+            unavailable,
+            "{mode:?}: {f:?}"
+        );
     }
     *stub.mode.lock().expect("lock") = Mode::NotSuccess;
     let f = call(&seg, Duration::from_secs(10)).await.unwrap_err();

@@ -148,6 +148,7 @@ async fn reset(
         .ok_or_else(|| ApiError::not_found(format!("no ML service named {name}")))?;
     let snapshot = pool
         .reset_breaker(&name)
+        .await
         .ok_or_else(|| ApiError::not_found(format!("no ML service named {name}")))?;
     Ok(Json(view(&state, name, snapshot)))
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::{MlService, Shared, Target, Work, job_error, log_failure, publish_transition};
+use super::{Shared, Target, Work, job_error, log_failure, publish_transition};
 use crate::error_code::ErrorCode;
 use crate::events::{EventKind, job as jid};
 use crate::queue::{JobError, Lease, QueueError};
@@ -26,12 +26,15 @@ pub(super) fn run(s: &Arc<Shared>, work: Work) {
     } = work;
     let id = lease.job.id;
     if stop.stopped() {
+        if let Target::Ml(_, svc, permit) = &target {
+            svc.breaker.lock().expect("breaker lock").abandon(*permit);
+        }
         stopped(s, &lease, stop.reason());
         return;
     }
     let segmenter_name = match &target {
         Target::Builtin { .. } => SegmenterId::BUILTIN.to_owned(),
-        Target::Ml(name, _) => name.to_string(),
+        Target::Ml(name, ..) => name.to_string(),
     };
     tracing::debug!(job.id = %id, lease = %lease.token, segmenter = %segmenter_name, "job started");
     let waited = s.clock.now().saturating_sub(lease.job.queued_at);
@@ -104,10 +107,39 @@ pub(super) fn run(s: &Arc<Shared>, work: Work) {
                 }
                 r
             }
-            Target::Ml(name, svc) => call_ml(s, name.as_str(), svc, &input, &mut control),
+            Target::Ml(_, svc, _) => svc.segmenter.segment(&input, &mut control),
         }
     }));
     let run_ms = started.elapsed().as_millis() as u64;
+    let timed_out = stop.reason() == StopReason::Timeout;
+    // The breaker hears how the call ended, with the permit it was admitted on.
+    let mut trial = false;
+    if let Target::Ml(name, svc, permit) = &target {
+        trial = permit.trial;
+        let heard = match &outcome {
+            Ok(Ok(_)) => Some(Outcome::Success),
+            Ok(Err(Failure::Transient { code, .. })) if *code == ErrorCode::TIMEOUT => {
+                Some(Outcome::Timeout)
+            }
+            Ok(Err(Failure::Transient { .. } | Failure::Unavailable { .. })) => {
+                Some(Outcome::Transient)
+            }
+            Ok(Err(Failure::Stopped)) if timed_out => Some(Outcome::Timeout),
+            Ok(Err(Failure::Stopped)) => None,
+            // Our own bug, not the service's.
+            Ok(Err(Failure::Permanent { .. })) | Err(_) => Some(Outcome::Permanent),
+        };
+        let mut b = svc.breaker.lock().expect("breaker lock");
+        let t = match heard {
+            Some(o) => b.record(s.clock.now(), *permit, o, started.elapsed()),
+            None => {
+                b.abandon(*permit);
+                None
+            }
+        };
+        drop(b);
+        publish_transition(s, name.as_str(), t);
+    }
     match outcome {
         Err(panic) => {
             let what = panic
@@ -123,17 +155,71 @@ pub(super) fn run(s: &Arc<Shared>, work: Work) {
             fail(s, &lease, err);
         }
         Ok(Ok(result)) => complete(s, &lease, &result, run_ms),
-        Ok(Err(Failure::Stopped)) => match stop.reason() {
-            StopReason::Timeout => {
-                let err = JobError::transient(
-                    ErrorCode::TIMEOUT,
-                    format!("the job ran longer than its timeout ({run_ms} ms)"),
-                );
+        Ok(Err(Failure::Stopped)) if timed_out => {
+            let err = JobError::transient(
+                ErrorCode::TIMEOUT,
+                format!("the job ran longer than its timeout ({run_ms} ms)"),
+            );
+            if trial && first_failed_trial(s, id) {
+                hold(s, &target, &lease, err, None);
+            } else {
                 fail(s, &lease, err);
             }
-            reason => stopped(s, &lease, reason),
-        },
+        }
+        Ok(Err(Failure::Stopped)) => stopped(s, &lease, stop.reason()),
+        // The service could not take the job, or the trial that tests it failed: not the job's
+        // fault, so it waits for the service without spending an attempt.
+        Ok(Err(f @ Failure::Unavailable { .. })) => {
+            let retry_after = match &f {
+                Failure::Unavailable { retry_after, .. } => *retry_after,
+                _ => None,
+            };
+            hold(s, &target, &lease, job_error(&f), retry_after);
+        }
+        Ok(Err(f @ Failure::Transient { .. })) if trial && first_failed_trial(s, id) => {
+            hold(s, &target, &lease, job_error(&f), None)
+        }
         Ok(Err(f)) => fail(s, &lease, job_error(&f)),
+    }
+}
+
+/// Whether this is the first half-open trial this job failed (then it is held for free).
+fn first_failed_trial(s: &Shared, id: crate::queue::JobId) -> bool {
+    let mut set = s.trial_failed.lock().expect("trial lock");
+    // Bounded: an entry only changes how one later failure counts.
+    if set.len() >= 10_000 {
+        set.clear();
+    }
+    set.insert(id)
+}
+
+/// Hands the job back, delayed until its service may take it again, with its attempt refunded.
+fn hold(
+    s: &Shared,
+    target: &Target,
+    lease: &Lease,
+    error: JobError,
+    retry_after: Option<Duration>,
+) {
+    let now = s.clock.now();
+    let breaker_at = match target {
+        Target::Ml(_, svc, _) => svc.breaker.lock().expect("breaker lock").retry_at(now),
+        Target::Builtin { .. } => now,
+    };
+    let asked = retry_after.map_or(now, |d| now + d.as_millis() as u64);
+    let until = breaker_at.max(asked).max(now + 500);
+    let reason = JobError {
+        message: format!(
+            "{}; the job waits without spending an attempt",
+            error.message
+        ),
+        ..error
+    };
+    let id = lease.job.id;
+    match s.queue.blocking().release(id, lease.token, until, reason) {
+        Ok(_) => tracing::debug!(job.id = %id, until, "job held back for its ML service"),
+        Err(QueueError::Stale { .. }) => {}
+        Err(e) => tracing::warn!(job.id = %id, error = %e, "cannot hold the job back"),
     }
 }
 
@@ -142,55 +228,6 @@ fn fail(s: &Shared, lease: &Lease, error: JobError) {
     let (code, message) = (error.code.clone(), error.message.clone());
     let r = s.queue.blocking().fail(id, lease.token, error);
     log_failure(id, lease.token, &code, &message, r);
-}
-
-/// Calls an ML segmenter through its breaker.
-fn call_ml(
-    s: &Shared,
-    name: &str,
-    svc: &MlService,
-    input: &Input<'_>,
-    control: &mut Control<'_>,
-) -> Result<SegmentResult, Failure> {
-    let permit = {
-        let mut b = svc.breaker.lock().expect("breaker lock");
-        b.acquire(s.clock.now())
-    };
-    match permit {
-        Ok(t) => publish_transition(s, name, t),
-        Err(rejected) => {
-            return Err(Failure::transient(
-                ErrorCode::BREAKER_OPEN,
-                format!(
-                    "{name} is unavailable (circuit open until {})",
-                    rejected.retry_at
-                ),
-            ));
-        }
-    }
-    let started = Instant::now();
-    let r = svc.segmenter.segment(input, control);
-    let outcome = match &r {
-        Ok(_) => Some(Outcome::Success),
-        Err(Failure::Transient { code, .. }) if *code == ErrorCode::TIMEOUT => {
-            Some(Outcome::Timeout)
-        }
-        Err(Failure::Transient { .. }) => Some(Outcome::Transient),
-        Err(Failure::Permanent { .. }) => Some(Outcome::Permanent),
-        Err(Failure::Stopped) if control.stop.reason() == StopReason::Timeout => {
-            Some(Outcome::Timeout)
-        }
-        Err(Failure::Stopped) => None,
-    };
-    if let Some(o) = outcome {
-        let t =
-            svc.breaker
-                .lock()
-                .expect("breaker lock")
-                .record(s.clock.now(), o, started.elapsed());
-        publish_transition(s, name, t);
-    }
-    r
 }
 
 /// A job that stopped because it was asked to: a shutdown hands it back to the queue (requeued,
@@ -212,6 +249,7 @@ fn complete(s: &Shared, lease: &Lease, result: &SegmentResult, run_ms: u64) {
     let id = lease.job.id;
     let bytes = result.to_bytes();
     let objects = result.objects.len() as u32;
+    s.trial_failed.lock().expect("trial lock").remove(&id);
     let done = s.queue.complete_detached(id, lease.token, bytes, objects);
     s.runtime.spawn(async move {
         match done.await {

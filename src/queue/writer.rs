@@ -43,6 +43,7 @@ use super::store::{
 use super::wal::Wal;
 use crate::clock::Clock;
 use crate::error_code::ErrorCode;
+use crate::segment::SegmenterId;
 use batch::{Batch, Observed};
 pub(crate) use status::Status;
 use syncer::Syncer;
@@ -118,6 +119,10 @@ pub(crate) enum Op {
         token: LeaseToken,
         reply: Reply<Job>,
     },
+    PromoteSegmenter {
+        segmenter: SegmenterId,
+        reply: Reply<Vec<JobId>>,
+    },
     Sweep {
         reply: Reply<SweepReport>,
     },
@@ -157,6 +162,7 @@ impl Op {
             Op::ChangePriority { reply, .. } => no(reply, msg),
             Op::SetPaused { reply, .. } => no(reply, msg),
             Op::Interrupt { reply, .. } => no(reply, msg),
+            Op::PromoteSegmenter { reply, .. } => no(reply, msg),
             Op::Sweep { reply, .. } => no(reply, msg),
             Op::Retain { reply, .. } => no(reply, msg),
         }

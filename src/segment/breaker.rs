@@ -84,6 +84,17 @@ pub struct Transition {
     pub to: State,
 }
 
+/// A call the breaker let through: hand it back to [`Breaker::record`] with how the call ended,
+/// or to [`Breaker::abandon`] when no call was made, so a half-open trial slot is never lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use = "a permit goes back to record() or abandon()"]
+pub struct Permit {
+    /// It holds one of the half-open state's trial slots.
+    pub trial: bool,
+    /// The state change asking caused (open → half-open).
+    pub transition: Option<Transition>,
+}
+
 /// A call was not let through; the next trial is possible at `retry_at`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rejected {
@@ -210,14 +221,21 @@ impl Breaker {
         None
     }
 
-    /// Asks to make a call. `Ok` carries a state change the ask caused (open → half-open).
-    pub fn acquire(&mut self, now: Millis) -> Result<Option<Transition>, Rejected> {
+    /// Asks to make a call. When half-open, a permit reserves one of the trial slots until it is
+    /// recorded or abandoned, so exactly `half_open_trials` calls are in flight at most.
+    pub fn acquire(&mut self, now: Millis) -> Result<Permit, Rejected> {
         let changed = self.tick(now);
         match self.state {
-            State::Closed => Ok(changed),
+            State::Closed => Ok(Permit {
+                trial: false,
+                transition: changed,
+            }),
             State::HalfOpen if self.trials_in_flight < self.config.half_open_trials => {
                 self.trials_in_flight += 1;
-                Ok(changed)
+                Ok(Permit {
+                    trial: true,
+                    transition: changed,
+                })
             }
             State::HalfOpen => {
                 self.stats.rejects += 1;
@@ -234,12 +252,20 @@ impl Breaker {
         }
     }
 
-    /// Whether a call would be let through now, without taking a trial slot.
-    pub fn would_allow(&self, now: Millis) -> bool {
+    /// Gives back a permit that made no call (its job was stopped first): a trial slot is free
+    /// again.
+    pub fn abandon(&mut self, permit: Permit) {
+        if permit.trial && self.state == State::HalfOpen {
+            self.trials_in_flight = self.trials_in_flight.saturating_sub(1);
+        }
+    }
+
+    /// When a rejected call may be tried again: the end of the open time, or, half-open, once a
+    /// trial in flight ended (in about a second).
+    pub fn retry_at(&self, now: Millis) -> Millis {
         match self.state {
-            State::Closed => true,
-            State::HalfOpen => self.trials_in_flight < self.config.half_open_trials,
-            State::Open => now >= self.open_until,
+            State::Open => self.open_until.max(now),
+            _ => now + 1000,
         }
     }
 
@@ -266,6 +292,7 @@ impl Breaker {
     pub fn record(
         &mut self,
         now: Millis,
+        permit: Permit,
         outcome: Outcome,
         latency: Duration,
     ) -> Option<Transition> {
@@ -294,6 +321,9 @@ impl Breaker {
         }
 
         match self.state {
+            // A call let through while closed that ends after the breaker opened and went
+            // half-open: counted in the stats, but it is not a trial.
+            State::HalfOpen if !permit.trial => None,
             State::HalfOpen => {
                 self.trials_in_flight = self.trials_in_flight.saturating_sub(1);
                 if failed {
@@ -387,209 +417,4 @@ impl Breaker {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MS: Duration = Duration::from_millis(20);
-
-    fn breaker() -> Breaker {
-        Breaker::new(BreakerConfig::default(), 0)
-    }
-
-    fn call(b: &mut Breaker, now: Millis, o: Outcome) -> Option<Transition> {
-        b.acquire(now).expect("let through");
-        b.record(now, o, MS)
-    }
-
-    #[test]
-    fn needs_the_minimum_calls_before_it_may_open() {
-        let mut b = breaker();
-        for i in 0..4 {
-            assert_eq!(
-                call(&mut b, i, Outcome::Transient),
-                None,
-                "call {i}: below the minimum"
-            );
-        }
-        assert_eq!(b.state(), State::Closed);
-        let t = call(&mut b, 5, Outcome::Transient);
-        assert_eq!(
-            t,
-            Some(Transition {
-                from: State::Closed,
-                to: State::Open
-            })
-        );
-        assert_eq!(
-            b.acquire(6),
-            Err(Rejected {
-                retry_at: 5 + 60_000
-            })
-        );
-        assert_eq!(b.snapshot(6).stats.rejects, 1);
-    }
-
-    #[test]
-    fn opens_at_the_failure_rate_threshold_only() {
-        let mut b = breaker();
-        // 3 of 7 failed (43 %), and no earlier count of 5 or more reached 50 %: stays closed.
-        use Outcome::{Success as S, Transient as T};
-        for (i, o) in [S, S, T, S, T, S, T].into_iter().enumerate() {
-            call(&mut b, i as u64, o);
-        }
-        assert_eq!(b.state(), State::Closed);
-        // 4 of 8 (50 %): opens.
-        assert!(call(&mut b, 7, Outcome::Transient).is_some());
-        assert_eq!(b.state(), State::Open);
-    }
-
-    #[test]
-    fn permanent_errors_are_calls_but_not_failures() {
-        let mut b = breaker();
-        for i in 0..10 {
-            call(&mut b, i, Outcome::Permanent);
-        }
-        assert_eq!(b.state(), State::Closed);
-        assert_eq!(b.snapshot(10).stats.permanent_errors, 10);
-    }
-
-    #[test]
-    fn slow_calls_and_timeouts_count_as_failures() {
-        let mut b = Breaker::new(
-            BreakerConfig {
-                slow_call: Duration::from_secs(1),
-                ..BreakerConfig::default()
-            },
-            0,
-        );
-        for i in 0..3 {
-            b.acquire(i).expect("through");
-            b.record(i, Outcome::Success, Duration::from_secs(2));
-        }
-        call(&mut b, 3, Outcome::Timeout);
-        assert_eq!(b.state(), State::Closed);
-        call(&mut b, 4, Outcome::Success);
-        assert_eq!(b.state(), State::Open, "4 of 5 failed: 3 slow, 1 timeout");
-        let s = b.snapshot(4).stats;
-        assert_eq!((s.slow_calls, s.timeouts), (3, 1));
-    }
-
-    #[test]
-    fn old_failures_leave_the_rolling_window() {
-        let mut b = breaker();
-        for i in 0..4 {
-            call(&mut b, i, Outcome::Transient);
-        }
-        // A minute later those four are out of the window: one more failure is 1 of 1 < minimum.
-        assert_eq!(call(&mut b, 61_000, Outcome::Transient), None);
-        assert_eq!(b.state(), State::Closed);
-        assert_eq!(b.snapshot(61_000).window_calls, 1);
-    }
-
-    fn open(b: &mut Breaker, at: Millis) {
-        for i in 0..5 {
-            call(b, at + i, Outcome::Transient);
-        }
-        assert_eq!(b.state(), State::Open);
-    }
-
-    #[test]
-    fn half_open_trial_success_closes_and_failure_reopens_for_longer() {
-        let mut b = breaker();
-        open(&mut b, 0);
-        assert_eq!(b.next_probe(), Some(4 + 60_000));
-        assert!(b.acquire(30_000).is_err());
-        // Time is up: the next ask moves to half-open and is the one trial.
-        assert_eq!(
-            b.acquire(60_004),
-            Ok(Some(Transition {
-                from: State::Open,
-                to: State::HalfOpen
-            }))
-        );
-        assert!(b.acquire(60_005).is_err(), "only one trial at a time");
-        // The trial fails: open again, for twice as long.
-        assert_eq!(
-            b.record(60_010, Outcome::Transient, MS),
-            Some(Transition {
-                from: State::HalfOpen,
-                to: State::Open
-            })
-        );
-        assert_eq!(b.next_probe(), Some(60_010 + 120_000));
-        // Third trip: 240 s; the cap is 600 s.
-        b.acquire(180_010).expect("trial");
-        b.record(180_010, Outcome::Timeout, MS);
-        assert_eq!(b.next_probe(), Some(180_010 + 240_000));
-        b.acquire(420_010).expect("trial");
-        b.record(420_010, Outcome::Transient, MS);
-        assert_eq!(b.next_probe(), Some(420_010 + 480_000));
-        b.acquire(900_010).expect("trial");
-        b.record(900_010, Outcome::Transient, MS);
-        assert_eq!(b.next_probe(), Some(900_010 + 600_000), "capped at 10 min");
-        // A successful trial closes and resets the open time.
-        b.acquire(1_500_010).expect("trial");
-        assert_eq!(
-            b.record(1_500_020, Outcome::Success, MS),
-            Some(Transition {
-                from: State::HalfOpen,
-                to: State::Closed
-            })
-        );
-        open(&mut b, 1_600_000);
-        assert_eq!(
-            b.next_probe(),
-            Some(1_600_004 + 60_000),
-            "back to the base open time"
-        );
-    }
-
-    #[test]
-    fn several_trials_when_configured() {
-        let mut b = Breaker::new(
-            BreakerConfig {
-                half_open_trials: 2,
-                ..BreakerConfig::default()
-            },
-            0,
-        );
-        open(&mut b, 0);
-        b.acquire(70_000).expect("trial 1");
-        b.acquire(70_001).expect("trial 2");
-        assert!(b.acquire(70_002).is_err());
-        assert_eq!(b.record(70_010, Outcome::Success, MS), None, "one of two");
-        assert_eq!(b.state(), State::HalfOpen);
-        assert!(b.record(70_020, Outcome::Success, MS).is_some());
-        assert_eq!(b.state(), State::Closed);
-    }
-
-    #[test]
-    fn manual_reset_and_force_open() {
-        let mut b = breaker();
-        assert!(b.force_open(10).is_some());
-        assert_eq!(b.state(), State::Open);
-        assert!(b.reset(20).is_some());
-        assert_eq!(b.state(), State::Closed);
-        assert_eq!(b.reset(30), None, "already closed");
-    }
-
-    #[test]
-    fn snapshot_has_the_replaced_shape() {
-        let mut b = breaker();
-        call(&mut b, 0, Outcome::Success);
-        let v = serde_json::to_value(b.snapshot(1)).expect("json");
-        assert_eq!(v["state"], "closed");
-        assert_eq!(v["enabled"], true);
-        for k in [
-            "fires",
-            "failures",
-            "successes",
-            "timeouts",
-            "rejects",
-            "latencyMean",
-        ] {
-            assert!(v["stats"].get(k).is_some(), "stats.{k}");
-        }
-        assert_eq!(v["stats"]["percentiles"]["50"], 20.0);
-    }
-}
+mod tests;

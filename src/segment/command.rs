@@ -5,8 +5,10 @@
 //! `{output_json}` replaced. The program writes its JSON result to `{output_json}`: `polygons` on
 //! success, `success: false` with `error` and `error_type` on failure. Exit codes: 0 ok, 1 unreadable
 //! input (permanent), 2 general error, 3 out of GPU memory, 4 GPU or runtime error (all transient),
-//! any other code transient. The child is killed on timeout or cancel, and the last lines of its
-//! stderr go into the job's error.
+//! any other code transient. On timeout or cancel the program's process group gets SIGTERM, then
+//! SIGKILL after a grace; whatever the program left running, in its group or out of it, is killed
+//! when it ends ([`reap`]). Every process of a run has `SPHEROSEG_RUN` in its environment. The last
+//! lines of its stderr go into the job's error.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
@@ -22,10 +24,21 @@ use super::{Control, Failure, Input, SegmentResult, Segmenter, result_from_polyg
 use crate::error_code::ErrorCode;
 use crate::outline::Polygon;
 
+mod reap;
+use reap::{Marker, ensure_subreaper, stop_group};
+
 /// Lines of stderr kept for the error message.
 const STDERR_LINES: usize = 8;
 /// The largest result file read.
 const MAX_RESULT_BYTES: u64 = 64 << 20;
+/// Between SIGTERM to a program's process group and SIGKILL.
+const TERM_GRACE: Duration = Duration::from_secs(2);
+/// How long stderr is read after the program ended.
+const STDERR_DRAIN: Duration = Duration::from_millis(500);
+/// How long the processes a program left behind are hunted after it ended.
+const LEFTOVER_DEADLINE: Duration = Duration::from_secs(2);
+/// The environment variable that marks every process of one run.
+pub const MARKER_VAR: &str = "SPHEROSEG_RUN";
 
 /// A configured local program.
 #[derive(Clone, Debug)]
@@ -97,25 +110,34 @@ impl CommandSegmenter {
         let (program, args) = self.argv.split_first().ok_or_else(|| {
             Failure::permanent(ErrorCode::COMMAND_CONFIG, "the command's argv is empty")
         })?;
+        ensure_subreaper();
+        let marker = Marker::next();
         let mut child = Process::new(fill(program))
             .args(args.iter().map(|a| fill(a)))
-            // Its own process group, so a kill reaches whatever the program started too.
+            // Its own process group, so a signal reaches whatever the program started too; and a
+            // mark in its environment, inherited by every descendant, for those that leave it.
             .process_group(0)
+            .env(MARKER_VAR, &marker.value)
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| {
-                Failure::transient(
+                Failure::unavailable(
                     ErrorCode::COMMAND_SPAWN,
                     format!("cannot start {program}: {e}"),
+                    None,
                 )
             })?;
         let tail: Arc<Mutex<VecDeque<String>>> = Arc::default();
-        let reader = child.stderr.take().map(|err| {
+        // The reader says it is done by dropping its sender; a pipe held open by a process that
+        // escaped every kill is left to its (detached) reader rather than waited for.
+        let (done, drained) = std::sync::mpsc::channel::<()>();
+        if let Some(err) = child.stderr.take() {
             let tail = Arc::clone(&tail);
             std::thread::spawn(move || {
+                let _done = done;
                 for line in BufReader::new(err).lines().map_while(Result::ok) {
                     let mut t = tail.lock().expect("stderr tail lock");
                     if t.len() == STDERR_LINES {
@@ -123,8 +145,9 @@ impl CommandSegmenter {
                     }
                     t.push_back(line);
                 }
-            })
-        });
+            });
+        }
+        let group = rustix::process::Pid::from_child(&child);
         let status = loop {
             if let Some(status) = child
                 .try_wait()
@@ -133,24 +156,14 @@ impl CommandSegmenter {
                 break Some(status);
             }
             if control.stop.stopped() || Instant::now() >= control.deadline {
-                let _ = rustix::process::kill_process_group(
-                    rustix::process::Pid::from_child(&child),
-                    rustix::process::Signal::KILL,
-                );
-                let _ = child.kill();
-                let _ = child.wait();
+                stop_group(&mut child, group);
                 break None;
             }
             std::thread::sleep(Duration::from_millis(20));
         };
         // Anything the program left running would hold stderr open (and the GPU): end it too.
-        let _ = rustix::process::kill_process_group(
-            rustix::process::Pid::from_child(&child),
-            rustix::process::Signal::KILL,
-        );
-        if let Some(r) = reader {
-            let _ = r.join();
-        }
+        marker.end_leftovers(group);
+        let _ = drained.recv_timeout(STDERR_DRAIN);
         let stderr = tail
             .lock()
             .expect("stderr tail lock")
@@ -208,8 +221,9 @@ impl CommandSegmenter {
                 ));
             }
         }
+        // Output that is not the contract's is classified as the http segmenter's is.
         let reply =
-            reply.map_err(|m| Failure::transient(ErrorCode::COMMAND_OUTPUT, with_stderr(m)))?;
+            reply.map_err(|m| Failure::transient(ErrorCode::ML_MALFORMED, with_stderr(m)))?;
         if reply.success == Some(false) {
             let msg = reply
                 .error
@@ -222,7 +236,7 @@ impl CommandSegmenter {
             });
         }
         let polygons = reply.polygons.ok_or_else(|| {
-            Failure::permanent(ErrorCode::COMMAND_OUTPUT, "the result JSON has no polygons")
+            Failure::transient(ErrorCode::ML_MALFORMED, "the result JSON has no polygons")
         })?;
         let run_ms = start.elapsed().as_secs_f64() * 1e3;
         result_from_polygons(
@@ -470,6 +484,65 @@ echo '{"status":"completed","success":true,"polygons":[{"id":"p1","points":[{"x"
         stop.request(StopReason::Cancelled);
         let f = run(&e, "sleep 30", &stop, Duration::from_secs(60)).unwrap_err();
         assert_eq!(f, Failure::Stopped);
+    }
+
+    /// Whether `pid` (written by the program to `file`) still runs.
+    fn alive(file: &Path) -> bool {
+        let pid = std::fs::read_to_string(file).expect("pid file");
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()));
+        // Gone, or a zombie its parent has not reaped yet.
+        stat.is_ok_and(|s| !s.contains(") Z "))
+    }
+
+    #[test]
+    fn a_child_that_leaves_the_group_and_keeps_stderr_cannot_wedge_a_run() {
+        let e = env();
+        let pid = e.dir.path().join("escaped.pid");
+        let escape = format!(
+            r#"setsid sh -c 'echo $$ > "{}"; exec sleep 3600' & sleep 0.2; echo 'working' >&2; sleep 3600"#,
+            pid.display()
+        );
+        let started = Instant::now();
+        let f = run(&e, &escape, &Stop::default(), Duration::from_secs(2)).unwrap_err();
+        let took = started.elapsed();
+        assert_eq!(f.code(), Some("timeout"), "{f:?}");
+        assert!(f.message().expect("message").contains("stderr: working"));
+        assert!(
+            took < Duration::from_secs(2) + TERM_GRACE + Duration::from_secs(2),
+            "ended {took:?} after it started"
+        );
+        assert!(!alive(&pid), "the escaped child was killed");
+
+        // A program that succeeds but leaves such a child behind returns at once.
+        let leave = format!(
+            r#"setsid sh -c 'echo $$ > "{}"; exec sleep 3600' & sleep 0.2; {OK}"#,
+            pid.display()
+        );
+        let started = Instant::now();
+        run(&e, &leave, &Stop::default(), Duration::from_secs(30)).expect("ok");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(!alive(&pid), "the escaped child was killed");
+    }
+
+    #[test]
+    fn a_program_that_ignores_sigterm_is_killed_after_the_grace() {
+        let e = env();
+        let stop = Stop::default();
+        stop.request(StopReason::Cancelled);
+        let started = Instant::now();
+        let f = run(
+            &e,
+            "trap '' TERM; while :; do sleep 1; done",
+            &stop,
+            Duration::from_secs(60),
+        )
+        .unwrap_err();
+        assert_eq!(f, Failure::Stopped);
+        assert!(started.elapsed() < TERM_GRACE + Duration::from_secs(2));
     }
 
     #[test]

@@ -82,9 +82,10 @@ fn classify(e: &reqwest::Error, name: &str) -> Failure {
     if e.is_timeout() {
         Failure::transient(ErrorCode::TIMEOUT, format!("{name} did not answer in time"))
     } else if e.is_connect() {
-        Failure::transient(
+        Failure::unavailable(
             ErrorCode::ML_UNAVAILABLE,
             format!("cannot connect to {name}: {e}"),
+            None,
         )
     } else {
         Failure::transient(
@@ -175,6 +176,11 @@ impl HttpSegmenter {
         };
         let mut resp = request.send().await.map_err(|e| classify(&e, &self.name))?;
         let status = resp.status();
+        let resp_retry_after: Option<u64> = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
         let mut body = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(|e| classify(&e, &self.name))? {
             if body.len() + chunk.len() > MAX_REPLY_BYTES {
@@ -190,7 +196,21 @@ impl HttpSegmenter {
             body.extend_from_slice(&chunk);
         }
         let snippet = || String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        // Overloaded or down (503, 429, a gateway without its backend): the service could not
+        // take the job. Another 5xx failed on this request.
+        use reqwest::StatusCode as S;
+        if matches!(
+            status,
+            S::SERVICE_UNAVAILABLE | S::TOO_MANY_REQUESTS | S::BAD_GATEWAY | S::GATEWAY_TIMEOUT
+        ) {
+            let retry_after = resp_retry_after.map(Duration::from_secs);
+            return Err(Failure::unavailable(
+                ErrorCode::ML_UNAVAILABLE,
+                format!("{} answered {status}: {}", self.name, snippet()),
+                retry_after,
+            ));
+        }
+        if status.is_server_error() {
             return Err(Failure::transient(
                 ErrorCode::ML_UNAVAILABLE,
                 format!("{} answered {status}: {}", self.name, snippet()),
@@ -207,7 +227,7 @@ impl HttpSegmenter {
             ));
         }
         serde_json::from_slice::<SegmentReply>(&body).map_err(|e| {
-            Failure::permanent(
+            Failure::transient(
                 ErrorCode::ML_MALFORMED,
                 format!(
                     "{} replied with malformed JSON ({e}): {}",
@@ -259,7 +279,7 @@ impl Segmenter for HttpSegmenter {
             ));
         }
         let polygons = reply.results.map(|r| r.polygons).ok_or_else(|| {
-            Failure::permanent(
+            Failure::transient(
                 ErrorCode::ML_MALFORMED,
                 format!("{} sent success without results", self.name),
             )
@@ -316,7 +336,9 @@ pub fn ml_reply(result: Result<&SegmentResult, &Failure>) -> (u16, SegmentReply)
         Err(f) => {
             let (status, message) = match f {
                 Failure::Permanent { message, .. } => (422, message.clone()),
-                Failure::Transient { message, .. } => (503, message.clone()),
+                Failure::Transient { message, .. } | Failure::Unavailable { message, .. } => {
+                    (503, message.clone())
+                }
                 Failure::Stopped => (503, "stopped".to_owned()),
             };
             (

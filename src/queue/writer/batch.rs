@@ -169,6 +169,10 @@ impl<'a> Batch<'a> {
                 let r = self.interrupt(id, token);
                 answer(reply, r)
             }
+            Op::PromoteSegmenter { segmenter, reply } => {
+                let r = self.promote_segmenter(&segmenter);
+                answer(reply, r)
+            }
             Op::Sweep { reply } => {
                 let r = self.sweep();
                 answer(reply, r)

@@ -187,6 +187,32 @@ impl Batch<'_> {
         Ok(out)
     }
 
+    /// Every delayed job of `segmenter` becomes queued now (its service is back).
+    pub(super) fn promote_segmenter(
+        &mut self,
+        segmenter: &crate::segment::SegmenterId,
+    ) -> Result<Vec<JobId>, QueueError> {
+        let delayed = due(&**self.t.delayed()?, Millis::MAX)?;
+        let mut out = Vec::new();
+        for raw in delayed {
+            let mut job = self.t.job(JobId(raw))?;
+            if job.segmenter != *segmenter {
+                continue;
+            }
+            self.leave(&job)?;
+            self.requeue(&mut job)?;
+            self.enter(&job)?;
+            self.record(
+                &job,
+                Change::Requeued {
+                    reason: Requeue::Due,
+                },
+            );
+            out.push(job.id);
+        }
+        Ok(out)
+    }
+
     pub(super) fn heartbeat(
         &mut self,
         leases: &[(JobId, LeaseToken)],
@@ -224,6 +250,8 @@ impl Batch<'_> {
         let mut job = self.fenced(id, token)?;
         self.leave(&job)?;
         job.progress = 100;
+        // An attempt that failed before, or a hold, is history once the job has its result.
+        job.last_error = None;
         job.result = Some(ResultRef {
             bytes: result.len() as u64,
             objects,
