@@ -16,7 +16,6 @@ use spheroseg::clock::{Clock, SystemClock};
 use spheroseg::pool::{Pool, PoolConfig};
 use spheroseg::queue::{JobId, JobState, NewJob, Queue};
 use spheroseg::segment::breaker::{Breaker, BreakerConfig};
-use spheroseg::segment::command::CommandSegmenter;
 use spheroseg::segment::http::HttpSegmenter;
 use spheroseg::segment::{Builtin, MlService, SegmenterId, Segmenters};
 
@@ -97,8 +96,12 @@ impl Stub {
         self.serve(listener);
     }
 
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
+    /// The `http` segmenter on this stub, behind `breaker`.
+    fn service(&self, breaker: Breaker) -> Arc<MlService> {
+        let url = format!("http://{}", self.addr);
+        let client =
+            HttpSegmenter::new("http", &url, Duration::from_secs(10), false).expect("client");
+        Arc::new(MlService::remote(Arc::new(client), breaker, false, &url))
     }
 }
 
@@ -122,6 +125,19 @@ fn pool(
     name: &str,
     svc: Arc<MlService>,
 ) -> Pool {
+    pool_with(queue, images, events, name, svc, 2, Duration::from_secs(10))
+}
+
+/// A pool of `workers` on one ML service named `name`, with `ml_timeout`.
+fn pool_with(
+    queue: &Queue,
+    images: &spheroseg::images::ImageStore,
+    events: &spheroseg::events::EventBus,
+    name: &str,
+    svc: Arc<MlService>,
+    workers: usize,
+    ml_timeout: Duration,
+) -> Pool {
     Pool::start(
         queue.clone(),
         images.clone(),
@@ -131,8 +147,8 @@ fn pool(
             ml: HashMap::from([(SegmenterId::new(name).expect("name"), svc)]),
         },
         PoolConfig {
-            ml_timeout: Duration::from_secs(10),
-            ..crate::util::pool_config(2)
+            ml_timeout,
+            ..crate::util::pool_config(workers)
         },
         Arc::new(SystemClock),
     )
@@ -210,14 +226,7 @@ async fn forty_jobs_wait_out_a_thirty_second_outage() {
     stub.stop().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let (queue, images, events) = crate::util::stack(dir.path());
-    let client =
-        HttpSegmenter::new("http", &stub.url(), Duration::from_secs(10), false).expect("client");
-    let svc = Arc::new(MlService::remote(
-        Arc::new(client),
-        breaker(Duration::from_secs(1)),
-        false,
-        &stub.url(),
-    ));
+    let svc = stub.service(breaker(Duration::from_secs(1)));
     let pool = pool(&queue, &images, &events, "http", Arc::clone(&svc));
     let ids = enqueue(&queue, &images, "http", 40).await;
     tokio::time::sleep(Duration::from_secs(30)).await;
@@ -233,14 +242,7 @@ async fn forty_jobs_ride_out_a_flapping_service() {
     let stub = Stub::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let (queue, images, events) = crate::util::stack(dir.path());
-    let client =
-        HttpSegmenter::new("http", &stub.url(), Duration::from_secs(10), false).expect("client");
-    let svc = Arc::new(MlService::remote(
-        Arc::new(client),
-        breaker(Duration::from_secs(1)),
-        false,
-        &stub.url(),
-    ));
+    let svc = stub.service(breaker(Duration::from_secs(1)));
     // Jobs that take a while each, so the flapping catches many of them.
     let pool = pool(&queue, &images, &events, "http", Arc::clone(&svc));
     let ids = enqueue(&queue, &images, "http", 40).await;
@@ -273,15 +275,8 @@ async fn a_reset_releases_the_held_jobs_at_once() {
     stub.stop().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let (queue, images, events) = crate::util::stack(dir.path());
-    let client =
-        HttpSegmenter::new("http", &stub.url(), Duration::from_secs(10), false).expect("client");
     // Open for a minute after it trips.
-    let svc = Arc::new(MlService::remote(
-        Arc::new(client),
-        breaker(Duration::from_secs(60)),
-        false,
-        &stub.url(),
-    ));
+    let svc = stub.service(breaker(Duration::from_secs(60)));
     let pool = pool(&queue, &images, &events, "http", Arc::clone(&svc));
     let ids = enqueue(&queue, &images, "http", 10).await;
     // Wait until every job is held (delayed) behind the open breaker.
@@ -321,23 +316,7 @@ if [ ! -e "$marker" ]; then touch "$marker"; echo 'CUDA out of memory' >&2; exit
 echo '{{"success":true,"polygons":[{{"id":"p","points":[[10,10],[60,10],[60,60],[10,60]],"type":"external","class":"spheroid"}}]}}' > "$1""#,
         seen.display()
     );
-    let svc = Arc::new(MlService::new(
-        Arc::new(CommandSegmenter {
-            name: "command".into(),
-            argv: vec![
-                "sh".into(),
-                "-c".into(),
-                script,
-                "sh".into(),
-                "{output_json}".into(),
-                "{input}".into(),
-            ],
-            work_dir: dir.path().join("work"),
-        }),
-        breaker(Duration::from_secs(1)),
-        false,
-        "sh",
-    ));
+    let svc = command(dir.path(), &script, breaker(Duration::from_secs(1)));
     // The program tells one job from another by a per-job image: 12 different images.
     let mut ids = Vec::new();
     for i in 0..12u8 {
@@ -389,25 +368,9 @@ echo '{{"success":true,"polygons":[{{"id":"p","points":[[10,10],[60,10],[60,60],
     pool.shutdown(Duration::from_secs(5)).await;
 }
 
-/// A command segmenter running `script` (sh; $1 the output JSON, $2 the input).
-fn command(dir: &std::path::Path, script: String) -> Arc<MlService> {
-    Arc::new(MlService::new(
-        Arc::new(CommandSegmenter {
-            name: "command".into(),
-            argv: vec![
-                "sh".into(),
-                "-c".into(),
-                script,
-                "sh".into(),
-                "{output_json}".into(),
-                "{input}".into(),
-            ],
-            work_dir: dir.join("work"),
-        }),
-        breaker(Duration::from_secs(1)),
-        false,
-        "sh",
-    ))
+/// The `command` segmenter running `script`.
+fn command(dir: &std::path::Path, script: &str, breaker: Breaker) -> Arc<MlService> {
+    crate::util::sh_service(dir, script, breaker, false)
 }
 
 /// A PNG of `side`² noise: large enough (`side` 200) that the wedging program below tells it
@@ -451,22 +414,16 @@ async fn wait_for(queue: &Queue, id: JobId, state: JobState, limit: Duration) ->
 async fn a_wedging_program_times_out_and_the_worker_takes_the_next_job() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (queue, images, events) = crate::util::stack(dir.path());
-    let svc = command(dir.path(), WEDGE.into());
-    let pool = Pool::start(
-        queue.clone(),
-        images.clone(),
-        events.clone(),
-        Segmenters {
-            builtin: Arc::new(Builtin),
-            ml: HashMap::from([(SegmenterId::new("command").expect("name"), svc)]),
-        },
-        PoolConfig {
-            ml_timeout: Duration::from_secs(2),
-            ..crate::util::pool_config(1)
-        },
-        Arc::new(SystemClock),
-    )
-    .expect("pool");
+    let svc = command(dir.path(), WEDGE, breaker(Duration::from_secs(1)));
+    let pool = pool_with(
+        &queue,
+        &images,
+        &events,
+        "command",
+        svc,
+        1,
+        Duration::from_secs(2),
+    );
     let job = |image, max_attempts| NewJob {
         image,
         segmenter: SegmenterId::new("command").expect("name"),
@@ -518,31 +475,16 @@ async fn a_job_that_breaks_the_service_cannot_hold_the_others_back() {
     let (queue, images, events) = crate::util::stack(dir.path());
     let poison = r#"if [ "$(wc -c < "$2")" -gt 8000 ]; then echo 'model crashed' >&2; exit 2; fi
 echo '{"success":true,"polygons":[{"id":"p","points":[[2,2],[12,2],[12,12],[2,12]],"type":"external","class":"spheroid"}]}' > "$1""#;
-    let svc = Arc::new(MlService::new(
-        Arc::new(CommandSegmenter {
-            name: "command".into(),
-            argv: vec![
-                "sh".into(),
-                "-c".into(),
-                poison.into(),
-                "sh".into(),
-                "{output_json}".into(),
-                "{input}".into(),
-            ],
-            work_dir: dir.path().join("work"),
-        }),
-        Breaker::new(
-            BreakerConfig {
-                min_calls: 2,
-                open_base: Duration::from_millis(300),
-                open_cap: Duration::from_secs(1),
-                ..BreakerConfig::default()
-            },
-            SystemClock.now(),
-        ),
-        false,
-        "sh",
-    ));
+    let breaker = Breaker::new(
+        BreakerConfig {
+            min_calls: 2,
+            open_base: Duration::from_millis(300),
+            open_cap: Duration::from_secs(1),
+            ..BreakerConfig::default()
+        },
+        SystemClock.now(),
+    );
+    let svc = command(dir.path(), poison, breaker);
     let pool = pool(&queue, &images, &events, "command", svc);
     let job = |image| NewJob {
         image,

@@ -10,7 +10,6 @@ use spheroseg::events::EventKind;
 use spheroseg::queue::JobState;
 use spheroseg::segment::SegmenterId;
 use spheroseg::segment::breaker::{Breaker, BreakerConfig};
-use spheroseg::segment::command::CommandSegmenter;
 use spheroseg::segment::{Builtin, MlService, Segmenters};
 
 use super::*;
@@ -23,18 +22,9 @@ fn flaky_service(dir: &Path, flag: &Path, fallback_builtin: bool) -> Arc<MlServi
 echo '{{"success":true,"polygons":[{{"id":"p","points":[[10,10],[60,10],[60,60],[10,60]],"type":"external","class":"spheroid"}}]}}' > "$1""#,
         flag.display()
     );
-    Arc::new(MlService::new(
-        Arc::new(CommandSegmenter {
-            name: "command".into(),
-            argv: vec![
-                "sh".into(),
-                "-c".into(),
-                script,
-                "sh".into(),
-                "{output_json}".into(),
-            ],
-            work_dir: dir.join("work"),
-        }),
+    crate::util::sh_service(
+        dir,
+        &script,
         Breaker::new(
             BreakerConfig {
                 min_calls: 3,
@@ -44,8 +34,7 @@ echo '{{"success":true,"polygons":[{{"id":"p","points":[[10,10],[60,10],[60,60],
             SystemClock.now(),
         ),
         fallback_builtin,
-        "sh",
-    ))
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,6 +12,29 @@ use spheroseg::pool::PoolConfig;
 use spheroseg::queue::{ImageRef, NewJob, Priority, Queue, QueueOptions, Recovery};
 use spheroseg::segment::DecodeLimits;
 
+/// A `command` ML service named "command" that runs `script` with sh ($1 the output JSON, $2
+/// the input image), behind `breaker`.
+pub fn sh_service(
+    dir: &std::path::Path,
+    script: &str,
+    breaker: spheroseg::segment::breaker::Breaker,
+    fallback_builtin: bool,
+) -> Arc<spheroseg::segment::MlService> {
+    let program = spheroseg::segment::command::CommandSegmenter {
+        name: "command".into(),
+        argv: ["sh", "-c", script, "sh", "{output_json}", "{input}"]
+            .map(String::from)
+            .to_vec(),
+        work_dir: dir.join("work"),
+    };
+    Arc::new(spheroseg::segment::MlService::new(
+        Arc::new(program),
+        breaker,
+        fallback_builtin,
+        "sh",
+    ))
+}
+
 /// A file of `tests/fixtures`.
 pub fn fixture(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -169,34 +169,29 @@ impl Batch<'_> {
 
     /// Delayed jobs whose `run_at` has come become queued.
     pub(super) fn promote_due(&mut self) -> Result<Vec<JobId>, QueueError> {
-        let due = due(&**self.t.delayed()?, self.now)?;
-        let mut out = Vec::with_capacity(due.len());
-        for raw in due {
-            let mut job = self.t.job(JobId(raw))?;
-            self.leave(&job)?;
-            self.requeue(&mut job)?;
-            self.enter(&job)?;
-            self.record(
-                &job,
-                Change::Requeued {
-                    reason: Requeue::Due,
-                },
-            );
-            out.push(job.id);
-        }
-        Ok(out)
+        self.promote(self.now, None)
     }
 
-    /// Every delayed job of `segmenter` becomes queued now (its service is back).
+    /// Every delayed job of `segmenter` becomes queued now (its service is back), whether it was
+    /// held for the service or waits out a retry backoff.
     pub(super) fn promote_segmenter(
         &mut self,
         segmenter: &crate::segment::SegmenterId,
     ) -> Result<Vec<JobId>, QueueError> {
-        let delayed = due(&**self.t.delayed()?, Millis::MAX)?;
-        let mut out = Vec::new();
-        for raw in delayed {
+        self.promote(Millis::MAX, Some(segmenter))
+    }
+
+    /// Delayed jobs due by `until` (of `segmenter` only, if given) become queued.
+    fn promote(
+        &mut self,
+        until: Millis,
+        segmenter: Option<&crate::segment::SegmenterId>,
+    ) -> Result<Vec<JobId>, QueueError> {
+        let due = due(&**self.t.delayed()?, until)?;
+        let mut out = Vec::with_capacity(due.len());
+        for raw in due {
             let mut job = self.t.job(JobId(raw))?;
-            if job.segmenter != *segmenter {
+            if segmenter.is_some_and(|s| job.segmenter != *s) {
                 continue;
             }
             self.leave(&job)?;
