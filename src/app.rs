@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Fallback};
+use crate::disk::Disk;
 use crate::events::EventBus;
 use crate::http::{AppState, Guard, HostRule};
 use crate::images::ImageStore;
@@ -116,8 +117,10 @@ impl App {
                 .await
                 .context("queue open task failed")??;
         let budget = DecodeBudget::new(config.decode_budget_bytes());
-        let images =
-            ImageStore::open(&config.data_dir, config.decode_limits())?.with_budget(budget.clone());
+        let disk = Arc::new(Disk::new(&config.data_dir, config.limits.disk_low_water_mb));
+        let images = ImageStore::open(&config.data_dir, config.decode_limits())?
+            .with_budget(budget.clone())
+            .with_disk(Arc::clone(&disk));
         let events = EventBus::new(config.queue.events_buffer, Arc::clone(&clock));
         // Every commit's transitions become events, published by the queue in commit order.
         let bus = events.clone();
@@ -142,6 +145,15 @@ impl App {
             paused = stats.paused,
             "spheroseg started"
         );
+        let space = disk.status();
+        if space.low || recovery.disk_full.is_some() {
+            tracing::warn!(
+                available_bytes = space.filesystem.available_bytes,
+                low_water_bytes = space.low_water_bytes,
+                queue = ?recovery.disk_full,
+                "the disk is nearly full: results are served, new images are refused until there is room"
+            );
+        }
 
         let pool = Pool::start(
             queue.clone(),
@@ -175,7 +187,7 @@ impl App {
             token: config.auth.token.as_deref().map(Arc::from),
             bind: addr,
             body_limit: (config.limits.max_upload_mb as usize) << 20,
-            system: Arc::new(crate::telemetry::SystemMonitor::new(&config.data_dir)),
+            system: Arc::new(crate::telemetry::SystemMonitor::with_disk(disk)),
             import_dirs: import_dirs(&config),
             guard: Arc::new(Guard::new(
                 addr,

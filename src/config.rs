@@ -80,6 +80,9 @@ pub struct LimitsConfig {
     /// Decoded image bytes in flight at once, uploads and jobs together; 0 is a quarter of the
     /// machine's memory, at most 2 GiB.
     pub decode_budget_mb: u64,
+    /// Free space on the data directory's file system under which no image is taken and
+    /// spheroseg reports itself not ready; 0 is 1 GiB or 2 % of the file system, the smaller.
+    pub disk_low_water_mb: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -204,6 +207,7 @@ pub struct LimitsLayer {
     pub max_megapixels: Option<u32>,
     pub max_upload_mb: Option<u64>,
     pub decode_budget_mb: Option<u64>,
+    pub disk_low_water_mb: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -551,6 +555,7 @@ fn overlay(
     take!(limits.max_megapixels, "limits.max_megapixels");
     take!(limits.max_upload_mb, "limits.max_upload_mb");
     take!(limits.decode_budget_mb, "limits.decode_budget_mb");
+    take!(limits.disk_low_water_mb, "limits.disk_low_water_mb");
 }
 
 /// How durations and optional limits are written back to TOML (`config show`): in the unit of

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use crate::disk::Disk;
 use crate::error_code::ErrorCode;
 use crate::segment::decode::Encoded;
 use crate::segment::decode::{DecodeError, DecodeLimits, Header, decode_from, probe_from};
@@ -100,14 +101,6 @@ impl ImageStoreError {
     }
 }
 
-/// Whether an I/O error means no space is left (ENOSPC, or EDQUOT for a user's quota).
-pub fn is_disk_full(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
-    )
-}
-
 /// A stored image and the pin that keeps the collector off it until the caller's commit.
 #[derive(Debug)]
 pub struct Stored {
@@ -169,6 +162,8 @@ pub struct ImageStore {
     min_side: u32,
     /// What the checks decoded, kept for the workers (`images/decoded.rs`).
     decoded: Arc<DecodedCache>,
+    /// The data directory's file system: under its low-water mark no image is taken.
+    disk: Arc<Disk>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ImageStoreError + '_ {
@@ -196,7 +191,14 @@ impl ImageStore {
     /// [`ImageStore::with_budget`]).
     pub fn open(data_dir: &Path, limits: DecodeLimits) -> Result<Self, ImageStoreError> {
         let dir = data_dir.join("images");
-        std::fs::create_dir_all(dir.join("incoming")).map_err(io(&dir))?;
+        let incoming = dir.join("incoming");
+        if !incoming.exists() {
+            std::fs::create_dir_all(&incoming).map_err(io(&dir))?;
+            // The new directories must survive a power cut with the files put in them.
+            for d in [data_dir, &dir] {
+                sync_dir(d).map_err(io(d))?;
+            }
+        }
         Ok(ImageStore {
             dir,
             data_dir: data_dir.to_owned(),
@@ -206,7 +208,29 @@ impl ImageStore {
             live: Arc::default(),
             min_side: 1,
             decoded: Arc::new(DecodedCache::new(DECODED_CAP)),
+            disk: Arc::new(Disk::new(data_dir, 0)),
         })
+    }
+
+    /// Watches `disk` (shared with the health checks) instead of a default one.
+    pub fn with_disk(mut self, disk: Arc<Disk>) -> Self {
+        self.disk = disk;
+        self
+    }
+
+    pub fn disk(&self) -> &Arc<Disk> {
+        &self.disk
+    }
+
+    /// Refuses new images while the file system is under its low-water mark.
+    fn room(&self) -> Result<(), ImageStoreError> {
+        match self.disk.below_low_water() {
+            Some(free) => Err(ImageStoreError::DiskFull {
+                dir: self.data_dir.clone(),
+                free_mb: free / 1_000_000,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Checks images inside `budget`, shared with the workers; a quarter of it (at most 256 MiB)
@@ -238,10 +262,12 @@ impl ImageStore {
 
     /// An I/O error, as disk-full (with the free space) when it is one.
     pub fn io_error(&self, path: &Path, e: std::io::Error) -> ImageStoreError {
-        if is_disk_full(&e) {
+        if crate::disk::is_full(&e) {
+            self.disk
+                .refused(format!("writing {} failed: {e}", path.display()));
             ImageStoreError::DiskFull {
                 dir: self.data_dir.clone(),
-                free_mb: crate::telemetry::free_space(&self.data_dir).unwrap_or(0) / 1_000_000,
+                free_mb: self.disk.free_mb(),
             }
         } else {
             io(path)(e)
@@ -263,6 +289,7 @@ impl ImageStore {
 
     /// A fresh temp file for an upload being streamed to disk.
     pub fn incoming(&self) -> Result<Incoming, ImageStoreError> {
+        self.room()?;
         let path = self
             .dir
             .join("incoming")
@@ -333,6 +360,7 @@ impl ImageStore {
         let hash = hex(&Sha256::digest(bytes));
         let pin = self.pin(&hash);
         if !self.path(&hash).exists() {
+            // (`incoming` refuses under the low-water mark.)
             let tmp = self.incoming()?;
             let write = || -> std::io::Result<()> {
                 let mut f = std::fs::OpenOptions::new().write(true).open(tmp.path())?;
@@ -398,7 +426,9 @@ impl ImageStore {
             }
             Err(_) => return Ok(()),
         }
-        sync_dir(parent).map_err(|e| self.io_error(parent, e))
+        sync_dir(parent).map_err(|e| self.io_error(parent, e))?;
+        self.disk.wrote();
+        Ok(())
     }
 
     /// Reads and stores a local file.

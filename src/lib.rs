@@ -17,6 +17,7 @@
 //! - `events`: numbered events in a ring buffer, broadcast to live subscribers, made from commits
 //! - `http`: the HTTP API, WebSocket, health endpoints and the embedded status page (axum)
 //! - `telemetry`: the Prometheus recorder and the machine's CPU, memory and disk
+//! - `disk`: the data directory's file system: free space, the low-water mark, refused writes
 //! - `clock`: injected time for leases, backoff and aging
 //! - `error_code`: every stable kebab-case error code, as constants
 //! - `contain`: a panic of code we call (the storage engine on a damaged file) as an error
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod contain;
+pub mod disk;
 pub mod error_code;
 pub mod events;
 pub mod export;

@@ -11,6 +11,7 @@
 mod announce;
 mod error;
 mod model;
+mod slot;
 mod stats;
 mod store;
 mod wal;
@@ -36,6 +37,7 @@ pub use store::OpenReport;
 
 use crate::clock::Clock;
 use crate::segment::SegmenterId;
+use slot::Slot;
 use stats::Recent;
 use store::Store;
 use wal::Wal;
@@ -84,8 +86,8 @@ pub struct Queue {
 }
 
 struct Inner {
-    /// `None` once closed, so the database file is released.
-    store: std::sync::RwLock<Option<Arc<Store>>>,
+    /// The database, which the writer may reopen in place (see `queue/slot.rs`).
+    store: Arc<Slot>,
     tx: Mutex<Option<crossbeam_channel::Sender<Command>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     recent: Arc<Mutex<Recent>>,
@@ -106,6 +108,10 @@ pub struct Recovery {
     /// Write-ahead log records redone: batches the previous process committed after its last
     /// checkpoint (zero after a clean shutdown).
     pub replayed: usize,
+    /// The disk was too full to finish opening (redo the log, requeue orphans): the queue serves
+    /// what the database holds and refuses changes with [`QueueError::DiskFull`] until the
+    /// writer finishes the opening, once there is room.
+    pub disk_full: Option<String>,
 }
 
 impl Queue {
@@ -132,18 +138,38 @@ impl Queue {
         options: QueueOptions,
         clock: Arc<dyn Clock>,
     ) -> Result<(Queue, Recovery), QueueError> {
-        let (store, report) = Store::open(path, options.cache_bytes)?;
-        let store = Arc::new(store);
+        let (store, report) =
+            Store::open(path, options.cache_bytes).map_err(QueueError::classify)?;
         let recent = Arc::new(Mutex::new(Recent::default()));
-        let (wal, existed) = Wal::open(&path.with_extension("wal"), options.wal_bytes)?;
-        let (log, replayed) = writer::replay(&store, wal, existed)?;
+        let (wal, existed) = Wal::open(&path.with_extension("wal"), options.wal_bytes)
+            .map_err(QueueError::classify)?;
+        // On a disk too full for the commits of opening, the queue still opens: it serves what
+        // the database holds and refuses changes until the writer can finish the opening.
+        let mut unfinished = None;
+        let opened = writer::replay(&store, &wal, existed)
+            .and_then(|r| Ok((r, writer::recover_orphans(&store, &options, clock.now())?)))
+            .map_err(QueueError::classify);
+        let (log, replayed, recovered) = match opened {
+            Ok(((position, replayed), recovered)) => {
+                (writer::Log::new(wal, position), replayed, recovered)
+            }
+            Err(QueueError::DiskFull { detail }) => {
+                tracing::error!(%detail, "the disk is too full to open the queue for changes; it serves what it holds and takes changes once there is room");
+                unfinished = Some(detail);
+                (
+                    writer::Log::new(wal, writer::Position::default()),
+                    0,
+                    Committed::default(),
+                )
+            }
+            Err(e) => return Err(e),
+        };
         if replayed > 0 {
             tracing::info!(
                 records = replayed,
                 "redid the write-ahead log of the previous process"
             );
         }
-        let recovered = writer::recover(&store, &options, clock.now())?;
         let orphans: Vec<JobId> = recovered.transitions.iter().map(|t| t.job.id).collect();
         if !orphans.is_empty() {
             tracing::info!(
@@ -154,8 +180,9 @@ impl Queue {
         let announcer = Arc::new(announce::Announcer::with_recovered(recovered));
         let (tx, rx) = crossbeam_channel::unbounded();
         let status = Arc::new(writer::Status::default());
+        let slot = Arc::new(Slot::new(store, path, options.cache_bytes));
         let handle = writer::spawn(
-            Arc::clone(&store),
+            Arc::clone(&slot),
             rx,
             options,
             Arc::clone(&clock),
@@ -165,10 +192,11 @@ impl Queue {
                 recent: Arc::clone(&recent),
                 announcer: Arc::clone(&announcer),
             },
+            unfinished.clone(),
         )?;
         let queue = Queue {
             inner: Arc::new(Inner {
-                store: std::sync::RwLock::new(Some(store)),
+                store: slot,
                 tx: Mutex::new(Some(tx)),
                 writer: Mutex::new(Some(handle)),
                 recent,
@@ -183,6 +211,7 @@ impl Queue {
                 open: report,
                 orphans,
                 replayed,
+                disk_full: unfinished,
             },
         ))
     }
@@ -216,16 +245,17 @@ impl Queue {
         {
             tracing::error!("queue writer thread panicked");
         }
-        self.inner.store.write().expect("queue store lock").take();
+        self.inner.store.close();
     }
 
     fn store(&self) -> Result<Arc<Store>, QueueError> {
-        self.inner
-            .store
-            .read()
-            .expect("queue store lock")
-            .clone()
-            .ok_or(QueueError::Closed)
+        self.inner.store.get()
+    }
+
+    /// Why changes are refused for lack of space, until a commit succeeds again; `None` while
+    /// the queue takes them.
+    pub fn disk_full(&self) -> Option<String> {
+        self.inner.status.disk_full()
     }
 
     fn send<T>(

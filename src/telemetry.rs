@@ -1,16 +1,19 @@
 //! What the process knows about itself: the Prometheus recorder behind `/metrics` (one per process,
-//! installed on first use) and the machine's CPU, memory and data-directory disk via sysinfo.
+//! installed on first use), the machine's CPU and memory via sysinfo, and the data directory's
+//! file system (`disk.rs`).
 //!
 //! Counters and histograms are recorded where things happen (pool, service, HTTP); gauges that
 //! mirror the queue (jobs by state and priority, database size, workers) are set when `/metrics` is
 //! rendered, from the O(1) counters.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::Serialize;
-use sysinfo::{Disks, ProcessesToUpdate, System};
+use sysinfo::{ProcessesToUpdate, System};
+
+use crate::disk::Disk;
 
 /// Latency buckets for the `_seconds` histograms: from 1 ms to 10 min.
 const BUCKETS: &[f64] = &[
@@ -32,26 +35,6 @@ pub fn prometheus() -> &'static PrometheusHandle {
     })
 }
 
-/// Bytes free to an unprivileged writer on the file system holding `path` (statvfs), the figure
-/// that matters for the data directory; `None` if it cannot be read.
-pub fn free_space(path: &Path) -> Option<u64> {
-    #[cfg(unix)]
-    {
-        let s = rustix::fs::statvfs(path).ok()?;
-        Some(s.f_bavail.saturating_mul(s.f_frsize))
-    }
-    #[cfg(not(unix))]
-    {
-        let path = path.canonicalize().ok()?;
-        let disks = Disks::new_with_refreshed_list().ok()?;
-        disks
-            .iter()
-            .filter(|d| path.starts_with(d.mount_point()))
-            .max_by_key(|d| d.mount_point().as_os_str().len())
-            .map(|d| d.available_space())
-    }
-}
-
 /// The machine's memory in bytes (0 if it cannot be read).
 pub fn memory_total() -> u64 {
     System::new().map_or(0, |mut s| {
@@ -68,18 +51,23 @@ pub struct SystemSnapshot {
     pub memory_total_bytes: u64,
     pub memory_available_bytes: u64,
     pub process_rss_bytes: u64,
+    /// The file system that holds the data directory (statvfs of the directory itself).
     pub disk_total_bytes: u64,
     pub disk_available_bytes: u64,
     pub disk_mount: Option<PathBuf>,
+    pub disk_fs_type: Option<String>,
+    /// Under this much free space no image is taken and spheroseg is not ready.
+    pub disk_low_water_bytes: u64,
+    pub disk_low: bool,
+    /// A write refused for lack of space since the last one that succeeded.
+    pub disk_refused: Option<String>,
     pub uptime_secs: u64,
 }
 
 impl SystemSnapshot {
-    /// Disk space is low under 1 GiB or 5 % free.
+    /// Free space is under the low-water mark.
     pub fn disk_low(&self) -> bool {
-        self.disk_total_bytes > 0
-            && (self.disk_available_bytes < (1 << 30)
-                || self.disk_available_bytes * 20 < self.disk_total_bytes)
+        self.disk_low
     }
 
     /// Memory is low under 5 % available.
@@ -91,19 +79,27 @@ impl SystemSnapshot {
 /// Reads CPU, memory and the disk holding the data directory.
 pub struct SystemMonitor {
     sys: Mutex<Option<System>>,
-    data_dir: PathBuf,
+    disk: Arc<Disk>,
     started: std::time::Instant,
 }
 
 impl SystemMonitor {
+    /// Watches the machine and the file system of `data_dir` with the default low-water mark.
     pub fn new(data_dir: &Path) -> Self {
+        Self::with_disk(Arc::new(Disk::new(data_dir, 0)))
+    }
+
+    /// Watches the machine and `disk` (shared with the image store).
+    pub fn with_disk(disk: Arc<Disk>) -> Self {
         SystemMonitor {
             sys: Mutex::new(System::new().ok()),
-            data_dir: data_dir
-                .canonicalize()
-                .unwrap_or_else(|_| data_dir.to_owned()),
+            disk,
             started: std::time::Instant::now(),
         }
+    }
+
+    pub fn disk(&self) -> &Arc<Disk> {
+        &self.disk
     }
 
     pub fn snapshot(&self) -> SystemSnapshot {
@@ -123,18 +119,14 @@ impl SystemMonitor {
                 snap.process_rss_bytes = sys.process(pid).map_or(0, |p| p.memory());
             }
         }
-        if let Ok(disks) = Disks::new_with_refreshed_list() {
-            // The disk whose mount point is the longest prefix of the data directory.
-            if let Some(d) = disks
-                .iter()
-                .filter(|d| self.data_dir.starts_with(d.mount_point()))
-                .max_by_key(|d| d.mount_point().as_os_str().len())
-            {
-                snap.disk_total_bytes = d.total_space();
-                snap.disk_available_bytes = d.available_space();
-                snap.disk_mount = Some(d.mount_point().to_owned());
-            }
-        }
+        let disk = self.disk.status();
+        snap.disk_total_bytes = disk.filesystem.total_bytes;
+        snap.disk_available_bytes = disk.filesystem.available_bytes;
+        snap.disk_mount = disk.filesystem.mount;
+        snap.disk_fs_type = disk.filesystem.fs_type;
+        snap.disk_low_water_bytes = disk.low_water_bytes;
+        snap.disk_low = disk.low;
+        snap.disk_refused = disk.refused;
         snap
     }
 }
@@ -154,22 +146,18 @@ mod tests {
     }
 
     #[test]
-    fn low_thresholds() {
+    fn low_memory_is_under_five_percent() {
         let s = SystemSnapshot {
-            disk_total_bytes: 100 << 30,
-            disk_available_bytes: 4 << 30,
             memory_total_bytes: 100,
             memory_available_bytes: 4,
             ..SystemSnapshot::default()
         };
-        assert!(s.disk_low() && s.memory_low());
+        assert!(s.memory_low());
         let ok = SystemSnapshot {
-            disk_total_bytes: 100 << 30,
-            disk_available_bytes: 50 << 30,
             memory_total_bytes: 100,
             memory_available_bytes: 50,
             ..SystemSnapshot::default()
         };
-        assert!(!ok.disk_low() && !ok.memory_low());
+        assert!(!ok.memory_low());
     }
 }

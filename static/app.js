@@ -135,8 +135,11 @@ function renderBanners(q, sys, ml) {
   for (const s of ml) {
     if (s.breaker.state !== "closed") banners.push([`${s.name} is unavailable (breaker ${s.breaker.state}): its jobs wait without spending attempts.`, true]);
   }
-  if (sys.disk_total_bytes && (sys.disk_available_bytes < 1 << 30 || sys.disk_available_bytes * 20 < sys.disk_total_bytes)) {
-    banners.push([`Disk space is low: ${bytes(sys.disk_available_bytes)} free.`, true]);
+  const where = sys.disk_mount ? ` on ${sys.disk_mount}` : "";
+  if (sys.disk_refused) {
+    banners.push([`The disk is full${where} (${bytes(sys.disk_available_bytes)} free): new work is refused until there is room. ${sys.disk_refused}`, true]);
+  } else if (sys.disk_low) {
+    banners.push([`Disk space is low${where}: ${bytes(sys.disk_available_bytes)} free, under ${bytes(sys.disk_low_water_bytes)}; new images are refused until there is more.`, true]);
   }
   $("banners").replaceChildren(...banners.map(([t, bad]) => el("div", { class: bad ? "bad" : "" }, t)));
 }

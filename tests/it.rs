@@ -6,6 +6,8 @@ mod util;
 mod cli;
 /// SIGKILL a child process in the middle of work and check that nothing acknowledged is lost.
 mod crash;
+/// A full disk: commands refused with disk-full, the queue going on once there is room.
+mod disk;
 /// The HTTP API: every route and error status, auth, and serve over TCP with the WebSocket.
 mod http;
 /// The http segmenter against a stub ML service that fails on cue.

@@ -28,6 +28,8 @@ const SQUARE: &str = r##"{"success":true,"results":{"polygons":[{"id":"p","point
 struct Stub {
     addr: std::net::SocketAddr,
     unavailable: Arc<AtomicBool>,
+    /// How long each answer takes, in ms.
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
     calls: Arc<AtomicUsize>,
     server: Option<tokio::task::JoinHandle<()>>,
 }
@@ -41,6 +43,7 @@ impl Stub {
         let mut stub = Stub {
             addr,
             unavailable: Arc::default(),
+            delay_ms: Arc::default(),
             calls: Arc::default(),
             server: None,
         };
@@ -50,12 +53,15 @@ impl Stub {
 
     fn serve(&mut self, listener: tokio::net::TcpListener) {
         let (unavailable, calls) = (Arc::clone(&self.unavailable), Arc::clone(&self.calls));
+        let delay = Arc::clone(&self.delay_ms);
         let app = Router::new().route(
             "/segment",
             post(move || {
                 let (unavailable, calls) = (Arc::clone(&unavailable), Arc::clone(&calls));
+                let delay = Duration::from_millis(delay.load(Ordering::SeqCst));
                 async move {
                     calls.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(delay).await;
                     if unavailable.load(Ordering::SeqCst) {
                         (StatusCode::SERVICE_UNAVAILABLE, "overloaded").into_response()
                     } else {
@@ -243,17 +249,38 @@ async fn forty_jobs_ride_out_a_flapping_service() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (queue, images, events) = crate::util::stack(dir.path());
     let svc = stub.service(breaker(Duration::from_secs(1)));
-    // Jobs that take a while each, so the flapping catches many of them.
+    // Calls that take a while each (40 of them are 20 s of work for two workers), so the
+    // flapping catches many of them.
+    stub.delay_ms.store(1000, Ordering::SeqCst);
     let pool = pool(&queue, &images, &events, "http", Arc::clone(&svc));
     let ids = enqueue(&queue, &images, "http", 40).await;
     let started = Instant::now();
     let mut down = true;
+    let mut seen = HashMap::new();
+    let mut flip = Instant::now();
+    stub.unavailable.store(down, Ordering::SeqCst);
     while started.elapsed() < Duration::from_secs(40) {
-        stub.unavailable.store(down, Ordering::SeqCst);
-        down = !down;
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        if flip.elapsed() >= Duration::from_secs(3) {
+            down = !down;
+            stub.unavailable.store(down, Ordering::SeqCst);
+            flip = Instant::now();
+        }
+        // What each failed attempt was, for the message if one was spent.
+        for id in &ids {
+            let j = queue.get(*id).expect("get").expect("exists");
+            if let Some(e) = j.last_error.filter(|_| j.attempts > 0) {
+                seen.insert(*id, (j.attempts, e.code, e.message));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     stub.unavailable.store(false, Ordering::SeqCst);
+    eprintln!("while flapping: {} jobs completed", ids.iter().filter(|id| queue.get(**id).expect("get").expect("exists").state == JobState::Completed).count());
+    let spent: Vec<_> = seen
+        .values()
+        .filter(|(attempts, ..)| *attempts > 1)
+        .collect();
+    assert!(spent.is_empty(), "attempts spent: {spent:#?}");
     all_completed_with_one_attempt(&queue, &ids, Duration::from_secs(60)).await;
     // While it was half-open, one trial at a time: the service was not hammered.
     let snap = svc

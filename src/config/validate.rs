@@ -208,6 +208,13 @@ pub(super) fn validate(
             0..=1 << 30,
             " MiB (0: a quarter of the memory, at most 2048)",
         )?,
+        disk_low_water_mb: c.range(
+            "limits.disk_low_water_mb",
+            lim.disk_low_water_mb,
+            0,
+            0..=1 << 30,
+            " MiB (0: 1024 or 2 % of the file system, the smaller)",
+        )?,
     };
     let segmenter = l.segmenter.unwrap_or_default();
     match segmenter.as_str() {

@@ -91,6 +91,7 @@ impl From<QueueError> for ApiError {
             QueueError::InvalidState { .. } | QueueError::Stale { .. } => StatusCode::CONFLICT,
             QueueError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             QueueError::Closed => StatusCode::SERVICE_UNAVAILABLE,
+            QueueError::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.code(), e.to_string())

@@ -1,8 +1,10 @@
 //! The five health endpoints the replaced design promised, answering for real.
 //!
 //! - live: the process answers; checks nothing else.
-//! - ready: the database is open and the worker pool runs, and shutdown has not begun (it turns
-//!   false first thing on shutdown, before the listener closes).
+//! - ready: the database is open and takes changes, the worker pool runs, the data directory's
+//!   file system is above its low-water mark with no write refused for lack of space since the
+//!   last that succeeded, and shutdown has not begun (it turns false first thing on shutdown,
+//!   before the listener closes).
 //! - health / detailed: storage, queue, workers, ml, disk; an open breaker is `degraded`, not
 //!   `unhealthy`, while the builtin segmenter still works. 503 only when unhealthy.
 //! - services/{name}: one of them.
@@ -52,12 +54,24 @@ async fn live() -> Json<Value> {
 
 #[utoipa::path(get, path = "/api/health/ready", summary = "Readiness: accepting work (false first on shutdown)", responses((status = 200, description = "success")))]
 async fn ready(_: Authorized, State(state): State<AppState>) -> Response {
-    let storage = state.service.queue.stats().is_ok();
+    let queue = &state.service.queue;
+    let storage = queue.stats().is_ok();
     let workers = state.service.pool().is_some();
-    let ready = state.is_ready() && storage && workers;
+    let monitor = state.system.clone();
+    let disk = tokio::task::spawn_blocking(move || monitor.disk().status())
+        .await
+        .unwrap_or_default();
+    let queue_full = queue.disk_full();
+    let room = !disk.low && disk.refused.is_none() && queue_full.is_none();
+    let ready = state.is_ready() && storage && workers && room;
     let body = json!({
         "ready": ready,
-        "services": {"storage": storage, "workers": workers, "accepting": state.is_ready()}
+        "services": {"storage": storage, "workers": workers, "accepting": state.is_ready(), "disk": room},
+        "disk": {
+            "available_bytes": disk.filesystem.available_bytes,
+            "low_water_bytes": disk.low_water_bytes,
+            "refused": disk.refused.or(queue_full),
+        },
     });
     let status = if ready {
         StatusCode::OK
@@ -103,10 +117,24 @@ fn checks(state: &AppState) -> Vec<Check> {
         details: json!({"busy": busy, "total": total}),
     });
     let sys = state.system.snapshot();
+    let queue_full = state.service.queue.disk_full();
+    let refused = sys.disk_refused.clone().or(queue_full);
     out.push(Check {
         name: "disk",
-        status: if sys.disk_low() { Status::Degraded } else { Status::Healthy },
-        details: json!({"mount": sys.disk_mount, "available_bytes": sys.disk_available_bytes, "total_bytes": sys.disk_total_bytes}),
+        status: if sys.disk_low() || refused.is_some() {
+            Status::Degraded
+        } else {
+            Status::Healthy
+        },
+        details: json!({
+            "path": state.system.disk().dir(),
+            "mount": sys.disk_mount,
+            "fs_type": sys.disk_fs_type,
+            "available_bytes": sys.disk_available_bytes,
+            "total_bytes": sys.disk_total_bytes,
+            "low_water_bytes": sys.disk_low_water_bytes,
+            "refused": refused,
+        }),
     });
     out.push(Check {
         name: "memory",

@@ -23,11 +23,14 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 #[utoipa::path(get, path = "/api/system", summary = "CPU, memory, data-directory disk, process RSS and uptime", responses((status = 200, description = "success")))]
 async fn system(_: Authorized, State(state): State<AppState>) -> Json<SystemSnapshot> {
     let monitor = state.system.clone();
-    Json(
-        tokio::task::spawn_blocking(move || monitor.snapshot())
-            .await
-            .unwrap_or_default(),
-    )
+    let mut snap = tokio::task::spawn_blocking(move || monitor.snapshot())
+        .await
+        .unwrap_or_default();
+    // The queue's own refusal counts as the disk's.
+    snap.disk_refused = snap
+        .disk_refused
+        .or_else(|| state.service.queue.disk_full());
+    Json(snap)
 }
 
 #[utoipa::path(get, path = "/metrics", summary = "Prometheus metrics", responses((status = 200, description = "success")))]

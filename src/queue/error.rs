@@ -57,6 +57,10 @@ pub enum QueueError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A write failed for lack of space; nothing of the command was kept, and the queue takes
+    /// changes again once there is room.
+    #[error("disk full: {detail}; free some space on the disk that holds the data directory")]
+    DiskFull { detail: String },
     /// The storage engine failed.
     #[error("storage error: {0}")]
     Storage(Box<dyn std::error::Error + Send + Sync>),
@@ -77,6 +81,7 @@ impl QueueError {
             QueueError::NewerSchema { .. } => ErrorCode::DATABASE_TOO_NEW,
             QueueError::Corrupt { .. } => ErrorCode::DATABASE_CORRUPT,
             QueueError::Io { .. } => ErrorCode::IO_ERROR,
+            QueueError::DiskFull { .. } => ErrorCode::DISK_FULL,
             QueueError::Storage(_) => ErrorCode::STORAGE_ERROR,
             QueueError::Closed => ErrorCode::QUEUE_CLOSED,
         }
@@ -84,6 +89,30 @@ impl QueueError {
 
     /// Whether the same call may succeed later.
     pub fn is_transient(&self) -> bool {
-        matches!(self, QueueError::Storage(_) | QueueError::Io { .. })
+        matches!(
+            self,
+            QueueError::Storage(_) | QueueError::Io { .. } | QueueError::DiskFull { .. }
+        )
+    }
+
+    /// Whether this error is a lack of space (whatever layer reported it).
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            QueueError::DiskFull { .. } => true,
+            QueueError::Io { source, .. } => crate::disk::is_full(source),
+            QueueError::Storage(e) => crate::disk::caused_by_full(e.as_ref()),
+            _ => false,
+        }
+    }
+
+    /// The same error, as [`QueueError::DiskFull`] if it is a lack of space.
+    pub(crate) fn classify(self) -> QueueError {
+        if self.is_disk_full() && !matches!(self, QueueError::DiskFull { .. }) {
+            QueueError::DiskFull {
+                detail: self.to_string(),
+            }
+        } else {
+            self
+        }
     }
 }

@@ -14,6 +14,15 @@
 //! error until spheroseg restarts, and the restart replays what reached the log, which may include
 //! the failed batch.
 //!
+//! Except a lack of space (ENOSPC, EDQUOT) while writing: that batch is refused with
+//! [`QueueError::DiskFull`] and the queue goes on. If its record was already in the log, the
+//! record is taken back (zeroed and synced) so no replay redoes what its callers were told failed.
+//! redb refuses everything after a failed write until it is reopened, so the writer reopens it at
+//! once (reads then see the last checkpoint), and before each later batch, at most every
+//! [`ROOM_RETRY`], tries to finish as an open does: redo the log, start a new generation durably,
+//! and requeue orphans if the opening itself was short of space. Until that succeeds every batch
+//! is refused with `DiskFull`. A failed sync is never retried: it stays fail-stop.
+//!
 //! Every batch that changes anything is logged, durable or not: redoing a durable batch's changes
 //! is only right on top of the batches before it, so the log must hold them all, in order.
 //!
@@ -36,6 +45,7 @@ use super::model::{
     JobState, Lease, LeaseToken, Millis, NewJob, Priority, Requeue, Retention, RetentionReport,
     SweepReport,
 };
+use super::slot::Slot;
 use super::stats::Recent;
 use super::store::{
     META, META_WAL_CLEAN, META_WAL_GENERATION, META_WAL_LSN, Store, Tables, due, redo,
@@ -143,40 +153,67 @@ impl Op {
         )
     }
 
-    /// Answers the caller with a storage error, without doing anything.
-    fn refuse(self, msg: &str) {
-        fn no<T>(reply: Reply<T>, msg: &str) {
-            let _ = reply.send(Err(QueueError::Storage(msg.into())));
+    /// Answers the caller with `why`, without doing anything.
+    fn refuse(self, why: &Refusal) {
+        fn no<T>(reply: Reply<T>, why: &Refusal) {
+            let _ = reply.send(Err(why.error()));
         }
         match self {
-            Op::Enqueue { reply, .. } => no(reply, msg),
-            Op::Lease { reply, .. } => no(reply, msg),
-            Op::Heartbeat { reply, .. } => no(reply, msg),
-            Op::Complete { reply, .. } => no(reply, msg),
-            Op::Fail { reply, .. } => no(reply, msg),
-            Op::Release { reply, .. } => no(reply, msg),
-            Op::Cancel { reply, .. } => no(reply, msg),
-            Op::Retry { reply, .. } => no(reply, msg),
-            Op::Delete { reply, .. } => no(reply, msg),
-            Op::Bulk { reply, .. } => no(reply, msg),
-            Op::ChangePriority { reply, .. } => no(reply, msg),
-            Op::SetPaused { reply, .. } => no(reply, msg),
-            Op::Interrupt { reply, .. } => no(reply, msg),
-            Op::PromoteSegmenter { reply, .. } => no(reply, msg),
-            Op::Sweep { reply, .. } => no(reply, msg),
-            Op::Retain { reply, .. } => no(reply, msg),
+            Op::Enqueue { reply, .. } => no(reply, why),
+            Op::Lease { reply, .. } => no(reply, why),
+            Op::Heartbeat { reply, .. } => no(reply, why),
+            Op::Complete { reply, .. } => no(reply, why),
+            Op::Fail { reply, .. } => no(reply, why),
+            Op::Release { reply, .. } => no(reply, why),
+            Op::Cancel { reply, .. } => no(reply, why),
+            Op::Retry { reply, .. } => no(reply, why),
+            Op::Delete { reply, .. } => no(reply, why),
+            Op::Bulk { reply, .. } => no(reply, why),
+            Op::ChangePriority { reply, .. } => no(reply, why),
+            Op::SetPaused { reply, .. } => no(reply, why),
+            Op::Interrupt { reply, .. } => no(reply, why),
+            Op::PromoteSegmenter { reply, .. } => no(reply, why),
+            Op::Sweep { reply, .. } => no(reply, why),
+            Op::Retain { reply, .. } => no(reply, why),
+        }
+    }
+}
+
+/// Why a batch's commands were refused, as each of their callers hears it.
+#[derive(Clone, Debug)]
+pub(crate) enum Refusal {
+    /// The queue failed and stopped, or the storage engine failed this batch.
+    Storage(String),
+    /// There was no room for the batch; the queue goes on once there is.
+    DiskFull(String),
+}
+
+impl Refusal {
+    pub(crate) fn of(e: &QueueError) -> Refusal {
+        match e {
+            QueueError::DiskFull { detail } => Refusal::DiskFull(detail.clone()),
+            e => Refusal::Storage(e.to_string()),
+        }
+    }
+
+    pub(crate) fn error(&self) -> QueueError {
+        match self {
+            Refusal::Storage(msg) => QueueError::Storage(msg.clone().into()),
+            Refusal::DiskFull(detail) => QueueError::DiskFull {
+                detail: detail.clone(),
+            },
         }
     }
 }
 
 /// Sends an operation's answer once the batch's commit is known.
-type Finish = Box<dyn FnOnce(Option<&str>) + Send>;
+type Finish = Box<dyn FnOnce(Option<&Refusal>) + Send>;
 
 fn finish<T: Send + 'static>(reply: Reply<T>, result: Result<T, QueueError>) -> Finish {
     Box::new(move |commit_failed| {
         let answer = match commit_failed {
             None => result,
-            Some(msg) => Err(QueueError::Storage(msg.into())),
+            Some(why) => Err(why.error()),
         };
         // The caller may have gone away; its answer is then nobody's business.
         let _ = reply.send(answer);
@@ -195,10 +232,43 @@ pub(crate) struct Log {
     last_checkpoint: Instant,
 }
 
+/// Where a log starts: its generation, and the last record the database already includes.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Position {
+    generation: u64,
+    lsn: u64,
+}
+
+impl Log {
+    pub(crate) fn new(wal: Wal, at: Position) -> Log {
+        Log {
+            wal,
+            generation: at.generation,
+            lsn: at.lsn,
+            requested: at.lsn,
+            last_checkpoint: Instant::now(),
+        }
+    }
+
+    /// Starts again at `at`, from the log's first byte.
+    fn restart_at(&mut self, at: Position) {
+        self.wal.restart();
+        self.generation = at.generation;
+        self.lsn = at.lsn;
+        self.requested = at.lsn;
+        self.last_checkpoint = Instant::now();
+    }
+}
+
 /// Redoes the log records that the last durable commit does not include, then starts a new
-/// generation, in one durable transaction. Runs at open, before anything else writes. Returns the
-/// log ready for the writer and how many records were redone.
-pub(crate) fn replay(store: &Store, wal: Wal, existed: bool) -> Result<(Log, usize), QueueError> {
+/// generation, in one durable transaction. Runs at open, before anything else writes, and when
+/// the writer reopens the database. Returns where the log starts and how many records were
+/// redone.
+pub(crate) fn replay(
+    store: &Store,
+    wal: &Wal,
+    existed: bool,
+) -> Result<(Position, usize), QueueError> {
     let tx = store.db.begin_write()?;
     let (generation, lsn, redone);
     {
@@ -226,14 +296,7 @@ pub(crate) fn replay(store: &Store, wal: Wal, existed: bool) -> Result<(Log, usi
         t.meta()?.insert(META_WAL_CLEAN, 0)?;
     }
     tx.commit()?;
-    let log = Log {
-        wal,
-        generation,
-        lsn,
-        requested: lsn,
-        last_checkpoint: Instant::now(),
-    };
-    Ok((log, redone))
+    Ok((Position { generation, lsn }, redone))
 }
 
 /// What the writer and its sync thread report to the rest of the queue.
@@ -248,13 +311,16 @@ pub(crate) struct Outlets {
 
 /// Starts the writer thread and its sync thread. When the channel closes the writer lets the sync
 /// thread send every reply still waiting, then commits a last durable checkpoint.
+/// `unfinished` says why the opening could not commit (a full disk): the writer then finishes it
+/// (redo, recover) before its first batch that finds room.
 pub(crate) fn spawn(
-    store: Arc<Store>,
+    slot: Arc<Slot>,
     rx: crossbeam_channel::Receiver<Command>,
     options: QueueOptions,
     clock: Arc<dyn Clock>,
     log: Log,
     outlets: Outlets,
+    unfinished: Option<String>,
 ) -> Result<JoinHandle<()>, QueueError> {
     let Outlets {
         status,
@@ -270,17 +336,27 @@ pub(crate) fn spawn(
         announcer,
     )?;
     status.log_in_use(0, log.wal.capacity());
+    let pending = unfinished.map(|why| {
+        status.set_disk_full(Some(why.clone()));
+        Pending {
+            why,
+            reopen: true,
+            recover: true,
+            tried: Instant::now(),
+        }
+    });
     std::thread::Builder::new()
         .name("queue-writer".into())
         .spawn(move || {
             let mut writer = Writer {
-                store,
+                slot,
                 options,
                 clock,
                 recent,
                 log,
                 syncer,
                 status,
+                pending,
             };
             let mut waiter = Waiter::default();
             while let Some(batch) = waiter.batch(&rx, writer.options.max_batch) {
@@ -300,7 +376,7 @@ pub(crate) fn spawn(
 /// Requeues every job still `active` in the file: the process that leased it is gone. Runs in its
 /// own durable transaction before the writer starts. The attempt is refunded, since the job did
 /// not fail; a job that keeps being interrupted (a crash loop, say) fails after `max_attempts`.
-pub(crate) fn recover(
+pub(crate) fn recover_orphans(
     store: &Store,
     options: &QueueOptions,
     now: Millis,
@@ -400,14 +476,30 @@ struct Applied {
 }
 
 struct Writer {
-    store: Arc<Store>,
+    slot: Arc<Slot>,
     options: QueueOptions,
     clock: Arc<dyn Clock>,
     recent: Arc<Mutex<Recent>>,
     log: Log,
     syncer: Syncer,
     status: Arc<Status>,
+    /// Set while a lack of space keeps the queue from taking changes.
+    pending: Option<Pending>,
 }
+
+/// What the writer must do before it takes changes again, after a commit (or the opening) failed
+/// for lack of space.
+struct Pending {
+    why: String,
+    /// The storage engine failed a write and refuses everything until the database is reopened.
+    reopen: bool,
+    /// The opening's recovery (requeueing orphans) has not run.
+    recover: bool,
+    tried: Instant,
+}
+
+/// How often a writer short of space tries again.
+const ROOM_RETRY: Duration = Duration::from_millis(500);
 
 impl Writer {
     fn run_batch(&mut self, ops: Vec<Op>) {
@@ -415,19 +507,29 @@ impl Writer {
         let now = self.clock.now();
         let started = Instant::now();
         self.status.batch(ops.len());
-        let failed = self.status.failure();
-        let tx = match failed {
-            Some(msg) => Err(msg),
-            None => self.store.db.begin_write().map_err(|e| {
-                tracing::error!(error = %e, "queue cannot begin a transaction");
-                format!("storage error: {e}")
-            }),
-        };
-        let tx = match tx {
-            Ok(tx) => tx,
-            Err(msg) => {
+        if let Some(why) = self.refusal() {
+            for op in ops {
+                op.refuse(&why);
+            }
+            return;
+        }
+        let store = match self.slot.get() {
+            Ok(store) => store,
+            Err(e) => {
+                let why = Refusal::of(&e);
                 for op in ops {
-                    op.refuse(&msg);
+                    op.refuse(&why);
+                }
+                return;
+            }
+        };
+        let tx = match store.db.begin_write() {
+            Ok(tx) => tx,
+            Err(e) => {
+                tracing::error!(error = %e, "queue cannot begin a transaction");
+                let why = Refusal::Storage(format!("storage error: {e}"));
+                for op in ops {
+                    op.refuse(&why);
                 }
                 return;
             }
@@ -440,6 +542,7 @@ impl Writer {
             wake: false,
         };
         let outcome = self.apply_all(tx, ops, now, durable, &mut out);
+        drop(store);
         let Applied {
             mut finishes,
             immediate,
@@ -449,6 +552,9 @@ impl Writer {
         } = out;
         match outcome {
             Ok(()) => {
+                if !committed.transitions.is_empty() || durable {
+                    self.status.set_disk_full(None);
+                }
                 if !observed.is_empty() {
                     let mut recent = self.recent.lock().expect("recent stats lock");
                     for o in observed {
@@ -469,12 +575,104 @@ impl Writer {
             }
             Err(e) => {
                 finishes.extend(immediate);
-                tracing::error!(error = %e, commands = finishes.len(), "queue batch failed");
-                let msg = e.to_string();
+                let why = Refusal::of(&e);
+                if let Refusal::DiskFull(detail) = &why {
+                    tracing::warn!(%detail, commands = finishes.len(), "queue batch refused: disk full");
+                    self.status.set_disk_full(Some(detail.clone()));
+                } else {
+                    tracing::error!(error = %e, commands = finishes.len(), "queue batch failed");
+                }
                 for f in finishes {
-                    f(Some(&msg));
+                    f(Some(&why));
+                }
+                // Reads need a working database while the writer waits for room.
+                if self.pending.as_ref().is_some_and(|p| p.reopen) {
+                    self.reopen();
                 }
             }
+        }
+    }
+
+    /// Why this batch is refused before it starts: the queue stopped, or it still waits for
+    /// room (and trying again, at most every [`ROOM_RETRY`], did not find it).
+    fn refusal(&mut self) -> Option<Refusal> {
+        if let Some(msg) = self.status.failure() {
+            return Some(Refusal::Storage(msg));
+        }
+        let pending = self.pending.as_ref()?;
+        if pending.tried.elapsed() >= ROOM_RETRY {
+            self.repair();
+        }
+        if let Some(msg) = self.status.failure() {
+            return Some(Refusal::Storage(msg));
+        }
+        self.pending
+            .as_ref()
+            .map(|p| Refusal::DiskFull(p.why.clone()))
+    }
+
+    /// Reopens the database after the storage engine failed a write.
+    fn reopen(&mut self) {
+        let Some(p) = self.pending.as_mut() else {
+            return;
+        };
+        match self.slot.reopen().map_err(QueueError::classify) {
+            Ok(()) => p.reopen = false,
+            Err(QueueError::DiskFull { detail }) => p.why = detail,
+            Err(e) => self.fail_stop(&e),
+        }
+    }
+
+    /// Finishes what a lack of space interrupted: reopens the database if need be, redoes the
+    /// log on it and starts a new generation (as an open does), and requeues orphans if the
+    /// opening could not. Leaves `pending` set if there is still no room.
+    fn repair(&mut self) {
+        if self.pending.as_ref().is_some_and(|p| p.reopen) {
+            self.reopen();
+        }
+        let Some(p) = self.pending.as_mut() else {
+            return;
+        };
+        p.tried = Instant::now();
+        if p.reopen {
+            return;
+        }
+        let recover = p.recover;
+        let attempt = (|| -> Result<(Position, usize, Committed), QueueError> {
+            let store = self.slot.get()?;
+            let (at, redone) = replay(&store, &self.log.wal, true)?;
+            // The log starts over: numbers from here on are new records, not yet synced.
+            self.log.restart_at(at);
+            self.syncer.rewind(at.lsn);
+            let committed = if recover {
+                recover_orphans(&store, &self.options, self.clock.now())?
+            } else {
+                Committed::default()
+            };
+            Ok((at, redone, committed))
+        })();
+        match attempt.map_err(QueueError::classify) {
+            Ok((at, redone, committed)) => {
+                tracing::info!(
+                    redone,
+                    "the queue takes changes again: there is room on the disk"
+                );
+                self.pending = None;
+                self.status.set_disk_full(None);
+                self.status.log_in_use(0, self.log.wal.capacity());
+                // Announced in order with the batches' replies.
+                self.syncer.reply(at.lsn, None, Vec::new(), committed, true);
+            }
+            Err(QueueError::DiskFull { detail }) => {
+                if let Some(p) = self.pending.as_mut() {
+                    // A failed commit leaves the storage engine refusing until reopened; and
+                    // if the redo did commit, what is left is the recovery.
+                    p.reopen = true;
+                    p.why = detail;
+                    p.recover = recover;
+                }
+            }
+            Err(e) => self.fail_stop(&e),
         }
     }
 
@@ -484,6 +682,22 @@ impl Writer {
         if self.status.fail(msg) {
             tracing::error!(error = %e, "queue commit failed; the queue accepts no more changes until restarted");
         }
+    }
+
+    /// After a commit failed for lack of space: the database must be reopened, and the batch's
+    /// error is the caller's.
+    fn short_of_space(&mut self, e: QueueError) -> QueueError {
+        let detail = match &e {
+            QueueError::DiskFull { detail } => detail.clone(),
+            e => e.to_string(),
+        };
+        self.pending = Some(Pending {
+            why: detail,
+            reopen: true,
+            recover: false,
+            tried: Instant::now(),
+        });
+        e
     }
 
     /// Applies every operation in one transaction, logs it and commits it (see the module doc).
@@ -496,25 +710,36 @@ impl Writer {
         out: &mut Applied,
     ) -> Result<(), QueueError> {
         let checkpoint;
+        let mut logged_at = None;
         {
-            let mut b = Batch::open(&tx, &self.options, now)?;
-            let mut ops = ops.into_iter();
-            while let Some(op) = ops.next() {
-                match b.apply(op) {
-                    Ok((f, true)) => out.immediate.push(f),
-                    Ok((f, false)) => out.finishes.push(f),
-                    Err(e) => {
-                        let msg = e.to_string();
-                        ops.for_each(|rest| rest.refuse(&msg));
-                        return Err(e);
+            let applied = (|| -> Result<Option<Vec<u8>>, QueueError> {
+                let mut b = Batch::open(&tx, &self.options, now)?;
+                let mut ops = ops.into_iter();
+                while let Some(op) = ops.next() {
+                    match b.apply(op) {
+                        Ok((f, true)) => out.immediate.push(f),
+                        Ok((f, false)) => out.finishes.push(f),
+                        Err(e) => {
+                            let e = e.classify();
+                            let why = Refusal::of(&e);
+                            ops.for_each(|rest| rest.refuse(&why));
+                            return Err(e);
+                        }
                     }
                 }
-            }
-            b.flush()?;
-            out.observed.append(&mut b.observed);
-            out.committed = std::mem::take(&mut b.committed);
-            out.wake = b.wake;
-            let payload = b.t.take_log();
+                b.flush()?;
+                out.observed.append(&mut b.observed);
+                out.committed = std::mem::take(&mut b.committed);
+                out.wake = b.wake;
+                Ok(b.t.take_log())
+            })();
+            // A storage error inside the transaction may have been a failed write of the
+            // storage engine's cache, which then refuses everything until reopened.
+            let payload = match applied.map_err(QueueError::classify) {
+                Ok(p) => p,
+                Err(e @ QueueError::DiskFull { .. }) => return Err(self.short_of_space(e)),
+                Err(e) => return Err(e),
+            };
             checkpoint = payload.as_ref().is_some_and(|p| {
                 !self.log.wal.fits(p.len())
                     || self.log.last_checkpoint.elapsed() >= self.options.checkpoint_every
@@ -526,20 +751,27 @@ impl Writer {
                     .wal
                     .append(self.log.generation, self.log.lsn + 1, &p)
                 {
+                    // Nothing else was written: the batch is refused, the queue goes on.
                     if let Err(undo) = self.log.wal.unwrite(at) {
                         self.fail_stop(&undo);
                     }
-                    return Err(e);
+                    return Err(e.classify());
                 }
                 self.log.lsn += 1;
+                logged_at = Some(at);
                 self.status
                     .log_in_use(self.log.wal.position(), self.log.wal.capacity());
             }
         }
         if checkpoint {
             if let Err(e) = self.checkpoint(tx, false) {
-                self.fail_stop(&e);
-                return Err(e);
+                return Err(match e.classify() {
+                    e @ QueueError::DiskFull { .. } => self.short_of_space(e),
+                    e => {
+                        self.fail_stop(&e);
+                        e
+                    }
+                });
             }
         } else {
             tx.set_durability(Durability::None)
@@ -550,7 +782,21 @@ impl Writer {
                 self.syncer.sync(self.log.lsn);
             }
             if let Err(e) = tx.commit() {
-                let e = QueueError::from(e);
+                let e = QueueError::from(e).classify();
+                if matches!(e, QueueError::DiskFull { .. })
+                    && let Some(at) = logged_at
+                {
+                    // The caller hears that the batch failed, so its record must not be redone:
+                    // taken back (zeroed and synced), and its number given to the next one.
+                    if let Err(undo) = self.log.wal.unwrite(at) {
+                        self.fail_stop(&undo);
+                        return Err(e);
+                    }
+                    self.log.lsn -= 1;
+                    self.log.requested = self.log.requested.min(self.log.lsn);
+                    self.syncer.rewind(self.log.lsn);
+                    return Err(self.short_of_space(e));
+                }
                 self.fail_stop(&e);
                 return Err(e);
             }
@@ -565,7 +811,14 @@ impl Writer {
         if let Some(msg) = self.status.failure() {
             return Err(QueueError::Storage(msg.into()));
         }
-        let tx = self.store.db.begin_write()?;
+        if let Some(p) = &self.pending {
+            // The next open redoes the log.
+            return Err(QueueError::DiskFull {
+                detail: p.why.clone(),
+            });
+        }
+        let store = self.slot.get()?;
+        let tx = store.db.begin_write()?;
         self.checkpoint(tx, true)
     }
 

@@ -86,12 +86,8 @@ async fn an_upload_to_a_full_disk_is_507_and_says_how_much_is_free() {
     let data = tempfile::tempdir_in(disk.0.path()).expect("data dir");
     let data_path = data.path().to_owned();
     let a = api_in(data, None, 64 << 20).await;
-    // Fill the disk but for a few KiB (the 8 MiB write-ahead log is already allocated).
-    let filler = data_path.join("filler");
-    let mut f = std::fs::File::create(&filler).expect("filler");
-    let chunk = vec![0u8; 64 << 10];
-    while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
-    drop(f);
+    // Fill the disk (the 8 MiB write-ahead log is already allocated).
+    let filler = crate::util::fill_disk(&data_path);
     let (s, v) = a
         .upload(
             &[("image", "big.png", read("spheroid_lumen_8bit.png"))],

@@ -128,6 +128,17 @@ impl SmallDisk {
     }
 }
 
+/// Fills the file system of `dir` to the last byte; the filler file is returned for freeing.
+pub fn fill_disk(dir: &std::path::Path) -> std::path::PathBuf {
+    let filler = dir.join("filler");
+    let mut f = std::fs::File::create(&filler).expect("filler");
+    for size in [1 << 20, 64 << 10, 4 << 10, 512, 1] {
+        let chunk = vec![0u8; size];
+        while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
+    }
+    filler
+}
+
 impl Drop for SmallDisk {
     fn drop(&mut self) {
         let _ = std::process::Command::new("umount")

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use redb::ReadableTable;
 
-use super::{Finish, Op, Reply, finish};
+use super::{Finish, Op, Refusal, Reply, finish};
 use crate::queue::QueueError;
 use crate::queue::QueueOptions;
 use crate::queue::model::{
@@ -50,8 +50,9 @@ fn answer<T: Send + 'static>(
     r: Result<T, QueueError>,
 ) -> Result<Finish, QueueError> {
     match r {
-        Err(e @ QueueError::Storage(_)) => {
-            let _ = reply.send(Err(QueueError::Storage(e.to_string().into())));
+        Err(e @ (QueueError::Storage(_) | QueueError::DiskFull { .. })) => {
+            let e = e.classify();
+            let _ = reply.send(Err(Refusal::of(&e).error()));
             Err(e)
         }
         r => Ok(finish(reply, r)),

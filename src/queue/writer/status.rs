@@ -10,6 +10,8 @@ use crate::queue::stats::LogStats;
 pub(crate) struct Status {
     /// The first failure that stopped the queue.
     failure: Mutex<Option<String>>,
+    /// Why the last batch was refused for lack of space, until one commits.
+    disk_full: Mutex<Option<String>>,
     batches: AtomicU64,
     commands: AtomicU64,
     syncs: AtomicU64,
@@ -31,6 +33,17 @@ impl Status {
         }
         *failure = Some(msg);
         true
+    }
+
+    pub(crate) fn disk_full(&self) -> Option<String> {
+        self.disk_full.lock().expect("status lock").clone()
+    }
+
+    pub(super) fn set_disk_full(&self, why: Option<String>) {
+        let mut d = self.disk_full.lock().expect("status lock");
+        if d.is_some() || why.is_some() {
+            *d = why;
+        }
     }
 
     pub(super) fn batch(&self, commands: usize) {

@@ -9,7 +9,8 @@
 //! Replies of batches that need no sync (leases, heartbeats) pass through here too, so that no
 //! caller hears of a change before the changes committed ahead of it are durable.
 //!
-//! A failed sync stops the queue for good: after a failed `fdatasync` the kernel may have dropped
+//! A failed sync (of any kind: EIO, or ENOSPC from a file system that allocates at writeback)
+//! stops the queue for good: after a failed `fdatasync` the kernel may have dropped
 //! the unwritten pages and a later sync can report success without them, so nothing may be
 //! acknowledged after it. Every later batch gets the error until spheroseg is restarted (the
 //! restart replays what did reach the log).
@@ -20,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use super::{Finish, Status, Waiter};
+use super::{Finish, Refusal, Status, Waiter};
 use crate::queue::QueueError;
 use crate::queue::announce::Announcer;
 use crate::queue::model::Committed;
@@ -29,6 +30,9 @@ use crate::queue::stats::Recent;
 enum Msg {
     /// Make every record up to this sequence number durable.
     Sync(u64),
+    /// The log was rewound to this sequence number (a record was taken back, or the log started
+    /// over after a reopen): numbers after it will be records not yet synced.
+    Rewind(u64),
     /// Send these replies once every record up to `after` is durable. `durable_since` is when a
     /// durable batch began, for the commit latency statistics.
     Reply {
@@ -88,6 +92,11 @@ impl Syncer {
         self.send(Msg::Sync(lsn));
     }
 
+    /// Forgets that anything after `lsn` was synced: the writer will write new records there.
+    pub(super) fn rewind(&self, lsn: u64) {
+        self.send(Msg::Rewind(lsn));
+    }
+
     /// Once every record up to `after` is durable: announces `committed` (and `wake`), then
     /// sends `finishes` their answers.
     pub(super) fn reply(
@@ -114,7 +123,9 @@ impl Syncer {
             // The thread is gone (it panicked): nobody will sync, so nobody may hear success.
             if let Msg::Reply { finishes, .. } = msg {
                 for f in finishes {
-                    f(Some("the queue's sync thread stopped; restart spheroseg"));
+                    f(Some(&Refusal::Storage(
+                        "the queue's sync thread stopped; restart spheroseg".into(),
+                    )));
                 }
             }
         }
@@ -148,18 +159,33 @@ struct Thread {
 }
 
 impl Thread {
-    /// One `fdatasync` for everything the messages wait for, then their replies in order.
+    /// One `fdatasync` for everything the messages wait for, then their replies in order. A
+    /// rewind splits the round: what came before it is synced and answered first.
     fn round(&mut self, msgs: Vec<Msg>) {
+        let mut part = Vec::with_capacity(msgs.len());
+        for msg in msgs {
+            if let Msg::Rewind(lsn) = msg {
+                self.part(std::mem::take(&mut part));
+                self.synced = self.synced.min(lsn);
+            } else {
+                part.push(msg);
+            }
+        }
+        self.part(part);
+    }
+
+    fn part(&mut self, msgs: Vec<Msg>) {
         let target = msgs
             .iter()
             .map(|m| match m {
                 Msg::Sync(lsn) => *lsn,
                 Msg::Reply { after, .. } => *after,
+                Msg::Rewind(_) => 0,
             })
             .max()
             .unwrap_or(0);
         let outcome = match self.status.failure() {
-            Some(msg) => Err(msg),
+            Some(msg) => Err(Refusal::Storage(msg)),
             None if target > self.synced => match self.file.sync_data() {
                 Ok(()) => {
                     self.synced = target;
@@ -173,7 +199,7 @@ impl Thread {
                     );
                     tracing::error!(error = %e, wal = %self.path.display(), "write-ahead log sync failed; the queue stopped");
                     self.status.fail(msg.clone());
-                    Err(msg)
+                    Err(Refusal::Storage(msg))
                 }
             },
             None => Ok(()),
@@ -205,9 +231,9 @@ impl Thread {
                         f(None);
                     }
                 }
-                Err(msg) => {
+                Err(why) => {
                     for f in finishes {
-                        f(Some(msg));
+                        f(Some(why));
                     }
                 }
             }
