@@ -21,9 +21,14 @@ pub struct ApiError {
     pub retry_after: Option<u32>,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
+/// The body of every error answer.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub(super) struct Body<'a> {
+    /// A stable kebab-case code, e.g. `not-found`, `invalid-field`.
+    #[schema(value_type = String)]
     code: ErrorCode,
+    /// What went wrong, for a person; it says what to do where that helps.
     message: &'a str,
 }
 
