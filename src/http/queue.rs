@@ -4,10 +4,12 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use serde::Serialize;
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::Authorized;
+use super::error::Body as ErrorBody;
 use super::{ApiError, AppState};
 use crate::queue::{Limit, QueueStats};
 use crate::segment::breaker::Snapshot;
@@ -22,9 +24,14 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(legacy_status))
 }
 
-#[derive(Serialize)]
+/// The queue's counters and figures, the workers, the retention and the decode budget.
+#[derive(Serialize, ToSchema)]
 struct QueueView {
+    /// Counts per state (`counts`) and per state and priority (`by_priority`), the age of the
+    /// oldest queued job, `paused`, throughput, wait and run percentiles, commit latency, the
+    /// database size and the writer's counters (`log`).
     #[serde(flatten)]
+    #[schema(value_type = Object)]
     stats: QueueStats,
     workers_busy: usize,
     workers_total: usize,
@@ -35,14 +42,15 @@ struct QueueView {
 }
 
 /// How long finished jobs of each state are kept; `null` is no limit.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct RetentionView {
     completed: LimitView,
     failed: LimitView,
     cancelled: LimitView,
 }
 
-#[derive(Serialize)]
+/// The age and count limits of one state's finished jobs; `null` is no limit.
+#[derive(Serialize, ToSchema)]
 struct LimitView {
     max_age_days: Option<f64>,
     max_count: Option<u64>,
@@ -57,7 +65,15 @@ impl From<Limit> for LimitView {
     }
 }
 
-#[utoipa::path(get, path = "/api/queue", summary = "Counts per state and priority, throughput, wait and run percentiles, workers", responses((status = 200, description = "success")))]
+#[utoipa::path(
+    get,
+    path = "/api/queue",
+    summary = "Counts per state and priority, throughput, wait and run percentiles, workers",
+    responses(
+        (status = 200, description = "the queue's figures", body = QueueView),
+        (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
+    )
+)]
 async fn queue(_: Authorized, State(state): State<AppState>) -> Result<Json<QueueView>, ApiError> {
     let stats = state.service.queue.stats()?;
     let (workers_busy, workers_total) = state.service.pool().map_or((0, 0), |p| p.workers());
@@ -76,18 +92,37 @@ async fn queue(_: Authorized, State(state): State<AppState>) -> Result<Json<Queu
     }))
 }
 
-#[derive(Serialize)]
+/// Whether leasing is paused.
+#[derive(Serialize, ToSchema)]
 struct Paused {
     paused: bool,
 }
 
-#[utoipa::path(post, path = "/api/queue/pause", summary = "Pause leasing (persisted)", responses((status = 200, description = "success")))]
+#[utoipa::path(
+    post,
+    path = "/api/queue/pause",
+    summary = "Pause leasing (persisted)",
+    responses(
+        (status = 200, description = "paused", body = Paused),
+        (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
+        (status = 503, description = "shutting down", body = ErrorBody),
+    )
+)]
 async fn pause(_: Authorized, State(state): State<AppState>) -> Result<Json<Paused>, ApiError> {
     state.service.set_paused(true).await?;
     Ok(Json(Paused { paused: true }))
 }
 
-#[utoipa::path(post, path = "/api/queue/resume", summary = "Resume leasing", responses((status = 200, description = "success")))]
+#[utoipa::path(
+    post,
+    path = "/api/queue/resume",
+    summary = "Resume leasing",
+    responses(
+        (status = 200, description = "resumed", body = Paused),
+        (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
+        (status = 503, description = "shutting down", body = ErrorBody),
+    )
+)]
 async fn resume(_: Authorized, State(state): State<AppState>) -> Result<Json<Paused>, ApiError> {
     state.service.set_paused(false).await?;
     Ok(Json(Paused { paused: false }))
@@ -102,13 +137,20 @@ pub(super) fn breakers(state: &AppState) -> Vec<(String, Snapshot)> {
         .unwrap_or_default()
 }
 
-#[derive(Serialize)]
+/// An ML service and its circuit breaker.
+#[derive(Serialize, ToSchema)]
 struct MlView {
     name: String,
     /// The service URL, or the program run.
     target: String,
+    /// The breaker: `state` (`closed`, `open`, `half-open`), `enabled`, `stats` (call counters
+    /// and latency percentiles), `since`, `nextProbe`, `consecutiveTrips`, `windowCalls`,
+    /// `windowFailures`.
+    #[schema(value_type = Object)]
     breaker: Snapshot,
-    /// What a remote service's `/health` said last.
+    /// What a remote service's `/health` said last: `up`, `status`, `body`, `error`,
+    /// `latency_ms`.
+    #[schema(value_type = Option<Object>)]
     last_health: Option<crate::segment::http::Health>,
 }
 
@@ -125,7 +167,15 @@ fn view(state: &AppState, name: String, breaker: Snapshot) -> MlView {
     }
 }
 
-#[utoipa::path(get, path = "/api/ml", summary = "Each ML service and its circuit breaker", responses((status = 200, description = "success")))]
+#[utoipa::path(
+    get,
+    path = "/api/ml",
+    summary = "Each ML service and its circuit breaker",
+    responses(
+        (status = 200, description = "every configured ML service", body = Vec<MlView>),
+        (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
+    )
+)]
 async fn ml(_: Authorized, State(state): State<AppState>) -> Json<Vec<MlView>> {
     Json(
         breakers(&state)
@@ -135,7 +185,17 @@ async fn ml(_: Authorized, State(state): State<AppState>) -> Json<Vec<MlView>> {
     )
 }
 
-#[utoipa::path(post, path = "/api/ml/{name}/reset", summary = "Close the breaker of an ML service by hand", params(("name" = String, Path)), responses((status = 200, description = "success")))]
+#[utoipa::path(
+    post,
+    path = "/api/ml/{name}/reset",
+    summary = "Close the breaker of an ML service by hand",
+    params(("name" = String, Path, description = "The ML service's name")),
+    responses(
+        (status = 200, description = "the service with its breaker closed", body = MlView),
+        (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
+        (status = 404, description = "no ML service of that name", body = ErrorBody),
+    )
+)]
 async fn reset(
     _: Authorized,
 
@@ -152,14 +212,18 @@ async fn reset(
     Ok(Json(view(&state, name, snapshot)))
 }
 
-#[derive(Serialize)]
+/// The replaced design's queue status, same shape.
+#[derive(Serialize, ToSchema)]
 struct LegacyStatus {
     queue: LegacyQueue,
+    /// The first ML service's breaker, as in `GET /api/ml`; `null` without one.
     #[serde(rename = "circuitBreaker")]
+    #[schema(value_type = Option<Object>)]
     circuit_breaker: Option<Snapshot>,
 }
 
-#[derive(Serialize)]
+/// Job counts by the replaced design's (Bull's) names.
+#[derive(Serialize, ToSchema)]
 struct LegacyQueue {
     waiting: u64,
     active: u64,
@@ -169,7 +233,15 @@ struct LegacyQueue {
     paused: bool,
 }
 
-#[utoipa::path(get, path = "/api/segmentation/queue/status", summary = "The queue status shape of the replaced design", responses((status = 200, description = "success")))]
+#[utoipa::path(
+    get,
+    path = "/api/segmentation/queue/status",
+    summary = "The queue status shape of the replaced design",
+    responses(
+        (status = 200, description = "the queue's status", body = LegacyStatus),
+        (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
+    )
+)]
 async fn legacy_status(
     _: Authorized,
     State(state): State<AppState>,

@@ -5,10 +5,13 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::Authorized;
+use super::error::Body as ErrorBody;
 use super::queue::breakers;
 use super::{ApiError, AppState};
 use crate::segment::breaker::State as BreakerState;
@@ -20,17 +23,82 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(render))
 }
 
-#[utoipa::path(get, path = "/api/system", summary = "CPU, memory, data-directory disk, process RSS and uptime", responses((status = 200, description = "success")))]
-async fn system(_: Authorized, State(state): State<AppState>) -> Json<SystemSnapshot> {
+// `telemetry.rs` stays free of utoipa: this is its `SystemSnapshot`, serialised the same, and the
+// conversion names every field so none can be left out.
+/// A moment's view of the machine and the process.
+#[derive(Serialize, ToSchema)]
+struct SystemView {
+    /// Of all cores together, 0 to 100.
+    cpu_percent: f32,
+    cores: usize,
+    memory_total_bytes: u64,
+    memory_available_bytes: u64,
+    process_rss_bytes: u64,
+    /// Of the disk holding the data directory.
+    disk_total_bytes: u64,
+    disk_available_bytes: u64,
+    /// Where that disk is mounted; `null` when it was not found.
+    #[schema(value_type = Option<String>)]
+    disk_mount: Option<std::path::PathBuf>,
+    /// Seconds since the process started.
+    uptime_secs: u64,
+}
+
+impl From<SystemSnapshot> for SystemView {
+    fn from(s: SystemSnapshot) -> Self {
+        let SystemSnapshot {
+            cpu_percent,
+            cores,
+            memory_total_bytes,
+            memory_available_bytes,
+            process_rss_bytes,
+            disk_total_bytes,
+            disk_available_bytes,
+            disk_mount,
+            uptime_secs,
+        } = s;
+        SystemView {
+            cpu_percent,
+            cores,
+            memory_total_bytes,
+            memory_available_bytes,
+            process_rss_bytes,
+            disk_total_bytes,
+            disk_available_bytes,
+            disk_mount,
+            uptime_secs,
+        }
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/system",
+    summary = "CPU, memory, data-directory disk, process RSS and uptime",
+    responses(
+        (status = 200, description = "the machine and the process", body = SystemView),
+        (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
+    )
+)]
+async fn system(_: Authorized, State(state): State<AppState>) -> Json<SystemView> {
     let monitor = state.system.clone();
     Json(
         tokio::task::spawn_blocking(move || monitor.snapshot())
             .await
-            .unwrap_or_default(),
+            .unwrap_or_default()
+            .into(),
     )
 }
 
-#[utoipa::path(get, path = "/metrics", summary = "Prometheus metrics", responses((status = 200, description = "success")))]
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    summary = "Prometheus metrics",
+    responses(
+        (status = 200, description = "the Prometheus text format", content(("text/plain"))),
+        (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
+    )
+)]
 async fn render(_: Authorized, State(state): State<AppState>) -> Result<Response, ApiError> {
     let stats = state.service.queue.stats()?;
     for (st, row) in &stats.by_priority {
