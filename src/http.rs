@@ -103,16 +103,32 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 
 /// The OpenAPI 3 document of every route.
 pub fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::ToSchema;
+    use utoipa::openapi::{Content, Object, Ref, ResponseBuilder};
     let (_, mut api) = routes();
+    let error = ResponseBuilder::new()
+        .description("a token is configured and the request lacks it")
+        .content(
+            "application/json",
+            Content::new(Some(Ref::from_schema_name(error::Body::name()))),
+        );
     api.paths.paths.insert(
         "/api/openapi.json".into(),
         utoipa::openapi::path::PathItem::new(
             utoipa::openapi::HttpMethod::Get,
             utoipa::openapi::path::OperationBuilder::new()
                 .summary(Some("This document"))
-                .response("200", utoipa::openapi::Response::new("success")),
+                .operation_id(Some("openapi"))
+                .response(
+                    "200",
+                    ResponseBuilder::new()
+                        .description("the OpenAPI document")
+                        .content("application/json", Content::new(Some(Object::new()))),
+                )
+                .response("401", error),
         ),
     );
+    guard::document(&mut api);
     api
 }
 
