@@ -166,3 +166,23 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for JsonBytes {
         Ok(JsonBytes(bytes))
     }
 }
+
+/// A query string parsed into `T`, refused with the JSON error body: axum's own `Query` answers a
+/// parameter of the wrong type (`limit=x`) with a plain-text 400.
+pub(super) struct Query<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S>
+    for Query<T>
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(q)| Query(q))
+            .map_err(|e| ApiError::new(e.status(), ErrorCode::BAD_REQUEST, e.body_text()))
+    }
+}

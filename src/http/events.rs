@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
+use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
@@ -22,7 +22,7 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::auth::Authorized;
-use super::error::Body as ErrorBody;
+use super::error::{Body as ErrorBody, Query};
 use super::queue::breakers;
 use crate::events::{Event, Missed};
 use crate::queue::QueueStats;
@@ -118,7 +118,10 @@ async fn poll(_: Authorized, State(state): State<AppState>, Query(q): Query<Sinc
     ),
     responses(
         (status = 101, description = "switched to the WebSocket protocol: JSON text messages follow, a `snapshot` first"),
-        (status = 400, description = "not a WebSocket upgrade request", content(("text/plain"))),
+        (status = 400, description = "a query parameter of the wrong type, or not a WebSocket upgrade request (plain text)", content(
+            (ErrorBody = "application/json"),
+            ("text/plain"),
+        )),
         (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
         (status = 426, description = "the connection cannot be upgraded", content(("text/plain"))),
     )

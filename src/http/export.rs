@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -12,7 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::Authorized;
-use super::error::{Body as ErrorBody, JsonBytes};
+use super::error::{Body as ErrorBody, JsonBytes, Query};
 use super::{ApiError, AppState};
 use crate::export::write_csv_part;
 use crate::queue::{BulkAction, Job, JobFilter, JobId, JobState};

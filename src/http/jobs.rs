@@ -2,7 +2,7 @@
 //! mask and the original image; and the replaced design's `/api/segmentation/job/{id}`.
 
 use axum::Json;
-use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -11,7 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::Authorized;
-use super::error::{Body as ErrorBody, JsonBytes};
+use super::error::{Body as ErrorBody, JsonBytes, Query};
 use super::intake::{self, ImportBody, UploadForm, priority};
 use super::{ApiError, AppState};
 use crate::error_code::ErrorCode;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 
 use axum::Json;
+use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -173,8 +174,16 @@ fn reply(result: Result<&SegmentResult, &Failure>) -> Response {
 async fn segment(
     _: Authorized,
     State(state): State<AppState>,
-    mut form: Multipart,
+    form: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, ApiError> {
+    // Not multipart at all: the JSON error body, not axum's plain-text rejection.
+    let mut form = form.map_err(|e| {
+        ApiError::new(
+            e.status(),
+            ErrorCode::BAD_REQUEST,
+            format!("send the image as multipart/form-data: {}", e.body_text()),
+        )
+    })?;
     let (mut image, mut params) = (None, SegmentParams::default());
     while let Some(field) = form.next_field().await.map_err(intake::multipart_error)? {
         match field.name().unwrap_or_default() {
