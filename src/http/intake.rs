@@ -174,7 +174,7 @@ pub(super) async fn form(
 pub(super) struct UploadForm {
     /// One part per image file (PNG, JPEG, TIFF or BMP); parts named `images` or `file` are taken
     /// too.
-    #[schema(value_type = Vec<String>, format = Binary)]
+    #[schema(value_type = Vec<String>, format = Binary, min_items = 1)]
     image: Vec<Vec<u8>>,
     /// 1 (lowest) to 10 (highest); 5 when absent.
     #[schema(minimum = 1, maximum = 10)]
@@ -192,6 +192,7 @@ pub(super) struct UploadForm {
 #[serde(deny_unknown_fields)]
 pub(super) struct ImportBody {
     /// Absolute, or relative to an import directory.
+    #[schema(min_items = 1)]
     paths: Vec<String>,
     /// 1 (lowest) to 10 (highest); 5 when absent.
     #[schema(minimum = 1, maximum = 10)]
