@@ -103,9 +103,15 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 
 /// The OpenAPI 3 document of every route.
 pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, api) = routes();
+    document(api)
+}
+
+/// The handlers' document completed with what no handler annotates: the document's own route and
+/// the guard's refusals.
+fn document(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
     use utoipa::ToSchema;
     use utoipa::openapi::{Content, Object, Ref, ResponseBuilder};
-    let (_, mut api) = routes();
     let error = ResponseBuilder::new()
         .description("a token is configured and the request lacks it")
         .content(
@@ -135,8 +141,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// Every route, ready for a listener or for `oneshot` in tests.
 pub fn router(state: AppState) -> Router {
     let limit = state.body_limit;
-    let (routes, _) = routes();
-    let doc = Arc::new(openapi());
+    let (routes, api) = routes();
+    let doc = Arc::new(document(api));
     routes
         .merge(ui::routes())
         .route(
