@@ -506,7 +506,8 @@ async fn original(
         (status = 200, description = "the preview", content(("image/png"))),
         (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
         (status = 404, description = "no such job", body = ErrorBody),
-        (status = 413, description = "the image is over the decode budget", body = ErrorBody),
+        (status = 413, description = "the image is over the size limits or the decode budget", body = ErrorBody),
+        (status = 415, description = "the stored image cannot be decoded", body = ErrorBody),
         (status = 503, description = "busy decoding other images (see Retry-After)", body = ErrorBody),
     )
 )]
