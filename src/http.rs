@@ -103,24 +103,46 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 
 /// The OpenAPI 3 document of every route.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let (_, mut api) = routes();
+    let (_, api) = routes();
+    document(api)
+}
+
+/// The handlers' document completed with what no handler annotates: the document's own route and
+/// the guard's refusals.
+fn document(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    use utoipa::ToSchema;
+    use utoipa::openapi::{Content, Object, Ref, ResponseBuilder};
+    let error = ResponseBuilder::new()
+        .description("a token is configured and the request lacks it")
+        .content(
+            "application/json",
+            Content::new(Some(Ref::from_schema_name(error::Body::name()))),
+        );
     api.paths.paths.insert(
         "/api/openapi.json".into(),
         utoipa::openapi::path::PathItem::new(
             utoipa::openapi::HttpMethod::Get,
             utoipa::openapi::path::OperationBuilder::new()
                 .summary(Some("This document"))
-                .response("200", utoipa::openapi::Response::new("success")),
+                .operation_id(Some("openapi"))
+                .response(
+                    "200",
+                    ResponseBuilder::new()
+                        .description("the OpenAPI document")
+                        .content("application/json", Content::new(Some(Object::new()))),
+                )
+                .response("401", error),
         ),
     );
+    guard::document(&mut api);
     api
 }
 
 /// Every route, ready for a listener or for `oneshot` in tests.
 pub fn router(state: AppState) -> Router {
     let limit = state.body_limit;
-    let (routes, _) = routes();
-    let doc = Arc::new(openapi());
+    let (routes, api) = routes();
+    let doc = Arc::new(document(api));
     routes
         .merge(ui::routes())
         .route(

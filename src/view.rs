@@ -1,16 +1,32 @@
 //! A job as clients see it: the body of `GET /api/jobs/{id}`, each row of the listing, and the
 //! `job` of every job event, so the page can draw a row from an event without asking again.
+//!
+//! These are also the OpenAPI schemas of a job (`utoipa::ToSchema`). The types they show live in
+//! `queue/` and `segment/`, which know nothing of the API: a job's state is described by
+//! [`job_state_schema`] from `JobState::ALL`, and its parameters by [`ParamsView`], a copy of
+//! `SegmentParams` whose conversion names every field, so a field added there fails to compile
+//! until it is added here.
 
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::clock::Millis;
 use crate::queue::{Job, JobState};
-use crate::segment::SegmentParams;
+use crate::segment::{Feature, Polarity, SegmentParams};
 
-/// A job as the API and the events show it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// The schema of a job state: a string, one of the names of `JobState::ALL`.
+pub fn job_state_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(JobState::ALL.map(JobState::as_str)))
+        .build()
+}
+
+/// A job as the API and the events show it. Times are milliseconds since the Unix epoch.
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub struct JobView {
     pub id: String,
+    #[schema(schema_with = job_state_schema)]
     pub state: JobState,
     pub priority: u8,
     pub progress: u8,
@@ -20,12 +36,19 @@ pub struct JobView {
     pub project: Option<String>,
     pub image: ImageView,
     pub segmenter: String,
-    pub params: SegmentParams,
+    pub params: ParamsView,
+    #[schema(value_type = u64)]
     pub created_at: Millis,
+    #[schema(value_type = u64)]
     pub updated_at: Millis,
+    #[schema(value_type = u64)]
     pub queued_at: Millis,
+    #[schema(value_type = Option<u64>)]
     pub started_at: Option<Millis>,
+    #[schema(value_type = Option<u64>)]
     pub finished_at: Option<Millis>,
+    /// When a delayed job runs again.
+    #[schema(value_type = Option<u64>)]
     pub run_at: Option<Millis>,
     pub error: Option<ErrorView>,
     pub result_bytes: Option<u64>,
@@ -33,11 +56,13 @@ pub struct JobView {
     pub objects: Option<u32>,
     /// The job this one runs again, if it is a rerun.
     pub rerun_of: Option<String>,
-    /// Named values from where the image came from (plate, well).
+    /// Named values from where the image came from (plate, well), as `[name, value]` pairs.
+    #[schema(value_type = Vec<Vec<String>>)]
     pub metadata: Vec<(String, String)>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// The image a job segments.
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub struct ImageView {
     pub name: String,
     pub hash: String,
@@ -46,7 +71,8 @@ pub struct ImageView {
     pub bytes: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// Why the last attempt failed.
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub struct ErrorView {
     pub code: String,
     pub message: String,
@@ -71,7 +97,7 @@ impl From<&Job> for JobView {
                 bytes: j.image.bytes,
             },
             segmenter: j.segmenter.to_string(),
-            params: j.params.clone(),
+            params: ParamsView::from(&j.params),
             created_at: j.created_at,
             updated_at: j.updated_at,
             queued_at: j.queued_at,
@@ -88,5 +114,142 @@ impl From<&Job> for JobView {
             rerun_of: j.rerun_of.map(|id| id.to_string()),
             metadata: j.metadata.clone(),
         }
+    }
+}
+
+/// The parameters of a segmentation job. Every field has a default; a request sends only what it
+/// changes, and an answer shows every field.
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ParamsView {
+    /// Divide by a heavily blurred background first (default true).
+    #[schema(required = false)]
+    pub flatten_illumination: bool,
+    /// Gaussian sigma in pixels, 0 to 100; `null` scales it with the image size.
+    pub smooth_sigma: Option<f32>,
+    #[schema(required = false)]
+    pub feature: FeatureView,
+    #[schema(required = false)]
+    pub polarity: PolarityView,
+    /// Holes smaller than this fraction (0 to 1) of their object are filled (default 0.02).
+    #[schema(required = false)]
+    pub fill_holes_below: f32,
+    /// Objects smaller than this fraction (0 to 1) of the image are dropped (default 0.001).
+    #[schema(required = false)]
+    pub min_area_fraction: f32,
+    /// Drop objects that touch the image border (default false).
+    #[schema(required = false)]
+    pub drop_border_objects: bool,
+    /// Keep only the largest N objects (at least 1); `null` keeps all that pass.
+    pub keep_largest: Option<u32>,
+    /// Douglas-Peucker tolerance in pixels, 0 to 50; 0 keeps every boundary vertex (default 1).
+    #[schema(required = false)]
+    pub simplify_epsilon: f32,
+    /// Pixel size in micrometres (positive), for metrics in µm.
+    pub pixel_size_um: Option<f32>,
+}
+
+/// Which image feature the threshold is applied to; `auto` (the default) chooses by the image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FeatureView {
+    Auto,
+    Intensity,
+    Texture,
+}
+
+/// Whether objects are darker or brighter than the background; `auto` (the default) decides
+/// from the image border.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PolarityView {
+    Auto,
+    Dark,
+    Bright,
+}
+
+impl From<&SegmentParams> for ParamsView {
+    fn from(p: &SegmentParams) -> Self {
+        // Destructured, not read field by field: a field added to `SegmentParams` must be
+        // added here, or this stops compiling.
+        let SegmentParams {
+            flatten_illumination,
+            smooth_sigma,
+            feature,
+            polarity,
+            fill_holes_below,
+            min_area_fraction,
+            drop_border_objects,
+            keep_largest,
+            simplify_epsilon,
+            pixel_size_um,
+        } = *p;
+        ParamsView {
+            flatten_illumination,
+            smooth_sigma,
+            feature: match feature {
+                Feature::Auto => FeatureView::Auto,
+                Feature::Intensity => FeatureView::Intensity,
+                Feature::Texture => FeatureView::Texture,
+            },
+            polarity: match polarity {
+                Polarity::Auto => PolarityView::Auto,
+                Polarity::Dark => PolarityView::Dark,
+                Polarity::Bright => PolarityView::Bright,
+            },
+            fill_holes_below,
+            min_area_fraction,
+            drop_border_objects,
+            keep_largest,
+            simplify_epsilon,
+            pixel_size_um,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The view writes exactly the JSON `SegmentParams` writes, for every enum value.
+    #[test]
+    fn params_view_serialises_as_segment_params() {
+        let mut cases = vec![SegmentParams::default()];
+        for (feature, polarity) in [
+            (Feature::Intensity, Polarity::Dark),
+            (Feature::Texture, Polarity::Bright),
+        ] {
+            cases.push(SegmentParams {
+                feature,
+                polarity,
+                smooth_sigma: Some(2.5),
+                keep_largest: Some(3),
+                pixel_size_um: Some(0.65),
+                drop_border_objects: true,
+                ..SegmentParams::default()
+            });
+        }
+        for p in cases {
+            assert_eq!(
+                serde_json::to_value(ParamsView::from(&p)).expect("json"),
+                serde_json::to_value(&p).expect("json")
+            );
+        }
+    }
+
+    #[test]
+    fn the_state_schema_lists_every_state() {
+        let schema = serde_json::to_value(job_state_schema()).expect("json");
+        let names: Vec<&str> = schema["enum"]
+            .as_array()
+            .expect("enum")
+            .iter()
+            .map(|v| v.as_str().expect("name"))
+            .collect();
+        assert_eq!(names, JobState::ALL.map(JobState::as_str));
+        assert_eq!(
+            serde_json::to_value(JobState::Cancelled).expect("json"),
+            "cancelled"
+        );
     }
 }

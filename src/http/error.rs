@@ -21,9 +21,14 @@ pub struct ApiError {
     pub retry_after: Option<u32>,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
+/// The body of every error answer.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub(super) struct Body<'a> {
+    /// A stable kebab-case code, e.g. `not-found`, `invalid-field`.
+    #[schema(value_type = String)]
     code: ErrorCode,
+    /// What went wrong, for a person; it says what to do where that helps.
     message: &'a str,
 }
 
@@ -160,5 +165,25 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for JsonBytes {
             .await
             .map_err(|e| ApiError::new(e.status(), ErrorCode::BAD_REQUEST, e.body_text()))?;
         Ok(JsonBytes(bytes))
+    }
+}
+
+/// A query string parsed into `T`, refused with the JSON error body: axum's own `Query` answers a
+/// parameter of the wrong type (`limit=x`) with a plain-text 400.
+pub(super) struct Query<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S>
+    for Query<T>
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(q)| Query(q))
+            .map_err(|e| ApiError::new(e.status(), ErrorCode::BAD_REQUEST, e.body_text()))
     }
 }

@@ -11,16 +11,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
+use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
 use super::auth::Authorized;
+use super::error::{Body as ErrorBody, Query};
 use super::queue::breakers;
 use crate::events::{Event, Missed};
 use crate::queue::QueueStats;
@@ -32,18 +34,28 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(poll))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct Since {
+    /// The last event id the client has; absent: from now on.
     since: Option<u64>,
+    /// Seconds the long-poll waits for an event when there is none yet (default 25, at most 60);
+    /// the WebSocket ignores it.
     timeout: Option<u64>,
 }
 
 /// A long-poll answer: the events after `since` (or `resync` when that is older than the
 /// buffer), and the id to ask from next.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Batch {
+    /// The events asked for are gone from the buffer: refetch the state, then poll from
+    /// `last_event_id`.
     resync: bool,
     last_event_id: u64,
+    /// Each with `id`, `at` and a `type` (`job_queued`, `job_started`, `job_progress`,
+    /// `job_completed`, `job_retrying`, `job_failed`, ...) and that type's fields, most with the
+    /// `job` as `GET /api/jobs/{id}` shows it.
+    #[schema(value_type = Vec<Object>)]
     events: Vec<Arc<Event>>,
 }
 
@@ -62,7 +74,17 @@ enum Control {
     },
 }
 
-#[utoipa::path(get, path = "/api/events", summary = "Long-poll for events after since=ID", responses((status = 200, description = "success")))]
+#[utoipa::path(
+    get,
+    path = "/api/events",
+    summary = "Long-poll for events after since=ID",
+    params(Since),
+    responses(
+        (status = 200, description = "the events after `since`, or none when `timeout` ran out", body = Batch),
+        (status = 400, description = "a query parameter of the wrong type", body = ErrorBody),
+        (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
+    )
+)]
 async fn poll(_: Authorized, State(state): State<AppState>, Query(q): Query<Since>) -> Json<Batch> {
     let events = &state.service.events;
     let since = q.since.unwrap_or_else(|| events.last_id());
@@ -86,7 +108,24 @@ async fn poll(_: Authorized, State(state): State<AppState>, Query(q): Query<Sinc
     })
 }
 
-#[utoipa::path(get, path = "/ws", summary = "WebSocket of live events; since=ID resumes", responses((status = 200, description = "success")))]
+#[utoipa::path(
+    get,
+    path = "/ws",
+    summary = "WebSocket of live events; since=ID resumes",
+    params(
+        Since,
+        ("access_token" = Option<String>, Query, description = "The API token, for browsers, which cannot set headers on a WebSocket"),
+    ),
+    responses(
+        (status = 101, description = "switched to the WebSocket protocol: JSON text messages follow, a `snapshot` first"),
+        (status = 400, description = "a query parameter of the wrong type, or not a WebSocket upgrade request (plain text)", content(
+            (ErrorBody = "application/json"),
+            ("text/plain"),
+        )),
+        (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
+        (status = 426, description = "the connection cannot be upgraded", content(("text/plain"))),
+    )
+)]
 async fn ws(
     _: Authorized,
 

@@ -3,19 +3,21 @@
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::Authorized;
-use super::error::JsonBytes;
+use super::error::{Body as ErrorBody, JsonBytes, Query};
 use super::{ApiError, AppState};
 use crate::export::write_csv_part;
 use crate::queue::{BulkAction, Job, JobFilter, JobId, JobState};
 use crate::segment::SegmentResult;
+use crate::view::job_state_schema;
 
 /// Jobs read per page of a bulk action or export.
 const PAGE: usize = 500;
@@ -28,9 +30,10 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 
 /// What a bulk action acts on; it must name something: a state, a project, a list of ids, or
 /// `"all": true`. The parts present must all match.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct FilterBody {
+    #[schema(schema_with = job_state_schema)]
     state: Option<JobState>,
     project: Option<String>,
     ids: Option<Vec<String>>,
@@ -38,9 +41,22 @@ struct FilterBody {
     all: bool,
 }
 
-#[derive(Deserialize)]
+/// The names of the bulk actions, as `BulkAction` reads them.
+const BULK_ACTIONS: [&str; 3] = ["retry", "cancel", "delete"];
+
+fn bulk_action_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(BULK_ACTIONS))
+        .build()
+}
+
+/// A bulk action: `retry` failed and cancelled jobs, `cancel` queued, delayed and active ones,
+/// `delete` finished ones and their results; jobs in other states are skipped.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct BulkBody {
+    #[schema(schema_with = bulk_action_schema)]
     action: BulkAction,
     #[serde(default)]
     filter: FilterBody,
@@ -49,7 +65,8 @@ struct BulkBody {
     dry_run: bool,
 }
 
-#[derive(Serialize)]
+/// What a bulk action matched and changed.
+#[derive(Serialize, ToSchema)]
 struct BulkResult {
     /// Jobs the filter matches.
     matched: usize,
@@ -116,7 +133,21 @@ fn selected(state: &AppState, f: FilterBody) -> Result<Vec<Job>, ApiError> {
     }
 }
 
-#[utoipa::path(post, path = "/api/jobs/bulk", summary = "Retry, cancel or delete the jobs a filter names (a state, a project, ids, or all)", responses((status = 200, description = "success")))]
+#[utoipa::path(
+    post,
+    path = "/api/jobs/bulk",
+    summary = "Retry, cancel or delete the jobs a filter names (a state, a project, ids, or all)",
+    request_body = BulkBody,
+    responses(
+        (status = 200, description = "what was matched and changed", body = BulkResult),
+        (status = 400, description = "the body could not be read", body = ErrorBody),
+        (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
+        (status = 413, description = "the body is over the limit", body = ErrorBody),
+        (status = 415, description = "the body is not sent as application/json", body = ErrorBody),
+        (status = 422, description = "the body is not a bulk action, the filter names nothing, or an id is not a job id", body = ErrorBody),
+        (status = 503, description = "shutting down", body = ErrorBody),
+    )
+)]
 async fn bulk(
     _: Authorized,
 
@@ -145,14 +176,38 @@ async fn bulk(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ExportQuery {
+    /// Only jobs of this project (empty: all).
     project: Option<String>,
+    /// Only jobs in this state (default `completed`; only jobs with a result have rows).
+    #[param(schema_with = job_state_schema)]
     state: Option<String>,
+    /// `csv`, the only format.
+    #[param(schema_with = export_format_schema)]
     format: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/export", summary = "The metrics of many jobs as CSV (streamed)", responses((status = 200, description = "success")))]
+fn export_format_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(["csv"]))
+        .build()
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/export",
+    summary = "The metrics of many jobs as CSV (streamed)",
+    params(ExportQuery),
+    responses(
+        (status = 200, description = "one row per object of every matching job", content(("text/csv"))),
+        (status = 400, description = "a query parameter of the wrong type", body = ErrorBody),
+        (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
+        (status = 422, description = "an unknown state or format", body = ErrorBody),
+    )
+)]
 async fn export(
     _: Authorized,
 
@@ -222,4 +277,19 @@ async fn export(
         Body::from_stream(stream),
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The document's action names are the ones the body parser takes.
+    #[test]
+    fn every_documented_bulk_action_parses() {
+        for name in BULK_ACTIONS {
+            let action: BulkAction =
+                serde_json::from_value(serde_json::json!(name)).expect("a bulk action");
+            assert_eq!(serde_json::to_value(action).expect("json"), name);
+        }
+    }
 }

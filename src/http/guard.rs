@@ -192,8 +192,7 @@ impl Guard {
                 }
             }
         }
-        let changes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-        if changes || path == "/ws" {
+        if checks_origin(req.method(), path) {
             self.same_origin(req)?;
         }
         Ok(())
@@ -219,6 +218,58 @@ impl Guard {
             )));
         }
         Ok(())
+    }
+}
+
+/// Whether a request of this method to this path gets the cross-site check: one that changes
+/// state, and the WebSocket upgrade.
+fn checks_origin(method: &Method, path: &str) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) || path == "/ws"
+}
+
+/// Adds the guard's refusals to every operation of the OpenAPI document, by the rules `check`
+/// applies: `421` on every path but the probes, `403` where the cross-site check runs.
+pub(super) fn document(api: &mut utoipa::openapi::OpenApi) {
+    use utoipa::ToSchema;
+    use utoipa::openapi::{Content, Ref, ResponseBuilder};
+    let refusal = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                Content::new(Some(Ref::from_schema_name(super::error::Body::name()))),
+            )
+            .build()
+    };
+    for (path, item) in &mut api.paths.paths {
+        let operations = [
+            (Method::GET, &mut item.get),
+            (Method::PUT, &mut item.put),
+            (Method::POST, &mut item.post),
+            (Method::DELETE, &mut item.delete),
+            (Method::PATCH, &mut item.patch),
+        ];
+        for (method, operation) in operations {
+            let Some(operation) = operation else {
+                continue;
+            };
+            let responses = &mut operation.responses.responses;
+            if !PROBES.contains(&path.as_str()) {
+                responses.insert(
+                    "421".into(),
+                    refusal("the Host header does not name this server").into(),
+                );
+            }
+            if checks_origin(&method, path) {
+                responses.insert(
+                    "403".into(),
+                    refusal(
+                        "a cross-site request from a browser, or an Origin that is not allowed",
+                    )
+                    .into(),
+                );
+            }
+        }
     }
 }
 

@@ -9,19 +9,23 @@
 //!   `unhealthy`, while the builtin segmenter still works. 503 only when unhealthy.
 //! - services/{name}: one of them.
 
+use std::collections::BTreeMap;
+
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
 use super::auth::Authorized;
+use super::error::Body as ErrorBody;
 use super::queue::breakers;
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, Millis, SystemClock};
 use crate::segment::breaker::State as BreakerState;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -33,7 +37,9 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(service))
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+/// `degraded` still works (a breaker open, the queue paused, disk or memory low); `unhealthy`
+/// answers 503.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 enum Status {
     Healthy,
@@ -47,12 +53,117 @@ struct Check {
     details: Value,
 }
 
-#[utoipa::path(get, path = "/api/health/live", summary = "Liveness: the process answers", responses((status = 200, description = "success")))]
-async fn live() -> Json<Value> {
-    Json(json!({"alive": true, "timestamp": SystemClock.now()}))
+/// The process answers.
+#[derive(Serialize, ToSchema)]
+struct Live {
+    alive: bool,
+    #[schema(value_type = u64)]
+    timestamp: Millis,
 }
 
-#[utoipa::path(get, path = "/api/health/ready", summary = "Readiness: accepting work (false first on shutdown)", responses((status = 200, description = "success")))]
+/// Whether spheroseg accepts work, and what that needs.
+#[derive(Serialize, ToSchema)]
+struct Ready {
+    ready: bool,
+    services: ReadyServices,
+    disk: ReadyDisk,
+}
+
+/// The data directory's file system, as readiness judges it.
+#[derive(Serialize, ToSchema)]
+struct ReadyDisk {
+    available_bytes: u64,
+    /// Under this much free space spheroseg is not ready.
+    low_water_bytes: u64,
+    /// Why a write was refused for lack of space, until one succeeds again.
+    refused: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct ReadyServices {
+    /// The database answers.
+    storage: bool,
+    /// The worker pool runs.
+    workers: bool,
+    /// Shutdown has not begun.
+    accepting: bool,
+    /// The data directory's file system is above its low-water mark, and no write was refused
+    /// for lack of space since the last that succeeded.
+    disk: bool,
+}
+
+/// The overall health and each service's status.
+#[derive(Serialize, ToSchema)]
+struct Summary {
+    status: Status,
+    #[schema(value_type = u64)]
+    timestamp: Millis,
+    /// Seconds since the server started.
+    uptime: u64,
+    version: &'static str,
+    /// `storage`, `queue`, `workers`, `disk`, `memory`, `ml`.
+    services: BTreeMap<&'static str, Status>,
+}
+
+/// The overall health and each service's status with its details.
+#[derive(Serialize, ToSchema)]
+struct Detailed {
+    status: Status,
+    #[schema(value_type = u64)]
+    timestamp: Millis,
+    /// Seconds since the server started.
+    uptime: u64,
+    version: &'static str,
+    /// `storage`, `queue`, `workers`, `disk`, `memory`, `ml`.
+    services: BTreeMap<&'static str, CheckDetails>,
+}
+
+/// One service's status and what it was judged on.
+#[derive(Serialize, ToSchema)]
+struct CheckDetails {
+    status: Status,
+    #[schema(value_type = Object)]
+    details: Value,
+}
+
+/// One service's health.
+#[derive(Serialize, ToSchema)]
+struct ServiceHealth {
+    name: &'static str,
+    status: Status,
+    #[schema(value_type = Object)]
+    details: Value,
+}
+
+/// The replaced design's answer for a service it does not know.
+#[derive(Serialize, ToSchema)]
+struct UnknownService {
+    error: String,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/health/live",
+    summary = "Liveness: the process answers",
+    responses((status = 200, description = "alive", body = Live))
+)]
+async fn live() -> Json<Live> {
+    Json(Live {
+        alive: true,
+        timestamp: SystemClock.now(),
+    })
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/health/ready",
+    summary = "Readiness: accepting work (false first on shutdown)",
+    responses(
+        (status = 200, description = "ready", body = Ready),
+        (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
+        (status = 503, description = "not ready: starting, shutting down, the database or the pool is down, or the disk is (nearly) full", body = Ready),
+    )
+)]
 async fn ready(_: Authorized, State(state): State<AppState>) -> Response {
     let queue = &state.service.queue;
     let storage = queue.stats().is_ok();
@@ -64,15 +175,20 @@ async fn ready(_: Authorized, State(state): State<AppState>) -> Response {
     let queue_full = queue.disk_full();
     let room = !disk.low && disk.refused.is_none() && queue_full.is_none();
     let ready = state.is_ready() && storage && workers && room;
-    let body = json!({
-        "ready": ready,
-        "services": {"storage": storage, "workers": workers, "accepting": state.is_ready(), "disk": room},
-        "disk": {
-            "available_bytes": disk.filesystem.available_bytes,
-            "low_water_bytes": disk.low_water_bytes,
-            "refused": disk.refused.or(queue_full),
+    let body = Ready {
+        ready,
+        services: ReadyServices {
+            storage,
+            workers,
+            accepting: state.is_ready(),
+            disk: room,
         },
-    });
+        disk: ReadyDisk {
+            available_bytes: disk.filesystem.available_bytes,
+            low_water_bytes: disk.low_water_bytes,
+            refused: disk.refused.or(queue_full),
+        },
+    };
     let status = if ready {
         StatusCode::OK
     } else {
@@ -170,72 +286,102 @@ fn overall(checks: &[Check]) -> Status {
         .unwrap_or(Status::Healthy)
 }
 
-fn body(state: &AppState, checks: &[Check], details: bool) -> (StatusCode, Value) {
-    let status = overall(checks);
-    let services: serde_json::Map<String, Value> = checks
-        .iter()
-        .map(|c| {
-            let v = if details {
-                json!({"status": c.status, "details": c.details})
-            } else {
-                json!(c.status)
-            };
-            (c.name.to_owned(), v)
-        })
-        .collect();
-    let code = if status == Status::Unhealthy {
+/// 503 when unhealthy, else 200.
+fn code_of(status: Status) -> StatusCode {
+    if status == Status::Unhealthy {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
-    };
-    (
-        code,
-        json!({
-            "status": status,
-            "timestamp": SystemClock.now(),
-            "uptime": state.started.elapsed().as_secs(),
-            "version": env!("CARGO_PKG_VERSION"),
-            "services": services,
-        }),
-    )
+    }
 }
 
-#[utoipa::path(get, path = "/api/health", summary = "Overall health: healthy, degraded or unhealthy", responses((status = 200, description = "success")))]
+#[utoipa::path(
+    get,
+    path = "/api/health",
+    summary = "Overall health: healthy, degraded or unhealthy",
+    responses(
+        (status = 200, description = "healthy or degraded", body = Summary),
+        (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
+        (status = 503, description = "unhealthy", body = Summary),
+    )
+)]
 async fn summary(_: Authorized, State(state): State<AppState>) -> Response {
     let checks = checks(&state);
-    let (code, v) = body(&state, &checks, false);
-    (code, Json(v)).into_response()
+    let status = overall(&checks);
+    let body = Summary {
+        status,
+        timestamp: SystemClock.now(),
+        uptime: state.started.elapsed().as_secs(),
+        version: env!("CARGO_PKG_VERSION"),
+        services: checks.iter().map(|c| (c.name, c.status)).collect(),
+    };
+    (code_of(status), Json(body)).into_response()
 }
 
-#[utoipa::path(get, path = "/api/health/detailed", summary = "Health with the details of every service", responses((status = 200, description = "success")))]
+#[utoipa::path(
+    get,
+    path = "/api/health/detailed",
+    summary = "Health with the details of every service",
+    responses(
+        (status = 200, description = "healthy or degraded", body = Detailed),
+        (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
+        (status = 503, description = "unhealthy", body = Detailed),
+    )
+)]
 async fn detailed(_: Authorized, State(state): State<AppState>) -> Response {
     let checks = checks(&state);
-    let (code, v) = body(&state, &checks, true);
-    (code, Json(v)).into_response()
+    let status = overall(&checks);
+    let body = Detailed {
+        status,
+        timestamp: SystemClock.now(),
+        uptime: state.started.elapsed().as_secs(),
+        version: env!("CARGO_PKG_VERSION"),
+        services: checks
+            .into_iter()
+            .map(|c| {
+                let details = CheckDetails {
+                    status: c.status,
+                    details: c.details,
+                };
+                (c.name, details)
+            })
+            .collect(),
+    };
+    (code_of(status), Json(body)).into_response()
 }
 
-#[utoipa::path(get, path = "/api/health/services/{name}", summary = "The health of one service", params(("name" = String, Path)), responses((status = 200, description = "success")))]
+#[utoipa::path(
+    get,
+    path = "/api/health/services/{name}",
+    summary = "The health of one service",
+    params(("name" = String, Path, description = "storage, queue, workers, disk, memory or ml")),
+    responses(
+        (status = 200, description = "healthy or degraded", body = ServiceHealth),
+        (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
+        (status = 404, description = "no service of that name (the replaced design's body)", body = UnknownService),
+        (status = 503, description = "unhealthy", body = ServiceHealth),
+    )
+)]
 async fn service(
     _: Authorized,
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Response {
     match checks(&state).into_iter().find(|c| c.name == name) {
-        Some(c) => {
-            let code = if c.status == Status::Unhealthy {
-                StatusCode::SERVICE_UNAVAILABLE
-            } else {
-                StatusCode::OK
-            };
-            (
-                code,
-                Json(json!({"name": c.name, "status": c.status, "details": c.details})),
-            )
-                .into_response()
-        }
+        Some(c) => (
+            code_of(c.status),
+            Json(ServiceHealth {
+                name: c.name,
+                status: c.status,
+                details: c.details,
+            }),
+        )
+            .into_response(),
         None => (
             StatusCode::NOT_FOUND,
-            Json(json!({"error": format!("Unknown service: {name}")})),
+            Json(UnknownService {
+                error: format!("Unknown service: {name}"),
+            }),
         )
             .into_response(),
     }

@@ -163,13 +163,44 @@ pub(super) async fn form(
     Ok((sources, opts))
 }
 
-#[derive(Deserialize)]
+// For the OpenAPI document only: `form` reads the parts one at a time as they stream in, so
+// nothing is ever built from this type.
+/// The parts of a multipart upload.
+#[derive(utoipa::ToSchema)]
+#[expect(
+    dead_code,
+    reason = "describes the multipart parts that `form` reads one by one"
+)]
+pub(super) struct UploadForm {
+    /// One part per image file (PNG, JPEG, TIFF or BMP); parts named `images` or `file` are taken
+    /// too.
+    #[schema(value_type = Vec<String>, format = Binary, min_items = 1)]
+    image: Vec<Vec<u8>>,
+    /// 1 (lowest) to 10 (highest); 5 when absent.
+    #[schema(minimum = 1, maximum = 10)]
+    priority: Option<i64>,
+    /// The project the jobs belong to.
+    project: Option<String>,
+    /// `builtin` or the name of a configured ML service; the configured default when absent.
+    segmenter: Option<String>,
+    /// The segmentation parameters as JSON text (the fields of `ParamsView`).
+    params: Option<String>,
+}
+
+/// Files to import by path, each inside one of the configured import directories.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ImportBody {
+pub(super) struct ImportBody {
+    /// Absolute, or relative to an import directory.
+    #[schema(min_items = 1)]
     paths: Vec<String>,
+    /// 1 (lowest) to 10 (highest); 5 when absent.
+    #[schema(minimum = 1, maximum = 10)]
     priority: Option<i64>,
     project: Option<String>,
+    /// `builtin` or the name of a configured ML service.
     segmenter: Option<String>,
+    #[schema(value_type = Option<crate::view::ParamsView>)]
     params: Option<serde_json::Value>,
 }
 

@@ -2,22 +2,23 @@
 //! mask and the original image; and the replaced design's `/api/segmentation/job/{id}`.
 
 use axum::Json;
-use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::Authorized;
-use super::error::JsonBytes;
-use super::intake::{self, priority};
+use super::error::{Body as ErrorBody, JsonBytes, Query};
+use super::intake::{self, ImportBody, UploadForm, priority};
 use super::{ApiError, AppState};
 use crate::error_code::ErrorCode;
 use crate::export;
 use crate::queue::{Job, JobFilter, JobId, JobState};
 use crate::segment::SegmentResult;
-use crate::view::JobView;
+use crate::view::{JobView, job_state_schema};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -48,18 +49,22 @@ fn job_id(raw: &str) -> Result<JobId, ApiError> {
         .map_err(|_| ApiError::not_found(format!("job {raw} not found: not a job id")))
 }
 
-#[derive(Serialize)]
+/// The answer to a submission: one entry per image, in the order sent.
+#[derive(Serialize, ToSchema)]
 struct Accepted {
     jobs: Vec<AcceptedJob>,
 }
 
-#[derive(Serialize)]
+/// A job a submission made.
+#[derive(Serialize, ToSchema)]
 struct AcceptedJob {
     id: String,
+    #[schema(schema_with = job_state_schema)]
     state: JobState,
     priority: u8,
     /// Queued jobs ahead of this one when it was accepted.
     position: Option<u64>,
+    /// An existing job with the same image and settings was given instead of a new one.
     deduplicated: bool,
 }
 
@@ -69,7 +74,26 @@ const MAX_FILES: usize = 1000;
 /// `POST /api/jobs`: multipart with `image` parts and optional `priority`, `project`,
 /// `segmenter`, `params`; or JSON `{"paths": [...], ...}` for files under `import_dirs`. 202 once
 /// the jobs are durable.
-#[utoipa::path(post, path = "/api/jobs", summary = "Submit images (multipart) or import files by path (JSON); 202 once durable", responses((status = 200, description = "success")))]
+#[utoipa::path(
+    post,
+    path = "/api/jobs",
+    summary = "Submit images (multipart) or import files by path (JSON); 202 once durable",
+    request_body(content(
+        (UploadForm = "multipart/form-data"),
+        (ImportBody = "application/json"),
+    )),
+    responses(
+        (status = 202, description = "the jobs are durable", body = Accepted),
+        (status = 400, description = "no image, a malformed body or an unknown form field", body = ErrorBody),
+        (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
+        (status = 403, description = "importing by path is off, or a path is outside the import directories", body = ErrorBody),
+        (status = 413, description = "too many images, or an image, a field or the body over its limit", body = ErrorBody),
+        (status = 415, description = "neither multipart nor JSON, or a file that is not a readable image", body = ErrorBody),
+        (status = 422, description = "a field out of range: priority, segmenter, params, a path that does not exist, an image too small", body = ErrorBody),
+        (status = 503, description = "busy (see Retry-After) or shutting down", body = ErrorBody),
+        (status = 507, description = "the data directory's disk is full", body = ErrorBody),
+    )
+)]
 async fn upload(
     _: Authorized,
     State(state): State<AppState>,
@@ -134,21 +158,40 @@ async fn upload(
     Ok((StatusCode::ACCEPTED, Json(Accepted { jobs })).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only jobs in this state (empty: all).
+    #[param(schema_with = job_state_schema)]
     state: Option<String>,
+    /// Only jobs of this project (empty: all).
     project: Option<String>,
+    /// Jobs per page (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+    /// The `next` of the previous page.
     cursor: Option<String>,
 }
 
-#[derive(Serialize)]
+/// One page of jobs, and the cursor of the next page (`null` on the last).
+#[derive(Serialize, ToSchema)]
 struct ListPage {
     jobs: Vec<JobView>,
     next: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/jobs", summary = "List jobs, filtered by state and project, one page at a time", responses((status = 200, description = "success")))]
+#[utoipa::path(
+    get,
+    path = "/api/jobs",
+    summary = "List jobs, filtered by state and project, one page at a time",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "one page of jobs", body = ListPage),
+        (status = 400, description = "a query parameter of the wrong type", body = ErrorBody),
+        (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
+        (status = 422, description = "an unknown state, a limit outside 1 to 1000, or a cursor this listing did not give", body = ErrorBody),
+    )
+)]
 async fn list(
     _: Authorized,
 
@@ -193,7 +236,17 @@ fn get_job(state: &AppState, raw: &str) -> Result<Job, ApiError> {
         .ok_or_else(|| ApiError::not_found(format!("job {id} not found")))
 }
 
-#[utoipa::path(get, path = "/api/jobs/{id}", summary = "One job", params(("id" = String, Path)), responses((status = 200, description = "success")))]
+#[utoipa::path(
+    get,
+    path = "/api/jobs/{id}",
+    summary = "One job",
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 200, description = "the job", body = JobView),
+        (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
+        (status = 404, description = "no such job", body = ErrorBody),
+    )
+)]
 async fn show(
     _: Authorized,
 
@@ -203,7 +256,19 @@ async fn show(
     Ok(Json(view(&state, &get_job(&state, &id)?)))
 }
 
-#[utoipa::path(delete, path = "/api/jobs/{id}", summary = "Cancel a job (a running one is stopped)", params(("id" = String, Path)), responses((status = 200, description = "success")))]
+#[utoipa::path(
+    delete,
+    path = "/api/jobs/{id}",
+    summary = "Cancel a job (a running one is stopped)",
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 200, description = "the job, cancelled", body = JobView),
+        (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
+        (status = 404, description = "no such job", body = ErrorBody),
+        (status = 409, description = "the job is already finished", body = ErrorBody),
+        (status = 503, description = "shutting down", body = ErrorBody),
+    )
+)]
 async fn cancel(
     _: Authorized,
 
@@ -215,7 +280,19 @@ async fn cancel(
     Ok(Json(view(&state, &get_job(&state, &id.to_string())?)))
 }
 
-#[utoipa::path(post, path = "/api/jobs/{id}/retry", summary = "Put a failed or cancelled job back in the queue", params(("id" = String, Path)), responses((status = 200, description = "success")))]
+#[utoipa::path(
+    post,
+    path = "/api/jobs/{id}/retry",
+    summary = "Put a failed or cancelled job back in the queue",
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 200, description = "the job, queued again", body = JobView),
+        (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
+        (status = 404, description = "no such job", body = ErrorBody),
+        (status = 409, description = "the job is neither failed nor cancelled", body = ErrorBody),
+        (status = 503, description = "shutting down", body = ErrorBody),
+    )
+)]
 async fn retry(
     _: Authorized,
 
@@ -226,12 +303,32 @@ async fn retry(
     Ok(Json(view(&state, &job)))
 }
 
-#[derive(Deserialize)]
+/// The body of a priority change.
+#[derive(Deserialize, ToSchema)]
 struct PriorityBody {
+    /// 1 (lowest) to 10 (highest).
+    #[schema(minimum = 1, maximum = 10)]
     priority: i64,
 }
 
-#[utoipa::path(patch, path = "/api/jobs/{id}", summary = "Change the priority (1-10, higher runs sooner)", params(("id" = String, Path)), responses((status = 200, description = "success")))]
+#[utoipa::path(
+    patch,
+    path = "/api/jobs/{id}",
+    summary = "Change the priority (1-10, higher runs sooner)",
+    params(("id" = String, Path, description = "The job id")),
+    request_body = PriorityBody,
+    responses(
+        (status = 200, description = "the job with its new priority", body = JobView),
+        (status = 400, description = "the body is not {\"priority\": N}", body = ErrorBody),
+        (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
+        (status = 404, description = "no such job", body = ErrorBody),
+        (status = 409, description = "the job is finished", body = ErrorBody),
+        (status = 413, description = "the body is over the limit", body = ErrorBody),
+        (status = 415, description = "the body is not sent as application/json", body = ErrorBody),
+        (status = 422, description = "the priority is outside 1 to 10", body = ErrorBody),
+        (status = 503, description = "shutting down", body = ErrorBody),
+    )
+)]
 async fn change_priority(
     _: Authorized,
 
@@ -267,7 +364,18 @@ fn stored_result(state: &AppState, raw: &str) -> Result<(Job, SegmentResult), Ap
     Ok((job, result))
 }
 
-#[utoipa::path(get, path = "/api/jobs/{id}/result", summary = "The result: polygons and metrics", params(("id" = String, Path)), responses((status = 200, description = "success")))]
+#[utoipa::path(
+    get,
+    path = "/api/jobs/{id}/result",
+    summary = "The result: polygons and metrics",
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 200, description = "the result: image, segmenter, params, decisions, polygons, metrics per polygon, timings", body = Object),
+        (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
+        (status = 404, description = "no such job", body = ErrorBody),
+        (status = 409, description = "the job has no result (it has not completed)", body = ErrorBody),
+    )
+)]
 async fn result_json(
     _: Authorized,
 
@@ -278,7 +386,18 @@ async fn result_json(
     Ok(Json(r.to_json()).into_response())
 }
 
-#[utoipa::path(get, path = "/api/jobs/{id}/result.csv", summary = "The metrics as CSV", params(("id" = String, Path)), responses((status = 200, description = "success")))]
+#[utoipa::path(
+    get,
+    path = "/api/jobs/{id}/result.csv",
+    summary = "The metrics as CSV",
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 200, description = "one row per object", content(("text/csv"))),
+        (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
+        (status = 404, description = "no such job", body = ErrorBody),
+        (status = 409, description = "the job has no result (it has not completed)", body = ErrorBody),
+    )
+)]
 async fn result_csv(
     _: Authorized,
 
@@ -303,7 +422,18 @@ async fn result_csv(
     Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], out).into_response())
 }
 
-#[utoipa::path(get, path = "/api/jobs/{id}/mask.png", summary = "The binary mask as PNG, holes cut out", params(("id" = String, Path)), responses((status = 200, description = "success")))]
+#[utoipa::path(
+    get,
+    path = "/api/jobs/{id}/mask.png",
+    summary = "The binary mask as PNG, holes cut out",
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 200, description = "the mask", content(("image/png"))),
+        (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
+        (status = 404, description = "no such job", body = ErrorBody),
+        (status = 409, description = "the job has no result (it has not completed)", body = ErrorBody),
+    )
+)]
 async fn mask(
     _: Authorized,
     State(state): State<AppState>,
@@ -320,7 +450,23 @@ async fn mask(
     Ok(([(header::CONTENT_TYPE, "image/png")], png).into_response())
 }
 
-#[utoipa::path(get, path = "/api/jobs/{id}/image", summary = "The original image bytes", params(("id" = String, Path)), responses((status = 200, description = "success")))]
+#[utoipa::path(
+    get,
+    path = "/api/jobs/{id}/image",
+    summary = "The original image bytes",
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 200, description = "the image as it was submitted", content(
+            ("image/png"),
+            ("image/jpeg"),
+            ("image/tiff"),
+            ("image/bmp"),
+            ("application/octet-stream"),
+        )),
+        (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
+        (status = 404, description = "no such job", body = ErrorBody),
+    )
+)]
 async fn original(
     _: Authorized,
 
@@ -351,7 +497,20 @@ async fn original(
 }
 
 /// The original as an 8-bit PNG of at most 2048 px, which browsers can show even for 16-bit TIFF.
-#[utoipa::path(get, path = "/api/jobs/{id}/preview.png", summary = "An 8-bit preview PNG of at most 2048 px", params(("id" = String, Path)), responses((status = 200, description = "success")))]
+#[utoipa::path(
+    get,
+    path = "/api/jobs/{id}/preview.png",
+    summary = "An 8-bit preview PNG of at most 2048 px",
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 200, description = "the preview", content(("image/png"))),
+        (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
+        (status = 404, description = "no such job", body = ErrorBody),
+        (status = 413, description = "the image is over the size limits or the decode budget", body = ErrorBody),
+        (status = 415, description = "the stored image cannot be decoded", body = ErrorBody),
+        (status = 503, description = "busy decoding other images (see Retry-After)", body = ErrorBody),
+    )
+)]
 async fn preview(
     _: Authorized,
 
@@ -379,11 +538,32 @@ async fn preview(
         .into_response())
 }
 
+/// A state by the replaced design's (Bull's) names: waiting, delayed, active, completed, failed;
+/// and cancelled, which Bull did not have.
+fn bull_name(state: JobState) -> &'static str {
+    match state {
+        JobState::Queued => "waiting",
+        JobState::Delayed => "delayed",
+        JobState::Active => "active",
+        JobState::Completed => "completed",
+        JobState::Failed => "failed",
+        JobState::Cancelled => "cancelled",
+    }
+}
+
+fn legacy_status_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(JobState::ALL.map(bull_name)))
+        .build()
+}
+
 /// The replaced design's job route, same shape.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct LegacyJob {
     job_id: String,
+    #[schema(schema_with = legacy_status_schema)]
     status: &'static str,
     progress: u8,
     is_completed: bool,
@@ -393,7 +573,17 @@ struct LegacyJob {
     updated_at: u64,
 }
 
-#[utoipa::path(get, path = "/api/segmentation/job/{id}", summary = "The job status shape of the replaced design", params(("id" = String, Path)), responses((status = 200, description = "success")))]
+#[utoipa::path(
+    get,
+    path = "/api/segmentation/job/{id}",
+    summary = "The job status shape of the replaced design",
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 200, description = "the job's status", body = LegacyJob),
+        (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
+        (status = 404, description = "no such job", body = ErrorBody),
+    )
+)]
 async fn legacy_job(
     _: Authorized,
 
@@ -401,18 +591,9 @@ async fn legacy_job(
     Path(id): Path<String>,
 ) -> Result<Json<LegacyJob>, ApiError> {
     let j = get_job(&state, &id)?;
-    // Bull's names: waiting, delayed, active, completed, failed.
-    let status = match j.state {
-        JobState::Queued => "waiting",
-        JobState::Delayed => "delayed",
-        JobState::Active => "active",
-        JobState::Completed => "completed",
-        JobState::Failed => "failed",
-        JobState::Cancelled => "cancelled",
-    };
     Ok(Json(LegacyJob {
         job_id: j.id.to_string(),
-        status,
+        status: bull_name(j.state),
         progress: j.progress,
         is_completed: j.state == JobState::Completed,
         is_failed: j.state == JobState::Failed,

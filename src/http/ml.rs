@@ -8,20 +8,23 @@ use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 
 use axum::Json;
+use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::Authorized;
+use super::error::Body as ErrorBody;
 use super::{ApiError, AppState, intake};
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, Millis, SystemClock};
 use crate::error_code::ErrorCode;
 use crate::queue::{JobState, Priority};
 use crate::segment::SegmenterId;
-use crate::segment::http::ml_reply;
+use crate::segment::http::{SegmentReply, SegmentResults, ml_reply};
 use crate::segment::{Failure, SegmentParams, SegmentResult};
 use crate::service::SubmitOptions;
 
@@ -34,16 +37,107 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(health))
 }
 
-#[utoipa::path(get, path = "/ml/health", summary = "The ML service contract: health", responses((status = 200, description = "success")))]
+/// The ML service contract's health answer.
+#[derive(Serialize, ToSchema)]
+struct MlHealth {
+    status: MlStatus,
+    #[schema(value_type = u64)]
+    timestamp: Millis,
+    /// Always `null`: the builtin segmenter has no model file.
+    model_path: Option<String>,
+    model_exists: bool,
+    segmenter: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum MlStatus {
+    Healthy,
+    /// Not accepting work (starting or shutting down).
+    Degraded,
+}
+
+// `segment/` stays free of utoipa: this is the `http` segmenter's `SegmentReply`, serialised the
+// same, converted naming every field.
+/// The ML service contract's answer to `/segment`.
+#[derive(Serialize, ToSchema)]
+struct MlReply {
+    success: bool,
+    /// On success: `polygons` (the replaced ML service's polygon list: `id`, `points`, `type`
+    /// `external` or `internal`, `class`, and `parentId` for holes) and `features` (the metrics
+    /// of each object).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    results: Option<SegmentResults>,
+    /// On failure: why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+impl From<SegmentReply> for MlReply {
+    fn from(r: SegmentReply) -> Self {
+        let SegmentReply {
+            success,
+            results,
+            error,
+        } = r;
+        MlReply {
+            success,
+            results,
+            error,
+        }
+    }
+}
+
+// For the OpenAPI document only: a refusal is the contract's reply when the image could not be
+// segmented, and the API's error body when the request itself could not be taken.
+/// `{"success": false, "error"}`, or `{"code", "message"}` when the request itself was refused.
+#[derive(ToSchema)]
+#[serde(untagged)]
+#[expect(dead_code, reason = "describes two bodies the handler sends")]
+enum MlRefusal<'a> {
+    Reply(MlReply),
+    Refused(ErrorBody<'a>),
+}
+
+// For the OpenAPI document only: the handler reads the parts one at a time.
+/// The parts of a segmentation request; other parts are ignored.
+#[derive(ToSchema)]
+#[expect(
+    dead_code,
+    reason = "describes the multipart parts that `segment` reads one by one"
+)]
+struct MlSegmentForm {
+    /// The image file (PNG, JPEG, TIFF or BMP).
+    #[schema(value_type = String, format = Binary)]
+    image: Vec<u8>,
+    /// The segmentation parameters as JSON text (the fields of `ParamsView`).
+    params: Option<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/ml/health",
+    summary = "The ML service contract: health",
+    responses(
+        (status = 200, description = "accepting work", body = MlHealth),
+        (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
+        (status = 503, description = "not accepting work", body = MlHealth),
+    )
+)]
 async fn health(_: Authorized, State(state): State<AppState>) -> Response {
     let up = state.is_ready();
-    let body = json!({
-        "status": if up { "healthy" } else { "degraded" },
-        "timestamp": SystemClock.now(),
-        "model_path": null,
-        "model_exists": true,
-        "segmenter": "builtin",
-    });
+    let body = MlHealth {
+        status: if up {
+            MlStatus::Healthy
+        } else {
+            MlStatus::Degraded
+        },
+        timestamp: SystemClock.now(),
+        model_path: None,
+        model_exists: true,
+        segmenter: "builtin",
+    };
     let code = if up {
         StatusCode::OK
     } else {
@@ -56,17 +150,40 @@ fn reply(result: Result<&SegmentResult, &Failure>) -> Response {
     let (status, body) = ml_reply(result);
     (
         StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        Json(body),
+        Json(MlReply::from(body)),
     )
         .into_response()
 }
 
-#[utoipa::path(post, path = "/ml/segment", summary = "The ML service contract: segment one image", responses((status = 200, description = "success")))]
+#[utoipa::path(
+    post,
+    path = "/ml/segment",
+    summary = "The ML service contract: segment one image",
+    request_body(content = MlSegmentForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "segmented", body = MlReply),
+        (status = 400, description = "not a multipart body, or a malformed one", body = ErrorBody),
+        (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
+        (status = 404, description = "the job was removed before its result was read", body = ErrorBody),
+        (status = 413, description = "the image or a field is over its limit", body = ErrorBody),
+        (status = 422, description = "no image part, params that are not valid JSON, or an image that cannot be segmented", body = MlRefusal),
+        (status = 503, description = "busy, shutting down, or the segmentation took too long", body = MlRefusal),
+        (status = 507, description = "the data directory's disk is full", body = ErrorBody),
+    )
+)]
 async fn segment(
     _: Authorized,
     State(state): State<AppState>,
-    mut form: Multipart,
+    form: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, ApiError> {
+    // Not multipart at all: the JSON error body, not axum's plain-text rejection.
+    let mut form = form.map_err(|e| {
+        ApiError::new(
+            e.status(),
+            ErrorCode::BAD_REQUEST,
+            format!("send the image as multipart/form-data: {}", e.body_text()),
+        )
+    })?;
     let (mut image, mut params) = (None, SegmentParams::default());
     while let Some(field) = form.next_field().await.map_err(intake::multipart_error)? {
         match field.name().unwrap_or_default() {

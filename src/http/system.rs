@@ -5,10 +5,13 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::Authorized;
+use super::error::Body as ErrorBody;
 use super::queue::breakers;
 use super::{ApiError, AppState};
 use crate::segment::breaker::State as BreakerState;
@@ -20,8 +23,81 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(render))
 }
 
-#[utoipa::path(get, path = "/api/system", summary = "CPU, memory, data-directory disk, process RSS and uptime", responses((status = 200, description = "success")))]
-async fn system(_: Authorized, State(state): State<AppState>) -> Json<SystemSnapshot> {
+// `telemetry.rs` stays free of utoipa: this is its `SystemSnapshot`, serialised the same, and the
+// conversion names every field so none can be left out.
+/// A moment's view of the machine and the process.
+#[derive(Serialize, ToSchema)]
+struct SystemView {
+    /// Of all cores together, 0 to 100.
+    cpu_percent: f32,
+    cores: usize,
+    memory_total_bytes: u64,
+    memory_available_bytes: u64,
+    process_rss_bytes: u64,
+    /// Of the file system holding the data directory (statvfs of the directory itself).
+    disk_total_bytes: u64,
+    disk_available_bytes: u64,
+    /// Where that file system is mounted; `null` when it was not found.
+    #[schema(value_type = Option<String>)]
+    disk_mount: Option<std::path::PathBuf>,
+    /// Its type, e.g. `ext4` or `tmpfs`.
+    disk_fs_type: Option<String>,
+    /// Under this much free space no image is taken and spheroseg is not ready.
+    disk_low_water_bytes: u64,
+    /// Free space is under the low-water mark.
+    disk_low: bool,
+    /// Why a write (an image, or a queue commit) was refused for lack of space, until one
+    /// succeeds again.
+    disk_refused: Option<String>,
+    /// Seconds since the process started.
+    uptime_secs: u64,
+}
+
+impl From<SystemSnapshot> for SystemView {
+    fn from(s: SystemSnapshot) -> Self {
+        let SystemSnapshot {
+            cpu_percent,
+            cores,
+            memory_total_bytes,
+            memory_available_bytes,
+            process_rss_bytes,
+            disk_total_bytes,
+            disk_available_bytes,
+            disk_mount,
+            disk_fs_type,
+            disk_low_water_bytes,
+            disk_low,
+            disk_refused,
+            uptime_secs,
+        } = s;
+        SystemView {
+            cpu_percent,
+            cores,
+            memory_total_bytes,
+            memory_available_bytes,
+            process_rss_bytes,
+            disk_total_bytes,
+            disk_available_bytes,
+            disk_mount,
+            disk_fs_type,
+            disk_low_water_bytes,
+            disk_low,
+            disk_refused,
+            uptime_secs,
+        }
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/system",
+    summary = "CPU, memory, data-directory disk, process RSS and uptime",
+    responses(
+        (status = 200, description = "the machine and the process", body = SystemView),
+        (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
+    )
+)]
+async fn system(_: Authorized, State(state): State<AppState>) -> Json<SystemView> {
     let monitor = state.system.clone();
     let mut snap = tokio::task::spawn_blocking(move || monitor.snapshot())
         .await
@@ -30,10 +106,18 @@ async fn system(_: Authorized, State(state): State<AppState>) -> Json<SystemSnap
     snap.disk_refused = snap
         .disk_refused
         .or_else(|| state.service.queue.disk_full());
-    Json(snap)
+    Json(snap.into())
 }
 
-#[utoipa::path(get, path = "/metrics", summary = "Prometheus metrics", responses((status = 200, description = "success")))]
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    summary = "Prometheus metrics",
+    responses(
+        (status = 200, description = "the Prometheus text format", content(("text/plain"))),
+        (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
+    )
+)]
 async fn render(_: Authorized, State(state): State<AppState>) -> Result<Response, ApiError> {
     let stats = state.service.queue.stats()?;
     for (st, row) in &stats.by_priority {

@@ -541,3 +541,35 @@ fn tiny_png(w: u32, h: u32) -> Vec<u8> {
         .expect("png");
     out.into_inner()
 }
+
+/// A query parameter of the wrong type, and a `/ml/segment` body that is not multipart, are
+/// refused with the JSON error body like every other refusal, not axum's plain text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_queries_and_bodies_get_the_json_error_body() {
+    let a = api(None, 1 << 20).await;
+    for uri in [
+        "/api/jobs?limit=x",
+        "/api/jobs?state=failed&state=failed",
+        "/api/export?state=completed&state=failed",
+        "/api/events?since=-1&timeout=0",
+    ] {
+        let (s, body, kind) = a.get_raw(uri).await;
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        assert_eq!(
+            (s, kind.as_deref(), v["code"].as_str()),
+            (
+                StatusCode::BAD_REQUEST,
+                Some("application/json"),
+                Some("bad-request")
+            ),
+            "{uri}: {v}"
+        );
+    }
+    let (s, v) = a.call("POST", "/ml/segment", Some("{}")).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("bad-request")),
+        "{v}"
+    );
+    a.stop().await;
+}

@@ -243,7 +243,10 @@ async fn every_transition_is_announced_once_in_order_after_it_is_readable() {
         (StatusCode::OK, Some(3)),
         "{v}"
     );
-    until(&seen, &slow2, "jobs_deleted", 1).await;
+    // One event names the three, and the reader records them one at a time, each after a GET.
+    for id in [&job_d, &slow1, &slow2] {
+        until(&seen, id, "jobs_deleted", 1).await;
+    }
 
     let seen = seen.lock().expect("seen").clone();
     let expect: [(&str, &[&str]); 7] = [

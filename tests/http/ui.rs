@@ -71,6 +71,68 @@ async fn openapi_lists_every_route() {
     a.stop().await;
 }
 
+/// Every operation of the document says what it answers: a success with its content (the
+/// WebSocket's is the 101 upgrade), the parameters its path names, and the refusals every route
+/// can give (401 without the token, 421 for a foreign Host) wherever the route gives them.
+#[test]
+fn every_operation_documents_its_answers_and_parameters() {
+    let doc = serde_json::to_value(spheroseg::http::openapi()).expect("json");
+    let schemas = doc["components"]["schemas"].as_object().expect("schemas");
+    let mut operations = 0;
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("path item") {
+            let what = format!("{method} {path}");
+            let responses = op["responses"].as_object().expect("responses");
+            let success = responses.iter().any(|(status, r)| {
+                (status.starts_with('2') || status.starts_with('3'))
+                    && r["content"].as_object().is_some_and(|c| !c.is_empty())
+            });
+            if path == "/ws" {
+                assert!(responses.contains_key("101"), "{what}: the upgrade");
+            } else {
+                assert!(success, "{what}: no 2xx/3xx response with content");
+            }
+            let params = op["parameters"].as_array().cloned().unwrap_or_default();
+            for name in path
+                .split('/')
+                .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+            {
+                assert!(
+                    params
+                        .iter()
+                        .any(|p| p["name"] == name && p["in"] == "path" && p["required"] == true),
+                    "{what}: the path parameter {name} is not declared"
+                );
+            }
+            if path.contains("{id}") {
+                assert!(
+                    params.iter().any(|p| p["name"] == "id"),
+                    "{what}: no id parameter"
+                );
+            }
+            let open = path == "/api/health/live";
+            assert_eq!(responses.contains_key("401"), !open, "{what}: 401");
+            let probe = matches!(path.as_str(), "/api/health/live" | "/api/health/ready");
+            assert_eq!(responses.contains_key("421"), !probe, "{what}: 421");
+            // Every schema an answer names is in the document.
+            for (status, r) in responses {
+                let Some(schema) = r["content"]["application/json"]["schema"].as_object() else {
+                    continue;
+                };
+                if let Some(reference) = schema.get("$ref").and_then(|v| v.as_str()) {
+                    let name = reference.trim_start_matches("#/components/schemas/");
+                    assert!(
+                        schemas.contains_key(name),
+                        "{what} {status}: {name} missing"
+                    );
+                }
+            }
+            operations += 1;
+        }
+    }
+    assert!(operations >= 30, "{operations} operations");
+}
+
 /// The embedded status page: content types, security headers, 404 for anything not embedded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_is_served_from_the_binary() {
