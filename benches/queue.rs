@@ -18,7 +18,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use spheroseg::clock::SystemClock;
-use spheroseg::queue::{ImageRef, NewJob, Priority, Queue, QueueOptions};
+use spheroseg::queue::{NewJob, Queue, QueueOptions};
+
+mod common;
+use common::job;
 
 struct Row {
     name: String,
@@ -40,21 +43,6 @@ fn pct(v: &mut [Duration], p: f64) -> f64 {
     }
     v.sort_unstable();
     v[((v.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1e3
-}
-
-fn job(i: usize, priority: u8) -> NewJob {
-    NewJob {
-        priority: Priority::new(priority.into()).expect("valid priority"),
-        project: Some("organoid-screen-2026-11".into()),
-        image: ImageRef {
-            hash: format!("{:064x}", i as u128 * 0x9E37_79B9_7F4A_7C15),
-            name: format!("plate-07/well-B{:02}/spheroid_day3_{i:06}.tif", i % 24),
-            width: 2048,
-            height: 2048,
-            bytes: 8 << 20,
-        },
-        ..NewJob::default()
-    }
 }
 
 fn open(dir: &Path) -> Queue {

@@ -102,12 +102,17 @@ pub struct App {
 impl App {
     /// Opens everything `config` names and serves on `listener`. Ready when it returns.
     pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow::Result<App> {
+        let created = !config.data_dir.exists();
         std::fs::create_dir_all(&config.data_dir).with_context(|| {
             format!(
                 "cannot create the data directory {}",
                 config.data_dir.display()
             )
         })?;
+        if created && let Some(parent) = config.data_dir.parent() {
+            // Its name must survive a power cut with what goes in it.
+            let _ = std::fs::File::open(parent).and_then(|d| d.sync_all());
+        }
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let path = config.database_path();
         let options = config.queue_options();

@@ -15,7 +15,6 @@
 //! (what a crash left).
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,6 +23,7 @@ use sha2::{Digest, Sha256};
 
 use crate::disk::Disk;
 use crate::error_code::ErrorCode;
+use crate::fsio::{Fs, OsFs};
 use crate::segment::decode::Encoded;
 use crate::segment::decode::{DecodeError, DecodeLimits, Header, decode_from, probe_from};
 use crate::segment::{DecodeBudget, Decoded};
@@ -133,6 +133,7 @@ impl Drop for Pin {
 pub struct Incoming {
     path: PathBuf,
     live: Arc<Mutex<HashSet<PathBuf>>>,
+    fs: Arc<dyn Fs>,
 }
 
 impl Incoming {
@@ -143,7 +144,7 @@ impl Incoming {
 
 impl Drop for Incoming {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        let _ = self.fs.remove_file(&self.path);
         self.live.lock().expect("incoming lock").remove(&self.path);
     }
 }
@@ -164,6 +165,8 @@ pub struct ImageStore {
     decoded: Arc<DecodedCache>,
     /// The data directory's file system: under its low-water mark no image is taken.
     disk: Arc<Disk>,
+    /// Where stored images are written, linked and synced (the power-loss tests simulate it).
+    fs: Arc<dyn Fs>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ImageStoreError + '_ {
@@ -173,30 +176,26 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ImageStoreError + '_ {
     }
 }
 
-/// Fsyncs a directory, so a file created or renamed in it survives a power cut.
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        std::fs::File::open(dir)?.sync_all()
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
-        Ok(())
-    }
-}
-
 impl ImageStore {
     /// Opens (or creates) `data_dir/images`, with no decode budget of its own (see
     /// [`ImageStore::with_budget`]).
     pub fn open(data_dir: &Path, limits: DecodeLimits) -> Result<Self, ImageStoreError> {
+        Self::open_on(OsFs::shared(), data_dir, limits)
+    }
+
+    /// [`ImageStore::open`] on the file system `fs` (the power-loss tests' simulated disk).
+    pub(crate) fn open_on(
+        fs: Arc<dyn Fs>,
+        data_dir: &Path,
+        limits: DecodeLimits,
+    ) -> Result<Self, ImageStoreError> {
         let dir = data_dir.join("images");
         let incoming = dir.join("incoming");
-        if !incoming.exists() {
-            std::fs::create_dir_all(&incoming).map_err(io(&dir))?;
+        if !fs.exists(&incoming) {
+            fs.create_dir_all(&incoming).map_err(io(&dir))?;
             // The new directories must survive a power cut with the files put in them.
             for d in [data_dir, &dir] {
-                sync_dir(d).map_err(io(d))?;
+                fs.sync_dir(d).map_err(io(d))?;
             }
         }
         Ok(ImageStore {
@@ -209,6 +208,7 @@ impl ImageStore {
             min_side: 1,
             decoded: Arc::new(DecodedCache::new(DECODED_CAP)),
             disk: Arc::new(Disk::new(data_dir, 0)),
+            fs,
         })
     }
 
@@ -301,8 +301,11 @@ impl ImageStore {
         let incoming = Incoming {
             path,
             live: Arc::clone(&self.live),
+            fs: Arc::clone(&self.fs),
         };
-        std::fs::File::create(&incoming.path).map_err(|e| self.io_error(&incoming.path, e))?;
+        self.fs
+            .open(&incoming.path, true)
+            .map_err(|e| self.io_error(&incoming.path, e))?;
         Ok(incoming)
     }
 
@@ -359,13 +362,13 @@ impl ImageStore {
         let (header, decoded) = self.check(&bytes, name)?;
         let hash = hex(&Sha256::digest(bytes));
         let pin = self.pin(&hash);
-        if !self.path(&hash).exists() {
+        if !self.fs.exists(&self.path(&hash)) {
             // (`incoming` refuses under the low-water mark.)
             let tmp = self.incoming()?;
             let write = || -> std::io::Result<()> {
-                let mut f = std::fs::OpenOptions::new().write(true).open(tmp.path())?;
-                f.write_all(bytes)?;
-                f.sync_all()
+                let f = self.fs.open(tmp.path(), false)?;
+                f.write_at(bytes, 0)?;
+                f.sync_data()
             };
             write().map_err(|e| self.io_error(tmp.path(), e))?;
             self.link(&tmp, &hash)?;
@@ -396,7 +399,7 @@ impl ImageStore {
         }
         let hash = hex(&hasher.finalize());
         let pin = self.pin(&hash);
-        if !self.path(&hash).exists() {
+        if !self.fs.exists(&self.path(&hash)) {
             file.sync_all().map_err(|e| self.io_error(tmp.path(), e))?;
             self.link(&tmp, &hash)?;
         }
@@ -412,21 +415,28 @@ impl ImageStore {
     fn link(&self, tmp: &Incoming, hash: &str) -> Result<(), ImageStoreError> {
         let path = self.path(hash);
         let parent = path.parent().expect("image paths have a fan-out directory");
-        let new_fan = !parent.exists();
-        std::fs::create_dir_all(parent).map_err(|e| self.io_error(parent, e))?;
+        let new_fan = !self.fs.exists(parent);
+        self.fs
+            .create_dir_all(parent)
+            .map_err(|e| self.io_error(parent, e))?;
         if new_fan {
-            sync_dir(&self.dir).map_err(|e| self.io_error(&self.dir, e))?;
+            self.fs
+                .sync_dir(&self.dir)
+                .map_err(|e| self.io_error(&self.dir, e))?;
         }
-        match std::fs::hard_link(tmp.path(), &path) {
+        match self.fs.hard_link(tmp.path(), &path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
             // A file system without hard links: rename, unless the image arrived meanwhile.
-            Err(_) if !path.exists() => {
-                std::fs::rename(tmp.path(), &path).map_err(|e| self.io_error(&path, e))?
-            }
+            Err(_) if !self.fs.exists(&path) => self
+                .fs
+                .rename(tmp.path(), &path)
+                .map_err(|e| self.io_error(&path, e))?,
             Err(_) => return Ok(()),
         }
-        sync_dir(parent).map_err(|e| self.io_error(parent, e))?;
+        self.fs
+            .sync_dir(parent)
+            .map_err(|e| self.io_error(parent, e))?;
         self.disk.wrote();
         Ok(())
     }
@@ -497,7 +507,7 @@ impl ImageStore {
     /// The original bytes.
     pub fn read(&self, hash: &str) -> Result<Vec<u8>, ImageStoreError> {
         let path = self.path(hash);
-        std::fs::read(&path).map_err(io(&path))
+        self.fs.read(&path).map_err(io(&path))
     }
 
     /// Removes image files and previews whose hash no job refers to and nobody has pinned, and

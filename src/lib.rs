@@ -18,6 +18,7 @@
 //! - `http`: the HTTP API, WebSocket, health endpoints and the embedded status page (axum)
 //! - `telemetry`: the Prometheus recorder and the machine's CPU, memory and disk
 //! - `disk`: the data directory's file system: free space, the low-water mark, refused writes
+//! - `fsio`: the durable file operations behind a trait, and the simulated disk of the power-loss tests
 //! - `clock`: injected time for leases, backoff and aging
 //! - `error_code`: every stable kebab-case error code, as constants
 //! - `contain`: a panic of code we call (the storage engine on a damaged file) as an error
@@ -31,6 +32,7 @@ pub mod disk;
 pub mod error_code;
 pub mod events;
 pub mod export;
+mod fsio;
 pub mod http;
 pub mod images;
 pub mod morphology;

@@ -62,6 +62,9 @@ pub struct QueueOptions {
     /// Newly queued jobs collect in a small tail index and move to the main one in groups of more
     /// than this many (see `queue/store.rs`); about one 4 KiB leaf's worth by default.
     pub ready_tail_spill: u64,
+    /// Checkpoints save redb's allocator state, so that opening after a crash need not rebuild
+    /// it by walking every table (redb's quick repair; see `benches/recovery.rs`).
+    pub quick_repair: bool,
 }
 
 impl Default for QueueOptions {
@@ -75,6 +78,7 @@ impl Default for QueueOptions {
             wal_bytes: 8 << 20,
             checkpoint_every: Duration::from_secs(2),
             ready_tail_spill: 100,
+            quick_repair: true,
         }
     }
 }
@@ -122,26 +126,39 @@ impl Queue {
         options: QueueOptions,
         clock: Arc<dyn Clock>,
     ) -> Result<(Queue, Recovery), QueueError> {
+        Self::open_on(crate::fsio::OsFs::shared(), path, options, clock)
+    }
+
+    /// [`Queue::open`] on the file system `fs` (the power-loss tests' simulated disk).
+    pub(crate) fn open_on(
+        fs: Arc<dyn crate::fsio::Fs>,
+        path: &Path,
+        options: QueueOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Result<(Queue, Recovery), QueueError> {
         // The storage engine panics on some damage instead of returning an error.
-        crate::contain::contain(|| Self::open_inner(path, options, clock)).unwrap_or_else(|panic| {
-            Err(QueueError::Corrupt {
-                detail: format!(
-                    "{}: the storage engine cannot read it ({panic})",
-                    path.display()
-                ),
-            })
-        })
+        crate::contain::contain(|| Self::open_inner(fs, path, options, clock)).unwrap_or_else(
+            |panic| {
+                Err(QueueError::Corrupt {
+                    detail: format!(
+                        "{}: the storage engine cannot read it ({panic})",
+                        path.display()
+                    ),
+                })
+            },
+        )
     }
 
     fn open_inner(
+        fs: Arc<dyn crate::fsio::Fs>,
         path: &Path,
         options: QueueOptions,
         clock: Arc<dyn Clock>,
     ) -> Result<(Queue, Recovery), QueueError> {
         let (store, report) =
-            Store::open(path, options.cache_bytes).map_err(QueueError::classify)?;
+            Store::open(&*fs, path, options.cache_bytes).map_err(QueueError::classify)?;
         let recent = Arc::new(Mutex::new(Recent::default()));
-        let (wal, existed) = Wal::open(&path.with_extension("wal"), options.wal_bytes)
+        let (wal, existed) = Wal::open(&*fs, &path.with_extension("wal"), options.wal_bytes)
             .map_err(QueueError::classify)?;
         // On a disk too full for the commits of opening, the queue still opens: it serves what
         // the database holds and refuses changes until the writer can finish the opening.
@@ -180,7 +197,7 @@ impl Queue {
         let announcer = Arc::new(announce::Announcer::with_recovered(recovered));
         let (tx, rx) = crossbeam_channel::unbounded();
         let status = Arc::new(writer::Status::default());
-        let slot = Arc::new(Slot::new(store, path, options.cache_bytes));
+        let slot = Arc::new(Slot::new(store, fs, path, options.cache_bytes));
         let handle = writer::spawn(
             Arc::clone(&slot),
             rx,

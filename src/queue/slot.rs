@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::QueueError;
 use super::store::Store;
+use crate::fsio::Fs;
 
 /// How long a reopen waits for reads in progress to let go of the old database.
 const READERS_DEADLINE: Duration = Duration::from_secs(10);
@@ -15,14 +16,16 @@ const READERS_DEADLINE: Duration = Duration::from_secs(10);
 pub(crate) struct Slot {
     /// `None` once closed (or after a reopen that failed), so the file is released.
     store: RwLock<Option<Arc<Store>>>,
+    fs: Arc<dyn Fs>,
     path: PathBuf,
     cache_bytes: usize,
 }
 
 impl Slot {
-    pub(crate) fn new(store: Store, path: &Path, cache_bytes: usize) -> Slot {
+    pub(crate) fn new(store: Store, fs: Arc<dyn Fs>, path: &Path, cache_bytes: usize) -> Slot {
         Slot {
             store: RwLock::new(Some(Arc::new(store))),
+            fs,
             path: path.to_owned(),
             cache_bytes,
         }
@@ -67,7 +70,7 @@ impl Slot {
                 }
             }
         }
-        let (store, _) = Store::open(&self.path, self.cache_bytes)?;
+        let (store, _) = Store::open(&*self.fs, &self.path, self.cache_bytes)?;
         *slot = Some(Arc::new(store));
         tracing::info!(path = %self.path.display(), "database reopened");
         Ok(())

@@ -31,6 +31,7 @@ use redb::{
 
 use super::QueueError;
 use super::model::{Job, JobId, JobState, Millis};
+use crate::fsio::Fs;
 
 /// The layout this build reads and writes. Version 2 added the write-ahead log, which a build of
 /// version 1 would not replay; version 3 writes job records of version 2, which a build of
@@ -74,6 +75,8 @@ pub(crate) const META_PAUSED: &str = "paused";
 pub(crate) const META_WAL_GENERATION: &str = "wal_generation";
 /// The last write-ahead log record that the last durable commit includes.
 pub(crate) const META_WAL_LSN: &str = "wal_lsn";
+/// The layout of the write-ahead log's records (`queue/wal.rs`); absent is version 1.
+pub(crate) const META_WAL_FORMAT: &str = "wal_format";
 /// 1 when the last process closed the queue (its final checkpoint), 0 while one runs.
 pub(crate) const META_WAL_CLEAN: &str = "wal_clean";
 /// Prefix of the counter keys in `meta`.
@@ -168,10 +171,14 @@ pub struct OpenReport {
 impl Store {
     /// Opens or creates the file, refusing a newer schema and migrating an older one after copying
     /// it aside to `{file}.v{N}.bak`.
-    pub(crate) fn open(path: &Path, cache_bytes: usize) -> Result<(Store, OpenReport), QueueError> {
+    pub(crate) fn open(
+        fs: &dyn Fs,
+        path: &Path,
+        cache_bytes: usize,
+    ) -> Result<(Store, OpenReport), QueueError> {
         let mut report = OpenReport::default();
-        let exists = path.exists();
-        let db = open_db(path, cache_bytes)?;
+        let exists = fs.exists(path);
+        let db = open_db(fs, path, cache_bytes)?;
         let found = if exists {
             read_schema(&db)?
         } else {
@@ -181,6 +188,13 @@ impl Store {
         let db = match found {
             None if report.created => {
                 init(&db)?;
+                // The new file's name must survive a power cut too.
+                if let Some(dir) = path.parent() {
+                    fs.sync_dir(dir).map_err(|source| QueueError::Io {
+                        path: dir.to_owned(),
+                        source,
+                    })?;
+                }
                 db
             }
             Some(v) if v == SCHEMA_VERSION => db,
@@ -199,7 +213,7 @@ impl Store {
                     path: backup.clone(),
                     source,
                 })?;
-                let db = open_db(path, cache_bytes)?;
+                let db = open_db(fs, path, cache_bytes)?;
                 migrate(&db, from)?;
                 tracing::info!(from, to = SCHEMA_VERSION, backup = %backup.display(), "database migrated");
                 report.migrated_from = Some(from);
@@ -291,10 +305,8 @@ impl Store {
     }
 }
 
-fn open_db(path: &Path, cache_bytes: usize) -> Result<Database, QueueError> {
-    let mut builder = Database::builder();
-    builder.set_cache_size(cache_bytes);
-    builder.create(path).map_err(|e| match e {
+fn open_db(fs: &dyn Fs, path: &Path, cache_bytes: usize) -> Result<Database, QueueError> {
+    fs.database(path, cache_bytes).map_err(|e| match e {
         DatabaseError::DatabaseAlreadyOpen => QueueError::AlreadyOpen {
             path: path.to_owned(),
         },

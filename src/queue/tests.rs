@@ -458,5 +458,6 @@ async fn delayed_enqueue_waits_for_its_time() {
 
 /// Aging, listing and retention.
 mod leases;
+mod power;
 mod restarts;
 mod views;

@@ -48,7 +48,8 @@ use super::model::{
 use super::slot::Slot;
 use super::stats::Recent;
 use super::store::{
-    META, META_WAL_CLEAN, META_WAL_GENERATION, META_WAL_LSN, Store, Tables, due, redo,
+    META, META_WAL_CLEAN, META_WAL_FORMAT, META_WAL_GENERATION, META_WAL_LSN, Store, Tables, due,
+    redo,
 };
 use super::wal::Wal;
 use crate::clock::Clock;
@@ -229,6 +230,8 @@ pub(crate) struct Log {
     lsn: u64,
     /// The last record the sync thread was asked to make durable.
     requested: u64,
+    /// A sync was asked for since the last record: the next one starts on a fresh boundary.
+    fresh: bool,
     last_checkpoint: Instant,
 }
 
@@ -246,6 +249,7 @@ impl Log {
             generation: at.generation,
             lsn: at.lsn,
             requested: at.lsn,
+            fresh: false,
             last_checkpoint: Instant::now(),
         }
     }
@@ -284,7 +288,8 @@ pub(crate) fn replay(
                 "the write-ahead log is missing after an unclean shutdown: changes acknowledged since the last checkpoint are lost"
             );
         }
-        let records = wal.replay(previous, after)?;
+        let format = meta(&mut t, META_WAL_FORMAT, 1)?;
+        let records = wal.replay(previous, after, format)?;
         for record in &records {
             redo(&mut t, &record.payload)?;
         }
@@ -294,6 +299,7 @@ pub(crate) fn replay(
         t.meta()?.insert(META_WAL_GENERATION, generation)?;
         t.meta()?.insert(META_WAL_LSN, lsn)?;
         t.meta()?.insert(META_WAL_CLEAN, 0)?;
+        t.meta()?.insert(META_WAL_FORMAT, super::wal::FORMAT)?;
     }
     tx.commit()?;
     Ok((Position { generation, lsn }, redone))
@@ -327,8 +333,9 @@ pub(crate) fn spawn(
         recent,
         announcer,
     } = outlets;
+    status.set_synced_lsn(log.lsn);
     let syncer = Syncer::spawn(
-        log.wal.sync_handle()?,
+        log.wal.sync_handle(),
         log.wal.path().to_owned(),
         log.lsn,
         Arc::clone(&status),
@@ -741,22 +748,31 @@ impl Writer {
                 Err(e) => return Err(e),
             };
             checkpoint = payload.as_ref().is_some_and(|p| {
-                !self.log.wal.fits(p.len())
+                !self.log.wal.fits(p.len(), self.log.fresh)
                     || self.log.last_checkpoint.elapsed() >= self.options.checkpoint_every
             });
             if let Some(p) = payload.filter(|_| !checkpoint) {
-                let at = self.log.wal.position();
-                if let Err(e) = self
-                    .log
-                    .wal
-                    .append(self.log.generation, self.log.lsn + 1, &p)
-                {
-                    // Nothing else was written: the batch is refused, the queue goes on.
-                    if let Err(undo) = self.log.wal.unwrite(at) {
-                        self.fail_stop(&undo);
+                let before = self.log.wal.position();
+                // What is known to be on disk as this record is written (never itself).
+                let durable = self.status.synced_lsn().min(self.log.lsn);
+                let written = self.log.wal.append(
+                    self.log.generation,
+                    self.log.lsn + 1,
+                    durable,
+                    &p,
+                    self.log.fresh,
+                );
+                let at = match written {
+                    Ok(at) => at,
+                    Err(e) => {
+                        // Nothing else was written: the batch is refused, the queue goes on.
+                        if let Err(undo) = self.log.wal.unwrite(before) {
+                            self.fail_stop(&undo);
+                        }
+                        return Err(e.classify());
                     }
-                    return Err(e.classify());
-                }
+                };
+                self.log.fresh = false;
                 self.log.lsn += 1;
                 logged_at = Some(at);
                 self.status
@@ -777,8 +793,9 @@ impl Writer {
             tx.set_durability(Durability::None)
                 .map_err(|e| QueueError::Storage(Box::new(e)))?;
             if durable && self.log.requested < self.log.lsn {
-                // The sync runs while redb commits.
+                // The sync runs while redb commits; the next record keeps off its sectors.
                 self.log.requested = self.log.lsn;
+                self.log.fresh = true;
                 self.syncer.sync(self.log.lsn);
             }
             if let Err(e) = tx.commit() {
@@ -794,6 +811,7 @@ impl Writer {
                     }
                     self.log.lsn -= 1;
                     self.log.requested = self.log.requested.min(self.log.lsn);
+                    self.log.fresh = true;
                     self.syncer.rewind(self.log.lsn);
                     return Err(self.short_of_space(e));
                 }
@@ -824,7 +842,12 @@ impl Writer {
 
     /// Commits `tx` durably as a checkpoint: it records the last log record it covers (and, on
     /// close, that the log is clean), and the log starts over.
-    fn checkpoint(&mut self, tx: redb::WriteTransaction, clean: bool) -> Result<(), QueueError> {
+    fn checkpoint(
+        &mut self,
+        mut tx: redb::WriteTransaction,
+        clean: bool,
+    ) -> Result<(), QueueError> {
+        tx.set_quick_repair(self.options.quick_repair);
         {
             let mut meta = tx.open_table(META)?;
             meta.insert(META_WAL_LSN, self.log.lsn)?;

@@ -80,7 +80,8 @@ fn version_zero_file_is_backed_up_and_migrated() {
         }
         tx.commit().expect("commit");
     }
-    let (store, report) = Store::open(&path, 1 << 20).expect("opens and migrates");
+    let (store, report) =
+        Store::open(&crate::fsio::OsFs, &path, 1 << 20).expect("opens and migrates");
     assert_eq!(report.migrated_from, Some(0));
     let backup = report.backup.expect("a backup");
     assert!(backup.ends_with("spheroseg.redb.v0.bak"));
@@ -121,7 +122,7 @@ fn version_one_file_gains_a_clean_log() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("spheroseg.redb");
     {
-        let (store, _) = Store::open(&path, 1 << 20).expect("create");
+        let (store, _) = Store::open(&crate::fsio::OsFs, &path, 1 << 20).expect("create");
         let tx = store.db.begin_write().expect("write");
         {
             let mut t = Tables::open(&tx).expect("tables");
@@ -139,7 +140,8 @@ fn version_one_file_gains_a_clean_log() {
         tx.delete_table(READY_TAIL).expect("delete tail");
         tx.commit().expect("commit");
     }
-    let (store, report) = Store::open(&path, 1 << 20).expect("opens and migrates");
+    let (store, report) =
+        Store::open(&crate::fsio::OsFs, &path, 1 << 20).expect("opens and migrates");
     assert_eq!(report.migrated_from, Some(1));
     assert!(
         report
@@ -170,7 +172,9 @@ fn newer_schema_is_refused_with_both_versions_named() {
             .expect("insert");
         tx.commit().expect("commit");
     }
-    let err = Store::open(&path, 1 << 20).err().expect("refused");
+    let err = Store::open(&crate::fsio::OsFs, &path, 1 << 20)
+        .err()
+        .expect("refused");
     let msg = err.to_string();
     assert!(matches!(err, QueueError::NewerSchema { .. }), "{msg}");
     assert!(
@@ -185,7 +189,9 @@ fn garbage_file_is_a_clear_error_not_a_panic() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("spheroseg.redb");
     std::fs::write(&path, vec![0x5a; 64 * 1024]).expect("write");
-    let err = Store::open(&path, 1 << 20).err().expect("refused");
+    let err = Store::open(&crate::fsio::OsFs, &path, 1 << 20)
+        .err()
+        .expect("refused");
     assert!(matches!(err, QueueError::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains("spheroseg.redb"), "{err}");
 }
@@ -194,8 +200,10 @@ fn garbage_file_is_a_clear_error_not_a_panic() {
 fn second_open_in_use_is_named() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("spheroseg.redb");
-    let _first = Store::open(&path, 1 << 20).expect("first open");
-    let err = Store::open(&path, 1 << 20).err().expect("refused");
+    let _first = Store::open(&crate::fsio::OsFs, &path, 1 << 20).expect("first open");
+    let err = Store::open(&crate::fsio::OsFs, &path, 1 << 20)
+        .err()
+        .expect("refused");
     assert!(matches!(err, QueueError::AlreadyOpen { .. }), "{err}");
     assert!(err.to_string().contains("another spheroseg"), "{err}");
 }

@@ -18,6 +18,8 @@ pub(crate) struct Status {
     checkpoints: AtomicU64,
     log_bytes: AtomicU64,
     log_capacity: AtomicU64,
+    /// The last log record known to be on disk.
+    synced_lsn: AtomicU64,
 }
 
 impl Status {
@@ -49,6 +51,14 @@ impl Status {
     pub(super) fn batch(&self, commands: usize) {
         self.batches.fetch_add(1, Relaxed);
         self.commands.fetch_add(commands as u64, Relaxed);
+    }
+
+    pub(super) fn set_synced_lsn(&self, lsn: u64) {
+        self.synced_lsn.store(lsn, Relaxed);
+    }
+
+    pub(super) fn synced_lsn(&self) -> u64 {
+        self.synced_lsn.load(Relaxed)
     }
 
     pub(super) fn synced(&self) {

@@ -15,7 +15,6 @@
 //! acknowledged after it. Every later batch gets the error until spheroseg is restarted (the
 //! restart replays what did reach the log).
 
-use std::fs::File;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -31,8 +30,8 @@ enum Msg {
     /// Make every record up to this sequence number durable.
     Sync(u64),
     /// The log was rewound to this sequence number (a record was taken back, or the log started
-    /// over after a reopen): numbers after it will be records not yet synced.
-    Rewind(u64),
+    /// over after a reopen): numbers after it will be records not yet synced. Answered once done.
+    Rewind(u64, std::sync::mpsc::Sender<()>),
     /// Send these replies once every record up to `after` is durable. `durable_since` is when a
     /// durable batch began, for the commit latency statistics.
     Reply {
@@ -53,7 +52,7 @@ pub(super) struct Syncer {
 impl Syncer {
     /// Starts the thread. Every record up to `synced` is already durable.
     pub(super) fn spawn(
-        file: File,
+        file: Arc<dyn crate::fsio::FileIo>,
         path: PathBuf,
         synced: u64,
         status: Arc<Status>,
@@ -93,8 +92,11 @@ impl Syncer {
     }
 
     /// Forgets that anything after `lsn` was synced: the writer will write new records there.
+    /// Returns once the thread has (so no sync in flight can report the old records durable).
     pub(super) fn rewind(&self, lsn: u64) {
-        self.send(Msg::Rewind(lsn));
+        let (done, wait) = std::sync::mpsc::channel();
+        self.send(Msg::Rewind(lsn, done));
+        let _ = wait.recv();
     }
 
     /// Once every record up to `after` is durable: announces `committed` (and `wake`), then
@@ -149,7 +151,7 @@ impl Drop for Syncer {
 }
 
 struct Thread {
-    file: File,
+    file: Arc<dyn crate::fsio::FileIo>,
     path: PathBuf,
     /// Every record up to here is durable.
     synced: u64,
@@ -164,9 +166,11 @@ impl Thread {
     fn round(&mut self, msgs: Vec<Msg>) {
         let mut part = Vec::with_capacity(msgs.len());
         for msg in msgs {
-            if let Msg::Rewind(lsn) = msg {
+            if let Msg::Rewind(lsn, done) = msg {
                 self.part(std::mem::take(&mut part));
                 self.synced = self.synced.min(lsn);
+                self.status.set_synced_lsn(self.synced);
+                let _ = done.send(());
             } else {
                 part.push(msg);
             }
@@ -180,7 +184,7 @@ impl Thread {
             .map(|m| match m {
                 Msg::Sync(lsn) => *lsn,
                 Msg::Reply { after, .. } => *after,
-                Msg::Rewind(_) => 0,
+                Msg::Rewind(..) => 0,
             })
             .max()
             .unwrap_or(0);
@@ -190,6 +194,7 @@ impl Thread {
                 Ok(()) => {
                     self.synced = target;
                     self.status.synced();
+                    self.status.set_synced_lsn(target);
                     Ok(())
                 }
                 Err(e) => {
