@@ -52,6 +52,7 @@ impl Segmenter for NoOp {
             decisions: None,
             objects: vec![],
             metrics: vec![],
+            flags: vec![],
             timings_ms: vec![],
             created_at: String::new(),
         })

@@ -177,6 +177,7 @@ mod tests {
             decisions: None,
             metrics: objects.iter().map(|o| measure(o, None, pixel)).collect(),
             objects,
+            flags: vec![],
             timings_ms: vec![],
             created_at: "2026-11-29T05:00:00Z".into(),
         }

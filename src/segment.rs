@@ -20,11 +20,13 @@ use std::time::{Instant, SystemTime};
 pub use budget::{DecodeBudget, Footprint, Reservation};
 pub use builtin::{Decisions, SegmentError, Segmentation};
 pub use decode::{DecodeError, DecodeLimits, Decoded};
-pub use params::{Feature, ParamsError, Polarity, SegmentParams};
+pub(crate) use params::ParamsV1;
+pub use params::{Declump, Feature, ParamsError, Polarity, SegmentParams};
 pub use registry::{MlService, Segmenters};
 use result::measure_all;
 pub use result::{
-    AnalyzeError, ImageInfo, ObjectMetrics, ResultJson, SegmentResult, analyze, analyze_decoded,
+    AnalyzeError, ImageInfo, ObjectFlags, ObjectMetrics, ResultJson, SegmentResult, analyze,
+    analyze_decoded,
 };
 
 use serde::{Deserialize, Serialize};
@@ -370,8 +372,10 @@ pub fn result_from_polygons(
     let metrics = measure_all(&objects, &decoded, input.params);
     let mut timings_ms = timings_ms;
     timings_ms.push(("measure".into(), start.elapsed().as_secs_f64() * 1e3));
+    let image = ImageInfo::of(input.name, &decoded);
     Ok(SegmentResult {
-        image: ImageInfo::of(input.name, &decoded),
+        flags: result::geometric_flags(&objects, &image),
+        image,
         segmenter: segmenter.to_owned(),
         params: input.params.clone(),
         decisions: None,

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use crate::clock::Millis;
 use crate::queue::{Job, JobState};
-use crate::segment::{Feature, Polarity, SegmentParams};
+use crate::segment::{Declump, Feature, Polarity, SegmentParams};
 
 /// The schema of a job state: a string, one of the names of `JobState::ALL`.
 pub fn job_state_schema() -> utoipa::openapi::Object {
@@ -134,12 +134,40 @@ pub struct ParamsView {
     /// Holes smaller than this fraction (0 to 1) of their object are filled (default 0.02).
     #[schema(required = false)]
     pub fill_holes_below: f32,
-    /// Objects smaller than this fraction (0 to 1) of the image are dropped (default 0.001).
+    /// Objects smaller than this fraction (0 to 1) of the image are dropped when the pixel size is
+    /// unknown or `min_area_um2` is 0 (default 0.002).
     #[schema(required = false)]
     pub min_area_fraction: f32,
-    /// Drop objects that touch the image border (default false).
+    /// Objects smaller than this many µm² are dropped when the pixel size is known; 0 leaves it to
+    /// `min_area_fraction` (default 2000).
+    #[schema(required = false)]
+    pub min_area_um2: f32,
+    /// Objects with a circularity (4πA/P², 0 to 1) below this are dropped (default 0).
+    #[schema(required = false)]
+    pub min_circularity: f32,
+    /// Objects with a circularity above this are dropped (default 1).
+    #[schema(required = false)]
+    pub max_circularity: f32,
+    /// Objects with a solidity (area over convex area, 0 to 1) below this are dropped (default 0).
+    #[schema(required = false)]
+    pub min_solidity: f32,
+    /// Objects with a solidity above this are dropped (default 1).
+    #[schema(required = false)]
+    pub max_solidity: f32,
+    /// Drop objects that touch the image border; otherwise they are kept and flagged (default
+    /// false).
     #[schema(required = false)]
     pub drop_border_objects: bool,
+    #[schema(required = false)]
+    pub declump: DeclumpView,
+    /// A split is kept when the neck is narrower than this fraction (0.05 to 1) of the smaller
+    /// part's diameter (default 0.7).
+    #[schema(required = false)]
+    pub split_neck_ratio: f32,
+    /// Each object is opened with a disc of this fraction (0 to 0.5) of its equivalent radius
+    /// before tracing, which removes halo fingers and thin bridges; 0 is off (default 0.08).
+    #[schema(required = false)]
+    pub opening_fraction: f32,
     /// Keep only the largest N objects (at least 1); `null` keeps all that pass.
     pub keep_largest: Option<u32>,
     /// Douglas-Peucker tolerance in pixels, 0 to 50; 0 keeps every boundary vertex (default 1).
@@ -147,6 +175,14 @@ pub struct ParamsView {
     pub simplify_epsilon: f32,
     /// Pixel size in micrometres (positive), for metrics in µm.
     pub pixel_size_um: Option<f32>,
+}
+
+/// Whether touching objects are split at narrow necks; `auto` (the default) does, `off` does not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeclumpView {
+    Auto,
+    Off,
 }
 
 /// Which image feature the threshold is applied to; `auto` (the default) chooses by the image.
@@ -179,7 +215,15 @@ impl From<&SegmentParams> for ParamsView {
             polarity,
             fill_holes_below,
             min_area_fraction,
+            min_area_um2,
+            min_circularity,
+            max_circularity,
+            min_solidity,
+            max_solidity,
             drop_border_objects,
+            declump,
+            split_neck_ratio,
+            opening_fraction,
             keep_largest,
             simplify_epsilon,
             pixel_size_um,
@@ -199,7 +243,18 @@ impl From<&SegmentParams> for ParamsView {
             },
             fill_holes_below,
             min_area_fraction,
+            min_area_um2,
+            min_circularity,
+            max_circularity,
+            min_solidity,
+            max_solidity,
             drop_border_objects,
+            declump: match declump {
+                Declump::Auto => DeclumpView::Auto,
+                Declump::Off => DeclumpView::Off,
+            },
+            split_neck_ratio,
+            opening_fraction,
             keep_largest,
             simplify_epsilon,
             pixel_size_um,
@@ -226,6 +281,7 @@ mod tests {
                 keep_largest: Some(3),
                 pixel_size_um: Some(0.65),
                 drop_border_objects: true,
+                declump: Declump::Off,
                 ..SegmentParams::default()
             });
         }

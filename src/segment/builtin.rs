@@ -30,6 +30,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::params::{Feature, Polarity, SegmentParams};
+use super::result::ObjectFlags;
 use crate::morphology::Gray;
 use crate::outline::Object;
 use binary::components;
@@ -56,7 +57,8 @@ pub enum SegmentError {
 }
 
 /// The decisions the pipeline took, for the result record.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Decisions {
     pub feature: Feature,
     pub polarity: Polarity,
@@ -73,6 +75,8 @@ pub struct Decisions {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Segmentation {
     pub objects: Vec<Object>,
+    /// One per object.
+    pub flags: Vec<ObjectFlags>,
     pub decisions: Decisions,
     /// Milliseconds per stage.
     pub timings: Vec<(&'static str, f64)>,
@@ -183,8 +187,18 @@ pub fn segment(
     let objects = trace_objects(&mask, &plane, threshold, params);
     stage("contours", 95, progress)?;
 
+    let flags = objects
+        .iter()
+        .map(|o| ObjectFlags {
+            touches_border: o.outer.iter().any(|p| {
+                p.x <= 0.5 || p.y <= 0.5 || p.x >= w as f64 - 0.5 || p.y >= h as f64 - 0.5
+            }),
+            ..ObjectFlags::default()
+        })
+        .collect();
     Ok(Segmentation {
         objects,
+        flags,
         decisions: Decisions {
             feature,
             polarity,

@@ -14,6 +14,8 @@ use crate::error_code::ErrorCode;
 use crate::morphology::{Metrics, measure};
 use crate::outline::{Object, Polygon, to_polygons};
 
+mod legacy;
+
 /// What is known about the image that was segmented.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ImageInfo {
@@ -50,6 +52,33 @@ pub fn measure_all(objects: &[Object], decoded: &Decoded, params: &SegmentParams
         .collect()
 }
 
+/// What a person may want to filter an object on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ObjectFlags {
+    /// The outline reaches the image border: the object may be cut off.
+    pub touches_border: bool,
+    /// The object was split from touching neighbours (declumped).
+    pub split: bool,
+    /// The object is barely darker (or brighter) than what surrounds it.
+    pub low_contrast: bool,
+}
+
+/// Flags that follow from the outlines alone: `touches_border` (within half a pixel of an edge).
+pub fn geometric_flags(objects: &[Object], image: &ImageInfo) -> Vec<ObjectFlags> {
+    let (w, h) = (f64::from(image.width), f64::from(image.height));
+    objects
+        .iter()
+        .map(|o| ObjectFlags {
+            touches_border: o
+                .outer
+                .iter()
+                .any(|p| p.x <= 0.5 || p.y <= 0.5 || p.x >= w - 0.5 || p.y >= h - 0.5),
+            ..ObjectFlags::default()
+        })
+        .collect()
+}
+
 /// The outcome of segmenting one image.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SegmentResult {
@@ -62,10 +91,34 @@ pub struct SegmentResult {
     pub objects: Vec<Object>,
     /// One per object, same order.
     pub metrics: Vec<Metrics>,
+    /// One per object, same order.
+    #[serde(default)]
+    pub flags: Vec<ObjectFlags>,
     /// Milliseconds per stage, `decode` and `measure` included.
     pub timings_ms: Vec<(String, f64)>,
     /// RFC 3339, UTC.
     pub created_at: String,
+}
+
+/// Everything of a stored result but its outlines, as JSON (so fields can be added), beside the
+/// outlines in postcard (compact, and their shape does not change).
+#[derive(Serialize, Deserialize)]
+struct Meta {
+    image: ImageInfo,
+    segmenter: String,
+    params: SegmentParams,
+    decisions: Option<Decisions>,
+    metrics: Vec<Metrics>,
+    #[serde(default)]
+    flags: Vec<ObjectFlags>,
+    timings_ms: Vec<(String, f64)>,
+    created_at: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredV2 {
+    meta: String,
+    objects: Vec<Object>,
 }
 
 /// The JSON shape of a result: objects as the ML service's polygon list, metrics keyed by its ids.
@@ -81,31 +134,75 @@ pub struct ResultJson<'a> {
     pub created_at: &'a str,
 }
 
-/// One object's metrics with the id of its external polygon.
+/// One object's metrics and flags with the id of its external polygon.
 #[derive(Serialize)]
 pub struct ObjectMetrics<'a> {
     pub object_id: String,
     #[serde(flatten)]
     pub metrics: &'a Metrics,
+    pub flags: ObjectFlags,
 }
 
-/// Version byte in front of a stored result (postcard).
+/// Version bytes in front of a stored result: 1 is postcard of the whole result
+/// (`result/legacy.rs`), 2 postcard of the outlines beside the rest as JSON.
 const RESULT_V1: u8 = 1;
+const RESULT_V2: u8 = 2;
 
 impl SegmentResult {
-    /// The stored form: a version byte and postcard.
+    /// The stored form: a version byte, then postcard of the outlines and of the rest as JSON.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = vec![RESULT_V1];
-        out.extend(postcard::to_stdvec(self).expect("postcard encodes plain structs"));
+        let meta = Meta {
+            image: self.image.clone(),
+            segmenter: self.segmenter.clone(),
+            params: self.params.clone(),
+            decisions: self.decisions.clone(),
+            metrics: self.metrics.clone(),
+            flags: self.flags.clone(),
+            timings_ms: self.timings_ms.clone(),
+            created_at: self.created_at.clone(),
+        };
+        let stored = StoredV2 {
+            meta: serde_json::to_string(&meta).expect("plain structs serialise"),
+            objects: self.objects.clone(),
+        };
+        let mut out = vec![RESULT_V2];
+        out.extend(postcard::to_stdvec(&stored).expect("postcard encodes plain structs"));
         out
     }
 
     /// Reads the stored form; `None` for bytes no version of spheroseg wrote.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
         match bytes.split_first() {
-            Some((&RESULT_V1, rest)) => postcard::from_bytes(rest).ok(),
+            Some((&RESULT_V2, rest)) => {
+                let stored: StoredV2 = postcard::from_bytes(rest).ok()?;
+                let m: Meta = serde_json::from_str(&stored.meta).ok()?;
+                let flags = if m.flags.len() == stored.objects.len() {
+                    m.flags
+                } else {
+                    geometric_flags(&stored.objects, &m.image)
+                };
+                Some(SegmentResult {
+                    image: m.image,
+                    segmenter: m.segmenter,
+                    params: m.params,
+                    decisions: m.decisions,
+                    objects: stored.objects,
+                    metrics: m.metrics,
+                    flags,
+                    timings_ms: m.timings_ms,
+                    created_at: m.created_at,
+                })
+            }
+            Some((&RESULT_V1, rest)) => postcard::from_bytes::<legacy::ResultV1>(rest)
+                .ok()
+                .map(SegmentResult::from),
             _ => None,
         }
+    }
+
+    /// The flags of object `i` (none for a result that has fewer).
+    pub fn flags_of(&self, i: usize) -> ObjectFlags {
+        self.flags.get(i).copied().unwrap_or_default()
     }
 
     pub fn to_json(&self) -> ResultJson<'_> {
@@ -122,6 +219,7 @@ impl SegmentResult {
                 .map(|(i, m)| ObjectMetrics {
                     object_id: format!("polygon-{}", i + 1),
                     metrics: m,
+                    flags: self.flags_of(i),
                 })
                 .collect(),
             timings_ms: &self.timings_ms,
@@ -198,6 +296,7 @@ pub fn analyze_decoded(
         decisions: Some(seg.decisions),
         objects: seg.objects,
         metrics,
+        flags: seg.flags,
         timings_ms,
         created_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
     })

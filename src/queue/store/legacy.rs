@@ -8,7 +8,7 @@ use crate::images::ImageRef;
 use crate::queue::model::{
     Job, JobError, JobId, JobState, LeaseToken, Millis, Priority, ResultRef,
 };
-use crate::segment::{Feature, Polarity, SegmentParams, SegmenterId};
+use crate::segment::{SegmentParams, SegmenterId};
 
 /// Record version 1: the attempt counter was the lease fence and attempts spent were
 /// `attempt - attempt_base`; the segmenter an enum; the parameters postcard, in this order.
@@ -35,7 +35,7 @@ pub(super) struct JobV1 {
     dedupe_key: Option<String>,
     image: ImageRef,
     segmenter: SegmenterV1,
-    params: ParamsV1,
+    params: crate::segment::ParamsV1,
     result: Option<ResultRefV1>,
 }
 
@@ -51,23 +51,8 @@ struct ResultRefV1 {
     bytes: u64,
 }
 
-#[derive(Deserialize)]
-struct ParamsV1 {
-    flatten_illumination: bool,
-    smooth_sigma: Option<f32>,
-    feature: Feature,
-    polarity: Polarity,
-    fill_holes_below: f32,
-    min_area_fraction: f32,
-    drop_border_objects: bool,
-    keep_largest: Option<u32>,
-    simplify_epsilon: f32,
-    pixel_size_um: Option<f32>,
-}
-
 impl From<JobV1> for Job {
     fn from(v: JobV1) -> Job {
-        let p = v.params;
         let segmenter = match v.segmenter {
             SegmenterV1::Builtin => SegmenterId::builtin(),
             SegmenterV1::Http(n) | SegmenterV1::Command(n) => {
@@ -96,18 +81,7 @@ impl From<JobV1> for Job {
             dedupe_key: v.dedupe_key,
             image: v.image,
             segmenter,
-            params: SegmentParams {
-                flatten_illumination: p.flatten_illumination,
-                smooth_sigma: p.smooth_sigma,
-                feature: p.feature,
-                polarity: p.polarity,
-                fill_holes_below: p.fill_holes_below,
-                min_area_fraction: p.min_area_fraction,
-                drop_border_objects: p.drop_border_objects,
-                keep_largest: p.keep_largest,
-                simplify_epsilon: p.simplify_epsilon,
-                pixel_size_um: p.pixel_size_um,
-            },
+            params: SegmentParams::from(v.params),
             result: v.result.map(|r| ResultRef {
                 bytes: r.bytes,
                 objects: 0,
