@@ -22,7 +22,12 @@
 
 mod binary;
 mod contour;
+mod declump;
+mod distance;
 mod filter;
+mod objects;
+
+pub use objects::{Dropped, SplitDecision};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -69,6 +74,10 @@ pub struct Decisions {
     pub sigma: f32,
     pub morph_radius: u32,
     pub holes_filled: u32,
+    /// Every split the declumping considered: kept (two objects) or refused (one lobed object).
+    pub splits: Vec<SplitDecision>,
+    /// Candidates each rule dropped.
+    pub dropped: Dropped,
 }
 
 /// What the builtin segmenter found.
@@ -184,21 +193,20 @@ pub fn segment(
     let holes_filled = fill_small_holes(&mut mask, w, h, params.fill_holes_below);
     stage("fill holes", 70, progress)?;
 
-    let objects = trace_objects(&mask, &plane, threshold, params);
+    let found = objects::find(
+        &objects::Image {
+            mask: &mask,
+            feature: &plane,
+            threshold,
+            range: hi - lo,
+        },
+        params,
+    );
     stage("contours", 95, progress)?;
 
-    let flags = objects
-        .iter()
-        .map(|o| ObjectFlags {
-            touches_border: o.outer.iter().any(|p| {
-                p.x <= 0.5 || p.y <= 0.5 || p.x >= w as f64 - 0.5 || p.y >= h as f64 - 0.5
-            }),
-            ..ObjectFlags::default()
-        })
-        .collect();
     Ok(Segmentation {
-        objects,
-        flags,
+        objects: found.objects,
+        flags: found.flags,
         decisions: Decisions {
             feature,
             polarity,
@@ -211,6 +219,8 @@ pub fn segment(
             sigma,
             morph_radius: morph_radius as u32,
             holes_filled,
+            splits: found.splits,
+            dropped: found.dropped,
         },
         timings,
     })
@@ -239,91 +249,6 @@ fn fill_small_holes(mask: &mut [u8], w: usize, h: usize, fraction: f32) -> u32 {
         }
     }
     filled
-}
-
-/// Selects objects by the parameters and traces them with their holes, each boundary point placed
-/// where the feature crosses the threshold between the inside and the outside pixel.
-fn trace_objects(
-    mask: &[u8],
-    feature: &Plane,
-    threshold: f32,
-    params: &SegmentParams,
-) -> Vec<Object> {
-    let (w, h) = (feature.w, feature.h);
-    let crossing = |a: (i64, i64), b: (i64, i64)| -> f64 {
-        let at = |(x, y): (i64, i64)| -> Option<f32> {
-            (x >= 0 && y >= 0 && (x as usize) < w && (y as usize) < h)
-                .then(|| feature.data[y as usize * w + x as usize])
-        };
-        match (at(a), at(b)) {
-            (Some(fa), Some(fb)) if (fb - fa).abs() > 1e-6 => {
-                f64::from((threshold - fa) / (fb - fa))
-            }
-            _ => 0.5,
-        }
-    };
-    let objects = components(mask, w, h, 1, true);
-    let labels = objects.paint(w, h);
-    let min_area = f64::from(params.min_area_fraction) * (w * h) as f64;
-    let mut keep: Vec<usize> = (0..objects.components.len())
-        .filter(|&i| {
-            let c = &objects.components[i];
-            c.area as f64 >= min_area.max(1.0) && !(params.drop_border_objects && c.touches_border)
-        })
-        .collect();
-    if let Some(n) = params.keep_largest {
-        keep.sort_by_key(|&i| std::cmp::Reverse(objects.components[i].area));
-        keep.truncate(n as usize);
-        keep.sort_unstable();
-    }
-    let mut slot = vec![usize::MAX; objects.components.len()];
-    for (k, &i) in keep.iter().enumerate() {
-        slot[i] = k;
-    }
-    let background = components(mask, w, h, 0, false);
-    let holes_img = background.paint(w, h);
-    let eps = f64::from(params.simplify_epsilon);
-    fn inside(img: &[u32], w: usize, h: usize, label: u32) -> impl Fn(i64, i64) -> bool + '_ {
-        move |x: i64, y: i64| {
-            x >= 0
-                && y >= 0
-                && (x as usize) < w
-                && (y as usize) < h
-                && img[y as usize * w + x as usize] == label
-        }
-    }
-    let mut out: Vec<Object> = keep
-        .iter()
-        .map(|&i| {
-            let ring = contour::trace_subpixel(
-                objects.components[i].first,
-                true,
-                inside(&labels, w, h, i as u32 + 1),
-                crossing,
-            );
-            Object {
-                outer: contour::simplify(&ring, eps),
-                holes: Vec::new(),
-            }
-        })
-        .collect();
-    for (j, hole) in background.components.iter().enumerate() {
-        let Some(k) = hole
-            .enclosing(&labels, w)
-            .map(|i| slot[i])
-            .filter(|&k| k != usize::MAX)
-        else {
-            continue;
-        };
-        let ring = contour::trace_subpixel(
-            hole.first,
-            false,
-            inside(&holes_img, w, h, j as u32 + 1),
-            crossing,
-        );
-        out[k].holes.push(contour::simplify(&ring, eps));
-    }
-    out
 }
 
 #[cfg(test)]

@@ -48,6 +48,7 @@ impl From<ResultV1> for SegmentResult {
                 sigma: d.sigma,
                 morph_radius: d.morph_radius,
                 holes_filled: d.holes_filled,
+                ..Decisions::default()
             }),
             objects: v.objects,
             metrics: v.metrics,

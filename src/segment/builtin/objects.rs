@@ -1,0 +1,432 @@
+//! From the thresholded mask to objects, one connected component at a time, in its own crop:
+//!
+//! 1. components smaller than the minimum area (µm² when the pixel size is known, else a
+//!    fraction of the image) are debris and dropped;
+//! 2. the component is opened with a disc of `opening_fraction` of its equivalent radius: fingers
+//!    of loose halo cells and thin bridges between spheroids go, the compact body stays (large
+//!    discs are applied at a reduced scale, and the result is cut from the full-resolution mask,
+//!    so every boundary the opening does not move keeps its full resolution); pieces left too small
+//!    are dropped;
+//! 3. each piece is declumped (`declump.rs`);
+//! 4. each part is traced with its holes, every boundary point placed at the sub-pixel threshold
+//!    crossing of the feature where the outline follows the image, and on the pixel edge where it
+//!    was cut (by the opening or a split);
+//! 5. shape ranges, the border rule and `keep_largest` select; flags say what a person may want
+//!    to know.
+
+use serde::{Deserialize, Serialize};
+
+use super::binary::{Components, components, dilate, erode};
+use super::contour;
+use super::declump::{Parts, declump};
+use super::filter::Plane;
+use crate::morphology::measure;
+use crate::outline::{Object, Point};
+use crate::segment::params::{Declump, SegmentParams};
+use crate::segment::result::ObjectFlags;
+
+/// A part is of low contrast when its mean feature differs from its surroundings' by less than
+/// this fraction of the feature's range.
+const LOW_CONTRAST: f32 = 0.1;
+
+/// A split the declumping considered, in image pixels.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SplitDecision {
+    /// The middle of the neck.
+    pub at: [f64; 2],
+    pub neck_px: f64,
+    /// The two parts' diameters (twice their deepest inner distance).
+    pub diameters_px: [f64; 2],
+    /// `true`: two objects; `false`: the neck was wide, one lobed object.
+    pub kept: bool,
+}
+
+/// How many candidates each rule dropped.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Dropped {
+    /// Under the minimum area: debris, loose cells, fingers cut off by the opening.
+    pub small: u32,
+    /// Touching the border, with `drop_border_objects`.
+    pub border: u32,
+    /// Outside the circularity or solidity range.
+    pub shape: u32,
+    /// Beyond `keep_largest`.
+    pub beyond_largest: u32,
+}
+
+/// What [`find`] found.
+pub(crate) struct Found {
+    pub(crate) objects: Vec<Object>,
+    pub(crate) flags: Vec<ObjectFlags>,
+    pub(crate) splits: Vec<SplitDecision>,
+    pub(crate) dropped: Dropped,
+}
+
+/// What the tracing needs of the image.
+pub(crate) struct Image<'a> {
+    /// The thresholded mask, before any object was opened or split.
+    pub(crate) mask: &'a [u8],
+    pub(crate) feature: &'a Plane,
+    pub(crate) threshold: f32,
+    /// The feature's range, for the contrast flag.
+    pub(crate) range: f32,
+}
+
+/// A rectangle of the image.
+#[derive(Clone, Copy, Debug)]
+struct Crop {
+    x0: usize,
+    y0: usize,
+    w: usize,
+    h: usize,
+}
+
+struct Candidate {
+    object: Object,
+    flags: ObjectFlags,
+    area: u64,
+    /// Topmost-leftmost pixel, for a stable order.
+    first: (usize, usize),
+}
+
+/// The minimum area in pixels.
+fn min_area_px(params: &SegmentParams, w: usize, h: usize) -> f64 {
+    let by_fraction = f64::from(params.min_area_fraction) * (w * h) as f64;
+    let by_um = params
+        .pixel_size_um
+        .filter(|_| params.min_area_um2 > 0.0)
+        .map(|px| f64::from(params.min_area_um2) / (f64::from(px) * f64::from(px)));
+    by_um.unwrap_or(by_fraction).max(1.0)
+}
+
+pub(crate) fn find(img: &Image<'_>, params: &SegmentParams) -> Found {
+    let (w, h) = (img.feature.w, img.feature.h);
+    let comps = components(img.mask, w, h, 1, true);
+    let min_area = min_area_px(params, w, h);
+    let mut dropped = Dropped::default();
+    let mut splits = Vec::new();
+    let mut candidates = Vec::new();
+    let boxes = bounding_boxes(&comps);
+    let background_mean = mean_where(img, |i| img.mask[i] == 0);
+    for (i, c) in comps.components.iter().enumerate() {
+        if (c.area as f64) < min_area {
+            dropped.small += 1;
+            continue;
+        }
+        let radius = (c.area as f64 / std::f64::consts::PI).sqrt();
+        let r_open = (f64::from(params.opening_fraction) * radius).round() as usize;
+        // Notches of the outline close with a disc twice as large: a textured body's edge
+        // crosses the threshold back and forth.
+        let r_close = 2 * r_open;
+        // Room around the object for the closing's dilation.
+        let margin = r_close + 1;
+        let (bx0, by0, bx1, by1) = boxes[i];
+        let crop = Crop {
+            x0: bx0.saturating_sub(margin),
+            y0: by0.saturating_sub(margin),
+            w: (bx1 + margin).min(w) - bx0.saturating_sub(margin),
+            h: (by1 + margin).min(h) - by0.saturating_sub(margin),
+        };
+        let mut m = vec![0u8; crop.w * crop.h];
+        for (run, &l) in comps.runs.iter().zip(&comps.run_label) {
+            if l as usize == i {
+                let row = (run.y as usize - crop.y0) * crop.w;
+                m[row + run.x0 as usize - crop.x0..row + run.x1 as usize - crop.x0].fill(1);
+            }
+        }
+        if r_open >= 1 {
+            m = open_scaled(&m, crop.w, crop.h, r_open, false);
+        }
+        let pieces = components(&m, crop.w, crop.h, 1, true);
+        for (p, piece) in pieces.components.iter().enumerate() {
+            if (piece.area as f64) < min_area {
+                dropped.small += 1;
+                continue;
+            }
+            let pm = paint_one(&pieces, p, crop.w, crop.h);
+            let parts = match params.declump {
+                Declump::Auto => declump(&pm, crop.w, crop.h, params.split_neck_ratio),
+                Declump::Off => Parts {
+                    labels: pm.iter().map(|&v| u32::from(v)).collect(),
+                    count: 1,
+                    splits: Vec::new(),
+                },
+            };
+            splits.extend(parts.splits.iter().map(|s| SplitDecision {
+                at: [s.at.0 + crop.x0 as f64, s.at.1 + crop.y0 as f64],
+                neck_px: s.neck,
+                diameters_px: [s.diameters.0, s.diameters.1],
+                kept: s.kept,
+            }));
+            for k in 1..=parts.count {
+                let mut region: Vec<u8> = parts.labels.iter().map(|&l| u8::from(l == k)).collect();
+                if r_open >= 1 {
+                    // Notches of the outline close too, without reaching into a neighbour.
+                    region = open_scaled(&region, crop.w, crop.h, r_close, true);
+                    for (r, &l) in region.iter_mut().zip(&parts.labels) {
+                        if l != 0 && l != k {
+                            *r = 0;
+                        }
+                    }
+                }
+                let eps = f64::from(params.simplify_epsilon);
+                if let Some(mut cand) = trace_region(img, &region, crop, min_area, eps) {
+                    cand.flags.split = parts.count > 1;
+                    cand.flags.low_contrast =
+                        contrast(img, &region, crop, background_mean) < LOW_CONTRAST * img.range;
+                    candidates.push(cand);
+                } else {
+                    dropped.small += 1;
+                }
+            }
+        }
+    }
+    let shape_limited = params.min_circularity > 0.0
+        || params.max_circularity < 1.0
+        || params.min_solidity > 0.0
+        || params.max_solidity < 1.0;
+    candidates.retain(|c| {
+        if params.drop_border_objects && c.flags.touches_border {
+            dropped.border += 1;
+            return false;
+        }
+        if shape_limited {
+            let m = measure(&c.object, None, None);
+            let (circ, sol) = (m.circularity as f32, m.solidity as f32);
+            if !(params.min_circularity..=params.max_circularity).contains(&circ)
+                || !(params.min_solidity..=params.max_solidity).contains(&sol)
+            {
+                dropped.shape += 1;
+                return false;
+            }
+        }
+        true
+    });
+    if let Some(n) = params.keep_largest {
+        candidates.sort_by_key(|c| std::cmp::Reverse(c.area));
+        let n = n as usize;
+        if candidates.len() > n {
+            dropped.beyond_largest += (candidates.len() - n) as u32;
+            candidates.truncate(n);
+        }
+    }
+    candidates.sort_by_key(|c| (c.first.1, c.first.0));
+    Found {
+        flags: candidates.iter().map(|c| c.flags).collect(),
+        objects: candidates.into_iter().map(|c| c.object).collect(),
+        splits,
+        dropped,
+    }
+}
+
+/// Each component's bounding box `[x0, x1) × [y0, y1)`.
+fn bounding_boxes(c: &Components) -> Vec<(usize, usize, usize, usize)> {
+    let mut boxes = vec![(usize::MAX, usize::MAX, 0, 0); c.components.len()];
+    for (run, &l) in c.runs.iter().zip(&c.run_label) {
+        let b = &mut boxes[l as usize];
+        b.0 = b.0.min(run.x0 as usize);
+        b.1 = b.1.min(run.y as usize);
+        b.2 = b.2.max(run.x1 as usize);
+        b.3 = b.3.max(run.y as usize + 1);
+    }
+    boxes
+}
+
+/// Component `i` of `c` as a mask.
+fn paint_one(c: &Components, i: usize, w: usize, h: usize) -> Vec<u8> {
+    let mut m = vec![0u8; w * h];
+    for (run, &l) in c.runs.iter().zip(&c.run_label) {
+        if l as usize == i {
+            let row = run.y as usize * w;
+            m[row + run.x0 as usize..row + run.x1 as usize].fill(1);
+        }
+    }
+    m
+}
+
+/// Opening (or, with `close`, closing) with a disc of radius `r`: at full resolution for small
+/// discs; for larger ones at a scale where the disc is about 8 cells, then applied to the
+/// full-resolution mask where it moved a cell. An opening of an OR-shrunk mask gives back every
+/// cell whose boundary it does not move, so those boundaries keep their pixels; a closing of an
+/// AND-shrunk mask likewise.
+fn open_scaled(m: &[u8], w: usize, h: usize, r: usize, close: bool) -> Vec<u8> {
+    let s = r.div_ceil(8).max(1);
+    if s == 1 {
+        return if close {
+            erode(&dilate(m, w, h, r), w, h, r)
+        } else {
+            dilate(&erode(m, w, h, r), w, h, r)
+        };
+    }
+    let (gw, gh) = (w.div_ceil(s), h.div_ceil(s));
+    // OR-shrunk for an opening (a cell is in if any pixel is), AND-shrunk for a closing.
+    let mut grid = vec![u8::from(close); gw * gh];
+    for y in 0..h {
+        for x in 0..w {
+            let cell = &mut grid[(y / s) * gw + x / s];
+            if close {
+                *cell &= m[y * w + x];
+            } else {
+                *cell |= m[y * w + x];
+            }
+        }
+    }
+    let rs = r.div_ceil(s);
+    let moved = if close {
+        erode(&dilate(&grid, gw, gh, rs), gw, gh, rs)
+    } else {
+        dilate(&erode(&grid, gw, gh, rs), gw, gh, rs)
+    };
+    let mut out = m.to_vec();
+    for y in 0..h {
+        for x in 0..w {
+            let c = moved[(y / s) * gw + x / s];
+            if close && c != 0 {
+                out[y * w + x] = 1;
+            } else if !close && c == 0 {
+                out[y * w + x] = 0;
+            }
+        }
+    }
+    out
+}
+
+/// The mean feature over the pixels `keep` accepts (by image index).
+fn mean_where(img: &Image<'_>, keep: impl Fn(usize) -> bool) -> Option<f32> {
+    let (mut sum, mut n) = (0f64, 0u64);
+    for (i, &v) in img.feature.data.iter().enumerate() {
+        if keep(i) {
+            sum += f64::from(v);
+            n += 1;
+        }
+    }
+    (n > 0).then(|| (sum / n as f64) as f32)
+}
+
+/// How far the part's mean feature is from its surroundings': the background pixels of its crop,
+/// or the whole background when the crop has none.
+fn contrast(img: &Image<'_>, region: &[u8], crop: Crop, background: Option<f32>) -> f32 {
+    let w = img.feature.w;
+    let (mut inside, mut ni, mut around, mut na) = (0f64, 0u64, 0f64, 0u64);
+    for y in 0..crop.h {
+        for x in 0..crop.w {
+            let g = (crop.y0 + y) * w + crop.x0 + x;
+            let v = f64::from(img.feature.data[g]);
+            if region[y * crop.w + x] != 0 {
+                inside += v;
+                ni += 1;
+            } else if img.mask[g] == 0 {
+                around += v;
+                na += 1;
+            }
+        }
+    }
+    let inside = if ni > 0 { inside / ni as f64 } else { 0.0 };
+    let around = if na > 0 {
+        around / na as f64
+    } else {
+        f64::from(background.unwrap_or(inside as f32))
+    };
+    (inside - around).abs() as f32
+}
+
+/// Traces one part (its largest connected piece) with its holes, or `None` if that piece is
+/// smaller than `min_area`.
+fn trace_region(
+    img: &Image<'_>,
+    region: &[u8],
+    crop: Crop,
+    min_area: f64,
+    eps: f64,
+) -> Option<Candidate> {
+    let (w, h) = (img.feature.w, img.feature.h);
+    let pieces = components(region, crop.w, crop.h, 1, true);
+    let (largest, piece) = pieces
+        .components
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, c)| c.area)?;
+    if (piece.area as f64) < min_area {
+        return None;
+    }
+    let own = paint_one(&pieces, largest, crop.w, crop.h);
+    let inside = |x: i64, y: i64| {
+        x >= 0
+            && y >= 0
+            && (x as usize) < crop.w
+            && (y as usize) < crop.h
+            && own[y as usize * crop.w + x as usize] != 0
+    };
+    // Where the neighbour across the boundary is background of the thresholded mask, the
+    // boundary is the image's edge: at the threshold crossing. Elsewhere it was cut.
+    let global = |(x, y): (i64, i64)| -> Option<usize> {
+        let (gx, gy) = (x + crop.x0 as i64, y + crop.y0 as i64);
+        (gx >= 0 && gy >= 0 && (gx as usize) < w && (gy as usize) < h)
+            .then(|| gy as usize * w + gx as usize)
+    };
+    let crossing = |background_side: (i64, i64), a: (i64, i64), b: (i64, i64)| -> f64 {
+        let edge = global(background_side).is_none_or(|g| img.mask[g] == 0);
+        match (edge, global(a), global(b)) {
+            (true, Some(ga), Some(gb)) => {
+                let (fa, fb) = (img.feature.data[ga], img.feature.data[gb]);
+                if (fb - fa).abs() > 1e-6 {
+                    f64::from((img.threshold - fa) / (fb - fa))
+                } else {
+                    0.5
+                }
+            }
+            _ => 0.5,
+        }
+    };
+    let shift = |ring: Vec<Point>| -> Vec<Point> {
+        let ring: Vec<Point> = ring
+            .into_iter()
+            .map(|p| Point::new(p.x + crop.x0 as f64, p.y + crop.y0 as f64))
+            .collect();
+        contour::simplify(&ring, eps)
+    };
+    let outer = contour::trace_subpixel((piece.first.0, piece.first.1), true, inside, |a, b| {
+        crossing(b, a, b)
+    });
+    let mut object = Object {
+        outer: shift(outer),
+        holes: Vec::new(),
+    };
+    let background = components(&own, crop.w, crop.h, 0, false);
+    for (j, hole) in background.components.iter().enumerate() {
+        if hole.touches_border {
+            continue;
+        }
+        let hm = paint_one(&background, j, crop.w, crop.h);
+        let in_hole = |x: i64, y: i64| {
+            x >= 0
+                && y >= 0
+                && (x as usize) < crop.w
+                && (y as usize) < crop.h
+                && hm[y as usize * crop.w + x as usize] != 0
+        };
+        let ring = contour::trace_subpixel(hole.first, false, in_hole, |a, b| crossing(a, a, b));
+        object.holes.push(shift(ring));
+    }
+    let touches_border = (0..crop.h).any(|y| {
+        (0..crop.w).any(|x| {
+            own[y * crop.w + x] != 0 && {
+                let (gx, gy) = (crop.x0 + x, crop.y0 + y);
+                gx == 0 || gy == 0 || gx == w - 1 || gy == h - 1
+            }
+        })
+    });
+    Some(Candidate {
+        object,
+        flags: ObjectFlags {
+            touches_border,
+            ..ObjectFlags::default()
+        },
+        area: piece.area,
+        first: (
+            crop.x0 + piece.first.0 as usize,
+            crop.y0 + piece.first.1 as usize,
+        ),
+    })
+}
