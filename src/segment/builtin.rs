@@ -21,6 +21,7 @@
 //! A cancel flag is checked between stages and progress is reported after each.
 
 mod binary;
+mod bits;
 mod contour;
 mod declump;
 mod distance;
@@ -229,12 +230,11 @@ pub fn segment(
 /// Fills every hole smaller than `fraction` of the object around it; returns how many.
 fn fill_small_holes(mask: &mut [u8], w: usize, h: usize, fraction: f32) -> u32 {
     let objects = components(mask, w, h, 1, true);
-    let labels = objects.paint(w, h);
     let background = components(mask, w, h, 0, false);
     let mut fill = vec![false; background.components.len()];
     let mut filled = 0;
     for (i, hole) in background.components.iter().enumerate() {
-        let Some(obj) = hole.enclosing(&labels, w).map(|i| &objects.components[i]) else {
+        let Some(obj) = objects.enclosing(hole).map(|i| &objects.components[i]) else {
             continue;
         };
         if (hole.area as f64) < f64::from(fraction) * obj.area as f64 {

@@ -4,7 +4,8 @@
 //! 4-connected, the pairing under which every hole has a well-defined enclosing object.
 
 /// Dilation by a disc of radius `r` (chord half-widths per row offset). Pixels outside the image
-/// count as 0. O(pixels × (2r + 1)), byte operations only.
+/// count as 0. O(pixels × (2r + 1)), byte operations only: the reference for `bits.rs`.
+#[cfg(test)]
 pub(crate) fn dilate(mask: &[u8], w: usize, h: usize, r: usize) -> Vec<u8> {
     if r == 0 {
         return mask.to_vec();
@@ -50,22 +51,36 @@ pub(crate) fn dilate(mask: &[u8], w: usize, h: usize, r: usize) -> Vec<u8> {
     out
 }
 
+#[cfg(test)]
 fn invert(mask: &[u8]) -> Vec<u8> {
     mask.iter().map(|&v| u8::from(v == 0)).collect()
 }
 
 /// Erosion by a disc: the complement of the dilated complement.
+#[cfg(test)]
 pub(crate) fn erode(mask: &[u8], w: usize, h: usize, r: usize) -> Vec<u8> {
     invert(&dilate(&invert(mask), w, h, r))
 }
 
-/// Opening then closing: removes specks and notches smaller than the disc.
+/// Opening then closing: removes specks and notches smaller than the disc. Bit-packed.
 pub(crate) fn open_close(mask: &[u8], w: usize, h: usize, r: usize) -> Vec<u8> {
     if r == 0 {
         return mask.to_vec();
     }
-    let opened = dilate(&erode(mask, w, h, r), w, h, r);
-    erode(&dilate(&opened, w, h, r), w, h, r)
+    let b = super::bits::Bits::from_mask(mask, w, h);
+    b.erode(r).dilate(r).dilate(r).erode(r).to_mask()
+}
+
+/// Opening alone, bit-packed.
+pub(crate) fn open(mask: &[u8], w: usize, h: usize, r: usize) -> Vec<u8> {
+    let b = super::bits::Bits::from_mask(mask, w, h);
+    b.erode(r).dilate(r).to_mask()
+}
+
+/// Closing alone, bit-packed.
+pub(crate) fn close(mask: &[u8], w: usize, h: usize, r: usize) -> Vec<u8> {
+    let b = super::bits::Bits::from_mask(mask, w, h);
+    b.dilate(r).erode(r).to_mask()
 }
 
 /// A horizontal run of pixels `[x0, x1)` in row `y`.
@@ -85,23 +100,11 @@ pub(crate) struct Component {
     pub(crate) touches_border: bool,
 }
 
-impl Component {
-    /// For a hole (a background component), the index of the object that encloses it, read from
-    /// the objects' `paint` at the pixel above the hole's first pixel; `None` for background that
-    /// reaches the border.
-    pub(crate) fn enclosing(&self, object_labels: &[u32], w: usize) -> Option<usize> {
-        if self.touches_border {
-            return None;
-        }
-        let (x, y) = self.first;
-        let label = object_labels[(y as usize - 1) * w + x as usize];
-        label.checked_sub(1).map(|l| l as usize)
-    }
-}
-
 /// Connected components of the pixels equal to `value`.
 pub(crate) struct Components {
     pub(crate) runs: Vec<Run>,
+    /// Index of each row's first run; one more entry at the end.
+    pub(crate) row_start: Vec<usize>,
     /// Component index (0-based) of each run.
     pub(crate) run_label: Vec<u32>,
     pub(crate) components: Vec<Component>,
@@ -183,13 +186,34 @@ pub(crate) fn components(mask: &[u8], w: usize, h: usize, value: u8, eight: bool
     }
     Components {
         runs,
+        row_start,
         run_label,
         components: comps,
     }
 }
 
 impl Components {
+    /// The component (0-based) that holds pixel `(x, y)`, found among the row's runs.
+    pub(crate) fn label_at(&self, x: u32, y: u32) -> Option<usize> {
+        let row = &self.runs[self.row_start[y as usize]..self.row_start[y as usize + 1]];
+        let i = row.partition_point(|r| r.x1 <= x);
+        row.get(i)
+            .filter(|r| r.x0 <= x)
+            .map(|_| self.run_label[self.row_start[y as usize] + i] as usize)
+    }
+
+    /// For a hole of `self`'s complement, the object of `self` that encloses it: the one holding
+    /// the pixel above the hole's first pixel; `None` for background that reaches the border.
+    pub(crate) fn enclosing(&self, hole: &Component) -> Option<usize> {
+        if hole.touches_border {
+            return None;
+        }
+        let (x, y) = hole.first;
+        self.label_at(x, y - 1)
+    }
+
     /// A label image: component index + 1, 0 elsewhere.
+    #[cfg(test)]
     pub(crate) fn paint(&self, w: usize, h: usize) -> Vec<u32> {
         let mut img = vec![0u32; w * h];
         for (run, &l) in self.runs.iter().zip(&self.run_label) {
@@ -238,6 +262,11 @@ mod tests {
         let img = fg.paint(w, h);
         assert_eq!(img[w + 1], 1);
         assert_eq!(img[2 * w + 2], 0);
+        assert_eq!(fg.enclosing(hole), Some(0));
+        assert_eq!(
+            (fg.label_at(1, 1), fg.label_at(2, 2), fg.label_at(3, 3)),
+            (Some(0), None, Some(0))
+        );
     }
 
     #[test]

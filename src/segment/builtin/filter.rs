@@ -37,11 +37,13 @@ pub(crate) fn min_max(data: &[f32]) -> (f32, f32) {
         .fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)))
 }
 
-/// The values at percentiles `pcts` (0..=100): a coarse histogram over the whole range finds the
-/// bin of each, a fine histogram inside that bin refines it (so a few extreme pixels cannot make
-/// the bins too coarse). Two passes over the data besides the min/max.
+/// The values at percentiles `pcts` (0..=100): a histogram of 65,536 bins over the whole range
+/// finds the bin of each (exact for 8- and 16-bit images, whose values are whole numbers in a
+/// range of at most 65,536); where a bin is wide against the spread of the percentiles (a few
+/// extreme pixels stretched the range), a fine histogram inside that bin refines it.
 pub(crate) fn percentiles<const N: usize>(data: &[f32], pcts: [f64; N]) -> [f32; N] {
-    const BINS: usize = 4096;
+    const BINS: usize = 65_536;
+    const FINE: usize = 4096;
     let (min, max) = min_max(data);
     let mut out = [min; N];
     if max <= min || data.is_empty() {
@@ -50,7 +52,7 @@ pub(crate) fn percentiles<const N: usize>(data: &[f32], pcts: [f64; N]) -> [f32;
     let width = (max - min) / BINS as f32;
     let coarse = histogram(data, min, max, BINS);
     let n = data.len() as u64;
-    // For each percentile: its coarse bin and how many samples lie below that bin.
+    // For each percentile: its bin and how many samples lie below that bin.
     let mut found = [(0usize, 0u64, 0u64); N];
     for (k, &p) in pcts.iter().enumerate() {
         let target = ((p / 100.0) * (n - 1) as f64).round() as u64;
@@ -63,14 +65,22 @@ pub(crate) fn percentiles<const N: usize>(data: &[f32], pcts: [f64; N]) -> [f32;
             below += c;
         }
     }
+    for (k, &(b, ..)) in found.iter().enumerate() {
+        out[k] = min + (b as f32 + 0.5) * width;
+    }
+    let spread =
+        out.iter().copied().fold(f32::MIN, f32::max) - out.iter().copied().fold(f32::MAX, f32::min);
+    if width <= 1.0 || width * FINE as f32 <= spread.max(width) {
+        return out;
+    }
     let scale = (BINS as f32 - 1.0) / (max - min);
-    let mut fine = vec![vec![0u64; BINS]; N];
+    let mut fine = vec![vec![0u64; FINE]; N];
     for &v in data {
         let bin = (((v - min) * scale) as usize).min(BINS - 1);
         for (k, &(b, _, _)) in found.iter().enumerate() {
             if bin == b {
                 let lo = min + b as f32 * width;
-                let f = (((v - lo) / width * BINS as f32) as usize).min(BINS - 1);
+                let f = (((v - lo) / width * FINE as f32) as usize).min(FINE - 1);
                 fine[k][f] += 1;
             }
         }
@@ -82,7 +92,7 @@ pub(crate) fn percentiles<const N: usize>(data: &[f32], pcts: [f64; N]) -> [f32;
         for (i, &c) in fine[k].iter().enumerate() {
             acc += c;
             if acc > target {
-                out[k] = lo + width * (i as f32 + 0.5) / BINS as f32;
+                out[k] = lo + width * (i as f32 + 0.5) / FINE as f32;
                 break;
             }
         }
@@ -120,10 +130,9 @@ pub(crate) fn flatten(p: &mut Plane) {
     for y in 0..p.h {
         let row = &p.data[y * p.w..(y + 1) * p.w];
         let gy = y / cell;
-        for (x, &v) in row.iter().enumerate() {
-            let g = gy * gw + x / cell;
-            means[g] += v;
-            counts[g] += 1;
+        for (gx, chunk) in row.chunks(cell).enumerate() {
+            means[gy * gw + gx] += chunk.iter().sum::<f32>();
+            counts[gy * gw + gx] += chunk.len() as u32;
         }
     }
     for (m, &c) in means.iter_mut().zip(&counts) {
@@ -167,16 +176,22 @@ pub(crate) fn flatten(p: &mut Plane) {
     let Some(c) = (used >= 12).then(|| solve6(ata, atb)).flatten() else {
         return;
     };
-    let mean_bg = c[0].max(1e-3);
+    let mean_bg = c[0].max(1e-3) as f32;
+    // The x coordinate of each column, once.
+    let us: Vec<f32> = (0..p.w)
+        .map(|x| (2.0 * (x as f64 + 0.5) / p.w as f64 - 1.0) as f32)
+        .collect();
     for y in 0..p.h {
         let w = 2.0 * (y as f64 + 0.5) / p.h as f64 - 1.0;
         let row = &mut p.data[y * p.w..(y + 1) * p.w];
-        // Evaluate the quadratic in x incrementally: exact for a polynomial, one multiply-add each.
-        let (a0, a1, a2) = (c[0] + c[2] * w + c[5] * w * w, c[1] + c[4] * w, c[3]);
-        for (x, v) in row.iter_mut().enumerate() {
-            let u = 2.0 * (x as f64 + 0.5) / p.w as f64 - 1.0;
+        let (a0, a1, a2) = (
+            (c[0] + c[2] * w + c[5] * w * w) as f32,
+            (c[1] + c[4] * w) as f32,
+            c[3] as f32,
+        );
+        for (v, &u) in row.iter_mut().zip(&us) {
             let b = (a0 + u * (a1 + u * a2)).max(1e-3);
-            *v = (f64::from(*v) * mean_bg / b) as f32;
+            *v *= mean_bg / b;
         }
     }
 }
@@ -232,19 +247,19 @@ fn box_radii(sigma: f32) -> [usize; 3] {
 fn box_h(src: &[f32], dst: &mut [f32], w: usize, r: usize) {
     let norm = 1.0 / (2 * r + 1) as f32;
     for (s, d) in src.chunks_exact(w).zip(dst.chunks_exact_mut(w)) {
-        let first = s[0];
-        let last = s[w - 1];
-        let at = |i: isize| -> f32 {
-            if i < 0 {
-                first
-            } else if i as usize >= w {
-                last
-            } else {
-                s[i as usize]
-            }
-        };
+        let at = |i: isize| s[i.clamp(0, w as isize - 1) as usize];
         let mut acc: f32 = (-(r as isize)..=r as isize).map(at).sum();
-        for (x, out) in d.iter_mut().enumerate() {
+        // The ends, where the window reaches past the row, and the middle, where it does not.
+        let (lead, tail) = ((r + 1).min(w), w.saturating_sub(r + 1).max(r + 1));
+        for (x, out) in d.iter_mut().enumerate().take(lead) {
+            *out = acc * norm;
+            acc += at(x as isize + r as isize + 1) - at(x as isize - r as isize);
+        }
+        for (x, out) in d.iter_mut().enumerate().take(tail).skip(lead) {
+            *out = acc * norm;
+            acc += s[x + r + 1] - s[x - r];
+        }
+        for (x, out) in d.iter_mut().enumerate().skip(tail.max(lead)) {
             *out = acc * norm;
             acc += at(x as isize + r as isize + 1) - at(x as isize - r as isize);
         }
@@ -279,14 +294,19 @@ fn box_v(src: &[f32], dst: &mut [f32], w: usize, h: usize, r: usize) {
     }
 }
 
-/// A separable box mean of radius `r` in place.
-pub(crate) fn box_mean(p: &mut Plane, r: usize) {
+/// A separable box mean of radius `r` in place, using `tmp` (resized as needed).
+fn box_mean_with(p: &mut Plane, r: usize, tmp: &mut Vec<f32>) {
     if r == 0 {
         return;
     }
-    let mut tmp = vec![0f32; p.data.len()];
-    box_h(&p.data, &mut tmp, p.w, r);
-    box_v(&tmp, &mut p.data, p.w, p.h, r);
+    tmp.resize(p.data.len(), 0.0);
+    box_h(&p.data, tmp, p.w, r);
+    box_v(tmp, &mut p.data, p.w, p.h, r);
+}
+
+/// A separable box mean of radius `r` in place.
+pub(crate) fn box_mean(p: &mut Plane, r: usize) {
+    box_mean_with(p, r, &mut Vec::new());
 }
 
 /// An almost-Gaussian blur of `sigma` pixels: three box means.
@@ -294,8 +314,9 @@ pub(crate) fn gaussian(p: &mut Plane, sigma: f32) {
     if sigma < 0.3 {
         return;
     }
+    let mut tmp = Vec::new();
     for r in box_radii(sigma) {
-        box_mean(p, r);
+        box_mean_with(p, r, &mut tmp);
     }
 }
 

@@ -3,10 +3,8 @@
 //! 1. components smaller than the minimum area (µm² when the pixel size is known, else a
 //!    fraction of the image) are debris and dropped;
 //! 2. the component is opened with a disc of `opening_fraction` of its equivalent radius: fingers
-//!    of loose halo cells and thin bridges between spheroids go, the compact body stays (large
-//!    discs are applied at a reduced scale, and the result is cut from the full-resolution mask,
-//!    so every boundary the opening does not move keeps its full resolution); pieces left too small
-//!    are dropped;
+//!    of loose halo cells and thin bridges between spheroids go, the compact body stays (bit-packed
+//!    morphology makes even large discs cheap); pieces left too small are dropped;
 //! 3. each piece is declumped (`declump.rs`);
 //! 4. each part is traced with its holes, every boundary point placed at the sub-pixel threshold
 //!    crossing of the feature where the outline follows the image, and on the pixel edge where it
@@ -16,7 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::binary::{Components, components, dilate, erode};
+use super::binary::{Components, close as close_disc, components, open as open_disc};
 use super::contour;
 use super::declump::{Parts, declump};
 use super::filter::Plane;
@@ -108,7 +106,9 @@ pub(crate) fn find(img: &Image<'_>, params: &SegmentParams) -> Found {
     let mut splits = Vec::new();
     let mut candidates = Vec::new();
     let boxes = bounding_boxes(&comps);
-    let background_mean = mean_where(img, |i| img.mask[i] == 0);
+    // The whole background's mean, for a part whose crop holds no background (computed once,
+    // when first needed).
+    let mut background_mean = None;
     for (i, c) in comps.components.iter().enumerate() {
         if (c.area as f64) < min_area {
             dropped.small += 1;
@@ -136,7 +136,7 @@ pub(crate) fn find(img: &Image<'_>, params: &SegmentParams) -> Found {
             }
         }
         if r_open >= 1 {
-            m = open_scaled(&m, crop.w, crop.h, r_open, false);
+            m = open_disc(&m, crop.w, crop.h, r_open);
         }
         let pieces = components(&m, crop.w, crop.h, 1, true);
         for (p, piece) in pieces.components.iter().enumerate() {
@@ -163,7 +163,7 @@ pub(crate) fn find(img: &Image<'_>, params: &SegmentParams) -> Found {
                 let mut region: Vec<u8> = parts.labels.iter().map(|&l| u8::from(l == k)).collect();
                 if r_open >= 1 {
                     // Notches of the outline close too, without reaching into a neighbour.
-                    region = open_scaled(&region, crop.w, crop.h, r_close, true);
+                    region = close_disc(&region, crop.w, crop.h, r_close);
                     for (r, &l) in region.iter_mut().zip(&parts.labels) {
                         if l != 0 && l != k {
                             *r = 0;
@@ -173,8 +173,8 @@ pub(crate) fn find(img: &Image<'_>, params: &SegmentParams) -> Found {
                 let eps = f64::from(params.simplify_epsilon);
                 if let Some(mut cand) = trace_region(img, &region, crop, min_area, eps) {
                     cand.flags.split = parts.count > 1;
-                    cand.flags.low_contrast =
-                        contrast(img, &region, crop, background_mean) < LOW_CONTRAST * img.range;
+                    cand.flags.low_contrast = contrast(img, &region, crop, &mut background_mean)
+                        < LOW_CONTRAST * img.range;
                     candidates.push(cand);
                 } else {
                     dropped.small += 1;
@@ -245,53 +245,6 @@ fn paint_one(c: &Components, i: usize, w: usize, h: usize) -> Vec<u8> {
     m
 }
 
-/// Opening (or, with `close`, closing) with a disc of radius `r`: at full resolution for small
-/// discs; for larger ones at a scale where the disc is about 8 cells, then applied to the
-/// full-resolution mask where it moved a cell. An opening of an OR-shrunk mask gives back every
-/// cell whose boundary it does not move, so those boundaries keep their pixels; a closing of an
-/// AND-shrunk mask likewise.
-fn open_scaled(m: &[u8], w: usize, h: usize, r: usize, close: bool) -> Vec<u8> {
-    let s = r.div_ceil(8).max(1);
-    if s == 1 {
-        return if close {
-            erode(&dilate(m, w, h, r), w, h, r)
-        } else {
-            dilate(&erode(m, w, h, r), w, h, r)
-        };
-    }
-    let (gw, gh) = (w.div_ceil(s), h.div_ceil(s));
-    // OR-shrunk for an opening (a cell is in if any pixel is), AND-shrunk for a closing.
-    let mut grid = vec![u8::from(close); gw * gh];
-    for y in 0..h {
-        for x in 0..w {
-            let cell = &mut grid[(y / s) * gw + x / s];
-            if close {
-                *cell &= m[y * w + x];
-            } else {
-                *cell |= m[y * w + x];
-            }
-        }
-    }
-    let rs = r.div_ceil(s);
-    let moved = if close {
-        erode(&dilate(&grid, gw, gh, rs), gw, gh, rs)
-    } else {
-        dilate(&erode(&grid, gw, gh, rs), gw, gh, rs)
-    };
-    let mut out = m.to_vec();
-    for y in 0..h {
-        for x in 0..w {
-            let c = moved[(y / s) * gw + x / s];
-            if close && c != 0 {
-                out[y * w + x] = 1;
-            } else if !close && c == 0 {
-                out[y * w + x] = 0;
-            }
-        }
-    }
-    out
-}
-
 /// The mean feature over the pixels `keep` accepts (by image index).
 fn mean_where(img: &Image<'_>, keep: impl Fn(usize) -> bool) -> Option<f32> {
     let (mut sum, mut n) = (0f64, 0u64);
@@ -306,7 +259,12 @@ fn mean_where(img: &Image<'_>, keep: impl Fn(usize) -> bool) -> Option<f32> {
 
 /// How far the part's mean feature is from its surroundings': the background pixels of its crop,
 /// or the whole background when the crop has none.
-fn contrast(img: &Image<'_>, region: &[u8], crop: Crop, background: Option<f32>) -> f32 {
+fn contrast(
+    img: &Image<'_>,
+    region: &[u8],
+    crop: Crop,
+    background: &mut Option<Option<f32>>,
+) -> f32 {
     let w = img.feature.w;
     let (mut inside, mut ni, mut around, mut na) = (0f64, 0u64, 0f64, 0u64);
     for y in 0..crop.h {
@@ -326,7 +284,8 @@ fn contrast(img: &Image<'_>, region: &[u8], crop: Crop, background: Option<f32>)
     let around = if na > 0 {
         around / na as f64
     } else {
-        f64::from(background.unwrap_or(inside as f32))
+        let mean = *background.get_or_insert_with(|| mean_where(img, |i| img.mask[i] == 0));
+        f64::from(mean.unwrap_or(inside as f32))
     };
     (inside - around).abs() as f32
 }

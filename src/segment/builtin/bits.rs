@@ -1,0 +1,166 @@
+//! Bit-packed binary images: 64 pixels to a word, so a dilation by a disc is a few word shifts
+//! and ORs per word instead of work per pixel. Rows are padded to whole words; padding bits are
+//! always 0.
+
+/// A binary image, row-major, bit `x % 64` of word `x / 64` of its row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Bits {
+    w: usize,
+    h: usize,
+    /// Words per row.
+    stride: usize,
+    data: Vec<u64>,
+}
+
+impl Bits {
+    pub(crate) fn from_mask(mask: &[u8], w: usize, h: usize) -> Bits {
+        let stride = w.div_ceil(64);
+        let mut data = vec![0u64; stride * h];
+        for (row, out) in mask.chunks_exact(w).zip(data.chunks_exact_mut(stride)) {
+            for (chunk, word) in row.chunks(64).zip(out.iter_mut()) {
+                let mut bits = 0u64;
+                for (i, &v) in chunk.iter().enumerate() {
+                    bits |= u64::from(v != 0) << i;
+                }
+                *word = bits;
+            }
+        }
+        Bits { w, h, stride, data }
+    }
+
+    pub(crate) fn to_mask(&self) -> Vec<u8> {
+        let mut out = vec![0u8; self.w * self.h];
+        for (row, words) in out
+            .chunks_exact_mut(self.w)
+            .zip(self.data.chunks_exact(self.stride))
+        {
+            for (chunk, &word) in row.chunks_mut(64).zip(words) {
+                for (i, v) in chunk.iter_mut().enumerate() {
+                    *v = ((word >> i) & 1) as u8;
+                }
+            }
+        }
+        out
+    }
+
+    /// The mask of valid bits in the last word of a row.
+    fn tail(&self) -> u64 {
+        match self.w % 64 {
+            0 => u64::MAX,
+            n => (1u64 << n) - 1,
+        }
+    }
+
+    fn row(&self, y: usize) -> &[u64] {
+        &self.data[y * self.stride..(y + 1) * self.stride]
+    }
+
+    /// The complement (padding stays 0).
+    pub(crate) fn not(&self) -> Bits {
+        let tail = self.tail();
+        let mut data: Vec<u64> = self.data.iter().map(|&v| !v).collect();
+        for row in data.chunks_exact_mut(self.stride) {
+            if let Some(last) = row.last_mut() {
+                *last &= tail;
+            }
+        }
+        Bits { data, ..*self }
+    }
+
+    /// Dilation by a disc of radius `r` (the same digital disc as `binary::dilate`: row offset
+    /// `dy` reaches `⌊√(r² − dy²)⌋` pixels sideways). Pixels outside the image count as 0.
+    pub(crate) fn dilate(&self, r: usize) -> Bits {
+        if r == 0 {
+            return self.clone();
+        }
+        let (w, h, stride) = (self.w, self.h, self.stride);
+        let tail = self.tail();
+        let halves: Vec<usize> = (0..=r)
+            .map(|dy| ((r * r - dy * dy) as f64).sqrt().floor() as usize)
+            .collect();
+        let widest = halves[0];
+        let mut out = vec![0u64; stride * h];
+        // The row widened by 0, 1, …, `widest` pixels each side.
+        let mut wide = vec![0u64; stride * (widest + 1)];
+        for y in 0..h {
+            wide[..stride].copy_from_slice(self.row(y));
+            for k in 1..=widest {
+                let (done, next) = wide.split_at_mut(k * stride);
+                let prev = &done[(k - 1) * stride..];
+                let next = &mut next[..stride];
+                for i in 0..stride {
+                    let v = prev[i];
+                    let from_left = if i > 0 { prev[i - 1] >> 63 } else { 0 };
+                    let from_right = if i + 1 < stride { prev[i + 1] << 63 } else { 0 };
+                    next[i] = v | (v << 1) | from_left | (v >> 1) | from_right;
+                }
+                next[stride - 1] &= tail;
+            }
+            for (dy, &half) in halves.iter().enumerate() {
+                let src = &wide[half * stride..(half + 1) * stride];
+                for ty in [y.checked_sub(dy), (dy > 0).then_some(y + dy)]
+                    .into_iter()
+                    .flatten()
+                {
+                    if ty < h {
+                        let dst = &mut out[ty * stride..(ty + 1) * stride];
+                        for (d, &s) in dst.iter_mut().zip(src) {
+                            *d |= s;
+                        }
+                    }
+                }
+            }
+        }
+        let _ = w;
+        Bits { data: out, ..*self }
+    }
+
+    /// Erosion by the same disc: the complement of the dilated complement, so pixels outside
+    /// the image count as 1 (an object touching the border is not eaten from it).
+    pub(crate) fn erode(&self, r: usize) -> Bits {
+        if r == 0 {
+            return self.clone();
+        }
+        self.not().dilate(r).not()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::binary;
+    use super::*;
+
+    fn pseudo_random(w: usize, h: usize, seed: u64) -> Vec<u8> {
+        let mut s = seed;
+        (0..w * h)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                u8::from((s >> 33).is_multiple_of(7))
+            })
+            .collect()
+    }
+
+    /// The same pixels as the byte implementation, for widths around word boundaries.
+    #[test]
+    fn matches_the_byte_morphology() {
+        for (w, h) in [(1, 1), (63, 9), (64, 7), (65, 12), (130, 40), (200, 3)] {
+            let m = pseudo_random(w, h, (w * 31 + h) as u64);
+            let b = Bits::from_mask(&m, w, h);
+            assert_eq!(b.to_mask(), m);
+            for r in [1, 2, 3, 5] {
+                assert_eq!(
+                    b.dilate(r).to_mask(),
+                    binary::dilate(&m, w, h, r),
+                    "dilate {w}×{h} r{r}"
+                );
+                assert_eq!(
+                    b.erode(r).to_mask(),
+                    binary::erode(&m, w, h, r),
+                    "erode {w}×{h} r{r}"
+                );
+            }
+        }
+    }
+}
