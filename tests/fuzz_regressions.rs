@@ -70,10 +70,18 @@ fn wal_replay_inputs_open_or_fail_without_a_panic() {
             ..NewJob::default()
         }))
         .expect("enqueue");
-        // `queue/wal.rs`: crc32 u32 | len u32 | generation u64 | lsn u64 | payload.
+        // `queue/wal.rs`: crc32 u32 | len u32 | generation u64 | lsn u64 | payload, with
+        // `durable u64` before the payload in its second layout.
         let log = std::fs::read(db.with_extension("wal")).expect("log");
         let word = |at: usize| u64::from_le_bytes(log[at..at + 8].try_into().expect("8 bytes"));
-        let (generation, mut lsn) = (word(8), word(16));
+        let (generation, checkpoint) = (word(8), word(16));
+        let len = u32::from_le_bytes(log[4..8].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(log[..4].try_into().expect("4 bytes"));
+        let header = [24, 32]
+            .into_iter()
+            .find(|h| crc32fast::hash(&log[4..h + len]) == crc)
+            .expect("the log's first record has a 24- or 32-byte header");
+        let mut lsn = checkpoint;
         queue.close();
         let framed = data.first().is_some_and(|m| m & 1 == 1);
         let wal = match data.split_first() {
@@ -87,6 +95,9 @@ fn wal_replay_inputs_open_or_fail_without_a_panic() {
                     let mut body = (len as u32).to_le_bytes().to_vec();
                     body.extend_from_slice(&generation.to_le_bytes());
                     body.extend_from_slice(&lsn.to_le_bytes());
+                    if header == 32 {
+                        body.extend_from_slice(&checkpoint.to_le_bytes());
+                    }
                     body.extend_from_slice(payload);
                     out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
                     out.extend_from_slice(&body);

@@ -4,9 +4,10 @@
 //!
 //! The first byte picks the mode. Even: the rest is the log file as it is. Odd: the rest is a
 //! list of `len u16 | payload[len]` that become records framed as `queue/wal.rs` frames them
-//! (`crc32 u32 | len u32 | generation u64 | lsn u64 | payload`), with the database's generation
-//! and the sequence numbers it expects next, so the payloads reach the redo code instead of
-//! stopping at the checksum or the generation.
+//! (`crc32 u32 | len u32 | generation u64 | lsn u64 | payload`, and in its second layout
+//! `durable u64` before the payload), with the database's generation and the sequence numbers it
+//! expects next, so the payloads reach the redo code instead of stopping at the checksum or the
+//! generation.
 //!
 //! With `SPHEROSEG_FUZZ_STRICT=1` two more things count as crashes: a panic that `Queue::open`
 //! contained as an error (`contain.rs` does that for the storage engine, and so for the redo
@@ -42,6 +43,8 @@ struct Template {
     database: Vec<u8>,
     generation: u64,
     lsn: u64,
+    /// Bytes in front of a payload: 24, or 32 where the header holds `durable` too.
+    header: usize,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -73,6 +76,12 @@ static TEMPLATE: LazyLock<Template> = LazyLock::new(|| {
     let log = std::fs::read(path.with_extension("wal")).expect("read the log");
     let word = |at: usize| u64::from_le_bytes(log[at..at + 8].try_into().expect("8 bytes"));
     let (generation, lsn) = (word(8), word(16));
+    let len = u32::from_le_bytes(log[4..8].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(log[..4].try_into().expect("4 bytes"));
+    let header = [24, 32]
+        .into_iter()
+        .find(|h| crc32fast::hash(&log[4..h + len]) == crc)
+        .expect("the log's first record has a 24- or 32-byte header");
     queue.close();
     // After the queue's first open, so this hook runs before the one `contain` installed.
     let previous = std::panic::take_hook();
@@ -86,6 +95,7 @@ static TEMPLATE: LazyLock<Template> = LazyLock::new(|| {
         database: std::fs::read(&path).expect("read the database"),
         generation,
         lsn,
+        header,
         runtime,
     }
 });
@@ -103,6 +113,10 @@ fn framed(data: &[u8], t: &Template) -> Vec<u8> {
         body.extend_from_slice(&(len as u32).to_le_bytes());
         body.extend_from_slice(&t.generation.to_le_bytes());
         body.extend_from_slice(&lsn.to_le_bytes());
+        if t.header == 32 {
+            // Nothing after the checkpoint was on disk before these records.
+            body.extend_from_slice(&t.lsn.to_le_bytes());
+        }
         body.extend_from_slice(payload);
         out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
         out.extend_from_slice(&body);
