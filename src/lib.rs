@@ -22,6 +22,7 @@
 //! - `clock`: injected time for leases, backoff and aging
 //! - `error_code`: every stable kebab-case error code, as constants
 //! - `contain`: a panic of code we call (the storage engine on a damaged file) as an error
+//! - `fuzzing`: entry points for the fuzz targets in `fuzz/` (hidden, not an API)
 
 pub mod app;
 pub mod cli;
@@ -33,6 +34,8 @@ pub mod error_code;
 pub mod events;
 pub mod export;
 mod fsio;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod images;
 pub mod morphology;

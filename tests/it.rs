@@ -8,6 +8,8 @@ mod cli;
 mod crash;
 /// A full disk: commands refused with disk-full, the queue going on once there is room.
 mod disk;
+/// The inputs the fuzz targets found, with each target's checks, on the stable toolchain.
+mod fuzz_regressions;
 /// The HTTP API: every route and error status, auth, and serve over TCP with the WebSocket.
 mod http;
 /// The http segmenter against a stub ML service that fails on cue.

@@ -49,8 +49,9 @@ pub struct CommandSegmenter {
     pub work_dir: PathBuf,
 }
 
+/// The program's result JSON.
 #[derive(Deserialize)]
-struct Reply {
+pub(crate) struct Reply {
     #[serde(default)]
     success: Option<bool>,
     #[serde(default)]
@@ -224,20 +225,7 @@ impl CommandSegmenter {
         // Output that is not the contract's is classified as the http segmenter's is.
         let reply =
             reply.map_err(|m| Failure::transient(ErrorCode::ML_MALFORMED, with_stderr(m)))?;
-        if reply.success == Some(false) {
-            let msg = reply
-                .error
-                .unwrap_or_else(|| "the program reported a failure".into());
-            return Err(match reply.error_type.as_deref() {
-                Some("cuda_out_of_memory" | "cuda_error" | "runtime_error") => {
-                    Failure::transient(ErrorCode::GPU_ERROR, msg)
-                }
-                _ => Failure::transient(ErrorCode::COMMAND_FAILED, msg),
-            });
-        }
-        let polygons = reply.polygons.ok_or_else(|| {
-            Failure::transient(ErrorCode::ML_MALFORMED, "the result JSON has no polygons")
-        })?;
+        let polygons = reply_polygons(reply)?;
         let run_ms = start.elapsed().as_secs_f64() * 1e3;
         result_from_polygons(
             &polygons,
@@ -259,7 +247,30 @@ fn read_reply(path: &Path) -> Result<Reply, String> {
     }
     let text =
         std::fs::read_to_string(path).map_err(|e| format!("cannot read the result JSON: {e}"))?;
-    serde_json::from_str(&text).map_err(|e| format!("the result JSON is malformed: {e}"))
+    parse_reply(&text)
+}
+
+/// The result JSON's text read as the contract's reply.
+pub(crate) fn parse_reply(text: &str) -> Result<Reply, String> {
+    serde_json::from_str(text).map_err(|e| format!("the result JSON is malformed: {e}"))
+}
+
+/// What a program that exited 0 reported: its polygons, or the failure it wrote down.
+pub(crate) fn reply_polygons(reply: Reply) -> Result<Vec<Polygon>, Failure> {
+    if reply.success == Some(false) {
+        let msg = reply
+            .error
+            .unwrap_or_else(|| "the program reported a failure".into());
+        return Err(match reply.error_type.as_deref() {
+            Some("cuda_out_of_memory" | "cuda_error" | "runtime_error") => {
+                Failure::transient(ErrorCode::GPU_ERROR, msg)
+            }
+            _ => Failure::transient(ErrorCode::COMMAND_FAILED, msg),
+        });
+    }
+    reply.polygons.ok_or_else(|| {
+        Failure::transient(ErrorCode::ML_MALFORMED, "the result JSON has no polygons")
+    })
 }
 
 fn reply_error(r: &Result<Reply, String>) -> Option<String> {

@@ -150,7 +150,7 @@ impl HttpSegmenter {
         }
     }
 
-    async fn call(&self, input: &Input<'_>) -> Result<SegmentReply, Failure> {
+    async fn call(&self, input: &Input<'_>) -> Result<Vec<Polygon>, Failure> {
         let url = format!("{}/segment", self.base);
         let request = if self.share_paths {
             self.client
@@ -226,17 +226,36 @@ impl HttpSegmenter {
                 ),
             ));
         }
-        serde_json::from_slice::<SegmentReply>(&body).map_err(|e| {
-            Failure::transient(
-                ErrorCode::ML_MALFORMED,
-                format!(
-                    "{} replied with malformed JSON ({e}): {}",
-                    self.name,
-                    snippet()
-                ),
-            )
-        })
+        reply_polygons(&self.name, &body)
     }
+}
+
+/// What the body of a successful (2xx) `/segment` reply says: the polygons, or why there are
+/// none. Malformed JSON and success without results are transient (a service mid-deploy sends
+/// them); `success: false` is permanent.
+pub(crate) fn reply_polygons(name: &str, body: &[u8]) -> Result<Vec<Polygon>, Failure> {
+    let snippet = || String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+    let reply = serde_json::from_slice::<SegmentReply>(body).map_err(|e| {
+        Failure::transient(
+            ErrorCode::ML_MALFORMED,
+            format!("{name} replied with malformed JSON ({e}): {}", snippet()),
+        )
+    })?;
+    if !reply.success {
+        return Err(Failure::permanent(
+            ErrorCode::ML_ERROR,
+            format!(
+                "{name} could not segment the image: {}",
+                reply.error.unwrap_or_else(|| "no reason given".into())
+            ),
+        ));
+    }
+    reply.results.map(|r| r.polygons).ok_or_else(|| {
+        Failure::transient(
+            ErrorCode::ML_MALFORMED,
+            format!("{name} sent success without results"),
+        )
+    })
 }
 
 impl Segmenter for HttpSegmenter {
@@ -253,7 +272,7 @@ impl Segmenter for HttpSegmenter {
         (control.progress)(5);
         let stop = control.stop;
         let deadline = tokio::time::Instant::from_std(control.deadline);
-        let reply = self.handle.block_on(async {
+        let polygons = self.handle.block_on(async {
             let mut poll = tokio::time::interval(Duration::from_millis(20));
             let call = self.call(input);
             tokio::pin!(call);
@@ -267,22 +286,6 @@ impl Segmenter for HttpSegmenter {
                     _ = poll.tick() => if stop.stopped() { return Err(Failure::Stopped) },
                 }
             }
-        })?;
-        if !reply.success {
-            return Err(Failure::permanent(
-                ErrorCode::ML_ERROR,
-                format!(
-                    "{} could not segment the image: {}",
-                    self.name,
-                    reply.error.unwrap_or_else(|| "no reason given".into())
-                ),
-            ));
-        }
-        let polygons = reply.results.map(|r| r.polygons).ok_or_else(|| {
-            Failure::transient(
-                ErrorCode::ML_MALFORMED,
-                format!("{} sent success without results", self.name),
-            )
         })?;
         let call_ms = started.elapsed().as_secs_f64() * 1e3;
         result_from_polygons(

@@ -220,6 +220,27 @@ impl<'txn, K: Key + 'static, V: Value + 'static> Deref for Logged<'txn, K, V> {
     }
 }
 
+/// Whether `bytes` are a `T` in redb's encoding. redb trusts its own bytes and panics on others
+/// (a wrong width, a string that is not UTF-8); a log record that passed its checksum can still
+/// hold them if it was written by something else, so they are checked first: of the right width
+/// if `T` has one, and decoding without a panic.
+fn decodes<T: Value>(bytes: &[u8], what: &str) -> Result<(), QueueError> {
+    let bad = || QueueError::Corrupt {
+        detail: format!(
+            "a {what} of {} bytes is not a {}",
+            bytes.len(),
+            T::type_name().name()
+        ),
+    };
+    if T::fixed_width().is_some_and(|n| n != bytes.len()) {
+        return Err(bad());
+    }
+    crate::contain::contain(|| {
+        let _ = T::from_bytes(bytes);
+    })
+    .map_err(|_| bad())
+}
+
 /// What [`Tables::take_log`] and [`redo`] need of a table, whatever its key and value types.
 trait Redo {
     fn take(&mut self) -> Vec<u8>;
@@ -237,9 +258,11 @@ impl<K: Key + 'static, V: Value + 'static> Redo for Logged<'_, K, V> {
         };
         while let Some((&op, rest)) = changes.split_first() {
             let (key, rest) = take_slice(rest).ok_or_else(bad)?;
+            decodes::<K>(key, "key")?;
             changes = match op {
                 OP_INSERT => {
                     let (value, rest) = take_slice(rest).ok_or_else(bad)?;
+                    decodes::<V>(value, "value")?;
                     self.table
                         .insert(K::from_bytes(key), V::from_bytes(value))?;
                     rest
