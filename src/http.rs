@@ -13,6 +13,7 @@ mod intake;
 mod jobs;
 mod ml;
 mod queue;
+mod segmenters;
 mod system;
 mod ui;
 
@@ -87,6 +88,7 @@ async fn trace(req: Request, next: Next) -> Response {
 fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (router, mut api) = utoipa_axum::router::OpenApiRouter::new()
         .merge(jobs::routes())
+        .merge(segmenters::routes())
         .merge(queue::routes())
         .merge(health::routes())
         .merge(events::routes())

@@ -29,6 +29,7 @@ async fn openapi_lists_every_route() {
         ("/api/queue", &["get"][..]),
         ("/api/queue/pause", &["post"][..]),
         ("/api/queue/resume", &["post"][..]),
+        ("/api/segmenters/builtin/params", &["get"][..]),
         ("/api/ml", &["get"][..]),
         ("/api/ml/{name}/reset", &["post"][..]),
         ("/api/system", &["get"][..]),
