@@ -13,6 +13,7 @@ mod intake;
 mod jobs;
 mod ml;
 mod queue;
+mod rerun;
 mod segmenters;
 mod system;
 mod ui;
@@ -88,6 +89,7 @@ async fn trace(req: Request, next: Next) -> Response {
 fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (router, mut api) = utoipa_axum::router::OpenApiRouter::new()
         .merge(jobs::routes())
+        .merge(rerun::routes())
         .merge(segmenters::routes())
         .merge(queue::routes())
         .merge(health::routes())

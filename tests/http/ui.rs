@@ -19,6 +19,7 @@ async fn openapi_lists_every_route() {
         ("/api/jobs", &["get", "post"][..]),
         ("/api/jobs/{id}", &["get", "delete", "patch"][..]),
         ("/api/jobs/{id}/retry", &["post"][..]),
+        ("/api/jobs/{id}/rerun", &["post"][..]),
         ("/api/jobs/{id}/result", &["get"][..]),
         ("/api/jobs/{id}/result.csv", &["get"][..]),
         ("/api/jobs/{id}/mask.png", &["get"][..]),
