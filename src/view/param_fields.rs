@@ -231,7 +231,7 @@ pub fn param_fields() -> Vec<ParamField> {
         .unit("µm")
         .nullable(
             pixel_size_um.map(ParamValue::Number),
-            "unknown: metrics in pixels only",
+            "unknown, metrics in pixels only",
         )
         .above(0.0),
         ParamField::boolean(
