@@ -13,6 +13,8 @@ mod intake;
 mod jobs;
 mod ml;
 mod queue;
+mod rerun;
+mod segmenters;
 mod system;
 mod ui;
 
@@ -87,6 +89,8 @@ async fn trace(req: Request, next: Next) -> Response {
 fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (router, mut api) = utoipa_axum::router::OpenApiRouter::new()
         .merge(jobs::routes())
+        .merge(rerun::routes())
+        .merge(segmenters::routes())
         .merge(queue::routes())
         .merge(health::routes())
         .merge(events::routes())

@@ -11,7 +11,8 @@
 //! Every store returns a [`Pin`] on the hash, which the caller holds until its enqueue has
 //! committed. The garbage collector skips pinned hashes and decides and deletes under the same
 //! lock, so it cannot remove a file between an upload finding it already stored and that upload's
-//! commit. It removes image files and previews no job refers to, and temp files no request holds
+//! commit; a new job for an image already stored (a rerun) pins it with [`ImageStore::pin_stored`]
+//! the same way. It removes image files and previews no job refers to, and temp files no request holds
 //! (what a crash left).
 
 use std::collections::{HashMap, HashSet};
@@ -285,6 +286,14 @@ impl ImageStore {
             pins: Arc::clone(&self.pins),
             hash: hash.to_owned(),
         }
+    }
+
+    /// Pins the stored image `hash` for a new job that refers to it without storing it again (a
+    /// rerun), if the image is still there. Pinned first, then looked for: the collector either
+    /// removed it before (`None`) or cannot remove it until the pin drops.
+    pub fn pin_stored(&self, hash: &str) -> Option<Pin> {
+        let pin = self.pin(hash);
+        self.fs.exists(&self.path(hash)).then_some(pin)
     }
 
     /// A fresh temp file for an upload being streamed to disk.

@@ -6,7 +6,9 @@
 //! A submission checks the segmenter, then checks and stores every image before it enqueues
 //! anything, then enqueues them all in one durable commit: a refused file means no job at all.
 //! Each stored image stays pinned until that commit, so the garbage collector cannot take it in
-//! between; image files of a refused submission are collected once unpinned.
+//! between; image files of a refused submission are collected once unpinned. A rerun stores
+//! nothing: it pins the image its original job refers to, refuses if the image is gone, and holds
+//! the pin until its own job has committed, so deleting the original in between cannot take it.
 
 use std::path::PathBuf;
 
@@ -26,6 +28,9 @@ pub enum ServiceError {
     Image(#[from] ImageStoreError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    /// The image of the job to run again is no longer stored.
+    #[error("the image of job {job} is no longer stored; upload it again")]
+    ImageGone { job: JobId },
     /// A field of the submission names something this server cannot do.
     #[error("{field}: {message}")]
     Invalid {
@@ -40,6 +45,7 @@ impl ServiceError {
         match self {
             ServiceError::Image(e) => e.code(),
             ServiceError::Queue(e) => e.code(),
+            ServiceError::ImageGone { .. } => ErrorCode::IMAGE_MISSING,
             ServiceError::Invalid { .. } => ErrorCode::INVALID_FIELD,
         }
     }
@@ -71,6 +77,14 @@ pub struct SubmitOptions {
     pub max_attempts: Option<u32>,
     /// Deduplicate each image by (content hash, segmenter, parameters), as the watch folders do.
     pub dedupe: bool,
+}
+
+/// How a job is to be run again: everything else is the original's.
+#[derive(Clone, Debug)]
+pub struct RerunOptions {
+    pub params: SegmentParams,
+    pub priority: Priority,
+    pub segmenter: SegmenterId,
 }
 
 /// The shared operations.
@@ -138,6 +152,47 @@ impl Service {
         let done = self.queue.enqueue_batch(jobs).await?;
         let fresh = done.iter().filter(|e| !e.deduplicated).count();
         metrics::counter!("spheroseg_jobs_enqueued_total").increment(fresh as u64);
+        Ok(done)
+    }
+
+    /// Enqueues a new job for the image of `original`, linked to it by `rerun_of`: the same image
+    /// (not stored again), project, metadata and page, with the parameters, priority and
+    /// segmenter of `opts`. Durable on return.
+    pub async fn rerun(
+        &self,
+        original: &Job,
+        opts: RerunOptions,
+    ) -> Result<Enqueued, ServiceError> {
+        self.check_configured(&opts.segmenter)?;
+        let image = &original.image;
+        let min_side = crate::segment::builtin::MIN_SIDE;
+        if opts.segmenter.is_builtin() && image.width.min(image.height) < min_side {
+            return Err(ImageStoreError::TooSmall {
+                name: image.name.clone(),
+                width: image.width,
+                height: image.height,
+                min: min_side,
+            }
+            .into());
+        }
+        // Held until the enqueue has committed: from then on the new job refers to the image.
+        let _pin = self
+            .images
+            .pin_stored(&image.hash)
+            .ok_or(ServiceError::ImageGone { job: original.id })?;
+        let job = NewJob {
+            priority: opts.priority,
+            project: original.project.clone(),
+            image: image.clone(),
+            segmenter: opts.segmenter,
+            params: opts.params,
+            rerun_of: Some(original.id),
+            metadata: original.metadata.clone(),
+            page: original.page,
+            ..NewJob::default()
+        };
+        let done = self.queue.enqueue(job).await?;
+        metrics::counter!("spheroseg_jobs_enqueued_total").increment(1);
         Ok(done)
     }
 

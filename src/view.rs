@@ -5,7 +5,8 @@
 //! `queue/` and `segment/`, which know nothing of the API: a job's state is described by
 //! [`job_state_schema`] from `JobState::ALL`, and its parameters by [`ParamsView`], a copy of
 //! `SegmentParams` whose conversion names every field, so a field added there fails to compile
-//! until it is added here.
+//! until it is added here. `view/param_fields.rs` describes the same parameters for a form: each
+//! field's default, range and help.
 
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -13,6 +14,10 @@ use utoipa::ToSchema;
 use crate::clock::Millis;
 use crate::queue::{Job, JobState};
 use crate::segment::{Declump, Feature, Polarity, SegmentParams};
+
+mod param_fields;
+
+pub use param_fields::{ParamChoice, ParamField, ParamKind, ParamValue, param_fields};
 
 /// The schema of a job state: a string, one of the names of `JobState::ALL`.
 pub fn job_state_schema() -> utoipa::openapi::Object {

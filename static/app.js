@@ -1,35 +1,15 @@
 // spheroseg status page: overview, upload, live jobs table, result viewer. Plain ES module, no build
 // step. Live updates come over the WebSocket (with `since` resume); polling takes over if it fails.
+// Modules: `api.js` (requests with the token), `params.js` (the segmentation parameter form, for
+// upload and for "Run again with…"), `viewer.js` (a job's result), `dom.js`.
+
+import { el, reveal, shortId } from "./dom.js";
+import { TOKEN_KEY, api, authHeaders, json } from "./api.js";
+import { paramForm } from "./params.js";
+import { jobChanged, openViewer, paramsLoaded, setupViewer } from "./viewer.js";
 
 const $ = (id) => document.getElementById(id);
-const TOKEN_KEY = "spheroseg-token";
-const state = { lastEventId: 0, jobs: new Map(), cursor: null, socketFailures: 0, pollTimer: null };
-
-// ---- HTTP with the optional bearer token ----
-
-function authHeaders() {
-  const t = sessionStorage.getItem(TOKEN_KEY);
-  return t ? { Authorization: `Bearer ${t}` } : {};
-}
-
-async function api(path, options = {}) {
-  const resp = await fetch(path, { ...options, headers: { ...authHeaders(), ...(options.headers || {}) } });
-  if (resp.status === 401) {
-    const t = prompt("This spheroseg needs its access token:");
-    if (t) {
-      sessionStorage.setItem(TOKEN_KEY, t);
-      return api(path, options);
-    }
-  }
-  return resp;
-}
-
-async function json(path, options) {
-  const resp = await api(path, options);
-  const body = await resp.json().catch(() => ({}));
-  if (!resp.ok) throw new Error(body.message || `${resp.status}`);
-  return body;
-}
+const state = { lastEventId: 0, jobs: new Map(), cursor: null, socketFailures: 0, pollTimer: null, paramFields: null, uploadParams: null };
 
 // ---- formatting ----
 
@@ -45,16 +25,8 @@ function ago(ms) {
 }
 const bytes = (b) => (b >= 1 << 30 ? `${(b / (1 << 30)).toFixed(1)} GiB` : `${Math.round(b / (1 << 20))} MiB`);
 const when = (ms) => (ms ? new Date(ms) : null);
-function el(tag, attrs = {}, ...children) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "class") e.className = v;
-    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
-    else if (v !== undefined && v !== null) e.setAttribute(k, v);
-  }
-  for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(String(c)));
-  return e;
-}
+/// The jobs on the page that run `id` again.
+const rerunsOf = (id) => [...state.jobs.values()].filter((j) => j.rerun_of === id).map((j) => j.id);
 
 // ---- overview ----
 
@@ -264,7 +236,7 @@ function jobRow(j) {
       title: done ? "Open the result" : undefined,
       onclick: () => done && openViewer(j),
       onkeydown: (e) => { if (done && (e.key === "Enter" || e.key === " ")) { e.preventDefault(); openViewer(j); } } },
-    el("td", {}, j.image.name),
+    el("td", {}, j.image.name, ...jobLinks(j)),
     el("td", { class: `state ${j.state}` }, j.state),
     el("td", {}, j.priority),
     el("td", {}, j.project || ""),
@@ -279,6 +251,24 @@ function jobRow(j) {
   return row;
 }
 
+/// "rerun of" and "rerun as" lines for a row; each shows the linked row when it is on the page.
+function jobLinks(j) {
+  const link = (text, id) => el("button", { type: "button", class: "link", title: id,
+    onclick: (e) => { e.stopPropagation(); showRow(id); } }, `${text} ${shortId(id)}`);
+  const links = [];
+  if (j.rerun_of) links.push(link("rerun of", j.rerun_of));
+  for (const id of rerunsOf(j.id)) links.push(link("rerun as", id));
+  return links.length ? [el("div", { class: "links" }, ...links)] : [];
+}
+
+function showRow(id) {
+  const row = document.querySelector(`tr[data-id="${id}"]`);
+  if (!row) return;
+  reveal(row, "center");
+  row.classList.add("flash");
+  setTimeout(() => row.classList.remove("flash"), 1200);
+}
+
 function upsertJob(j, append) {
   state.jobs.set(j.id, j);
   const row = jobRow(j);
@@ -287,6 +277,15 @@ function upsertJob(j, append) {
   else if (append) $("job-rows").append(row);
   else $("job-rows").prepend(row);
   $("no-jobs").hidden = true;
+  redrawOriginal(j);
+  jobChanged(j);
+}
+
+/// Redraws the row of the job `j` runs again, whose "rerun as" line names `j`.
+function redrawOriginal(j) {
+  const original = j.rerun_of && state.jobs.get(j.rerun_of);
+  const row = original && document.querySelector(`tr[data-id="${original.id}"]`);
+  if (row) row.replaceWith(jobRow(original));
 }
 
 async function act(id, method, suffix, body) {
@@ -313,8 +312,10 @@ function showJob(j) {
 }
 
 function removeJob(id) {
+  const j = state.jobs.get(id);
   state.jobs.delete(id);
   document.querySelector(`tr[data-id="${id}"]`)?.remove();
+  if (j) redrawOriginal(j);
   $("no-jobs").hidden = state.jobs.size > 0;
 }
 
@@ -350,6 +351,18 @@ async function bulk(action) {
 // ---- upload ----
 
 function upload(files) {
+  const params = state.uploadParams;
+  const bad = params?.invalid();
+  if (bad) {
+    for (const file of files) {
+      $("uploads").prepend(el("li", { class: "bad" }, el("span", {}, file.name),
+        el("span", {}, `not sent: ${bad.field.label}: ${bad.message}`)));
+    }
+    $("upload-params").open = true;
+    bad.input.reportValidity();
+    return;
+  }
+  const changes = params ? params.changes() : {};
   for (const file of files) {
     const item = el("li", {}, el("span", {}, file.name), el("progress", { max: "100", value: "0" }), el("span", {}, ""));
     $("uploads").prepend(item);
@@ -358,6 +371,8 @@ function upload(files) {
     form.append("priority", $("priority").value || "5");
     if ($("project").value.trim()) form.append("project", $("project").value.trim());
     if ($("segmenter").value) form.append("segmenter", $("segmenter").value);
+    // Only what a person changed: the server fills in the rest with its defaults.
+    if (Object.keys(changes).length) form.append("params", JSON.stringify(changes));
     const xhr = new XMLHttpRequest();
     xhr.open("POST", "/api/jobs");
     for (const [k, v] of Object.entries(authHeaders())) xhr.setRequestHeader(k, v);
@@ -467,116 +482,26 @@ document.addEventListener("visibilitychange", () => {
   }
 });
 
-// ---- result viewer ----
+// ---- segmentation parameters ----
 
-const view = { scale: 1, x: 0, y: 0, img: null, result: null, factor: 1, job: null };
-
-async function openViewer(job) {
-  view.job = job;
-  $("viewer").hidden = false;
-  $("viewer-title").textContent = `Result: ${job.image.name}`;
-  const [result, blob] = await Promise.all([
-    json(`/api/jobs/${job.id}/result`),
-    api(`/api/jobs/${job.id}/preview.png`).then((r) => r.blob()),
-  ]);
-  view.result = result;
-  const img = new Image();
-  img.onload = () => {
-    view.img = img;
-    view.factor = img.width / result.image.width;
-    const c = $("canvas");
-    c.width = img.width; c.height = img.height;
-    view.scale = 1; view.x = 0; view.y = 0;
-    draw();
+/// The upload form's parameters, from the server's description of them.
+async function setupParams() {
+  try {
+    state.paramFields = (await json("/api/segmenters/builtin/params")).fields;
+  } catch (e) {
+    $("upload-param-fields").replaceChildren(el("p", { class: "bad" }, `The parameters could not be loaded: ${e.message}`));
+    return;
+  }
+  const form = paramForm(state.paramFields, "upload");
+  form.onchange = () => {
+    const n = Object.keys(form.changes()).length;
+    $("upload-params-changed").textContent = n ? `(${n} changed)` : "(defaults)";
   };
-  img.src = URL.createObjectURL(blob);
-  renderMetrics(result);
-  $("viewer").scrollIntoView({ behavior: "smooth" });
-}
-
-function draw() {
-  const c = $("canvas"), g = c.getContext("2d");
-  g.setTransform(1, 0, 0, 1, 0, 0);
-  g.fillStyle = "#111"; g.fillRect(0, 0, c.width, c.height);
-  if (!view.img) return;
-  g.setTransform(view.scale, 0, 0, view.scale, view.x, view.y);
-  g.drawImage(view.img, 0, 0);
-  const f = view.factor, polys = view.result.polygons;
-  const path = (p) => { g.beginPath(); p.points.forEach((q, i) => (i ? g.lineTo(q.x * f, q.y * f) : g.moveTo(q.x * f, q.y * f))); g.closePath(); };
-  if ($("show-mask").checked) {
-    g.fillStyle = "rgba(47, 111, 222, 0.35)";
-    for (const p of polys.filter((p) => p.type === "external")) { path(p); g.fill(); }
-    g.globalCompositeOperation = "destination-out";
-    for (const p of polys.filter((p) => p.type === "internal")) { path(p); g.fill(); }
-    g.globalCompositeOperation = "source-over";
-    g.drawImage(view.img, 0, 0);
-    g.fillStyle = "rgba(47, 111, 222, 0.35)";
-    for (const p of polys.filter((p) => p.type === "external")) { path(p); g.fill(); }
-  }
-  if ($("show-outlines").checked) {
-    g.lineWidth = 2 / view.scale;
-    let n = 0;
-    for (const p of polys) {
-      g.strokeStyle = p.type === "external" ? "#38d0ff" : "#ffab2e";
-      path(p); g.stroke();
-      if (p.type === "external") {
-        n += 1;
-        g.fillStyle = "#38d0ff"; g.font = `${14 / view.scale}px system-ui`;
-        g.fillText(String(n), p.points[0].x * f + 4 / view.scale, p.points[0].y * f - 4 / view.scale);
-      }
-    }
-  }
-}
-
-function renderMetrics(result) {
-  const um = result.metrics.some((m) => m.calibrated);
-  const head = ["#", "Area", "Perimeter", "Circularity", "Solidity", "Feret max", "Feret min", "Eq. diameter"];
-  if (um) head.push("Area µm²", "Eq. diameter µm");
-  const rows = result.metrics.map((m, i) => {
-    const cells = [i + 1, `${m.area.toFixed(0)} px²`, `${m.perimeter.toFixed(1)} px`, m.circularity.toFixed(3),
-      m.solidity.toFixed(3), `${m.feret_max.toFixed(1)} px`, `${m.feret_min.toFixed(1)} px`, `${m.equivalent_diameter.toFixed(1)} px`];
-    if (um) cells.push(m.calibrated ? m.calibrated.area_um2.toFixed(0) : "", m.calibrated ? m.calibrated.equivalent_diameter_um.toFixed(1) : "");
-    return el("tr", {}, ...cells.map((c) => el("td", {}, c)));
-  });
-  $("metrics").replaceChildren(
-    el("thead", {}, el("tr", {}, ...head.map((h) => el("th", {}, h)))),
-    el("tbody", {}, ...(rows.length ? rows : [el("tr", {}, el("td", { colspan: String(head.length) }, "No objects found."))])),
-  );
-}
-
-async function download(suffix, name) {
-  const blob = await api(`/api/jobs/${view.job.id}/${suffix}`).then((r) => r.blob());
-  const a = el("a", { href: URL.createObjectURL(blob), download: name });
-  document.body.append(a); a.click(); a.remove();
-}
-
-function setupViewer() {
-  const c = $("canvas");
-  c.addEventListener("wheel", (e) => {
-    e.preventDefault();
-    const r = c.getBoundingClientRect();
-    const mx = ((e.clientX - r.left) * c.width) / r.width, my = ((e.clientY - r.top) * c.height) / r.height;
-    const k = e.deltaY < 0 ? 1.2 : 1 / 1.2;
-    view.x = mx - (mx - view.x) * k; view.y = my - (my - view.y) * k; view.scale *= k;
-    draw();
-  }, { passive: false });
-  let drag = null;
-  c.addEventListener("mousedown", (e) => { drag = { x: e.clientX, y: e.clientY }; });
-  window.addEventListener("mouseup", () => { drag = null; });
-  window.addEventListener("mousemove", (e) => {
-    if (!drag) return;
-    const r = c.getBoundingClientRect(), k = c.width / r.width;
-    view.x += (e.clientX - drag.x) * k; view.y += (e.clientY - drag.y) * k;
-    drag = { x: e.clientX, y: e.clientY };
-    draw();
-  });
-  $("show-outlines").onchange = draw;
-  $("show-mask").onchange = draw;
-  $("zoom-reset").onclick = () => { view.scale = 1; view.x = 0; view.y = 0; draw(); };
-  $("close-viewer").onclick = () => { $("viewer").hidden = true; };
-  $("dl-json").onclick = () => download("result", `${view.job.id}.json`);
-  $("dl-csv").onclick = () => download("result.csv", `${view.job.id}.csv`);
-  $("dl-mask").onclick = () => download("mask.png", `${view.job.id}_mask.png`);
+  form.onchange();
+  state.uploadParams = form;
+  $("upload-param-fields").replaceChildren(form.element);
+  $("upload-params-reset").onclick = () => form.fill({});
+  paramsLoaded();
 }
 
 // ---- start ----
@@ -598,7 +523,8 @@ function setup() {
   document.body.addEventListener("dragover", (e) => e.preventDefault());
   document.body.addEventListener("drop", (e) => { e.preventDefault(); if (e.dataTransfer.files.length) upload(e.dataTransfer.files); });
   $("project-form").addEventListener("submit", (e) => { e.preventDefault(); showProject($("project-name").value.trim()); });
-  setupViewer();
+  setupViewer({ fields: () => state.paramFields, rerunsOf, showRow });
+  setupParams();
   for (const id of ["hist-area", "hist-circ"]) histogram($(id), [], 20, "Enter a project name to see its distribution.");
   loadOverview();
   loadJobs();

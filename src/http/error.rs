@@ -131,6 +131,9 @@ impl From<ServiceError> for ApiError {
         match e {
             ServiceError::Image(e) => e.into(),
             ServiceError::Queue(e) => e.into(),
+            e @ ServiceError::ImageGone { .. } => {
+                ApiError::new(StatusCode::CONFLICT, e.code(), e.to_string())
+            }
             ServiceError::Invalid { field, message } => ApiError::invalid(field, message),
         }
     }

@@ -1,7 +1,7 @@
 //! Reading a submission from a request: the multipart upload of `POST /api/jobs` and
 //! `/ml/segment` (image parts streamed to a temp file past a few MiB, never held whole; other
 //! fields read with a size limit), the JSON import by path, and the checks of the fields they
-//! carry (priority, segmenter, params).
+//! carry (priority, segmenter, params, and params changed over a job's own for a rerun).
 
 use axum::extract::multipart::{Field, MultipartError};
 use axum::extract::{Multipart, Request};
@@ -44,6 +44,20 @@ pub(super) fn params(raw: &str) -> Result<SegmentParams, ApiError> {
     p.validate()
         .map_err(|e| ApiError::invalid(&format!("params.{}", e.field), e.reason))?;
     Ok(p)
+}
+
+/// `base` with the fields of `patch` replaced (`null` clears an optional one), checked as a whole
+/// like [`params`]: an unknown field, a wrong type or a value out of range is a 422.
+pub(super) fn params_patch(
+    base: &SegmentParams,
+    patch: serde_json::Map<String, serde_json::Value>,
+) -> Result<SegmentParams, ApiError> {
+    let mut merged = match serde_json::to_value(base) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => unreachable!("parameters serialise as a JSON object"),
+    };
+    merged.extend(patch);
+    params(&serde_json::Value::Object(merged).to_string())
 }
 
 pub(super) fn multipart_error(e: MultipartError) -> ApiError {

@@ -16,7 +16,7 @@ use super::intake::{self, ImportBody, UploadForm, priority};
 use super::{ApiError, AppState};
 use crate::error_code::ErrorCode;
 use crate::export;
-use crate::queue::{Job, JobFilter, JobId, JobState};
+use crate::queue::{Enqueued, Job, JobFilter, JobId, JobState};
 use crate::segment::SegmentResult;
 use crate::view::{JobView, job_state_schema};
 
@@ -51,7 +51,7 @@ fn job_id(raw: &str) -> Result<JobId, ApiError> {
 
 /// The answer to a submission: one entry per image, in the order sent.
 #[derive(Serialize, ToSchema)]
-struct Accepted {
+pub(super) struct Accepted {
     jobs: Vec<AcceptedJob>,
 }
 
@@ -136,6 +136,11 @@ async fn upload(
         ));
     }
     let done = state.service.submit(sources, opts).await?;
+    Ok((StatusCode::ACCEPTED, Json(accepted(&state, &done)?)).into_response())
+}
+
+/// The answer to a submission of the jobs `done`, each with its place in the queue.
+pub(super) fn accepted(state: &AppState, done: &[Enqueued]) -> Result<Accepted, ApiError> {
     let stats = state.service.queue.stats()?;
     let queued_at_or_above = |p: u8| -> u64 {
         stats
@@ -155,7 +160,7 @@ async fn upload(
             deduplicated: e.deduplicated,
         })
         .collect();
-    Ok((StatusCode::ACCEPTED, Json(Accepted { jobs })).into_response())
+    Ok(Accepted { jobs })
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -227,7 +232,7 @@ async fn list(
     }))
 }
 
-fn get_job(state: &AppState, raw: &str) -> Result<Job, ApiError> {
+pub(super) fn get_job(state: &AppState, raw: &str) -> Result<Job, ApiError> {
     let id = job_id(raw)?;
     state
         .service

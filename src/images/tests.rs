@@ -229,3 +229,24 @@ fn garbage_collection_keeps_referenced_and_pinned_files() {
     assert_eq!(store.collect_garbage(|h| h == keep.hash), 1);
     assert!(!store.path(&hash).exists(), "collected once unpinned");
 }
+
+#[test]
+fn an_image_pinned_for_a_rerun_outlives_its_only_job() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = store(dir.path());
+    let image = store.put(&png(8, 8), "rerun.png").expect("stored").image;
+    // The rerun pins the image its original job refers to; meanwhile that job is deleted.
+    let pin = store.pin_stored(&image.hash).expect("still stored");
+    assert_eq!(store.collect_garbage(|_| false), 0);
+    assert!(store.path(&image.hash).exists(), "pinned");
+    drop(pin);
+    assert_eq!(store.collect_garbage(|_| false), 1);
+    assert!(
+        store.pin_stored(&image.hash).is_none(),
+        "collected before the pin: nothing to rerun"
+    );
+    assert!(
+        store.pins.lock().expect("pins").is_empty(),
+        "the refused pin is released"
+    );
+}

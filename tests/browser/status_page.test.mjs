@@ -69,8 +69,8 @@ async function stop(server) {
   await exited;
 }
 
-async function openPage(url) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+async function openPage(url, options = {}) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, ...options });
   const page = await context.newPage();
   const errors = [];
   page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
@@ -139,6 +139,59 @@ test("three uploads go from queued to completed live, and the viewer draws the o
     assert.equal(seen.holes, 1);
     assert.match(await page.textContent("#metrics"), /px²/);
     await page.screenshot({ path: join(shots, "viewer.png"), fullPage: true });
+    assert.deepEqual(errors, []);
+    await context.close();
+  } finally { await stop(server); }
+});
+
+test("an upload with a changed parameter, then Run again with… makes a second job linked to the first", async () => {
+  const server = await serve();
+  try {
+    // Less motion: no smooth scrolling under the clicks.
+    const { page, errors, context } = await openPage(server.url, { reducedMotion: "reduce" });
+    const api = (path, init) => page.evaluate(async ([p, i]) => (await fetch(p, i)).json(), [path, init]);
+    const { fields } = await api("/api/segmenters/builtin/params");
+    const defaults = Object.fromEntries(fields.map((f) => [f.name, f.default]));
+    // The form is built from the server's description: each field with its default shown.
+    await page.click("#upload-params summary");
+    await page.waitForSelector("#upload-min_circularity");
+    assert.equal(await page.locator("#upload-param-fields .param").count(), fields.length);
+    assert.match(await page.textContent("#upload-params .param[data-name=min_area_fraction]"), /Default: 0\.002 of the image\./);
+    assert.equal(await page.inputValue("#upload-min_circularity"), "0");
+    await page.fill("#upload-min_circularity", "0.2");
+    assert.match(await page.textContent("#upload-params-changed"), /1 changed/);
+    await page.setInputFiles("#files", [join(fixtures, "spheroid_lumen_8bit.png")]);
+    const first = page.locator("#job-rows tr", { hasText: "spheroid_lumen_8bit.png" }).first();
+    await first.locator("td.state", { hasText: "completed" }).waitFor({ timeout: 60000 });
+    const [job] = (await api("/api/jobs")).jobs;
+    assert.deepEqual(job.params, { ...defaults, min_circularity: 0.2 }, "only the changed field differs");
+
+    // The viewer's "Run again with…" starts from the job's parameters.
+    await first.click();
+    await page.waitForSelector("#metrics tbody tr td");
+    await page.getByRole("button", { name: "Run again with…" }).click();
+    assert.equal(await page.inputValue("#rerun-min_circularity"), "0.2");
+    assert.equal(await page.inputValue("#rerun-declump"), "auto");
+    await page.fill("#rerun-min_circularity", "0.4");
+    await page.selectOption("#rerun-declump", "off");
+    assert.match(await page.textContent("#rerun-changed"), /2 changed/);
+    await page.getByRole("button", { name: "Run again", exact: true }).click();
+    await page.waitForSelector("#rerun-form", { state: "hidden" });
+    // The second job appears in the table linked to the first, and the viewer links to it.
+    await page.locator("#job-rows tr", { hasText: "rerun of" }).locator("td.state", { hasText: "completed" })
+      .waitFor({ timeout: 60000 });
+    await page.locator("#job-rows tr", { hasText: "rerun as" }).waitFor();
+    const jobs = (await api("/api/jobs")).jobs;
+    assert.equal(jobs.length, 2);
+    const rerun = jobs.find((j) => j.id !== job.id);
+    assert.equal(rerun.rerun_of, job.id);
+    assert.equal(rerun.image.hash, job.image.hash);
+    assert.deepEqual(rerun.params, { ...defaults, min_circularity: 0.4, declump: "off" });
+    assert.match(await page.textContent("#viewer-links"), new RegExp(`rerun as ${rerun.id}`));
+    await page.screenshot({ path: join(shots, "rerun.png"), fullPage: true });
+    // The rerun's viewer links back.
+    await page.locator("#job-rows tr", { hasText: "rerun of" }).click();
+    await page.waitForFunction((id) => document.getElementById("viewer-links").textContent.includes(`rerun of ${id}`), job.id);
     assert.deepEqual(errors, []);
     await context.close();
   } finally { await stop(server); }

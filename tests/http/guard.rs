@@ -82,6 +82,7 @@ async fn attacks_from_other_sites_are_refused_and_change_nothing() {
             r#"{"priority":10}"#,
         ),
         ("POST", &*format!("/api/jobs/{done}/retry"), ""),
+        ("POST", &*format!("/api/jobs/{done}/rerun"), "{}"),
         ("POST", "/api/queue/resume", ""),
         ("POST", "/api/ml/http/reset", ""),
     ] {
@@ -135,6 +136,7 @@ async fn attacks_from_other_sites_are_refused_and_change_nothing() {
             "/api/jobs",
             r#"{"paths":["spheroid_core_8bit.png"]}"#,
         ),
+        ("POST", &*format!("/api/jobs/{done}/rerun"), "{}"),
     ] {
         refused(
             &a,

@@ -12,6 +12,10 @@ mod health;
 mod jobs;
 /// spheroseg as an ML service.
 mod ml;
+/// Running a job again with other parameters.
+mod rerun;
+/// The builtin segmenter's parameters, for the page's form.
+mod segmenters;
 /// Every transition's event over the WebSocket: once, in order, after it is readable.
 mod transitions;
 /// The status page and the OpenAPI document.

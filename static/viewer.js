@@ -1,0 +1,206 @@
+// The result viewer: the image with its outlines (zoom and pan), the metrics table, downloads,
+// the job's parameters and rerun links, and "Run again with…", which fills the parameter form
+// (`params.js`) with the job's parameters and posts the changes to /api/jobs/{id}/rerun.
+
+import { el, reveal, shortId } from "./dom.js";
+import { api, json } from "./api.js";
+import { paramForm, summary } from "./params.js";
+
+const $ = (id) => document.getElementById(id);
+/// What the viewer asks of the page (`setupViewer`): `fields()` (the parameters' description, or
+/// null until loaded), `rerunsOf(id)` (jobs on the page that run `id` again), `showRow(id)`.
+let page = null;
+
+// `reruns`: the jobs this page made by "Run again with…", by original, in case the table's filter
+// hides them.
+const view = { scale: 1, x: 0, y: 0, img: null, result: null, factor: 1, job: null, rerunForm: null, reruns: new Map() };
+
+export async function openViewer(job) {
+  view.job = job;
+  $("viewer").hidden = false;
+  $("viewer-title").textContent = `Result: ${job.image.name}`;
+  $("rerun-form").hidden = true;
+  $("rerun-open").setAttribute("aria-expanded", "false");
+  $("rerun-result").textContent = "";
+  renderViewerLinks();
+  const [result, blob] = await Promise.all([
+    json(`/api/jobs/${job.id}/result`),
+    api(`/api/jobs/${job.id}/preview.png`).then((r) => r.blob()),
+  ]);
+  view.result = result;
+  const img = new Image();
+  img.onload = () => {
+    view.img = img;
+    view.factor = img.width / result.image.width;
+    const c = $("canvas");
+    c.width = img.width; c.height = img.height;
+    view.scale = 1; view.x = 0; view.y = 0;
+    draw();
+  };
+  img.src = URL.createObjectURL(blob);
+  renderMetrics(result);
+  reveal($("viewer"));
+}
+
+/// The job's id, its parameters, and the jobs it is linked to by reruns.
+function renderViewerLinks() {
+  const j = view.job;
+  if (!j) return;
+  const open = (id) => el("button", { type: "button", class: "link", onclick: () => openJob(id) }, id);
+  const parts = [el("span", {}, "Job ", el("code", {}, j.id))];
+  if (page.fields()) parts.push(el("span", {}, `Parameters: ${summary(page.fields(), j.params)}`));
+  if (j.rerun_of) parts.push(el("span", {}, "rerun of ", open(j.rerun_of)));
+  const reruns = [...new Set([...page.rerunsOf(j.id), ...(view.reruns.get(j.id) || [])])];
+  if (reruns.length) parts.push(el("span", {}, "rerun as ", ...reruns.flatMap((id, i) => (i ? [", ", open(id)] : [open(id)]))));
+  $("viewer-links").replaceChildren(...parts);
+}
+
+/// Opens a linked job: its result if it has one, else its row.
+async function openJob(id) {
+  try {
+    const j = await json(`/api/jobs/${id}`);
+    if (j.state === "completed") openViewer(j);
+    else { $("rerun-result").textContent = `${shortId(id)} is ${j.state}.`; page.showRow(id); }
+  } catch (e) {
+    alert(`Not found: ${e.message}`);
+  }
+}
+
+function openRerun() {
+  const form = $("rerun-form");
+  if (!page.fields()) { $("rerun-result").textContent = "The parameters could not be loaded."; return; }
+  if (!view.rerunForm) {
+    view.rerunForm = paramForm(page.fields(), "rerun");
+    view.rerunForm.onchange = () => {
+      const n = Object.keys(view.rerunForm.changes()).length;
+      $("rerun-changed").textContent = n ? `${n} changed` : "nothing changed yet";
+    };
+    $("rerun-fields").replaceChildren(view.rerunForm.element);
+  }
+  view.rerunForm.fill(view.job.params);
+  $("rerun-priority").value = view.job.priority;
+  $("rerun-result").textContent = "";
+  form.hidden = false;
+  $("rerun-open").setAttribute("aria-expanded", "true");
+  reveal(form, "nearest");
+}
+
+async function submitRerun(e) {
+  e.preventDefault();
+  const job = view.job, params = view.rerunForm;
+  const bad = params.invalid();
+  if (bad) { bad.input.reportValidity(); return; }
+  const body = { params: params.changes() };
+  const priority = Number($("rerun-priority").value);
+  if (priority !== job.priority) body.priority = priority;
+  try {
+    const r = await json(`/api/jobs/${job.id}/rerun`, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+    });
+    const id = r.jobs[0].id;
+    view.reruns.set(job.id, [...(view.reruns.get(job.id) || []), id]);
+    $("rerun-form").hidden = true;
+    $("rerun-open").setAttribute("aria-expanded", "false");
+    $("rerun-result").textContent = `Queued as ${shortId(id)}.`;
+    renderViewerLinks();
+  } catch (err) {
+    $("rerun-result").textContent = `Not done: ${err.message}`;
+  }
+}
+
+function draw() {
+  const c = $("canvas"), g = c.getContext("2d");
+  g.setTransform(1, 0, 0, 1, 0, 0);
+  g.fillStyle = "#111"; g.fillRect(0, 0, c.width, c.height);
+  if (!view.img) return;
+  g.setTransform(view.scale, 0, 0, view.scale, view.x, view.y);
+  g.drawImage(view.img, 0, 0);
+  const f = view.factor, polys = view.result.polygons;
+  const path = (p) => { g.beginPath(); p.points.forEach((q, i) => (i ? g.lineTo(q.x * f, q.y * f) : g.moveTo(q.x * f, q.y * f))); g.closePath(); };
+  if ($("show-mask").checked) {
+    g.fillStyle = "rgba(47, 111, 222, 0.35)";
+    for (const p of polys.filter((p) => p.type === "external")) { path(p); g.fill(); }
+    g.globalCompositeOperation = "destination-out";
+    for (const p of polys.filter((p) => p.type === "internal")) { path(p); g.fill(); }
+    g.globalCompositeOperation = "source-over";
+    g.drawImage(view.img, 0, 0);
+    g.fillStyle = "rgba(47, 111, 222, 0.35)";
+    for (const p of polys.filter((p) => p.type === "external")) { path(p); g.fill(); }
+  }
+  if ($("show-outlines").checked) {
+    g.lineWidth = 2 / view.scale;
+    let n = 0;
+    for (const p of polys) {
+      g.strokeStyle = p.type === "external" ? "#38d0ff" : "#ffab2e";
+      path(p); g.stroke();
+      if (p.type === "external") {
+        n += 1;
+        g.fillStyle = "#38d0ff"; g.font = `${14 / view.scale}px system-ui`;
+        g.fillText(String(n), p.points[0].x * f + 4 / view.scale, p.points[0].y * f - 4 / view.scale);
+      }
+    }
+  }
+}
+
+function renderMetrics(result) {
+  const um = result.metrics.some((m) => m.calibrated);
+  const head = ["#", "Area", "Perimeter", "Circularity", "Solidity", "Feret max", "Feret min", "Eq. diameter"];
+  if (um) head.push("Area µm²", "Eq. diameter µm");
+  const rows = result.metrics.map((m, i) => {
+    const cells = [i + 1, `${m.area.toFixed(0)} px²`, `${m.perimeter.toFixed(1)} px`, m.circularity.toFixed(3),
+      m.solidity.toFixed(3), `${m.feret_max.toFixed(1)} px`, `${m.feret_min.toFixed(1)} px`, `${m.equivalent_diameter.toFixed(1)} px`];
+    if (um) cells.push(m.calibrated ? m.calibrated.area_um2.toFixed(0) : "", m.calibrated ? m.calibrated.equivalent_diameter_um.toFixed(1) : "");
+    return el("tr", {}, ...cells.map((c) => el("td", {}, c)));
+  });
+  $("metrics").replaceChildren(
+    el("thead", {}, el("tr", {}, ...head.map((h) => el("th", {}, h)))),
+    el("tbody", {}, ...(rows.length ? rows : [el("tr", {}, el("td", { colspan: String(head.length) }, "No objects found."))])),
+  );
+}
+
+async function download(suffix, name) {
+  const blob = await api(`/api/jobs/${view.job.id}/${suffix}`).then((r) => r.blob());
+  const a = el("a", { href: URL.createObjectURL(blob), download: name });
+  document.body.append(a); a.click(); a.remove();
+}
+
+export function setupViewer(hooks) {
+  page = hooks;
+  const c = $("canvas");
+  c.addEventListener("wheel", (e) => {
+    e.preventDefault();
+    const r = c.getBoundingClientRect();
+    const mx = ((e.clientX - r.left) * c.width) / r.width, my = ((e.clientY - r.top) * c.height) / r.height;
+    const k = e.deltaY < 0 ? 1.2 : 1 / 1.2;
+    view.x = mx - (mx - view.x) * k; view.y = my - (my - view.y) * k; view.scale *= k;
+    draw();
+  }, { passive: false });
+  let drag = null;
+  c.addEventListener("mousedown", (e) => { drag = { x: e.clientX, y: e.clientY }; });
+  window.addEventListener("mouseup", () => { drag = null; });
+  window.addEventListener("mousemove", (e) => {
+    if (!drag) return;
+    const r = c.getBoundingClientRect(), k = c.width / r.width;
+    view.x += (e.clientX - drag.x) * k; view.y += (e.clientY - drag.y) * k;
+    drag = { x: e.clientX, y: e.clientY };
+    draw();
+  });
+  $("show-outlines").onchange = draw;
+  $("show-mask").onchange = draw;
+  $("zoom-reset").onclick = () => { view.scale = 1; view.x = 0; view.y = 0; draw(); };
+  $("close-viewer").onclick = () => { $("viewer").hidden = true; };
+  $("dl-json").onclick = () => download("result", `${view.job.id}.json`);
+  $("dl-csv").onclick = () => download("result.csv", `${view.job.id}.csv`);
+  $("dl-mask").onclick = () => download("mask.png", `${view.job.id}_mask.png`);
+  $("rerun-open").onclick = () => ($("rerun-form").hidden ? openRerun() : ($("rerun-form").hidden = true));
+  $("rerun-form").addEventListener("submit", submitRerun);
+  $("rerun-cancel").onclick = () => { $("rerun-form").hidden = true; $("rerun-open").setAttribute("aria-expanded", "false"); };
+}
+
+/// A job changed: the links redrawn if it is linked to the open one.
+export function jobChanged(j) {
+  if (view.job && (j.id === view.job.rerun_of || j.rerun_of === view.job.id)) renderViewerLinks();
+}
+
+/// The parameters' description arrived: the open job's parameters can be shown.
+export const paramsLoaded = () => renderViewerLinks();
