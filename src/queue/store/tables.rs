@@ -220,25 +220,109 @@ impl<'txn, K: Key + 'static, V: Value + 'static> Deref for Logged<'txn, K, V> {
     }
 }
 
-/// Whether `bytes` are a `T` in redb's encoding. redb trusts its own bytes and panics on others
-/// (a wrong width, a string that is not UTF-8); a log record that passed its checksum can still
-/// hold them if it was written by something else, so they are checked first: of the right width
-/// if `T` has one, and decoding without a panic.
-fn decodes<T: Value>(bytes: &[u8], what: &str) -> Result<(), QueueError> {
-    let bad = || QueueError::Corrupt {
-        detail: format!(
-            "a {what} of {} bytes is not a {}",
-            bytes.len(),
-            T::type_name().name()
-        ),
-    };
-    if T::fixed_width().is_some_and(|n| n != bytes.len()) {
-        return Err(bad());
+/// Whether bytes are a value of the type in redb's encoding, as its `from_bytes` would read them
+/// without a panic. redb trusts its own bytes and panics on others (a wrong width, a string that
+/// is not UTF-8); a log record that passed its checksum can still hold them if it was not written
+/// by spheroseg, so the redo checks first. Implemented for the key and value types of our tables.
+trait Encoded {
+    fn valid(bytes: &[u8]) -> bool;
+}
+
+macro_rules! fixed_width {
+    ($($t:ty),*) => {$(
+        impl Encoded for $t {
+            fn valid(bytes: &[u8]) -> bool {
+                Some(bytes.len()) == <$t as Value>::fixed_width()
+            }
+        }
+    )*};
+}
+fixed_width!(u8, u64, u128, ());
+
+impl Encoded for &str {
+    fn valid(bytes: &[u8]) -> bool {
+        std::str::from_utf8(bytes).is_ok()
     }
-    crate::contain::contain(|| {
-        let _ = T::from_bytes(bytes);
-    })
-    .map_err(|_| bad())
+}
+
+impl Encoded for &[u8] {
+    fn valid(_: &[u8]) -> bool {
+        true
+    }
+}
+
+/// Splits a tuple's bytes into its elements as redb lays them out: the lengths of the
+/// variable-width elements but the last first (a varint each: one byte under 254, else 254 and a
+/// u16, or 255 and a u32), then the elements themselves.
+fn split_tuple<const N: usize>(fixed: [Option<usize>; N], data: &[u8]) -> Option<[&[u8]; N]> {
+    let mut lens = [0usize; N];
+    let mut at = 0;
+    for i in 0..N {
+        lens[i] = match fixed[i] {
+            Some(n) => n,
+            None if i + 1 < N => {
+                let (len, used) = match *data.get(at)? {
+                    n @ 0..=253 => (usize::from(n), 1),
+                    254 => (
+                        usize::from(u16::from_le_bytes(
+                            data.get(at + 1..at + 3)?.try_into().ok()?,
+                        )),
+                        3,
+                    ),
+                    255 => (
+                        u32::from_le_bytes(data.get(at + 1..at + 5)?.try_into().ok()?) as usize,
+                        5,
+                    ),
+                };
+                at += used;
+                len
+            }
+            // The last variable element takes what is left.
+            None => usize::MAX,
+        };
+    }
+    let mut out = [&data[..0]; N];
+    for i in 0..N {
+        let len = if lens[i] == usize::MAX {
+            data.len().checked_sub(at)?
+        } else {
+            lens[i]
+        };
+        out[i] = data.get(at..at.checked_add(len)?)?;
+        at += len;
+    }
+    (at == data.len()).then_some(out)
+}
+
+impl<A: Value + Encoded, B: Value + Encoded> Encoded for (A, B) {
+    fn valid(bytes: &[u8]) -> bool {
+        split_tuple([A::fixed_width(), B::fixed_width()], bytes)
+            .is_some_and(|[a, b]| A::valid(a) && B::valid(b))
+    }
+}
+
+impl<A: Value + Encoded, B: Value + Encoded, C: Value + Encoded> Encoded for (A, B, C) {
+    fn valid(bytes: &[u8]) -> bool {
+        split_tuple(
+            [A::fixed_width(), B::fixed_width(), C::fixed_width()],
+            bytes,
+        )
+        .is_some_and(|[a, b, c]| A::valid(a) && B::valid(b) && C::valid(c))
+    }
+}
+
+fn check<T: Encoded + Value>(bytes: &[u8], what: &str) -> Result<(), QueueError> {
+    if T::valid(bytes) {
+        Ok(())
+    } else {
+        Err(QueueError::Corrupt {
+            detail: format!(
+                "a {what} of {} bytes is not a {}",
+                bytes.len(),
+                T::type_name().name()
+            ),
+        })
+    }
 }
 
 /// What [`Tables::take_log`] and [`redo`] need of a table, whatever its key and value types.
@@ -247,7 +331,7 @@ trait Redo {
     fn redo(&mut self, changes: &[u8]) -> Result<(), QueueError>;
 }
 
-impl<K: Key + 'static, V: Value + 'static> Redo for Logged<'_, K, V> {
+impl<K: Key + Encoded + 'static, V: Value + Encoded + 'static> Redo for Logged<'_, K, V> {
     fn take(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.log)
     }
@@ -258,11 +342,11 @@ impl<K: Key + 'static, V: Value + 'static> Redo for Logged<'_, K, V> {
         };
         while let Some((&op, rest)) = changes.split_first() {
             let (key, rest) = take_slice(rest).ok_or_else(bad)?;
-            decodes::<K>(key, "key")?;
+            check::<K>(key, "key")?;
             changes = match op {
                 OP_INSERT => {
                     let (value, rest) = take_slice(rest).ok_or_else(bad)?;
-                    decodes::<V>(value, "value")?;
+                    check::<V>(value, "value")?;
                     self.table
                         .insert(K::from_bytes(key), V::from_bytes(value))?;
                     rest
@@ -279,5 +363,33 @@ impl<K: Key + 'static, V: Value + 'static> Redo for Logged<'_, K, V> {
             };
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes<T: Value>(v: &T::SelfType<'_>) -> Vec<u8> {
+        let b = T::as_bytes(v);
+        b.as_ref().to_vec()
+    }
+
+    /// Every type's own encoding is valid, and the damage the fuzzer found is not.
+    #[test]
+    fn redb_encodings_are_recognised() {
+        let ok = bytes::<(&str, u128)>(&("plate-1", 7u128));
+        assert!(<(&str, u128)>::valid(&ok));
+        assert!(!<(&str, u128)>::valid(&ok[..ok.len() - 1]));
+        let long = "x".repeat(300);
+        let long = bytes::<(&str, u128)>(&(long.as_str(), 1u128));
+        assert!(<(&str, u128)>::valid(&long));
+        let three = bytes::<(u8, u64, u128)>(&(3u8, 9u64, 1u128));
+        assert!(<(u8, u64, u128)>::valid(&three));
+        assert!(!<(u8, u64, u128)>::valid(&three[1..]));
+        assert!(<&str>::valid(b"count.queued.05"));
+        assert!(!<&str>::valid(&[0xff, 0xfe]));
+        assert!(!u128::valid(&[0; 15]));
+        assert!(<()>::valid(&[]));
     }
 }
