@@ -11,13 +11,16 @@
 //!
 //! - `plate`: what real wells show besides: touching and bridged spheroids, a halo of loose cells
 //!   with fingers, debris, defocus; rendered with a truth label image (one label per spheroid)
+//! - `score`: a segmentation against truth labels: matches, IoU, extra objects, area error
 
 mod plate;
+mod score;
 
 use std::f64::consts::PI;
 
 use crate::morphology::Gray;
 pub use plate::{Blob, Body, Halo, Plate, PlateKind};
+pub use score::{Score, TruthMatch};
 
 /// A deterministic generator (splitmix64): the same seed draws the same scene everywhere.
 #[derive(Clone, Debug)]
