@@ -1,7 +1,9 @@
 //! Plates: synthetic wells as real ones look, with a truth label image. Spheroids touching at a
 //! short neck or joined by thin bridges of loose cells; a wide pale halo of loose single cells with
 //! fingers of cells reaching out from the body; debris specks; uneven illumination; a little
-//! defocus; 8- or 16-bit. The spheroids of one plate differ in darkness and texture.
+//! defocus; 8- or 16-bit. The spheroids of one plate differ in darkness and texture: one dark and
+//! even, the others lighter, textured, lighter still towards their edge (less tissue for the light
+//! to pass) and to one side, as the lower spheroid of the real image is.
 //!
 //! Brightfield is transmitted light, so everything but a spheroid is drawn as a transmission that
 //! multiplies what is behind it: the halo's haze, loose cells (of the halo, fingers and bridges)
@@ -75,10 +77,16 @@ impl PlateKind {
 pub struct Body {
     /// The outline (no lumen, no core).
     pub shape: Spheroid,
-    /// Transmission inside, as a fraction of the field: 0.03 is nearly black, 0.45 pale.
+    /// Transmission at the centre, as a fraction of the field: 0.03 is nearly black, 0.45 pale.
     pub tone: f64,
     /// Relative amplitude of the texture inside (cell-scale and patch-scale value noise).
     pub texture: f64,
+    /// Light passes through less tissue towards the outline: the transmission at depth
+    /// √(1 − (d/r)²) is `tone` raised to `edge + (1 − edge) · depth`, so at the outline it is
+    /// `tone^edge` (1 keeps it even; 0.5 makes a 0.25 centre 0.5 at the edge).
+    pub edge: f64,
+    /// A brightness gradient across the spheroid: the factor 1 + tilt · (dx, dy) / radius.
+    pub tilt: (f64, f64),
 }
 
 /// A small dark blob: a loose cell (of the halo, a finger or a bridge) or a speck of debris.
@@ -167,13 +175,31 @@ fn outline(rng: &mut Rng, lo: f64, hi: f64) -> Spheroid {
     }
 }
 
-/// Tone and texture of the `i`-th spheroid of a plate: the first is dark and smooth, the others
-/// lighter and textured.
-fn look(rng: &mut Rng, i: usize) -> (f64, f64) {
-    if i == 0 {
-        (rng.range(0.04, 0.15), rng.range(0.05, 0.15))
+/// How a spheroid looks: a dark one is smooth and nearly as dark at its edge as at its centre; a
+/// light one is textured, markedly lighter towards its edge and to one side.
+fn look(rng: &mut Rng, shape: Spheroid, dark: bool) -> Body {
+    let (tone, texture, edge, tilt) = if dark {
+        (
+            rng.range(0.04, 0.15),
+            rng.range(0.05, 0.15),
+            rng.range(0.75, 1.0),
+            rng.range(0.0, 0.1),
+        )
     } else {
-        (rng.range(0.2, 0.42), rng.range(0.15, 0.3))
+        (
+            rng.range(0.2, 0.42),
+            rng.range(0.15, 0.3),
+            rng.range(0.45, 0.75),
+            rng.range(0.0, 0.3),
+        )
+    };
+    let towards = rng.range(0.0, 2.0 * PI);
+    Body {
+        shape,
+        tone,
+        texture,
+        edge,
+        tilt: (tilt * towards.cos(), tilt * towards.sin()),
     }
 }
 
@@ -371,7 +397,7 @@ impl Plate {
             let rr = if bodies.len() == 1 {
                 half * rng.range(2.0, 2.6)
             } else {
-                half * rng.range(1.4, 1.7)
+                half * rng.range(1.6, 2.0)
             };
             let halo = Halo {
                 cx: mx + rng.range(-0.1, 0.1) * rr,
@@ -438,28 +464,30 @@ impl Plate {
         } else {
             0.0
         };
-        let bodies = bodies
+        // The first spheroid is dark, the others light; a lone one in a halo is either.
+        let lone_dark = rng.unit() < 0.5;
+        let mut bodies: Vec<Body> = bodies
             .into_iter()
             .enumerate()
             .map(|(i, shape)| {
-                let (tone, texture) = match kind {
-                    PlateKind::TouchingInHalo if i == 0 => {
-                        (rng.range(0.03, 0.08), rng.range(0.05, 0.1))
-                    }
-                    // A lone spheroid in a halo is dark or light by the draw.
-                    PlateKind::HaloFingers => {
-                        let which = (rng.next_u64() % 2) as usize;
-                        look(&mut rng, which)
-                    }
-                    _ => look(&mut rng, i),
+                let dark = if kind == PlateKind::HaloFingers {
+                    lone_dark
+                } else {
+                    i == 0
                 };
-                Body {
-                    shape,
-                    tone,
-                    texture,
-                }
+                look(&mut rng, shape, dark)
             })
             .collect();
+        if kind == PlateKind::TouchingInHalo {
+            // As in the real image: one nearly black; the other lighter, and lightest on the side
+            // towards the dark one, where its edge is hard to tell from the halo.
+            bodies[0].tone = rng.range(0.03, 0.08);
+            let (a, b) = (&bodies[0].shape, &bodies[1].shape);
+            let towards = (a.cy - b.cy).atan2(a.cx - b.cx);
+            let tilt = rng.range(0.2, 0.35);
+            bodies[1].edge = rng.range(0.45, 0.6);
+            bodies[1].tilt = (tilt * towards.cos(), tilt * towards.sin());
+        }
         Plate {
             width: size,
             height: size,
@@ -534,8 +562,13 @@ impl Plate {
         let mut labels = vec![0u32; w * h];
         let mut cover = vec![0f32; w * h];
         let mut tone = vec![0f32; w * h];
+        const STEPS: usize = 1024;
         for (i, body) in self.bodies.iter().enumerate() {
             let s = &body.shape;
+            // The outline radius by angle, for the shading (the outline itself is exact).
+            let table: Vec<f64> = (0..STEPS)
+                .map(|j| s.r(2.0 * PI * j as f64 / STEPS as f64 - PI))
+                .collect();
             let spread = reach(&s.harmonics);
             let (rmin, rmax) = (s.radius * (1.0 - spread), s.radius * (1.0 + spread));
             let rim = (0.012 * s.radius).max(2.0 * px);
@@ -569,12 +602,17 @@ impl Plate {
                     let shade = || {
                         let n = 0.7 * value_noise(xc, yc, 5.0 * px, salt)
                             + 0.3 * value_noise(xc, yc, 0.3 * s.radius, salt ^ 0xFF);
+                        let j = ((dy.atan2(dx) + PI) / (2.0 * PI) * STEPS as f64) as usize;
+                        let q = (d / table[j.min(STEPS - 1)]).min(1.0);
+                        let depth = (1.0 - q * q).sqrt();
+                        let base = body.tone.powf(body.edge + (1.0 - body.edge) * depth);
+                        let tilt = 1.0 + (body.tilt.0 * dx + body.tilt.1 * dy) / s.radius;
                         let rim_dark = if r.is_some_and(|r| r - d < rim) {
-                            0.7
+                            0.8
                         } else {
                             1.0
                         };
-                        (body.tone * (1.0 + body.texture * n) * rim_dark).clamp(0.0, 1.0) as f32
+                        (base * tilt * (1.0 + body.texture * n) * rim_dark).clamp(0.0, 1.0) as f32
                     };
                     if inside {
                         let take = match labels[k] {
