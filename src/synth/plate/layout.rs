@@ -31,7 +31,9 @@ fn outline(rng: &mut Rng, lo: f64, hi: f64) -> Spheroid {
 }
 
 /// How a spheroid looks: a dark one is smooth and nearly as dark at its edge as at its centre; a
-/// light one is textured, markedly lighter towards its edge and to one side.
+/// light one is textured, markedly lighter towards its edge and to one side, yet nowhere lighter
+/// than about 0.6 of the field before texture (tone^edge · (1 + tilt) ≤ 0.32^0.6 · 1.2): a compact
+/// body stays clearly darker than the halo's loose cells.
 fn look(rng: &mut Rng, shape: Spheroid, dark: bool) -> Body {
     let (tone, texture, edge, tilt) = if dark {
         (
@@ -42,10 +44,10 @@ fn look(rng: &mut Rng, shape: Spheroid, dark: bool) -> Body {
         )
     } else {
         (
-            rng.range(0.2, 0.42),
+            rng.range(0.18, 0.32),
             rng.range(0.15, 0.3),
-            rng.range(0.45, 0.75),
-            rng.range(0.0, 0.3),
+            rng.range(0.6, 0.8),
+            rng.range(0.0, 0.2),
         )
     };
     let towards = rng.range(0.0, 2.0 * PI);
@@ -333,13 +335,14 @@ pub(super) fn random(seed: u64, size: u32, bit_depth: u8, kind: PlateKind) -> Pl
         })
         .collect();
     if kind == PlateKind::TouchingInHalo {
-        // As in the real image: one nearly black; the other lighter, and lightest on the side
-        // towards the dark one, where its edge is hard to tell from the halo.
+        // As in the real image: one nearly black; the other lighter, a quarter of the field at
+        // its centre and half of it at its edge on the side towards the dark one.
         bodies[0].tone = rng.range(0.03, 0.08);
         let (a, b) = (&bodies[0].shape, &bodies[1].shape);
         let towards = (a.cy - b.cy).atan2(a.cx - b.cx);
-        let tilt = rng.range(0.2, 0.35);
-        bodies[1].edge = rng.range(0.45, 0.6);
+        let tilt = rng.range(0.15, 0.25);
+        bodies[1].tone = rng.range(0.18, 0.26);
+        bodies[1].edge = rng.range(0.5, 0.6);
         bodies[1].tilt = (tilt * towards.cos(), tilt * towards.sin());
     }
     Plate {
