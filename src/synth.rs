@@ -8,10 +8,19 @@
 //! The field has uneven illumination, debris specks and noise. Pixels on the boundary are
 //! supersampled, so the image is anti-aliased like a camera's; the truth mask counts a pixel in
 //! when its centre is inside.
+//!
+//! - `plate`: what real wells show besides: touching and bridged spheroids, a halo of loose cells
+//!   with fingers, debris, defocus; rendered with a truth label image (one label per spheroid)
+//! - `score`: a segmentation against truth labels: matches, IoU, extra objects, area error
+
+mod plate;
+mod score;
 
 use std::f64::consts::PI;
 
 use crate::morphology::Gray;
+pub use plate::{Blob, Body, Halo, Plate, PlateKind};
+pub use score::{Score, TruthMatch};
 
 /// A deterministic generator (splitmix64): the same seed draws the same scene everywhere.
 #[derive(Clone, Debug)]
@@ -273,6 +282,28 @@ impl Scene {
         }
         (Gray::new(self.width, self.height, data), truth)
     }
+
+    /// [`Scene::render`] with the truth as labels: `i + 1` where spheroid `i` holds the pixel
+    /// centre (the first one, where they overlap), 0 elsewhere; and the number of spheroids.
+    pub fn render_with_labels(&self) -> (Gray, Vec<u32>, usize) {
+        let (img, truth) = self.render();
+        let w = self.width as usize;
+        let labels = truth
+            .iter()
+            .enumerate()
+            .map(|(k, &t)| {
+                if t == 0 {
+                    return 0;
+                }
+                let (x, y) = ((k % w) as f64 + 0.5, (k / w) as f64 + 0.5);
+                self.spheroids
+                    .iter()
+                    .position(|s| s.contains(x, y))
+                    .map_or(0, |i| i as u32 + 1)
+            })
+            .collect();
+        (img, labels, self.spheroids.len())
+    }
 }
 
 /// Intersection over union of two masks of equal size (non-zero is inside).
@@ -322,6 +353,27 @@ mod tests {
         };
         assert!((circle.perimeter() - 20.0 * PI).abs() < 1e-3);
         assert!((circle.area() - 100.0 * PI).abs() < 1e-6);
+    }
+
+    #[test]
+    fn scene_labels_are_the_truth_mask() {
+        let scene = Scene::random(5, 96, 8, Kind::Plain);
+        let (img, truth) = scene.render();
+        let (img2, labels, n) = scene.render_with_labels();
+        assert_eq!((img, n), (img2, 1));
+        assert!(truth.iter().zip(&labels).all(|(&t, &l)| u32::from(t) == l));
+    }
+
+    /// `Scene::random` draws what it always drew: tests, benches and fixtures depend on it.
+    #[test]
+    fn scenes_render_as_they_always_have() {
+        let (img, truth) = Scene::random(11, 128, 16, Kind::NecroticCore).render();
+        let sum: f64 = img.data.iter().map(|&v| f64::from(v)).sum();
+        let inside = truth.iter().filter(|&&t| t == 1).count();
+        assert_eq!((sum, inside), (510_289_874.0, 1891));
+        let (img, _) = Scene::random(3, 64, 8, Kind::Lumen).render();
+        let sum: f64 = img.data.iter().map(|&v| f64::from(v)).sum();
+        assert_eq!(sum, 589_533.0);
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! The builtin segmenter from the outside: accuracy on synthetic spheroids with known truth, and
 //! `spheroseg segment` on the committed fixtures, broken ones included.
 
+/// Touching, bridged, haloed, debris-strewn and defocused plates, and the real image, against
+/// the quality targets.
+mod quality;
+
 use std::process::Command;
 use std::sync::atomic::AtomicBool;
 
