@@ -166,7 +166,7 @@ pub struct ParamsView {
     #[schema(required = false)]
     pub declump: DeclumpView,
     /// A split is kept when the neck is narrower than this fraction (0.05 to 1) of the smaller
-    /// part's diameter (default 0.7).
+    /// part's diameter, or when the parts clearly differ in darkness (default 0.8).
     #[schema(required = false)]
     pub split_neck_ratio: f32,
     /// Each object is opened with a disc of this fraction (0 to 0.5) of its equivalent radius

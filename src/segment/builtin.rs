@@ -10,8 +10,9 @@
 //!    from most of the image border;
 //! 6. morphology: open then close with a disc of radius long side / 1024 (at least 1 px);
 //! 7. holes smaller than `fill_holes_below` of their object are filled, larger ones kept;
-//! 8. 8-connected objects; those under `min_area_fraction` of the image dropped, optionally those
-//!    touching the border, optionally all but the largest N;
+//! 8. objects, one 8-connected component at a time (`objects.rs`): debris dropped by size, an
+//!    opening scaled to the object (fingers and bridges go), declumping, each part's own holes
+//!    filled again and its own edge found, shape ranges and the border rule;
 //! 9. outer boundary and hole boundaries traced along pixel edges, each boundary point placed at the
 //!    sub-pixel threshold crossing of the smoothed feature between the inside and outside pixel
 //!    (the outline follows the image, not the pixel staircase); objects inside holes are kept as
@@ -39,7 +40,6 @@ use super::params::{Feature, Polarity, SegmentParams};
 use super::result::ObjectFlags;
 use crate::morphology::Gray;
 use crate::outline::Object;
-use binary::components;
 use filter::Plane;
 
 /// The image mapped to [0, 1] between its 0.5 and 99.5 percentiles, as the pipeline sees it (the
@@ -191,15 +191,21 @@ pub fn segment(
     let mut mask = binary::open_close(&mask, w, h, morph_radius);
     stage("morphology", 60, progress)?;
 
-    let holes_filled = fill_small_holes(&mut mask, w, h, params.fill_holes_below);
+    // Holes are filled again per object after declumping (`objects.rs`), from the mask as
+    // thresholded: a gap that two touching spheroids and a finger enclose together is no
+    // object's hole.
+    let raw = mask.clone();
+    let holes_filled = binary::fill_small_holes(&mut mask, w, h, params.fill_holes_below);
     stage("fill holes", 70, progress)?;
 
     let found = objects::find(
         &objects::Image {
             mask: &mask,
+            raw: &raw,
             feature: &plane,
             threshold,
             range: hi - lo,
+            dark: polarity == Polarity::Dark,
         },
         params,
     );
@@ -225,30 +231,6 @@ pub fn segment(
         },
         timings,
     })
-}
-
-/// Fills every hole smaller than `fraction` of the object around it; returns how many.
-fn fill_small_holes(mask: &mut [u8], w: usize, h: usize, fraction: f32) -> u32 {
-    let objects = components(mask, w, h, 1, true);
-    let background = components(mask, w, h, 0, false);
-    let mut fill = vec![false; background.components.len()];
-    let mut filled = 0;
-    for (i, hole) in background.components.iter().enumerate() {
-        let Some(obj) = objects.enclosing(hole).map(|i| &objects.components[i]) else {
-            continue;
-        };
-        if (hole.area as f64) < f64::from(fraction) * obj.area as f64 {
-            fill[i] = true;
-            filled += 1;
-        }
-    }
-    for (run, &l) in background.runs.iter().zip(&background.run_label) {
-        if fill[l as usize] {
-            let row = run.y as usize * w;
-            mask[row + run.x0 as usize..row + run.x1 as usize].fill(1);
-        }
-    }
-    filled
 }
 
 #[cfg(test)]

@@ -97,7 +97,7 @@ impl Default for SegmentParams {
             max_solidity: 1.0,
             drop_border_objects: false,
             declump: Declump::Auto,
-            split_neck_ratio: 0.7,
+            split_neck_ratio: 0.8,
             opening_fraction: 0.08,
             keep_largest: None,
             simplify_epsilon: 1.0,

@@ -359,7 +359,7 @@ pub fn param_fields() -> Vec<ParamField> {
             "Split neck ratio",
             split_neck_ratio,
             (Some(0.05), Some(1.0), Some(0.01)),
-            "A split is kept when the neck is narrower than this fraction of the smaller part.",
+            "Keep a split when the neck is under this fraction of the smaller part, or tones differ.",
         ),
         ParamField::number(
             "opening_fraction",

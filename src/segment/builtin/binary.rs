@@ -118,6 +118,30 @@ fn find(parent: &mut [u32], mut i: u32) -> u32 {
     i
 }
 
+/// Fills every hole smaller than `fraction` of the object around it; returns how many.
+pub(crate) fn fill_small_holes(mask: &mut [u8], w: usize, h: usize, fraction: f32) -> u32 {
+    let objects = components(mask, w, h, 1, true);
+    let background = components(mask, w, h, 0, false);
+    let mut fill = vec![false; background.components.len()];
+    let mut filled = 0;
+    for (i, hole) in background.components.iter().enumerate() {
+        let Some(obj) = objects.enclosing(hole).map(|i| &objects.components[i]) else {
+            continue;
+        };
+        if (hole.area as f64) < f64::from(fraction) * obj.area as f64 {
+            fill[i] = true;
+            filled += 1;
+        }
+    }
+    for (run, &l) in background.runs.iter().zip(&background.run_label) {
+        if fill[l as usize] {
+            let row = run.y as usize * w;
+            mask[row + run.x0 as usize..row + run.x1 as usize].fill(1);
+        }
+    }
+    filled
+}
+
 /// Labels runs of `value` with union-find over overlapping runs of consecutive rows; `eight`
 /// makes diagonal neighbours connected.
 pub(crate) fn components(mask: &[u8], w: usize, h: usize, value: u8, eight: bool) -> Components {

@@ -9,11 +9,15 @@
 //!   within `h` (10 % of the peak, at least one cell) of it: a lobe is not a spheroid.
 //! - The watershed floods from the peaks in order of decreasing distance.
 //! - Two parts whose shared boundary (the neck) is at least `neck_ratio` of the smaller part's
-//!   diameter are one object after all (one lobed spheroid); the widest such neck merges first.
+//!   diameter are one object after all (one lobed spheroid), unless they clearly differ in
+//!   darkness (two spheroids pressed together, one dark and one light, meet in a wide neck; the
+//!   lobes of one spheroid look alike); the widest such neck merges first. A neck almost as wide
+//!   as the parts always merges.
 //!
-//! It works on a copy of the object scaled down to at most [`GRID`] cells on its long side: the
-//! split follows the distance transform's ridges, which need no more, and every other boundary of
-//! the object stays at full resolution. Each full-resolution pixel takes its cell's part.
+//! It works on a copy of the object scaled down to at most [`GRID`] cells on its long side, which
+//! is enough to find the parts; every other boundary of the object stays at full resolution, and
+//! the split itself is drawn at full resolution along the radical axis of the parts' peaks (see
+//! `declump`).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -22,6 +26,11 @@ use super::distance::edt_squared;
 
 /// The long side, in cells, of the grid the split is found on.
 const GRID: usize = 160;
+/// Parts whose mean feature differs by this fraction of the feature's range are two objects even
+/// across a wide neck...
+const CONTRAST: f32 = 0.15;
+/// ...narrower than this fraction of the smaller part's diameter.
+const WIDEST_CONTRASTED_NECK: f32 = 0.95;
 
 /// One split considered between two parts, in the crop's pixels.
 #[derive(Clone, Debug, PartialEq)]
@@ -43,8 +52,15 @@ pub(crate) struct Parts {
     pub(crate) splits: Vec<Split>,
 }
 
+/// What the merge decision may look at besides the shape: the feature of the crop's pixels and
+/// its range.
+pub(crate) struct Tone<'a> {
+    pub(crate) feature: &'a [f32],
+    pub(crate) range: f32,
+}
+
 /// Splits the object `mask` (`w` × `h`, non-zero inside) where it is clumped.
-pub(crate) fn declump(mask: &[u8], w: usize, h: usize, neck_ratio: f32) -> Parts {
+pub(crate) fn declump(mask: &[u8], w: usize, h: usize, neck_ratio: f32, tone: &Tone<'_>) -> Parts {
     let whole = || Parts {
         labels: mask.iter().map(|&m| u32::from(m != 0)).collect(),
         count: 1,
@@ -65,30 +81,83 @@ pub(crate) fn declump(mask: &[u8], w: usize, h: usize, neck_ratio: f32) -> Parts
         return whole();
     }
     let mut cell = flood(&dist, gw, gh, &peaks);
-    let (mut merged, splits) = merge(&mut cell, &dist, gw, gh, peaks.len(), neck_ratio, s);
+    // Each cell's mean feature over its object pixels.
+    let mut shade = vec![0f32; gw * gh];
+    let mut count = vec![0u32; gw * gh];
+    for y in 0..h {
+        for x in 0..w {
+            if mask[y * w + x] != 0 {
+                let c = (y / s) * gw + x / s;
+                shade[c] += tone.feature[y * w + x];
+                count[c] += 1;
+            }
+        }
+    }
+    for (v, &n) in shade.iter_mut().zip(&count) {
+        *v /= n.max(1) as f32;
+    }
+    let (mut merged, splits) = merge(
+        &mut cell,
+        &Grid {
+            dist: &dist,
+            shade: &shade,
+            w: gw,
+            h: gh,
+            scale: s,
+        },
+        peaks.len(),
+        neck_ratio,
+        tone.range,
+    );
     if merged == 1 {
         return Parts { splits, ..whole() };
     }
-    // Each pixel takes its cell's part, or a neighbouring cell's where the cell fell outside.
+    // Each pixel takes its cell's part. Near a split (a cell with a neighbour of another part),
+    // it takes the part of the peak nearest in the power distance |p - c|² - r², c the peak and
+    // r its depth: for two overlapping discs that boundary is their radical axis, the straight
+    // chord through the points where their outlines cross, at full resolution.
+    let centres: Vec<(f64, f64, f64, u32)> = peaks
+        .iter()
+        .map(|&p| {
+            let (gx, gy) = (p % gw, p / gw);
+            (
+                (gx as f64 + 0.5) * s as f64,
+                (gy as f64 + 0.5) * s as f64,
+                f64::from(dist[p]) * s as f64,
+                cell[p],
+            )
+        })
+        .collect();
     let mut labels = vec![0u32; w * h];
+    let mut near = Vec::with_capacity(9);
     for y in 0..h {
         for x in 0..w {
             if mask[y * w + x] == 0 {
                 continue;
             }
             let (gx, gy) = (x / s, y / s);
-            let mut l = cell[gy * gw + gx];
-            if l == 0 {
-                l = neighbours8(gx, gy, gw, gh)
-                    .map(|(nx, ny)| cell[ny * gw + nx])
-                    .find(|&l| l != 0)
-                    .unwrap_or(1);
-            }
+            near.clear();
+            near.push(cell[gy * gw + gx]);
+            near.extend(neighbours8(gx, gy, gw, gh).map(|(nx, ny)| cell[ny * gw + nx]));
+            near.retain(|&l| l != 0);
+            let l = match near.first() {
+                None => 1,
+                Some(&first) if near.iter().all(|&l| l == first) => first,
+                Some(_) => {
+                    let (px, py) = (x as f64 + 0.5, y as f64 + 0.5);
+                    centres
+                        .iter()
+                        .filter(|c| near.contains(&c.3))
+                        .map(|&(cx, cy, r, l)| ((px - cx).powi(2) + (py - cy).powi(2) - r * r, l))
+                        .min_by(|a, b| a.0.total_cmp(&b.0))
+                        .map_or(near[0], |(_, l)| l)
+                }
+            };
             labels[y * w + x] = l;
         }
     }
     // Renumber the parts that got pixels 1..n.
-    let mut renumber = vec![0u32; merged as usize + 1];
+    let mut renumber = vec![0u32; peaks.len() + 1];
     let mut next = 0;
     for &l in &labels {
         if l != 0 && renumber[l as usize] == 0 {
@@ -213,16 +282,34 @@ fn flood(dist: &[f32], w: usize, h: usize, peaks: &[usize]) -> Vec<u32> {
 
 /// Merges parts whose neck is wide (see the module doc); returns how many are left and every
 /// split considered, in pixels of scale `s`.
-fn merge(
-    cell: &mut [u32],
-    dist: &[f32],
+/// The grid the split is found on.
+struct Grid<'a> {
+    dist: &'a [f32],
+    /// Mean feature per cell.
+    shade: &'a [f32],
     w: usize,
     h: usize,
+    /// Pixels per cell side.
+    scale: usize,
+}
+
+fn merge(
+    cell: &mut [u32],
+    g: &Grid<'_>,
     parts: usize,
     neck_ratio: f32,
-    s: usize,
+    range: f32,
 ) -> (u32, Vec<Split>) {
+    let (dist, w, h, s) = (g.dist, g.w, g.h, g.scale);
     let n = parts + 1;
+    // Each part's mean feature (over its cells) and how many cells it has.
+    let mut tone = vec![(0f64, 0u64); n];
+    for (c, &l) in cell.iter().enumerate() {
+        if l != 0 {
+            tone[l as usize].0 += f64::from(g.shade[c]);
+            tone[l as usize].1 += 1;
+        }
+    }
     // Neck lengths (in cells) and where they lie, between each pair of parts.
     let mut neck = vec![0u32; n * n];
     let mut where_ = vec![(0f64, 0f64); n * n];
@@ -278,11 +365,15 @@ fn merge(
                 let ratio = neck[a * n + b] as f32 / (2.0 * deepest[a].min(deepest[b])).max(1.0);
                 (ratio, a, b)
             })
+            .filter(|&(ratio, a, b)| {
+                let mean = |p: usize| (tone[p].0 / tone[p].1.max(1) as f64) as f32;
+                let contrasted = (mean(a) - mean(b)).abs() >= CONTRAST * range;
+                ratio >= neck_ratio && !(contrasted && ratio < WIDEST_CONTRASTED_NECK)
+            })
             .max_by(|x, y| x.0.total_cmp(&y.0));
-        let Some((ratio, a, b)) = widest.filter(|&(r, ..)| r >= neck_ratio) else {
+        let Some((_, a, b)) = widest else {
             break;
         };
-        let _ = ratio;
         splits.push(Split {
             kept: false,
             ..describe(&neck, &where_, &deepest, a, b)
@@ -295,6 +386,8 @@ fn merge(
         }
         alive[b] = false;
         deepest[a] = deepest[a].max(deepest[b]);
+        tone[a].0 += tone[b].0;
+        tone[a].1 += tone[b].1;
         for c in 1..n {
             if c != a && c != b {
                 neck[a * n + c] += neck[b * n + c];
@@ -331,6 +424,24 @@ mod tests {
             .collect()
     }
 
+    fn flat(w: usize, h: usize) -> Vec<f32> {
+        vec![0.2; w * h]
+    }
+
+    fn run(m: &[u8], w: usize, h: usize) -> Parts {
+        let f = flat(w, h);
+        declump(
+            m,
+            w,
+            h,
+            0.7,
+            &Tone {
+                feature: &f,
+                range: 1.0,
+            },
+        )
+    }
+
     fn sizes(p: &Parts) -> Vec<usize> {
         let mut v: Vec<usize> = (1..=p.count)
             .map(|l| p.labels.iter().filter(|&&x| x == l).count())
@@ -343,7 +454,7 @@ mod tests {
     fn two_touching_discs_are_two_parts_split_at_their_neck() {
         let (w, h) = (220, 120);
         let m = discs(w, h, &[(60.0, 60.0, 50.0), (152.0, 60.0, 45.0)]);
-        let p = declump(&m, w, h, 0.7);
+        let p = run(&m, w, h);
         assert_eq!(p.count, 2, "{:?}", p.splits);
         let s = sizes(&p);
         let expect = [
@@ -370,7 +481,7 @@ mod tests {
                 (135.0, 180.0, 58.0),
             ],
         );
-        let p = declump(&m, w, h, 0.7);
+        let p = run(&m, w, h);
         assert_eq!(p.count, 3, "{:?}", p.splits);
     }
 
@@ -379,10 +490,32 @@ mod tests {
         let (w, h) = (200, 160);
         // Two heavily overlapping discs: a peanut with a wide waist.
         let m = discs(w, h, &[(80.0, 80.0, 50.0), (120.0, 80.0, 50.0)]);
-        let p = declump(&m, w, h, 0.7);
+        let p = run(&m, w, h);
         assert_eq!(p.count, 1, "{:?}", p.splits);
         let m = discs(w, h, &[(100.0, 80.0, 60.0)]);
-        assert_eq!(declump(&m, w, h, 0.7).count, 1);
+        assert_eq!(run(&m, w, h).count, 1);
+    }
+
+    #[test]
+    fn a_dark_and_a_light_disc_pressed_together_are_two_despite_a_wide_neck() {
+        let (w, h) = (200, 160);
+        let m = discs(w, h, &[(66.0, 80.0, 48.0), (134.0, 80.0, 45.0)]);
+        let f: Vec<f32> = (0..w * h)
+            .map(|i| if (i % w) < 100 { 0.05 } else { 0.45 })
+            .collect();
+        let p = declump(
+            &m,
+            w,
+            h,
+            0.7,
+            &Tone {
+                feature: &f,
+                range: 1.0,
+            },
+        );
+        assert_eq!(p.count, 2, "{:?}", p.splits);
+        // The same shape in one tone is one lobed object.
+        assert_eq!(run(&m, w, h).count, 1);
     }
 
     #[test]
@@ -395,7 +528,7 @@ mod tests {
             .zip(&inner)
             .map(|(&o, &i)| o & (1 - i))
             .collect();
-        let p = declump(&m, w, h, 0.7);
+        let p = run(&m, w, h);
         assert_eq!(p.count, 1);
         assert!(p.labels.iter().zip(&m).all(|(&l, &v)| (l != 0) == (v != 0)));
     }

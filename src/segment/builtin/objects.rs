@@ -6,17 +6,23 @@
 //!    of loose halo cells and thin bridges between spheroids go, the compact body stays (bit-packed
 //!    morphology makes even large discs cheap); pieces left too small are dropped;
 //! 3. each piece is declumped (`declump.rs`);
-//! 4. each part is traced with its holes, every boundary point placed at the sub-pixel threshold
-//!    crossing of the feature where the outline follows the image, and on the pixel edge where it
-//!    was cut (by the opening or a split);
+//! 4. each part is taken as thresholded with its own holes filled again (a gap it encloses only
+//!    together with a neighbour is no hole of its own), opened once more if it was split off a
+//!    clump (what filled the crevice between the two goes), grown to its own edge where the
+//!    global threshold cut into a lighter edge, and its notches closed; then traced with its
+//!    holes, every boundary point placed at the sub-pixel threshold crossing of the feature where
+//!    the outline follows the image, and on the pixel edge where it was cut (by the opening or a
+//!    split);
 //! 5. shape ranges, the border rule and `keep_largest` select; flags say what a person may want
 //!    to know.
 
 use serde::{Deserialize, Serialize};
 
-use super::binary::{Components, close as close_disc, components, open as open_disc};
+use super::binary::{
+    Components, close as close_disc, components, fill_small_holes, open as open_disc,
+};
 use super::contour;
-use super::declump::{Parts, declump};
+use super::declump::{Parts, Tone, declump};
 use super::filter::Plane;
 use crate::morphology::measure;
 use crate::outline::{Object, Point};
@@ -26,6 +32,9 @@ use crate::segment::result::ObjectFlags;
 /// A part is of low contrast when its mean feature differs from its surroundings' by less than
 /// this fraction of the feature's range.
 const LOW_CONTRAST: f32 = 0.1;
+
+/// A part split off a clump is opened with a disc of this fraction of its equivalent radius.
+const SPLIT_PART_OPENING: f64 = 0.35;
 
 /// A split the declumping considered, in image pixels.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -63,12 +72,16 @@ pub(crate) struct Found {
 
 /// What the tracing needs of the image.
 pub(crate) struct Image<'a> {
-    /// The thresholded mask, before any object was opened or split.
+    /// The thresholded mask with its small holes filled, before any object was opened or split.
     pub(crate) mask: &'a [u8],
+    /// The thresholded mask as it was before the holes were filled: where the image's edges are.
+    pub(crate) raw: &'a [u8],
     pub(crate) feature: &'a Plane,
     pub(crate) threshold: f32,
     /// The feature's range, for the contrast flag.
     pub(crate) range: f32,
+    /// Objects are darker than the threshold (else brighter).
+    pub(crate) dark: bool,
 }
 
 /// A rectangle of the image.
@@ -146,7 +159,14 @@ pub(crate) fn find(img: &Image<'_>, params: &SegmentParams) -> Found {
             }
             let pm = paint_one(&pieces, p, crop.w, crop.h);
             let parts = match params.declump {
-                Declump::Auto => declump(&pm, crop.w, crop.h, params.split_neck_ratio),
+                Declump::Auto => {
+                    let feature = crop_of(&img.feature.data, w, crop);
+                    let tone = Tone {
+                        feature: &feature,
+                        range: img.range,
+                    };
+                    declump(&pm, crop.w, crop.h, params.split_neck_ratio, &tone)
+                }
                 Declump::Off => Parts {
                     labels: pm.iter().map(|&v| u32::from(v)).collect(),
                     count: 1,
@@ -159,8 +179,43 @@ pub(crate) fn find(img: &Image<'_>, params: &SegmentParams) -> Found {
                 diameters_px: [s.diameters.0, s.diameters.1],
                 kept: s.kept,
             }));
+            let feature = crop_of(&img.feature.data, w, crop);
+            let raw = crop_of(img.raw, w, crop);
             for k in 1..=parts.count {
-                let mut region: Vec<u8> = parts.labels.iter().map(|&l| u8::from(l == k)).collect();
+                // The part as thresholded, with its own holes filled again: a gap that it
+                // encloses only together with a neighbour or a finger cut off stays outside.
+                let mut region: Vec<u8> = parts
+                    .labels
+                    .iter()
+                    .zip(&raw)
+                    .map(|(&l, &r)| u8::from(l == k && r != 0))
+                    .collect();
+                fill_small_holes(&mut region, crop.w, crop.h, params.fill_holes_below);
+                let others: Vec<u8> = parts
+                    .labels
+                    .iter()
+                    .map(|&l| u8::from(l != 0 && l != k))
+                    .collect();
+                let part_radius = (region.iter().filter(|&&v| v != 0).count() as f64
+                    / std::f64::consts::PI)
+                    .sqrt();
+                if parts.count > 1 {
+                    // A part that met a neighbour is one compact spheroid: what filled the
+                    // crevice between the two (the bases of fingers, loose cells) is left
+                    // hanging on it, and goes.
+                    let r = (SPLIT_PART_OPENING * part_radius).round() as usize;
+                    if r >= 1 {
+                        region = open_disc(&region, crop.w, crop.h, r);
+                    }
+                }
+                let threshold = grow_to_own_edge(
+                    img,
+                    &feature,
+                    &mut region,
+                    &others,
+                    crop,
+                    ((0.04 * part_radius).round() as usize).max(2),
+                );
                 if r_open >= 1 {
                     // Notches of the outline close too, without reaching into a neighbour.
                     region = close_disc(&region, crop.w, crop.h, r_close);
@@ -171,7 +226,7 @@ pub(crate) fn find(img: &Image<'_>, params: &SegmentParams) -> Found {
                     }
                 }
                 let eps = f64::from(params.simplify_epsilon);
-                if let Some(mut cand) = trace_region(img, &region, crop, min_area, eps) {
+                if let Some(mut cand) = trace_region(img, &region, crop, min_area, eps, threshold) {
                     cand.flags.split = parts.count > 1;
                     cand.flags.low_contrast = contrast(img, &region, crop, &mut background_mean)
                         < LOW_CONTRAST * img.range;
@@ -233,6 +288,15 @@ fn bounding_boxes(c: &Components) -> Vec<(usize, usize, usize, usize)> {
     boxes
 }
 
+/// The crop's part of a full-image plane.
+fn crop_of<T: Copy>(data: &[T], w: usize, crop: Crop) -> Vec<T> {
+    let mut out = Vec::with_capacity(crop.w * crop.h);
+    for y in crop.y0..crop.y0 + crop.h {
+        out.extend_from_slice(&data[y * w + crop.x0..y * w + crop.x0 + crop.w]);
+    }
+    out
+}
+
 /// Component `i` of `c` as a mask.
 fn paint_one(c: &Components, i: usize, w: usize, h: usize) -> Vec<u8> {
     let mut m = vec![0u8; w * h];
@@ -243,6 +307,64 @@ fn paint_one(c: &Components, i: usize, w: usize, h: usize) -> Vec<u8> {
         }
     }
     m
+}
+
+/// Where the global threshold cut into a lighter (or, for bright objects, darker) edge of this
+/// part, the part grows to its own edge: the threshold halfway between the part's tissue and the
+/// background around it, applied within `band` pixels outside it, if it reaches further than the
+/// global one. Tissue and background are sampled one band away from the outline (the ring from
+/// `band` to `2 band` inside, and the same outside), past the blur of a defocused edge. Pixels
+/// that the thresholded mask holds but the part does not (fingers and bridges cut off, the
+/// crevice by a neighbour) are not grown into. Returns the threshold the part's outline follows.
+fn grow_to_own_edge(
+    img: &Image<'_>,
+    feature: &[f32],
+    region: &mut [u8],
+    others: &[u8],
+    crop: Crop,
+    band: usize,
+) -> f32 {
+    let (cw, ch) = (crop.w, crop.h);
+    let bits = super::bits::Bits::from_mask(region, cw, ch);
+    let inside_near = bits.erode(band).to_mask();
+    let inside_far = bits.erode(2 * band).to_mask();
+    let outside_near = bits.dilate(band).to_mask();
+    let outside_far = bits.dilate(2 * band).to_mask();
+    let w = img.feature.w;
+    let in_mask = |i: usize| img.mask[(crop.y0 + i / cw) * w + crop.x0 + i % cw] != 0;
+    let (mut sin, mut nin, mut sout, mut nout) = (0f64, 0u64, 0f64, 0u64);
+    for i in 0..cw * ch {
+        if inside_near[i] != 0 && inside_far[i] == 0 {
+            sin += f64::from(feature[i]);
+            nin += 1;
+        } else if outside_near[i] == 0 && outside_far[i] != 0 && others[i] == 0 && !in_mask(i) {
+            sout += f64::from(feature[i]);
+            nout += 1;
+        }
+    }
+    if nin == 0 || nout == 0 {
+        return img.threshold;
+    }
+    let own = ((sin / nin as f64 + sout / nout as f64) / 2.0) as f32;
+    let reaches_further = if img.dark {
+        own > img.threshold
+    } else {
+        own < img.threshold
+    };
+    if !reaches_further {
+        return img.threshold;
+    }
+    for (i, r) in region.iter_mut().enumerate() {
+        let passes = if img.dark {
+            feature[i] <= own
+        } else {
+            feature[i] >= own
+        };
+        if *r == 0 && outside_near[i] != 0 && others[i] == 0 && !in_mask(i) && passes {
+            *r = 1;
+        }
+    }
+    own
 }
 
 /// The mean feature over the pixels `keep` accepts (by image index).
@@ -298,6 +420,7 @@ fn trace_region(
     crop: Crop,
     min_area: f64,
     eps: f64,
+    threshold: f32,
 ) -> Option<Candidate> {
     let (w, h) = (img.feature.w, img.feature.h);
     let pieces = components(region, crop.w, crop.h, 1, true);
@@ -325,12 +448,12 @@ fn trace_region(
             .then(|| gy as usize * w + gx as usize)
     };
     let crossing = |background_side: (i64, i64), a: (i64, i64), b: (i64, i64)| -> f64 {
-        let edge = global(background_side).is_none_or(|g| img.mask[g] == 0);
+        let edge = global(background_side).is_none_or(|g| img.raw[g] == 0);
         match (edge, global(a), global(b)) {
             (true, Some(ga), Some(gb)) => {
                 let (fa, fb) = (img.feature.data[ga], img.feature.data[gb]);
                 if (fb - fa).abs() > 1e-6 {
-                    f64::from((img.threshold - fa) / (fb - fa))
+                    f64::from((threshold - fa) / (fb - fa))
                 } else {
                     0.5
                 }
