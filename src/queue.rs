@@ -11,6 +11,7 @@
 mod announce;
 mod error;
 mod model;
+mod reserve;
 mod slot;
 mod stats;
 mod store;
@@ -65,6 +66,9 @@ pub struct QueueOptions {
     /// Checkpoints save redb's allocator state, so that opening after a crash need not rebuild
     /// it by walking every table (redb's quick repair; see `benches/recovery.rs`).
     pub quick_repair: bool,
+    /// Space kept back beside the database (at most a quarter of its file system) so that a full
+    /// disk still lets the writer bring the database up to date; 0 keeps none (`queue/reserve.rs`).
+    pub reserve_bytes: u64,
 }
 
 impl Default for QueueOptions {
@@ -79,6 +83,7 @@ impl Default for QueueOptions {
             checkpoint_every: Duration::from_secs(2),
             ready_tail_spill: 100,
             quick_repair: true,
+            reserve_bytes: 16 << 20,
         }
     }
 }
@@ -162,17 +167,39 @@ impl Queue {
             .map_err(QueueError::classify)?;
         // On a disk too full for the commits of opening, the queue still opens: it serves what
         // the database holds and refuses changes until the writer can finish the opening.
+        let reserve = reserve::Reserve::new(path, options.reserve_bytes);
         let mut unfinished = None;
-        let opened = writer::replay(&store, &wal, existed)
-            .and_then(|r| Ok((r, writer::recover_orphans(&store, &options, clock.now())?)))
-            .map_err(QueueError::classify);
+        let open = |store: &Store| {
+            writer::replay(store, &wal, existed)
+                .and_then(|r| Ok((r, writer::recover_orphans(store, &options, clock.now())?)))
+                .map_err(QueueError::classify)
+        };
+        let mut opened = open(&store);
+        let mut store = store;
+        if let Err(QueueError::DiskFull { detail }) = &opened
+            && reserve.release()
+        {
+            // In the reserve's room; the queue takes changes once it can be made again.
+            unfinished = Some(writer::Unfinished {
+                why: detail.clone(),
+                caught_up: true,
+            });
+            drop(store);
+            store = Store::open(&*fs, path, options.cache_bytes)
+                .map_err(QueueError::classify)?
+                .0;
+            opened = open(&store);
+        }
         let (log, replayed, recovered) = match opened {
             Ok(((position, replayed), recovered)) => {
                 (writer::Log::new(wal, position), replayed, recovered)
             }
             Err(QueueError::DiskFull { detail }) => {
                 tracing::error!(%detail, "the disk is too full to open the queue for changes; it serves what it holds and takes changes once there is room");
-                unfinished = Some(detail);
+                unfinished = Some(writer::Unfinished {
+                    why: detail,
+                    caught_up: false,
+                });
                 (
                     writer::Log::new(wal, writer::Position::default()),
                     0,
@@ -198,6 +225,7 @@ impl Queue {
         let (tx, rx) = crossbeam_channel::unbounded();
         let status = Arc::new(writer::Status::default());
         let slot = Arc::new(Slot::new(store, fs, path, options.cache_bytes));
+        let disk_full = unfinished.as_ref().map(|u| u.why.clone());
         let handle = writer::spawn(
             Arc::clone(&slot),
             rx,
@@ -209,7 +237,10 @@ impl Queue {
                 recent: Arc::clone(&recent),
                 announcer: Arc::clone(&announcer),
             },
-            unfinished.clone(),
+            writer::Room {
+                reserve,
+                unfinished,
+            },
         )?;
         let queue = Queue {
             inner: Arc::new(Inner {
@@ -228,7 +259,7 @@ impl Queue {
                 open: report,
                 orphans,
                 replayed,
-                disk_full: unfinished,
+                disk_full,
             },
         ))
     }

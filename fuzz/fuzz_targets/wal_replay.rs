@@ -31,6 +31,8 @@ fn options() -> QueueOptions {
     QueueOptions {
         wal_bytes: WAL_BYTES,
         cache_bytes: 1 << 20,
+        // Thousands of opens a second need no space kept back.
+        reserve_bytes: 0,
         ..QueueOptions::default()
     }
 }

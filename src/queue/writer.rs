@@ -17,11 +17,14 @@
 //! Except a lack of space (ENOSPC, EDQUOT) while writing: that batch is refused with
 //! [`QueueError::DiskFull`] and the queue goes on. If its record was already in the log, the
 //! record is taken back (zeroed and synced) so no replay redoes what its callers were told failed.
-//! redb refuses everything after a failed write until it is reopened, so the writer reopens it at
-//! once (reads then see the last checkpoint), and before each later batch, at most every
-//! [`ROOM_RETRY`], tries to finish as an open does: redo the log, start a new generation durably,
-//! and requeue orphans if the opening itself was short of space. Until that succeeds every batch
-//! is refused with `DiskFull`. A failed sync is never retried: it stays fail-stop.
+//! redb refuses everything after a failed write until it is reopened. So, before it replies, the
+//! writer frees the space it keeps in reserve (`queue/reserve.rs`), reopens redb and finishes as
+//! an open does: redo the log, start a new generation durably, and requeue orphans if the opening
+//! itself was short of space; reads then show every acknowledged change. Without a reserve (or
+//! if even that was not room enough) it reopens redb (reads see the last checkpoint) and tries
+//! again before each later batch, at most every [`ROOM_RETRY`]. Until that succeeds and the
+//! reserve could be made again, with as much free beside it, every batch is refused with
+//! `DiskFull`. A failed sync is never retried: it stays fail-stop.
 //!
 //! Every batch that changes anything is logged, durable or not: redoing a durable batch's changes
 //! is only right on top of the batches before it, so the log must hold them all, in order.
@@ -36,6 +39,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use redb::{Durability, ReadableTable};
+
+use super::reserve::Reserve;
 use tokio::sync::oneshot;
 
 use super::QueueError;
@@ -317,8 +322,8 @@ pub(crate) struct Outlets {
 
 /// Starts the writer thread and its sync thread. When the channel closes the writer lets the sync
 /// thread send every reply still waiting, then commits a last durable checkpoint.
-/// `unfinished` says why the opening could not commit (a full disk): the writer then finishes it
-/// (redo, recover) before its first batch that finds room.
+/// `room.unfinished` says why the opening could not commit (a full disk): the writer then finishes
+/// it (redo, recover) before its first batch that finds room.
 pub(crate) fn spawn(
     slot: Arc<Slot>,
     rx: crossbeam_channel::Receiver<Command>,
@@ -326,8 +331,12 @@ pub(crate) fn spawn(
     clock: Arc<dyn Clock>,
     log: Log,
     outlets: Outlets,
-    unfinished: Option<String>,
+    room: Room,
 ) -> Result<JoinHandle<()>, QueueError> {
+    let Room {
+        reserve,
+        unfinished,
+    } = room;
     let Outlets {
         status,
         recent,
@@ -343,15 +352,30 @@ pub(crate) fn spawn(
         announcer,
     )?;
     status.log_in_use(0, log.wal.capacity());
-    let pending = unfinished.map(|why| {
-        status.set_disk_full(Some(why.clone()));
-        Pending {
-            why,
-            reopen: true,
-            recover: true,
-            tried: Instant::now(),
+    let pending = match unfinished {
+        Some(Unfinished { why, caught_up }) => {
+            status.set_disk_full(Some(why.clone()));
+            Some(Pending {
+                why,
+                reopen: !caught_up,
+                recover: !caught_up,
+                caught_up,
+                tried: Instant::now(),
+            })
         }
-    });
+        None => {
+            // Without room for it the queue works as well, only a full disk then leaves reads
+            // at the last checkpoint until there is room.
+            match reserve.ensure() {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!("no room to reserve space for the queue's recovery"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot reserve space for the queue's recovery")
+                }
+            }
+            None
+        }
+    };
     std::thread::Builder::new()
         .name("queue-writer".into())
         .spawn(move || {
@@ -364,6 +388,7 @@ pub(crate) fn spawn(
                 syncer,
                 status,
                 pending,
+                reserve,
             };
             let mut waiter = Waiter::default();
             while let Some(batch) = waiter.batch(&rx, writer.options.max_batch) {
@@ -492,6 +517,8 @@ struct Writer {
     status: Arc<Status>,
     /// Set while a lack of space keeps the queue from taking changes.
     pending: Option<Pending>,
+    /// Room kept back so that a full disk still lets the log be redone (`reserve.rs`).
+    reserve: Reserve,
 }
 
 /// What the writer must do before it takes changes again, after a commit (or the opening) failed
@@ -502,7 +529,24 @@ struct Pending {
     reopen: bool,
     /// The opening's recovery (requeueing orphans) has not run.
     recover: bool,
+    /// The log is redone and the database current (the reserve made room for it): all that is
+    /// left is room for the reserve again.
+    caught_up: bool,
     tried: Instant,
+}
+
+/// How the writer starts out on the disk.
+pub(crate) struct Room {
+    pub(crate) reserve: Reserve,
+    /// Set if the opening could not take changes for lack of space.
+    pub(crate) unfinished: Option<Unfinished>,
+}
+
+/// Why the opening could not take changes (a full disk), and how far it got.
+pub(crate) struct Unfinished {
+    pub(crate) why: String,
+    /// It redid the log and recovered (in the reserve's room); only the reserve is missing.
+    pub(crate) caught_up: bool,
 }
 
 /// How often a writer short of space tries again.
@@ -589,12 +633,17 @@ impl Writer {
                 } else {
                     tracing::error!(error = %e, commands = finishes.len(), "queue batch failed");
                 }
+                // Reads need a working database while the writer waits for room: with the
+                // reserve's room it is brought up to date at once, else reopened as it was at
+                // the last checkpoint. Before the replies, so a caller told of the full disk
+                // reads what was acknowledged.
+                if self.pending.is_some() && self.reserve.release() {
+                    self.repair();
+                } else if self.pending.as_ref().is_some_and(|p| p.reopen) {
+                    self.reopen();
+                }
                 for f in finishes {
                     f(Some(&why));
-                }
-                // Reads need a working database while the writer waits for room.
-                if self.pending.as_ref().is_some_and(|p| p.reopen) {
-                    self.reopen();
                 }
             }
         }
@@ -631,8 +680,8 @@ impl Writer {
     }
 
     /// Finishes what a lack of space interrupted: reopens the database if need be, redoes the
-    /// log on it and starts a new generation (as an open does), and requeues orphans if the
-    /// opening could not. Leaves `pending` set if there is still no room.
+    /// log on it and starts a new generation (as an open does), requeues orphans if the opening
+    /// could not, and makes the reserve again. Leaves `pending` set if there is still no room.
     fn repair(&mut self) {
         if self.pending.as_ref().is_some_and(|p| p.reopen) {
             self.reopen();
@@ -644,42 +693,58 @@ impl Writer {
         if p.reopen {
             return;
         }
-        let recover = p.recover;
-        let attempt = (|| -> Result<(Position, usize, Committed), QueueError> {
-            let store = self.slot.get()?;
-            let (at, redone) = replay(&store, &self.log.wal, true)?;
-            // The log starts over: numbers from here on are new records, not yet synced.
-            self.log.restart_at(at);
-            self.syncer.rewind(at.lsn);
-            let committed = if recover {
-                recover_orphans(&store, &self.options, self.clock.now())?
-            } else {
-                Committed::default()
-            };
-            Ok((at, redone, committed))
-        })();
-        match attempt.map_err(QueueError::classify) {
-            Ok((at, redone, committed)) => {
-                tracing::info!(
-                    redone,
-                    "the queue takes changes again: there is room on the disk"
-                );
-                self.pending = None;
-                self.status.set_disk_full(None);
-                self.status.log_in_use(0, self.log.wal.capacity());
-                // Announced in order with the batches' replies.
-                self.syncer.reply(at.lsn, None, Vec::new(), committed, true);
-            }
-            Err(QueueError::DiskFull { detail }) => {
-                if let Some(p) = self.pending.as_mut() {
-                    // A failed commit leaves the storage engine refusing until reopened; and
-                    // if the redo did commit, what is left is the recovery.
-                    p.reopen = true;
-                    p.why = detail;
-                    p.recover = recover;
+        if !p.caught_up {
+            let recover = p.recover;
+            let attempt = (|| -> Result<(Position, usize, Committed), QueueError> {
+                let store = self.slot.get()?;
+                let (at, redone) = replay(&store, &self.log.wal, true)?;
+                // The log starts over: numbers from here on are new records, not yet synced.
+                self.log.restart_at(at);
+                self.syncer.rewind(at.lsn);
+                let committed = if recover {
+                    recover_orphans(&store, &self.options, self.clock.now())?
+                } else {
+                    Committed::default()
+                };
+                Ok((at, redone, committed))
+            })();
+            match attempt.map_err(QueueError::classify) {
+                Ok((at, redone, committed)) => {
+                    tracing::info!(redone, "the queue's database is up to date again");
+                    self.status.log_in_use(0, self.log.wal.capacity());
+                    // Announced in order with the batches' replies.
+                    self.syncer.reply(at.lsn, None, Vec::new(), committed, true);
+                    if let Some(p) = self.pending.as_mut() {
+                        p.caught_up = true;
+                        p.recover = false;
+                    }
+                }
+                Err(QueueError::DiskFull { detail }) => {
+                    if let Some(p) = self.pending.as_mut() {
+                        // A failed commit leaves the storage engine refusing until reopened;
+                        // and if the redo did commit, what is left is the recovery.
+                        p.reopen = true;
+                        p.why = detail;
+                        p.recover = recover;
+                    }
+                    return;
+                }
+                Err(e) => {
+                    self.fail_stop(&e);
+                    return;
                 }
             }
-            Err(e) => self.fail_stop(&e),
+        }
+        match self.reserve.room_again() {
+            Ok(false) => {}
+            ready => {
+                if let Err(e) = ready {
+                    tracing::warn!(error = %e, "cannot reserve space for the queue's recovery");
+                }
+                tracing::info!("the queue takes changes again: there is room on the disk");
+                self.pending = None;
+                self.status.set_disk_full(None);
+            }
         }
     }
 
@@ -702,6 +767,7 @@ impl Writer {
             why: detail,
             reopen: true,
             recover: false,
+            caught_up: false,
             tried: Instant::now(),
         });
         e
@@ -829,7 +895,7 @@ impl Writer {
         if let Some(msg) = self.status.failure() {
             return Err(QueueError::Storage(msg.into()));
         }
-        if let Some(p) = &self.pending {
+        if let Some(p) = self.pending.as_ref().filter(|p| !p.caught_up) {
             // The next open redoes the log.
             return Err(QueueError::DiskFull {
                 detail: p.why.clone(),

@@ -365,6 +365,8 @@ fn options() -> impl Strategy<Value = QueueOptions> {
             wal_bytes,
             checkpoint_every,
             cache_bytes: 1 << 20,
+            // The reserve is a file of the real disk (`reserve.rs`), not of the simulated one.
+            reserve_bytes: 0,
             ..QueueOptions::default()
         })
 }
@@ -423,6 +425,7 @@ fn sim_queue(fs: &SimFs) -> (tokio::runtime::Runtime, Queue, ImageStore) {
         wal_bytes: 64 << 10,
         cache_bytes: 1 << 20,
         checkpoint_every: Duration::from_secs(3600),
+        reserve_bytes: 0,
         ..QueueOptions::default()
     };
     let (queue, images) = open(fs, &options).expect("opens");
