@@ -48,8 +48,26 @@ impl FromStr for JobId {
 
 /// Priority 1..=10; **higher runs sooner**; 5 by default. Construct with [`Priority::new`], which
 /// refuses out-of-range values instead of clamping them.
+///
+/// Read back (a stored record, a replayed log) it is checked like any other input: a byte
+/// outside 1..=10 is an error, not a priority that indexes past the counters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "u8", into = "u8")]
 pub struct Priority(u8);
+
+impl TryFrom<u8> for Priority {
+    type Error = String;
+
+    fn try_from(value: u8) -> Result<Self, Self::Error> {
+        Priority::new(i64::from(value)).ok_or_else(|| format!("priority {value} is not in 1..=10"))
+    }
+}
+
+impl From<Priority> for u8 {
+    fn from(p: Priority) -> u8 {
+        p.0
+    }
+}
 
 impl Priority {
     pub const MIN: Priority = Priority(1);
