@@ -48,6 +48,7 @@ impl Segmenter for NoOp {
                 pages: 1,
             },
             segmenter: "noop".into(),
+            pixel_size: None,
             params: input.params.clone(),
             decisions: None,
             objects: vec![],

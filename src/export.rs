@@ -159,6 +159,7 @@ mod tests {
     use super::*;
     use crate::morphology::measure;
     use crate::outline::{Object, Point};
+    use crate::segment::calibration::{PixelSize, PixelSizeSource};
     use crate::segment::{ImageInfo, SegmentParams};
 
     fn result(name: &str, objects: Vec<Object>, pixel: Option<f64>) -> SegmentResult {
@@ -174,6 +175,10 @@ mod tests {
             },
             segmenter: "builtin".into(),
             params: SegmentParams::default(),
+            pixel_size: pixel.map(|um| PixelSize {
+                um,
+                source: PixelSizeSource::Job,
+            }),
             decisions: None,
             metrics: objects.iter().map(|o| measure(o, None, pixel)).collect(),
             objects,

@@ -147,7 +147,7 @@ pub fn run(batch: &Batch, report: &mut dyn FnMut(&Outcome)) -> anyhow::Result<Ve
             .iter()
             .filter_map(|o| o.result.as_ref().ok().map(|r| (o.stem.as_str(), r)))
             .collect();
-        let calibrated = ok.iter().any(|(_, r)| r.params.pixel_size_um.is_some());
+        let calibrated = ok.iter().any(|(_, r)| r.pixel_size.is_some());
         export::write_csv(std::io::BufWriter::new(file), ok, calibrated)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }

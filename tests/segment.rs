@@ -74,6 +74,84 @@ fn the_16_bit_fixture_is_analysed_in_its_own_units() {
     assert!((c.area_um2 - m.area * px * px).abs() < 1e-6);
 }
 
+/// The core fixture re-encoded as an ImageJ TIFF at 0.65 µm/px and as a PNG with pHYs at
+/// 2 µm/px: the result measures with the file's size and names its source, and a job's own size
+/// wins over it.
+#[test]
+fn the_pixel_size_is_read_from_the_file_unless_the_job_gives_one() {
+    use spheroseg::segment::calibration::PixelSizeSource;
+    use tiff::encoder::{Rational, TiffEncoder, colortype::Gray8};
+    use tiff::tags::{ResolutionUnit, Tag};
+
+    let gray = image::open(fixture("spheroid_core_8bit.png"))
+        .expect("fixture")
+        .to_luma8();
+    let (w, h) = gray.dimensions();
+    let mut imagej = std::io::Cursor::new(Vec::new());
+    {
+        let mut enc = TiffEncoder::new(&mut imagej).expect("encoder");
+        let mut img = enc.new_image::<Gray8>(w, h).expect("image");
+        img.encoder()
+            .write_tag(
+                Tag::ImageDescription,
+                "ImageJ=1.54f\nunit=micron\nspacing=1.0\n",
+            )
+            .expect("description");
+        img.resolution(ResolutionUnit::None, Rational { n: 100, d: 65 });
+        img.write_data(gray.as_raw()).expect("pixels");
+    }
+    let mut phys = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut phys, w, h);
+        enc.set_color(png::ColorType::Grayscale);
+        enc.set_pixel_dims(Some(png::PixelDimensions {
+            xppu: 500_000,
+            yppu: 500_000,
+            unit: png::Unit::Meter,
+        }));
+        let mut wr = enc.write_header().expect("header");
+        wr.write_image_data(gray.as_raw()).expect("pixels");
+    }
+    let run = |bytes: &[u8], params: &SegmentParams| {
+        analyze(
+            bytes,
+            "core",
+            params,
+            &DecodeLimits::default(),
+            &AtomicBool::new(false),
+            &mut |_| {},
+        )
+        .expect("analyses")
+    };
+    let defaults = SegmentParams::default();
+    for (bytes, um, source) in [
+        (imagej.get_ref().as_slice(), 0.65, PixelSizeSource::Imagej),
+        (phys.as_slice(), 2.0, PixelSizeSource::PngPhys),
+    ] {
+        let r = run(bytes, &defaults);
+        let p = r.pixel_size.expect("the file's pixel size");
+        assert!((p.um - um).abs() < 1e-9, "{source:?}: {} µm", p.um);
+        assert_eq!(p.source, source);
+        assert!(!r.objects.is_empty(), "{source:?}");
+        let m = &r.metrics[0];
+        let c = m.calibrated.expect("µm metrics");
+        assert!((c.area_um2 - m.area * um * um).abs() < 1e-6 * c.area_um2);
+        let json = serde_json::to_value(r.to_json()).expect("json");
+        assert_eq!(json["pixel_size"]["source"], source.as_str());
+        assert_eq!(json["pixel_size"]["um"], p.um);
+
+        let job = SegmentParams {
+            pixel_size_um: Some(1.25),
+            ..SegmentParams::default()
+        };
+        let r = run(bytes, &job);
+        let p = r.pixel_size.expect("the job's pixel size");
+        assert_eq!((p.um, p.source), (1.25, PixelSizeSource::Job));
+    }
+    let plain = std::fs::read(fixture("spheroid_core_8bit.png")).expect("fixture");
+    assert_eq!(run(&plain, &defaults).pixel_size, None);
+}
+
 fn spheroseg() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_spheroseg"));
     c.env_remove("SPHEROSEG_WORKERS")

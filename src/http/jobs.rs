@@ -412,12 +412,7 @@ async fn result_csv(
     let (job, r) = stored_result(&state, &id)?;
     let mut out = Vec::new();
     let id = job.id.to_string();
-    export::write_csv(
-        &mut out,
-        [(id.as_str(), &r)],
-        r.params.pixel_size_um.is_some(),
-    )
-    .map_err(|e| {
+    export::write_csv(&mut out, [(id.as_str(), &r)], r.pixel_size.is_some()).map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::EXPORT_FAILED,
