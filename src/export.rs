@@ -1,11 +1,15 @@
-//! Exports of results: the metrics CSV (the replaced design's column order), the result JSON, and
-//! the binary mask PNG.
+//! Exports of results: the objects and images tables as CSV and XLSX (`table`, `xlsx`), the
+//! metrics CSV in the replaced design's column order (the `legacy` table, here), the result JSON,
+//! and the binary mask PNG.
 //!
 //! CSV numbers: 2 decimals for lengths and areas, 4 for ratios; quoting per RFC 4180 (the `csv`
 //! crate). An image with no objects contributes no rows: nothing is invented for missing data.
 //! When any row has a pixel size, calibrated columns follow the standard ones.
 
 use std::io::Write;
+
+pub mod table;
+pub mod xlsx;
 
 use crate::morphology::rasterize;
 use crate::segment::SegmentResult;
@@ -52,6 +56,9 @@ pub enum ExportError {
     /// Encoding the PNG failed.
     #[error("cannot encode the mask PNG: {0}")]
     Png(#[from] image::ImageError),
+    /// Building the XLSX workbook failed.
+    #[error("cannot write the XLSX workbook: {0}")]
+    Xlsx(#[from] rust_xlsxwriter::XlsxError),
 }
 
 /// A text cell a spreadsheet will not run as a formula (OWASP's CSV injection advice): text that

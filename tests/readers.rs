@@ -1,6 +1,6 @@
 //! spheroseg's files against readers and writers nobody here wrote (the Python venv of
 //! `tests/util/python.rs`): tifffile's ImageJ and OME TIFFs give the pixel size they were saved
-//! with.
+//! with; Python's csv and openpyxl read the objects and images tables with the same numbers.
 
 use spheroseg::segment::DecodeLimits;
 use spheroseg::segment::calibration::PixelSizeSource;
@@ -57,4 +57,142 @@ fn tifffile_pixel_sizes_are_read_back() {
             (Some(_), None) => panic!("{file}: no pixel size read"),
         }
     }
+}
+
+const READ_TABLES: &str = r#"
+import csv, json, sys, openpyxl
+d = sys.argv[1]
+out = {}
+for table in ('objects', 'images'):
+    with open(f'{d}/{table}.csv', newline='', encoding='utf-8') as f:
+        out[f'csv_{table}'] = list(csv.reader(f))
+wb = openpyxl.load_workbook(f'{d}/book.xlsx')
+out['sheets'] = wb.sheetnames
+for name in wb.sheetnames:
+    ws = wb[name]
+    out[f'freeze_{name}'] = ws.freeze_panes
+    out[f'xlsx_{name}'] = [[c.value for c in row] for row in ws.iter_rows()]
+    out[f'types_{name}'] = [[type(c.value).__name__ for c in row] for row in ws.iter_rows()]
+print(json.dumps(out))
+"#;
+
+/// Python's csv and openpyxl read the two CSVs and the workbook: the same headers, every number
+/// in the workbook a number equal to the CSV's, empty where the CSV is, the header row frozen,
+/// and the objects' areas equal to the result's.
+#[test]
+fn csv_and_xlsx_read_back_with_the_same_numbers() {
+    use spheroseg::export::table::{IMAGE_COLUMNS, OBJECT_COLUMNS, Table, write_csv};
+    use spheroseg::export::xlsx::workbook;
+    use spheroseg::segment::{SegmentParams, analyze};
+    use std::sync::atomic::AtomicBool;
+
+    let Some(py) = python::readers() else { return };
+    let run = |file: &str, pixel_size_um| {
+        let bytes = std::fs::read(crate::util::fixture(file)).expect("fixture");
+        let params = SegmentParams {
+            pixel_size_um,
+            ..SegmentParams::default()
+        };
+        analyze(
+            &bytes,
+            &format!("=plate07_{file}"),
+            &params,
+            &DecodeLimits::default(),
+            &AtomicBool::new(false),
+            &mut |_| {},
+        )
+        .expect("analyses")
+    };
+    let lumen = run("spheroid_lumen_8bit.png", Some(0.65));
+    let core = run("spheroid_core_8bit.png", None);
+    let results = [("job-1", &lumen), ("job-2", &core)];
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (table, name) in [(Table::Objects, "objects"), (Table::Images, "images")] {
+        let mut out = Vec::new();
+        write_csv(&mut out, table, results, true).expect("csv");
+        std::fs::write(dir.path().join(format!("{name}.csv")), out).expect("write");
+    }
+    std::fs::write(
+        dir.path().join("book.xlsx"),
+        workbook(results).expect("xlsx"),
+    )
+    .expect("write");
+    let v: serde_json::Value =
+        serde_json::from_str(&python::run(&py, READ_TABLES, &[dir.path().as_os_str()]))
+            .expect("json");
+    assert_eq!(v["sheets"], serde_json::json!(["objects", "images"]));
+    for (name, columns, rows) in [
+        (
+            "objects",
+            &OBJECT_COLUMNS[..],
+            lumen.objects.len() + core.objects.len(),
+        ),
+        ("images", &IMAGE_COLUMNS[..], 2),
+    ] {
+        assert_eq!(v[format!("freeze_{name}")], "A2", "{name}: header frozen");
+        let csv = v[format!("csv_{name}")].as_array().expect("rows");
+        let xlsx = v[format!("xlsx_{name}")].as_array().expect("rows");
+        let types = v[format!("types_{name}")].as_array().expect("rows");
+        assert_eq!(csv.len(), rows + 1, "{name}");
+        assert_eq!(xlsx.len(), rows + 1, "{name}");
+        assert_eq!(csv[0], serde_json::json!(columns));
+        assert_eq!(xlsx[0], serde_json::json!(columns));
+        for (r, (c_row, x_row)) in csv.iter().zip(xlsx).enumerate().skip(1) {
+            for (c, (cell, x)) in c_row
+                .as_array()
+                .expect("cells")
+                .iter()
+                .zip(x_row.as_array().expect("cells"))
+                .enumerate()
+            {
+                let cell = cell.as_str().expect("csv text");
+                let ty = types[r][c].as_str().expect("type");
+                let what = format!("{name} row {r} {:?}", columns[c]);
+                match cell.parse::<f64>() {
+                    Ok(n) if !cell.is_empty() => {
+                        assert!(ty == "float" || ty == "int", "{what}: {ty}, not a number");
+                        assert_eq!(x.as_f64(), Some(n), "{what}");
+                    }
+                    _ if cell.is_empty() => assert!(x.is_null(), "{what}: {x}"),
+                    _ if cell == "TRUE" || cell == "FALSE" => {
+                        assert_eq!(x.as_bool(), Some(cell == "TRUE"), "{what}")
+                    }
+                    _ => assert_eq!(x.as_str(), Some(cell), "{what}"),
+                }
+            }
+        }
+    }
+    let objects = v["csv_objects"].as_array().expect("rows");
+    let col = |name: &str| {
+        OBJECT_COLUMNS
+            .iter()
+            .position(|c| *c == name)
+            .expect("column")
+    };
+    let first = objects[1].as_array().expect("cells");
+    assert_eq!(
+        first[col("Image Name")],
+        "'=plate07_spheroid_lumen_8bit.png"
+    );
+    assert_eq!(first[col("Object")], "1");
+    let area: f64 = first[col("Area (px²)")]
+        .as_str()
+        .expect("text")
+        .parse()
+        .expect("number");
+    assert_eq!(area, lumen.metrics[0].area);
+    let um2: f64 = first[col("Area (µm²)")]
+        .as_str()
+        .expect("text")
+        .parse()
+        .expect("number");
+    assert_eq!(um2, lumen.metrics[0].calibrated.expect("µm").area_um2);
+    assert_eq!(first[col("Pixel Size Source")], "job");
+    let last = objects.last().expect("row").as_array().expect("cells");
+    assert_eq!(
+        last[col("Area (µm²)")],
+        "",
+        "uncalibrated: empty, not invented"
+    );
+    assert_eq!(last[col("Pixel Size (µm)")], "");
 }

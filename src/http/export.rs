@@ -1,5 +1,6 @@
 //! Bulk actions and exports over many jobs: `POST /api/jobs/bulk` and `GET /api/export` (the
-//! metrics of every matching job as CSV, streamed a page at a time, never built whole in memory).
+//! objects, images or legacy table of every matching job as CSV, streamed a page at a time and
+//! never built whole in memory; or both tables as an XLSX workbook, built in memory).
 
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -14,7 +15,8 @@ use utoipa_axum::routes;
 use super::auth::Authorized;
 use super::error::{Body as ErrorBody, JsonBytes, Query};
 use super::{ApiError, AppState};
-use crate::export::write_csv_part;
+use crate::export::table::{self, Table};
+use crate::export::xlsx;
 use crate::queue::{BulkAction, Job, JobFilter, JobId, JobState};
 use crate::segment::SegmentResult;
 use crate::view::job_state_schema;
@@ -184,28 +186,68 @@ struct ExportQuery {
     /// Only jobs in this state (default `completed`; only jobs with a result have rows).
     #[param(schema_with = job_state_schema)]
     state: Option<String>,
-    /// `csv`, the only format.
+    /// `csv` (default) or `xlsx` (sheets `objects` and `images`).
     #[param(schema_with = export_format_schema)]
     format: Option<String>,
+    /// For CSV: `objects` (default; one row per object, units in the headers), `images` (one row
+    /// per image) or `legacy` (the replaced design's 16 columns).
+    #[param(schema_with = export_table_schema)]
+    table: Option<String>,
 }
 
 fn export_format_schema() -> utoipa::openapi::Object {
     utoipa::openapi::ObjectBuilder::new()
         .schema_type(utoipa::openapi::schema::Type::String)
-        .enum_values(Some(["csv"]))
+        .enum_values(Some(["csv", "xlsx"]))
         .build()
+}
+
+pub(super) fn export_table_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(Table::NAMES))
+        .build()
+}
+
+pub(super) fn export_failed(message: String) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        crate::error_code::ErrorCode::EXPORT_FAILED,
+        message,
+    )
+}
+
+/// The content type of an XLSX workbook.
+pub(super) const XLSX: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
+
+/// A `Content-Disposition` naming the download `stem.ext`, the stem reduced to characters every
+/// file system and header takes.
+pub(super) fn attachment(stem: &str, ext: &str) -> String {
+    let stem: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let stem = stem.trim_start_matches('.');
+    let stem = if stem.is_empty() { "spheroseg" } else { stem };
+    format!("attachment; filename=\"{stem}.{ext}\"")
 }
 
 #[utoipa::path(
     get,
     path = "/api/export",
-    summary = "The metrics of many jobs as CSV (streamed)",
+    summary = "The objects or images table of many jobs as CSV (streamed) or both as XLSX",
     params(ExportQuery),
     responses(
-        (status = 200, description = "one row per object of every matching job", content(("text/csv"))),
+        (status = 200, description = "the table of every matching job (CSV), or the workbook (XLSX)", content(("text/csv"), ("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"))),
         (status = 400, description = "a query parameter of the wrong type", body = ErrorBody),
         (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
-        (status = 422, description = "an unknown state or format", body = ErrorBody),
+        (status = 422, description = "an unknown state, format or table", body = ErrorBody),
     )
 )]
 async fn export(
@@ -214,9 +256,22 @@ async fn export(
     State(state): State<AppState>,
     Query(q): Query<ExportQuery>,
 ) -> Result<Response, ApiError> {
-    if let Some(f) = q.format.as_deref().filter(|f| *f != "csv") {
-        return Err(ApiError::invalid("format", format!("{f:?}: only csv")));
-    }
+    let xlsx = match q.format.as_deref().unwrap_or("csv") {
+        "csv" => false,
+        "xlsx" => true,
+        f => return Err(ApiError::invalid("format", format!("{f:?}: csv or xlsx"))),
+    };
+    let table: Table = q
+        .table
+        .as_deref()
+        .unwrap_or("objects")
+        .parse()
+        .map_err(|e: String| ApiError::invalid("table", e))?;
+    let stem = q
+        .project
+        .clone()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "spheroseg".into());
     let filter = JobFilter {
         state: Some(
             q.state
@@ -227,9 +282,33 @@ async fn export(
         ),
         project: q.project.filter(|p| !p.is_empty()),
     };
+    if xlsx {
+        let state = state.clone();
+        let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ApiError> {
+            let rows: Vec<(String, SegmentResult)> = matching(&state, &filter)?
+                .iter()
+                .filter_map(|job| {
+                    let bytes = state.service.queue.result(job.id).ok()??;
+                    Some((job.id.to_string(), SegmentResult::from_bytes(&bytes)?))
+                })
+                .collect();
+            xlsx::workbook(rows.iter().map(|(id, r)| (id.as_str(), r)))
+                .map_err(|e| export_failed(e.to_string()))
+        })
+        .await
+        .map_err(|e| export_failed(format!("the workbook task failed: {e}")))??;
+        return Ok((
+            [
+                (header::CONTENT_TYPE, XLSX.to_owned()),
+                (header::CONTENT_DISPOSITION, attachment(&stem, "xlsx")),
+            ],
+            bytes,
+        )
+            .into_response());
+    }
     let stream = futures_util::stream::unfold(
         (state, filter, None::<String>, true, false),
-        |(state, filter, cursor, first, done)| async move {
+        move |(state, filter, cursor, first, done)| async move {
             if done {
                 return None;
             }
@@ -251,10 +330,10 @@ async fn export(
                 }
             }
             let mut out = Vec::new();
-            let part = write_csv_part(
+            let part = table::write_csv(
                 &mut out,
+                table,
                 rows.iter().map(|(id, r)| (id.as_str(), r)),
-                true,
                 first,
             );
             let chunk = part
@@ -268,11 +347,8 @@ async fn export(
     let stream = futures_util::StreamExt::fuse(stream);
     Ok((
         [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-            (
-                header::CONTENT_DISPOSITION,
-                "attachment; filename=\"spheroseg-metrics.csv\"",
-            ),
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (header::CONTENT_DISPOSITION, attachment(&stem, "csv")),
         ],
         Body::from_stream(stream),
     )

@@ -51,6 +51,32 @@ async fn upload_then_result_csv_mask_and_image() {
     assert_eq!(s, StatusCode::OK);
     assert!(kind.expect("type").starts_with("text/csv"));
     let csv = String::from_utf8(csv).expect("utf-8");
+    assert!(
+        csv.starts_with("Image Name,Job ID,Object,Area (px²),Area (µm²),"),
+        "{csv}"
+    );
+    assert!(
+        csv.lines()
+            .nth(1)
+            .expect("row")
+            .starts_with(&format!("lumen.png,{id},1,"))
+    );
+    let (s, csv, _) = a
+        .get_raw(&format!("/api/jobs/{id}/result.csv?table=images"))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let csv = String::from_utf8(csv).expect("utf-8");
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    assert!(csv.starts_with("Image Name,Job ID,Width (px),Height (px),"));
+    let (s, _, _) = a
+        .get_raw(&format!("/api/jobs/{id}/result.csv?table=nope"))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (s, csv, _) = a
+        .get_raw(&format!("/api/jobs/{id}/result.csv?table=legacy"))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let csv = String::from_utf8(csv).expect("utf-8");
     assert!(csv.starts_with("Image Name,Image ID,Image Resolution,Object ID,Area"));
     assert!(
         csv.lines()
@@ -82,7 +108,7 @@ async fn upload_then_result_csv_mask_and_image() {
 
     // The metrics of the project, streamed as CSV.
     let (s, csv, _) = a
-        .get_raw("/api/export?project=screen-1&state=completed&format=csv")
+        .get_raw("/api/export?project=screen-1&state=completed&format=csv&table=legacy")
         .await;
     assert_eq!(s, StatusCode::OK);
     let csv = String::from_utf8(csv).expect("utf-8");
@@ -93,6 +119,21 @@ async fn upload_then_result_csv_mask_and_image() {
             .expect("header")
             .ends_with("Feret Diameter Min (um)")
     );
+
+    let (s, csv, _) = a.get_raw("/api/export?project=screen-1").await;
+    assert_eq!(s, StatusCode::OK);
+    let csv = String::from_utf8(csv).expect("utf-8");
+    assert!(
+        csv.starts_with("Image Name,Job ID,Object,"),
+        "objects by default"
+    );
+    let (s, xlsx, kind) = a.get_raw("/api/export?project=screen-1&format=xlsx").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        kind.as_deref(),
+        Some("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+    );
+    assert_eq!(&xlsx[..2], b"PK", "a zip container");
 
     // The same, gzip-compressed (browsers ask for it): the stream must end cleanly.
     let (s, gz, _) = a
