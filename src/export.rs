@@ -1,6 +1,7 @@
-//! Exports of results: the objects and images tables as CSV and XLSX (`table`, `xlsx`), the
-//! metrics CSV in the replaced design's column order (the `legacy` table, here), the result JSON,
-//! and the binary mask PNG.
+//! Exports of results: the objects and images tables as CSV and XLSX (`table`, `xlsx`), COCO
+//! JSON (`coco`), ImageJ ROI sets (`roi`), the 16-bit label image (`labels`), the metrics CSV in
+//! the replaced design's column order (the `legacy` table, here), the result JSON, and the binary
+//! mask PNG.
 //!
 //! CSV numbers: 2 decimals for lengths and areas, 4 for ratios; quoting per RFC 4180 (the `csv`
 //! crate). An image with no objects contributes no rows: nothing is invented for missing data.
@@ -8,6 +9,9 @@
 
 use std::io::Write;
 
+pub mod coco;
+pub mod labels;
+pub mod roi;
 pub mod table;
 pub mod xlsx;
 

@@ -196,3 +196,167 @@ fn csv_and_xlsx_read_back_with_the_same_numbers() {
     );
     assert_eq!(last[col("Pixel Size (µm)")], "");
 }
+
+const READ_COCO_AND_ROIS: &str = r#"
+import contextlib, io, json, sys, numpy as np, roifile
+from pycocotools.coco import COCO
+d = sys.argv[1]
+with contextlib.redirect_stdout(io.StringIO()):  # COCO() prints its progress
+    coco = COCO(f'{d}/coco.json')
+out = {'annotations': [], 'rois': []}
+for aid in sorted(coco.getAnnIds()):
+    a = coco.loadAnns(aid)[0]
+    img = coco.loadImgs(a['image_id'])[0]
+    m = coco.annToMask(a)
+    ours = np.fromfile(f'{d}/mask-{aid}.bin', np.uint8).reshape(img['height'], img['width']) != 0
+    out['annotations'].append({
+        'id': aid, 'image_id': a['image_id'], 'rle': isinstance(a['segmentation'], dict),
+        'differ': int((m.astype(bool) != ours).sum()), 'pixels': int(ours.sum()),
+        'area': float(a['area']), 'category': coco.loadCats(a['category_id'])[0]['name']})
+for roi in roifile.roiread(f'{d}/rois.zip'):
+    out['rois'].append({'name': roi.name, 'type': int(roi.roitype),
+                        'coordinates': roi.coordinates().tolist()})
+print(json.dumps(out))
+"#;
+
+/// pycocotools loads the COCO file; its masks of holed objects (RLE) equal ours pixel for pixel
+/// and of the others (polygons) differ only on the boundary;
+/// roifile reads every ROI of the set back with our coordinates; the label image has one label
+/// per object, on exactly that object's pixels.
+#[test]
+fn coco_rois_and_labels_read_back_as_our_objects() {
+    use spheroseg::export::coco::coco_json;
+    use spheroseg::export::labels::label_png;
+    use spheroseg::export::roi::write_roi_set;
+    use spheroseg::morphology::rasterize;
+    use spheroseg::segment::{SegmentParams, analyze};
+    use std::sync::atomic::AtomicBool;
+
+    let Some(py) = python::readers() else { return };
+    let run = |file: &str| {
+        let bytes = std::fs::read(crate::util::fixture(file)).expect("fixture");
+        analyze(
+            &bytes,
+            file,
+            &SegmentParams::default(),
+            &DecodeLimits::default(),
+            &AtomicBool::new(false),
+            &mut |_| {},
+        )
+        .expect("analyses")
+    };
+    let lumen = run("spheroid_lumen_8bit.png");
+    let core = run("spheroid_core_8bit.png");
+    assert!(
+        lumen.objects.iter().any(|o| !o.holes.is_empty()),
+        "a hole to check"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let results = [("job-1", &lumen), ("job-2", &core)];
+    std::fs::write(dir.path().join("coco.json"), coco_json(results)).expect("write");
+    let mut aid = 0;
+    for (_, r) in results {
+        for o in &r.objects {
+            aid += 1;
+            let mask = rasterize(std::slice::from_ref(o), r.image.width, r.image.height);
+            std::fs::write(dir.path().join(format!("mask-{aid}.bin")), mask).expect("write");
+        }
+    }
+    let zip = write_roi_set(std::io::Cursor::new(Vec::new()), &lumen).expect("rois");
+    std::fs::write(dir.path().join("rois.zip"), zip.into_inner()).expect("write");
+    let v: serde_json::Value = serde_json::from_str(&python::run(
+        &py,
+        READ_COCO_AND_ROIS,
+        &[dir.path().as_os_str()],
+    ))
+    .expect("json");
+
+    let anns = v["annotations"].as_array().expect("annotations");
+    assert_eq!(anns.len(), aid);
+    for a in anns {
+        assert_eq!(a["category"], "spheroid");
+        assert_eq!(a["area"].as_f64(), a["pixels"].as_f64(), "{a}");
+        let (differ, pixels) = (
+            a["differ"].as_f64().expect("n"),
+            a["pixels"].as_f64().expect("n"),
+        );
+        if a["rle"] == true {
+            assert_eq!(differ, 0.0, "an RLE is our mask pixel for pixel: {a}");
+        } else {
+            // pycocotools rasterises polygons its own way (5x upsampled edges): a few boundary
+            // pixels differ from ours (15 of 10 082 on the core fixture).
+            assert!(
+                differ <= 0.005 * pixels,
+                "polygon mask within 0.5 % of ours: {a}"
+            );
+        }
+    }
+    assert!(
+        anns.iter().any(|a| a["rle"] == true),
+        "the holed object as RLE"
+    );
+    assert!(
+        anns.iter().any(|a| a["rle"] == false),
+        "the others as polygons"
+    );
+
+    let rois = v["rois"].as_array().expect("rois");
+    let rings: Vec<(String, &Vec<spheroseg::outline::Point>)> = lumen
+        .objects
+        .iter()
+        .enumerate()
+        .flat_map(|(i, o)| {
+            let name = format!("object-{:04}", i + 1);
+            std::iter::once((name.clone(), &o.outer)).chain(
+                o.holes
+                    .iter()
+                    .enumerate()
+                    .map(move |(h, ring)| (format!("{name}-hole-{}", h + 1), ring)),
+            )
+        })
+        .collect();
+    assert_eq!(rois.len(), rings.len());
+    for (roi, (name, ring)) in rois.iter().zip(&rings) {
+        assert_eq!(roi["name"], name.as_str());
+        assert_eq!(roi["type"], 0, "polygon");
+        let coords = roi["coordinates"].as_array().expect("coordinates");
+        assert_eq!(coords.len(), ring.len(), "{name}");
+        for (c, p) in coords.iter().zip(ring.iter()) {
+            let (x, y) = (c[0].as_f64().expect("x"), c[1].as_f64().expect("y"));
+            assert!(
+                (x - p.x).abs() < 1e-3 && (y - p.y).abs() < 1e-3,
+                "{name}: {c} vs {p:?}"
+            );
+        }
+    }
+
+    let labels = image::load_from_memory(&label_png(&lumen).expect("labels"))
+        .expect("a PNG")
+        .to_luma16();
+    assert_eq!(labels.dimensions(), (lumen.image.width, lumen.image.height));
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, o) in lumen.objects.iter().enumerate() {
+        let mask = rasterize(
+            std::slice::from_ref(o),
+            lumen.image.width,
+            lumen.image.height,
+        );
+        for (l, m) in labels.as_raw().iter().zip(&mask) {
+            assert_eq!(
+                *l == i as u16 + 1,
+                *m != 0,
+                "label {} is object {}",
+                i + 1,
+                i + 1
+            );
+        }
+        seen.insert(i + 1);
+    }
+    let values: std::collections::BTreeSet<usize> = labels
+        .as_raw()
+        .iter()
+        .filter(|&&l| l != 0)
+        .map(|&l| usize::from(l))
+        .collect();
+    assert_eq!(values, seen, "one label per object, nothing else");
+}

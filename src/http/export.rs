@@ -1,6 +1,7 @@
 //! Bulk actions and exports over many jobs: `POST /api/jobs/bulk` and `GET /api/export` (the
 //! objects, images or legacy table of every matching job as CSV, streamed a page at a time and
-//! never built whole in memory; or both tables as an XLSX workbook, built in memory).
+//! never built whole in memory; or both tables as an XLSX workbook, or COCO JSON, built in
+//! memory).
 
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -15,6 +16,7 @@ use utoipa_axum::routes;
 use super::auth::Authorized;
 use super::error::{Body as ErrorBody, JsonBytes, Query};
 use super::{ApiError, AppState};
+use crate::export::coco::coco_json;
 use crate::export::table::{self, Table};
 use crate::export::xlsx;
 use crate::queue::{BulkAction, Job, JobFilter, JobId, JobState};
@@ -186,7 +188,8 @@ struct ExportQuery {
     /// Only jobs in this state (default `completed`; only jobs with a result have rows).
     #[param(schema_with = job_state_schema)]
     state: Option<String>,
-    /// `csv` (default) or `xlsx` (sheets `objects` and `images`).
+    /// `csv` (default), `xlsx` (sheets `objects` and `images`) or `coco` (COCO
+    /// instance-segmentation JSON).
     #[param(schema_with = export_format_schema)]
     format: Option<String>,
     /// For CSV: `objects` (default; one row per object, units in the headers), `images` (one row
@@ -198,7 +201,7 @@ struct ExportQuery {
 fn export_format_schema() -> utoipa::openapi::Object {
     utoipa::openapi::ObjectBuilder::new()
         .schema_type(utoipa::openapi::schema::Type::String)
-        .enum_values(Some(["csv", "xlsx"]))
+        .enum_values(Some(["csv", "xlsx", "coco"]))
         .build()
 }
 
@@ -215,6 +218,13 @@ pub(super) fn export_failed(message: String) -> ApiError {
         crate::error_code::ErrorCode::EXPORT_FAILED,
         message,
     )
+}
+
+/// An export built whole in memory before it is sent (the CSV tables stream instead).
+#[derive(Clone, Copy)]
+enum Whole {
+    Xlsx,
+    Coco,
 }
 
 /// The content type of an XLSX workbook.
@@ -241,10 +251,10 @@ pub(super) fn attachment(stem: &str, ext: &str) -> String {
 #[utoipa::path(
     get,
     path = "/api/export",
-    summary = "The objects or images table of many jobs as CSV (streamed) or both as XLSX",
+    summary = "The objects or images table of many jobs as CSV (streamed), both as XLSX, or COCO JSON",
     params(ExportQuery),
     responses(
-        (status = 200, description = "the table of every matching job (CSV), or the workbook (XLSX)", content(("text/csv"), ("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"))),
+        (status = 200, description = "the table of every matching job (CSV), the workbook (XLSX), or the COCO document", content(("text/csv"), ("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"), ("application/json"))),
         (status = 400, description = "a query parameter of the wrong type", body = ErrorBody),
         (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
         (status = 422, description = "an unknown state, format or table", body = ErrorBody),
@@ -256,10 +266,16 @@ async fn export(
     State(state): State<AppState>,
     Query(q): Query<ExportQuery>,
 ) -> Result<Response, ApiError> {
-    let xlsx = match q.format.as_deref().unwrap_or("csv") {
-        "csv" => false,
-        "xlsx" => true,
-        f => return Err(ApiError::invalid("format", format!("{f:?}: csv or xlsx"))),
+    let whole = match q.format.as_deref().unwrap_or("csv") {
+        "csv" => None,
+        "xlsx" => Some(Whole::Xlsx),
+        "coco" => Some(Whole::Coco),
+        f => {
+            return Err(ApiError::invalid(
+                "format",
+                format!("{f:?}: csv, xlsx or coco"),
+            ));
+        }
     };
     let table: Table = q
         .table
@@ -282,7 +298,7 @@ async fn export(
         ),
         project: q.project.filter(|p| !p.is_empty()),
     };
-    if xlsx {
+    if let Some(whole) = whole {
         let state = state.clone();
         let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ApiError> {
             let rows: Vec<(String, SegmentResult)> = matching(&state, &filter)?
@@ -292,15 +308,25 @@ async fn export(
                     Some((job.id.to_string(), SegmentResult::from_bytes(&bytes)?))
                 })
                 .collect();
-            xlsx::workbook(rows.iter().map(|(id, r)| (id.as_str(), r)))
-                .map_err(|e| export_failed(e.to_string()))
+            let rows = rows.iter().map(|(id, r)| (id.as_str(), r));
+            match whole {
+                Whole::Xlsx => xlsx::workbook(rows).map_err(|e| export_failed(e.to_string())),
+                Whole::Coco => Ok(coco_json(rows).into_bytes()),
+            }
         })
         .await
-        .map_err(|e| export_failed(format!("the workbook task failed: {e}")))??;
+        .map_err(|e| export_failed(format!("the export task failed: {e}")))??;
+        let (kind, name) = match whole {
+            Whole::Xlsx => (XLSX, attachment(&stem, "xlsx")),
+            Whole::Coco => (
+                "application/json",
+                attachment(&format!("{stem}.coco"), "json"),
+            ),
+        };
         return Ok((
             [
-                (header::CONTENT_TYPE, XLSX.to_owned()),
-                (header::CONTENT_DISPOSITION, attachment(&stem, "xlsx")),
+                (header::CONTENT_TYPE, kind.to_owned()),
+                (header::CONTENT_DISPOSITION, name),
             ],
             bytes,
         )

@@ -350,7 +350,7 @@ async fn change_priority(
     Ok(Json(view(&state, &job)))
 }
 
-fn stored_result(state: &AppState, raw: &str) -> Result<(Job, SegmentResult), ApiError> {
+pub(super) fn stored_result(state: &AppState, raw: &str) -> Result<(Job, SegmentResult), ApiError> {
     let job = get_job(state, raw)?;
     let bytes = state.service.queue.result(job.id)?.ok_or_else(|| {
         ApiError::new(
@@ -438,22 +438,11 @@ async fn result_csv(
         t => export::table::write_csv(&mut out, t, [(id.as_str(), &r)], true),
     };
     written.map_err(|e| super::export::export_failed(e.to_string()))?;
-    let stem = std::path::Path::new(&r.image.name)
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("result")
-        .to_owned();
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
-            (
-                header::CONTENT_DISPOSITION,
-                super::export::attachment(&stem, "csv"),
-            ),
-        ],
+    Ok(super::job_exports::download(
+        "text/csv; charset=utf-8",
+        super::export::attachment(&super::job_exports::stem(&r), "csv"),
         out,
-    )
-        .into_response())
+    ))
 }
 
 #[utoipa::path(

@@ -85,6 +85,15 @@ async fn upload_then_result_csv_mask_and_image() {
             .starts_with(&format!("lumen.png,{id},384x384,polygon-1,"))
     );
 
+    for (route, kind, magic) in [
+        ("coco.json", "application/json", &b"{"[..]),
+        ("rois.zip", "application/zip", b"PK"),
+        ("labels.png", "image/png", b"\x89PNG"),
+    ] {
+        let (s, body, got) = a.get_raw(&format!("/api/jobs/{id}/{route}")).await;
+        assert_eq!((s, got.as_deref()), (StatusCode::OK, Some(kind)), "{route}");
+        assert!(body.starts_with(magic), "{route}");
+    }
     let (s, png, kind) = a.get_raw(&format!("/api/jobs/{id}/mask.png")).await;
     assert_eq!((s, kind.as_deref()), (StatusCode::OK, Some("image/png")));
     assert_eq!(&png[1..4], b"PNG");
@@ -134,6 +143,14 @@ async fn upload_then_result_csv_mask_and_image() {
         Some("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
     );
     assert_eq!(&xlsx[..2], b"PK", "a zip container");
+    let (s, coco, kind) = a.get_raw("/api/export?project=screen-1&format=coco").await;
+    assert_eq!(
+        (s, kind.as_deref()),
+        (StatusCode::OK, Some("application/json"))
+    );
+    let coco: serde_json::Value = serde_json::from_slice(&coco).expect("json");
+    assert_eq!(coco["images"].as_array().map(Vec::len), Some(2));
+    assert_eq!(coco["categories"][0]["name"], "spheroid");
 
     // The same, gzip-compressed (browsers ask for it): the stream must end cleanly.
     let (s, gz, _) = a
