@@ -274,6 +274,7 @@ async fn server_against_offline() {
                 json: true,
                 csv: true,
                 mask: true,
+                ..spheroseg::offline::Formats::default()
             },
             params: SegmentParams::default(),
             workers: 2,

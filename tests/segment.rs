@@ -174,6 +174,7 @@ fn segment_writes_outputs_and_reports_each_bad_file() {
         .arg("--out")
         .arg(out.path())
         .args(["--pixel-size-um", "0.65", "--workers", "2"])
+        .args(["--format", "json,csv,legacy-csv,mask,xlsx,coco,roi,labels"])
         .output()
         .expect("runs");
     let stdout = String::from_utf8_lossy(&run.stdout);
@@ -228,6 +229,34 @@ fn segment_writes_outputs_and_reports_each_bad_file() {
         "nothing for a failed file"
     );
 
+    for name in [
+        "objects.csv",
+        "images.csv",
+        "results.xlsx",
+        "coco.json",
+        "spheroid_lumen_8bit_rois.zip",
+        "spheroid_lumen_8bit_labels.png",
+    ] {
+        assert!(out.path().join(name).exists(), "{name} written");
+    }
+    let objects = std::fs::read_to_string(out.path().join("objects.csv")).expect("objects");
+    assert_eq!(objects.lines().count(), 3, "{objects}");
+    assert!(
+        objects
+            .lines()
+            .nth(1)
+            .expect("row")
+            .starts_with("spheroid_lumen_8bit.png,spheroid_lumen_8bit,1,")
+    );
+    let coco: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("coco.json")).expect("coco"))
+            .expect("json");
+    assert_eq!(
+        coco["images"].as_array().map(Vec::len),
+        Some(2),
+        "the two good images"
+    );
+
     let csv = std::fs::read_to_string(out.path().join("metrics.csv")).expect("csv written");
     let lines: Vec<&str> = csv.lines().collect();
     assert!(lines[0].starts_with("Image Name,Image ID,Image Resolution,Object ID,Area,"));
@@ -268,7 +297,9 @@ fn segment_writes_only_the_formats_asked_and_exits_0_when_all_succeed() {
         .expect("dir")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names, vec!["metrics.csv"]);
+    let mut names = names;
+    names.sort();
+    assert_eq!(names, vec!["images.csv", "objects.csv"]);
 
     let bad = spheroseg()
         .arg("segment")
