@@ -9,6 +9,7 @@
 
 use std::io::Write;
 
+pub mod archive;
 pub mod coco;
 pub mod labels;
 pub mod roi;

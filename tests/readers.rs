@@ -8,6 +8,28 @@ use spheroseg::segment::decode::decode;
 
 use crate::util::python;
 
+/// A fixture segmented with the defaults under `name`, with a job pixel size if given.
+fn analyzed(
+    fixture: &str,
+    name: &str,
+    pixel_size_um: Option<f32>,
+) -> spheroseg::segment::SegmentResult {
+    let bytes = std::fs::read(crate::util::fixture(fixture)).expect("fixture");
+    let params = spheroseg::segment::SegmentParams {
+        pixel_size_um,
+        ..Default::default()
+    };
+    spheroseg::segment::analyze(
+        &bytes,
+        name,
+        &params,
+        &DecodeLimits::default(),
+        &std::sync::atomic::AtomicBool::new(false),
+        &mut |_| {},
+    )
+    .expect("analyses")
+}
+
 const WRITE_TIFFS: &str = r#"
 import sys, numpy as np, tifffile
 d = sys.argv[1]
@@ -83,28 +105,10 @@ print(json.dumps(out))
 fn csv_and_xlsx_read_back_with_the_same_numbers() {
     use spheroseg::export::table::{IMAGE_COLUMNS, OBJECT_COLUMNS, Table, write_csv};
     use spheroseg::export::xlsx::workbook;
-    use spheroseg::segment::{SegmentParams, analyze};
-    use std::sync::atomic::AtomicBool;
 
     let Some(py) = python::readers() else { return };
-    let run = |file: &str, pixel_size_um| {
-        let bytes = std::fs::read(crate::util::fixture(file)).expect("fixture");
-        let params = SegmentParams {
-            pixel_size_um,
-            ..SegmentParams::default()
-        };
-        analyze(
-            &bytes,
-            &format!("=plate07_{file}"),
-            &params,
-            &DecodeLimits::default(),
-            &AtomicBool::new(false),
-            &mut |_| {},
-        )
-        .expect("analyses")
-    };
-    let lumen = run("spheroid_lumen_8bit.png", Some(0.65));
-    let core = run("spheroid_core_8bit.png", None);
+    let lumen = analyzed("spheroid_lumen_8bit.png", "=plate07_lumen.png", Some(0.65));
+    let core = analyzed("spheroid_core_8bit.png", "=plate07_core.png", None);
     let results = [("job-1", &lumen), ("job-2", &core)];
     let dir = tempfile::tempdir().expect("tempdir");
     for (table, name) in [(Table::Objects, "objects"), (Table::Images, "images")] {
@@ -170,10 +174,7 @@ fn csv_and_xlsx_read_back_with_the_same_numbers() {
             .expect("column")
     };
     let first = objects[1].as_array().expect("cells");
-    assert_eq!(
-        first[col("Image Name")],
-        "'=plate07_spheroid_lumen_8bit.png"
-    );
+    assert_eq!(first[col("Image Name")], "'=plate07_lumen.png");
     assert_eq!(first[col("Object")], "1");
     let area: f64 = first[col("Area (px²)")]
         .as_str()
@@ -229,24 +230,10 @@ fn coco_rois_and_labels_read_back_as_our_objects() {
     use spheroseg::export::labels::label_png;
     use spheroseg::export::roi::write_roi_set;
     use spheroseg::morphology::rasterize;
-    use spheroseg::segment::{SegmentParams, analyze};
-    use std::sync::atomic::AtomicBool;
 
     let Some(py) = python::readers() else { return };
-    let run = |file: &str| {
-        let bytes = std::fs::read(crate::util::fixture(file)).expect("fixture");
-        analyze(
-            &bytes,
-            file,
-            &SegmentParams::default(),
-            &DecodeLimits::default(),
-            &AtomicBool::new(false),
-            &mut |_| {},
-        )
-        .expect("analyses")
-    };
-    let lumen = run("spheroid_lumen_8bit.png");
-    let core = run("spheroid_core_8bit.png");
+    let lumen = analyzed("spheroid_lumen_8bit.png", "spheroid_lumen_8bit.png", None);
+    let core = analyzed("spheroid_core_8bit.png", "spheroid_core_8bit.png", None);
     assert!(
         lumen.objects.iter().any(|o| !o.holes.is_empty()),
         "a hole to check"
@@ -359,4 +346,64 @@ fn coco_rois_and_labels_read_back_as_our_objects() {
         .map(|&l| usize::from(l))
         .collect();
     assert_eq!(values, seen, "one label per object, nothing else");
+}
+
+const READ_ARCHIVE: &str = r#"
+import contextlib, io, json, sys, zipfile
+from pycocotools.coco import COCO
+with zipfile.ZipFile(sys.argv[1]) as z:
+    bad = z.testzip()
+    names = z.namelist()
+    z.extract('coco.json', sys.argv[2])
+    with z.open('objects.csv') as f:
+        rows = len(f.read().decode('utf-8').splitlines())
+with contextlib.redirect_stdout(io.StringIO()):
+    coco = COCO(f'{sys.argv[2]}/coco.json')
+print(json.dumps({'bad': bad, 'names': names, 'rows': rows,
+                  'images': len(coco.getImgIds()), 'annotations': len(coco.getAnnIds())}))
+"#;
+
+/// Python's zipfile reads the streamed project archive (CRCs checked) and pycocotools loads its
+/// COCO file, assembled a job at a time.
+#[test]
+fn the_streamed_archive_reads_back() {
+    use spheroseg::export::ExportError;
+    use spheroseg::export::archive::{Each, write_project};
+
+    let Some(py) = python::readers() else { return };
+    let results: Vec<_> = ["spheroid_lumen_8bit.png", "spheroid_core_8bit.png"]
+        .iter()
+        .map(|file| analyzed(file, file, None))
+        .collect();
+    let mut visit = |each: &mut Each<'_>| -> Result<(), ExportError> {
+        for (n, r) in results.iter().enumerate() {
+            each(n as u64 + 1, &format!("job-{}", n + 1), r)?;
+        }
+        Ok(())
+    };
+    let zip = write_project(Vec::new(), &mut visit, true, &mut |_| {
+        Some(b"original".to_vec())
+    })
+    .expect("archive");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("screen-1.zip");
+    std::fs::write(&path, zip).expect("write");
+    let v: serde_json::Value = serde_json::from_str(&python::run(
+        &py,
+        READ_ARCHIVE,
+        &[path.as_os_str(), dir.path().as_os_str()],
+    ))
+    .expect("json");
+    assert_eq!(v["bad"], serde_json::Value::Null, "every CRC matches");
+    let objects: usize = results.iter().map(|r| r.objects.len()).sum();
+    assert_eq!(v["rows"], objects + 1);
+    assert_eq!(v["images"], 2);
+    assert_eq!(v["annotations"], objects);
+    let names = v["names"].as_array().expect("names");
+    assert!(names.contains(&serde_json::json!(
+        "originals/job-1/spheroid_lumen_8bit.png"
+    )));
+    assert!(names.contains(&serde_json::json!(
+        "results/job-2/spheroid_core_8bit_rois.zip"
+    )));
 }

@@ -112,36 +112,55 @@ fn annotation(id: u64, image_id: u64, o: &Object, r: &SegmentResult, i: usize) -
     }
 }
 
+/// The image entry of result `r`, numbered `image_id`.
+pub fn image_entry(image_id: u64, id: &str, r: &SegmentResult) -> Image {
+    Image {
+        id: image_id,
+        file_name: r.image.name.clone(),
+        width: r.image.width,
+        height: r.image.height,
+        spheroseg_id: id.to_owned(),
+    }
+}
+
+/// The annotations of result `r` (image `image_id`), numbered from `first_id`.
+pub fn annotations(image_id: u64, first_id: u64, r: &SegmentResult) -> Vec<Annotation> {
+    r.objects
+        .iter()
+        .enumerate()
+        .map(|(i, o)| annotation(first_id + i as u64, image_id, o, r, i))
+        .collect()
+}
+
+pub fn info() -> Info {
+    Info {
+        description: "spheroseg instance segmentation",
+        version: env!("CARGO_PKG_VERSION"),
+    }
+}
+
+pub fn categories() -> [Category; 1] {
+    [Category {
+        id: 1,
+        name: CATEGORY,
+        supercategory: "cell",
+    }]
+}
+
 /// The COCO document of `results` (`(id, result)` as the other exports take them).
 pub fn coco<'a>(results: impl IntoIterator<Item = (&'a str, &'a SegmentResult)>) -> Coco {
     let mut images = Vec::new();
-    let mut annotations = Vec::new();
+    let mut all = Vec::new();
     for (n, (id, r)) in results.into_iter().enumerate() {
         let image_id = n as u64 + 1;
-        images.push(Image {
-            id: image_id,
-            file_name: r.image.name.clone(),
-            width: r.image.width,
-            height: r.image.height,
-            spheroseg_id: id.to_owned(),
-        });
-        for (i, o) in r.objects.iter().enumerate() {
-            let next = annotations.len() as u64 + 1;
-            annotations.push(annotation(next, image_id, o, r, i));
-        }
+        images.push(image_entry(image_id, id, r));
+        all.extend(annotations(image_id, all.len() as u64 + 1, r));
     }
     Coco {
-        info: Info {
-            description: "spheroseg instance segmentation",
-            version: env!("CARGO_PKG_VERSION"),
-        },
+        info: info(),
         images,
-        annotations,
-        categories: [Category {
-            id: 1,
-            name: CATEGORY,
-            supercategory: "cell",
-        }],
+        annotations: all,
+        categories: categories(),
     }
 }
 

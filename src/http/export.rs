@@ -1,7 +1,7 @@
 //! Bulk actions and exports over many jobs: `POST /api/jobs/bulk` and `GET /api/export` (the
 //! objects, images or legacy table of every matching job as CSV, streamed a page at a time and
-//! never built whole in memory; or both tables as an XLSX workbook, or COCO JSON, built in
-//! memory).
+//! never built whole in memory; the project ZIP, streamed (`export/archive.rs`); or both tables as
+//! an XLSX workbook, or COCO JSON, built in memory).
 
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -22,6 +22,8 @@ use crate::export::xlsx;
 use crate::queue::{BulkAction, Job, JobFilter, JobId, JobState};
 use crate::segment::SegmentResult;
 use crate::view::job_state_schema;
+
+mod archive;
 
 /// Jobs read per page of a bulk action or export.
 const PAGE: usize = 500;
@@ -188,20 +190,23 @@ struct ExportQuery {
     /// Only jobs in this state (default `completed`; only jobs with a result have rows).
     #[param(schema_with = job_state_schema)]
     state: Option<String>,
-    /// `csv` (default), `xlsx` (sheets `objects` and `images`) or `coco` (COCO
-    /// instance-segmentation JSON).
+    /// `csv` (default), `xlsx` (sheets `objects` and `images`), `coco` (COCO
+    /// instance-segmentation JSON) or `zip` (the project archive, streamed: both CSVs, COCO, and
+    /// per job its JSON, mask, label image and ROI set).
     #[param(schema_with = export_format_schema)]
     format: Option<String>,
     /// For CSV: `objects` (default; one row per object, units in the headers), `images` (one row
     /// per image) or `legacy` (the replaced design's 16 columns).
     #[param(schema_with = export_table_schema)]
     table: Option<String>,
+    /// For `zip`: include the original images (default false).
+    originals: Option<bool>,
 }
 
 fn export_format_schema() -> utoipa::openapi::Object {
     utoipa::openapi::ObjectBuilder::new()
         .schema_type(utoipa::openapi::schema::Type::String)
-        .enum_values(Some(["csv", "xlsx", "coco"]))
+        .enum_values(Some(["csv", "xlsx", "coco", "zip"]))
         .build()
 }
 
@@ -251,10 +256,10 @@ pub(super) fn attachment(stem: &str, ext: &str) -> String {
 #[utoipa::path(
     get,
     path = "/api/export",
-    summary = "The objects or images table of many jobs as CSV (streamed), both as XLSX, or COCO JSON",
+    summary = "Many jobs' results: a table as CSV (streamed), both as XLSX, COCO JSON, or the project ZIP (streamed)",
     params(ExportQuery),
     responses(
-        (status = 200, description = "the table of every matching job (CSV), the workbook (XLSX), or the COCO document", content(("text/csv"), ("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"), ("application/json"))),
+        (status = 200, description = "the table of every matching job (CSV), the workbook (XLSX), or the COCO document", content(("text/csv"), ("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"), ("application/json"), ("application/zip"))),
         (status = 400, description = "a query parameter of the wrong type", body = ErrorBody),
         (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
         (status = 422, description = "an unknown state, format or table", body = ErrorBody),
@@ -266,14 +271,19 @@ async fn export(
     State(state): State<AppState>,
     Query(q): Query<ExportQuery>,
 ) -> Result<Response, ApiError> {
+    let mut zip = false;
     let whole = match q.format.as_deref().unwrap_or("csv") {
         "csv" => None,
+        "zip" => {
+            zip = true;
+            None
+        }
         "xlsx" => Some(Whole::Xlsx),
         "coco" => Some(Whole::Coco),
         f => {
             return Err(ApiError::invalid(
                 "format",
-                format!("{f:?}: csv, xlsx or coco"),
+                format!("{f:?}: csv, xlsx, coco or zip"),
             ));
         }
     };
@@ -298,6 +308,14 @@ async fn export(
         ),
         project: q.project.filter(|p| !p.is_empty()),
     };
+    if zip {
+        return Ok(archive::response(
+            state,
+            filter,
+            &stem,
+            q.originals.unwrap_or(false),
+        ));
+    }
     if let Some(whole) = whole {
         let state = state.clone();
         let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ApiError> {

@@ -152,6 +152,51 @@ async fn upload_then_result_csv_mask_and_image() {
     assert_eq!(coco["images"].as_array().map(Vec::len), Some(2));
     assert_eq!(coco["categories"][0]["name"], "spheroid");
 
+    // The project archive, streamed, with the originals.
+    let (s, zip, kind) = a
+        .get_raw("/api/export?project=screen-1&format=zip&originals=true")
+        .await;
+    assert_eq!(
+        (s, kind.as_deref()),
+        (StatusCode::OK, Some("application/zip"))
+    );
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip)).expect("a zip");
+    let names: Vec<String> = archive
+        .file_names()
+        .map(|n| n.expect("a name").into_owned())
+        .collect();
+    for name in [
+        "objects.csv".to_owned(),
+        "images.csv".to_owned(),
+        "coco.json".to_owned(),
+        format!("results/{id}/lumen.json"),
+        format!("results/{id}/lumen_mask.png"),
+        format!("results/{id}/lumen_labels.png"),
+        format!("results/{id}/lumen_rois.zip"),
+        format!("originals/{id}/lumen.png"),
+    ] {
+        assert!(names.contains(&name), "{name} in {names:?}");
+    }
+    let mut entry = |name: &str| {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut archive.by_name(name).expect(name), &mut out)
+            .expect("read");
+        out
+    };
+    assert_eq!(
+        entry(&format!("originals/{id}/lumen.png")),
+        read("spheroid_lumen_8bit.png")
+    );
+    let coco: serde_json::Value = serde_json::from_slice(&entry("coco.json")).expect("json");
+    assert_eq!(coco["images"].as_array().map(Vec::len), Some(2));
+    assert!(
+        coco["annotations"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    );
+    let images = String::from_utf8(entry("images.csv")).expect("utf-8");
+    assert_eq!(images.lines().count(), 3, "{images}");
+
     // The same, gzip-compressed (browsers ask for it): the stream must end cleanly.
     let (s, gz, _) = a
         .send(
