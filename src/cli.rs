@@ -91,6 +91,8 @@ pub enum Format {
     Roi,
     /// `NAME_labels.png`, a 16-bit label image.
     Labels,
+    /// `NAME_overlay.png`, numbered outlines on the image.
+    Overlay,
 }
 
 #[derive(Debug, Args)]
@@ -263,6 +265,7 @@ fn segment(cli: &Cli, args: &SegmentArgs, env: HashMap<String, String>) -> Resul
             coco: args.format.contains(&Format::Coco),
             roi: args.format.contains(&Format::Roi),
             labels: args.format.contains(&Format::Labels),
+            overlay: args.format.contains(&Format::Overlay),
         },
         params,
         workers: config.workers.min(args.files.len()).max(1),

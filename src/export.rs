@@ -1,5 +1,6 @@
 //! Exports of results: the objects and images tables as CSV and XLSX (`table`, `xlsx`), COCO
-//! JSON (`coco`), ImageJ ROI sets (`roi`), the 16-bit label image (`labels`), the metrics CSV in
+//! JSON (`coco`), ImageJ ROI sets (`roi`), the 16-bit label image (`labels`), the overlay PNG
+//! with numbered outlines (`overlay`), the project ZIP (`archive`), the metrics CSV in
 //! the replaced design's column order (the `legacy` table, here), the result JSON, and the binary
 //! mask PNG.
 //!
@@ -12,6 +13,7 @@ use std::io::Write;
 pub mod archive;
 pub mod coco;
 pub mod labels;
+pub mod overlay;
 pub mod roi;
 pub mod table;
 pub mod xlsx;

@@ -1,5 +1,5 @@
 //! `spheroseg segment`: segment files offline, no server, on a pool of worker threads. Each file's
-//! JSON, mask, label image and ROI set are written as it finishes; the batch's tables
+//! JSON, mask, label image, overlay and ROI set are written as it finishes; the batch's tables
 //! (`objects.csv`, `images.csv`, the legacy `metrics.csv`, `results.xlsx`) and `coco.json` at the
 //! end, in input order. A file that fails is reported with its reason and the others go on.
 //!
@@ -35,6 +35,8 @@ pub struct Formats {
     pub roi: bool,
     /// `NAME_labels.png`, the 16-bit label image.
     pub labels: bool,
+    /// `NAME_overlay.png`, numbered outlines on the image.
+    pub overlay: bool,
 }
 
 /// A batch to segment.
@@ -106,6 +108,16 @@ fn process(path: &Path, stem: &str, batch: &Batch) -> Result<SegmentResult, Stri
         write(
             format!("{stem}_labels.png"),
             export::labels::label_png(&result),
+        )?;
+    }
+    if batch.formats.overlay {
+        let decoded =
+            crate::segment::decode::decode(&bytes, &batch.limits).map_err(|e| e.to_string())?;
+        let background = export::overlay::background(&decoded.gray);
+        drop(decoded);
+        write(
+            format!("{stem}_overlay.png"),
+            export::overlay::overlay_png(&background, &result),
         )?;
     }
     if batch.formats.roi {

@@ -174,7 +174,10 @@ fn segment_writes_outputs_and_reports_each_bad_file() {
         .arg("--out")
         .arg(out.path())
         .args(["--pixel-size-um", "0.65", "--workers", "2"])
-        .args(["--format", "json,csv,legacy-csv,mask,xlsx,coco,roi,labels"])
+        .args([
+            "--format",
+            "json,csv,legacy-csv,mask,xlsx,coco,roi,labels,overlay",
+        ])
         .output()
         .expect("runs");
     let stdout = String::from_utf8_lossy(&run.stdout);
@@ -236,6 +239,7 @@ fn segment_writes_outputs_and_reports_each_bad_file() {
         "coco.json",
         "spheroid_lumen_8bit_rois.zip",
         "spheroid_lumen_8bit_labels.png",
+        "spheroid_lumen_8bit_overlay.png",
     ] {
         assert!(out.path().join(name).exists(), "{name} written");
     }

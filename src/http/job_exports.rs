@@ -1,6 +1,7 @@
 //! One job's result in the lab's other tools: `GET /api/jobs/{id}/coco.json` (COCO instance
-//! segmentation), `/rois.zip` (an ImageJ ROI set for Fiji's ROI Manager) and `/labels.png` (a
-//! 16-bit label image). Each download is named after the image.
+//! segmentation), `/rois.zip` (an ImageJ ROI set for Fiji's ROI Manager), `/labels.png` (a
+//! 16-bit label image) and `/overlay.png` (numbered outlines on the image, for figures). Each
+//! download is named after the image.
 
 use axum::extract::{Path, State};
 use axum::http::header;
@@ -21,6 +22,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(coco))
         .routes(routes!(rois))
         .routes(routes!(labels))
+        .routes(routes!(overlay))
 }
 
 /// The image's file name without its extension, for the download's name.
@@ -122,4 +124,39 @@ async fn labels(
         attachment(&format!("{}_labels", stem(&r)), "png"),
         png,
     ))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/jobs/{id}/overlay.png",
+    summary = "The image with each object's outline and number drawn on it, for figures",
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 200, description = "the overlay, the image's size", content(("image/png"))),
+        (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
+        (status = 404, description = "no such job, or its image is gone", body = ErrorBody),
+        (status = 409, description = "the job has no result (it has not completed)", body = ErrorBody),
+        (status = 503, description = "decoding would exceed the decode budget now: retry", body = ErrorBody),
+    )
+)]
+async fn overlay(
+    _: Authorized,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (job, r) = stored_result(&state, &id)?;
+    let name = attachment(&format!("{}_overlay", stem(&r)), "png");
+    let images = state.service.images.clone();
+    let png = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ApiError> {
+        // The full-size preview: decoded under the decode budget, stretched, and cached.
+        let side = r.image.width.max(r.image.height);
+        let preview = images.preview(&job.image.hash, side)?;
+        let background = image::load_from_memory(&preview)
+            .map_err(|e| export_failed(e.to_string()))?
+            .to_luma8();
+        export::overlay::overlay_png(&background, &r).map_err(|e| export_failed(e.to_string()))
+    })
+    .await
+    .map_err(|e| export_failed(format!("the overlay task failed: {e}")))??;
+    Ok(download("image/png", name, png))
 }

@@ -89,11 +89,19 @@ async fn upload_then_result_csv_mask_and_image() {
         ("coco.json", "application/json", &b"{"[..]),
         ("rois.zip", "application/zip", b"PK"),
         ("labels.png", "image/png", b"\x89PNG"),
+        ("overlay.png", "image/png", b"\x89PNG"),
     ] {
         let (s, body, got) = a.get_raw(&format!("/api/jobs/{id}/{route}")).await;
         assert_eq!((s, got.as_deref()), (StatusCode::OK, Some(kind)), "{route}");
         assert!(body.starts_with(magic), "{route}");
     }
+    let (_, png, _) = a.get_raw(&format!("/api/jobs/{id}/overlay.png")).await;
+    let overlay = image::load_from_memory(&png).expect("decodes").to_rgb8();
+    assert_eq!(overlay.dimensions(), (384, 384));
+    assert!(
+        overlay.pixels().any(|p| p.0 == [255, 220, 0]),
+        "the outline is drawn"
+    );
     let (s, png, kind) = a.get_raw(&format!("/api/jobs/{id}/mask.png")).await;
     assert_eq!((s, kind.as_deref()), (StatusCode::OK, Some("image/png")));
     assert_eq!(&png[1..4], b"PNG");

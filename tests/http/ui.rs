@@ -26,6 +26,7 @@ async fn openapi_lists_every_route() {
         ("/api/jobs/{id}/coco.json", &["get"][..]),
         ("/api/jobs/{id}/rois.zip", &["get"][..]),
         ("/api/jobs/{id}/labels.png", &["get"][..]),
+        ("/api/jobs/{id}/overlay.png", &["get"][..]),
         ("/api/jobs/{id}/image", &["get"][..]),
         ("/api/jobs/{id}/preview.png", &["get"][..]),
         ("/api/jobs/bulk", &["post"][..]),
