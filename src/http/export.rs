@@ -201,6 +201,54 @@ struct ExportQuery {
     table: Option<String>,
     /// For `zip`: include the original images (default false).
     originals: Option<bool>,
+    /// Only these jobs: job ids separated by commas (a selection on the page); `project` and
+    /// `state` still apply.
+    ids: Option<String>,
+}
+
+/// The ids of every job the filter matches, in the listing's order (ids only: 16 bytes a job).
+fn job_ids(state: &AppState, filter: &JobFilter) -> Result<Vec<JobId>, ApiError> {
+    let mut ids = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = state.service.queue.list(filter, cursor.as_deref(), PAGE)?;
+        ids.extend(page.jobs.iter().map(|j| j.id));
+        match page.next {
+            Some(n) => cursor = Some(n),
+            None => return Ok(ids),
+        }
+    }
+}
+
+/// The jobs of a comma-separated id list that exist and match the filter, in the list's order.
+fn selection(state: &AppState, list: &str, filter: &JobFilter) -> Result<Vec<JobId>, ApiError> {
+    let mut ids = Vec::new();
+    for raw in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let id: JobId = raw
+            .parse()
+            .map_err(|_| ApiError::invalid("ids", format!("{raw:?} is not a job id")))?;
+        if let Some(j) = state.service.queue.get(id)?
+            && filter.state.is_none_or(|s| j.state == s)
+            && filter
+                .project
+                .as_deref()
+                .is_none_or(|p| j.project.as_deref() == Some(p))
+            && !ids.contains(&id)
+        {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}
+
+/// The results of `ids` that have one, with their ids as text.
+fn results(state: &AppState, ids: &[JobId]) -> Vec<(String, SegmentResult)> {
+    ids.iter()
+        .filter_map(|id| {
+            let bytes = state.service.queue.result(*id).ok()??;
+            Some((id.to_string(), SegmentResult::from_bytes(&bytes)?))
+        })
+        .collect()
 }
 
 fn export_format_schema() -> utoipa::openapi::Object {
@@ -262,7 +310,7 @@ pub(super) fn attachment(stem: &str, ext: &str) -> String {
         (status = 200, description = "the table of every matching job (CSV), the workbook (XLSX), or the COCO document", content(("text/csv"), ("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"), ("application/json"), ("application/zip"))),
         (status = 400, description = "a query parameter of the wrong type", body = ErrorBody),
         (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
-        (status = 422, description = "an unknown state, format or table", body = ErrorBody),
+        (status = 422, description = "an unknown state, format or table, or an id that is not a job id", body = ErrorBody),
     )
 )]
 async fn export(
@@ -308,10 +356,14 @@ async fn export(
         ),
         project: q.project.filter(|p| !p.is_empty()),
     };
+    let ids = match q.ids.as_deref() {
+        Some(list) => selection(&state, list, &filter)?,
+        None => job_ids(&state, &filter)?,
+    };
     if zip {
         return Ok(archive::response(
             state,
-            filter,
+            ids,
             &stem,
             q.originals.unwrap_or(false),
         ));
@@ -319,13 +371,7 @@ async fn export(
     if let Some(whole) = whole {
         let state = state.clone();
         let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ApiError> {
-            let rows: Vec<(String, SegmentResult)> = matching(&state, &filter)?
-                .iter()
-                .filter_map(|job| {
-                    let bytes = state.service.queue.result(job.id).ok()??;
-                    Some((job.id.to_string(), SegmentResult::from_bytes(&bytes)?))
-                })
-                .collect();
+            let rows = results(&state, &ids);
             let rows = rows.iter().map(|(id, r)| (id.as_str(), r));
             match whole {
                 Whole::Xlsx => xlsx::workbook(rows).map_err(|e| export_failed(e.to_string())),
@@ -350,43 +396,27 @@ async fn export(
         )
             .into_response());
     }
-    let stream = futures_util::stream::unfold(
-        (state, filter, None::<String>, true, false),
-        move |(state, filter, cursor, first, done)| async move {
-            if done {
+    let stream =
+        futures_util::stream::unfold((state, ids, 0usize), move |(state, ids, pos)| async move {
+            if pos > 0 && pos >= ids.len() {
                 return None;
             }
-            let page = match state.service.queue.list(&filter, cursor.as_deref(), PAGE) {
-                Ok(p) => p,
-                Err(e) => {
-                    return Some((
-                        Err(std::io::Error::other(e.to_string())),
-                        (state, filter, None, false, true),
-                    ));
-                }
-            };
-            let mut rows: Vec<(String, SegmentResult)> = Vec::new();
-            for job in &page.jobs {
-                if let Ok(Some(bytes)) = state.service.queue.result(job.id)
-                    && let Some(r) = SegmentResult::from_bytes(&bytes)
-                {
-                    rows.push((job.id.to_string(), r));
-                }
-            }
+            let end = (pos + PAGE).min(ids.len());
+            let rows = results(&state, &ids[pos..end]);
             let mut out = Vec::new();
             let part = table::write_csv(
                 &mut out,
                 table,
                 rows.iter().map(|(id, r)| (id.as_str(), r)),
-                first,
+                pos == 0,
             );
             let chunk = part
                 .map(|_| Bytes::from(out))
                 .map_err(|e| std::io::Error::other(e.to_string()));
-            let done = page.next.is_none();
-            Some((chunk, (state, filter, page.next, false, done)))
-        },
-    );
+            // An empty selection still sends its header once, then ends.
+            let next = if ids.is_empty() { 1 } else { end };
+            Some((chunk, (state, ids, next)))
+        });
     // Fused: the compression layer polls once more after the end, which a bare unfold forbids.
     let stream = futures_util::StreamExt::fuse(stream);
     Ok((

@@ -144,6 +144,21 @@ async fn upload_then_result_csv_mask_and_image() {
         csv.starts_with("Image Name,Job ID,Object,"),
         "objects by default"
     );
+    // A selection: only the jobs named.
+    let (s, csv, _) = a
+        .get_raw(&format!("/api/export?ids={id}&table=images"))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let csv = String::from_utf8(csv).expect("utf-8");
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    assert!(
+        csv.lines()
+            .nth(1)
+            .expect("row")
+            .starts_with(&format!("lumen.png,{id},"))
+    );
+    let (s, _, _) = a.get_raw("/api/export?ids=nope").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     let (s, xlsx, kind) = a.get_raw("/api/export?project=screen-1&format=xlsx").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(

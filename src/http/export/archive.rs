@@ -9,10 +9,10 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::mpsc;
 
-use super::{AppState, PAGE, attachment};
+use super::{AppState, attachment};
 use crate::export::ExportError;
 use crate::export::archive::{Each, write_project};
-use crate::queue::{JobFilter, JobId};
+use crate::queue::JobId;
 use crate::segment::SegmentResult;
 
 /// Bytes gathered before a chunk is sent.
@@ -56,32 +56,12 @@ fn io(e: impl std::fmt::Display) -> ExportError {
     ExportError::Io(std::io::Error::other(e.to_string()))
 }
 
-/// The ids of every job the filter matches, fixed before the archive is written (ids only, so
-/// memory grows by 16 bytes a job).
-fn ids(state: &AppState, filter: &JobFilter) -> Result<Vec<JobId>, ExportError> {
-    let mut ids = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let page = state
-            .service
-            .queue
-            .list(filter, cursor.as_deref(), PAGE)
-            .map_err(io)?;
-        ids.extend(page.jobs.iter().map(|j| j.id));
-        match page.next {
-            Some(n) => cursor = Some(n),
-            None => return Ok(ids),
-        }
-    }
-}
-
 fn write(
     state: &AppState,
-    filter: &JobFilter,
+    ids: &[JobId],
     originals: bool,
     out: ChannelWriter,
 ) -> Result<(), ExportError> {
-    let ids = ids(state, filter)?;
     let mut visit = |each: &mut Each<'_>| -> Result<(), ExportError> {
         for (n, id) in ids.iter().enumerate() {
             let Some(bytes) = state.service.queue.result(*id).map_err(io)? else {
@@ -102,13 +82,9 @@ fn write(
     Ok(())
 }
 
-/// The streamed response.
-pub(super) fn response(
-    state: AppState,
-    filter: JobFilter,
-    stem: &str,
-    originals: bool,
-) -> Response {
+/// The streamed response of the jobs `ids` (fixed before the archive is written, so every part
+/// lists the same jobs).
+pub(super) fn response(state: AppState, ids: Vec<JobId>, stem: &str, originals: bool) -> Response {
     let (tx, mut rx) = mpsc::channel(IN_FLIGHT);
     let failed = tx.clone();
     tokio::task::spawn_blocking(move || {
@@ -116,7 +92,7 @@ pub(super) fn response(
             tx,
             buf: Vec::with_capacity(CHUNK),
         };
-        if let Err(e) = write(&state, &filter, originals, out) {
+        if let Err(e) = write(&state, &ids, originals, out) {
             tracing::warn!(error = %e, "project archive stopped");
             // The body ends with an error, so the client sees a broken download, not a short one.
             let _ = failed.blocking_send(Err(std::io::Error::other(e.to_string())));
