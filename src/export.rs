@@ -13,10 +13,12 @@ use std::io::Write;
 pub mod archive;
 pub mod coco;
 pub mod labels;
-pub mod overlay;
+mod overlay;
 pub mod roi;
 pub mod table;
 pub mod xlsx;
+
+pub use overlay::overlay_png;
 
 use crate::morphology::rasterize;
 use crate::segment::SegmentResult;
@@ -60,8 +62,8 @@ pub enum ExportError {
     /// Writing the output failed.
     #[error("cannot write export: {0}")]
     Io(#[from] std::io::Error),
-    /// Encoding the PNG failed.
-    #[error("cannot encode the mask PNG: {0}")]
+    /// Encoding a PNG failed.
+    #[error("cannot encode the PNG: {0}")]
     Png(#[from] image::ImageError),
     /// Building the XLSX workbook failed.
     #[error("cannot write the XLSX workbook: {0}")]

@@ -113,11 +113,9 @@ fn process(path: &Path, stem: &str, batch: &Batch) -> Result<SegmentResult, Stri
     if batch.formats.overlay {
         let decoded =
             crate::segment::decode::decode(&bytes, &batch.limits).map_err(|e| e.to_string())?;
-        let background = export::overlay::background(&decoded.gray);
-        drop(decoded);
         write(
             format!("{stem}_overlay.png"),
-            export::overlay::overlay_png(&background, &result),
+            export::overlay_png(&decoded.gray, &result),
         )?;
     }
     if batch.formats.roi {

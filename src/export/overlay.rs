@@ -85,7 +85,7 @@ fn number(img: &mut RgbImage, n: usize, cx: f64, cy: f64, scale: i64) {
 }
 
 /// The image as the overlay's background: contrast-stretched like the status page's previews.
-pub fn background(gray: &crate::morphology::Gray) -> GrayImage {
+fn background(gray: &crate::morphology::Gray) -> GrayImage {
     let pixels = crate::segment::builtin::stretch(gray)
         .iter()
         .map(|v| (v * 255.0).round() as u8)
@@ -93,8 +93,13 @@ pub fn background(gray: &crate::morphology::Gray) -> GrayImage {
     GrayImage::from_raw(gray.width, gray.height, pixels).expect("width × height pixels")
 }
 
-/// The overlay of `r` on `background` (the image as 8-bit gray, the result's size).
-pub fn overlay_png(background: &GrayImage, r: &SegmentResult) -> Result<Vec<u8>, ExportError> {
+/// `image` (the page that was segmented) with the outlines and numbers of `r` drawn on it, as
+/// PNG.
+pub fn overlay_png(
+    image: &crate::morphology::Gray,
+    r: &SegmentResult,
+) -> Result<Vec<u8>, ExportError> {
+    let background = background(image);
     let mut img = RgbImage::from_fn(background.width(), background.height(), |x, y| {
         let v = background.get_pixel(x, y).0[0];
         Rgb([v, v, v])

@@ -151,10 +151,16 @@ async fn overlay(
         // The full-size preview: decoded under the decode budget, stretched, and cached.
         let side = r.image.width.max(r.image.height);
         let preview = images.preview(&job.image.hash, side)?;
-        let background = image::load_from_memory(&preview)
+        let preview = image::load_from_memory(&preview)
             .map_err(|e| export_failed(e.to_string()))?
             .to_luma8();
-        export::overlay::overlay_png(&background, &r).map_err(|e| export_failed(e.to_string()))
+        let (w, h) = preview.dimensions();
+        let gray = crate::morphology::Gray::new(
+            w,
+            h,
+            preview.as_raw().iter().map(|&v| f32::from(v)).collect(),
+        );
+        export::overlay_png(&gray, &r).map_err(|e| export_failed(e.to_string()))
     })
     .await
     .map_err(|e| export_failed(format!("the overlay task failed: {e}")))??;
