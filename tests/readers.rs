@@ -368,7 +368,7 @@ print(json.dumps({'bad': bad, 'names': names, 'rows': rows,
 #[test]
 fn the_streamed_archive_reads_back() {
     use spheroseg::export::ExportError;
-    use spheroseg::export::archive::{Each, write_project};
+    use spheroseg::export::archive::{Each, Images, write_project};
 
     let Some(py) = python::readers() else { return };
     let results: Vec<_> = ["spheroid_lumen_8bit.png", "spheroid_core_8bit.png"]
@@ -381,10 +381,11 @@ fn the_streamed_archive_reads_back() {
         }
         Ok(())
     };
-    let zip = write_project(Vec::new(), &mut visit, true, &mut |_| {
-        Some(b"original".to_vec())
-    })
-    .expect("archive");
+    let images = Images {
+        original: &mut |_| Some(b"original".to_vec()),
+        overlay: &mut |_, _| Some(b"overlay".to_vec()),
+    };
+    let zip = write_project(Vec::new(), &mut visit, true, images).expect("archive");
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("screen-1.zip");
     std::fs::write(&path, zip).expect("write");
@@ -403,7 +404,10 @@ fn the_streamed_archive_reads_back() {
     assert!(names.contains(&serde_json::json!(
         "originals/job-1/spheroid_lumen_8bit.png"
     )));
-    assert!(names.contains(&serde_json::json!(
-        "results/job-2/spheroid_core_8bit_rois.zip"
-    )));
+    for name in [
+        "results/job-2/spheroid_core_8bit_rois.zip",
+        "results/job-2/spheroid_core_8bit_overlay.png",
+    ] {
+        assert!(names.contains(&serde_json::json!(name)), "{name}");
+    }
 }

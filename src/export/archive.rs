@@ -1,6 +1,7 @@
 //! The project ZIP, written front to back into any `Write` (an HTTP body): `objects.csv`,
 //! `images.csv`, `coco.json`, and per job `results/ID/NAME.json`, `NAME_mask.png`,
-//! `NAME_labels.png`, `NAME_rois.zip`, plus the original as `originals/ID/NAME` when asked.
+//! `NAME_labels.png`, `NAME_overlay.png`, `NAME_rois.zip`, plus the original as
+//! `originals/ID/NAME` when asked.
 //!
 //! Invariant: memory stays flat in the number of jobs. The archive is a stream (`zip`'s
 //! `new_stream`: sizes in data descriptors, nothing seeks back), and the jobs are visited once per
@@ -57,12 +58,19 @@ fn stem(r: &SegmentResult) -> String {
     }
 }
 
-/// Writes the archive. `original(id)` gives a job's submitted bytes when `originals` is set.
+/// What the archive needs of the image store: a job's submitted bytes and its overlay PNG
+/// (`None` when the image is gone; the rest of the job's files are still written).
+pub struct Images<'a> {
+    pub original: &'a mut dyn FnMut(&str) -> Option<Vec<u8>>,
+    pub overlay: &'a mut dyn FnMut(&str, &SegmentResult) -> Option<Vec<u8>>,
+}
+
+/// Writes the archive, with the originals when `originals` is set.
 pub fn write_project<W: Write>(
     out: W,
     visit: &mut Visit<'_>,
     originals: bool,
-    original: &mut dyn FnMut(&str) -> Option<Vec<u8>>,
+    images: Images<'_>,
 ) -> Result<W, ExportError> {
     let mut zip = zip::ZipWriter::new_stream(out);
     let options = SimpleFileOptions::default();
@@ -118,7 +126,12 @@ pub fn write_project<W: Write>(
                 .map_err(zip_error)?;
             zip.write_all(&bytes)?;
         }
-        if originals && let Some(bytes) = original(id) {
+        if let Some(png) = (images.overlay)(id, r) {
+            zip.start_file(format!("{dir}/{stem}_overlay.png"), stored)
+                .map_err(zip_error)?;
+            zip.write_all(&png)?;
+        }
+        if originals && let Some(bytes) = (images.original)(id) {
             let name = format!("originals/{}/{}", component(id), component(&r.image.name));
             zip.start_file(name, stored).map_err(zip_error)?;
             zip.write_all(&bytes)?;

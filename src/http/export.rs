@@ -192,7 +192,7 @@ struct ExportQuery {
     state: Option<String>,
     /// `csv` (default), `xlsx` (sheets `objects` and `images`), `coco` (COCO
     /// instance-segmentation JSON) or `zip` (the project archive, streamed: both CSVs, COCO, and
-    /// per job its JSON, mask, label image and ROI set).
+    /// per job its JSON, mask, label image, overlay and ROI set).
     #[param(schema_with = export_format_schema)]
     format: Option<String>,
     /// For CSV: `objects` (default; one row per object, units in the headers), `images` (one row

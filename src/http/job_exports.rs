@@ -126,6 +126,27 @@ async fn labels(
     ))
 }
 
+/// The overlay of `r` on the image `hash`, drawn on its full-size preview (decoded under the
+/// decode budget, stretched, and cached).
+pub(super) fn overlay_of(
+    images: &crate::images::ImageStore,
+    hash: &str,
+    r: &SegmentResult,
+) -> Result<Vec<u8>, ApiError> {
+    let side = r.image.width.max(r.image.height);
+    let preview = images.preview(hash, side)?;
+    let preview = image::load_from_memory(&preview)
+        .map_err(|e| export_failed(e.to_string()))?
+        .to_luma8();
+    let (w, h) = preview.dimensions();
+    let gray = crate::morphology::Gray::new(
+        w,
+        h,
+        preview.as_raw().iter().map(|&v| f32::from(v)).collect(),
+    );
+    export::overlay_png(&gray, r).map_err(|e| export_failed(e.to_string()))
+}
+
 #[utoipa::path(
     get,
     path = "/api/jobs/{id}/overlay.png",
@@ -147,22 +168,8 @@ async fn overlay(
     let (job, r) = stored_result(&state, &id)?;
     let name = attachment(&format!("{}_overlay", stem(&r)), "png");
     let images = state.service.images.clone();
-    let png = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ApiError> {
-        // The full-size preview: decoded under the decode budget, stretched, and cached.
-        let side = r.image.width.max(r.image.height);
-        let preview = images.preview(&job.image.hash, side)?;
-        let preview = image::load_from_memory(&preview)
-            .map_err(|e| export_failed(e.to_string()))?
-            .to_luma8();
-        let (w, h) = preview.dimensions();
-        let gray = crate::morphology::Gray::new(
-            w,
-            h,
-            preview.as_raw().iter().map(|&v| f32::from(v)).collect(),
-        );
-        export::overlay_png(&gray, &r).map_err(|e| export_failed(e.to_string()))
-    })
-    .await
-    .map_err(|e| export_failed(format!("the overlay task failed: {e}")))??;
+    let png = tokio::task::spawn_blocking(move || overlay_of(&images, &job.image.hash, &r))
+        .await
+        .map_err(|e| export_failed(format!("the overlay task failed: {e}")))??;
     Ok(download("image/png", name, png))
 }

@@ -196,6 +196,7 @@ async fn upload_then_result_csv_mask_and_image() {
         format!("results/{id}/lumen_mask.png"),
         format!("results/{id}/lumen_labels.png"),
         format!("results/{id}/lumen_rois.zip"),
+        format!("results/{id}/lumen_overlay.png"),
         format!("originals/{id}/lumen.png"),
     ] {
         assert!(names.contains(&name), "{name} in {names:?}");

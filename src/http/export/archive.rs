@@ -9,9 +9,10 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::mpsc;
 
+use super::super::job_exports::overlay_of;
 use super::{AppState, attachment};
 use crate::export::ExportError;
-use crate::export::archive::{Each, write_project};
+use crate::export::archive::{Each, Images, write_project};
 use crate::queue::JobId;
 use crate::segment::SegmentResult;
 
@@ -73,11 +74,15 @@ fn write(
         }
         Ok(())
     };
-    let mut original = |id: &str| -> Option<Vec<u8>> {
-        let job = state.service.queue.get(id.parse().ok()?).ok()??;
-        state.service.images.read(&job.image.hash).ok()
+    let hash = |id: &str| Some(state.service.queue.get(id.parse().ok()?).ok()??.image.hash);
+    let mut original = |id: &str| state.service.images.read(&hash(id)?).ok();
+    let mut overlay =
+        |id: &str, r: &SegmentResult| overlay_of(&state.service.images, &hash(id)?, r).ok();
+    let images = Images {
+        original: &mut original,
+        overlay: &mut overlay,
     };
-    let mut out = write_project(out, &mut visit, originals, &mut original)?;
+    let mut out = write_project(out, &mut visit, originals, images)?;
     out.flush()?;
     Ok(())
 }
