@@ -48,6 +48,7 @@ impl Segmenter for NoOp {
                 pages: 1,
             },
             segmenter: "noop".into(),
+            pixel_size: None,
             params: input.params.clone(),
             decisions: None,
             objects: vec![],
@@ -273,6 +274,7 @@ async fn server_against_offline() {
                 json: true,
                 csv: true,
                 mask: true,
+                ..spheroseg::offline::Formats::default()
             },
             params: SegmentParams::default(),
             workers: 2,

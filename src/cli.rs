@@ -42,7 +42,7 @@ pub struct Common {
 pub enum Command {
     /// Run the queue, the workers, the HTTP API and the status page until SIGTERM or Ctrl-C.
     Serve,
-    /// Segment image files offline (no server) and write JSON, masks and one metrics.csv.
+    /// Segment image files offline (no server) and write JSON, masks, tables, COCO and ROI sets.
     Segment(SegmentArgs),
     /// Ask a running spheroseg whether it is healthy (exit 0) or not (exit 1), for systemd and
     /// containers.
@@ -75,9 +75,24 @@ pub enum Command {
 /// What `segment` writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
+    /// `NAME.spheroseg.json`: outlines, metrics, parameters.
     Json,
+    /// `objects.csv` and `images.csv`, units in the headers.
     Csv,
+    /// `metrics.csv` in the replaced design's 16 columns.
+    LegacyCsv,
+    /// `NAME_mask.png`, 0/255.
     Mask,
+    /// `results.xlsx`, sheets objects and images.
+    Xlsx,
+    /// `coco.json`, COCO instance segmentation of the batch.
+    Coco,
+    /// `NAME_rois.zip`, an ImageJ ROI set.
+    Roi,
+    /// `NAME_labels.png`, a 16-bit label image.
+    Labels,
+    /// `NAME_overlay.png`, numbered outlines on the image.
+    Overlay,
 }
 
 #[derive(Debug, Args)]
@@ -244,7 +259,13 @@ fn segment(cli: &Cli, args: &SegmentArgs, env: HashMap<String, String>) -> Resul
         formats: Formats {
             json: args.format.contains(&Format::Json),
             csv: args.format.contains(&Format::Csv),
+            legacy_csv: args.format.contains(&Format::LegacyCsv),
             mask: args.format.contains(&Format::Mask),
+            xlsx: args.format.contains(&Format::Xlsx),
+            coco: args.format.contains(&Format::Coco),
+            roi: args.format.contains(&Format::Roi),
+            labels: args.format.contains(&Format::Labels),
+            overlay: args.format.contains(&Format::Overlay),
         },
         params,
         workers: config.workers.min(args.files.len()).max(1),

@@ -1,11 +1,24 @@
-//! Exports of results: the metrics CSV (the replaced design's column order), the result JSON, and
-//! the binary mask PNG.
+//! Exports of results: the objects and images tables as CSV and XLSX (`table`, `xlsx`), COCO
+//! JSON (`coco`), ImageJ ROI sets (`roi`), the 16-bit label image (`labels`), the overlay PNG
+//! with numbered outlines (`overlay`), the project ZIP (`archive`), the metrics CSV in
+//! the replaced design's column order (the `legacy` table, here), the result JSON, and the binary
+//! mask PNG.
 //!
 //! CSV numbers: 2 decimals for lengths and areas, 4 for ratios; quoting per RFC 4180 (the `csv`
 //! crate). An image with no objects contributes no rows: nothing is invented for missing data.
 //! When any row has a pixel size, calibrated columns follow the standard ones.
 
 use std::io::Write;
+
+pub mod archive;
+pub mod coco;
+pub mod labels;
+mod overlay;
+pub mod roi;
+pub mod table;
+pub mod xlsx;
+
+pub use overlay::overlay_png;
 
 use crate::morphology::rasterize;
 use crate::segment::SegmentResult;
@@ -49,9 +62,12 @@ pub enum ExportError {
     /// Writing the output failed.
     #[error("cannot write export: {0}")]
     Io(#[from] std::io::Error),
-    /// Encoding the PNG failed.
-    #[error("cannot encode the mask PNG: {0}")]
+    /// Encoding a PNG failed.
+    #[error("cannot encode the PNG: {0}")]
     Png(#[from] image::ImageError),
+    /// Building the XLSX workbook failed.
+    #[error("cannot write the XLSX workbook: {0}")]
+    Xlsx(#[from] rust_xlsxwriter::XlsxError),
 }
 
 /// A text cell a spreadsheet will not run as a formula (OWASP's CSV injection advice): text that
@@ -159,6 +175,7 @@ mod tests {
     use super::*;
     use crate::morphology::measure;
     use crate::outline::{Object, Point};
+    use crate::segment::calibration::{PixelSize, PixelSizeSource};
     use crate::segment::{ImageInfo, SegmentParams};
 
     fn result(name: &str, objects: Vec<Object>, pixel: Option<f64>) -> SegmentResult {
@@ -174,6 +191,10 @@ mod tests {
             },
             segmenter: "builtin".into(),
             params: SegmentParams::default(),
+            pixel_size: pixel.map(|um| PixelSize {
+                um,
+                source: PixelSizeSource::Job,
+            }),
             decisions: None,
             metrics: objects.iter().map(|o| measure(o, None, pixel)).collect(),
             objects,

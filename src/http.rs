@@ -10,6 +10,7 @@ mod export;
 mod guard;
 mod health;
 mod intake;
+mod job_exports;
 mod jobs;
 mod ml;
 mod queue;
@@ -89,6 +90,7 @@ async fn trace(req: Request, next: Next) -> Response {
 fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (router, mut api) = utoipa_axum::router::OpenApiRouter::new()
         .merge(jobs::routes())
+        .merge(job_exports::routes())
         .merge(rerun::routes())
         .merge(segmenters::routes())
         .merge(queue::routes())

@@ -1,6 +1,7 @@
 //! `spheroseg segment`: segment files offline, no server, on a pool of worker threads. Each file's
-//! JSON and mask are written as it finishes; one `metrics.csv` for the batch at the end, in input
-//! order. A file that fails is reported with its reason and the others go on.
+//! JSON, mask, label image, overlay and ROI set are written as it finishes; the batch's tables
+//! (`objects.csv`, `images.csv`, the legacy `metrics.csv`, `results.xlsx`) and `coco.json` at the
+//! end, in input order. A file that fails is reported with its reason and the others go on.
 //!
 //! Also `spheroseg demo-images`: writes synthetic spheroid images with their truth masks.
 
@@ -11,16 +12,31 @@ use std::time::Instant;
 
 use anyhow::Context;
 
-use crate::export;
+use std::io::Write;
+
+use crate::export::{self, table::Table};
 use crate::segment::{DecodeLimits, SegmentParams, SegmentResult, analyze};
 use crate::synth::{Kind, Scene};
 
-/// What to write for each file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What to write for each file and for the batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Formats {
     pub json: bool,
+    /// `objects.csv` and `images.csv`.
     pub csv: bool,
+    /// `metrics.csv` in the replaced design's columns.
+    pub legacy_csv: bool,
     pub mask: bool,
+    /// `results.xlsx`, sheets `objects` and `images`.
+    pub xlsx: bool,
+    /// `coco.json` of the batch.
+    pub coco: bool,
+    /// `NAME_rois.zip`, an ImageJ ROI set.
+    pub roi: bool,
+    /// `NAME_labels.png`, the 16-bit label image.
+    pub labels: bool,
+    /// `NAME_overlay.png`, numbered outlines on the image.
+    pub overlay: bool,
 }
 
 /// A batch to segment.
@@ -80,16 +96,37 @@ fn process(path: &Path, stem: &str, batch: &Batch) -> Result<SegmentResult, Stri
         std::fs::write(&p, export::result_json(&result))
             .map_err(|e| format!("cannot write {}: {e}", p.display()))?;
     }
+    let write = |name: String, bytes: Result<Vec<u8>, export::ExportError>| {
+        let p = batch.out.join(name);
+        let bytes = bytes.map_err(|e| e.to_string())?;
+        std::fs::write(&p, bytes).map_err(|e| format!("cannot write {}: {e}", p.display()))
+    };
     if batch.formats.mask {
-        let p = batch.out.join(format!("{stem}_mask.png"));
-        let png = export::mask_png(&result).map_err(|e| e.to_string())?;
-        std::fs::write(&p, png).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+        write(format!("{stem}_mask.png"), export::mask_png(&result))?;
+    }
+    if batch.formats.labels {
+        write(
+            format!("{stem}_labels.png"),
+            export::labels::label_png(&result),
+        )?;
+    }
+    if batch.formats.overlay {
+        let decoded =
+            crate::segment::decode::decode(&bytes, &batch.limits).map_err(|e| e.to_string())?;
+        write(
+            format!("{stem}_overlay.png"),
+            export::overlay_png(&decoded.gray, &result),
+        )?;
+    }
+    if batch.formats.roi {
+        let zip = export::roi::write_roi_set(std::io::Cursor::new(Vec::new()), &result);
+        write(format!("{stem}_rois.zip"), zip.map(|c| c.into_inner()))?;
     }
     Ok(result)
 }
 
 /// Segments every file on `batch.workers` threads; `report` sees each outcome as it arrives (on
-/// the calling thread). Returns the outcomes in input order after writing `metrics.csv`.
+/// the calling thread). Returns the outcomes in input order after writing the batch files.
 pub fn run(batch: &Batch, report: &mut dyn FnMut(&Outcome)) -> anyhow::Result<Vec<Outcome>> {
     std::fs::create_dir_all(&batch.out)
         .with_context(|| format!("cannot create the output directory {}", batch.out.display()))?;
@@ -139,16 +176,44 @@ pub fn run(batch: &Batch, report: &mut dyn FnMut(&Outcome)) -> anyhow::Result<Ve
         Ok(())
     })?;
     let outcomes: Vec<Outcome> = outcomes.into_iter().flatten().collect();
-    if batch.formats.csv {
-        let path = batch.out.join("metrics.csv");
+    let ok: Vec<(&str, &SegmentResult)> = outcomes
+        .iter()
+        .filter_map(|o| o.result.as_ref().ok().map(|r| (o.stem.as_str(), r)))
+        .collect();
+    let create = |name: &str| -> anyhow::Result<(PathBuf, std::io::BufWriter<std::fs::File>)> {
+        let path = batch.out.join(name);
         let file = std::fs::File::create(&path)
             .with_context(|| format!("cannot create {}", path.display()))?;
-        let ok: Vec<(&str, &SegmentResult)> = outcomes
-            .iter()
-            .filter_map(|o| o.result.as_ref().ok().map(|r| (o.stem.as_str(), r)))
-            .collect();
-        let calibrated = ok.iter().any(|(_, r)| r.params.pixel_size_um.is_some());
-        export::write_csv(std::io::BufWriter::new(file), ok, calibrated)
+        Ok((path, std::io::BufWriter::new(file)))
+    };
+    if batch.formats.csv {
+        for (table, name) in [
+            (Table::Objects, "objects.csv"),
+            (Table::Images, "images.csv"),
+        ] {
+            let (path, out) = create(name)?;
+            export::table::write_csv(out, table, ok.iter().copied(), true)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+    }
+    if batch.formats.legacy_csv {
+        let (path, out) = create("metrics.csv")?;
+        let calibrated = ok.iter().any(|(_, r)| r.pixel_size.is_some());
+        export::write_csv(out, ok.iter().copied(), calibrated)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if batch.formats.xlsx {
+        let (path, mut out) = create("results.xlsx")?;
+        let book = export::xlsx::workbook(ok.iter().copied())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        out.write_all(&book)
+            .and_then(|()| out.flush())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if batch.formats.coco {
+        let (path, mut out) = create("coco.json")?;
+        out.write_all(export::coco::coco_json(ok.iter().copied()).as_bytes())
+            .and_then(|()| out.flush())
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(outcomes)

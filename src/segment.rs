@@ -6,6 +6,7 @@
 pub mod breaker;
 pub mod budget;
 pub mod builtin;
+pub mod calibration;
 pub mod command;
 pub mod decode;
 pub mod http;
@@ -23,11 +24,11 @@ pub use decode::{DecodeError, DecodeLimits, Decoded};
 pub(crate) use params::ParamsV1;
 pub use params::{Declump, Feature, ParamsError, Polarity, SegmentParams};
 pub use registry::{MlService, Segmenters};
-use result::measure_all;
 pub use result::{
     AnalyzeError, ImageInfo, ObjectFlags, ObjectMetrics, ResultJson, SegmentResult, analyze,
     analyze_decoded,
 };
+use result::{measure_all, pixel_size_of};
 
 use serde::{Deserialize, Serialize};
 
@@ -369,7 +370,8 @@ pub fn result_from_polygons(
             ));
         }
     }
-    let metrics = measure_all(&objects, &decoded, input.params);
+    let pixel_size = pixel_size_of(input.params, &decoded);
+    let metrics = measure_all(&objects, &decoded, pixel_size);
     let mut timings_ms = timings_ms;
     timings_ms.push(("measure".into(), start.elapsed().as_secs_f64() * 1e3));
     let image = ImageInfo::of(input.name, &decoded);
@@ -378,6 +380,7 @@ pub fn result_from_polygons(
         image,
         segmenter: segmenter.to_owned(),
         params: input.params.clone(),
+        pixel_size,
         decisions: None,
         objects,
         metrics,

@@ -20,5 +20,7 @@ mod outage;
 mod pool;
 /// Random operation sequences against an in-memory model of the queue.
 mod queue_model;
+/// Our files against readers nobody here wrote (tifffile, openpyxl, Python's csv), in a venv.
+mod readers;
 /// The builtin segmenter: accuracy on synthetic truth, and `spheroseg segment` on fixtures.
 mod segment;

@@ -74,6 +74,84 @@ fn the_16_bit_fixture_is_analysed_in_its_own_units() {
     assert!((c.area_um2 - m.area * px * px).abs() < 1e-6);
 }
 
+/// The core fixture re-encoded as an ImageJ TIFF at 0.65 µm/px and as a PNG with pHYs at
+/// 2 µm/px: the result measures with the file's size and names its source, and a job's own size
+/// wins over it.
+#[test]
+fn the_pixel_size_is_read_from_the_file_unless_the_job_gives_one() {
+    use spheroseg::segment::calibration::PixelSizeSource;
+    use tiff::encoder::{Rational, TiffEncoder, colortype::Gray8};
+    use tiff::tags::{ResolutionUnit, Tag};
+
+    let gray = image::open(fixture("spheroid_core_8bit.png"))
+        .expect("fixture")
+        .to_luma8();
+    let (w, h) = gray.dimensions();
+    let mut imagej = std::io::Cursor::new(Vec::new());
+    {
+        let mut enc = TiffEncoder::new(&mut imagej).expect("encoder");
+        let mut img = enc.new_image::<Gray8>(w, h).expect("image");
+        img.encoder()
+            .write_tag(
+                Tag::ImageDescription,
+                "ImageJ=1.54f\nunit=micron\nspacing=1.0\n",
+            )
+            .expect("description");
+        img.resolution(ResolutionUnit::None, Rational { n: 100, d: 65 });
+        img.write_data(gray.as_raw()).expect("pixels");
+    }
+    let mut phys = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut phys, w, h);
+        enc.set_color(png::ColorType::Grayscale);
+        enc.set_pixel_dims(Some(png::PixelDimensions {
+            xppu: 500_000,
+            yppu: 500_000,
+            unit: png::Unit::Meter,
+        }));
+        let mut wr = enc.write_header().expect("header");
+        wr.write_image_data(gray.as_raw()).expect("pixels");
+    }
+    let run = |bytes: &[u8], params: &SegmentParams| {
+        analyze(
+            bytes,
+            "core",
+            params,
+            &DecodeLimits::default(),
+            &AtomicBool::new(false),
+            &mut |_| {},
+        )
+        .expect("analyses")
+    };
+    let defaults = SegmentParams::default();
+    for (bytes, um, source) in [
+        (imagej.get_ref().as_slice(), 0.65, PixelSizeSource::Imagej),
+        (phys.as_slice(), 2.0, PixelSizeSource::PngPhys),
+    ] {
+        let r = run(bytes, &defaults);
+        let p = r.pixel_size.expect("the file's pixel size");
+        assert!((p.um - um).abs() < 1e-9, "{source:?}: {} µm", p.um);
+        assert_eq!(p.source, source);
+        assert!(!r.objects.is_empty(), "{source:?}");
+        let m = &r.metrics[0];
+        let c = m.calibrated.expect("µm metrics");
+        assert!((c.area_um2 - m.area * um * um).abs() < 1e-6 * c.area_um2);
+        let json = serde_json::to_value(r.to_json()).expect("json");
+        assert_eq!(json["pixel_size"]["source"], source.as_str());
+        assert_eq!(json["pixel_size"]["um"], p.um);
+
+        let job = SegmentParams {
+            pixel_size_um: Some(1.25),
+            ..SegmentParams::default()
+        };
+        let r = run(bytes, &job);
+        let p = r.pixel_size.expect("the job's pixel size");
+        assert_eq!((p.um, p.source), (1.25, PixelSizeSource::Job));
+    }
+    let plain = std::fs::read(fixture("spheroid_core_8bit.png")).expect("fixture");
+    assert_eq!(run(&plain, &defaults).pixel_size, None);
+}
+
 fn spheroseg() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_spheroseg"));
     c.env_remove("SPHEROSEG_WORKERS")
@@ -96,6 +174,10 @@ fn segment_writes_outputs_and_reports_each_bad_file() {
         .arg("--out")
         .arg(out.path())
         .args(["--pixel-size-um", "0.65", "--workers", "2"])
+        .args([
+            "--format",
+            "json,csv,legacy-csv,mask,xlsx,coco,roi,labels,overlay",
+        ])
         .output()
         .expect("runs");
     let stdout = String::from_utf8_lossy(&run.stdout);
@@ -150,6 +232,35 @@ fn segment_writes_outputs_and_reports_each_bad_file() {
         "nothing for a failed file"
     );
 
+    for name in [
+        "objects.csv",
+        "images.csv",
+        "results.xlsx",
+        "coco.json",
+        "spheroid_lumen_8bit_rois.zip",
+        "spheroid_lumen_8bit_labels.png",
+        "spheroid_lumen_8bit_overlay.png",
+    ] {
+        assert!(out.path().join(name).exists(), "{name} written");
+    }
+    let objects = std::fs::read_to_string(out.path().join("objects.csv")).expect("objects");
+    assert_eq!(objects.lines().count(), 3, "{objects}");
+    assert!(
+        objects
+            .lines()
+            .nth(1)
+            .expect("row")
+            .starts_with("spheroid_lumen_8bit.png,spheroid_lumen_8bit,1,")
+    );
+    let coco: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("coco.json")).expect("coco"))
+            .expect("json");
+    assert_eq!(
+        coco["images"].as_array().map(Vec::len),
+        Some(2),
+        "the two good images"
+    );
+
     let csv = std::fs::read_to_string(out.path().join("metrics.csv")).expect("csv written");
     let lines: Vec<&str> = csv.lines().collect();
     assert!(lines[0].starts_with("Image Name,Image ID,Image Resolution,Object ID,Area,"));
@@ -190,7 +301,9 @@ fn segment_writes_only_the_formats_asked_and_exits_0_when_all_succeed() {
         .expect("dir")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names, vec!["metrics.csv"]);
+    let mut names = names;
+    names.sort();
+    assert_eq!(names, vec!["images.csv", "objects.csv"]);
 
     let bad = spheroseg()
         .arg("segment")

@@ -1,5 +1,7 @@
 //! Bulk actions and exports over many jobs: `POST /api/jobs/bulk` and `GET /api/export` (the
-//! metrics of every matching job as CSV, streamed a page at a time, never built whole in memory).
+//! objects, images or legacy table of every matching job as CSV, streamed a page at a time and
+//! never built whole in memory; the project ZIP, streamed (`export/archive.rs`); or both tables as
+//! an XLSX workbook, or COCO JSON, built in memory).
 
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -14,10 +16,14 @@ use utoipa_axum::routes;
 use super::auth::Authorized;
 use super::error::{Body as ErrorBody, JsonBytes, Query};
 use super::{ApiError, AppState};
-use crate::export::write_csv_part;
+use crate::export::coco::coco_json;
+use crate::export::table::{self, Table};
+use crate::export::xlsx;
 use crate::queue::{BulkAction, Job, JobFilter, JobId, JobState};
 use crate::segment::SegmentResult;
 use crate::view::job_state_schema;
+
+mod archive;
 
 /// Jobs read per page of a bulk action or export.
 const PAGE: usize = 500;
@@ -184,28 +190,127 @@ struct ExportQuery {
     /// Only jobs in this state (default `completed`; only jobs with a result have rows).
     #[param(schema_with = job_state_schema)]
     state: Option<String>,
-    /// `csv`, the only format.
+    /// `csv` (default), `xlsx` (sheets `objects` and `images`), `coco` (COCO
+    /// instance-segmentation JSON) or `zip` (the project archive, streamed: both CSVs, COCO, and
+    /// per job its JSON, mask, label image, overlay and ROI set).
     #[param(schema_with = export_format_schema)]
     format: Option<String>,
+    /// For CSV: `objects` (default; one row per object, units in the headers), `images` (one row
+    /// per image) or `legacy` (the replaced design's 16 columns).
+    #[param(schema_with = export_table_schema)]
+    table: Option<String>,
+    /// For `zip`: include the original images (default false).
+    originals: Option<bool>,
+    /// Only these jobs: job ids separated by commas (a selection on the page); `project` and
+    /// `state` still apply.
+    ids: Option<String>,
+}
+
+/// The ids of every job the filter matches, in the listing's order (ids only: 16 bytes a job).
+fn job_ids(state: &AppState, filter: &JobFilter) -> Result<Vec<JobId>, ApiError> {
+    let mut ids = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = state.service.queue.list(filter, cursor.as_deref(), PAGE)?;
+        ids.extend(page.jobs.iter().map(|j| j.id));
+        match page.next {
+            Some(n) => cursor = Some(n),
+            None => return Ok(ids),
+        }
+    }
+}
+
+/// The jobs of a comma-separated id list that exist and match the filter, in the list's order.
+fn selection(state: &AppState, list: &str, filter: &JobFilter) -> Result<Vec<JobId>, ApiError> {
+    let mut ids = Vec::new();
+    for raw in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let id: JobId = raw
+            .parse()
+            .map_err(|_| ApiError::invalid("ids", format!("{raw:?} is not a job id")))?;
+        if let Some(j) = state.service.queue.get(id)?
+            && filter.state.is_none_or(|s| j.state == s)
+            && filter
+                .project
+                .as_deref()
+                .is_none_or(|p| j.project.as_deref() == Some(p))
+            && !ids.contains(&id)
+        {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}
+
+/// The results of `ids` that have one, with their ids as text.
+fn results(state: &AppState, ids: &[JobId]) -> Vec<(String, SegmentResult)> {
+    ids.iter()
+        .filter_map(|id| {
+            let bytes = state.service.queue.result(*id).ok()??;
+            Some((id.to_string(), SegmentResult::from_bytes(&bytes)?))
+        })
+        .collect()
 }
 
 fn export_format_schema() -> utoipa::openapi::Object {
     utoipa::openapi::ObjectBuilder::new()
         .schema_type(utoipa::openapi::schema::Type::String)
-        .enum_values(Some(["csv"]))
+        .enum_values(Some(["csv", "xlsx", "coco", "zip"]))
         .build()
+}
+
+pub(super) fn export_table_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(Table::NAMES))
+        .build()
+}
+
+pub(super) fn export_failed(message: String) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        crate::error_code::ErrorCode::EXPORT_FAILED,
+        message,
+    )
+}
+
+/// An export built whole in memory before it is sent (the CSV tables stream instead).
+#[derive(Clone, Copy)]
+enum Whole {
+    Xlsx,
+    Coco,
+}
+
+/// The content type of an XLSX workbook.
+pub(super) const XLSX: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
+
+/// A `Content-Disposition` naming the download `stem.ext`, the stem reduced to characters every
+/// file system and header takes.
+pub(super) fn attachment(stem: &str, ext: &str) -> String {
+    let stem: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let stem = stem.trim_start_matches('.');
+    let stem = if stem.is_empty() { "spheroseg" } else { stem };
+    format!("attachment; filename=\"{stem}.{ext}\"")
 }
 
 #[utoipa::path(
     get,
     path = "/api/export",
-    summary = "The metrics of many jobs as CSV (streamed)",
+    summary = "Many jobs' results: a table as CSV (streamed), both as XLSX, COCO JSON, or the project ZIP (streamed)",
     params(ExportQuery),
     responses(
-        (status = 200, description = "one row per object of every matching job", content(("text/csv"))),
+        (status = 200, description = "the table of every matching job (CSV), the workbook (XLSX), or the COCO document", content(("text/csv"), ("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"), ("application/json"), ("application/zip"))),
         (status = 400, description = "a query parameter of the wrong type", body = ErrorBody),
         (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
-        (status = 422, description = "an unknown state or format", body = ErrorBody),
+        (status = 422, description = "an unknown state, format or table, or an id that is not a job id", body = ErrorBody),
     )
 )]
 async fn export(
@@ -214,9 +319,33 @@ async fn export(
     State(state): State<AppState>,
     Query(q): Query<ExportQuery>,
 ) -> Result<Response, ApiError> {
-    if let Some(f) = q.format.as_deref().filter(|f| *f != "csv") {
-        return Err(ApiError::invalid("format", format!("{f:?}: only csv")));
-    }
+    let mut zip = false;
+    let whole = match q.format.as_deref().unwrap_or("csv") {
+        "csv" => None,
+        "zip" => {
+            zip = true;
+            None
+        }
+        "xlsx" => Some(Whole::Xlsx),
+        "coco" => Some(Whole::Coco),
+        f => {
+            return Err(ApiError::invalid(
+                "format",
+                format!("{f:?}: csv, xlsx, coco or zip"),
+            ));
+        }
+    };
+    let table: Table = q
+        .table
+        .as_deref()
+        .unwrap_or("objects")
+        .parse()
+        .map_err(|e: String| ApiError::invalid("table", e))?;
+    let stem = q
+        .project
+        .clone()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "spheroseg".into());
     let filter = JobFilter {
         state: Some(
             q.state
@@ -227,52 +356,73 @@ async fn export(
         ),
         project: q.project.filter(|p| !p.is_empty()),
     };
-    let stream = futures_util::stream::unfold(
-        (state, filter, None::<String>, true, false),
-        |(state, filter, cursor, first, done)| async move {
-            if done {
+    let ids = match q.ids.as_deref() {
+        Some(list) => selection(&state, list, &filter)?,
+        None => job_ids(&state, &filter)?,
+    };
+    if zip {
+        return Ok(archive::response(
+            state,
+            ids,
+            &stem,
+            q.originals.unwrap_or(false),
+        ));
+    }
+    if let Some(whole) = whole {
+        let state = state.clone();
+        let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ApiError> {
+            let rows = results(&state, &ids);
+            let rows = rows.iter().map(|(id, r)| (id.as_str(), r));
+            match whole {
+                Whole::Xlsx => xlsx::workbook(rows).map_err(|e| export_failed(e.to_string())),
+                Whole::Coco => Ok(coco_json(rows).into_bytes()),
+            }
+        })
+        .await
+        .map_err(|e| export_failed(format!("the export task failed: {e}")))??;
+        let (kind, name) = match whole {
+            Whole::Xlsx => (XLSX, attachment(&stem, "xlsx")),
+            Whole::Coco => (
+                "application/json",
+                attachment(&format!("{stem}.coco"), "json"),
+            ),
+        };
+        return Ok((
+            [
+                (header::CONTENT_TYPE, kind.to_owned()),
+                (header::CONTENT_DISPOSITION, name),
+            ],
+            bytes,
+        )
+            .into_response());
+    }
+    let stream =
+        futures_util::stream::unfold((state, ids, 0usize), move |(state, ids, pos)| async move {
+            if pos > 0 && pos >= ids.len() {
                 return None;
             }
-            let page = match state.service.queue.list(&filter, cursor.as_deref(), PAGE) {
-                Ok(p) => p,
-                Err(e) => {
-                    return Some((
-                        Err(std::io::Error::other(e.to_string())),
-                        (state, filter, None, false, true),
-                    ));
-                }
-            };
-            let mut rows: Vec<(String, SegmentResult)> = Vec::new();
-            for job in &page.jobs {
-                if let Ok(Some(bytes)) = state.service.queue.result(job.id)
-                    && let Some(r) = SegmentResult::from_bytes(&bytes)
-                {
-                    rows.push((job.id.to_string(), r));
-                }
-            }
+            let end = (pos + PAGE).min(ids.len());
+            let rows = results(&state, &ids[pos..end]);
             let mut out = Vec::new();
-            let part = write_csv_part(
+            let part = table::write_csv(
                 &mut out,
+                table,
                 rows.iter().map(|(id, r)| (id.as_str(), r)),
-                true,
-                first,
+                pos == 0,
             );
             let chunk = part
                 .map(|_| Bytes::from(out))
                 .map_err(|e| std::io::Error::other(e.to_string()));
-            let done = page.next.is_none();
-            Some((chunk, (state, filter, page.next, false, done)))
-        },
-    );
+            // An empty selection still sends its header once, then ends.
+            let next = if ids.is_empty() { 1 } else { end };
+            Some((chunk, (state, ids, next)))
+        });
     // Fused: the compression layer polls once more after the end, which a bare unfold forbids.
     let stream = futures_util::StreamExt::fuse(stream);
     Ok((
         [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-            (
-                header::CONTENT_DISPOSITION,
-                "attachment; filename=\"spheroseg-metrics.csv\"",
-            ),
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (header::CONTENT_DISPOSITION, attachment(&stem, "csv")),
         ],
         Body::from_stream(stream),
     )

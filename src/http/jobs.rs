@@ -350,7 +350,7 @@ async fn change_priority(
     Ok(Json(view(&state, &job)))
 }
 
-fn stored_result(state: &AppState, raw: &str) -> Result<(Job, SegmentResult), ApiError> {
+pub(super) fn stored_result(state: &AppState, raw: &str) -> Result<(Job, SegmentResult), ApiError> {
     let job = get_job(state, raw)?;
     let bytes = state.service.queue.result(job.id)?.ok_or_else(|| {
         ApiError::new(
@@ -391,16 +391,27 @@ async fn result_json(
     Ok(Json(r.to_json()).into_response())
 }
 
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct TableQuery {
+    /// `objects` (default; one row per object, units in the headers), `images` (one row) or
+    /// `legacy` (the replaced design's 16 columns).
+    #[param(schema_with = super::export::export_table_schema)]
+    table: Option<String>,
+}
+
 #[utoipa::path(
     get,
     path = "/api/jobs/{id}/result.csv",
-    summary = "The metrics as CSV",
-    params(("id" = String, Path, description = "The job id")),
+    summary = "The objects or images table as CSV, named after the image",
+    params(("id" = String, Path, description = "The job id"), TableQuery),
     responses(
-        (status = 200, description = "one row per object", content(("text/csv"))),
+        (status = 200, description = "one row per object (objects, legacy) or one row (images)", content(("text/csv"))),
+        (status = 400, description = "a query parameter of the wrong type", body = ErrorBody),
         (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
         (status = 404, description = "no such job", body = ErrorBody),
         (status = 409, description = "the job has no result (it has not completed)", body = ErrorBody),
+        (status = 422, description = "an unknown table", body = ErrorBody),
     )
 )]
 async fn result_csv(
@@ -408,23 +419,30 @@ async fn result_csv(
 
     State(state): State<AppState>,
     Path(id): Path<String>,
+    Query(q): Query<TableQuery>,
 ) -> Result<Response, ApiError> {
+    let table: export::table::Table = q
+        .table
+        .as_deref()
+        .unwrap_or("objects")
+        .parse()
+        .map_err(|e: String| ApiError::invalid("table", e))?;
     let (job, r) = stored_result(&state, &id)?;
     let mut out = Vec::new();
     let id = job.id.to_string();
-    export::write_csv(
-        &mut out,
-        [(id.as_str(), &r)],
-        r.params.pixel_size_um.is_some(),
-    )
-    .map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorCode::EXPORT_FAILED,
-            e.to_string(),
-        )
-    })?;
-    Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], out).into_response())
+    let written = match table {
+        // One job's legacy CSV has the calibrated columns only when it is calibrated, as before.
+        export::table::Table::Legacy => {
+            export::write_csv(&mut out, [(id.as_str(), &r)], r.pixel_size.is_some())
+        }
+        t => export::table::write_csv(&mut out, t, [(id.as_str(), &r)], true),
+    };
+    written.map_err(|e| super::export::export_failed(e.to_string()))?;
+    Ok(super::job_exports::download(
+        "text/csv; charset=utf-8",
+        super::export::attachment(&super::job_exports::stem(&r), "csv"),
+        out,
+    ))
 }
 
 #[utoipa::path(

@@ -82,6 +82,7 @@ mod tests {
             bit_depth: 8,
             channels: 1,
             pages: 1,
+            pixel_size: None,
         }
     }
 

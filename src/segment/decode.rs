@@ -6,6 +6,7 @@ use std::io::Cursor;
 
 use image::{DynamicImage, ImageError, ImageFormat, ImageReader, Limits, error::LimitErrorKind};
 
+use super::calibration::{self, PixelSize};
 use crate::error_code::ErrorCode;
 use crate::morphology::Gray;
 
@@ -90,6 +91,8 @@ pub struct Decoded {
     pub channels: u8,
     /// Pages in a TIFF; only the first is segmented.
     pub pages: u32,
+    /// The pixel size the file states (ImageJ, OME, TIFF resolution, PNG pHYs), if any.
+    pub pixel_size: Option<PixelSize>,
 }
 
 /// What the header says, read without decoding pixels.
@@ -266,6 +269,11 @@ pub fn decode_from<E: Encoded>(input: &E, limits: &DecodeLimits) -> Result<Decod
         ("TIFF", Ok(r)) => tiff_pages(r),
         _ => 1,
     };
+    let pixel_size = match (format, input.open()) {
+        ("TIFF", Ok(r)) => calibration::from_tiff(r),
+        ("PNG", Ok(r)) => calibration::from_png(r),
+        _ => None,
+    };
     let (bit_depth, channels) = depth_and_channels(&img);
     Ok(Decoded {
         gray: to_gray(&img),
@@ -273,6 +281,7 @@ pub fn decode_from<E: Encoded>(input: &E, limits: &DecodeLimits) -> Result<Decod
         bit_depth,
         channels,
         pages,
+        pixel_size,
     })
 }
 

@@ -8,6 +8,7 @@ use std::time::{Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::builtin::{self, Decisions, SegmentError};
+use super::calibration::{self, PixelSize};
 use super::decode::{self, DecodeError, DecodeLimits, Decoded};
 use super::params::{ParamsError, SegmentParams};
 use crate::error_code::ErrorCode;
@@ -43,13 +44,23 @@ impl ImageInfo {
     }
 }
 
-/// The metrics of every object, intensities taken from the decoded image.
-pub fn measure_all(objects: &[Object], decoded: &Decoded, params: &SegmentParams) -> Vec<Metrics> {
-    let pixel = params.pixel_size_um.map(f64::from);
+/// The metrics of every object, intensities taken from the decoded image, micrometres from
+/// `pixel_size`.
+pub fn measure_all(
+    objects: &[Object],
+    decoded: &Decoded,
+    pixel_size: Option<PixelSize>,
+) -> Vec<Metrics> {
+    let pixel = pixel_size.map(|p| p.um);
     objects
         .iter()
         .map(|o| measure(o, Some(&decoded.gray), pixel))
         .collect()
+}
+
+/// The pixel size a job measures with: its own `pixel_size_um`, else the one the file states.
+pub fn pixel_size_of(params: &SegmentParams, decoded: &Decoded) -> Option<PixelSize> {
+    calibration::resolve(params.pixel_size_um, decoded.pixel_size)
 }
 
 /// What a person may want to filter an object on.
@@ -86,6 +97,8 @@ pub struct SegmentResult {
     /// `builtin`, or the name of the ML service that produced the objects.
     pub segmenter: String,
     pub params: SegmentParams,
+    /// The pixel size the metrics in µm use and where it came from; `None` when unknown.
+    pub pixel_size: Option<PixelSize>,
     /// The builtin pipeline's choices; absent for ML results.
     pub decisions: Option<Decisions>,
     pub objects: Vec<Object>,
@@ -107,6 +120,9 @@ struct Meta {
     image: ImageInfo,
     segmenter: String,
     params: SegmentParams,
+    /// Absent in results stored before it was recorded: those measured with the job's size.
+    #[serde(default)]
+    pixel_size: Option<PixelSize>,
     decisions: Option<Decisions>,
     metrics: Vec<Metrics>,
     #[serde(default)]
@@ -127,6 +143,7 @@ pub struct ResultJson<'a> {
     pub image: &'a ImageInfo,
     pub segmenter: &'a str,
     pub params: &'a SegmentParams,
+    pub pixel_size: Option<PixelSize>,
     pub decisions: &'a Option<Decisions>,
     pub polygons: Vec<Polygon>,
     pub metrics: Vec<ObjectMetrics<'a>>,
@@ -155,6 +172,7 @@ impl SegmentResult {
             image: self.image.clone(),
             segmenter: self.segmenter.clone(),
             params: self.params.clone(),
+            pixel_size: self.pixel_size,
             decisions: self.decisions.clone(),
             metrics: self.metrics.clone(),
             flags: self.flags.clone(),
@@ -181,9 +199,13 @@ impl SegmentResult {
                 } else {
                     geometric_flags(&stored.objects, &m.image)
                 };
+                let pixel_size = m
+                    .pixel_size
+                    .or_else(|| calibration::resolve(m.params.pixel_size_um, None));
                 Some(SegmentResult {
                     image: m.image,
                     segmenter: m.segmenter,
+                    pixel_size,
                     params: m.params,
                     decisions: m.decisions,
                     objects: stored.objects,
@@ -210,6 +232,7 @@ impl SegmentResult {
             image: &self.image,
             segmenter: &self.segmenter,
             params: &self.params,
+            pixel_size: self.pixel_size,
             decisions: &self.decisions,
             polygons: to_polygons(&self.objects),
             metrics: self
@@ -279,11 +302,17 @@ pub fn analyze_decoded(
 ) -> Result<SegmentResult, AnalyzeError> {
     params.validate()?;
     progress(5);
-    let seg = builtin::segment(&decoded.gray, params, cancel, &mut |p| {
+    let pixel_size = pixel_size_of(params, decoded);
+    // The pipeline's size limits in µm² apply with the file's calibration too.
+    let calibrated = SegmentParams {
+        pixel_size_um: pixel_size.map(|p| p.um as f32),
+        ..params.clone()
+    };
+    let seg = builtin::segment(&decoded.gray, &calibrated, cancel, &mut |p| {
         progress((5 + u16::from(p) * 9 / 10) as u8)
     })?;
     let start = Instant::now();
-    let metrics = measure_all(&seg.objects, decoded, params);
+    let metrics = measure_all(&seg.objects, decoded, pixel_size);
     let measure_ms = start.elapsed().as_secs_f64() * 1e3;
     let mut timings_ms = vec![("decode".to_owned(), decode_ms)];
     timings_ms.extend(seg.timings.iter().map(|(k, v)| ((*k).to_owned(), *v)));
@@ -293,6 +322,7 @@ pub fn analyze_decoded(
         image: ImageInfo::of(name, decoded),
         segmenter: "builtin".into(),
         params: params.clone(),
+        pixel_size,
         decisions: Some(seg.decisions),
         objects: seg.objects,
         metrics,

@@ -51,6 +51,32 @@ async fn upload_then_result_csv_mask_and_image() {
     assert_eq!(s, StatusCode::OK);
     assert!(kind.expect("type").starts_with("text/csv"));
     let csv = String::from_utf8(csv).expect("utf-8");
+    assert!(
+        csv.starts_with("Image Name,Job ID,Object,Area (px²),Area (µm²),"),
+        "{csv}"
+    );
+    assert!(
+        csv.lines()
+            .nth(1)
+            .expect("row")
+            .starts_with(&format!("lumen.png,{id},1,"))
+    );
+    let (s, csv, _) = a
+        .get_raw(&format!("/api/jobs/{id}/result.csv?table=images"))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let csv = String::from_utf8(csv).expect("utf-8");
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    assert!(csv.starts_with("Image Name,Job ID,Width (px),Height (px),"));
+    let (s, _, _) = a
+        .get_raw(&format!("/api/jobs/{id}/result.csv?table=nope"))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (s, csv, _) = a
+        .get_raw(&format!("/api/jobs/{id}/result.csv?table=legacy"))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let csv = String::from_utf8(csv).expect("utf-8");
     assert!(csv.starts_with("Image Name,Image ID,Image Resolution,Object ID,Area"));
     assert!(
         csv.lines()
@@ -59,6 +85,23 @@ async fn upload_then_result_csv_mask_and_image() {
             .starts_with(&format!("lumen.png,{id},384x384,polygon-1,"))
     );
 
+    for (route, kind, magic) in [
+        ("coco.json", "application/json", &b"{"[..]),
+        ("rois.zip", "application/zip", b"PK"),
+        ("labels.png", "image/png", b"\x89PNG"),
+        ("overlay.png", "image/png", b"\x89PNG"),
+    ] {
+        let (s, body, got) = a.get_raw(&format!("/api/jobs/{id}/{route}")).await;
+        assert_eq!((s, got.as_deref()), (StatusCode::OK, Some(kind)), "{route}");
+        assert!(body.starts_with(magic), "{route}");
+    }
+    let (_, png, _) = a.get_raw(&format!("/api/jobs/{id}/overlay.png")).await;
+    let overlay = image::load_from_memory(&png).expect("decodes").to_rgb8();
+    assert_eq!(overlay.dimensions(), (384, 384));
+    assert!(
+        overlay.pixels().any(|p| p.0 == [255, 220, 0]),
+        "the outline is drawn"
+    );
     let (s, png, kind) = a.get_raw(&format!("/api/jobs/{id}/mask.png")).await;
     assert_eq!((s, kind.as_deref()), (StatusCode::OK, Some("image/png")));
     assert_eq!(&png[1..4], b"PNG");
@@ -82,7 +125,7 @@ async fn upload_then_result_csv_mask_and_image() {
 
     // The metrics of the project, streamed as CSV.
     let (s, csv, _) = a
-        .get_raw("/api/export?project=screen-1&state=completed&format=csv")
+        .get_raw("/api/export?project=screen-1&state=completed&format=csv&table=legacy")
         .await;
     assert_eq!(s, StatusCode::OK);
     let csv = String::from_utf8(csv).expect("utf-8");
@@ -93,6 +136,90 @@ async fn upload_then_result_csv_mask_and_image() {
             .expect("header")
             .ends_with("Feret Diameter Min (um)")
     );
+
+    let (s, csv, _) = a.get_raw("/api/export?project=screen-1").await;
+    assert_eq!(s, StatusCode::OK);
+    let csv = String::from_utf8(csv).expect("utf-8");
+    assert!(
+        csv.starts_with("Image Name,Job ID,Object,"),
+        "objects by default"
+    );
+    // A selection: only the jobs named.
+    let (s, csv, _) = a
+        .get_raw(&format!("/api/export?ids={id}&table=images"))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let csv = String::from_utf8(csv).expect("utf-8");
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    assert!(
+        csv.lines()
+            .nth(1)
+            .expect("row")
+            .starts_with(&format!("lumen.png,{id},"))
+    );
+    let (s, _, _) = a.get_raw("/api/export?ids=nope").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (s, xlsx, kind) = a.get_raw("/api/export?project=screen-1&format=xlsx").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        kind.as_deref(),
+        Some("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+    );
+    assert_eq!(&xlsx[..2], b"PK", "a zip container");
+    let (s, coco, kind) = a.get_raw("/api/export?project=screen-1&format=coco").await;
+    assert_eq!(
+        (s, kind.as_deref()),
+        (StatusCode::OK, Some("application/json"))
+    );
+    let coco: serde_json::Value = serde_json::from_slice(&coco).expect("json");
+    assert_eq!(coco["images"].as_array().map(Vec::len), Some(2));
+    assert_eq!(coco["categories"][0]["name"], "spheroid");
+
+    // The project archive, streamed, with the originals.
+    let (s, zip, kind) = a
+        .get_raw("/api/export?project=screen-1&format=zip&originals=true")
+        .await;
+    assert_eq!(
+        (s, kind.as_deref()),
+        (StatusCode::OK, Some("application/zip"))
+    );
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip)).expect("a zip");
+    let names: Vec<String> = archive
+        .file_names()
+        .map(|n| n.expect("a name").into_owned())
+        .collect();
+    for name in [
+        "objects.csv".to_owned(),
+        "images.csv".to_owned(),
+        "coco.json".to_owned(),
+        format!("results/{id}/lumen.json"),
+        format!("results/{id}/lumen_mask.png"),
+        format!("results/{id}/lumen_labels.png"),
+        format!("results/{id}/lumen_rois.zip"),
+        format!("results/{id}/lumen_overlay.png"),
+        format!("originals/{id}/lumen.png"),
+    ] {
+        assert!(names.contains(&name), "{name} in {names:?}");
+    }
+    let mut entry = |name: &str| {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut archive.by_name(name).expect(name), &mut out)
+            .expect("read");
+        out
+    };
+    assert_eq!(
+        entry(&format!("originals/{id}/lumen.png")),
+        read("spheroid_lumen_8bit.png")
+    );
+    let coco: serde_json::Value = serde_json::from_slice(&entry("coco.json")).expect("json");
+    assert_eq!(coco["images"].as_array().map(Vec::len), Some(2));
+    assert!(
+        coco["annotations"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    );
+    let images = String::from_utf8(entry("images.csv")).expect("utf-8");
+    assert_eq!(images.lines().count(), 3, "{images}");
 
     // The same, gzip-compressed (browsers ask for it): the stream must end cleanly.
     let (s, gz, _) = a

@@ -36,10 +36,12 @@ pub(super) struct ResultV1 {
 impl From<ResultV1> for SegmentResult {
     fn from(v: ResultV1) -> Self {
         let flags = super::geometric_flags(&v.objects, &v.image);
+        let params: crate::segment::SegmentParams = v.params.into();
         SegmentResult {
             image: v.image,
             segmenter: v.segmenter,
-            params: v.params.into(),
+            pixel_size: super::calibration::resolve(params.pixel_size_um, None),
+            params,
             decisions: v.decisions.map(|d| Decisions {
                 feature: d.feature,
                 polarity: d.polarity,
