@@ -1,5 +1,5 @@
-//! Exports of results: the metrics CSV (the replaced design's column order), the result JSON, and
-//! the binary mask PNG.
+//! Exports of results: the metrics CSV (the replaced design's column order), the result JSON, the
+//! binary mask PNG, and the overlay PNG (`export/overlay.rs`).
 //!
 //! CSV numbers: 2 decimals for lengths and areas, 4 for ratios; quoting per RFC 4180 (the `csv`
 //! crate). An image with no objects contributes no rows: nothing is invented for missing data.
@@ -9,6 +9,9 @@ use std::io::Write;
 
 use crate::morphology::rasterize;
 use crate::segment::SegmentResult;
+
+mod overlay;
+pub use overlay::overlay_png;
 
 /// The replaced design's columns, in its order.
 pub const CSV_COLUMNS: [&str; 16] = [
@@ -49,8 +52,8 @@ pub enum ExportError {
     /// Writing the output failed.
     #[error("cannot write export: {0}")]
     Io(#[from] std::io::Error),
-    /// Encoding the PNG failed.
-    #[error("cannot encode the mask PNG: {0}")]
+    /// Encoding a PNG failed.
+    #[error("cannot encode the PNG: {0}")]
     Png(#[from] image::ImageError),
 }
 
@@ -72,35 +75,22 @@ fn ratio(v: f64) -> String {
     format!("{v:.4}")
 }
 
-/// Writes the header and one row per object of every result; `id` gives each result's Image ID
-/// (the job id on a server, the file name offline).
-pub fn write_csv<'a, W: Write>(
-    out: W,
-    results: impl IntoIterator<Item = (&'a str, &'a SegmentResult)>,
-    calibrated: bool,
-) -> Result<(), ExportError> {
-    write_csv_part(out, results, calibrated, true)
+/// The CSV header: the standard columns, then the calibrated ones when `calibrated`.
+pub fn csv_header(calibrated: bool) -> Vec<&'static str> {
+    let mut names: Vec<&str> = CSV_COLUMNS.to_vec();
+    if calibrated {
+        names.extend(CSV_CALIBRATED);
+    }
+    names
 }
 
-/// Like [`write_csv`], with the header only when `header` is set: a streamed export writes its
-/// rows in parts.
-pub fn write_csv_part<'a, W: Write>(
-    out: W,
-    results: impl IntoIterator<Item = (&'a str, &'a SegmentResult)>,
-    calibrated: bool,
-    header: bool,
-) -> Result<(), ExportError> {
-    let mut w = csv::Writer::from_writer(out);
-    if header {
-        let mut names: Vec<&str> = CSV_COLUMNS.to_vec();
-        if calibrated {
-            names.extend(CSV_CALIBRATED);
-        }
-        w.write_record(&names)?;
-    }
-    for (id, r) in results {
-        let resolution = format!("{}x{}", r.image.width, r.image.height);
-        for (i, m) in r.metrics.iter().enumerate() {
+/// One CSV row per object of `r`, in the columns of [`csv_header`]; `id` is its Image ID.
+pub fn csv_rows(id: &str, r: &SegmentResult, calibrated: bool) -> Vec<Vec<String>> {
+    let resolution = format!("{}x{}", r.image.width, r.image.height);
+    r.metrics
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
             let mut row = vec![
                 text_cell(&r.image.name),
                 text_cell(id),
@@ -132,6 +122,35 @@ pub fn write_csv_part<'a, W: Write>(
                     None => row.extend(std::iter::repeat_n(String::new(), CSV_CALIBRATED.len())),
                 }
             }
+            row
+        })
+        .collect()
+}
+
+/// Writes the header and one row per object of every result; `id` gives each result's Image ID
+/// (the job id on a server, the file name offline).
+pub fn write_csv<'a, W: Write>(
+    out: W,
+    results: impl IntoIterator<Item = (&'a str, &'a SegmentResult)>,
+    calibrated: bool,
+) -> Result<(), ExportError> {
+    write_csv_part(out, results, calibrated, true)
+}
+
+/// Like [`write_csv`], with the header only when `header` is set: a streamed export writes its
+/// rows in parts.
+pub fn write_csv_part<'a, W: Write>(
+    out: W,
+    results: impl IntoIterator<Item = (&'a str, &'a SegmentResult)>,
+    calibrated: bool,
+    header: bool,
+) -> Result<(), ExportError> {
+    let mut w = csv::Writer::from_writer(out);
+    if header {
+        w.write_record(csv_header(calibrated))?;
+    }
+    for (id, r) in results {
+        for row in csv_rows(id, r, calibrated) {
             w.write_record(&row)?;
         }
     }
