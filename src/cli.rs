@@ -41,7 +41,7 @@ pub struct Common {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the queue, the workers, the HTTP API and the status page until SIGTERM or Ctrl-C.
-    Serve,
+    Serve(ServeArgs),
     /// Segment image files offline (no server) and write JSON, masks and one metrics.csv.
     Segment(SegmentArgs),
     /// Ask a running spheroseg whether it is healthy (exit 0) or not (exit 1), for systemd and
@@ -70,6 +70,15 @@ pub enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+}
+
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// Also watch this folder (repeatable): its images are taken by themselves, once complete,
+    /// and their results written to spheroseg-results/ inside it. The same as a [[watch]]
+    /// entry with only `path`.
+    #[arg(long = "watch", value_name = "DIR")]
+    pub watch: Vec<PathBuf>,
 }
 
 /// What `segment` writes.
@@ -142,10 +151,21 @@ impl Exit {
 impl Cli {
     /// Loads the configuration from every source, this command line's flags on top.
     pub fn load_config(&self, env: HashMap<String, String>) -> Result<Config, Exit> {
+        let watch = match &self.command {
+            Command::Serve(a) if !a.watch.is_empty() => Some(
+                a.watch
+                    .iter()
+                    .cloned()
+                    .map(crate::config::WatchLayer::folder)
+                    .collect(),
+            ),
+            _ => None,
+        };
         let flags = Layer {
             data_dir: self.common.data_dir.clone(),
             bind: self.common.bind.clone(),
             workers: self.common.workers,
+            watch,
             ..Layer::default()
         };
         Ok(Config::load(&Sources {
@@ -196,7 +216,7 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
             }
             Ok(())
         }
-        Command::Serve => {
+        Command::Serve(_) => {
             let ignored = Config::ignored_env(&env);
             let config = cli.load_config(env)?;
             if !ignored.is_empty() {

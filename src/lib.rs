@@ -14,6 +14,7 @@
 //! - `offline`: `spheroseg segment` on a thread pool, and `spheroseg demo-images`
 //! - `synth`: synthetic spheroid images with known truth (tests, benches, demo images)
 //! - `view`: a job as the API and the events show it
+//! - `watch`: watched folders: files taken once complete, exactly once, results written beside
 //! - `events`: numbered events in a ring buffer, broadcast to live subscribers, made from commits
 //! - `http`: the HTTP API, WebSocket, health endpoints and the embedded status page (axum)
 //! - `telemetry`: the Prometheus recorder and the machine's CPU, memory and disk
@@ -48,3 +49,4 @@ pub mod service;
 pub mod synth;
 pub mod telemetry;
 pub mod view;
+pub mod watch;

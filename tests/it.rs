@@ -22,3 +22,5 @@ mod pool;
 mod queue_model;
 /// The builtin segmenter: accuracy on synthetic truth, and `spheroseg segment` on fixtures.
 mod segment;
+/// Watched folders: files taken once complete, exactly once, results written beside them.
+mod watch;

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 
 pub mod api;
+pub mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
