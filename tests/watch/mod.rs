@@ -1,6 +1,9 @@
 //! Watched folders with real files on disk, in both modes (the operating system's notifications
 //! and forced polling): slow writers, temp-name-then-rename, restarts, changed and touched
-//! files, a broken file, the CSV, metadata and pages, `after = "move"`, a burst at start.
+//! files, a broken file, the CSV, metadata and pages, `after = "move"`, a burst at start; and
+//! the binary killed with SIGKILL while it takes files (`watch/kill.rs`).
+
+mod kill;
 
 use std::time::Duration;
 
