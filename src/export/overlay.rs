@@ -22,7 +22,7 @@ pub fn overlay_png(image: &Gray, result: &SegmentResult) -> Result<Vec<u8>, Expo
             [g, g, g]
         })
         .collect();
-    let radius = (w.max(h) / 1024) as i64;
+    let radius = i64::from((w.max(h) / 800).max(1));
     let mut canvas = Canvas {
         rgb: &mut rgb,
         width: i64::from(w),
@@ -45,7 +45,7 @@ struct Canvas<'a> {
     rgb: &'a mut [u8],
     width: i64,
     height: i64,
-    /// Half the line width, in pixels (0: one pixel wide).
+    /// Half the line width, in pixels, beside the centre pixel (1: three pixels wide).
     radius: i64,
 }
 
