@@ -44,6 +44,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Segment image files offline (no server) and write JSON, masks and one metrics.csv.
     Segment(SegmentArgs),
+    /// Send image files to a running spheroseg, one job each; a request that gets no answer is
+    /// sent again with the same Idempotency-Key, so it never makes a second job.
+    Submit(SubmitArgs),
     /// Ask a running spheroseg whether it is healthy (exit 0) or not (exit 1), for systemd and
     /// containers.
     Healthcheck {
@@ -111,6 +114,30 @@ pub struct SegmentArgs {
     /// Segmentation parameters as JSON, e.g. '{"min_area_fraction": 0.01}'.
     #[arg(long, value_name = "JSON")]
     pub params: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// Images: PNG, JPEG, TIFF or BMP.
+    #[arg(required = true, value_name = "FILES")]
+    pub files: Vec<PathBuf>,
+    /// Base URL of the server; default: the configured bind address.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// 1 (lowest) to 10 (highest).
+    #[arg(long)]
+    pub priority: Option<u8>,
+    #[arg(long)]
+    pub project: Option<String>,
+    /// builtin, or a configured ML service.
+    #[arg(long)]
+    pub segmenter: Option<String>,
+    /// Segmentation parameters as JSON, e.g. '{"min_area_fraction": 0.01}'.
+    #[arg(long, value_name = "JSON")]
+    pub params: Option<String>,
+    /// Tries per file (network errors and a busy server are tried again).
+    #[arg(long, default_value_t = 5)]
+    pub tries: u32,
 }
 
 #[derive(Debug, Subcommand)]
@@ -194,6 +221,7 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
             Ok(())
         }
         Command::Segment(args) => segment(&cli, args, env),
+        Command::Submit(args) => submit(&cli, args, env),
         Command::Healthcheck { url, ready } => {
             let config = cli.load_config(env)?;
             let base = url
@@ -315,6 +343,67 @@ fn segment(cli: &Cli, args: &SegmentArgs, env: HashMap<String, String>) -> Resul
     }
     if failed > 0 {
         return Err(Exit::Partial { failed, total });
+    }
+    Ok(())
+}
+
+/// Sends every file to the server, one at a time, each with its own Idempotency-Key; prints
+/// each file's job, and fails (exit 1) if any file was not taken.
+fn submit(cli: &Cli, args: &SubmitArgs, env: HashMap<String, String>) -> Result<(), Exit> {
+    let config = cli.load_config(env)?;
+    let mut fields: Vec<(&'static str, String)> = Vec::new();
+    if let Some(p) = args.priority {
+        fields.push(("priority", p.to_string()));
+    }
+    for (name, v) in [
+        ("project", &args.project),
+        ("segmenter", &args.segmenter),
+        ("params", &args.params),
+    ] {
+        if let Some(v) = v {
+            fields.push((name, v.clone()));
+        }
+    }
+    let s = crate::client::Submit {
+        base: args
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", config.bind)),
+        token: config.auth.token.clone(),
+        fields,
+        tries: args.tries,
+        timeout: std::time::Duration::from_secs(300),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let mut failed = 0;
+    for path in &args.files {
+        let done = runtime.block_on(crate::client::submit_one(&s, path));
+        match &done.outcome {
+            Ok(job) => println!(
+                "{}\t{}\t{}{}",
+                done.path.display(),
+                job["id"].as_str().unwrap_or_default(),
+                job["state"].as_str().unwrap_or_default(),
+                if job["deduplicated"] == true {
+                    " (the job it made before)"
+                } else {
+                    ""
+                }
+            ),
+            Err(e) => {
+                failed += 1;
+                eprintln!("FAILED {}: {e}", done.path.display());
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(Exit::Partial {
+            failed,
+            total: args.files.len(),
+        });
     }
     Ok(())
 }

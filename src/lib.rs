@@ -3,6 +3,7 @@
 //! - `config`: one validated `Config` from defaults, `spheroseg.toml`, environment and flags
 //! - `app`: wiring of the parts and the shutdown order
 //! - `cli`: the command-line interface (clap)
+//! - `client`: `spheroseg submit`, uploads to a running server that retry with an Idempotency-Key
 //! - `queue`: the durable priority queue on redb (model, store, writer thread)
 //! - `pool`: the dispatcher task and the worker threads that run jobs
 //! - `service`: submit, cancel, retry, priority: store, commit, publish, wake, for every interface
@@ -27,6 +28,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod contain;

@@ -263,7 +263,8 @@ fn serve_processes_queued_jobs_end_to_end() {
     }
 }
 
-/// `healthcheck` exits 0 against a running serve (health and readiness) and 1 once it is gone.
+/// `healthcheck` exits 0 against a running serve (health and readiness) and 1 once it is gone;
+/// `submit` sends files to it.
 #[test]
 fn healthcheck_exits_0_when_up_and_1_when_down() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -297,6 +298,29 @@ fn healthcheck_exits_0_when_up_and_1_when_down() {
         );
         assert!(String::from_utf8_lossy(&out.stdout).starts_with("200"));
     }
+    // `submit` sends a file and prints its job; a file that is not an image fails it.
+    let out = spheroseg()
+        .args(["submit", "--url", &url, "--project", "cli"])
+        .arg(crate::util::fixture("spheroid_core_8bit.png"))
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains("spheroid_core_8bit.png\t") && printed.contains("queued"),
+        "{printed}"
+    );
+    let out = spheroseg()
+        .args(["submit", "--url", &url])
+        .arg(crate::util::fixture("not_an_image.txt"))
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("415"));
     sigterm(&child);
     let _rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(child.wait().expect("exits").success());

@@ -116,3 +116,57 @@ async fn a_key_reused_for_another_image_or_malformed_is_refused() {
     assert_eq!(job_of(&again), (job_of(&first).0, true));
     a.stop().await;
 }
+
+/// A proxy in front of `to` that passes the first request on but cuts the connection before
+/// its answer (the network failing after the server took it); later ones pass both ways.
+async fn cutting_proxy(to: std::net::SocketAddr) -> std::net::SocketAddr {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut first = true;
+        while let Ok((client, _)) = listener.accept().await {
+            let server = tokio::net::TcpStream::connect(to).await.expect("server");
+            let (mut cr, mut cw) = client.into_split();
+            let (mut sr, mut sw) = server.into_split();
+            tokio::spawn(async move { tokio::io::copy(&mut cr, &mut sw).await });
+            if std::mem::take(&mut first) {
+                // The server answered: the job exists. The client hears nothing.
+                let mut buf = [0u8; 1];
+                let _ = sr.read(&mut buf).await;
+                drop(cw);
+            } else {
+                tokio::spawn(async move { tokio::io::copy(&mut sr, &mut cw).await });
+            }
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_retries_a_cut_connection_with_its_key_and_makes_one_job() {
+    let a = api_with(tempfile::tempdir().expect("tempdir"), None, 64 << 20, |l| {
+        l.allowed_hosts = Some(vec!["127.0.0.1".into()]);
+    })
+    .await;
+    let proxy = cutting_proxy(a.app.as_ref().expect("app").addr()).await;
+    let s = spheroseg::client::Submit {
+        base: format!("http://{proxy}"),
+        token: None,
+        fields: vec![("project", "cli".into())],
+        tries: 3,
+        timeout: std::time::Duration::from_secs(30),
+    };
+    let done =
+        spheroseg::client::submit_one(&s, &crate::util::fixture("spheroid_core_8bit.png")).await;
+    let job = done.outcome.expect("taken");
+    assert_eq!(done.tries, 2, "the first answer was cut off");
+    assert_eq!(
+        job["deduplicated"], true,
+        "the second try got the first try's job"
+    );
+    assert_eq!(total(&a).await, 1, "one job");
+    a.stop().await;
+}
