@@ -26,8 +26,9 @@ macro_rules! in_both_modes {
     };
 }
 
-/// A slow writer, and a writer that renames its temp file into place, each make one job, and
-/// its results appear beside the folder.
+/// A slow writer, a writer that renames its temp file into place, one that sets the size first
+/// and fills it in pieces, and a folder moved in whole: each file makes one job, and its results
+/// appear beside the folder.
 async fn slow_and_renamed_files_make_one_job_each(poll: bool) {
     let s = scope(poll).await;
     std::fs::create_dir(s.folder.join("plate1")).expect("sub-folder");
@@ -48,10 +49,32 @@ async fn slow_and_renamed_files_make_one_job_each(poll: bool) {
     let tilde = s.folder.join("~tilde.png");
     std::fs::write(&tilde, png(3, 128)).expect("write");
     std::fs::rename(&tilde, s.folder.join("tilde.png")).expect("rename");
-    let status = s.settled(3).await;
-    assert_eq!(status["done"], 3, "{status}");
+    // Explorer's way: the full size first, then the bytes in pieces.
+    let piecewise = s.folder.join("explorer.png");
+    let bytes = png(4, 128);
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::File::create(&piecewise).expect("create");
+        f.set_len(bytes.len() as u64).expect("preallocate");
+        for (i, part) in bytes.chunks(bytes.len().div_ceil(5)).enumerate() {
+            f.seek(SeekFrom::Start((i * bytes.len().div_ceil(5)) as u64))
+                .expect("seek");
+            f.write_all(part).expect("write");
+            f.flush().expect("flush");
+            tokio::time::sleep(Duration::from_millis(SETTLE_MS / 3)).await;
+        }
+    }
+    // A folder filled elsewhere and moved in whole: one notification, for the folder.
+    let outside = s.api.dir.path().join("staging");
+    std::fs::create_dir(&outside).expect("staging");
+    std::fs::write(outside.join("m1.png"), png(5, 128)).expect("write");
+    std::fs::write(outside.join("m2.png"), png(6, 128)).expect("write");
+    std::fs::rename(&outside, s.folder.join("moved")).expect("move in");
+    let status = s.settled(6).await;
+    assert_eq!(status["done"], 6, "{status}");
     let jobs = s.jobs().await;
-    assert_eq!(jobs.len(), 3, "one job per file: {jobs:?}");
+    assert_eq!(jobs.len(), 6, "one job per file: {jobs:?}");
+    assert!(s.results().join("moved/m2_overlay.png").is_file());
     for (sub, stem) in [("plate1", "slow"), ("", "renamed"), ("", "tilde")] {
         let dir = s.results().join(sub);
         for f in [
