@@ -415,9 +415,14 @@ impl Folder {
         }
     }
 
-    /// Queues `rel` for its results if every job of it has ended.
+    /// Queues `rel` for its results if its jobs are out and every one has ended. A file whose
+    /// results are written already keeps them when its job goes later (retention, a delete).
     pub fn check_finished(&mut self, rel: &str) {
-        let Some(e) = self.ledger.get(rel) else {
+        let Some(e) = self
+            .ledger
+            .get(rel)
+            .filter(|e| e.record.state == ledger::State::Queued)
+        else {
             return;
         };
         let ended = e.jobs.iter().all(|id| match self.service.queue.get(*id) {

@@ -270,6 +270,29 @@ async fn the_csv_has_one_row_per_object(poll: bool) {
     assert_eq!(&b03[b03.len() - 1], "B03");
     // The copy has results of its own, from the same job.
     assert!(s.results().join("again/copy.spheroseg.json").is_file());
+    // A person deletes a finished job: the results written for it stay.
+    let id = jobs[0]["id"].as_str().expect("id");
+    let (st, v) = s
+        .api
+        .call(
+            "POST",
+            "/api/jobs/bulk",
+            Some(&format!(
+                r#"{{"action": "delete", "filter": {{"ids": ["{id}"]}}}}"#
+            )),
+        )
+        .await;
+    assert_eq!(st, axum::http::StatusCode::OK, "{v}");
+    quiet(&s).await;
+    assert_eq!(s.csv_rows("").len(), objects, "rows kept");
+    let name = jobs[0]["image"]["name"].as_str().expect("name");
+    let stem = name.trim_end_matches(".png");
+    assert!(s.results().join(format!("{stem}.spheroseg.json")).is_file());
+    assert!(
+        !s.results()
+            .join(format!("{stem}.spheroseg-error.txt"))
+            .exists()
+    );
     s.stop().await;
 }
 
