@@ -1,6 +1,7 @@
 //! Wiring: [`App::start`] opens the data directory, the queue and the image store, connects the
 //! queue to the event bus, builds the segmenters from the configuration, and starts the worker
-//! pool, the background tasks and the HTTP server on the caller's listener. [`App::shutdown`]
+//! pool, the background tasks (the watched folders among them) and the HTTP server on the
+//! caller's listener. [`App::shutdown`]
 //! stops them in the order DESIGN.md fixes ("Shutdown order"): readiness false, the HTTP server
 //! drains, the pool stops leasing and gives running jobs their grace, its threads are joined, the
 //! background tasks end, and the queue's writer commits and the database closes. One stop signal
@@ -170,7 +171,7 @@ impl App {
         )
         .context("cannot start the worker threads")?;
         let (stop, stopped) = watch::channel(false);
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(poll_ml_health(pool.handle(), stopped.clone())),
             tokio::spawn(maintain(
                 queue.clone(),
@@ -179,14 +180,19 @@ impl App {
                 stopped.clone(),
             )),
         ];
+        let service = Service {
+            queue: queue.clone(),
+            images,
+            events,
+            pool: Some(pool.handle()),
+            default_segmenter: config.segmenter.clone(),
+        };
+        // The folders' start-up scans run in their tasks: the server answers meanwhile.
+        let (watching, watchers) = crate::watch::start(&service, &config.watch, &stopped);
+        tasks.extend(watchers);
         let state = AppState {
-            service: Service {
-                queue: queue.clone(),
-                images,
-                events,
-                pool: Some(pool.handle()),
-                default_segmenter: config.segmenter.clone(),
-            },
+            service,
+            watch: watching,
             started: Instant::now(),
             ready: Arc::new(AtomicBool::new(true)),
             token: config.auth.token.as_deref().map(Arc::from),

@@ -41,9 +41,12 @@ pub struct Common {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the queue, the workers, the HTTP API and the status page until SIGTERM or Ctrl-C.
-    Serve,
+    Serve(ServeArgs),
     /// Segment image files offline (no server) and write JSON, masks, tables, COCO and ROI sets.
     Segment(SegmentArgs),
+    /// Send image files to a running spheroseg, one job each; a request that gets no answer is
+    /// sent again with the same Idempotency-Key, so it never makes a second job.
+    Submit(SubmitArgs),
     /// Ask a running spheroseg whether it is healthy (exit 0) or not (exit 1), for systemd and
     /// containers.
     Healthcheck {
@@ -70,6 +73,15 @@ pub enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+}
+
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// Also watch this folder (repeatable): its images are taken by themselves, once complete,
+    /// and their results written to spheroseg-results/ inside it. The same as a [[watch]]
+    /// entry with only `path`.
+    #[arg(long = "watch", value_name = "DIR")]
+    pub watch: Vec<PathBuf>,
 }
 
 /// What `segment` writes.
@@ -119,6 +131,30 @@ pub struct SegmentArgs {
     pub params: Option<String>,
 }
 
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// Images: PNG, JPEG, TIFF or BMP.
+    #[arg(required = true, value_name = "FILES")]
+    pub files: Vec<PathBuf>,
+    /// Base URL of the server; default: the configured bind address.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// 1 (lowest) to 10 (highest).
+    #[arg(long)]
+    pub priority: Option<u8>,
+    #[arg(long)]
+    pub project: Option<String>,
+    /// builtin, or a configured ML service.
+    #[arg(long)]
+    pub segmenter: Option<String>,
+    /// Segmentation parameters as JSON, e.g. '{"min_area_fraction": 0.01}'.
+    #[arg(long, value_name = "JSON")]
+    pub params: Option<String>,
+    /// Tries per file (network errors and a busy server are tried again).
+    #[arg(long, default_value_t = 5)]
+    pub tries: u32,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ConfigAction {
     /// Print a commented spheroseg.toml with every default.
@@ -157,10 +193,21 @@ impl Exit {
 impl Cli {
     /// Loads the configuration from every source, this command line's flags on top.
     pub fn load_config(&self, env: HashMap<String, String>) -> Result<Config, Exit> {
+        let watch = match &self.command {
+            Command::Serve(a) if !a.watch.is_empty() => Some(
+                a.watch
+                    .iter()
+                    .cloned()
+                    .map(crate::config::WatchLayer::folder)
+                    .collect(),
+            ),
+            _ => None,
+        };
         let flags = Layer {
             data_dir: self.common.data_dir.clone(),
             bind: self.common.bind.clone(),
             workers: self.common.workers,
+            watch,
             ..Layer::default()
         };
         Ok(Config::load(&Sources {
@@ -189,6 +236,7 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
             Ok(())
         }
         Command::Segment(args) => segment(&cli, args, env),
+        Command::Submit(args) => submit(&cli, args, env),
         Command::Healthcheck { url, ready } => {
             let config = cli.load_config(env)?;
             let base = url
@@ -211,7 +259,7 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
             }
             Ok(())
         }
-        Command::Serve => {
+        Command::Serve(_) => {
             let ignored = Config::ignored_env(&env);
             let config = cli.load_config(env)?;
             if !ignored.is_empty() {
@@ -316,6 +364,67 @@ fn segment(cli: &Cli, args: &SegmentArgs, env: HashMap<String, String>) -> Resul
     }
     if failed > 0 {
         return Err(Exit::Partial { failed, total });
+    }
+    Ok(())
+}
+
+/// Sends every file to the server, one at a time, each with its own Idempotency-Key; prints
+/// each file's job, and fails (exit 1) if any file was not taken.
+fn submit(cli: &Cli, args: &SubmitArgs, env: HashMap<String, String>) -> Result<(), Exit> {
+    let config = cli.load_config(env)?;
+    let mut fields: Vec<(&'static str, String)> = Vec::new();
+    if let Some(p) = args.priority {
+        fields.push(("priority", p.to_string()));
+    }
+    for (name, v) in [
+        ("project", &args.project),
+        ("segmenter", &args.segmenter),
+        ("params", &args.params),
+    ] {
+        if let Some(v) = v {
+            fields.push((name, v.clone()));
+        }
+    }
+    let s = crate::client::Submit {
+        base: args
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", config.bind)),
+        token: config.auth.token.clone(),
+        fields,
+        tries: args.tries,
+        timeout: std::time::Duration::from_secs(300),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let mut failed = 0;
+    for path in &args.files {
+        let done = runtime.block_on(crate::client::submit_one(&s, path));
+        match &done.outcome {
+            Ok(job) => println!(
+                "{}\t{}\t{}{}",
+                done.path.display(),
+                job["id"].as_str().unwrap_or_default(),
+                job["state"].as_str().unwrap_or_default(),
+                if job["deduplicated"] == true {
+                    " (the job it made before)"
+                } else {
+                    ""
+                }
+            ),
+            Err(e) => {
+                failed += 1;
+                eprintln!("FAILED {}: {e}", done.path.display());
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(Exit::Partial {
+            failed,
+            total: args.files.len(),
+        });
     }
     Ok(())
 }

@@ -58,6 +58,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub auth: AuthConfig,
     pub command: CommandConfig,
+    /// Folders whose images are taken by themselves (`[[watch]]`, `serve --watch DIR`).
+    pub watch: Vec<WatchConfig>,
 }
 
 /// API authentication.
@@ -191,6 +193,8 @@ pub struct Layer {
     pub limits: LimitsLayer,
     pub auth: AuthLayer,
     pub command: CommandLayer,
+    /// `[[watch]]` entries; the entries of every layer add up.
+    pub watch: Option<Vec<WatchLayer>>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -556,6 +560,15 @@ fn overlay(
     take!(limits.max_upload_mb, "limits.max_upload_mb");
     take!(limits.decode_budget_mb, "limits.decode_budget_mb");
     take!(limits.disk_low_water_mb, "limits.disk_low_water_mb");
+    if let Some(entries) = &top.watch {
+        let all = base.watch.get_or_insert_default();
+        all.extend(entries.iter().cloned().map(|mut e| {
+            if e.origin.is_empty() {
+                e.origin = origin.to_owned();
+            }
+            e
+        }));
+    }
 }
 
 /// How durations and optional limits are written back to TOML (`config show`): in the unit of
@@ -591,6 +604,9 @@ mod unit {
 pub const DEFAULT_TOML: &str = include_str!("config/default.toml");
 
 mod validate;
+mod watch;
+
+pub use watch::{After, DONE_DIR, Pages, RESULTS_DIR, Results, WatchConfig, WatchLayer};
 
 #[cfg(test)]
 mod tests;

@@ -139,6 +139,8 @@ impl ErrorCode {
     pub const IMPORT_DISABLED: ErrorCode = ErrorCode("import-disabled");
     /// The path is outside the import directories.
     pub const PATH_NOT_ALLOWED: ErrorCode = ErrorCode("path-not-allowed");
+    /// An idempotency key (or dedupe key) already made a job from another request.
+    pub const KEY_REUSED: ErrorCode = ErrorCode("idempotency-key-reused");
     /// The token is missing or wrong.
     pub const UNAUTHORIZED: ErrorCode = ErrorCode("unauthorized");
     /// The Host does not name this server.

@@ -104,6 +104,10 @@ pub enum EventKind {
         busy: usize,
         total: usize,
     },
+    /// A watched folder's counts and last scan, at most every second while they change.
+    WatchFolder {
+        folder: crate::watch::FolderStatus,
+    },
     /// Sent every second while the counts change.
     QueueStats {
         counts: StateCounts,

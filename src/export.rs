@@ -88,35 +88,22 @@ fn ratio(v: f64) -> String {
     format!("{v:.4}")
 }
 
-/// Writes the header and one row per object of every result; `id` gives each result's Image ID
-/// (the job id on a server, the file name offline).
-pub fn write_csv<'a, W: Write>(
-    out: W,
-    results: impl IntoIterator<Item = (&'a str, &'a SegmentResult)>,
-    calibrated: bool,
-) -> Result<(), ExportError> {
-    write_csv_part(out, results, calibrated, true)
+/// The CSV header: the standard columns, then the calibrated ones when `calibrated`.
+pub fn csv_header(calibrated: bool) -> Vec<&'static str> {
+    let mut names: Vec<&str> = CSV_COLUMNS.to_vec();
+    if calibrated {
+        names.extend(CSV_CALIBRATED);
+    }
+    names
 }
 
-/// Like [`write_csv`], with the header only when `header` is set: a streamed export writes its
-/// rows in parts.
-pub fn write_csv_part<'a, W: Write>(
-    out: W,
-    results: impl IntoIterator<Item = (&'a str, &'a SegmentResult)>,
-    calibrated: bool,
-    header: bool,
-) -> Result<(), ExportError> {
-    let mut w = csv::Writer::from_writer(out);
-    if header {
-        let mut names: Vec<&str> = CSV_COLUMNS.to_vec();
-        if calibrated {
-            names.extend(CSV_CALIBRATED);
-        }
-        w.write_record(&names)?;
-    }
-    for (id, r) in results {
-        let resolution = format!("{}x{}", r.image.width, r.image.height);
-        for (i, m) in r.metrics.iter().enumerate() {
+/// One CSV row per object of `r`, in the columns of [`csv_header`]; `id` is its Image ID.
+pub fn csv_rows(id: &str, r: &SegmentResult, calibrated: bool) -> Vec<Vec<String>> {
+    let resolution = format!("{}x{}", r.image.width, r.image.height);
+    r.metrics
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
             let mut row = vec![
                 text_cell(&r.image.name),
                 text_cell(id),
@@ -148,6 +135,35 @@ pub fn write_csv_part<'a, W: Write>(
                     None => row.extend(std::iter::repeat_n(String::new(), CSV_CALIBRATED.len())),
                 }
             }
+            row
+        })
+        .collect()
+}
+
+/// Writes the header and one row per object of every result; `id` gives each result's Image ID
+/// (the job id on a server, the file name offline).
+pub fn write_csv<'a, W: Write>(
+    out: W,
+    results: impl IntoIterator<Item = (&'a str, &'a SegmentResult)>,
+    calibrated: bool,
+) -> Result<(), ExportError> {
+    write_csv_part(out, results, calibrated, true)
+}
+
+/// Like [`write_csv`], with the header only when `header` is set: a streamed export writes its
+/// rows in parts.
+pub fn write_csv_part<'a, W: Write>(
+    out: W,
+    results: impl IntoIterator<Item = (&'a str, &'a SegmentResult)>,
+    calibrated: bool,
+    header: bool,
+) -> Result<(), ExportError> {
+    let mut w = csv::Writer::from_writer(out);
+    if header {
+        w.write_record(csv_header(calibrated))?;
+    }
+    for (id, r) in results {
+        for row in csv_rows(id, r, calibrated) {
             w.write_record(&row)?;
         }
     }

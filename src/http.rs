@@ -18,6 +18,7 @@ mod rerun;
 mod segmenters;
 mod system;
 mod ui;
+mod watch;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub ws_send_timeout: std::time::Duration,
     /// The retention in force, shown on the page.
     pub retention: crate::queue::Retention,
+    /// The watched folders' status.
+    pub watch: crate::watch::Watching,
 }
 
 impl AppState {
@@ -99,6 +102,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(ml::routes())
         .merge(export::routes())
         .merge(system::routes())
+        .merge(watch::routes())
         .split_for_parts();
     api.info.title = "spheroseg".into();
     api.info.version = env!("CARGO_PKG_VERSION").into();

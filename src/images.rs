@@ -255,6 +255,11 @@ impl ImageStore {
         &self.budget
     }
 
+    /// What the decoder may accept.
+    pub fn limits(&self) -> DecodeLimits {
+        self.limits
+    }
+
     /// Where the image with this hash lives.
     pub fn path(&self, hash: &str) -> PathBuf {
         let fan = hash.get(..2).unwrap_or("xx");
@@ -369,7 +374,7 @@ impl ImageStore {
     /// path.
     pub fn put(&self, bytes: &[u8], name: &str) -> Result<Stored, ImageStoreError> {
         let (header, decoded) = self.check(&bytes, name)?;
-        let hash = hex(&Sha256::digest(bytes));
+        let hash = content_hash(bytes);
         let pin = self.pin(&hash);
         if !self.fs.exists(&self.path(&hash)) {
             // (`incoming` refuses under the low-water mark.)
@@ -594,6 +599,11 @@ fn image_ref(hash: String, name: &str, header: &Header, bytes: u64) -> ImageRef 
         height: header.height,
         bytes,
     }
+}
+
+/// The image store's name for `bytes`: their SHA-256, lowercase hex.
+pub fn content_hash(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
 }
 
 fn hex(bytes: &[u8]) -> String {

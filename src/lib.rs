@@ -3,6 +3,7 @@
 //! - `config`: one validated `Config` from defaults, `spheroseg.toml`, environment and flags
 //! - `app`: wiring of the parts and the shutdown order
 //! - `cli`: the command-line interface (clap)
+//! - `client`: `spheroseg submit`, uploads to a running server that retry with an Idempotency-Key
 //! - `queue`: the durable priority queue on redb (model, store, writer thread)
 //! - `pool`: the dispatcher task and the worker threads that run jobs
 //! - `service`: submit, cancel, retry, priority: store, commit, publish, wake, for every interface
@@ -14,6 +15,7 @@
 //! - `offline`: `spheroseg segment` on a thread pool, and `spheroseg demo-images`
 //! - `synth`: synthetic spheroid images with known truth (tests, benches, demo images)
 //! - `view`: a job as the API and the events show it
+//! - `watch`: watched folders: files taken once complete, exactly once, results written beside
 //! - `events`: numbered events in a ring buffer, broadcast to live subscribers, made from commits
 //! - `http`: the HTTP API, WebSocket, health endpoints and the embedded status page (axum)
 //! - `telemetry`: the Prometheus recorder and the machine's CPU, memory and disk
@@ -26,6 +28,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod contain;
@@ -48,3 +51,4 @@ pub mod service;
 pub mod synth;
 pub mod telemetry;
 pub mod view;
+pub mod watch;

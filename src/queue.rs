@@ -30,8 +30,8 @@ pub use announce::Listener;
 pub use error::QueueError;
 pub use model::{
     Backoff, BulkAction, BulkOutcome, Change, Committed, Enqueued, FailOutcome, ImageRef, Job,
-    JobError, JobFilter, JobId, JobState, Lease, LeaseToken, Limit, Millis, NewJob, Page, Priority,
-    Requeue, ResultRef, Retention, RetentionReport, SweepReport, Transition,
+    JobError, JobFilter, JobId, JobState, Lease, LeaseToken, Limit, Mark, Millis, NewJob, Page,
+    Priority, Requeue, ResultRef, Retention, RetentionReport, SweepReport, Transition,
 };
 pub use stats::{CommitLatency, LogStats, Percentiles, QueueStats, StateCounts, Throughput};
 pub use store::OpenReport;
@@ -345,6 +345,28 @@ impl Queue {
     /// Enqueues many jobs in one commit: all of them or, if one is invalid, none.
     pub async fn enqueue_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, QueueError> {
         self.call(|reply| Op::Enqueue { jobs, reply }).await
+    }
+
+    /// Enqueues `jobs` as [`Queue::enqueue_batch`] does and writes `marks` in the same durable
+    /// commit: all of it, or (an invalid job or mark) none. `jobs` may be empty.
+    pub async fn enqueue_marked(
+        &self,
+        jobs: Vec<NewJob>,
+        marks: Vec<Mark>,
+    ) -> Result<Vec<Enqueued>, QueueError> {
+        self.call(|reply| Op::EnqueueMarked { jobs, marks, reply })
+            .await
+    }
+
+    /// The live job (not failed, cancelled or removed) that holds the dedupe key `key`.
+    pub fn dedupe_holder(&self, key: &str) -> Result<Option<JobId>, QueueError> {
+        self.store()?.dedupe_holder(key)
+    }
+
+    /// Every mark whose key starts with `prefix`, in key order, with the job ids appended to
+    /// its value (see [`Mark`]).
+    pub fn marks(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, QueueError> {
+        self.store()?.marks(prefix)
     }
 
     /// Leases up to `n` jobs, highest priority first (FIFO inside a level), for `ttl`.

@@ -17,7 +17,8 @@ use crate::events::EventBus;
 use crate::images::{ImageStore, ImageStoreError, Incoming};
 use crate::pool::PoolHandle;
 use crate::queue::{
-    BulkAction, BulkOutcome, Enqueued, Job, JobId, JobState, NewJob, Priority, Queue, QueueError,
+    BulkAction, BulkOutcome, Enqueued, ImageRef, Job, JobId, JobState, Mark, NewJob, Priority,
+    Queue, QueueError,
 };
 use crate::segment::{SegmentParams, SegmenterId};
 
@@ -37,6 +38,11 @@ pub enum ServiceError {
         field: &'static str,
         message: String,
     },
+    /// A client's key already made a job of another image or other settings.
+    #[error(
+        "the key {key:?} already made job {job} from another request; use a new key for a new request"
+    )]
+    KeyReused { key: String, job: JobId },
 }
 
 impl ServiceError {
@@ -47,6 +53,7 @@ impl ServiceError {
             ServiceError::Queue(e) => e.code(),
             ServiceError::ImageGone { .. } => ErrorCode::IMAGE_MISSING,
             ServiceError::Invalid { .. } => ErrorCode::INVALID_FIELD,
+            ServiceError::KeyReused { .. } => ErrorCode::KEY_REUSED,
         }
     }
 }
@@ -77,6 +84,35 @@ pub struct SubmitOptions {
     pub max_attempts: Option<u32>,
     /// Deduplicate each image by (content hash, segmenter, parameters), as the watch folders do.
     pub dedupe: bool,
+    /// A client's key for this submission (`Idempotency-Key`, or the `dedupe_key` field): the
+    /// same key again returns the jobs it made instead of new ones. Wins over `dedupe`.
+    pub key: Option<String>,
+}
+
+/// The queue's dedupe key of a job of the image `hash` on `segmenter` with `params` (and the
+/// page of a multi-page TIFF, when one is named): what the watch folders and `dedupe` uploads
+/// share.
+pub fn content_key(
+    hash: &str,
+    segmenter: &SegmenterId,
+    params: &SegmentParams,
+    page: Option<u32>,
+) -> String {
+    let params = serde_json::to_string(params).unwrap_or_default();
+    match page {
+        None => format!("{hash}:{segmenter}:{params}"),
+        Some(p) => format!("{hash}:{segmenter}:{params}:page={p}"),
+    }
+}
+
+/// The queue's dedupe key of image `i` of `n` of a submission a client keyed `key`: in a
+/// namespace of its own, so no client key can take the place of a content key.
+fn client_key(key: &str, i: usize, n: usize) -> String {
+    if n == 1 {
+        format!("client:{key}")
+    } else {
+        format!("client:{key}#{i}")
+    }
 }
 
 /// How a job is to be run again: everything else is the original's.
@@ -130,26 +166,75 @@ impl Service {
         .await
         .map_err(|e| ServiceError::Queue(QueueError::Storage(Box::new(e))))??;
         let (refs, _pins): (Vec<_>, Vec<_>) = stored.into_iter().map(|s| (s.image, s.pin)).unzip();
+        let n = refs.len();
+        let keys: Vec<Option<String>> = refs
+            .iter()
+            .enumerate()
+            .map(|(i, image)| match &opts.key {
+                Some(k) => Some(client_key(k, i, n)),
+                None => opts
+                    .dedupe
+                    .then(|| content_key(&image.hash, &segmenter, &opts.params, None)),
+            })
+            .collect();
+        if let Some(k) = &opts.key {
+            // A key that made a job of something else is refused before anything is enqueued.
+            for (key, image) in keys.iter().flatten().zip(&refs) {
+                if let Some(id) = self.queue.dedupe_holder(key)?
+                    && let Some(job) = self.queue.get(id)?
+                    && !same_request(&job, image, &segmenter, &opts)
+                {
+                    return Err(ServiceError::KeyReused {
+                        key: k.clone(),
+                        job: id,
+                    });
+                }
+            }
+        }
         let jobs: Vec<NewJob> = refs
-            .into_iter()
-            .map(|image| NewJob {
+            .iter()
+            .zip(keys)
+            .map(|(image, dedupe_key)| NewJob {
                 priority: opts.priority,
                 max_attempts: opts.max_attempts,
                 project: opts.project.clone(),
-                dedupe_key: opts.dedupe.then(|| {
-                    format!(
-                        "{}:{segmenter}:{}",
-                        image.hash,
-                        serde_json::to_string(&opts.params).unwrap_or_default()
-                    )
-                }),
+                dedupe_key,
                 segmenter: segmenter.clone(),
                 params: opts.params.clone(),
-                image,
+                image: image.clone(),
                 ..NewJob::default()
             })
             .collect();
         let done = self.queue.enqueue_batch(jobs).await?;
+        let fresh = done.iter().filter(|e| !e.deduplicated).count();
+        metrics::counter!("spheroseg_jobs_enqueued_total").increment(fresh as u64);
+        if let Some(k) = &opts.key
+            && let Some(e) = done
+                .iter()
+                .zip(&refs)
+                .find(|(e, image)| {
+                    e.deduplicated && !same_request(&e.job, image, &segmenter, &opts)
+                })
+                .map(|(e, _)| e)
+        {
+            // Two requests with one key raced past the check above.
+            return Err(ServiceError::KeyReused {
+                key: k.clone(),
+                job: e.job.id,
+            });
+        }
+        Ok(done)
+    }
+
+    /// Enqueues jobs of images already stored (and pinned by the caller until this returns),
+    /// with the marks that record where they came from, in one durable commit (the watch
+    /// folders' ledger).
+    pub async fn enqueue_marked(
+        &self,
+        jobs: Vec<NewJob>,
+        marks: Vec<Mark>,
+    ) -> Result<Vec<Enqueued>, ServiceError> {
+        let done = self.queue.enqueue_marked(jobs, marks).await?;
         let fresh = done.iter().filter(|e| !e.deduplicated).count();
         metrics::counter!("spheroseg_jobs_enqueued_total").increment(fresh as u64);
         Ok(done)
@@ -282,8 +367,27 @@ impl Service {
         Ok(self.queue.change_priority(id, priority).await?)
     }
 
+    /// Refuses a segmenter that no job could run on (for interfaces that check once, at start).
+    pub fn check_segmenter(&self, segmenter: &SegmenterId) -> Result<(), ServiceError> {
+        self.check_configured(segmenter)
+    }
+
     /// The pool's handle, when one runs.
     pub fn pool(&self) -> Option<&PoolHandle> {
         self.pool.as_ref()
     }
+}
+
+/// Whether `job` is what a submission of `image` with `opts` on `segmenter` would make (its
+/// priority may have been changed since).
+fn same_request(
+    job: &Job,
+    image: &ImageRef,
+    segmenter: &SegmenterId,
+    opts: &SubmitOptions,
+) -> bool {
+    job.image.hash == image.hash
+        && job.segmenter == *segmenter
+        && job.params == opts.params
+        && job.project == opts.project
 }

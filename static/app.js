@@ -9,7 +9,7 @@ import { paramForm } from "./params.js";
 import { jobChanged, openViewer, paramsLoaded, setupViewer } from "./viewer.js";
 
 const $ = (id) => document.getElementById(id);
-const state = { lastEventId: 0, jobs: new Map(), cursor: null, socketFailures: 0, pollTimer: null, paramFields: null, uploadParams: null };
+const state = { lastEventId: 0, jobs: new Map(), cursor: null, socketFailures: 0, pollTimer: null, paramFields: null, uploadParams: null, folders: [] };
 
 // ---- formatting ----
 
@@ -36,8 +36,8 @@ function card(value, label) {
 
 async function loadOverview() {
   try {
-    const [q, sys, health, ml] = await Promise.all([
-      json("/api/queue"), json("/api/system"), json("/api/health"), json("/api/ml"),
+    const [q, sys, health, ml, watch] = await Promise.all([
+      json("/api/queue"), json("/api/system"), json("/api/health"), json("/api/ml"), json("/api/watch"),
     ]);
     renderCounts(q);
     const facts = $("facts");
@@ -55,6 +55,8 @@ async function loadOverview() {
     $("retention").textContent = retentionText(q.retention);
     drawSpark(q.completed_per_minute || []);
     renderMl(ml);
+    state.folders = watch.folders;
+    renderWatch();
     renderBanners(q, sys, ml);
   } catch (e) {
     $("connection").textContent = `error: ${e.message}`;
@@ -98,6 +100,24 @@ function renderMl(services) {
     if (b.state === "open" && b.nextProbe) text += `, next try in ${ago(b.nextProbe - Date.now())}`;
     const reset = el("button", { type: "button", onclick: async () => { await api(`/api/ml/${s.name}/reset`, { method: "POST" }); loadOverview(); } }, "Reset");
     return el("p", {}, text, " ", reset);
+  }));
+}
+
+/// Each watched folder: its counts, how it learns of files, its last scan.
+function renderWatch() {
+  const box = $("watch");
+  box.hidden = !state.folders.length;
+  $("watch-folders").replaceChildren(...state.folders.map((f) => {
+    const how = f.mode === "polling" ? `polled (${f.mode_reason})` : "notified by the system";
+    const scan = f.last_scan_at
+      ? `last scan ${ago(Date.now() - f.last_scan_at)} ago: ${plural(f.last_scan_files, "file")} in ${ago(f.last_scan_ms)}`
+      : "first scan running";
+    return el("div", { class: "folder" },
+      el("p", {}, el("b", {}, f.path), ` → ${f.results}; project ${f.project}; ${how}; ${scan}`),
+      el("div", { class: "cards" },
+        card(f.seen, "seen"), card(f.waiting, "being written"), card(f.queued, "queued"),
+        card(f.done, "done"), card(f.failed, "failed")),
+      f.error ? el("p", { class: "bad" }, f.error) : "");
   }));
 }
 
@@ -435,6 +455,12 @@ function onEvent(e) {
     case "breaker_changed":
       loadOverview();
       break;
+    case "watch_folder": {
+      const i = state.folders.findIndex((f) => f.path === e.folder.path);
+      if (i >= 0) state.folders[i] = e.folder; else state.folders.push(e.folder);
+      renderWatch();
+      break;
+    }
   }
 }
 

@@ -89,16 +89,22 @@ fn config_default_round_trips_through_config_show() {
     assert!(text.contains("bind = \"127.0.0.1:5001\""), "{text}");
 }
 
+/// Runs `c`, expects exit code 2 and one line on stderr, and returns that line.
+fn one_line_exit_2(c: &mut Command) -> String {
+    let out = c.output().expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    err
+}
+
 #[test]
 fn a_bad_value_is_one_line_and_exit_code_2() {
-    let out = spheroseg()
-        .args(["config", "show"])
-        .env("QUEUE_CONCURRENCY", "many")
-        .output()
-        .expect("runs");
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let err = one_line_exit_2(
+        spheroseg()
+            .args(["config", "show"])
+            .env("QUEUE_CONCURRENCY", "many"),
+    );
     assert!(
         err.contains("workers") && err.contains("QUEUE_CONCURRENCY"),
         "{err}"
@@ -110,6 +116,22 @@ fn a_bad_value_is_one_line_and_exit_code_2() {
         .expect("runs");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("auth.token"));
+
+    // A watched folder that is not there, as `serve --watch` names it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("export");
+    let err = one_line_exit_2(
+        spheroseg()
+            .arg("serve")
+            .arg("--watch")
+            .arg(&missing)
+            .arg("--data-dir")
+            .arg(dir.path().join("data")),
+    );
+    assert!(
+        err.contains("watch[0].path") && err.contains("--watch") && err.contains("export"),
+        "{err}"
+    );
 }
 
 /// Starts `serve`, waits for its start line, sends SIGTERM, and expects a clean exit; a second
@@ -241,7 +263,8 @@ fn serve_processes_queued_jobs_end_to_end() {
     }
 }
 
-/// `healthcheck` exits 0 against a running serve (health and readiness) and 1 once it is gone.
+/// `healthcheck` exits 0 against a running serve (health and readiness) and 1 once it is gone;
+/// `submit` sends files to it.
 #[test]
 fn healthcheck_exits_0_when_up_and_1_when_down() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -275,6 +298,29 @@ fn healthcheck_exits_0_when_up_and_1_when_down() {
         );
         assert!(String::from_utf8_lossy(&out.stdout).starts_with("200"));
     }
+    // `submit` sends a file and prints its job; a file that is not an image fails it.
+    let out = spheroseg()
+        .args(["submit", "--url", &url, "--project", "cli"])
+        .arg(crate::util::fixture("spheroid_core_8bit.png"))
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains("spheroid_core_8bit.png\t") && printed.contains("queued"),
+        "{printed}"
+    );
+    let out = spheroseg()
+        .args(["submit", "--url", &url])
+        .arg(crate::util::fixture("not_an_image.txt"))
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("415"));
     sigterm(&child);
     let _rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(child.wait().expect("exits").success());

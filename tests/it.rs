@@ -24,3 +24,5 @@ mod queue_model;
 mod readers;
 /// The builtin segmenter: accuracy on synthetic truth, and `spheroseg segment` on fixtures.
 mod segment;
+/// Watched folders: files taken once complete, exactly once, results written beside them.
+mod watch;

@@ -180,3 +180,221 @@ fn config_show_output_is_toml() {
     assert!(shown.contains("bind = \"127.0.0.1:5001\""), "{shown}");
     assert!(shown.contains("[queue]"), "{shown}");
 }
+
+/// A `spheroseg.toml` whose `[[watch]]` entries are `entries` (TOML bodies), with the data
+/// directory outside every folder; paths may name `{tmp}`, a fresh folder.
+fn load_watch(tmp: &Path, entries: &[&str], flags: Layer) -> Result<Config, ConfigError> {
+    let data = tmp.join("data");
+    let mut file = format!("data_dir = {:?}\n", data.display().to_string());
+    for e in entries {
+        file.push_str("[[watch]]\n");
+        file.push_str(&e.replace("{tmp}", &tmp.display().to_string()));
+        file.push('\n');
+    }
+    load(Some(&file), &[], flags)
+}
+
+#[test]
+fn a_watch_entry_has_the_documented_defaults() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(tmp.path().join("scope")).expect("dir");
+    let c = load_watch(tmp.path(), &["path = \"{tmp}/scope\""], Layer::default()).expect("loads");
+    let w = &c.watch[0];
+    assert!(w.recursive);
+    assert_eq!(
+        w.include,
+        ["*.png", "*.jpg", "*.jpeg", "*.tif", "*.tiff", "*.bmp"]
+    );
+    assert_eq!(w.exclude, [".*", "~*"]);
+    assert_eq!(w.project, "scope", "the folder's name");
+    assert_eq!((w.priority, w.segmenter.as_str()), (5, "builtin"));
+    assert_eq!(w.results, Results::Beside);
+    assert_eq!(
+        w.results_root(),
+        tmp.path().join("scope").join("spheroseg-results")
+    );
+    assert_eq!(
+        (w.after, w.pages, w.poll),
+        (After::Keep, Pages::First, false)
+    );
+    assert_eq!(w.settle, Duration::from_millis(2000));
+    assert_eq!(w.poll_interval, Duration::from_millis(5000));
+    assert_eq!(w.metadata, None);
+    // config show prints it back as an entry that loads to the same.
+    let shown = c.to_toml();
+    assert!(shown.contains("[[watch]]"), "{shown}");
+    let again = load(Some(&shown), &[], Layer::default()).expect("config show loads");
+    assert_eq!(again.watch, c.watch);
+}
+
+#[test]
+fn every_watch_field_is_read() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(tmp.path().join("scope")).expect("dir");
+    let entry = r#"path = "{tmp}/scope"
+recursive = false
+include = ["*.tif"]
+exclude = ["raw/**"]
+project = "screen-7"
+priority = 8
+segmenter = "builtin"
+pixel_size_um = 0.65
+results = "{tmp}/out"
+after = "move"
+poll = true
+poll_interval_ms = 250
+settle_ms = 500
+metadata = '(?P<plate>plate\d+)_(?P<well>[A-P]\d{2})'
+pages = "best-focus"
+params = { min_circularity = 0.5 }"#;
+    let c = load_watch(tmp.path(), &[entry], Layer::default()).expect("loads");
+    let w = &c.watch[0];
+    assert!(!w.recursive);
+    assert_eq!((w.include.len(), w.exclude.len()), (1, 1));
+    assert_eq!((w.project.as_str(), w.priority), ("screen-7", 8));
+    assert_eq!(w.params.pixel_size_um, Some(0.65));
+    assert_eq!(w.params.min_circularity, 0.5);
+    assert_eq!(w.results_root(), tmp.path().join("out"));
+    assert_eq!(
+        (w.after, w.pages, w.poll),
+        (After::Move, Pages::BestFocus, true)
+    );
+    assert_eq!(w.settle, Duration::from_millis(500));
+    assert_eq!(w.poll_interval, Duration::from_millis(250));
+    assert!(w.metadata.is_some());
+}
+
+#[test]
+fn serve_watch_adds_an_entry_with_the_defaults_to_the_files() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for d in ["a", "b"] {
+        std::fs::create_dir(tmp.path().join(d)).expect("dir");
+    }
+    let flags = Layer {
+        watch: Some(vec![WatchLayer::folder(tmp.path().join("b"))]),
+        ..Layer::default()
+    };
+    let c = load_watch(tmp.path(), &["path = \"{tmp}/a\"\npriority = 9"], flags).expect("loads");
+    assert_eq!(c.watch.len(), 2, "the flag adds to the file's entries");
+    assert_eq!((c.watch[0].priority, c.watch[1].priority), (9, 5));
+    assert_eq!(c.watch[1].project, "b");
+}
+
+#[test]
+fn bad_watch_entries_are_one_line_naming_the_entry() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for d in ["a", "a/sub", "b", "c"] {
+        std::fs::create_dir(tmp.path().join(d)).expect("dir");
+    }
+    let cases: &[(&[&str], &str, &str)] = &[
+        (
+            &["path = \"{tmp}/missing\""],
+            "watch[0].path",
+            "cannot be watched",
+        ),
+        (
+            &[
+                "path = \"{tmp}/a\"",
+                "path = \"{tmp}/b\"",
+                "path = \"{tmp}/a/\"",
+            ],
+            "watch[2].path",
+            "watched twice",
+        ),
+        (
+            &["path = \"{tmp}/a\"", "path = \"{tmp}/a/sub\""],
+            "watch[1].path",
+            "inside each other",
+        ),
+        (
+            &[
+                "path = \"{tmp}/b\"\nresults = \"{tmp}/a/res\"",
+                "path = \"{tmp}/a\"",
+            ],
+            "watch[1].path",
+            "would take them as new images",
+        ),
+        (
+            &[
+                "path = \"{tmp}/a\"",
+                "path = \"{tmp}/b\"\nresults = \"{tmp}/a/res\"",
+            ],
+            "watch[1].results",
+            "would take the results",
+        ),
+        (
+            &["path = \"{tmp}/b\"\nresults = \"..\""],
+            "watch[0].results",
+            "holds the watched folder",
+        ),
+        (&["path = \"{tmp}\""], "watch[0].path", "data directory"),
+        (
+            &["path = \"{tmp}/a\"\ninclude = [\"[x-\"]"],
+            "watch[0].include",
+            "not a glob",
+        ),
+        (
+            &["path = \"{tmp}/a\"\nmetadata = \"(?P<w>[A-P\""],
+            "watch[0].metadata",
+            "regular",
+        ),
+        (
+            &["path = \"{tmp}/a\"\nmetadata = \"A\\\\d+\""],
+            "watch[0].metadata",
+            "names no group",
+        ),
+        (
+            &["path = \"{tmp}/a\"\npriority = 11"],
+            "watch[0].priority",
+            "1 (lowest)",
+        ),
+        (
+            &["path = \"{tmp}/a\"\nsegmenter = \"http\""],
+            "watch[0].segmenter",
+            "ml.url",
+        ),
+        (
+            &["path = \"{tmp}/a\"\npixel_size_um = -1.0"],
+            "watch[0].pixel_size_um",
+            "positive",
+        ),
+        (
+            &["path = \"{tmp}/a\"\nsettle_ms = 0"],
+            "watch[0].settle_ms",
+            "100 to",
+        ),
+        (
+            &["path = \"{tmp}/a\"\nproject = \" \""],
+            "watch[0].project",
+            "name",
+        ),
+    ];
+    for (entries, key, says) in cases {
+        let e = load_watch(tmp.path(), entries, Layer::default()).expect_err(key);
+        assert_eq!(e.key, *key, "{e}");
+        assert!(e.message.contains(says), "{key}: {e}");
+        assert!(e.origin.ends_with("spheroseg.toml"), "{e}");
+        assert!(!e.to_string().contains('\n'), "one line: {e}");
+    }
+    // Two sibling folders, and a non-recursive folder with another below it, are fine.
+    let ok = load_watch(
+        tmp.path(),
+        &[
+            "path = \"{tmp}/a\"\nrecursive = false",
+            "path = \"{tmp}/a/sub\"",
+            "path = \"{tmp}/c\"",
+        ],
+        Layer::default(),
+    );
+    assert!(ok.is_ok(), "{ok:?}");
+    let e = load_watch(
+        tmp.path(),
+        &[],
+        Layer {
+            watch: Some(vec![WatchLayer::folder(tmp.path().join("nope"))]),
+            ..Layer::default()
+        },
+    )
+    .expect_err("missing");
+    assert_eq!(e.origin, "command-line flag --watch");
+}

@@ -217,28 +217,8 @@ pub(super) fn validate(
         )?,
     };
     let segmenter = l.segmenter.unwrap_or_default();
-    match segmenter.as_str() {
-        SegmenterId::BUILTIN => {}
-        SegmenterId::HTTP if ml.url.is_none() => {
-            return Err(err(
-                "segmenter",
-                "the http segmenter needs ml.url (or ML_SERVICE_URL)".into(),
-            ));
-        }
-        SegmenterId::COMMAND if command.argv.is_empty() => {
-            return Err(err(
-                "segmenter",
-                "the command segmenter needs command.argv in spheroseg.toml".into(),
-            ));
-        }
-        SegmenterId::HTTP | SegmenterId::COMMAND => {}
-        other => {
-            return Err(err(
-                "segmenter",
-                format!("no segmenter is named {other:?}: use builtin, http or command"),
-            ));
-        }
-    }
+    let can_run = |s: &SegmenterId| can_run(s, ml.url.is_some(), !command.argv.is_empty());
+    can_run(&segmenter).map_err(|m| err("segmenter", m))?;
     let allowed_hosts = l.allowed_hosts.unwrap_or_default();
     for h in &allowed_hosts {
         crate::http::HostRule::parse(h).map_err(|m| err("allowed_hosts", m))?;
@@ -256,13 +236,22 @@ pub(super) fn validate(
             ));
         }
     }
+    let data_dir = l
+        .data_dir
+        .unwrap_or_else(|| PathBuf::from("./spheroseg-data"));
+    let watch = watch::validate(
+        l.watch.unwrap_or_default(),
+        &watch::Context {
+            data_dir: &data_dir,
+            default_segmenter: &segmenter,
+            check_segmenter: &can_run,
+        },
+    )?;
     Ok(Config {
         import_dirs: l.import_dirs.unwrap_or_default(),
         allowed_hosts,
         allowed_origins,
-        data_dir: l
-            .data_dir
-            .unwrap_or_else(|| PathBuf::from("./spheroseg-data")),
+        data_dir,
         bind,
         workers,
         segmenter,
@@ -286,7 +275,25 @@ pub(super) fn validate(
         limits,
         auth: AuthConfig { token },
         command,
+        watch,
     })
+}
+
+/// Whether this configuration can run jobs on `segmenter`, and if not, what is missing.
+fn can_run(segmenter: &SegmenterId, ml_url: bool, command_argv: bool) -> Result<(), String> {
+    match segmenter.as_str() {
+        SegmenterId::BUILTIN => Ok(()),
+        SegmenterId::HTTP if !ml_url => {
+            Err("the http segmenter needs ml.url (or ML_SERVICE_URL)".into())
+        }
+        SegmenterId::COMMAND if !command_argv => {
+            Err("the command segmenter needs command.argv in spheroseg.toml".into())
+        }
+        SegmenterId::HTTP | SegmenterId::COMMAND => Ok(()),
+        other => Err(format!(
+            "no segmenter is named {other:?}: use builtin, http or command"
+        )),
+    }
 }
 
 fn ms(n: u64) -> Duration {

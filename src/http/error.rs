@@ -135,6 +135,9 @@ impl From<ServiceError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, e.code(), e.to_string())
             }
             ServiceError::Invalid { field, message } => ApiError::invalid(field, message),
+            e @ ServiceError::KeyReused { .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.code(), e.to_string())
+            }
         }
     }
 }

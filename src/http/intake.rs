@@ -38,6 +38,26 @@ pub(super) fn segmenter(raw: &str) -> Result<SegmenterId, ApiError> {
         .map_err(|e: String| ApiError::invalid("segmenter", e))
 }
 
+/// The longest client key (`Idempotency-Key`, `dedupe_key`).
+const MAX_KEY: usize = 255;
+
+/// A client's key for a submission: 1 to 255 visible ASCII characters. The `Idempotency-Key`
+/// draft sends it as a structured-field string (`"…"`); Stripe's clients send it bare: both are
+/// taken.
+pub(super) fn client_key(raw: &str, field: &str) -> Result<String, ApiError> {
+    let raw = raw.trim();
+    let key = raw
+        .strip_prefix('"')
+        .and_then(|k| k.strip_suffix('"'))
+        .unwrap_or(raw);
+    if key.is_empty() || key.len() > MAX_KEY || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::bad_request(format!(
+            "{field}: use 1 to {MAX_KEY} visible ASCII characters, such as a UUID"
+        )));
+    }
+    Ok(key.to_owned())
+}
+
 pub(super) fn params(raw: &str) -> Result<SegmentParams, ApiError> {
     let p: SegmentParams =
         serde_json::from_str(raw).map_err(|e| ApiError::invalid("params", e.to_string()))?;
@@ -171,6 +191,12 @@ pub(super) async fn form(
                 opts.segmenter = Some(segmenter(text_field(field, MAX_FIELD).await?.trim())?)
             }
             "params" => opts.params = params(&text_field(field, MAX_FIELD).await?)?,
+            "dedupe_key" => {
+                opts.key = Some(client_key(
+                    &text_field(field, MAX_FIELD).await?,
+                    "dedupe_key",
+                )?)
+            }
             other => return Err(ApiError::bad_request(format!("unknown field {other:?}"))),
         }
     }
@@ -199,6 +225,9 @@ pub(super) struct UploadForm {
     segmenter: Option<String>,
     /// The segmentation parameters as JSON text (the fields of `ParamsView`).
     params: Option<String>,
+    /// A key for this submission, as the `Idempotency-Key` header: the same key again returns
+    /// the jobs it made first instead of new ones.
+    dedupe_key: Option<String>,
 }
 
 /// Files to import by path, each inside one of the configured import directories.
@@ -216,6 +245,8 @@ pub(super) struct ImportBody {
     segmenter: Option<String>,
     #[schema(value_type = Option<crate::view::ParamsView>)]
     params: Option<serde_json::Value>,
+    /// A key for this submission, as the `Idempotency-Key` header.
+    dedupe_key: Option<String>,
 }
 
 /// Files named by path, each of which must resolve (symlinks and `..` followed) to a file inside
@@ -253,6 +284,9 @@ pub(super) async fn import(
     }
     if let Some(v) = b.params {
         opts.params = params(&v.to_string())?;
+    }
+    if let Some(k) = &b.dedupe_key {
+        opts.key = Some(client_key(k, "dedupe_key")?);
     }
     Ok((sources, opts))
 }

@@ -72,8 +72,9 @@ struct AcceptedJob {
 const MAX_FILES: usize = 1000;
 
 /// `POST /api/jobs`: multipart with `image` parts and optional `priority`, `project`,
-/// `segmenter`, `params`; or JSON `{"paths": [...], ...}` for files under `import_dirs`. 202 once
-/// the jobs are durable.
+/// `segmenter`, `params`, `dedupe_key`; or JSON `{"paths": [...], ...}` for files under
+/// `import_dirs`. 202 once the jobs are durable. An `Idempotency-Key` header (or `dedupe_key`)
+/// sent again returns the jobs that key made first.
 #[utoipa::path(
     post,
     path = "/api/jobs",
@@ -82,14 +83,17 @@ const MAX_FILES: usize = 1000;
         (UploadForm = "multipart/form-data"),
         (ImportBody = "application/json"),
     )),
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "a key for this submission (1 to 255 visible ASCII characters, e.g. a UUID): sent again, it returns the jobs it made first instead of new ones, while they are kept and have not failed or been cancelled"),
+    ),
     responses(
-        (status = 202, description = "the jobs are durable", body = Accepted),
+        (status = 202, description = "the jobs are durable (or, for a repeated key, the jobs it made first)", body = Accepted),
         (status = 400, description = "no image, a malformed body or an unknown form field", body = ErrorBody),
         (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
         (status = 403, description = "importing by path is off, or a path is outside the import directories", body = ErrorBody),
         (status = 413, description = "too many images, or an image, a field or the body over its limit", body = ErrorBody),
         (status = 415, description = "neither multipart nor JSON, or a file that is not a readable image", body = ErrorBody),
-        (status = 422, description = "a field out of range: priority, segmenter, params, a path that does not exist, an image too small", body = ErrorBody),
+        (status = 422, description = "a field out of range: priority, segmenter, params, a path that does not exist, an image too small; or a key that made a job of another request", body = ErrorBody),
         (status = 503, description = "busy (see Retry-After) or shutting down", body = ErrorBody),
         (status = 507, description = "the data directory's disk is full", body = ErrorBody),
     )
@@ -99,6 +103,15 @@ async fn upload(
     State(state): State<AppState>,
     req: Request,
 ) -> Result<Response, ApiError> {
+    let header_key = req
+        .headers()
+        .get("idempotency-key")
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| ApiError::bad_request("Idempotency-Key: not ASCII text"))
+                .and_then(|k| intake::client_key(k, "Idempotency-Key"))
+        })
+        .transpose()?;
     let multipart = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -124,6 +137,16 @@ async fn upload(
         return Err(ApiError::bad_request(
             "no image: send multipart parts named image, or JSON {\"paths\": [...]}",
         ));
+    }
+    let mut opts = opts;
+    match (&header_key, &opts.key) {
+        (Some(h), Some(f)) if h != f => {
+            return Err(ApiError::bad_request(
+                "the Idempotency-Key header and the dedupe_key field differ; send one",
+            ));
+        }
+        (Some(h), _) => opts.key = Some(h.clone()),
+        _ => {}
     }
     if sources.len() > MAX_FILES {
         return Err(ApiError::new(

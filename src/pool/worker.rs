@@ -42,10 +42,13 @@ pub(super) fn run(s: &Arc<Shared>, work: Work) {
     let path: PathBuf = s.images.path(&lease.job.image.hash);
     // Decoded at upload and still kept: the builtin segmenter needs neither the file nor to
     // decode it again. (An ML service gets the file; the decoded copy is dropped.)
+    let builtin = matches!(target, Target::Builtin { .. });
+    // A later page of a multi-page TIFF: the cached decode is of the first page.
+    let page = lease.job.page.filter(|&p| p > 0 && builtin);
     let decoded = s
         .images
         .take_decoded(&lease.job.image.hash)
-        .filter(|_| matches!(target, Target::Builtin { .. }));
+        .filter(|_| builtin && page.is_none());
     let bytes = match decoded {
         Some(_) => Vec::new(),
         None => match s.images.read(&lease.job.image.hash) {
@@ -59,6 +62,16 @@ pub(super) fn run(s: &Arc<Shared>, work: Work) {
                 return;
             }
         },
+    };
+    let page_decoded = match page {
+        Some(p) => match crate::segment::decode::decode_page(&bytes, p, &s.config.limits) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                fail(s, &lease, JobError::permanent(e.code(), e.to_string()));
+                return;
+            }
+        },
+        None => None,
     };
     let progress_cell = s
         .running
@@ -92,7 +105,7 @@ pub(super) fn run(s: &Arc<Shared>, work: Work) {
             params: &lease.job.params,
             limits: &s.config.limits,
             budget: &s.config.budget,
-            decoded: decoded.as_deref(),
+            decoded: decoded.as_deref().or(page_decoded.as_ref()),
         };
         let mut control = Control {
             stop: &stop,

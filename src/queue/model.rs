@@ -300,6 +300,21 @@ pub struct NewJob {
     pub page: Option<u32>,
 }
 
+/// A record another part of spheroseg keeps beside the jobs (the watch folders' ledger of the
+/// files they took), committed in the same transaction as the jobs it belongs to, so the two
+/// cannot disagree after a crash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mark {
+    /// 1 to 4096 bytes, unique among all marks; each user keeps to a prefix of its own.
+    pub key: String,
+    /// Stored as given (at most 1 MiB), followed by the id of each job that `jobs` names, 16
+    /// bytes little-endian each, in order; `None` removes the key.
+    pub value: Option<Vec<u8>>,
+    /// Indices into the jobs enqueued by the same call; for a deduplicated job, the id of the
+    /// job that holds its dedupe key.
+    pub jobs: Vec<usize>,
+}
+
 /// The answer to an enqueue: the job, and whether it already existed under its dedupe key.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Enqueued {

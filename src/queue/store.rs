@@ -68,6 +68,9 @@ pub(crate) const IMAGE_REFS: TableDefinition<&str, u64> = TableDefinition::new("
 /// `job id -> result record`.
 pub(crate) const RESULTS: TableDefinition<u128, &[u8]> = TableDefinition::new("results");
 
+/// `key -> value`: records other parts keep beside the jobs (see `model::Mark`).
+pub(crate) const MARKS: TableDefinition<&str, &[u8]> = TableDefinition::new("marks");
+
 pub(crate) const META_SCHEMA: &str = "schema_version";
 pub(crate) const META_NEXT_SEQ: &str = "next_seq";
 pub(crate) const META_PAUSED: &str = "paused";
@@ -297,6 +300,32 @@ impl Store {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         })
+    }
+
+    /// The live job that holds the dedupe key `key`, if one does.
+    pub(crate) fn dedupe_holder(&self, key: &str) -> Result<Option<JobId>, QueueError> {
+        let tx = self.read()?;
+        Ok(tx.open_table(DEDUPE)?.get(key)?.map(|v| JobId(v.value())))
+    }
+
+    /// Every mark whose key starts with `prefix`, in key order. A file from before marks
+    /// existed has none.
+    pub(crate) fn marks(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, QueueError> {
+        let tx = self.read()?;
+        let table = match tx.open_table(MARKS) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for entry in table.range(prefix..)? {
+            let (k, v) = entry?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            out.push((k.value().to_owned(), v.value().to_vec()));
+        }
+        Ok(out)
     }
 
     /// Size of the database file in bytes.

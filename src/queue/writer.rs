@@ -47,8 +47,8 @@ use super::QueueError;
 use super::QueueOptions;
 use super::model::{
     BulkAction, BulkOutcome, Change, Committed, Enqueued, FailOutcome, Job, JobError, JobId,
-    JobState, Lease, LeaseToken, Millis, NewJob, Priority, Requeue, Retention, RetentionReport,
-    SweepReport,
+    JobState, Lease, LeaseToken, Mark, Millis, NewJob, Priority, Requeue, Retention,
+    RetentionReport, SweepReport,
 };
 use super::slot::Slot;
 use super::stats::Recent;
@@ -72,6 +72,12 @@ pub(crate) struct Command(pub(crate) Op);
 pub(crate) enum Op {
     Enqueue {
         jobs: Vec<NewJob>,
+        reply: Reply<Vec<Enqueued>>,
+    },
+    /// An enqueue and the marks that go with it (`model::Mark`), in one operation.
+    EnqueueMarked {
+        jobs: Vec<NewJob>,
+        marks: Vec<Mark>,
         reply: Reply<Vec<Enqueued>>,
     },
     Lease {
@@ -166,6 +172,7 @@ impl Op {
         }
         match self {
             Op::Enqueue { reply, .. } => no(reply, why),
+            Op::EnqueueMarked { reply, .. } => no(reply, why),
             Op::Lease { reply, .. } => no(reply, why),
             Op::Heartbeat { reply, .. } => no(reply, why),
             Op::Complete { reply, .. } => no(reply, why),
@@ -931,6 +938,7 @@ impl Writer {
 }
 
 mod batch;
+mod marks;
 mod ops;
 mod status;
 mod syncer;

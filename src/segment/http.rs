@@ -304,12 +304,50 @@ pub async fn get(
     token: Option<&str>,
     timeout: Duration,
 ) -> Result<(u16, String), String> {
+    let req = one_off(timeout)?.get(url);
+    answer(req, url, token).await
+}
+
+/// POSTs one image as `multipart/form-data` (part `image`, then text `fields`) with extra
+/// `headers` (for the CLI's `submit`): the status and body, or why nothing answered (a refused
+/// connection, a timeout, a connection closed before the answer), which a caller may retry.
+pub async fn post_image(
+    url: &str,
+    token: Option<&str>,
+    image: (&str, Vec<u8>),
+    fields: &[(&str, String)],
+    headers: &[(&str, String)],
+    timeout: Duration,
+) -> Result<(u16, String), String> {
+    let mut form = reqwest::multipart::Form::new().part(
+        "image",
+        reqwest::multipart::Part::bytes(image.1).file_name(image.0.to_owned()),
+    );
+    for (name, value) in fields {
+        form = form.text(name.to_string(), value.clone());
+    }
+    let mut req = one_off(timeout)?.post(url).multipart(form);
+    for (name, value) in headers {
+        req = req.header(*name, value);
+    }
+    answer(req, url, token).await
+}
+
+/// A client for one CLI request.
+fn one_off(timeout: Duration) -> Result<reqwest::Client, String> {
     install_crypto_provider();
-    let client = reqwest::Client::builder()
+    reqwest::Client::builder()
         .timeout(timeout)
         .build()
-        .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
-    let mut req = client.get(url);
+        .map_err(|e| format!("cannot build an HTTP client: {e}"))
+}
+
+/// Sends `req` (with the token, if any): the status and the whole body.
+async fn answer(
+    mut req: reqwest::RequestBuilder,
+    url: &str,
+    token: Option<&str>,
+) -> Result<(u16, String), String> {
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
@@ -318,7 +356,11 @@ pub async fn get(
         .await
         .map_err(|e| format!("{url} did not answer: {e}"))?;
     let status = resp.status().as_u16();
-    Ok((status, resp.text().await.unwrap_or_default()))
+    let body = resp
+        .text()
+        .await
+        .map_err(|e| format!("{url} did not answer whole: {e}"))?;
+    Ok((status, body))
 }
 
 /// The reply spheroseg's own `/ml/segment` gives for a result or a failure, in the same contract:

@@ -6,7 +6,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
 import { createInterface } from "node:readline";
-import { mkdtempSync, mkdirSync, writeFileSync, rmSync, existsSync } from "node:fs";
+import { mkdtempSync, mkdirSync, writeFileSync, rmSync, existsSync, copyFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -302,6 +302,27 @@ test("the page reconnects after the server restarts", async () => {
     // Live again: an upload made elsewhere appears without a reload.
     execFileSync("curl", ["-s", "-F", `image=@${join(fixtures, "spheroid_core_8bit.png")}`, `${server.url}/api/jobs`]);
     await rowState(page, "spheroid_core_8bit.png").waitFor({ timeout: 30000 });
+    await context.close();
+  } finally { await stop(server); }
+});
+
+test("a watched folder shows its counts, and a file dropped in it is counted done live", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "spheroseg-ui-"));
+  const folder = join(dir, "export");
+  mkdirSync(folder);
+  copyFileSync(join(fixtures, "spheroid_core_8bit.png"), join(folder, "A01.png"));
+  const config = `[[watch]]\npath = ${JSON.stringify(folder)}\nsettle_ms = 200\n`;
+  const server = await serve({ dataDir: dir, config });
+  try {
+    const { page, errors, context } = await openPage(server.url);
+    await page.waitForSelector("#watch:not([hidden]) .folder");
+    assert.match(await page.textContent("#watch"), /export/);
+    await page.waitForFunction(() => /1\s*done/.test(document.getElementById("watch").textContent), null, { timeout: 30000 });
+    copyFileSync(join(fixtures, "spheroid_lumen_8bit.png"), join(folder, "A02.png"));
+    await page.waitForFunction(() => /2\s*done/.test(document.getElementById("watch").textContent), null, { timeout: 30000 });
+    assert.match(await page.textContent("#watch"), /last scan/);
+    await page.screenshot({ path: join(shots, "watch.png"), fullPage: true });
+    assert.deepEqual(errors, []);
     await context.close();
   } finally { await stop(server); }
 });

@@ -8,6 +8,8 @@ mod events;
 mod guard;
 /// The health endpoints.
 mod health;
+/// A repeated Idempotency-Key (or dedupe_key) returns the job it made first.
+mod idempotency;
 /// Jobs, uploads, results and exports.
 mod jobs;
 /// spheroseg as an ML service.

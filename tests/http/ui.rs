@@ -38,6 +38,7 @@ async fn openapi_lists_every_route() {
         ("/api/ml", &["get"][..]),
         ("/api/ml/{name}/reset", &["post"][..]),
         ("/api/system", &["get"][..]),
+        ("/api/watch", &["get"][..]),
         ("/api/events", &["get"][..]),
         ("/ws", &["get"][..]),
         ("/api/health", &["get"][..]),

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod python;
+pub mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -10,8 +10,8 @@ use std::ops::Deref;
 use redb::{Key, ReadableTable, StorageError, Table, Value, WriteTransaction};
 
 use super::{
-    BY_PROJECT, DEDUPE, DELAYED, FINISHED, IMAGE_REFS, JOBS, LEASES, META, READY, READY_TAIL,
-    RESULTS, decode, encode,
+    BY_PROJECT, DEDUPE, DELAYED, FINISHED, IMAGE_REFS, JOBS, LEASES, MARKS, META, READY,
+    READY_TAIL, RESULTS, decode, encode,
 };
 use crate::queue::QueueError;
 use crate::queue::model::{Job, JobId};
@@ -71,6 +71,7 @@ tables! {
     8 image_refs: &'static str => u64 = IMAGE_REFS;
     9 results: u128 => &'static [u8] = RESULTS;
     10 ready_tail: (u8, u64) => (u128, u64) = READY_TAIL;
+    11 marks: &'static str => &'static [u8] = MARKS;
 }
 
 /// Version byte in front of every write-ahead log payload.
@@ -82,7 +83,7 @@ impl Tables<'_> {
     /// Opens every table, creating the missing ones (for a new or migrated file, so that readers
     /// find them all).
     pub(crate) fn create_all(&mut self) -> Result<(), QueueError> {
-        for n in 0..=10 {
+        for n in 0..=11 {
             self.numbered(n)?;
         }
         Ok(())

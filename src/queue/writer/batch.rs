@@ -95,6 +95,10 @@ impl<'a> Batch<'a> {
                 let r = self.enqueue(jobs);
                 answer(reply, r)
             }
+            Op::EnqueueMarked { jobs, marks, reply } => {
+                let r = self.enqueue_marked(jobs, marks);
+                answer(reply, r)
+            }
             Op::Lease { n, ttl, reply } => {
                 let r = self.lease(n, ttl);
                 answer(reply, r)
