@@ -499,3 +499,44 @@ async fn after_move_puts_finished_files_in_done() {
     assert_eq!(s.jobs().await.len(), 1, "done/ is not watched");
     s.stop().await;
 }
+
+/// A job that fails writes its reason where its results would be, and no results.
+async fn a_failed_job_writes_its_reason(poll: bool) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let folder = dir.path().join("scope");
+    std::fs::create_dir_all(&folder).expect("scope folder");
+    let mut e = entry(&folder, poll);
+    e.segmenter = Some(
+        spheroseg::segment::SegmenterId::COMMAND
+            .parse()
+            .expect("name"),
+    );
+    // Exit code 1: the program says the input is bad, a permanent failure.
+    let argv = ["sh", "-c", "echo 'no spheroid in this image' >&2; exit 1"];
+    let api = crate::util::api::api_with(dir, None, 64 << 20, |l| {
+        l.command.argv = Some(argv.iter().map(|a| (*a).to_owned()).collect());
+        l.watch = Some(vec![e]);
+    })
+    .await;
+    let s = Scope { api, folder };
+    std::fs::write(s.folder.join("plain.png"), png(3, 96)).expect("write");
+    let st = s.settled(1).await;
+    assert_eq!(
+        (st["failed"].as_u64(), st["done"].as_u64()),
+        (Some(1), Some(0)),
+        "{st}"
+    );
+    let jobs = s.jobs().await;
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(jobs[0]["state"], "failed", "{jobs:?}");
+    let text =
+        std::fs::read_to_string(s.results().join("plain.spheroseg-error.txt")).expect("error file");
+    assert!(
+        text.contains(jobs[0]["id"].as_str().expect("id")) && text.contains("no spheroid"),
+        "names the job and its reason: {text}"
+    );
+    assert!(!s.results().join("plain.spheroseg.json").exists());
+    s.stop().await;
+}
+
+in_both_modes!(a_failed_job_writes_its_reason);
