@@ -350,6 +350,7 @@ fn coco_rois_and_labels_read_back_as_our_objects() {
 
 const READ_ARCHIVE: &str = r#"
 import contextlib, io, json, sys, zipfile
+import openpyxl
 from pycocotools.coco import COCO
 with zipfile.ZipFile(sys.argv[1]) as z:
     bad = z.testzip()
@@ -357,14 +358,16 @@ with zipfile.ZipFile(sys.argv[1]) as z:
     z.extract('coco.json', sys.argv[2])
     with z.open('objects.csv') as f:
         rows = len(f.read().decode('utf-8').splitlines())
+    book = openpyxl.load_workbook(io.BytesIO(z.read('results.xlsx')), read_only=True)
+    sheets = {ws.title: sum(1 for _ in ws.iter_rows()) for ws in book.worksheets}
 with contextlib.redirect_stdout(io.StringIO()):
     coco = COCO(f'{sys.argv[2]}/coco.json')
-print(json.dumps({'bad': bad, 'names': names, 'rows': rows,
+print(json.dumps({'bad': bad, 'names': names, 'rows': rows, 'sheets': sheets,
                   'images': len(coco.getImgIds()), 'annotations': len(coco.getAnnIds())}))
 "#;
 
-/// Python's zipfile reads the streamed project archive (CRCs checked) and pycocotools loads its
-/// COCO file, assembled a job at a time.
+/// Python's zipfile reads the streamed project archive (CRCs checked), openpyxl its workbook and
+/// pycocotools its COCO file, each assembled a job at a time.
 #[test]
 fn the_streamed_archive_reads_back() {
     use spheroseg::export::ExportError;
@@ -398,6 +401,9 @@ fn the_streamed_archive_reads_back() {
     assert_eq!(v["bad"], serde_json::Value::Null, "every CRC matches");
     let objects: usize = results.iter().map(|r| r.objects.len()).sum();
     assert_eq!(v["rows"], objects + 1);
+    // The workbook's sheets hold the same rows as the CSVs, each under its header.
+    assert_eq!(v["sheets"]["objects"], objects + 1, "{v}");
+    assert_eq!(v["sheets"]["images"], 3, "{v}");
     assert_eq!(v["images"], 2);
     assert_eq!(v["annotations"], objects);
     let names = v["names"].as_array().expect("names");

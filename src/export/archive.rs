@@ -1,20 +1,20 @@
 //! The project ZIP, written front to back into any `Write` (an HTTP body): `objects.csv`,
-//! `images.csv`, `coco.json`, and per job `results/ID/NAME.json`, `NAME_mask.png`,
+//! `images.csv`, `results.xlsx` (both tables as sheets), `coco.json`, and per job `results/ID/NAME.json`, `NAME_mask.png`,
 //! `NAME_labels.png`, `NAME_overlay.png`, `NAME_rois.zip`, plus the original as
 //! `originals/ID/NAME` when asked.
 //!
 //! Invariant: memory stays flat in the number of jobs. The archive is a stream (`zip`'s
 //! `new_stream`: sizes in data descriptors, nothing seeks back), and the jobs are visited once per
-//! part rather than held: `visit` is called for each of the five passes and must hand over every
-//! result in the same order each time. Only one result (and its files) is in memory at a time.
-//! The XLSX workbook is not in the archive: its writer holds the whole workbook.
+//! part rather than held: `visit` is called for each of the seven passes and must hand over
+//! every result in the same order each time. Only one result (and its files) is in memory at a
+//! time; the workbook's rows wait in temp files until it is assembled, whole, into the archive.
 
 use std::io::Write;
 
 use zip::write::SimpleFileOptions;
 
 use super::table::{Table, write_csv};
-use super::{ExportError, coco, labels, mask_png, result_json, roi};
+use super::{ExportError, coco, labels, mask_png, result_json, roi, xlsx};
 use crate::segment::SegmentResult;
 
 /// What [`Visit`] calls per job: its 1-based place in the fixed list, its id and its result.
@@ -87,6 +87,13 @@ pub fn write_project<W: Write>(
             write_csv(&mut zip, table, [], true)?;
         }
     }
+
+    // The same tables as a workbook, a sheet per visit.
+    let mut book = xlsx::Book::new()?;
+    visit(&mut |_, id, r| Ok(book.add_objects(id, r)?))?;
+    visit(&mut |_, id, r| Ok(book.add_image(id, r)?))?;
+    zip.start_file("results.xlsx", stored).map_err(zip_error)?;
+    zip.write_all(&book.finish()?)?;
 
     zip.start_file("coco.json", options).map_err(zip_error)?;
     write!(zip, "{{\"info\":{},\"images\":[", json(&coco::info()))?;
