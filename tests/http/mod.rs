@@ -14,6 +14,8 @@ mod idempotency;
 mod jobs;
 /// spheroseg as an ML service.
 mod ml;
+/// What uploads and malformed requests refuse; a refused upload stores nothing.
+mod refusals;
 /// Running a job again with other parameters.
 mod rerun;
 /// The builtin segmenter's parameters, for the page's form.

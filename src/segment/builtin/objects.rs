@@ -412,6 +412,15 @@ fn contrast(
     (inside - around).abs() as f32
 }
 
+/// Whether the crop-sized `mask` is set at `(x, y)`; outside the crop it is not.
+fn set_at(mask: &[u8], crop: Crop, x: i64, y: i64) -> bool {
+    x >= 0
+        && y >= 0
+        && (x as usize) < crop.w
+        && (y as usize) < crop.h
+        && mask[y as usize * crop.w + x as usize] != 0
+}
+
 /// Traces one part (its largest connected piece) with its holes, or `None` if that piece is
 /// smaller than `min_area`.
 fn trace_region(
@@ -433,13 +442,7 @@ fn trace_region(
         return None;
     }
     let own = paint_one(&pieces, largest, crop.w, crop.h);
-    let inside = |x: i64, y: i64| {
-        x >= 0
-            && y >= 0
-            && (x as usize) < crop.w
-            && (y as usize) < crop.h
-            && own[y as usize * crop.w + x as usize] != 0
-    };
+    let inside = |x: i64, y: i64| set_at(&own, crop, x, y);
     // Where the neighbour across the boundary is background of the thresholded mask, the
     // boundary is the image's edge: at the threshold crossing. Elsewhere it was cut.
     let global = |(x, y): (i64, i64)| -> Option<usize> {
@@ -481,13 +484,7 @@ fn trace_region(
             continue;
         }
         let hm = paint_one(&background, j, crop.w, crop.h);
-        let in_hole = |x: i64, y: i64| {
-            x >= 0
-                && y >= 0
-                && (x as usize) < crop.w
-                && (y as usize) < crop.h
-                && hm[y as usize * crop.w + x as usize] != 0
-        };
+        let in_hole = |x: i64, y: i64| set_at(&hm, crop, x, y);
         let ring = contour::trace_subpixel(hole.first, false, in_hole, |a, b| crossing(a, a, b));
         object.holes.push(shift(ring));
     }
