@@ -56,6 +56,7 @@ impl Segmenter for NoOp {
             flags: vec![],
             timings_ms: vec![],
             created_at: String::new(),
+            metadata: Vec::new(),
         })
     }
 }

@@ -217,6 +217,7 @@ mod tests {
             flags: vec![],
             timings_ms: vec![],
             created_at: "2026-11-29T05:00:00Z".into(),
+            metadata: Vec::new(),
         }
     }
 

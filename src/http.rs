@@ -13,6 +13,7 @@ mod intake;
 mod job_exports;
 mod jobs;
 mod ml;
+mod projects;
 mod queue;
 mod rerun;
 mod segmenters;
@@ -103,6 +104,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(export::routes())
         .merge(system::routes())
         .merge(watch::routes())
+        .merge(projects::routes())
         .split_for_parts();
     api.info.title = "spheroseg".into();
     api.info.version = env!("CARGO_PKG_VERSION").into();

@@ -369,6 +369,11 @@ impl Queue {
         self.store()?.marks(prefix)
     }
 
+    /// The names of the projects that hold at least one job, in name order.
+    pub fn projects(&self) -> Result<Vec<String>, QueueError> {
+        self.store()?.projects()
+    }
+
     /// Leases up to `n` jobs, highest priority first (FIFO inside a level), for `ttl`.
     pub async fn lease(&self, n: usize, ttl: Duration) -> Result<Vec<Lease>, QueueError> {
         self.call(|reply| Op::Lease { n, ttl, reply }).await

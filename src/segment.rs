@@ -22,7 +22,7 @@ pub use budget::{DecodeBudget, Footprint, Reservation};
 pub use builtin::{Decisions, SegmentError, Segmentation};
 pub use decode::{DecodeError, DecodeLimits, Decoded};
 pub(crate) use params::ParamsV1;
-pub use params::{Declump, Feature, ParamsError, Polarity, SegmentParams};
+pub use params::{Declump, Feature, ParamsError, PixelSizeGiven, Polarity, SegmentParams};
 pub use registry::{MlService, Segmenters};
 pub use result::{
     AnalyzeError, ImageInfo, ObjectFlags, ObjectMetrics, ResultJson, SegmentResult, analyze,
@@ -386,5 +386,6 @@ pub fn result_from_polygons(
         metrics,
         timings_ms,
         created_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        metadata: Vec::new(),
     })
 }

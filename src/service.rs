@@ -20,7 +20,11 @@ use crate::queue::{
     BulkAction, BulkOutcome, Enqueued, ImageRef, Job, JobId, JobState, Mark, NewJob, Priority,
     Queue, QueueError,
 };
-use crate::segment::{SegmentParams, SegmenterId};
+use crate::segment::{PixelSizeGiven, SegmentParams, SegmenterId};
+
+mod projects;
+
+pub use projects::{Project, ProjectSettings};
 
 /// Why a request was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +149,11 @@ impl Service {
             .clone()
             .unwrap_or_else(|| self.default_segmenter.clone());
         self.check_configured(&segmenter)?;
+        let params = self.with_project_pixel_size(
+            opts.project.as_deref(),
+            opts.params.clone(),
+            PixelSizeGiven::Job,
+        )?;
         let min_side = if segmenter.is_builtin() {
             crate::segment::builtin::MIN_SIDE
         } else {
@@ -174,7 +183,7 @@ impl Service {
                 Some(k) => Some(client_key(k, i, n)),
                 None => opts
                     .dedupe
-                    .then(|| content_key(&image.hash, &segmenter, &opts.params, None)),
+                    .then(|| content_key(&image.hash, &segmenter, &params, None)),
             })
             .collect();
         if let Some(k) = &opts.key {
@@ -200,7 +209,7 @@ impl Service {
                 project: opts.project.clone(),
                 dedupe_key,
                 segmenter: segmenter.clone(),
-                params: opts.params.clone(),
+                params: params.clone(),
                 image: image.clone(),
                 ..NewJob::default()
             })
@@ -386,8 +395,17 @@ fn same_request(
     segmenter: &SegmenterId,
     opts: &SubmitOptions,
 ) -> bool {
+    // A pixel size the project gave is not part of the request: the project's may have
+    // changed since, and the request is the same.
+    let mut asked = job.params.clone();
+    if asked.pixel_size_from == PixelSizeGiven::Project {
+        asked.pixel_size_um = None;
+    }
+    asked.pixel_size_from = PixelSizeGiven::Job;
+    let mut given = opts.params.clone();
+    given.pixel_size_from = PixelSizeGiven::Job;
     job.image.hash == image.hash
         && job.segmenter == *segmenter
-        && job.params == opts.params
+        && asked == given
         && job.project == opts.project
 }

@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use crate::clock::Millis;
 use crate::queue::{Job, JobState};
-use crate::segment::{Declump, Feature, Polarity, SegmentParams};
+use crate::segment::{Declump, Feature, PixelSizeGiven, Polarity, SegmentParams};
 
 mod param_fields;
 
@@ -180,6 +180,19 @@ pub struct ParamsView {
     pub simplify_epsilon: f32,
     /// Pixel size in micrometres (positive), for metrics in µm.
     pub pixel_size_um: Option<f32>,
+    /// Who gave `pixel_size_um` when it was not the job itself: its watch folder or its
+    /// project. Set by spheroseg; absent when the job gave it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
+    pub pixel_size_from: Option<PixelSizeFromView>,
+}
+
+/// Who gave a job's pixel size, when the job did not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PixelSizeFromView {
+    Watch,
+    Project,
 }
 
 /// Whether touching objects are split at narrow necks; `auto` (the default) does, `off` does not.
@@ -232,6 +245,7 @@ impl From<&SegmentParams> for ParamsView {
             keep_largest,
             simplify_epsilon,
             pixel_size_um,
+            pixel_size_from,
         } = *p;
         ParamsView {
             flatten_illumination,
@@ -263,6 +277,11 @@ impl From<&SegmentParams> for ParamsView {
             keep_largest,
             simplify_epsilon,
             pixel_size_um,
+            pixel_size_from: match pixel_size_from {
+                PixelSizeGiven::Job => None,
+                PixelSizeGiven::Watch => Some(PixelSizeFromView::Watch),
+                PixelSizeGiven::Project => Some(PixelSizeFromView::Project),
+            },
         }
     }
 }
@@ -287,6 +306,13 @@ mod tests {
                 pixel_size_um: Some(0.65),
                 drop_border_objects: true,
                 declump: Declump::Off,
+                ..SegmentParams::default()
+            });
+        }
+        for pixel_size_from in [PixelSizeGiven::Watch, PixelSizeGiven::Project] {
+            cases.push(SegmentParams {
+                pixel_size_um: Some(1.3),
+                pixel_size_from,
                 ..SegmentParams::default()
             });
         }

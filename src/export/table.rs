@@ -33,9 +33,12 @@ impl From<Option<f64>> for Cell {
 }
 
 /// The objects table's header.
-pub const OBJECT_COLUMNS: [&str; 43] = [
+pub const OBJECT_COLUMNS: [&str; 46] = [
     "Image Name",
     "Job ID",
+    "Plate",
+    "Well",
+    "Metadata",
     "Object",
     "Area (px²)",
     "Area (µm²)",
@@ -80,9 +83,12 @@ pub const OBJECT_COLUMNS: [&str; 43] = [
 ];
 
 /// The images table's header.
-pub const IMAGE_COLUMNS: [&str; 18] = [
+pub const IMAGE_COLUMNS: [&str; 21] = [
     "Image Name",
     "Job ID",
+    "Plate",
+    "Well",
+    "Metadata",
     "Width (px)",
     "Height (px)",
     "Format",
@@ -105,6 +111,7 @@ pub const IMAGE_COLUMNS: [&str; 18] = [
 pub fn object_rows(id: &str, r: &SegmentResult) -> Vec<Vec<Cell>> {
     let text = |s: &str| Cell::Text(s.to_owned());
     let (pixel, source) = pixel_cells(r);
+    let [plate, well, metadata] = metadata_cells(&r.metadata);
     r.metrics
         .iter()
         .enumerate()
@@ -115,6 +122,9 @@ pub fn object_rows(id: &str, r: &SegmentResult) -> Vec<Vec<Cell>> {
             vec![
                 text(&r.image.name),
                 text(id),
+                plate.clone(),
+                well.clone(),
+                metadata.clone(),
                 Cell::Number((i + 1) as f64),
                 m.area.into(),
                 um(|c| c.area_um2),
@@ -161,6 +171,37 @@ pub fn object_rows(id: &str, r: &SegmentResult) -> Vec<Vec<Cell>> {
         .collect()
 }
 
+/// The plate, the well and every metadata pair (`key=value; ...`) of a result, empty when its
+/// job had none. The well is the `well` value, else `row` and `column` (or `col`) joined the way
+/// plate readers name wells (`B` and `3` are `B03`).
+pub fn metadata_cells(metadata: &[(String, String)]) -> [Cell; 3] {
+    let get = |names: &[&str]| {
+        metadata
+            .iter()
+            .find(|(k, _)| names.iter().any(|n| k.eq_ignore_ascii_case(n)))
+            .map(|(_, v)| v.trim())
+            .filter(|v| !v.is_empty())
+    };
+    let cell = |v: Option<String>| v.map_or(Cell::Empty, Cell::Text);
+    let well = get(&["well"]).map(str::to_owned).or_else(|| {
+        let (row, col) = (get(&["row"])?, get(&["column", "col"])?);
+        Some(match col.parse::<u32>() {
+            Ok(n) => format!("{}{n:02}", row.to_ascii_uppercase()),
+            Err(_) => format!("{row}{col}"),
+        })
+    });
+    let all = metadata
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    [
+        cell(get(&["plate"]).map(str::to_owned)),
+        cell(well),
+        cell((!all.is_empty()).then_some(all)),
+    ]
+}
+
 fn pixel_cells(r: &SegmentResult) -> (Cell, Cell) {
     match r.pixel_size {
         Some(p) => (Cell::Number(p.um), Cell::Text(p.source.as_str().to_owned())),
@@ -194,9 +235,13 @@ pub fn image_row(id: &str, r: &SegmentResult) -> Vec<Cell> {
         .filter_map(|m| m.calibrated.map(|c| c.area_um2))
         .collect();
     let json = |v: String| Cell::Text(v);
+    let [plate, well, metadata] = metadata_cells(&r.metadata);
     vec![
         text(&r.image.name),
         text(id),
+        plate,
+        well,
+        metadata,
         Cell::Number(f64::from(r.image.width)),
         Cell::Number(f64::from(r.image.height)),
         text(&r.image.format),
@@ -294,6 +339,27 @@ pub fn write_csv<'a, W: Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plate_and_well_from_metadata() {
+        let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+        };
+        let text = |s: &str| Cell::Text(s.into());
+        assert_eq!(
+            metadata_cells(&pairs(&[("Plate", "P07"), ("well", "B03")])),
+            [text("P07"), text("B03"), text("Plate=P07; well=B03")]
+        );
+        assert_eq!(
+            metadata_cells(&pairs(&[("plate", "7"), ("row", "b"), ("col", "3")]))[1],
+            text("B03")
+        );
+        assert_eq!(
+            metadata_cells(&pairs(&[("row", "B"), ("column", "x")]))[1],
+            text("Bx")
+        );
+        assert_eq!(metadata_cells(&[]), [Cell::Empty, Cell::Empty, Cell::Empty]);
+    }
 
     #[test]
     fn median_of_odd_even_and_none() {

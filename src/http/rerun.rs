@@ -17,6 +17,7 @@ use super::error::{Body as ErrorBody, JsonBytes};
 use super::intake::{self, priority};
 use super::jobs::{Accepted, accepted, get_job};
 use super::{ApiError, AppState};
+use crate::segment::PixelSizeGiven;
 use crate::service::RerunOptions;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -69,11 +70,18 @@ async fn rerun(
             "expected {{\"params\": {{...}}, \"priority\"?: N, \"segmenter\"?: NAME}}: {e}"
         ))
     })?;
+    let mut params = match b.params {
+        Some(patch) => intake::params_patch(&original.params, patch)?,
+        None => original.params.clone(),
+    };
+    // A pixel size the rerun changes is the job's own; one it keeps keeps its origin.
+    params.pixel_size_from = if params.pixel_size_um == original.params.pixel_size_um {
+        original.params.pixel_size_from
+    } else {
+        PixelSizeGiven::Job
+    };
     let opts = RerunOptions {
-        params: match b.params {
-            Some(patch) => intake::params_patch(&original.params, patch)?,
-            None => original.params.clone(),
-        },
+        params,
         priority: b.priority.map_or(Ok(original.priority), priority)?,
         segmenter: match &b.segmenter {
             Some(s) => intake::segmenter(s.trim())?,

@@ -167,7 +167,10 @@ pub(super) fn run(s: &Arc<Shared>, work: Work) {
             );
             fail(s, &lease, err);
         }
-        Ok(Ok(result)) => complete(s, &lease, &result, run_ms),
+        Ok(Ok(mut result)) => {
+            result.metadata = lease.job.metadata.clone();
+            complete(s, &lease, &result, run_ms)
+        }
         Ok(Err(Failure::Stopped)) if timed_out => {
             let err = JobError::transient(
                 ErrorCode::TIMEOUT,

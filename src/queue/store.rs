@@ -328,6 +328,26 @@ impl Store {
         Ok(out)
     }
 
+    /// The names of the projects that hold at least one job, in name order: one index lookup
+    /// per project, not a scan of the jobs.
+    pub(crate) fn projects(&self) -> Result<Vec<String>, QueueError> {
+        let tx = self.read()?;
+        let idx = tx.open_table(BY_PROJECT)?;
+        let mut out: Vec<String> = Vec::new();
+        loop {
+            let next = match out.last() {
+                None => idx.range::<(&str, u128)>(..)?.next(),
+                Some(last) => idx
+                    .range((last.as_str(), u128::MAX)..)?
+                    .find(|e| !matches!(e, Ok((k, _)) if k.value().0 == last.as_str())),
+            };
+            match next {
+                Some(entry) => out.push(entry?.0.value().0.to_owned()),
+                None => return Ok(out),
+            }
+        }
+    }
+
     /// Size of the database file in bytes.
     pub(crate) fn file_size(&self) -> u64 {
         std::fs::metadata(&self.path).map_or(0, |m| m.len())

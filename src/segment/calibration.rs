@@ -12,6 +12,8 @@ use std::io::{Read, Seek};
 
 use serde::{Deserialize, Serialize};
 
+use super::params::PixelSizeGiven;
+
 /// Pixel sizes outside this range (in µm) are taken as a mistake in the file, not a calibration.
 pub const PLAUSIBLE_UM: std::ops::RangeInclusive<f64> = 1e-4..=1e4;
 
@@ -19,8 +21,12 @@ pub const PLAUSIBLE_UM: std::ops::RangeInclusive<f64> = 1e-4..=1e4;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PixelSizeSource {
-    /// The job's `pixel_size_um` (given with the upload, by a watch folder or a project).
+    /// The job's own `pixel_size_um` (given with the upload, the API call or the CLI).
     Job,
+    /// The `pixel_size_um` of the watch folder the image came from.
+    Watch,
+    /// The pixel size remembered for the job's project.
+    Project,
     /// An ImageJ TIFF: `unit=` in the ImageDescription with XResolution.
     Imagej,
     /// An OME-TIFF: `PhysicalSizeX`/`PhysicalSizeY` in the OME-XML description.
@@ -36,6 +42,8 @@ impl PixelSizeSource {
     pub fn as_str(self) -> &'static str {
         match self {
             PixelSizeSource::Job => "job",
+            PixelSizeSource::Watch => "watch",
+            PixelSizeSource::Project => "project",
             PixelSizeSource::Imagej => "imagej",
             PixelSizeSource::Ome => "ome",
             PixelSizeSource::TiffResolution => "tiff-resolution",
@@ -57,10 +65,20 @@ impl PixelSize {
     }
 }
 
-/// The pixel size to measure with: the job's when it gives one, else the file's.
-pub fn resolve(job_um: Option<f32>, file: Option<PixelSize>) -> Option<PixelSize> {
+/// The pixel size to measure with: the job's when it gives one (from whoever gave it), else the
+/// file's.
+pub fn resolve(
+    job_um: Option<f32>,
+    given: PixelSizeGiven,
+    file: Option<PixelSize>,
+) -> Option<PixelSize> {
+    let source = match given {
+        PixelSizeGiven::Job => PixelSizeSource::Job,
+        PixelSizeGiven::Watch => PixelSizeSource::Watch,
+        PixelSizeGiven::Project => PixelSizeSource::Project,
+    };
     match job_um {
-        Some(um) => PixelSize::checked(f64::from(um), PixelSizeSource::Job),
+        Some(um) => PixelSize::checked(f64::from(um), source),
         None => file,
     }
 }
@@ -352,13 +370,17 @@ mod tests {
             source: PixelSizeSource::Imagej,
         });
         assert_eq!(
-            resolve(Some(1.3), file),
+            resolve(Some(1.3), PixelSizeGiven::Job, file),
             Some(PixelSize {
                 um: f64::from(1.3f32),
                 source: PixelSizeSource::Job
             })
         );
-        assert_eq!(resolve(None, file), file);
-        assert_eq!(resolve(None, None), None);
+        assert_eq!(resolve(None, PixelSizeGiven::Job, file), file);
+        assert_eq!(resolve(None, PixelSizeGiven::Project, None), None);
+        let p = resolve(Some(0.65), PixelSizeGiven::Project, file).expect("given");
+        assert_eq!(p.source, PixelSizeSource::Project);
+        let w = resolve(Some(0.65), PixelSizeGiven::Watch, None).expect("given");
+        assert_eq!(w.source.as_str(), "watch");
     }
 }

@@ -79,6 +79,29 @@ pub struct SegmentParams {
     pub simplify_epsilon: f32,
     /// Pixel size in micrometres, for metrics in µm.
     pub pixel_size_um: Option<f32>,
+    /// Who gave `pixel_size_um`: the job itself, its watch folder or its project. Set by the
+    /// intake, not by a person; absent from the JSON when it is the job.
+    #[serde(skip_serializing_if = "PixelSizeGiven::is_job")]
+    pub pixel_size_from: PixelSizeGiven,
+}
+
+/// Who gave a job its pixel size.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PixelSizeGiven {
+    /// With the upload or the API call (or the CLI).
+    #[default]
+    Job,
+    /// The watch folder's `pixel_size_um`.
+    Watch,
+    /// The project's remembered pixel size.
+    Project,
+}
+
+impl PixelSizeGiven {
+    fn is_job(&self) -> bool {
+        *self == PixelSizeGiven::Job
+    }
 }
 
 impl Default for SegmentParams {
@@ -102,6 +125,7 @@ impl Default for SegmentParams {
             keep_largest: None,
             simplify_epsilon: 1.0,
             pixel_size_um: None,
+            pixel_size_from: PixelSizeGiven::Job,
         }
     }
 }

@@ -60,7 +60,11 @@ pub fn measure_all(
 
 /// The pixel size a job measures with: its own `pixel_size_um`, else the one the file states.
 pub fn pixel_size_of(params: &SegmentParams, decoded: &Decoded) -> Option<PixelSize> {
-    calibration::resolve(params.pixel_size_um, decoded.pixel_size)
+    calibration::resolve(
+        params.pixel_size_um,
+        params.pixel_size_from,
+        decoded.pixel_size,
+    )
 }
 
 /// What a person may want to filter an object on.
@@ -111,6 +115,9 @@ pub struct SegmentResult {
     pub timings_ms: Vec<(String, f64)>,
     /// RFC 3339, UTC.
     pub created_at: String,
+    /// The job's metadata (e.g. `plate`, `well` from a watch folder's file names), in the order
+    /// it was given; copied in when the result is stored, so exports need not join the job.
+    pub metadata: Vec<(String, String)>,
 }
 
 /// Everything of a stored result but its outlines, as JSON (so fields can be added), beside the
@@ -129,6 +136,8 @@ struct Meta {
     flags: Vec<ObjectFlags>,
     timings_ms: Vec<(String, f64)>,
     created_at: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    metadata: Vec<(String, String)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -178,6 +187,7 @@ impl SegmentResult {
             flags: self.flags.clone(),
             timings_ms: self.timings_ms.clone(),
             created_at: self.created_at.clone(),
+            metadata: self.metadata.clone(),
         };
         let stored = StoredV2 {
             meta: serde_json::to_string(&meta).expect("plain structs serialise"),
@@ -199,9 +209,9 @@ impl SegmentResult {
                 } else {
                     geometric_flags(&stored.objects, &m.image)
                 };
-                let pixel_size = m
-                    .pixel_size
-                    .or_else(|| calibration::resolve(m.params.pixel_size_um, None));
+                let pixel_size = m.pixel_size.or_else(|| {
+                    calibration::resolve(m.params.pixel_size_um, m.params.pixel_size_from, None)
+                });
                 Some(SegmentResult {
                     image: m.image,
                     segmenter: m.segmenter,
@@ -213,6 +223,7 @@ impl SegmentResult {
                     flags,
                     timings_ms: m.timings_ms,
                     created_at: m.created_at,
+                    metadata: m.metadata,
                 })
             }
             Some((&RESULT_V1, rest)) => postcard::from_bytes::<legacy::ResultV1>(rest)
@@ -329,5 +340,6 @@ pub fn analyze_decoded(
         flags: seg.flags,
         timings_ms,
         created_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        metadata: Vec::new(),
     })
 }

@@ -218,6 +218,8 @@ pub fn param_fields() -> Vec<ParamField> {
         keep_largest,
         simplify_epsilon,
         pixel_size_um,
+        // Not a form field: the intake records who gave the pixel size.
+        pixel_size_from: _,
     } = SegmentParams::default();
     let fraction = |step| (Some(0.0), Some(1.0), Some(step));
     vec![

@@ -19,6 +19,7 @@ use super::scan::{Seen, look};
 use crate::config::Pages;
 use crate::images::{ImageStore, ImageStoreError, Pin, content_hash};
 use crate::queue::{ImageRef, JobId, Mark, NewJob, Priority};
+use crate::segment::PixelSizeGiven;
 use crate::segment::decode::{DecodeLimits, page_count};
 
 /// The most files taken in one commit.
@@ -105,6 +106,18 @@ impl Folder {
     async fn commit(&mut self, looked: Vec<(String, Looked)>) {
         let shape = std::sync::Arc::clone(&self.shape);
         let cfg = &shape.cfg;
+        // The folder's pixel size, else the one its project remembers (read once per batch).
+        let params = self
+            .service
+            .with_project_pixel_size(
+                Some(&cfg.project),
+                cfg.params.clone(),
+                PixelSizeGiven::Watch,
+            )
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, project = %cfg.project, "cannot read the project's settings");
+                cfg.params.clone()
+            });
         let mut jobs: Vec<NewJob> = Vec::new();
         let mut marks: Vec<Mark> = Vec::new();
         let mut pins: Vec<Pin> = Vec::new();
@@ -169,12 +182,12 @@ impl Folder {
                             dedupe_key: Some(crate::service::content_key(
                                 &image.hash,
                                 &cfg.segmenter,
-                                &cfg.params,
+                                &params,
                                 *page,
                             )),
                             image: image.clone(),
                             segmenter: cfg.segmenter.clone(),
-                            params: cfg.params.clone(),
+                            params: params.clone(),
                             metadata: with_page(&metadata, *page),
                             page: *page,
                             ..NewJob::default()

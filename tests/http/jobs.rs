@@ -52,14 +52,14 @@ async fn upload_then_result_csv_mask_and_image() {
     assert!(kind.expect("type").starts_with("text/csv"));
     let csv = String::from_utf8(csv).expect("utf-8");
     assert!(
-        csv.starts_with("Image Name,Job ID,Object,Area (px²),Area (µm²),"),
+        csv.starts_with("Image Name,Job ID,Plate,Well,Metadata,Object,Area (px²),Area (µm²),"),
         "{csv}"
     );
     assert!(
         csv.lines()
             .nth(1)
             .expect("row")
-            .starts_with(&format!("lumen.png,{id},1,"))
+            .starts_with(&format!("lumen.png,{id},,,,1,"))
     );
     let (s, csv, _) = a
         .get_raw(&format!("/api/jobs/{id}/result.csv?table=images"))
@@ -67,7 +67,7 @@ async fn upload_then_result_csv_mask_and_image() {
     assert_eq!(s, StatusCode::OK);
     let csv = String::from_utf8(csv).expect("utf-8");
     assert_eq!(csv.lines().count(), 2, "{csv}");
-    assert!(csv.starts_with("Image Name,Job ID,Width (px),Height (px),"));
+    assert!(csv.starts_with("Image Name,Job ID,Plate,Well,Metadata,Width (px),Height (px),"));
     let (s, _, _) = a
         .get_raw(&format!("/api/jobs/{id}/result.csv?table=nope"))
         .await;
@@ -141,7 +141,7 @@ async fn upload_then_result_csv_mask_and_image() {
     assert_eq!(s, StatusCode::OK);
     let csv = String::from_utf8(csv).expect("utf-8");
     assert!(
-        csv.starts_with("Image Name,Job ID,Object,"),
+        csv.starts_with("Image Name,Job ID,Plate,Well,Metadata,Object,"),
         "objects by default"
     );
     // A selection: only the jobs named.

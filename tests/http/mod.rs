@@ -14,6 +14,8 @@ mod idempotency;
 mod jobs;
 /// spheroseg as an ML service.
 mod ml;
+/// Projects remember a pixel size, which their jobs take.
+mod projects;
 /// What uploads and malformed requests refuse; a refused upload stores nothing.
 mod refusals;
 /// Running a job again with other parameters.

@@ -39,6 +39,8 @@ async fn openapi_lists_every_route() {
         ("/api/ml/{name}/reset", &["post"][..]),
         ("/api/system", &["get"][..]),
         ("/api/watch", &["get"][..]),
+        ("/api/projects", &["get"][..]),
+        ("/api/projects/{name}", &["get", "put"][..]),
         ("/api/events", &["get"][..]),
         ("/ws", &["get"][..]),
         ("/api/health", &["get"][..]),

@@ -215,10 +215,12 @@ async fn a_broken_file_yields_its_error_file(poll: bool) {
 in_both_modes!(a_broken_file_yields_its_error_file);
 
 /// After a run of 20 images the CSV has exactly one row per object of each job, with the
-/// metadata columns the entry's expression names; the same image twice is one job.
+/// metadata columns the entry's expression names; the same image twice is one job. The server's
+/// exports carry the plate and well too, and the folder's pixel size as the `watch` one.
 async fn the_csv_has_one_row_per_object(poll: bool) {
     let s = scope_in(tempfile::tempdir().expect("tempdir"), poll, |e| {
         e.metadata = Some(r"(?P<plate>plate\d+)_(?P<well>[A-P]\d{2})".into());
+        e.pixel_size_um = Some(2.0);
     })
     .await;
     for i in 0..20u64 {
@@ -268,6 +270,22 @@ async fn the_csv_has_one_row_per_object(poll: bool) {
         .find(|r| &r[0] == "plate07_B03_day3.png")
         .expect("B03");
     assert_eq!(&b03[b03.len() - 1], "B03");
+    // The server's objects table: plate and well columns, the folder's pixel size.
+    let (st, csv, _) = s.api.get_raw("/api/export?table=objects").await;
+    assert_eq!(st, axum::http::StatusCode::OK);
+    let mut r = csv::Reader::from_reader(csv.as_slice());
+    let head = r.headers().expect("header").clone();
+    let col = |n: &str| head.iter().position(|h| h == n).expect(n);
+    let rows: Vec<csv::StringRecord> = r.records().map(|r| r.expect("row")).collect();
+    assert_eq!(rows.len(), objects);
+    let b03 = rows
+        .iter()
+        .find(|r| &r[col("Image Name")] == "plate07_B03_day3.png")
+        .expect("B03");
+    assert_eq!((&b03[col("Plate")], &b03[col("Well")]), ("plate07", "B03"));
+    assert!(b03[col("Metadata")].contains("well=B03"), "{b03:?}");
+    assert!(rows.iter().all(|r| &r[col("Pixel Size Source")] == "watch"));
+    assert!(rows.iter().all(|r| !r[col("Area (µm²)")].is_empty()));
     // The copy has results of its own, from the same job.
     assert!(s.results().join("again/copy.spheroseg.json").is_file());
     // A person deletes a finished job: the results written for it stay.

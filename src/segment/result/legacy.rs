@@ -40,7 +40,11 @@ impl From<ResultV1> for SegmentResult {
         SegmentResult {
             image: v.image,
             segmenter: v.segmenter,
-            pixel_size: super::calibration::resolve(params.pixel_size_um, None),
+            pixel_size: super::calibration::resolve(
+                params.pixel_size_um,
+                params.pixel_size_from,
+                None,
+            ),
             params,
             decisions: v.decisions.map(|d| Decisions {
                 feature: d.feature,
@@ -57,6 +61,7 @@ impl From<ResultV1> for SegmentResult {
             flags,
             timings_ms: v.timings_ms,
             created_at: v.created_at,
+            metadata: Vec::new(),
         }
     }
 }
