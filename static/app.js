@@ -1,11 +1,13 @@
 // spheroseg status page: overview, upload, live jobs table, result viewer. Plain ES module, no build
 // step. Live updates come over the WebSocket (with `since` resume); polling takes over if it fails.
 // Modules: `api.js` (requests with the token), `params.js` (the segmentation parameter form, for
-// upload and for "Run again with…"), `viewer.js` (a job's result), `dom.js`.
+// upload and for "Run again with…"), `viewer.js` (a job's result), `project.js` (a project's
+// pixel size, distributions and downloads), `dom.js`.
 
 import { el, reveal, shortId } from "./dom.js";
 import { TOKEN_KEY, api, authHeaders, json } from "./api.js";
 import { paramForm } from "./params.js";
+import { setupProject, uploadHint } from "./project.js";
 import { jobChanged, openViewer, paramsLoaded, setupViewer } from "./viewer.js";
 
 const $ = (id) => document.getElementById(id);
@@ -148,70 +150,6 @@ function drawSpark(series) {
   });
   g.fillStyle = "#667085"; g.font = "11px system-ui";
   g.fillText(`max ${max}/min`, 4, 11);
-}
-
-// ---- project view ----
-
-function histogram(canvas, values, bins = 20, empty = "No completed jobs.") {
-  const g = canvas.getContext("2d");
-  g.clearRect(0, 0, canvas.width, canvas.height);
-  if (!values.length) {
-    g.fillStyle = "#667085"; g.font = "12px system-ui"; g.fillText(empty, 10, 20);
-    return;
-  }
-  const lo = Math.min(...values), hi = Math.max(...values);
-  const span = hi - lo || 1;
-  const counts = new Array(bins).fill(0);
-  for (const v of values) counts[Math.min(bins - 1, Math.floor(((v - lo) / span) * bins))] += 1;
-  const max = Math.max(...counts), w = canvas.width / bins, top = 16, bottom = 18;
-  g.fillStyle = "#2f6fde";
-  counts.forEach((n, i) => {
-    const h = ((canvas.height - top - bottom) * n) / max;
-    g.fillRect(i * w + 1, canvas.height - bottom - h, w - 2, h);
-  });
-  g.fillStyle = "#667085"; g.font = "11px system-ui";
-  g.fillText(lo.toPrecision(3), 2, canvas.height - 4);
-  const right = hi.toPrecision(3);
-  g.fillText(right, canvas.width - g.measureText(right).width - 2, canvas.height - 4);
-  g.fillText(`max ${max}`, 2, 12);
-}
-
-/// RFC 4180 lines to fields (quotes, doubled quotes, commas inside quotes).
-function csvRows(text) {
-  const rows = []; let row = [], field = "", quoted = false;
-  for (let i = 0; i < text.length; i++) {
-    const ch = text[i];
-    if (quoted) {
-      if (ch === '"' && text[i + 1] === '"') { field += '"'; i++; }
-      else if (ch === '"') quoted = false;
-      else field += ch;
-    } else if (ch === '"') quoted = true;
-    else if (ch === ",") { row.push(field); field = ""; }
-    else if (ch === "\n") { row.push(field); rows.push(row); row = []; field = ""; }
-    else if (ch !== "\r") field += ch;
-  }
-  if (field || row.length) { row.push(field); rows.push(row); }
-  return rows;
-}
-
-async function showProject(name) {
-  const url = `/api/export?project=${encodeURIComponent(name)}&state=completed&format=csv`;
-  const text = await api(url).then((r) => r.text());
-  const [head, ...rows] = csvRows(text);
-  const col = (n) => head.indexOf(n);
-  const area = rows.map((r) => Number(r[col("Area")])).filter(Number.isFinite);
-  const circ = rows.map((r) => Number(r[col("Circularity")])).filter(Number.isFinite);
-  const images = new Set(rows.map((r) => r[col("Image ID")])).size;
-  $("project-summary").textContent = `${plural(rows.length, "object")} in ${plural(images, "image")}`;
-  histogram($("hist-area"), area);
-  histogram($("hist-circ"), circ);
-  const csv = $("project-csv");
-  csv.disabled = !rows.length;
-  csv.onclick = async () => {
-    const blob = new Blob([text], { type: "text/csv" });
-    const a = el("a", { href: URL.createObjectURL(blob), download: `${name}-metrics.csv` });
-    document.body.append(a); a.click(); a.remove();
-  };
 }
 
 // ---- jobs table ----
@@ -520,8 +458,10 @@ async function setupParams() {
   }
   const form = paramForm(state.paramFields, "upload");
   form.onchange = () => {
-    const n = Object.keys(form.changes()).length;
+    const changes = form.changes();
+    const n = Object.keys(changes).length;
     $("upload-params-changed").textContent = n ? `(${n} changed)` : "(defaults)";
+    uploadHint(changes.pixel_size_um ?? null);
   };
   form.onchange();
   state.uploadParams = form;
@@ -548,10 +488,9 @@ function setup() {
   // The whole page takes dropped images, not only the drop zone.
   document.body.addEventListener("dragover", (e) => e.preventDefault());
   document.body.addEventListener("drop", (e) => { e.preventDefault(); if (e.dataTransfer.files.length) upload(e.dataTransfer.files); });
-  $("project-form").addEventListener("submit", (e) => { e.preventDefault(); showProject($("project-name").value.trim()); });
   setupViewer({ fields: () => state.paramFields, rerunsOf, showRow });
   setupParams();
-  for (const id of ["hist-area", "hist-circ"]) histogram($(id), [], 20, "Enter a project name to see its distribution.");
+  setupProject();
   loadOverview();
   loadJobs();
   connect();

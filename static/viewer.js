@@ -143,24 +143,44 @@ function draw() {
 }
 
 function renderMetrics(result) {
-  const um = result.metrics.some((m) => m.calibrated);
-  const head = ["#", "Area", "Perimeter", "Circularity", "Solidity", "Feret max", "Feret min", "Eq. diameter"];
-  if (um) head.push("Area µm²", "Eq. diameter µm");
+  // Micrometres once the pixel size is known (`result.pixel_size` says from where), pixels else.
+  const px = result.pixel_size;
+  const um = px != null && result.metrics.every((m) => m.calibrated);
+  const n = (v, d) => readable(v, d);
+  const len = (m, p, c) => (um ? `${n(m.calibrated[c], 1)} µm` : `${n(m[p], 1)} px`);
+  const head = ["#", um ? "Area (µm²)" : "Area (px²)", "Perimeter", "Circularity", "Solidity", "Feret max", "Feret min", "Eq. diameter"];
+  if (um) head.push("Area (px²)");
   const rows = result.metrics.map((m, i) => {
-    const cells = [i + 1, `${m.area.toFixed(0)} px²`, `${m.perimeter.toFixed(1)} px`, m.circularity.toFixed(3),
-      m.solidity.toFixed(3), `${m.feret_max.toFixed(1)} px`, `${m.feret_min.toFixed(1)} px`, `${m.equivalent_diameter.toFixed(1)} px`];
-    if (um) cells.push(m.calibrated ? m.calibrated.area_um2.toFixed(0) : "", m.calibrated ? m.calibrated.equivalent_diameter_um.toFixed(1) : "");
+    const cells = [i + 1, um ? n(m.calibrated.area_um2, 0) : n(m.area, 0), len(m, "perimeter", "perimeter_um"),
+      m.circularity.toFixed(3), m.solidity.toFixed(3), len(m, "feret_max", "feret_max_um"),
+      len(m, "feret_min", "feret_min_um"), len(m, "equivalent_diameter", "equivalent_diameter_um")];
+    if (um) cells.push(n(m.area, 0));
     return el("tr", {}, ...cells.map((c) => el("td", {}, c)));
   });
+  $("metrics-pixel").textContent = px
+    ? `Pixel size ${readable(px.um, 4)} µm, ${SOURCES[px.source] || px.source}.`
+    : "Pixel size unknown: metrics in pixels. Set it in the parameters or for the project.";
   $("metrics").replaceChildren(
     el("thead", {}, el("tr", {}, ...head.map((h) => el("th", {}, h)))),
     el("tbody", {}, ...(rows.length ? rows : [el("tr", {}, el("td", { colspan: String(head.length) }, "No objects found."))])),
   );
 }
 
-async function download(suffix, name) {
-  const blob = await api(`/api/jobs/${view.job.id}/${suffix}`).then((r) => r.blob());
-  const a = el("a", { href: URL.createObjectURL(blob), download: name });
+/// Where a pixel size came from, in words.
+const SOURCES = {
+  job: "given with the job", watch: "the watch folder's", project: "remembered for the project",
+  imagej: "from the ImageJ TIFF", ome: "from the OME-TIFF", "tiff-resolution": "from the TIFF resolution", "png-phys": "from the PNG pHYs",
+};
+
+/// A number with grouped thousands and `d` decimals at most (2010.4 is "2,010").
+const readable = (v, d) => v.toLocaleString("en-US", { maximumFractionDigits: d });
+
+/// Downloads one of the job's files under the name the server gives it (the image's name).
+async function download(suffix, fallback) {
+  const resp = await api(suffix.startsWith("/") ? suffix : `/api/jobs/${view.job.id}/${suffix}`);
+  const named = /filename="([^"]+)"/.exec(resp.headers.get("content-disposition") || "");
+  const blob = await resp.blob();
+  const a = el("a", { href: URL.createObjectURL(blob), download: named ? named[1] : fallback });
   document.body.append(a); a.click(); a.remove();
 }
 
@@ -189,9 +209,14 @@ export function setupViewer(hooks) {
   $("show-mask").onchange = draw;
   $("zoom-reset").onclick = () => { view.scale = 1; view.x = 0; view.y = 0; draw(); };
   $("close-viewer").onclick = () => { $("viewer").hidden = true; };
-  $("dl-json").onclick = () => download("result", `${view.job.id}.json`);
-  $("dl-csv").onclick = () => download("result.csv", `${view.job.id}.csv`);
-  $("dl-mask").onclick = () => download("mask.png", `${view.job.id}_mask.png`);
+  const stem = () => view.job.image.name.replace(/\.[^.]+$/, "");
+  $("dl-json").onclick = () => download("result", `${stem()}.json`);
+  $("dl-csv").onclick = () => download("result.csv", `${stem()}.csv`);
+  $("dl-xlsx").onclick = () => download(`/api/export?format=xlsx&state=completed&ids=${view.job.id}`, `${stem()}.xlsx`);
+  $("dl-rois").onclick = () => download("rois.zip", `${stem()}_rois.zip`);
+  $("dl-mask").onclick = () => download("mask.png", `${stem()}_mask.png`);
+  $("dl-labels").onclick = () => download("labels.png", `${stem()}_labels.png`);
+  $("dl-overlay").onclick = () => download("overlay.png", `${stem()}_overlay.png`);
   $("rerun-open").onclick = () => ($("rerun-form").hidden ? openRerun() : ($("rerun-form").hidden = true));
   $("rerun-form").addEventListener("submit", submitRerun);
   $("rerun-cancel").onclick = () => { $("rerun-form").hidden = true; $("rerun-open").setAttribute("aria-expanded", "false"); };

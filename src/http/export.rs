@@ -341,11 +341,7 @@ async fn export(
         .unwrap_or("objects")
         .parse()
         .map_err(|e: String| ApiError::invalid("table", e))?;
-    let stem = q
-        .project
-        .clone()
-        .filter(|p| !p.is_empty())
-        .unwrap_or_else(|| "spheroseg".into());
+    let project = q.project.clone().filter(|p| !p.is_empty());
     let filter = JobFilter {
         state: Some(
             q.state
@@ -359,6 +355,20 @@ async fn export(
     let ids = match q.ids.as_deref() {
         Some(list) => selection(&state, list, &filter)?,
         None => job_ids(&state, &filter)?,
+    };
+    // Named after the project, or after the image when the selection is one job.
+    let stem = match (project, ids.as_slice()) {
+        (Some(p), _) => p,
+        (None, [one]) => state
+            .service
+            .queue
+            .get(*one)?
+            .and_then(|j| {
+                let name = std::path::Path::new(&j.image.name).file_stem()?;
+                Some(name.to_str()?.to_owned())
+            })
+            .unwrap_or_else(|| "spheroseg".into()),
+        (None, _) => "spheroseg".into(),
     };
     if zip {
         return Ok(archive::response(

@@ -78,9 +78,15 @@ pub fn resolve(
         PixelSizeGiven::Project => PixelSizeSource::Project,
     };
     match job_um {
-        Some(um) => PixelSize::checked(f64::from(um), source),
+        Some(um) => PixelSize::checked(decimal(um), source),
         None => file,
     }
+}
+
+/// The f64 of the decimal a person wrote for `v` (0.65, not 0.64999997615814): an f32 read
+/// from JSON or TOML through its shortest text.
+fn decimal(v: f32) -> f64 {
+    v.to_string().parse().unwrap_or(f64::from(v))
 }
 
 /// Micrometres per `unit` (ImageJ and OME spellings); `None` for pixels or an unknown unit.
@@ -372,7 +378,7 @@ mod tests {
         assert_eq!(
             resolve(Some(1.3), PixelSizeGiven::Job, file),
             Some(PixelSize {
-                um: f64::from(1.3f32),
+                um: 1.3,
                 source: PixelSizeSource::Job
             })
         );

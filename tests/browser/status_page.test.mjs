@@ -326,3 +326,41 @@ test("a watched folder shows its counts, and a file dropped in it is counted don
     await context.close();
   } finally { await stop(server); }
 });
+
+test("a project remembers its pixel size; its images are measured and drawn in µm", async () => {
+  const server = await serve();
+  try {
+    const { page, errors, context } = await openPage(server.url, { acceptDownloads: true });
+    await page.fill("#project-name", "screen-1");
+    await page.click("#project-form button[type=submit]");
+    await page.waitForSelector("#project-settings:not([hidden])");
+    assert.match(await page.textContent("#project-saved"), /No pixel size remembered/);
+    await page.fill("#project-px", "0.65");
+    await page.fill("#project-objective", "10× objective");
+    await page.click("#project-settings button[type=submit]");
+    await page.waitForFunction(() => document.getElementById("project-saved").textContent.startsWith("Remembered: 0.65 µm/px (10× objective)"));
+    // The upload form says which pixel size the next images of the project get.
+    await page.fill("#project", "screen-1");
+    await page.dispatchEvent("#project", "input");
+    assert.match(await page.textContent("#upload-pixel"), /0\.65 µm\/px \(10× objective\), remembered for project screen-1/);
+    await page.setInputFiles("#files", [join(fixtures, "spheroid_lumen_8bit.png")]);
+    await page.waitForFunction(() => [...document.querySelectorAll("#job-rows tr")]
+      .some((r) => r.textContent.includes("spheroid_lumen_8bit.png") && r.querySelector("td.state").textContent === "completed"), null, { timeout: 60000 });
+    await page.locator("#job-rows tr", { hasText: "spheroid_lumen_8bit.png" }).click();
+    await page.waitForSelector("#metrics tbody tr td");
+    assert.equal(await page.textContent("#metrics-pixel"), "Pixel size 0.65 µm, remembered for the project.");
+    assert.match(await page.textContent("#metrics thead"), /Area \(µm²\)/);
+    assert.match(await page.textContent("#metrics tbody"), / µm/);
+    const [csv] = await Promise.all([page.waitForEvent("download"), page.click("#dl-csv")]);
+    assert.equal(csv.suggestedFilename(), "spheroid_lumen_8bit.csv", "named after the image");
+    // The project's distribution is in µm² now that every object is calibrated.
+    await page.click("#project-form button[type=submit]");
+    await page.waitForFunction(() => document.getElementById("hist-area-caption").textContent === "Area (µm²)");
+    assert.equal(await page.textContent("#project-summary"), "1 object in 1 image");
+    const [xlsx] = await Promise.all([page.waitForEvent("download"), page.click("#project-xlsx")]);
+    assert.equal(xlsx.suggestedFilename(), "screen-1.xlsx");
+    await page.screenshot({ path: join(shots, "project.png"), fullPage: true });
+    assert.deepEqual(errors, []);
+    await context.close();
+  } finally { await stop(server); }
+});
