@@ -22,7 +22,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Fallback};
 use crate::disk::Disk;
 use crate::events::EventBus;
-use crate::http::{AppState, Guard, HostRule};
+use crate::http::{AppState, Guard};
 use crate::images::ImageStore;
 use crate::pool::Pool;
 use crate::queue::{Queue, Retention};
@@ -202,11 +202,7 @@ impl App {
             import_dirs: import_dirs(&config),
             guard: Arc::new(Guard::new(
                 addr,
-                config
-                    .allowed_hosts
-                    .iter()
-                    .filter_map(|h| HostRule::parse(h).ok())
-                    .collect(),
+                config.allowed_hosts.clone(),
                 config.allowed_origins.clone(),
             )),
             ws_send_timeout: WS_SEND_TIMEOUT,

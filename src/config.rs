@@ -37,7 +37,7 @@ pub struct Config {
     /// Host names besides the loopback names and the bound address by which spheroseg is
     /// reached (`lab-server`, `lab.example.org:8443`, `*.lab.example.org`); any other `Host` is
     /// refused, which defeats DNS rebinding.
-    pub allowed_hosts: Vec<String>,
+    pub allowed_hosts: Vec<HostRule>,
     /// Browser origins besides spheroseg's own whose pages may change the queue and open the
     /// WebSocket, e.g. a portal at `https://portal.example.org`.
     pub allowed_origins: Vec<String>,
@@ -603,9 +603,11 @@ mod unit {
 /// (a test loads it and compares).
 pub const DEFAULT_TOML: &str = include_str!("config/default.toml");
 
+pub mod hosts;
 mod validate;
-mod watch;
+pub mod watch;
 
+pub use hosts::HostRule;
 pub use watch::{After, DONE_DIR, Pages, RESULTS_DIR, Results, WatchConfig, WatchLayer};
 
 #[cfg(test)]

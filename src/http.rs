@@ -34,7 +34,8 @@ use axum::response::Response;
 
 pub use error::ApiError;
 
-pub use guard::{Guard, HostRule};
+pub use crate::config::HostRule;
+pub use guard::Guard;
 
 use crate::service::Service;
 use crate::telemetry::SystemMonitor;

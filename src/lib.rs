@@ -14,7 +14,7 @@
 //! - `images`: original images stored by content hash, and their garbage collection
 //! - `offline`: `spheroseg segment` on a thread pool, and `spheroseg demo-images`
 //! - `synth`: synthetic spheroid images with known truth (tests, benches, demo images)
-//! - `view`: a job as the API and the events show it
+//! - `view`: a job and a watched folder as the API and the events show them
 //! - `watch`: watched folders: files taken once complete, exactly once, results written beside
 //! - `events`: numbered events in a ring buffer, broadcast to live subscribers, made from commits
 //! - `http`: the HTTP API, WebSocket, health endpoints and the embedded status page (axum)
