@@ -1,5 +1,5 @@
 //! Wiring: [`App::start`] opens the data directory, the queue and the image store, connects the
-//! queue to the event bus, builds the segmenters from the configuration, and starts the worker
+//! queue to the event bus, takes the segmenters the configuration builds, and starts the worker
 //! pool, the background tasks (the watched folders among them) and the HTTP server on the
 //! caller's listener. [`App::shutdown`]
 //! stops them in the order DESIGN.md fixes ("Shutdown order"): readiness false, the HTTP server
@@ -7,7 +7,6 @@
 //! background tasks end, and the queue's writer commits and the database closes. One stop signal
 //! reaches every task; each task and thread has an owner that joins it.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,17 +18,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, Fallback};
+use crate::config::Config;
 use crate::disk::Disk;
 use crate::events::EventBus;
-use crate::http::{AppState, Guard, HostRule};
+use crate::http::{AppState, Guard};
 use crate::images::ImageStore;
 use crate::pool::Pool;
 use crate::queue::{Queue, Retention};
-use crate::segment::breaker::Breaker;
-use crate::segment::command::CommandSegmenter;
-use crate::segment::http::HttpSegmenter;
-use crate::segment::{Builtin, DecodeBudget, MlService, SegmenterId, Segmenters};
+use crate::segment::DecodeBudget;
 use crate::service::Service;
 
 pub use signal::shutdown_signal;
@@ -42,50 +38,6 @@ const RETAIN_BATCH: usize = 5_000;
 const ML_HEALTH_EVERY: Duration = Duration::from_secs(30);
 /// A WebSocket client that takes no message for this long is disconnected.
 const WS_SEND_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The segmenters jobs can name, from the configuration. Call inside the tokio runtime (the http
-/// segmenter keeps its handle).
-pub fn segmenters(config: &Config, clock: &dyn Clock) -> anyhow::Result<Segmenters> {
-    let mut ml = HashMap::new();
-    let fallback = config.ml.fallback == Fallback::Builtin;
-    if let Some(url) = &config.ml.url {
-        let client = HttpSegmenter::new(
-            SegmenterId::HTTP,
-            url,
-            config.ml.timeout,
-            config.ml.share_paths,
-        )
-        .context("cannot build the HTTP client for the ML service")?;
-        ml.insert(
-            SegmenterId::new(SegmenterId::HTTP).expect("a valid name"),
-            Arc::new(MlService::remote(
-                Arc::new(client),
-                Breaker::new(config.breaker(), clock.now()),
-                fallback,
-                url,
-            )),
-        );
-    }
-    if !config.command.argv.is_empty() {
-        ml.insert(
-            SegmenterId::new(SegmenterId::COMMAND).expect("a valid name"),
-            Arc::new(MlService::new(
-                Arc::new(CommandSegmenter {
-                    name: SegmenterId::COMMAND.into(),
-                    argv: config.command.argv.clone(),
-                    work_dir: config.data_dir.join("work"),
-                }),
-                Breaker::new(config.breaker(), clock.now()),
-                fallback,
-                &config.command.argv.join(" "),
-            )),
-        );
-    }
-    Ok(Segmenters {
-        builtin: Arc::new(Builtin),
-        ml,
-    })
-}
 
 /// A running spheroseg: the queue, the pool, the background tasks and the HTTP server.
 pub struct App {
@@ -131,7 +83,7 @@ impl App {
         // Every commit's transitions become events, published by the queue in commit order.
         let bus = events.clone();
         queue.listen(Arc::new(move |c| bus.publish_commit(c)));
-        let segmenters = segmenters(&config, clock.as_ref())?;
+        let segmenters = config.segmenters(clock.as_ref())?;
         let stats = queue.stats()?;
         let addr = listener.local_addr().context("listener has no address")?;
         tracing::info!(
@@ -197,16 +149,12 @@ impl App {
             ready: Arc::new(AtomicBool::new(true)),
             token: config.auth.token.as_deref().map(Arc::from),
             bind: addr,
-            body_limit: (config.limits.max_upload_mb as usize) << 20,
+            body_limit: config.body_limit(),
             system: Arc::new(crate::telemetry::SystemMonitor::with_disk(disk)),
-            import_dirs: import_dirs(&config),
+            import_dirs: config.import_roots(),
             guard: Arc::new(Guard::new(
                 addr,
-                config
-                    .allowed_hosts
-                    .iter()
-                    .filter_map(|h| HostRule::parse(h).ok())
-                    .collect(),
+                config.allowed_hosts.clone(),
                 config.allowed_origins.clone(),
             )),
             ws_send_timeout: WS_SEND_TIMEOUT,
@@ -268,21 +216,6 @@ impl App {
         tracing::info!("stopped");
         Ok(())
     }
-}
-
-/// The import directories that exist, canonical (a path must resolve inside one of them).
-fn import_dirs(config: &Config) -> Arc<[std::path::PathBuf]> {
-    config
-        .import_dirs
-        .iter()
-        .filter_map(|d| match d.canonicalize() {
-            Ok(c) => Some(c),
-            Err(e) => {
-                tracing::warn!(dir = %d.display(), error = %e, "import directory not usable; ignored");
-                None
-            }
-        })
-        .collect()
 }
 
 /// Binds the configured address and runs until `shutdown` resolves.

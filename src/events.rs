@@ -106,7 +106,7 @@ pub enum EventKind {
     },
     /// A watched folder's counts and last scan, at most every second while they change.
     WatchFolder {
-        folder: crate::watch::FolderStatus,
+        folder: crate::view::folder::FolderStatus,
     },
     /// Sent every second while the counts change.
     QueueStats {

@@ -11,6 +11,8 @@ mod guard;
 mod health;
 mod intake;
 mod job_exports;
+mod job_images;
+mod job_results;
 mod jobs;
 mod ml;
 mod projects;
@@ -34,7 +36,8 @@ use axum::response::Response;
 
 pub use error::ApiError;
 
-pub use guard::{Guard, HostRule};
+pub use crate::config::HostRule;
+pub use guard::Guard;
 
 use crate::service::Service;
 use crate::telemetry::SystemMonitor;
@@ -94,6 +97,8 @@ async fn trace(req: Request, next: Next) -> Response {
 fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (router, mut api) = utoipa_axum::router::OpenApiRouter::new()
         .merge(jobs::routes())
+        .merge(job_results::routes())
+        .merge(job_images::routes())
         .merge(job_exports::routes())
         .merge(rerun::routes())
         .merge(segmenters::routes())

@@ -13,7 +13,7 @@
 //! lock, so it cannot remove a file between an upload finding it already stored and that upload's
 //! commit; a new job for an image already stored (a rerun) pins it with [`ImageStore::pin_stored`]
 //! the same way. It removes image files and previews no job refers to, and temp files no request holds
-//! (what a crash left).
+//! (what a crash left): `images/garbage.rs`. Previews for browsers are in `images/preview.rs`.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -465,130 +465,11 @@ impl ImageStore {
         self.put(&bytes, &name)
     }
 
-    /// An 8-bit PNG a browser can show (16-bit TIFFs included): contrast-stretched to the 0.5 and
-    /// 99.5 percentiles, at most `max_side` pixels on its long side, cached in `data_dir/previews/`.
-    pub fn preview(&self, hash: &str, max_side: u32) -> Result<Vec<u8>, ImageStoreError> {
-        let cache_dir = self.previews_dir();
-        let cached = cache_dir.join(format!("{hash}-{max_side}.png"));
-        if let Ok(b) = std::fs::read(&cached) {
-            return Ok(b);
-        }
-        let bytes = self.read(hash)?;
-        let refused = |source| ImageStoreError::Refused {
-            name: hash.to_owned(),
-            source,
-        };
-        let header = probe_from(&bytes.as_slice(), &self.limits).map_err(refused)?;
-        let _reserved = self
-            .budget
-            .reserve(header.footprint().decode_bytes(), BUDGET_WAIT)
-            .ok_or_else(|| self.busy())?;
-        let decoded = decode_from(&bytes.as_slice(), &self.limits).map_err(refused)?;
-        let (w, h) = (decoded.gray.width, decoded.gray.height);
-        let pixels: Vec<u8> = crate::segment::builtin::stretch(&decoded.gray)
-            .iter()
-            .map(|v| (v * 255.0).round() as u8)
-            .collect();
-        drop(decoded);
-        let mut img = image::GrayImage::from_raw(w, h, pixels).expect("width × height pixels");
-        let long = w.max(h);
-        if long > max_side {
-            let scale = f64::from(max_side) / f64::from(long);
-            let (nw, nh) = (
-                ((f64::from(w) * scale).round() as u32).max(1),
-                ((f64::from(h) * scale).round() as u32).max(1),
-            );
-            img = image::imageops::resize(&img, nw, nh, image::imageops::FilterType::Triangle);
-        }
-        let mut out = std::io::Cursor::new(Vec::new());
-        img.write_to(&mut out, image::ImageFormat::Png)
-            .map_err(|e| io(&cached)(std::io::Error::other(e)))?;
-        let png = out.into_inner();
-        // The cache is an optimisation: a failure to write it is not the request's failure.
-        if std::fs::create_dir_all(&cache_dir).is_ok() {
-            let tmp = cache_dir.join(format!("{}.tmp", uuid::Uuid::now_v7()));
-            if std::fs::write(&tmp, &png).is_ok() && std::fs::rename(&tmp, &cached).is_err() {
-                let _ = std::fs::remove_file(&tmp);
-            }
-        }
-        Ok(png)
-    }
-
-    fn previews_dir(&self) -> PathBuf {
-        self.data_dir.join("previews")
-    }
-
     /// The original bytes.
     pub fn read(&self, hash: &str) -> Result<Vec<u8>, ImageStoreError> {
         let path = self.path(hash);
         self.fs.read(&path).map_err(io(&path))
     }
-
-    /// Removes image files and previews whose hash no job refers to and nobody has pinned, and
-    /// temp files no request is writing; returns how many files went. `referenced` must answer
-    /// from committed state (and say true when it cannot tell).
-    pub fn collect_garbage(&self, referenced: impl Fn(&str) -> bool) -> usize {
-        let mut removed = 0;
-        let doomed = |p: &Path, hash: &str| -> usize {
-            // Decided and done under the pins lock: no upload can pin `hash` in between.
-            let pins = self.pins.lock().expect("pins lock");
-            if !pins.contains_key(hash) && !referenced(hash) && std::fs::remove_file(p).is_ok() {
-                tracing::debug!(file = %p.display(), "removed a file no job refers to");
-                1
-            } else {
-                0
-            }
-        };
-        for fan in read_dir(&self.dir) {
-            if fan.file_name().is_some_and(|n| n == "incoming") {
-                continue;
-            }
-            for file in read_dir(&fan) {
-                match file.file_name().and_then(|n| n.to_str()) {
-                    // A temp file of an older layout, left by a crash.
-                    Some(name) if name.ends_with(".tmp") => {
-                        removed += usize::from(std::fs::remove_file(&file).is_ok());
-                    }
-                    Some(hash) => removed += doomed(&file, hash),
-                    None => {}
-                }
-            }
-        }
-        for file in read_dir(&self.previews_dir()) {
-            let Some(name) = file.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
-                continue;
-            };
-            match name.split_once('-') {
-                Some((hash, _)) if name.ends_with(".png") => removed += doomed(&file, hash),
-                _ if name.ends_with(".tmp") => {
-                    // Previews are written under a unique name and renamed within milliseconds.
-                    let old = std::fs::metadata(&file)
-                        .and_then(|m| m.modified())
-                        .is_ok_and(|t| t.elapsed().is_ok_and(|a| a > Duration::from_secs(60)));
-                    if old && std::fs::remove_file(&file).is_ok() {
-                        removed += 1;
-                    }
-                }
-                _ => {}
-            }
-        }
-        for file in read_dir(&self.dir.join("incoming")) {
-            // Registered before it is created, so one that is not registered now is no request's.
-            let live = self.live.lock().expect("incoming lock");
-            if !live.contains(&file) && std::fs::remove_file(&file).is_ok() {
-                tracing::debug!(file = %file.display(), "removed an upload left by a crash");
-                removed += 1;
-            }
-        }
-        removed
-    }
-}
-
-/// The entries of a directory; none if it cannot be read.
-fn read_dir(dir: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(dir)
-        .map(|it| it.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default()
 }
 
 fn image_ref(hash: String, name: &str, header: &Header, bytes: u64) -> ImageRef {
@@ -617,6 +498,8 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 mod decoded;
+mod garbage;
+mod preview;
 
 #[cfg(test)]
 mod tests;

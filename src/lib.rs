@@ -4,9 +4,9 @@
 //! - `app`: wiring of the parts and the shutdown order
 //! - `cli`: the command-line interface (clap)
 //! - `client`: `spheroseg submit`, uploads to a running server that retry with an Idempotency-Key
-//! - `queue`: the durable priority queue on redb (model, store, writer thread)
+//! - `queue`: the durable priority queue on redb; announces what it commits, wakes the dispatcher
 //! - `pool`: the dispatcher task and the worker threads that run jobs
-//! - `service`: submit, cancel, retry, priority: store, commit, publish, wake, for every interface
+//! - `service`: the one door for commands from every interface: check, store images, commit
 //! - `segment`: the segmenters (builtin, command, http), the circuit breaker, decoding, results
 //! - `outline`: objects as polygons, and the replaced ML service's polygon list
 //! - `morphology`: metrics of objects from their polygons; masks from polygons
@@ -14,7 +14,7 @@
 //! - `images`: original images stored by content hash, and their garbage collection
 //! - `offline`: `spheroseg segment` on a thread pool, and `spheroseg demo-images`
 //! - `synth`: synthetic spheroid images with known truth (tests, benches, demo images)
-//! - `view`: a job as the API and the events show it
+//! - `view`: a job and a watched folder as the API and the events show them
 //! - `watch`: watched folders: files taken once complete, exactly once, results written beside
 //! - `events`: numbered events in a ring buffer, broadcast to live subscribers, made from commits
 //! - `http`: the HTTP API, WebSocket, health endpoints and the embedded status page (axum)

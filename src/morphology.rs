@@ -17,11 +17,18 @@
 //!   x axis with y pointing up, in [0, 180).
 //!
 //! Every ratio is 0 when its denominator is (near) zero, so a degenerate object never produces
-//! NaN or infinity in an export.
+//! NaN or infinity in an export. The hull and its calipers are in `morphology/hull.rs`; the
+//! pixels inside a polygon (for intensities and masks) in `morphology/raster.rs`.
 
 use serde::{Deserialize, Serialize};
 
 use crate::outline::{Object, Point};
+
+mod hull;
+mod raster;
+
+pub use hull::{calipers, convex_hull};
+pub use raster::{rasterize, spans};
 
 /// A gray image in its own intensity units (0-255 for 8-bit, 0-65535 for 16-bit), row-major.
 #[derive(Clone, Debug, PartialEq)]
@@ -161,79 +168,6 @@ pub fn ring_length(ring: &[Point]) -> f64 {
         .sum()
 }
 
-fn cross(o: Point, a: Point, b: Point) -> f64 {
-    (a.x - o.x) * (b.y - o.y) - (a.y - o.y) * (b.x - o.x)
-}
-
-/// The convex hull, counter-clockwise in a y-up frame, without repeated or collinear vertices
-/// (Andrew's monotone chain).
-pub fn convex_hull(points: &[Point]) -> Vec<Point> {
-    let mut p: Vec<Point> = points.to_vec();
-    p.sort_by(|a, b| a.x.total_cmp(&b.x).then(a.y.total_cmp(&b.y)));
-    p.dedup();
-    if p.len() < 3 {
-        return p;
-    }
-    let mut hull: Vec<Point> = Vec::with_capacity(p.len() + 1);
-    for pass in 0..2 {
-        let start = hull.len();
-        let iter: Box<dyn Iterator<Item = &Point>> = if pass == 0 {
-            Box::new(p.iter())
-        } else {
-            Box::new(p.iter().rev())
-        };
-        for &q in iter {
-            while hull.len() >= start + 2
-                && cross(hull[hull.len() - 2], hull[hull.len() - 1], q) <= 0.0
-            {
-                hull.pop();
-            }
-            hull.push(q);
-        }
-        hull.pop();
-    }
-    hull
-}
-
-/// Feret max and the true minimum caliper width of a convex hull.
-pub fn calipers(hull: &[Point]) -> (f64, f64) {
-    let n = hull.len();
-    if n < 2 {
-        return (0.0, 0.0);
-    }
-    let mut max2: f64 = 0.0;
-    for i in 0..n {
-        for j in i + 1..n {
-            let (dx, dy) = (hull[j].x - hull[i].x, hull[j].y - hull[i].y);
-            max2 = max2.max(dx * dx + dy * dy);
-        }
-    }
-    if n < 3 {
-        return (max2.sqrt(), 0.0);
-    }
-    let mut min_width = f64::INFINITY;
-    for i in 0..n {
-        let (a, b) = (hull[i], hull[(i + 1) % n]);
-        let len = (b.x - a.x).hypot(b.y - a.y);
-        if len < 1e-12 {
-            continue;
-        }
-        let far = hull
-            .iter()
-            .map(|&q| (cross(a, b, q) / len).abs())
-            .fold(0.0, f64::max);
-        min_width = min_width.min(far);
-    }
-    (
-        max2.sqrt(),
-        if min_width.is_finite() {
-            min_width
-        } else {
-            0.0
-        },
-    )
-}
-
 /// Measures one object. `image` adds mean and std intensity; `pixel_size_um` adds micrometres.
 pub fn measure(object: &Object, image: Option<&Gray>, pixel_size_um: Option<f64>) -> Metrics {
     let outer = &object.outer;
@@ -329,59 +263,6 @@ pub fn measure(object: &Object, image: Option<&Gray>, pixel_size_um: Option<f64>
     metrics
 }
 
-/// The pixel runs `(y, x_start, x_end_exclusive)` whose centres lie inside the object (even-odd
-/// over its outer ring and holes), clipped to `width` × `height`.
-pub fn spans(object: &Object, width: u32, height: u32) -> Vec<(u32, u32, u32)> {
-    let rings: Vec<&Vec<Point>> = std::iter::once(&object.outer)
-        .chain(&object.holes)
-        .collect();
-    let mut edges: Vec<(Point, Point)> = Vec::new();
-    let (mut miny, mut maxy) = (f64::MAX, f64::MIN);
-    for r in &rings {
-        let n = r.len();
-        for i in 0..n {
-            let (p, q) = (r[i], r[(i + 1) % n]);
-            if p.y != q.y {
-                edges.push(if p.y < q.y { (p, q) } else { (q, p) });
-            }
-            miny = miny.min(p.y);
-            maxy = maxy.max(p.y);
-        }
-    }
-    let mut out = Vec::new();
-    if edges.is_empty() {
-        return out;
-    }
-    edges.sort_by(|a, b| a.0.y.total_cmp(&b.0.y));
-    let y0 = (miny - 0.5).ceil().max(0.0) as u32;
-    let y1 = ((maxy - 0.5).ceil().max(0.0) as u32).min(height);
-    let mut xs: Vec<f64> = Vec::new();
-    let mut active: Vec<usize> = Vec::new();
-    let mut next = 0;
-    for y in y0..y1 {
-        let yc = y as f64 + 0.5;
-        while next < edges.len() && edges[next].0.y <= yc {
-            active.push(next);
-            next += 1;
-        }
-        active.retain(|&e| edges[e].1.y > yc);
-        xs.clear();
-        for &e in &active {
-            let (p, q) = edges[e];
-            xs.push(p.x + (yc - p.y) * (q.x - p.x) / (q.y - p.y));
-        }
-        xs.sort_by(f64::total_cmp);
-        for pair in xs.chunks_exact(2) {
-            let a = (pair[0] - 0.5).ceil().clamp(0.0, width as f64) as u32;
-            let b = (pair[1] - 0.5).ceil().clamp(0.0, width as f64) as u32;
-            if b > a {
-                out.push((y, a, b));
-            }
-        }
-    }
-    out
-}
-
 /// Mean and standard deviation of `image` over the object's pixels.
 fn intensity(object: &Object, image: &Gray) -> Option<(f64, f64)> {
     let (mut n, mut sum, mut sum2) = (0u64, 0f64, 0f64);
@@ -399,18 +280,6 @@ fn intensity(object: &Object, image: &Gray) -> Option<(f64, f64)> {
     }
     let mean = sum / n as f64;
     Some((mean, (sum2 / n as f64 - mean * mean).max(0.0).sqrt()))
-}
-
-/// A binary mask (0 or 255 per pixel, row-major) of the objects with their holes cut out.
-pub fn rasterize(objects: &[Object], width: u32, height: u32) -> Vec<u8> {
-    let mut mask = vec![0u8; width as usize * height as usize];
-    for o in objects {
-        for (y, a, b) in spans(o, width, height) {
-            let row = y as usize * width as usize;
-            mask[row + a as usize..row + b as usize].fill(255);
-        }
-    }
-    mask
 }
 
 #[cfg(test)]
@@ -431,7 +300,8 @@ mod tests {
         )
     }
 
-    fn rect(x: f64, y: f64, w: f64, h: f64) -> Vec<Point> {
+    /// An axis-aligned rectangle's ring.
+    pub(super) fn rect(x: f64, y: f64, w: f64, h: f64) -> Vec<Point> {
         vec![
             Point::new(x, y),
             Point::new(x + w, y),
@@ -604,31 +474,6 @@ mod tests {
                 assert!(v.is_finite());
             }
         }
-    }
-
-    #[test]
-    fn rasterized_mask_has_the_polygon_area_and_cuts_holes() {
-        let o = Object {
-            outer: rect(2.0, 3.0, 10.0, 6.0),
-            holes: vec![rect(4.0, 5.0, 2.0, 2.0)],
-        };
-        let mask = rasterize(std::slice::from_ref(&o), 20, 12);
-        assert_eq!(mask.iter().filter(|&&v| v == 255).count(), 60 - 4);
-        assert_eq!(mask[5 * 20 + 4], 0, "inside the hole");
-        assert_eq!(mask[3 * 20 + 2], 255, "top-left pixel of the object");
-        assert_eq!(mask[3 * 20 + 12], 0, "just right of it");
-        // Clipped at the image edge, never out of bounds.
-        let big = Object {
-            outer: rect(-5.0, -5.0, 100.0, 100.0),
-            holes: vec![],
-        };
-        assert_eq!(
-            rasterize(&[big], 7, 3)
-                .iter()
-                .filter(|&&v| v == 255)
-                .count(),
-            21
-        );
     }
 
     #[test]

@@ -6,11 +6,14 @@
 //! the disk, through the write-ahead log (`queue/wal.rs`) that sits beside the database file;
 //! lease, heartbeat, progress and sweep need no sync, which is safe because a crash turns every
 //! `active` job back into a queued one at the next open. Reads take a redb snapshot on the caller's
-//! thread. See DESIGN.md, "The queue: the contract".
+//! thread. See DESIGN.md, "The queue: the contract". Opening, with its recovery, is in
+//! `queue/open.rs`; the calls worker threads make without a runtime in `queue/blocking.rs`.
 
 mod announce;
+mod blocking;
 mod error;
 mod model;
+mod open;
 mod reserve;
 mod slot;
 mod stats;
@@ -19,7 +22,6 @@ mod wal;
 mod writer;
 
 use std::future::Future;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -27,12 +29,14 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 pub use announce::Listener;
+pub use blocking::Blocking;
 pub use error::QueueError;
 pub use model::{
     Backoff, BulkAction, BulkOutcome, Change, Committed, Enqueued, FailOutcome, ImageRef, Job,
     JobError, JobFilter, JobId, JobState, Lease, LeaseToken, Limit, Mark, Millis, NewJob, Page,
     Priority, Requeue, ResultRef, Retention, RetentionReport, SweepReport, Transition,
 };
+pub use open::Recovery;
 pub use stats::{CommitLatency, LogStats, Percentiles, QueueStats, StateCounts, Throughput};
 pub use store::OpenReport;
 
@@ -41,7 +45,6 @@ use crate::segment::SegmenterId;
 use slot::Slot;
 use stats::Recent;
 use store::Store;
-use wal::Wal;
 use writer::{Command, Op};
 
 /// How the queue behaves; built from `Config`.
@@ -107,163 +110,7 @@ struct Inner {
     announcer: Arc<announce::Announcer>,
 }
 
-/// What `Queue::open` recovered.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Recovery {
-    pub open: OpenReport,
-    /// Jobs found `active` from the previous process, now queued again (or failed when they kept
-    /// interrupting restarts).
-    pub orphans: Vec<JobId>,
-    /// Write-ahead log records redone: batches the previous process committed after its last
-    /// checkpoint (zero after a clean shutdown).
-    pub replayed: usize,
-    /// The disk was too full to finish opening (redo the log, requeue orphans): the queue serves
-    /// what the database holds and refuses changes with [`QueueError::DiskFull`] until the
-    /// writer finishes the opening, once there is room.
-    pub disk_full: Option<String>,
-}
-
 impl Queue {
-    /// Opens (or creates) the database at `path`, migrates it if needed, and requeues every job the
-    /// previous process left `active` before any other command runs.
-    pub fn open(
-        path: &Path,
-        options: QueueOptions,
-        clock: Arc<dyn Clock>,
-    ) -> Result<(Queue, Recovery), QueueError> {
-        Self::open_on(crate::fsio::OsFs::shared(), path, options, clock)
-    }
-
-    /// [`Queue::open`] on the file system `fs` (the power-loss tests' simulated disk).
-    pub(crate) fn open_on(
-        fs: Arc<dyn crate::fsio::Fs>,
-        path: &Path,
-        options: QueueOptions,
-        clock: Arc<dyn Clock>,
-    ) -> Result<(Queue, Recovery), QueueError> {
-        // The storage engine panics on some damage instead of returning an error.
-        crate::contain::contain(|| Self::open_inner(fs, path, options, clock)).unwrap_or_else(
-            |panic| {
-                Err(QueueError::Corrupt {
-                    detail: format!(
-                        "{}: the storage engine cannot read it ({panic})",
-                        path.display()
-                    ),
-                })
-            },
-        )
-    }
-
-    fn open_inner(
-        fs: Arc<dyn crate::fsio::Fs>,
-        path: &Path,
-        options: QueueOptions,
-        clock: Arc<dyn Clock>,
-    ) -> Result<(Queue, Recovery), QueueError> {
-        let (store, report) =
-            Store::open(&*fs, path, options.cache_bytes).map_err(QueueError::classify)?;
-        let recent = Arc::new(Mutex::new(Recent::default()));
-        let (wal, existed) = Wal::open(&*fs, &path.with_extension("wal"), options.wal_bytes)
-            .map_err(QueueError::classify)?;
-        // On a disk too full for the commits of opening, the queue still opens: it serves what
-        // the database holds and refuses changes until the writer can finish the opening.
-        let reserve = reserve::Reserve::new(path, options.reserve_bytes);
-        let mut unfinished = None;
-        let open = |store: &Store| {
-            writer::replay(store, &wal, existed)
-                .and_then(|r| Ok((r, writer::recover_orphans(store, &options, clock.now())?)))
-                .map_err(QueueError::classify)
-        };
-        let mut opened = open(&store);
-        let mut store = store;
-        if let Err(QueueError::DiskFull { detail }) = &opened
-            && reserve.release()
-        {
-            // In the reserve's room; the queue takes changes once it can be made again.
-            unfinished = Some(writer::Unfinished {
-                why: detail.clone(),
-                caught_up: true,
-            });
-            drop(store);
-            store = Store::open(&*fs, path, options.cache_bytes)
-                .map_err(QueueError::classify)?
-                .0;
-            opened = open(&store);
-        }
-        let (log, replayed, recovered) = match opened {
-            Ok(((position, replayed), recovered)) => {
-                (writer::Log::new(wal, position), replayed, recovered)
-            }
-            Err(QueueError::DiskFull { detail }) => {
-                tracing::error!(%detail, "the disk is too full to open the queue for changes; it serves what it holds and takes changes once there is room");
-                unfinished = Some(writer::Unfinished {
-                    why: detail,
-                    caught_up: false,
-                });
-                (
-                    writer::Log::new(wal, writer::Position::default()),
-                    0,
-                    Committed::default(),
-                )
-            }
-            Err(e) => return Err(e),
-        };
-        if replayed > 0 {
-            tracing::info!(
-                records = replayed,
-                "redid the write-ahead log of the previous process"
-            );
-        }
-        let orphans: Vec<JobId> = recovered.transitions.iter().map(|t| t.job.id).collect();
-        if !orphans.is_empty() {
-            tracing::info!(
-                count = orphans.len(),
-                "requeued jobs left active by the previous process"
-            );
-        }
-        let announcer = Arc::new(announce::Announcer::with_recovered(recovered));
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let status = Arc::new(writer::Status::default());
-        let slot = Arc::new(Slot::new(store, fs, path, options.cache_bytes));
-        let disk_full = unfinished.as_ref().map(|u| u.why.clone());
-        let handle = writer::spawn(
-            Arc::clone(&slot),
-            rx,
-            options,
-            Arc::clone(&clock),
-            log,
-            writer::Outlets {
-                status: Arc::clone(&status),
-                recent: Arc::clone(&recent),
-                announcer: Arc::clone(&announcer),
-            },
-            writer::Room {
-                reserve,
-                unfinished,
-            },
-        )?;
-        let queue = Queue {
-            inner: Arc::new(Inner {
-                store: slot,
-                tx: Mutex::new(Some(tx)),
-                writer: Mutex::new(Some(handle)),
-                recent,
-                clock,
-                status,
-                announcer,
-            }),
-        };
-        Ok((
-            queue,
-            Recovery {
-                open: report,
-                orphans,
-                replayed,
-                disk_full,
-            },
-        ))
-    }
-
     /// Installs the one listener that hears every durable commit's transitions, in commit order
     /// (the first thing it hears is what the opening recovery did).
     pub fn listen(&self, listener: Listener) {
@@ -586,66 +433,6 @@ impl Queue {
             .expect("recent stats lock")
             .fill(now, &mut stats);
         Ok(stats)
-    }
-}
-
-/// A worker thread's calls: see [`Queue::blocking`].
-pub struct Blocking<'a>(&'a Queue);
-
-impl Blocking<'_> {
-    /// [`Queue::complete`].
-    pub fn complete(
-        &self,
-        id: JobId,
-        token: LeaseToken,
-        result: Vec<u8>,
-        objects: u32,
-    ) -> Result<Job, QueueError> {
-        self.0.call_blocking(|reply| Op::Complete {
-            id,
-            token,
-            result,
-            objects,
-            reply,
-        })
-    }
-
-    /// [`Queue::fail`].
-    pub fn fail(
-        &self,
-        id: JobId,
-        token: LeaseToken,
-        error: JobError,
-    ) -> Result<FailOutcome, QueueError> {
-        self.0.call_blocking(|reply| Op::Fail {
-            id,
-            token,
-            error,
-            reply,
-        })
-    }
-
-    /// [`Queue::release`].
-    pub fn release(
-        &self,
-        id: JobId,
-        token: LeaseToken,
-        until: Millis,
-        reason: JobError,
-    ) -> Result<Job, QueueError> {
-        self.0.call_blocking(|reply| Op::Release {
-            id,
-            token,
-            until,
-            reason,
-            reply,
-        })
-    }
-
-    /// [`Queue::interrupt`].
-    pub fn interrupt(&self, id: JobId, token: LeaseToken) -> Result<Job, QueueError> {
-        self.0
-            .call_blocking(|reply| Op::Interrupt { id, token, reply })
     }
 }
 

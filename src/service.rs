@@ -23,6 +23,8 @@ use crate::queue::{
 use crate::segment::{PixelSizeGiven, SegmentParams, SegmenterId};
 
 mod projects;
+#[cfg(test)]
+mod tests;
 
 pub use projects::{Project, ProjectSettings};
 
@@ -347,23 +349,18 @@ impl Service {
         Ok(self.queue.set_paused(paused).await?)
     }
 
-    /// Applies a bulk action to the jobs `ids` names, a few thousand per durable commit; jobs it
-    /// does not apply to are skipped. Returns the jobs it changed.
+    /// Applies a bulk action to the jobs `ids` names in one durable commit, however many they
+    /// are; jobs it does not apply to are skipped. Returns the jobs it changed.
     pub async fn bulk(
         &self,
         action: BulkAction,
         ids: &[JobId],
     ) -> Result<Vec<BulkOutcome>, ServiceError> {
-        const CHUNK: usize = 2_000;
-        let mut changed = Vec::new();
-        for chunk in ids.chunks(CHUNK) {
-            let done = self.queue.bulk(action, chunk.to_vec()).await?;
-            if action == BulkAction::Cancel {
-                for o in done.iter().filter(|o| o.before.state == JobState::Active) {
-                    self.stop_running(o.before.id);
-                }
+        let changed = self.queue.bulk(action, ids.to_vec()).await?;
+        if action == BulkAction::Cancel {
+            for o in changed.iter().filter(|o| o.before == JobState::Active) {
+                self.stop_running(o.id);
             }
-            changed.extend(done);
         }
         Ok(changed)
     }

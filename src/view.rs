@@ -6,7 +6,8 @@
 //! [`job_state_schema`] from `JobState::ALL`, and its parameters by [`ParamsView`], a copy of
 //! `SegmentParams` whose conversion names every field, so a field added there fails to compile
 //! until it is added here. `view/param_fields.rs` describes the same parameters for a form: each
-//! field's default, range and help.
+//! field's default, range and help. `view/folder.rs` is a watched folder as the API, the page and
+//! the `watch_folder` event show it.
 
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -15,6 +16,7 @@ use crate::clock::Millis;
 use crate::queue::{Job, JobState};
 use crate::segment::{Declump, Feature, PixelSizeGiven, Polarity, SegmentParams};
 
+pub mod folder;
 mod param_fields;
 
 pub use param_fields::{ParamChoice, ParamField, ParamKind, ParamValue, param_fields};

@@ -14,22 +14,19 @@
 //!   queue's dedupe key (content hash, segmenter, parameters, page) on every job;
 //! - results beside: `spheroseg-results/` (or `results`), mirroring sub-folders, never watched,
 //!   every file written under a temp name and renamed (`watch/results.rs`, `watch/finish.rs`);
-//! - what a person sees: per folder counts and the last scan (`watch/status.rs`), on
+//! - what a person sees: per folder counts and the last scan (`view/folder.rs`), on
 //!   `GET /api/watch`, the status page and as `watch_folder` events; `spheroseg_watch_*` metrics.
 //!
 //! Paths are `std::path` throughout; ledger keys and patterns use `/` between the parts of a
 //! path below the folder on every system, so a Windows folder (`D:\export`) reads the same.
 
-pub mod filter;
 mod finish;
 mod folder;
 mod ledger;
-pub mod metadata;
 pub mod pages;
 mod results;
 mod scan;
 pub mod share;
-mod status;
 mod take;
 
 use std::path::PathBuf;
@@ -38,8 +35,9 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch as signal;
 use tokio::task::JoinHandle;
 
+pub use crate::config::watch::{filter, metadata};
+pub use crate::view::folder::{FolderStatus, Mode};
 pub use results::CSV_NAME;
-pub use status::{FolderStatus, Mode};
 
 use crate::config::{Pages, Results, WatchConfig};
 use crate::service::Service;

@@ -1,4 +1,5 @@
 //! Configuration: layering, validation, the printed default file.
+use std::path::Path;
 use std::time::Duration;
 
 use super::*;

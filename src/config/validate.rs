@@ -219,10 +219,12 @@ pub(super) fn validate(
     let segmenter = l.segmenter.unwrap_or_default();
     let can_run = |s: &SegmenterId| can_run(s, ml.url.is_some(), !command.argv.is_empty());
     can_run(&segmenter).map_err(|m| err("segmenter", m))?;
-    let allowed_hosts = l.allowed_hosts.unwrap_or_default();
-    for h in &allowed_hosts {
-        crate::http::HostRule::parse(h).map_err(|m| err("allowed_hosts", m))?;
-    }
+    let allowed_hosts = l
+        .allowed_hosts
+        .unwrap_or_default()
+        .iter()
+        .map(|h| HostRule::parse(h).map_err(|m| err("allowed_hosts", m)))
+        .collect::<Result<Vec<_>, _>>()?;
     let allowed_origins = l.allowed_origins.unwrap_or_default();
     for o in &allowed_origins {
         let authority = o

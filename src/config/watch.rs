@@ -4,6 +4,12 @@
 //! (the folder exists, patterns and the metadata expression compile, the segmenter can run it)
 //! and the entries against each other: no folder watched twice or inside another recursive one,
 //! and no results or `done` folder where an entry would take its files as new images.
+//!
+//! The compiled forms of an entry's patterns live here too (`filter`, `metadata`): validation
+//! compiles them, and the folder's task (`watch/`) matches with them.
+
+pub mod filter;
+pub mod metadata;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use super::ConfigError;
 use crate::queue::Priority;
 use crate::segment::{SegmentParams, SegmenterId};
-use crate::watch::filter::{DEFAULT_EXCLUDE, DEFAULT_INCLUDE, Filter};
-use crate::watch::metadata::Metadata;
+use filter::{DEFAULT_EXCLUDE, DEFAULT_INCLUDE, Filter};
+use metadata::Metadata;
 
 /// The folder a `beside` entry writes its results to, inside the watched folder.
 pub const RESULTS_DIR: &str = "spheroseg-results";

@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 use super::auth::Authorized;
 use super::error::Body as ErrorBody;
 use super::export::{attachment, export_failed};
-use super::jobs::stored_result;
+use super::job_results::stored_result;
 use super::{ApiError, AppState};
 use crate::export;
 use crate::segment::SegmentResult;

@@ -1,5 +1,6 @@
-//! Jobs and their results: upload, list, show, cancel, retry, change priority; result JSON, CSV,
-//! mask and the original image; and the replaced design's `/api/segmentation/job/{id}`.
+//! Jobs: upload, list, show, cancel, retry, change priority, and the replaced design's
+//! `/api/segmentation/job/{id}`. A job's result is in `http/job_results.rs`, its image in
+//! `http/job_images.rs`.
 
 use axum::Json;
 use axum::extract::{FromRequest, Multipart, Path, Request, State};
@@ -15,9 +16,7 @@ use super::error::{Body as ErrorBody, JsonBytes, Query};
 use super::intake::{self, ImportBody, UploadForm, priority};
 use super::{ApiError, AppState};
 use crate::error_code::ErrorCode;
-use crate::export;
 use crate::queue::{Enqueued, Job, JobFilter, JobId, JobState};
-use crate::segment::SegmentResult;
 use crate::view::{JobView, job_state_schema};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -25,11 +24,6 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list, upload))
         .routes(routes!(show, cancel, change_priority))
         .routes(routes!(retry))
-        .routes(routes!(result_json))
-        .routes(routes!(result_csv))
-        .routes(routes!(mask))
-        .routes(routes!(original))
-        .routes(routes!(preview))
         .routes(routes!(legacy_job))
 }
 
@@ -371,217 +365,6 @@ async fn change_priority(
         .change_priority(job_id(&id)?, priority(b.priority)?)
         .await?;
     Ok(Json(view(&state, &job)))
-}
-
-pub(super) fn stored_result(state: &AppState, raw: &str) -> Result<(Job, SegmentResult), ApiError> {
-    let job = get_job(state, raw)?;
-    let bytes = state.service.queue.result(job.id)?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::CONFLICT,
-            ErrorCode::NO_RESULT,
-            format!("job {} has no result: it is {}", job.id, job.state),
-        )
-    })?;
-    let result = SegmentResult::from_bytes(&bytes).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorCode::RESULT_UNREADABLE,
-            format!("the stored result of job {} cannot be read", job.id),
-        )
-    })?;
-    Ok((job, result))
-}
-
-#[utoipa::path(
-    get,
-    path = "/api/jobs/{id}/result",
-    summary = "The result: polygons and metrics",
-    params(("id" = String, Path, description = "The job id")),
-    responses(
-        (status = 200, description = "the result: image, segmenter, params, decisions, polygons, metrics per polygon, timings", body = Object),
-        (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
-        (status = 404, description = "no such job", body = ErrorBody),
-        (status = 409, description = "the job has no result (it has not completed)", body = ErrorBody),
-    )
-)]
-async fn result_json(
-    _: Authorized,
-
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let (_, r) = stored_result(&state, &id)?;
-    Ok(Json(r.to_json()).into_response())
-}
-
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-struct TableQuery {
-    /// `objects` (default; one row per object, units in the headers), `images` (one row) or
-    /// `legacy` (the replaced design's 16 columns).
-    #[param(schema_with = super::export::export_table_schema)]
-    table: Option<String>,
-}
-
-#[utoipa::path(
-    get,
-    path = "/api/jobs/{id}/result.csv",
-    summary = "The objects or images table as CSV, named after the image",
-    params(("id" = String, Path, description = "The job id"), TableQuery),
-    responses(
-        (status = 200, description = "one row per object (objects, legacy) or one row (images)", content(("text/csv"))),
-        (status = 400, description = "a query parameter of the wrong type", body = ErrorBody),
-        (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
-        (status = 404, description = "no such job", body = ErrorBody),
-        (status = 409, description = "the job has no result (it has not completed)", body = ErrorBody),
-        (status = 422, description = "an unknown table", body = ErrorBody),
-    )
-)]
-async fn result_csv(
-    _: Authorized,
-
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<TableQuery>,
-) -> Result<Response, ApiError> {
-    let table: export::table::Table = q
-        .table
-        .as_deref()
-        .unwrap_or("objects")
-        .parse()
-        .map_err(|e: String| ApiError::invalid("table", e))?;
-    let (job, r) = stored_result(&state, &id)?;
-    let mut out = Vec::new();
-    let id = job.id.to_string();
-    let written = match table {
-        // One job's legacy CSV has the calibrated columns only when it is calibrated, as before.
-        export::table::Table::Legacy => {
-            export::write_csv(&mut out, [(id.as_str(), &r)], r.pixel_size.is_some())
-        }
-        t => export::table::write_csv(&mut out, t, [(id.as_str(), &r)], true),
-    };
-    written.map_err(|e| super::export::export_failed(e.to_string()))?;
-    Ok(super::job_exports::download(
-        "text/csv; charset=utf-8",
-        super::export::attachment(&super::job_exports::stem(&r), "csv"),
-        out,
-    ))
-}
-
-#[utoipa::path(
-    get,
-    path = "/api/jobs/{id}/mask.png",
-    summary = "The binary mask as PNG, holes cut out",
-    params(("id" = String, Path, description = "The job id")),
-    responses(
-        (status = 200, description = "the mask", content(("image/png"))),
-        (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
-        (status = 404, description = "no such job", body = ErrorBody),
-        (status = 409, description = "the job has no result (it has not completed)", body = ErrorBody),
-    )
-)]
-async fn mask(
-    _: Authorized,
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let (_, r) = stored_result(&state, &id)?;
-    let png = export::mask_png(&r).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorCode::EXPORT_FAILED,
-            e.to_string(),
-        )
-    })?;
-    Ok(([(header::CONTENT_TYPE, "image/png")], png).into_response())
-}
-
-#[utoipa::path(
-    get,
-    path = "/api/jobs/{id}/image",
-    summary = "The original image bytes",
-    params(("id" = String, Path, description = "The job id")),
-    responses(
-        (status = 200, description = "the image as it was submitted", content(
-            ("image/png"),
-            ("image/jpeg"),
-            ("image/tiff"),
-            ("image/bmp"),
-            ("application/octet-stream"),
-        )),
-        (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
-        (status = 404, description = "no such job", body = ErrorBody),
-    )
-)]
-async fn original(
-    _: Authorized,
-
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let job = get_job(&state, &id)?;
-    let images = state.service.images.clone();
-    let hash = job.image.hash.clone();
-    let bytes = tokio::task::spawn_blocking(move || images.read(&hash))
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                ErrorCode::IO_ERROR,
-                e.to_string(),
-            )
-        })??;
-    let kind = crate::segment::decode::probe(&bytes, &crate::segment::DecodeLimits::default())
-        .map(|h| match h.format {
-            "PNG" => "image/png",
-            "JPEG" => "image/jpeg",
-            "TIFF" => "image/tiff",
-            _ => "image/bmp",
-        })
-        .unwrap_or("application/octet-stream");
-    Ok(([(header::CONTENT_TYPE, kind)], bytes).into_response())
-}
-
-/// The original as an 8-bit PNG of at most 2048 px, which browsers can show even for 16-bit TIFF.
-#[utoipa::path(
-    get,
-    path = "/api/jobs/{id}/preview.png",
-    summary = "An 8-bit preview PNG of at most 2048 px",
-    params(("id" = String, Path, description = "The job id")),
-    responses(
-        (status = 200, description = "the preview", content(("image/png"))),
-        (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
-        (status = 404, description = "no such job", body = ErrorBody),
-        (status = 413, description = "the image is over the size limits or the decode budget", body = ErrorBody),
-        (status = 415, description = "the stored image cannot be decoded", body = ErrorBody),
-        (status = 503, description = "busy decoding other images (see Retry-After)", body = ErrorBody),
-    )
-)]
-async fn preview(
-    _: Authorized,
-
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let job = get_job(&state, &id)?;
-    let images = state.service.images.clone();
-    let png = tokio::task::spawn_blocking(move || images.preview(&job.image.hash, 2048))
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                ErrorCode::IO_ERROR,
-                e.to_string(),
-            )
-        })??;
-    Ok((
-        [
-            (header::CONTENT_TYPE, "image/png"),
-            (header::CACHE_CONTROL, "private, max-age=86400"),
-        ],
-        png,
-    )
-        .into_response())
 }
 
 /// A state by the replaced design's (Bull's) names: waiting, delayed, active, completed, failed;

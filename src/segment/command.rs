@@ -312,14 +312,12 @@ impl Segmenter for CommandSegmenter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::images::ImageRef;
     use crate::segment::{DecodeLimits, SegmentParams, Stop, StopReason};
 
     struct Env {
         dir: tempfile::TempDir,
         png: Vec<u8>,
         path: PathBuf,
-        image: ImageRef,
     }
 
     fn env() -> Env {
@@ -331,19 +329,7 @@ mod tests {
         let png = out.into_inner();
         let path = dir.path().join("stored");
         std::fs::write(&path, &png).expect("write");
-        let image = ImageRef {
-            hash: "h".into(),
-            name: "a.png".into(),
-            width: 40,
-            height: 30,
-            bytes: png.len() as u64,
-        };
-        Env {
-            dir,
-            png,
-            path,
-            image,
-        }
+        Env { dir, png, path }
     }
 
     /// Runs `script` (sh) as the program, with the output JSON path as $1 and input as $2.
@@ -370,7 +356,7 @@ mod tests {
         let input = Input {
             bytes: &env.png,
             path: &env.path,
-            name: &env.image.name,
+            name: "a.png",
             params: &params,
             limits: &limits,
             budget: &Default::default(),
@@ -576,7 +562,7 @@ echo '{"status":"completed","success":true,"polygons":[{"id":"p1","points":[{"x"
         let input = Input {
             bytes: &e.png,
             path: &e.path,
-            name: &e.image.name,
+            name: "a.png",
             params: &params,
             limits: &limits,
             budget: &Default::default(),

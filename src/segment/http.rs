@@ -21,6 +21,14 @@ use crate::outline::Polygon;
 /// The largest reply body read.
 const MAX_REPLY_BYTES: usize = 64 << 20;
 
+/// The client for an ML service could not be made.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the HTTP client for the ML service at {url}: {source}")]
+pub struct ClientError {
+    pub url: String,
+    source: reqwest::Error,
+}
+
 /// A remote ML service.
 pub struct HttpSegmenter {
     pub name: String,
@@ -103,12 +111,16 @@ impl HttpSegmenter {
         url: &str,
         timeout: Duration,
         share_paths: bool,
-    ) -> Result<Self, reqwest::Error> {
+    ) -> Result<Self, ClientError> {
         install_crypto_provider();
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5).min(timeout))
             .timeout(timeout)
-            .build()?;
+            .build()
+            .map_err(|source| ClientError {
+                url: url.to_owned(),
+                source,
+            })?;
         Ok(HttpSegmenter {
             name: name.to_owned(),
             base: url.trim_end_matches('/').to_owned(),

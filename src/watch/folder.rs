@@ -23,7 +23,7 @@ use super::ledger::{self, Entry};
 use super::metadata::Metadata;
 use super::results::Layout;
 use super::scan::{Seen, Walk, look};
-use super::status::{FolderStatus, Mode};
+use super::{FolderStatus, Mode};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Pages, WatchConfig};
 use crate::events::EventKind;

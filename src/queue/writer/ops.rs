@@ -401,16 +401,19 @@ impl Batch<'_> {
             let r = match action {
                 BulkAction::Retry => self.t.job(id).and_then(|before| {
                     self.retry(id).map(|after| BulkOutcome {
-                        before,
-                        after: Some(after),
+                        id,
+                        before: before.state,
+                        after: Some(after.state),
                     })
                 }),
                 BulkAction::Cancel => self.cancel(id).map(|before| BulkOutcome {
-                    after: self.t.job(id).ok(),
-                    before,
+                    id,
+                    before: before.state,
+                    after: Some(JobState::Cancelled),
                 }),
                 BulkAction::Delete => self.delete(id).map(|(before, _)| BulkOutcome {
-                    before,
+                    id,
+                    before: before.state,
                     after: None,
                 }),
             };

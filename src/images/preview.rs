@@ -1,0 +1,64 @@
+//! Previews: an 8-bit PNG of a stored image that a browser can show (16-bit TIFFs included),
+//! contrast-stretched and scaled down, decoded inside the decode budget and cached in
+//! `data_dir/previews/` under the image's hash and size. The cache is written under a unique
+//! temp name and renamed; the garbage collector removes previews of images no job refers to.
+
+use std::path::PathBuf;
+
+use super::{BUDGET_WAIT, ImageStore, ImageStoreError, io};
+use crate::segment::decode::{decode_from, probe_from};
+
+impl ImageStore {
+    /// An 8-bit PNG a browser can show (16-bit TIFFs included): contrast-stretched to the 0.5 and
+    /// 99.5 percentiles, at most `max_side` pixels on its long side, cached in `data_dir/previews/`.
+    pub fn preview(&self, hash: &str, max_side: u32) -> Result<Vec<u8>, ImageStoreError> {
+        let cache_dir = self.previews_dir();
+        let cached = cache_dir.join(format!("{hash}-{max_side}.png"));
+        if let Ok(b) = std::fs::read(&cached) {
+            return Ok(b);
+        }
+        let bytes = self.read(hash)?;
+        let refused = |source| ImageStoreError::Refused {
+            name: hash.to_owned(),
+            source,
+        };
+        let header = probe_from(&bytes.as_slice(), &self.limits).map_err(refused)?;
+        let _reserved = self
+            .budget
+            .reserve(header.footprint().decode_bytes(), BUDGET_WAIT)
+            .ok_or_else(|| self.busy())?;
+        let decoded = decode_from(&bytes.as_slice(), &self.limits).map_err(refused)?;
+        let (w, h) = (decoded.gray.width, decoded.gray.height);
+        let pixels: Vec<u8> = crate::segment::builtin::stretch(&decoded.gray)
+            .iter()
+            .map(|v| (v * 255.0).round() as u8)
+            .collect();
+        drop(decoded);
+        let mut img = image::GrayImage::from_raw(w, h, pixels).expect("width × height pixels");
+        let long = w.max(h);
+        if long > max_side {
+            let scale = f64::from(max_side) / f64::from(long);
+            let (nw, nh) = (
+                ((f64::from(w) * scale).round() as u32).max(1),
+                ((f64::from(h) * scale).round() as u32).max(1),
+            );
+            img = image::imageops::resize(&img, nw, nh, image::imageops::FilterType::Triangle);
+        }
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Png)
+            .map_err(|e| io(&cached)(std::io::Error::other(e)))?;
+        let png = out.into_inner();
+        // The cache is an optimisation: a failure to write it is not the request's failure.
+        if std::fs::create_dir_all(&cache_dir).is_ok() {
+            let tmp = cache_dir.join(format!("{}.tmp", uuid::Uuid::now_v7()));
+            if std::fs::write(&tmp, &png).is_ok() && std::fs::rename(&tmp, &cached).is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+        }
+        Ok(png)
+    }
+
+    pub(super) fn previews_dir(&self) -> PathBuf {
+        self.data_dir.join("previews")
+    }
+}
