@@ -20,6 +20,8 @@ use crate::util::fixture;
 
 /// ML services behind the circuit breaker.
 mod ml;
+/// Progress never follows the end of its attempt.
+mod progress;
 
 pub(crate) struct Harness {
     pub(crate) dir: tempfile::TempDir,
