@@ -49,11 +49,6 @@ fn progress_inside_attempts(events: &[Arc<Event>], id: JobId) -> bool {
     crate::util::ws::progress_outside_attempts(&kinds).is_none()
 }
 
-fn progress_of(id: JobId) -> impl Fn(&EventKind) -> bool {
-    let id = id.to_string();
-    move |k| matches!(k, EventKind::JobProgress { job_id, .. } if *job_id == id)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_progress_reaches_the_bus_after_a_running_job_is_cancelled() {
     use spheroseg::service::Service;
@@ -79,7 +74,8 @@ async fn no_progress_reaches_the_bus_after_a_running_job_is_cancelled() {
         let id = h
             .enqueue("spheroid_lumen_8bit.png", SegmenterId::builtin())
             .await;
-        h.wait_for(30, |e| count(e, progress_of(id)) >= 1).await;
+        h.wait_for(30, |e| count(e, about(id, "job_progress")) >= 1)
+            .await;
         let before = service.cancel(id).await.expect("cancel");
         assert_eq!(before.state, JobState::Active);
         cancelled.push(id);
@@ -90,7 +86,10 @@ async fn no_progress_reaches_the_bus_after_a_running_job_is_cancelled() {
         .await;
     let events = h.wait_for(60, |e| count(e, completed) == 1).await;
     assert_eq!(h.state(last), JobState::Completed);
-    assert!(count(&events, progress_of(last)) >= 2, "{events:#?}");
+    assert!(
+        count(&events, about(last, "job_progress")) >= 2,
+        "{events:#?}"
+    );
     for id in cancelled.iter().chain([&last]) {
         assert!(progress_inside_attempts(&events, *id), "{id}: {events:#?}");
     }
