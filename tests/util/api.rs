@@ -233,6 +233,12 @@ impl Api {
         }
     }
 
+    /// Upload temp files left in the image store (none once every upload is stored or refused).
+    pub fn incoming(&self) -> usize {
+        let dir = self.dir.path().join("images").join("incoming");
+        std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+    }
+
     pub async fn stop(mut self) {
         if let Some(app) = self.app.take() {
             app.shutdown().await.expect("clean shutdown");
