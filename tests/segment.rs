@@ -250,7 +250,8 @@ fn segment_writes_outputs_and_reports_each_bad_file() {
             .lines()
             .nth(1)
             .expect("row")
-            .starts_with("spheroid_lumen_8bit.png,spheroid_lumen_8bit,1,")
+            .starts_with("spheroid_lumen_8bit.png,spheroid_lumen_8bit,,,,1,"),
+        "image, job, no plate, well or metadata, then object 1: {objects}"
     );
     let coco: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.path().join("coco.json")).expect("coco"))
