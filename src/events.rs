@@ -2,10 +2,13 @@
 //! client that reconnects with `since` gets what it missed, or a resync when its gap is older than
 //! the buffer. Job events are made from the queue's commits and published by its sync thread
 //! (`EventBus::publish_commit`, installed as the queue's listener), so for one job they follow
-//! the order of its transitions; only progress is published by the pool. Publishing never waits for a subscriber: a subscriber that falls behind the
-//! broadcast channel is told to resync (tokio's `Lagged`), and nothing is buffered without bound.
+//! the order of its transitions; only progress is published by the pool, and the bus lets a
+//! job's progress through only while that job's last event was its `job_started` under the same
+//! lease (`EventBus::publish_progress`), so no progress follows the end of its attempt. Publishing
+//! never waits for a subscriber: a subscriber that falls behind the broadcast channel is told to
+//! resync (tokio's `Lagged`), and nothing is buffered without bound.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -13,12 +16,12 @@ use tokio::sync::broadcast;
 
 use crate::clock::Clock;
 use crate::clock::Millis;
-use crate::queue::{Change, Committed, JobId, JobState, StateCounts, Transition};
+use crate::queue::{Change, Committed, JobId, JobState, LeaseToken, StateCounts, Transition};
 use crate::view::JobView;
 
 /// What happened. Job events carry the job as the API shows it, so a client can draw it
-/// without asking again; they are made from the queue's commits (`from_commit`), in commit order,
-/// once durable. Progress comes from the pool and is not durable.
+/// without asking again; they are made from the queue's commits (`EventBus::publish_commit`), in
+/// commit order, once durable. Progress comes from the pool and is not durable.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
@@ -132,21 +135,17 @@ impl EventKind {
 /// The most ids one `jobs_deleted` event lists.
 const DELETED_IDS: usize = 10_000;
 
-/// The events of one commit, in its order.
-pub fn from_commit(c: &Committed) -> Vec<EventKind> {
-    let mut out: Vec<EventKind> = c.transitions.iter().map(from_transition).collect();
-    if !c.deleted.is_empty() {
-        out.push(EventKind::JobsDeleted {
-            job_ids: c
-                .deleted
-                .iter()
-                .take(DELETED_IDS)
-                .map(|id| job(*id))
-                .collect(),
-            count: c.deleted.len(),
-        });
-    }
-    out
+/// The `jobs_deleted` event of a commit that removed jobs.
+fn deleted(c: &Committed) -> Option<EventKind> {
+    (!c.deleted.is_empty()).then(|| EventKind::JobsDeleted {
+        job_ids: c
+            .deleted
+            .iter()
+            .take(DELETED_IDS)
+            .map(|id| job(*id))
+            .collect(),
+        count: c.deleted.len(),
+    })
 }
 
 fn from_transition(t: &Transition) -> EventKind {
@@ -244,6 +243,29 @@ struct Ring {
     next: u64,
     events: VecDeque<Arc<Event>>,
     capacity: usize,
+    /// The lease of each job whose last published event is its `job_started`. Entries exist only
+    /// for active jobs, and every active job leaves that state by a commit (completed, failed,
+    /// cancelled, retrying, interrupted, requeued, deleted) that removes its entry.
+    running: HashMap<JobId, LeaseToken>,
+}
+
+impl Ring {
+    /// Numbers, stores and broadcasts one event; returns its id.
+    fn push(&mut self, kind: EventKind, at: Millis, tx: &broadcast::Sender<Arc<Event>>) -> u64 {
+        let event = Arc::new(Event {
+            id: self.next,
+            at,
+            kind,
+        });
+        self.next += 1;
+        if self.events.len() == self.capacity {
+            self.events.pop_front();
+        }
+        self.events.push_back(Arc::clone(&event));
+        // No receivers is fine: nobody is listening.
+        let _ = tx.send(event);
+        self.next - 1
+    }
 }
 
 /// The bus; cheap to clone.
@@ -264,6 +286,7 @@ impl EventBus {
                 next: 1,
                 events: VecDeque::with_capacity(capacity),
                 capacity: capacity.max(1),
+                running: HashMap::new(),
             })),
             tx,
             clock,
@@ -272,27 +295,48 @@ impl EventBus {
 
     /// Numbers, stores and broadcasts an event; returns its id. Never blocks on subscribers.
     pub fn publish(&self, kind: EventKind) -> u64 {
-        let mut ring = self.ring.lock().expect("event ring lock");
-        let event = Arc::new(Event {
-            id: ring.next,
-            at: self.clock.now(),
-            kind,
-        });
-        ring.next += 1;
-        if ring.events.len() == ring.capacity {
-            ring.events.pop_front();
-        }
-        ring.events.push_back(Arc::clone(&event));
-        // No receivers is fine: nobody is listening.
-        let _ = self.tx.send(Arc::clone(&event));
-        event.id
+        let at = self.clock.now();
+        self.ring
+            .lock()
+            .expect("event ring lock")
+            .push(kind, at, &self.tx)
     }
 
-    /// Publishes the events of one commit, in its order (the queue's listener).
+    /// Publishes the events of one commit, in its order (the queue's listener), and notes which
+    /// jobs it started and ended, under the same lock, so progress cannot fall between them.
     pub fn publish_commit(&self, committed: &Committed) {
-        for kind in from_commit(committed) {
-            self.publish(kind);
+        let at = self.clock.now();
+        let mut ring = self.ring.lock().expect("event ring lock");
+        for t in &committed.transitions {
+            match t.change {
+                Change::Started => ring.running.insert(t.job.id, t.job.lease),
+                _ => ring.running.remove(&t.job.id),
+            };
+            ring.push(from_transition(t), at, &self.tx);
         }
+        for id in &committed.deleted {
+            ring.running.remove(id);
+        }
+        if let Some(deleted) = deleted(committed) {
+            ring.push(deleted, at, &self.tx);
+        }
+    }
+
+    /// Publishes a running job's progress, if the attempt under `lease` is still the job's
+    /// current one as the bus has announced it: after its `job_started`, before whatever ends it.
+    /// Returns the event's id, or `None` when the progress was dropped (the attempt is over: the
+    /// job was cancelled, its lease expired, it finished).
+    pub fn publish_progress(&self, job_id: JobId, lease: LeaseToken, progress: u8) -> Option<u64> {
+        let at = self.clock.now();
+        let mut ring = self.ring.lock().expect("event ring lock");
+        if ring.running.get(&job_id) != Some(&lease) {
+            return None;
+        }
+        let kind = EventKind::JobProgress {
+            job_id: job(job_id),
+            progress,
+        };
+        Some(ring.push(kind, at, &self.tx))
     }
 
     /// The id of the latest event (0 before any).

@@ -18,6 +18,8 @@ mod layers;
 mod ml_http;
 /// ML outages and wedging programs: no job fails, no attempt is spent, no worker is lost.
 mod outage;
+/// Who may publish job events, read from the source: only the queue's commits.
+mod owners;
 /// The job pipeline in process: dispatcher, workers, events, breaker, shutdown.
 mod pool;
 /// Random operation sequences against an in-memory model of the queue.

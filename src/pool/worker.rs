@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use super::{Shared, Target, Work, job_error, log_failure, publish_transition};
 use crate::error_code::ErrorCode;
-use crate::events::{EventKind, job as jid};
 use crate::queue::{JobError, Lease, QueueError};
 use crate::segment::breaker::Outcome;
 use crate::segment::{Control, Failure, Input, SegmentResult, SegmenterId, StopReason};
@@ -92,10 +91,8 @@ pub(super) fn run(s: &Arc<Shared>, work: Work) {
                 if let Some(cell) = &progress_cell {
                     cell.store(p, Ordering::Relaxed);
                 }
-                s.events.publish(EventKind::JobProgress {
-                    job_id: jid(id),
-                    progress: p,
-                });
+                // Dropped by the bus once this attempt is over (cancelled, lease lost).
+                s.events.publish_progress(id, lease.token, p);
             }
         };
         let input = Input {

@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::http::StatusCode;
+
 use spheroseg::http::AppState;
 use spheroseg::segment::DecodeLimits;
 
@@ -75,5 +77,92 @@ async fn spheroseg_serves_the_ml_contract_to_another_spheroseg() {
         "the lumen survives the round trip"
     );
     server.abort();
+    a.stop().await;
+}
+
+/// The spheroid with a lumen, scaled up to a 1200² RGBA BMP: about 5.5 MiB, past the size up to
+/// which an image part stays in memory.
+fn large_bmp() -> Vec<u8> {
+    let small = image::load_from_memory(&read("spheroid_lumen_8bit.png")).expect("fixture");
+    let big = small.resize_exact(1200, 1200, image::imageops::FilterType::Triangle);
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgba8(big.to_rgba8())
+        .write_to(&mut out, image::ImageFormat::Bmp)
+        .expect("bmp");
+    let bmp = out.into_inner();
+    assert!(bmp.len() > 5 << 20, "{} bytes", bmp.len());
+    bmp
+}
+
+/// Temp files of uploads and stored images left in the data directory.
+fn stored(a: &Api) -> Vec<std::path::PathBuf> {
+    crate::util::files_under(&a.dir.path().join("images"))
+}
+
+/// A large image goes through a temp file (as `POST /api/jobs` takes it) and is segmented whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ml_segment_streams_a_large_image_to_disk_and_segments_it() {
+    let a = api(None, 64 << 20).await;
+    let (s, v) = a
+        .post_form("/ml/segment", &[("image", "big.bmp", large_bmp())], &[])
+        .await;
+    assert_eq!(
+        (s, v["success"].as_bool()),
+        (StatusCode::OK, Some(true)),
+        "{v}"
+    );
+    let polygons = v["results"]["polygons"].as_array().expect("polygons");
+    let kinds: Vec<&str> = polygons
+        .iter()
+        .map(|p| p["type"].as_str().expect("type"))
+        .collect();
+    assert_eq!(
+        kinds,
+        ["external", "internal"],
+        "the spheroid and its lumen"
+    );
+    // In the large image's coordinates, not the fixture's 384² (points are `{x, y}` or `[x, y]`).
+    let far = polygons[0]["points"]
+        .as_array()
+        .expect("points")
+        .iter()
+        .map(|p| p["x"].as_f64().or(p[0].as_f64()).expect("x"))
+        .fold(0.0, f64::max);
+    assert!(far > 600.0, "{far}");
+    assert_eq!(a.incoming(), 0, "the temp file was adopted");
+    a.stop().await;
+}
+
+/// A `params` field over the limit is refused for its size, after the image part before it was
+/// streamed to a temp file; nothing is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ml_segment_refuses_an_oversize_field_and_stores_nothing() {
+    let a = api(None, 64 << 20).await;
+    let params = format!(r#"{{"min_area_fraction": 0.01{}}}"#, " ".repeat(100 << 10));
+    let (s, v) = a
+        .post_form(
+            "/ml/segment",
+            &[("image", "big.bmp", large_bmp())],
+            &[("params", &params)],
+        )
+        .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("field-too-large")),
+        "{v}"
+    );
+    assert!(
+        v["message"].as_str().expect("message").contains("params"),
+        "{v}"
+    );
+    let (_, q) = a.get("/api/queue").await;
+    let total: u64 = q["counts"]
+        .as_object()
+        .expect("counts")
+        .values()
+        .filter_map(serde_json::Value::as_u64)
+        .sum();
+    assert_eq!(total, 0, "no job: {q}");
+    assert!(stored(&a).is_empty(), "{:?}", stored(&a));
     a.stop().await;
 }

@@ -16,6 +16,8 @@ mod jobs;
 mod ml;
 /// Projects remember a pixel size, which their jobs take.
 mod projects;
+/// The queue's routes: breakers on the pool's clock.
+mod queue;
 /// What uploads and malformed requests refuse; a refused upload stores nothing.
 mod refusals;
 /// Running a job again with other parameters.

@@ -19,6 +19,8 @@ async fn refused_uploads_store_nothing_and_say_why() {
     bomb[29..33].copy_from_slice(&crc.to_be_bytes());
     let truncated = png[..png.len() / 3].to_vec();
     let big_field = "p".repeat(100 << 10);
+    // Valid JSON, over the 64 KiB limit: refused for its size before it is parsed.
+    let big_params = format!(r#"{{"min_area_fraction": 0.01{}}}"#, " ".repeat(100 << 10));
     let cases: Vec<Case> = vec![
         (
             vec![("image", "notes.tif", b"Image Name,Area\n".to_vec())],
@@ -101,6 +103,12 @@ async fn refused_uploads_store_nothing_and_say_why() {
             StatusCode::PAYLOAD_TOO_LARGE,
             "field-too-large",
         ),
+        (
+            vec![("image", "ok.png", png.clone())],
+            vec![("params", &big_params)],
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "field-too-large",
+        ),
     ];
     for (files, fields, status, code) in cases {
         let (s, v) = a.upload(&files, &fields).await;
@@ -180,12 +188,7 @@ async fn a_large_upload_is_streamed_through_disk() {
     let (s, original, _) = a.get_raw(&format!("/api/jobs/{id}/image")).await;
     assert_eq!(s, StatusCode::OK);
     assert!(original == bmp, "stored byte for byte");
-    let incoming = a.dir.path().join("images").join("incoming");
-    assert_eq!(
-        std::fs::read_dir(&incoming).map(|d| d.count()).unwrap_or(0),
-        0,
-        "temp file adopted"
-    );
+    assert_eq!(a.incoming(), 0, "temp file adopted");
     a.stop().await;
 }
 

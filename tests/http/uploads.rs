@@ -1,5 +1,6 @@
-//! Uploads under pressure: identical images at the same moment, a full decode budget, a full
-//! disk, and the garbage collector running while the same image comes and goes.
+//! Uploads under pressure: identical images at the same moment, a full decode budget (which the
+//! workers share), a full disk, and the garbage collector running while the same image comes and
+//! goes.
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
@@ -177,4 +178,52 @@ async fn collection_never_takes_an_image_an_acknowledged_job_refers_to() {
         .expect("last handle")
         .stop()
         .await;
+}
+
+/// Uploads and workers share one decode budget: a worker whose job needs more than what is left
+/// waits, its job running but not decoding, until the bytes held elsewhere come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_waits_for_decode_budget_held_elsewhere() {
+    use std::time::{Duration, Instant};
+
+    let a = api_with(tempfile::tempdir().expect("tempdir"), None, 64 << 20, |l| {
+        l.limits.decode_budget_mb = Some(64);
+    })
+    .await;
+    // The budget the app gave its image store and its pool.
+    let budget = a.state.service.images.budget().clone();
+    assert_eq!(budget.total(), 64 << 20);
+    let (s, _) = a.call("POST", "/api/queue/pause", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = a
+        .upload(&[("image", "a.png", read("spheroid_lumen_8bit.png"))], &[])
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let id = v["jobs"][0]["id"].as_str().expect("id").to_owned();
+    // All but 1 MiB; the builtin pipeline needs about 3 MiB for a 384² image.
+    let held = budget
+        .reserve(budget.total() - (1 << 20), Duration::ZERO)
+        .expect("free");
+    let (s, _) = a.call("POST", "/api/queue/resume", None).await;
+    assert_eq!(s, StatusCode::OK);
+    a.wait_state(&id, "active").await;
+    let until = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < until {
+        let (_, v) = a.get(&format!("/api/jobs/{id}")).await;
+        assert_eq!(
+            (v["state"].as_str(), v["progress"].as_u64()),
+            (Some("active"), Some(0)),
+            "it waits without decoding: {v}"
+        );
+        assert_eq!(
+            budget.in_use(),
+            held.bytes(),
+            "the worker holds nothing yet"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(held);
+    a.wait_state(&id, "completed").await;
+    assert_eq!(budget.in_use(), 0, "the worker gave its bytes back");
+    a.stop().await;
 }

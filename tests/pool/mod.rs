@@ -18,8 +18,12 @@ use spheroseg::segment::{Builtin, Control, Failure, Input, SegmentResult, Segmen
 
 use crate::util::fixture;
 
+/// The dispatcher's sweep and due jobs under a stream of wake-ups.
+mod dispatch;
 /// ML services behind the circuit breaker.
 mod ml;
+/// Progress never follows the end of its attempt.
+mod progress;
 
 pub(crate) struct Harness {
     pub(crate) dir: tempfile::TempDir,
@@ -108,6 +112,17 @@ pub(crate) fn completed(e: &EventKind) -> bool {
 
 pub(crate) fn started(e: &EventKind) -> bool {
     matches!(e, EventKind::JobStarted { .. })
+}
+
+/// Whether an event is about the job `id` and of `kind`: its type as JSON names it
+/// (`job_started`), or the type and a requeue's reason (`job_requeued:due`).
+pub(crate) fn about(id: JobId, kind: &'static str) -> impl Fn(&EventKind) -> bool {
+    let id = id.to_string();
+    let (kind, reason) = kind.split_once(':').unwrap_or((kind, ""));
+    move |k| {
+        let v = serde_json::to_value(k).expect("json");
+        v["type"] == kind && v["job_id"] == id && (reason.is_empty() || v["reason"] == reason)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -112,18 +112,37 @@ pub fn multipart(files: &[(&str, &str, Vec<u8>)], fields: &[(&str, &str)]) -> (S
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
+/// Sends `req` to `router(state)` as a client on this machine would: with
+/// `Host: 127.0.0.1:5001` unless it says otherwise. The whole response.
+pub async fn respond(state: &AppState, mut req: Request<Body>) -> axum::response::Response {
+    if !req.headers().contains_key(header::HOST) {
+        req.headers_mut()
+            .insert(header::HOST, "127.0.0.1:5001".parse().expect("host"));
+    }
+    router(state.clone()).oneshot(req).await.expect("response")
+}
+
+/// A bodiless GET through [`respond`]: the status and the body as JSON (`null` if it is not).
+pub async fn get_json(state: &AppState, uri: &str) -> (StatusCode, serde_json::Value) {
+    let resp = respond(
+        state,
+        Request::get(uri).body(Body::empty()).expect("request"),
+    )
+    .await;
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .expect("body");
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
+}
+
 impl Api {
-    /// Sends `req` as a client on this machine would: with `Host: 127.0.0.1:5001` unless it says
-    /// otherwise. The whole response.
-    pub async fn respond(&self, mut req: Request<Body>) -> axum::response::Response {
-        if !req.headers().contains_key(header::HOST) {
-            req.headers_mut()
-                .insert(header::HOST, "127.0.0.1:5001".parse().expect("host"));
-        }
-        router(self.state.clone())
-            .oneshot(req)
-            .await
-            .expect("response")
+    /// [`respond`] with this app's state.
+    pub async fn respond(&self, req: Request<Body>) -> axum::response::Response {
+        respond(&self.state, req).await
     }
 
     /// [`Api::respond`]: status, body and content type.
@@ -148,11 +167,7 @@ impl Api {
     }
 
     pub async fn get(&self, uri: &str) -> (StatusCode, serde_json::Value) {
-        let (s, b, _) = self.get_raw(uri).await;
-        (
-            s,
-            serde_json::from_slice(&b).unwrap_or(serde_json::Value::Null),
-        )
+        get_json(&self.state, uri).await
     }
 
     pub async fn call(
@@ -175,13 +190,24 @@ impl Api {
         )
     }
 
+    /// A multipart upload to `POST /api/jobs`.
     pub async fn upload(
         &self,
         files: &[(&str, &str, Vec<u8>)],
         fields: &[(&str, &str)],
     ) -> (StatusCode, serde_json::Value) {
+        self.post_form("/api/jobs", files, fields).await
+    }
+
+    /// A multipart POST of file parts and text parts to `uri`: the status and the JSON body.
+    pub async fn post_form(
+        &self,
+        uri: &str,
+        files: &[(&str, &str, Vec<u8>)],
+        fields: &[(&str, &str)],
+    ) -> (StatusCode, serde_json::Value) {
         let (kind, body) = multipart(files, fields);
-        let req = Request::post("/api/jobs")
+        let req = Request::post(uri)
             .header(header::CONTENT_TYPE, kind)
             .body(Body::from(body))
             .expect("request");
@@ -205,6 +231,12 @@ impl Api {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Upload temp files left in the image store (none once every upload is stored or refused).
+    pub fn incoming(&self) -> usize {
+        let dir = self.dir.path().join("images").join("incoming");
+        std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
     }
 
     pub async fn stop(mut self) {

@@ -3,6 +3,7 @@
 pub mod api;
 pub mod python;
 pub mod watch;
+pub mod ws;
 
 use std::sync::Arc;
 use std::time::Duration;

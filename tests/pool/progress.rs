@@ -1,0 +1,161 @@
+//! Progress, the one event the pool publishes, never follows the end of its attempt: a segmenter
+//! that keeps reporting while it is cancelled, and the progress of a lease that lapsed, are
+//! dropped by the bus once the queue has announced what ended the attempt.
+
+use spheroseg::clock::ManualClock;
+use spheroseg::queue::LeaseToken;
+
+use super::*;
+
+/// Reports progress every 10 ms up to 100 % (about a second, published every 200 ms after the
+/// worker's throttle) and only then looks at its stop flag, as a segmenter in a long stage does;
+/// then runs the builtin pipeline.
+struct Stubborn;
+
+impl Segmenter for Stubborn {
+    fn name(&self) -> &str {
+        "builtin"
+    }
+
+    fn segment(
+        &self,
+        input: &Input<'_>,
+        control: &mut Control<'_>,
+    ) -> Result<SegmentResult, Failure> {
+        for p in 1..=100 {
+            (control.progress)(p);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if control.stop.stopped() {
+            return Err(Failure::Stopped);
+        }
+        Builtin.segment(input, control)
+    }
+}
+
+/// Whether every progress event of `id` follows a `job_started` of the job with no other event
+/// of the job in between.
+fn progress_inside_attempts(events: &[Arc<Event>], id: JobId) -> bool {
+    let id = id.to_string();
+    let kinds: Vec<serde_json::Value> = events
+        .iter()
+        .map(|e| serde_json::to_value(&e.kind).expect("json"))
+        .filter(|v| v["job_id"] == id)
+        .collect();
+    let kinds: Vec<&str> = kinds
+        .iter()
+        .map(|v| v["type"].as_str().expect("type"))
+        .collect();
+    crate::util::ws::progress_outside_attempts(&kinds).is_none()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_progress_reaches_the_bus_after_a_running_job_is_cancelled() {
+    use spheroseg::service::Service;
+
+    let h = harness();
+    let segmenters = Segmenters {
+        builtin: Arc::new(Stubborn),
+        ml: HashMap::new(),
+    };
+    let pool = h.start(segmenters, config(1));
+    let service = Service {
+        queue: h.queue.clone(),
+        images: h.images.clone(),
+        events: h.events.clone(),
+        pool: Some(pool.handle()),
+        default_segmenter: SegmenterId::builtin(),
+    };
+    // Each job is cancelled at its first progress, while the segmenter goes on reporting for
+    // most of a second: before the bus checked the attempt, about four progress events of each
+    // came after its job_cancelled.
+    let mut cancelled = Vec::new();
+    for _ in 0..3 {
+        let id = h
+            .enqueue("spheroid_lumen_8bit.png", SegmenterId::builtin())
+            .await;
+        h.wait_for(30, |e| count(e, about(id, "job_progress")) >= 1)
+            .await;
+        let before = service.cancel(id).await.expect("cancel");
+        assert_eq!(before.state, JobState::Active);
+        cancelled.push(id);
+    }
+    // One more runs to the end: its progress all comes before its completion.
+    let last = h
+        .enqueue("spheroid_lumen_8bit.png", SegmenterId::builtin())
+        .await;
+    let events = h.wait_for(60, |e| count(e, completed) == 1).await;
+    assert_eq!(h.state(last), JobState::Completed);
+    assert!(
+        count(&events, about(last, "job_progress")) >= 2,
+        "{events:#?}"
+    );
+    for id in cancelled.iter().chain([&last]) {
+        assert!(progress_inside_attempts(&events, *id), "{id}: {events:#?}");
+    }
+    for id in &cancelled {
+        assert_eq!(h.state(*id), JobState::Cancelled);
+    }
+    pool.shutdown(Duration::from_secs(5)).await;
+}
+
+/// The bus's check on its own, on the queue's real commits: progress under a lease passes only
+/// between that lease's `job_started` and the next transition of the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_under_a_lapsed_or_replaced_lease_is_dropped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let (queue, _) = crate::util::open(dir.path(), clock.clone());
+    let events = crate::util::events_of(&queue);
+    let id = queue
+        .enqueue(crate::util::job(5))
+        .await
+        .expect("enqueued")
+        .job
+        .id;
+    let ttl = Duration::from_secs(5);
+    assert_eq!(events.publish_progress(id, LeaseToken(1), 10), None);
+    let first = queue.lease(1, ttl).await.expect("lease").remove(0).token;
+    assert!(events.publish_progress(id, first, 10).is_some());
+
+    // The lease runs out and the sweep requeues the job: the attempt is over.
+    clock.advance(ttl * 2);
+    let swept = queue.sweep().await.expect("sweep");
+    assert_eq!(swept.expired, vec![id]);
+    assert_eq!(events.publish_progress(id, first, 20), None);
+
+    // Leased again: only the new lease's progress passes, until the job is cancelled.
+    let second = queue.lease(1, ttl).await.expect("lease").remove(0).token;
+    assert_ne!(first, second);
+    assert_eq!(events.publish_progress(id, first, 30), None);
+    assert!(events.publish_progress(id, second, 40).is_some());
+    queue.cancel(id).await.expect("cancel");
+    assert_eq!(events.publish_progress(id, second, 50), None);
+
+    let Missed::Events(seen) = events.subscribe(Some(0)).missed else {
+        panic!("the buffer holds every event")
+    };
+    let kinds: Vec<String> = seen
+        .iter()
+        .map(|e| {
+            let v = serde_json::to_value(&**e).expect("json");
+            match v["progress"].as_u64() {
+                Some(p) => format!("progress {p}"),
+                None => v["type"].as_str().expect("type").to_owned(),
+            }
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "job_queued",
+            "job_started",
+            "progress 10",
+            "job_requeued",
+            "job_started",
+            "progress 40",
+            "job_cancelled",
+        ]
+    );
+    queue.close();
+}
