@@ -70,7 +70,7 @@ fn the_16_bit_fixture_is_analysed_in_its_own_units() {
         "16-bit units, not 0-255"
     );
     let c = m.calibrated.expect("calibrated");
-    let px = f64::from(0.65f32);
+    let px = 0.65;
     assert!((c.area_um2 - m.area * px * px).abs() < 1e-6);
 }
 
