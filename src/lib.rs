@@ -18,6 +18,7 @@
 //! - `watch`: watched folders: files taken once complete, exactly once, results written beside
 //! - `events`: numbered events in a ring buffer, broadcast to live subscribers, made from commits
 //! - `http`: the HTTP API, WebSocket, health endpoints and the embedded status page (axum)
+//! - `logging`: the log filter and format (text, or JSON for log shippers) on stderr
 //! - `telemetry`: the Prometheus recorder and the machine's CPU, memory and disk
 //! - `disk`: the data directory's file system: free space, the low-water mark, refused writes
 //! - `fsio`: the durable file operations behind a trait, and the simulated disk of the power-loss tests
@@ -41,6 +42,7 @@ mod fsio;
 pub mod fuzzing;
 pub mod http;
 pub mod images;
+pub mod logging;
 pub mod morphology;
 pub mod offline;
 pub mod outline;

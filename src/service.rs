@@ -319,6 +319,7 @@ impl Service {
     /// Cancels a job; a running one is stopped as well.
     pub async fn cancel(&self, id: JobId) -> Result<Job, ServiceError> {
         let before = self.queue.cancel(id).await?;
+        tracing::info!(job.id = %id, from = %before.state, "job cancelled");
         if before.state == JobState::Active {
             self.stop_running(id);
         }
@@ -364,6 +365,9 @@ impl Service {
                 }
             }
             changed.extend(done);
+        }
+        if !changed.is_empty() {
+            tracing::info!(action = ?action, jobs = changed.len(), "bulk action applied");
         }
         Ok(changed)
     }

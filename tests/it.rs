@@ -12,6 +12,8 @@ mod disk;
 mod fuzz_regressions;
 /// The HTTP API: every route and error status, auth, and serve over TCP with the WebSocket.
 mod http;
+/// What `serve` logs at the default level, and its JSON lines.
+mod logging;
 /// The http segmenter against a stub ML service that fails on cue.
 mod ml_http;
 /// ML outages and wedging programs: no job fails, no attempt is spent, no worker is lost.
