@@ -11,6 +11,7 @@
 mod announce;
 mod error;
 mod model;
+mod ping;
 mod reserve;
 mod slot;
 mod stats;

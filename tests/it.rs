@@ -26,5 +26,7 @@ mod queue_model;
 mod readers;
 /// The builtin segmenter: accuracy on synthetic truth, and `spheroseg segment` on fixtures.
 mod segment;
+/// `serve` speaking systemd's notify protocol: READY, STATUS, watchdog pings, STOPPING.
+mod systemd;
 /// Watched folders: files taken once complete, exactly once, results written beside them.
 mod watch;
