@@ -5,7 +5,8 @@
 //! stops them in the order DESIGN.md fixes ("Shutdown order"): readiness false, the HTTP server
 //! drains, the pool stops leasing and gives running jobs their grace, its threads are joined, the
 //! background tasks end, and the queue's writer commits and the database closes. One stop signal
-//! reaches every task; each task and thread has an owner that joins it.
+//! reaches every task; each task and thread has an owner that joins it. Under systemd it says
+//! when it is ready and when it stops, and keeps the watchdog fed (`systemd.rs`).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -162,11 +163,18 @@ impl App {
         };
         // Install the recorder before the first job is counted.
         let _ = crate::telemetry::prometheus();
-        let mut http_stopped = stopped;
+        let mut http_stopped = stopped.clone();
         let http = tokio::spawn(crate::http::serve(listener, state.clone(), async move {
             let _ = http_stopped.changed().await;
         }));
         tracing::info!(address = %addr, "listening");
+        // The queue is open, the pool runs and the listener accepts: ready, for systemd too.
+        let parts = crate::systemd::Parts {
+            queue: queue.clone(),
+            pool: pool.handle(),
+            http: addr,
+        };
+        tasks.extend(crate::systemd::ready(&parts, &stopped));
         Ok(App {
             state,
             addr,
@@ -193,6 +201,7 @@ impl App {
     /// Stops everything in order (see the module doc) and closes the database.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         tracing::info!("shutting down");
+        crate::systemd::stopping();
         // Readiness turns false before the listener closes, so a balancer stops sending first.
         self.state.ready.store(false, Ordering::SeqCst);
         tokio::time::sleep(self.shutdown_delay).await;

@@ -166,3 +166,5 @@ impl redb::StorageBackend for Backend {
 
 #[cfg(test)]
 pub(crate) mod sim;
+#[cfg(test)]
+pub(crate) mod stall;

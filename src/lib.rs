@@ -18,7 +18,10 @@
 //! - `watch`: watched folders: files taken once complete, exactly once, results written beside
 //! - `events`: numbered events in a ring buffer, broadcast to live subscribers, made from commits
 //! - `http`: the HTTP API, WebSocket, health endpoints and the embedded status page (axum)
+//! - `logging`: the log filter and format (text, or JSON for log shippers) on stderr
 //! - `telemetry`: the Prometheus recorder and the machine's CPU, memory and disk
+//! - `systemd`: the notify protocol: ready, stopping, the status line, the watchdog's pings
+//! - `liveness`: signs of life of the loops the watchdog checks
 //! - `disk`: the data directory's file system: free space, the low-water mark, refused writes
 //! - `fsio`: the durable file operations behind a trait, and the simulated disk of the power-loss tests
 //! - `clock`: injected time for leases, backoff and aging
@@ -41,6 +44,8 @@ mod fsio;
 pub mod fuzzing;
 pub mod http;
 pub mod images;
+pub mod liveness;
+pub mod logging;
 pub mod morphology;
 pub mod offline;
 pub mod outline;
@@ -49,6 +54,7 @@ pub mod queue;
 pub mod segment;
 pub mod service;
 pub mod synth;
+mod systemd;
 pub mod telemetry;
 pub mod view;
 pub mod watch;

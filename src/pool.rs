@@ -31,6 +31,7 @@ use crate::clock::Clock;
 use crate::error_code::ErrorCode;
 use crate::events::{EventBus, EventKind};
 use crate::images::ImageStore;
+use crate::liveness::Beat;
 use crate::queue::{FailOutcome, JobError, JobId, Lease, LeaseToken, Queue, QueueError};
 use crate::segment::breaker::{Permit, Transition};
 use crate::segment::{
@@ -90,6 +91,8 @@ struct Shared {
     /// A worker slot came free, or the dispatcher should look again (a breaker was reset).
     nudge: Notify,
     idle: Notify,
+    /// The dispatcher went round its loop (read by the systemd watchdog).
+    dispatcher_beat: Arc<Beat>,
     /// The runtime the pool started on, for tasks the worker threads hand off (never blocked on).
     runtime: tokio::runtime::Handle,
 }
@@ -132,6 +135,12 @@ impl PoolHandle {
             .expect("running lock")
             .get(&id)
             .map(|r| r.progress.load(Ordering::Relaxed))
+    }
+
+    /// When the dispatcher last went round its loop: at least every second (its sweep timer)
+    /// unless it is stuck.
+    pub fn dispatcher_beat(&self) -> Arc<Beat> {
+        Arc::clone(&self.shared.dispatcher_beat)
     }
 
     /// The ML services and their breakers.
@@ -202,6 +211,7 @@ impl Pool {
             busy: AtomicUsize::new(0),
             nudge: Notify::new(),
             idle: Notify::new(),
+            dispatcher_beat: Arc::default(),
             runtime: tokio::runtime::Handle::current(),
             config,
         });
@@ -319,6 +329,7 @@ async fn dispatch(
     stats_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut last_stats = None;
     loop {
+        s.dispatcher_beat.beat();
         if *stop.borrow() {
             break;
         }

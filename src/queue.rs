@@ -14,6 +14,7 @@ mod blocking;
 mod error;
 mod model;
 mod open;
+mod ping;
 mod reserve;
 mod slot;
 mod stats;

@@ -321,6 +321,7 @@ impl Service {
     /// Cancels a job; a running one is stopped as well.
     pub async fn cancel(&self, id: JobId) -> Result<Job, ServiceError> {
         let before = self.queue.cancel(id).await?;
+        tracing::info!(job.id = %id, from = %before.state, "job cancelled");
         if before.state == JobState::Active {
             self.stop_running(id);
         }
@@ -361,6 +362,9 @@ impl Service {
             for o in changed.iter().filter(|o| o.before == JobState::Active) {
                 self.stop_running(o.id);
             }
+        }
+        if !changed.is_empty() {
+            tracing::info!(action = ?action, jobs = changed.len(), "bulk action applied");
         }
         Ok(changed)
     }

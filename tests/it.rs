@@ -14,6 +14,8 @@ mod fuzz_regressions;
 mod http;
 /// The source's layering: no import circle between the top-level modules of src/.
 mod layers;
+/// What `serve` logs at the default level, and its JSON lines.
+mod logging;
 /// The http segmenter against a stub ML service that fails on cue.
 mod ml_http;
 /// ML outages and wedging programs: no job fails, no attempt is spent, no worker is lost.
@@ -28,5 +30,7 @@ mod queue_model;
 mod readers;
 /// The builtin segmenter: accuracy on synthetic truth, and `spheroseg segment` on fixtures.
 mod segment;
+/// `serve` speaking systemd's notify protocol: READY, STATUS, watchdog pings, STOPPING.
+mod systemd;
 /// Watched folders: files taken once complete, exactly once, results written beside them.
 mod watch;

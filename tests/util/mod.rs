@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 
 pub mod api;
+pub mod child;
 pub mod python;
 pub mod watch;
 pub mod ws;

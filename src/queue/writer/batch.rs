@@ -190,6 +190,7 @@ impl<'a> Batch<'a> {
                 let r = self.retain(&retention, limit);
                 answer(reply, r)
             }
+            Op::Ping { reply } => answer(reply, Ok(())),
         }
     }
 

@@ -101,6 +101,11 @@ pub(crate) enum Op {
         limit: usize,
         reply: Reply<RetentionReport>,
     },
+    /// Changes nothing: answered once the writer has run it through a transaction and the sync
+    /// thread has passed it, so an answer shows both threads at work (the systemd watchdog).
+    Ping {
+        reply: Reply<()>,
+    },
 }
 
 impl Op {
@@ -109,7 +114,7 @@ impl Op {
     pub(super) fn durable(&self) -> bool {
         !matches!(
             self,
-            Op::Lease { .. } | Op::Heartbeat { .. } | Op::Sweep { .. }
+            Op::Lease { .. } | Op::Heartbeat { .. } | Op::Sweep { .. } | Op::Ping { .. }
         )
     }
 
@@ -136,6 +141,7 @@ impl Op {
             Op::PromoteSegmenter { reply, .. } => no(reply, why),
             Op::Sweep { reply, .. } => no(reply, why),
             Op::Retain { reply, .. } => no(reply, why),
+            Op::Ping { reply } => no(reply, why),
         }
     }
 }
