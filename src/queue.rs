@@ -9,6 +9,8 @@
 //! thread. See DESIGN.md, "The queue: the contract".
 
 mod announce;
+mod backup;
+mod check;
 mod error;
 mod model;
 mod reserve;
@@ -27,6 +29,8 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 pub use announce::Listener;
+pub use backup::{Backup, Hold};
+pub use check::{Check, check};
 pub use error::QueueError;
 pub use model::{
     Backoff, BulkAction, BulkOutcome, Change, Committed, Enqueued, FailOutcome, ImageRef, Job,

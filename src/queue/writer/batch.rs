@@ -190,6 +190,13 @@ impl<'a> Batch<'a> {
                 let r = self.retain(&retention, limit);
                 answer(reply, r)
             }
+            // `Writer::run` takes backups out of batches; one here would be a bug.
+            Op::Backup { reply, .. } => answer(
+                reply,
+                Err(QueueError::Storage(
+                    "a backup cannot run inside a batch".into(),
+                )),
+            ),
         }
     }
 
