@@ -3,11 +3,10 @@
 
 use std::io::IsTerminal;
 
-use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() {
-    let cli = spheroseg::cli::Cli::parse();
+    let cli = spheroseg::cli::parse();
     let filter = EnvFilter::try_from_env("SPHEROSEG_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info"));
