@@ -93,8 +93,9 @@ fn glob(pattern: &Path) -> Result<Vec<PathBuf>, String> {
 }
 
 /// The image files `args` name, in order, each once. A folder or pattern that holds no image is
-/// an error, as is a path that does not exist; a file given by name is taken whatever its
-/// extension (the segmenter says whether it can read it). `skip` is an output folder.
+/// an error; a file given by name is taken whatever its extension, and a path that does not
+/// exist is passed on, for the command to report beside the others' results. `skip` is an
+/// output folder.
 pub(super) fn expand(args: &[PathBuf], skip: Option<&Path>) -> Result<Vec<PathBuf>, String> {
     let mut out: Vec<PathBuf> = Vec::new();
     for arg in args {
@@ -102,12 +103,11 @@ pub(super) fn expand(args: &[PathBuf], skip: Option<&Path>) -> Result<Vec<PathBu
             let mut found = Vec::new();
             walk(arg, skip, &mut found)?;
             found
-        } else if arg.exists() {
-            vec![arg.clone()]
-        } else if is_glob(arg) {
+        } else if is_glob(arg) && !arg.exists() {
             glob(arg)?
         } else {
-            return Err(format!("{}: no such file or folder", arg.display()));
+            // A file, or a path that is not there: the command reports it with the others.
+            vec![arg.clone()]
         };
         if found.is_empty() {
             return Err(format!(
@@ -149,7 +149,11 @@ mod tests {
         let got = expand(&[d.join("*.png"), d.join("b.png")], None).expect("globbed");
         assert_eq!(got, [d.join("b.png")]);
         assert!(expand(&[d.join("*.bmp")], None).is_err());
-        assert!(expand(&[d.join("missing.png")], None).is_err());
+        let missing = d.join("missing.png");
+        assert_eq!(
+            expand(std::slice::from_ref(&missing), None),
+            Ok(vec![missing])
+        );
         let got = expand(&[d.to_owned()], Some(&d.join("sub"))).expect("walked");
         assert_eq!(got.len(), 2);
     }
