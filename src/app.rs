@@ -67,6 +67,8 @@ impl App {
             // Its name must survive a power cut with what goes in it.
             let _ = std::fs::File::open(parent).and_then(|d| d.sync_all());
         }
+        // Backups staged by the previous process (`http/admin.rs`) were never finished.
+        let _ = std::fs::remove_dir_all(config.data_dir.join(crate::backup::STAGING));
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let path = config.database_path();
         let options = config.queue_options();
@@ -229,15 +231,20 @@ impl App {
 
 /// Binds the configured address and runs until `shutdown` resolves.
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(config.bind)
+    let listener = bind(&config).await?;
+    run(config, listener, shutdown).await
+}
+
+/// Binds the configured address.
+pub async fn bind(config: &Config) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(config.bind)
         .await
         .with_context(|| {
             format!(
                 "cannot listen on {}; is another program using it?",
                 config.bind
             )
-        })?;
-    run(config, listener, shutdown).await
+        })
 }
 
 /// Runs spheroseg on `listener` until `shutdown` resolves, then shuts down in order.

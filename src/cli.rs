@@ -1,16 +1,32 @@
 //! The command line (clap derive): what each subcommand parses and which library call it makes.
+//! Each flag sits on the subcommands it changes: `--data-dir` on those that open a data
+//! directory, `--bind` on `serve`, `--workers` on those that run the segmenter, `--server` and
+//! `--json` on the client commands; only `--config` is global.
+//!
+//! - `cli/help`: the examples of every subcommand and `segment`'s list of parameters
+//! - `cli/inputs`: files, folders and globs as one list of image files
+//! - `cli/segment`: `segment`, offline
+//! - `cli/remote`: `submit`, `status`, `jobs`, `export`: the client of a running server
+//! - `cli/db`: `db backup` and `db check`
+
+mod db;
+mod help;
+mod inputs;
+mod remote;
+mod segment;
 
 use std::collections::HashMap;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::config::{Config, DEFAULT_TOML, Layer, Sources};
-use crate::offline::{self, Batch, Formats, Outcome};
 use crate::queue::QueueError;
-use crate::segment::SegmentParams;
+
+pub use db::{CheckArgs, DbAction, DbBackupArgs};
+pub use remote::{ExportArgs, JobsAction, ServerArgs, SubmitArgs};
+pub use segment::{Format, SegmentArgs};
 
 #[derive(Debug, Parser)]
 #[command(name = "spheroseg", version, about, long_about = None)]
@@ -21,43 +37,76 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Options every subcommand accepts; they override the file and the environment.
+/// Options every subcommand accepts.
 #[derive(Debug, Args, Default)]
 pub struct Common {
     /// Configuration file (default: ./spheroseg.toml if it exists).
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
+}
+
+/// `--data-dir`, for the commands that open a data directory.
+#[derive(Clone, Debug, Args, Default)]
+pub struct DataDirArg {
     /// Data directory holding the database and the images.
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Address to serve on, e.g. 127.0.0.1:5001.
-    #[arg(long, global = true, value_name = "ADDR")]
-    pub bind: Option<String>,
-    /// Number of worker threads.
-    #[arg(long, global = true, value_name = "N")]
+}
+
+/// `--workers`, for the commands that run the segmenter.
+#[derive(Clone, Debug, Args, Default)]
+pub struct WorkersArg {
+    /// Number of worker threads (default: the available cores).
+    #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the queue, the workers, the HTTP API and the status page until SIGTERM or Ctrl-C.
+    #[command(after_help = help::SERVE)]
     Serve(ServeArgs),
-    /// Segment image files offline (no server) and write JSON, masks, tables, COCO and ROI sets.
+    /// Segment image files or folders offline (no server) and write JSON, masks, tables, COCO
+    /// and ROI sets.
     Segment(SegmentArgs),
-    /// Send image files to a running spheroseg, one job each; a request that gets no answer is
-    /// sent again with the same Idempotency-Key, so it never makes a second job.
+    /// Send image files (or every image in a folder) to a running spheroseg, one job each; a
+    /// request that gets no answer is sent again with the same Idempotency-Key, so it never
+    /// makes a second job.
+    #[command(after_help = help::SUBMIT)]
     Submit(SubmitArgs),
+    /// A running spheroseg's overview: jobs per state, throughput, workers, ML services, disk.
+    #[command(after_help = help::STATUS)]
+    Status {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// List, show, cancel and retry the jobs of a running spheroseg.
+    #[command(after_help = help::JOBS)]
+    Jobs {
+        #[command(subcommand)]
+        action: JobsAction,
+    },
+    /// Download a running spheroseg's results as CSV, XLSX or the project ZIP.
+    #[command(after_help = help::EXPORT)]
+    Export(ExportArgs),
+    /// Back up or check a data directory.
+    #[command(after_help = help::DB)]
+    Db {
+        #[command(subcommand)]
+        action: DbAction,
+    },
     /// Ask a running spheroseg whether it is healthy (exit 0) or not (exit 1), for systemd and
     /// containers.
+    #[command(after_help = help::HEALTHCHECK)]
     Healthcheck {
-        /// Base URL; default: the configured bind address.
-        #[arg(long)]
-        url: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
         /// Check readiness (accepting work) instead of health.
         #[arg(long)]
         ready: bool,
     },
     /// Write synthetic spheroid images (8-bit PNG, 16-bit TIFF) with their truth masks.
+    #[command(after_help = help::DEMO_IMAGES)]
     DemoImages {
         /// Where to write them.
         dir: PathBuf,
@@ -69,6 +118,7 @@ pub enum Command {
         count: u64,
     },
     /// Print the default configuration file or the effective configuration.
+    #[command(after_help = help::CONFIG)]
     Config {
         #[command(subcommand)]
         action: ConfigAction,
@@ -77,6 +127,13 @@ pub enum Command {
 
 #[derive(Debug, Args, Default)]
 pub struct ServeArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// Address to serve on, e.g. 127.0.0.1:5001.
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<String>,
+    #[command(flatten)]
+    pub workers: WorkersArg,
     /// Also watch this folder (repeatable): its images are taken by themselves, once complete,
     /// and their results written to spheroseg-results/ inside it. The same as a [[watch]]
     /// entry with only `path`.
@@ -84,83 +141,14 @@ pub struct ServeArgs {
     pub watch: Vec<PathBuf>,
 }
 
-/// What `segment` writes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    /// `NAME.spheroseg.json`: outlines, metrics, parameters.
-    Json,
-    /// `objects.csv` and `images.csv`, units in the headers.
-    Csv,
-    /// `metrics.csv` in the replaced design's 16 columns.
-    LegacyCsv,
-    /// `NAME_mask.png`, 0/255.
-    Mask,
-    /// `results.xlsx`, sheets objects and images.
-    Xlsx,
-    /// `coco.json`, COCO instance segmentation of the batch.
-    Coco,
-    /// `NAME_rois.zip`, an ImageJ ROI set.
-    Roi,
-    /// `NAME_labels.png`, a 16-bit label image.
-    Labels,
-    /// `NAME_overlay.png`, numbered outlines on the image.
-    Overlay,
-}
-
-#[derive(Debug, Args)]
-pub struct SegmentArgs {
-    /// Images: PNG, JPEG, TIFF (8/16-bit) or BMP.
-    #[arg(required = true, value_name = "FILES")]
-    pub files: Vec<PathBuf>,
-    /// Output directory.
-    #[arg(long, default_value = "spheroseg-out", value_name = "DIR")]
-    pub out: PathBuf,
-    /// Outputs, comma separated.
-    #[arg(
-        long,
-        value_enum,
-        value_delimiter = ',',
-        default_value = "json,csv,mask"
-    )]
-    pub format: Vec<Format>,
-    /// Pixel size in micrometres, for metrics in µm.
-    #[arg(long, value_name = "X")]
-    pub pixel_size_um: Option<f32>,
-    /// Segmentation parameters as JSON, e.g. '{"min_area_fraction": 0.01}'.
-    #[arg(long, value_name = "JSON")]
-    pub params: Option<String>,
-}
-
-#[derive(Debug, Args)]
-pub struct SubmitArgs {
-    /// Images: PNG, JPEG, TIFF or BMP.
-    #[arg(required = true, value_name = "FILES")]
-    pub files: Vec<PathBuf>,
-    /// Base URL of the server; default: the configured bind address.
-    #[arg(long)]
-    pub url: Option<String>,
-    /// 1 (lowest) to 10 (highest).
-    #[arg(long)]
-    pub priority: Option<u8>,
-    #[arg(long)]
-    pub project: Option<String>,
-    /// builtin, or a configured ML service.
-    #[arg(long)]
-    pub segmenter: Option<String>,
-    /// Segmentation parameters as JSON, e.g. '{"min_area_fraction": 0.01}'.
-    #[arg(long, value_name = "JSON")]
-    pub params: Option<String>,
-    /// Tries per file (network errors and a busy server are tried again).
-    #[arg(long, default_value_t = 5)]
-    pub tries: u32,
-}
-
 #[derive(Debug, Subcommand)]
 pub enum ConfigAction {
     /// Print a commented spheroseg.toml with every default.
+    #[command(after_help = help::CONFIG_DEFAULT)]
     Default,
     /// Print the configuration in effect after file, environment and flags.
-    Show,
+    #[command(after_help = help::CONFIG_SHOW)]
+    Show(ServeArgs),
 }
 
 /// A failure the CLI reports with its own exit code.
@@ -172,6 +160,9 @@ pub enum Exit {
     /// Some inputs of a batch failed (each was reported): exit code 1.
     #[error("{failed} of {total} files failed")]
     Partial { failed: usize, total: usize },
+    /// A check found problems (each was reported): exit code 1.
+    #[error("{0}")]
+    Problems(String),
     /// The database cannot be used (damaged, or written by a newer spheroseg): one line saying
     /// what to do, exit code 2.
     #[error(transparent)]
@@ -185,31 +176,58 @@ impl Exit {
     pub fn code(&self) -> i32 {
         match self {
             Exit::Config(_) | Exit::Database(_) => 2,
-            Exit::Partial { .. } | Exit::Other(_) => 1,
+            Exit::Partial { .. } | Exit::Problems(_) | Exit::Other(_) => 1,
         }
     }
+}
+
+/// The command line's definition, with the help texts made at run time (`segment`'s
+/// parameters, from the same source as the page's form).
+pub fn command() -> clap::Command {
+    Cli::command().mut_subcommand("segment", |c| c.after_help(help::segment()))
+}
+
+/// Parses the process's arguments (exits with clap's message and code on a bad one).
+pub fn parse() -> Cli {
+    let matches = command().get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 impl Cli {
     /// Loads the configuration from every source, this command line's flags on top.
     pub fn load_config(&self, env: HashMap<String, String>) -> Result<Config, Exit> {
-        let watch = match &self.command {
-            Command::Serve(a) if !a.watch.is_empty() => Some(
-                a.watch
-                    .iter()
-                    .cloned()
-                    .map(crate::config::WatchLayer::folder)
-                    .collect(),
-            ),
+        let mut flags = Layer::default();
+        let serve = match &self.command {
+            Command::Serve(a)
+            | Command::Config {
+                action: ConfigAction::Show(a),
+            } => Some(a),
             _ => None,
         };
-        let flags = Layer {
-            data_dir: self.common.data_dir.clone(),
-            bind: self.common.bind.clone(),
-            workers: self.common.workers,
-            watch,
-            ..Layer::default()
-        };
+        if let Some(a) = serve {
+            flags.data_dir = a.data_dir.data_dir.clone();
+            flags.bind = a.bind.clone();
+            flags.workers = a.workers.workers;
+            if !a.watch.is_empty() {
+                flags.watch = Some(
+                    a.watch
+                        .iter()
+                        .cloned()
+                        .map(crate::config::WatchLayer::folder)
+                        .collect(),
+                );
+            }
+        }
+        match &self.command {
+            Command::Segment(a) => flags.workers = a.workers.workers,
+            Command::Db {
+                action: DbAction::Backup(a),
+            } => flags.data_dir = a.data_dir.data_dir.clone(),
+            Command::Db {
+                action: DbAction::Check(a),
+            } => flags.data_dir = a.data_dir.data_dir.clone(),
+            _ => {}
+        }
         Ok(Config::load(&Sources {
             file: self.common.config.clone(),
             env,
@@ -229,223 +247,80 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
             Ok(())
         }
         Command::Config {
-            action: ConfigAction::Show,
+            action: ConfigAction::Show(_),
         } => {
             let config = cli.load_config(env)?;
             print!("{}", config.to_toml());
             Ok(())
         }
-        Command::Segment(args) => segment(&cli, args, env),
-        Command::Submit(args) => submit(&cli, args, env),
-        Command::Healthcheck { url, ready } => {
+        Command::Segment(args) => segment::run(&cli, args, env),
+        Command::Submit(args) => remote::submit(&cli.load_config(env)?, args),
+        Command::Status { server } => remote::status(&cli.load_config(env)?, server),
+        Command::Jobs { action } => remote::jobs(&cli.load_config(env)?, action),
+        Command::Export(args) => remote::export(&cli.load_config(env)?, args),
+        Command::Db { action } => db::run(&cli.load_config(env)?, action),
+        Command::Healthcheck { server, ready } => {
             let config = cli.load_config(env)?;
-            let base = url
-                .clone()
-                .unwrap_or_else(|| format!("http://{}", config.bind));
             let path = if *ready {
                 "/api/health/ready"
             } else {
                 "/api/health"
             };
-            healthcheck(
-                &format!("{}{path}", base.trim_end_matches('/')),
-                config.auth.token.as_deref(),
-            )
+            remote::healthcheck(&config, server, path)
         }
         Command::DemoImages { dir, size, count } => {
-            let written = offline::demo_images(dir, *size, *count)?;
+            let written = crate::offline::demo_images(dir, *size, *count)?;
             for p in written {
                 println!("{}", p.display());
             }
             Ok(())
         }
-        Command::Serve(_) => {
-            let ignored = Config::ignored_env(&env);
-            let config = cli.load_config(env)?;
-            if !ignored.is_empty() {
-                tracing::info!(
-                    variables = ?ignored,
-                    "ignoring settings of the replaced deployment: spheroseg keeps its queue and data in its own data directory"
-                );
-            }
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .thread_name("spheroseg-io")
-                .build()
-                .context("cannot start the async runtime")?;
-            runtime
-                .block_on(async {
-                    let signal = crate::app::shutdown_signal();
-                    crate::app::serve(config, signal).await
-                })
-                .map_err(|e| match e.downcast::<crate::queue::QueueError>() {
-                    Ok(q @ (QueueError::Corrupt { .. } | QueueError::NewerSchema { .. })) => {
-                        Exit::Database(q)
-                    }
-                    Ok(q) => Exit::Other(q.into()),
-                    Err(e) => Exit::Other(e),
-                })?;
-            Ok(())
-        }
+        Command::Serve(_) => serve(&cli, env),
     }
 }
 
-fn segment(cli: &Cli, args: &SegmentArgs, env: HashMap<String, String>) -> Result<(), Exit> {
+fn serve(cli: &Cli, env: HashMap<String, String>) -> Result<(), Exit> {
+    let ignored = Config::ignored_env(&env);
     let config = cli.load_config(env)?;
-    let mut params: SegmentParams = match &args.params {
-        Some(json) => serde_json::from_str(json)
-            .map_err(|e| anyhow::anyhow!("--params is not valid segmentation parameters: {e}"))?,
-        None => SegmentParams::default(),
-    };
-    if args.pixel_size_um.is_some() {
-        params.pixel_size_um = args.pixel_size_um;
-    }
-    params.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let batch = Batch {
-        files: args.files.clone(),
-        out: args.out.clone(),
-        formats: Formats {
-            json: args.format.contains(&Format::Json),
-            csv: args.format.contains(&Format::Csv),
-            legacy_csv: args.format.contains(&Format::LegacyCsv),
-            mask: args.format.contains(&Format::Mask),
-            xlsx: args.format.contains(&Format::Xlsx),
-            coco: args.format.contains(&Format::Coco),
-            roi: args.format.contains(&Format::Roi),
-            labels: args.format.contains(&Format::Labels),
-            overlay: args.format.contains(&Format::Overlay),
-        },
-        params,
-        workers: config.workers.min(args.files.len()).max(1),
-        limits: config.decode_limits(),
-    };
-    let total = batch.files.len();
-    let bar = std::io::stdout().is_terminal().then(|| {
-        let bar = indicatif::ProgressBar::new(total as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {elapsed} {msg}")
-                .expect("valid progress template"),
+    if !ignored.is_empty() {
+        tracing::info!(
+            variables = ?ignored,
+            "ignoring settings of the replaced deployment: spheroseg keeps its queue and data in its own data directory"
         );
-        bar
-    });
-    let mut failed = 0;
-    let mut report = |o: &Outcome| {
-        let line = match &o.result {
-            Ok(r) => format!(
-                "ok     {}: {} object(s), {:.0} ms{}",
-                o.path.display(),
-                r.objects.len(),
-                o.millis,
-                if r.image.pages > 1 {
-                    format!(" (segmented the first of {} pages)", r.image.pages)
-                } else {
-                    String::new()
-                }
-            ),
-            Err(reason) => {
-                failed += 1;
-                format!("FAILED {}: {reason}", o.path.display())
-            }
-        };
-        match &bar {
-            Some(bar) => {
-                if o.result.is_err() {
-                    bar.println(&line);
-                }
-                bar.inc(1);
-            }
-            None if o.result.is_err() => eprintln!("{line}"),
-            None => println!("{line}"),
-        }
-    };
-    offline::run(&batch, &mut report)?;
-    if let Some(bar) = bar {
-        bar.finish_with_message(format!("written to {}", batch.out.display()));
     }
-    if failed > 0 {
-        return Err(Exit::Partial { failed, total });
-    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("spheroseg-io")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime
+        .block_on(async {
+            let listener = crate::app::bind(&config).await?;
+            if let Ok(addr) = listener.local_addr() {
+                // Besides the log, for the person who started it: a link a terminal can open.
+                println!("spheroseg: the status page is at {}", page_link(addr));
+            }
+            let signal = crate::app::shutdown_signal();
+            crate::app::run(config, listener, signal).await
+        })
+        .map_err(|e| match e.downcast::<QueueError>() {
+            Ok(q @ (QueueError::Corrupt { .. } | QueueError::NewerSchema { .. })) => {
+                Exit::Database(q)
+            }
+            Ok(q) => Exit::Other(q.into()),
+            Err(e) => Exit::Other(e),
+        })?;
     Ok(())
 }
 
-/// Sends every file to the server, one at a time, each with its own Idempotency-Key; prints
-/// each file's job, and fails (exit 1) if any file was not taken.
-fn submit(cli: &Cli, args: &SubmitArgs, env: HashMap<String, String>) -> Result<(), Exit> {
-    let config = cli.load_config(env)?;
-    let mut fields: Vec<(&'static str, String)> = Vec::new();
-    if let Some(p) = args.priority {
-        fields.push(("priority", p.to_string()));
-    }
-    for (name, v) in [
-        ("project", &args.project),
-        ("segmenter", &args.segmenter),
-        ("params", &args.params),
-    ] {
-        if let Some(v) = v {
-            fields.push((name, v.clone()));
-        }
-    }
-    let s = crate::client::Submit {
-        base: args
-            .url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", config.bind)),
-        token: config.auth.token.clone(),
-        fields,
-        tries: args.tries,
-        timeout: std::time::Duration::from_secs(300),
+/// The page's address for a browser on this machine: a server bound to every address
+/// (`0.0.0.0`) is reached at 127.0.0.1.
+pub fn page_link(addr: std::net::SocketAddr) -> String {
+    let host = match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
+        ip if ip.is_unspecified() => "[::1]".to_owned(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    let mut failed = 0;
-    for path in &args.files {
-        let done = runtime.block_on(crate::client::submit_one(&s, path));
-        match &done.outcome {
-            Ok(job) => println!(
-                "{}\t{}\t{}{}",
-                done.path.display(),
-                job["id"].as_str().unwrap_or_default(),
-                job["state"].as_str().unwrap_or_default(),
-                if job["deduplicated"] == true {
-                    " (the job it made before)"
-                } else {
-                    ""
-                }
-            ),
-            Err(e) => {
-                failed += 1;
-                eprintln!("FAILED {}: {e}", done.path.display());
-            }
-        }
-    }
-    if failed > 0 {
-        return Err(Exit::Partial {
-            failed,
-            total: args.files.len(),
-        });
-    }
-    Ok(())
-}
-
-/// GETs `url`; 200 is success, anything else (or no answer in 5 s) is exit code 1.
-fn healthcheck(url: &str, token: Option<&str>) -> Result<(), Exit> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    let (status, body) = runtime
-        .block_on(crate::segment::http::get(
-            url,
-            token,
-            std::time::Duration::from_secs(5),
-        ))
-        .map_err(|e| Exit::Other(anyhow::anyhow!(e)))?;
-    println!("{status} {body}");
-    if status == 200 {
-        Ok(())
-    } else {
-        Err(Exit::Other(anyhow::anyhow!("{url} answered {status}")))
-    }
+    format!("http://{host}:{}/", addr.port())
 }

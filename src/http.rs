@@ -3,6 +3,7 @@
 //! handler (`http/auth.rs`), and `serve` taking its listener and shutdown future from the caller.
 //! Only this module and its children use axum.
 
+mod admin;
 mod auth;
 mod error;
 mod events;
@@ -107,6 +108,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(system::routes())
         .merge(watch::routes())
         .merge(projects::routes())
+        .merge(admin::routes())
         .split_for_parts();
     api.info.title = "spheroseg".into();
     api.info.version = env!("CARGO_PKG_VERSION").into();

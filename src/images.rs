@@ -262,8 +262,7 @@ impl ImageStore {
 
     /// Where the image with this hash lives.
     pub fn path(&self, hash: &str) -> PathBuf {
-        let fan = hash.get(..2).unwrap_or("xx");
-        self.dir.join(fan).join(hash)
+        Self::file_in(&self.data_dir, hash)
     }
 
     /// An I/O error, as disk-full (with the free space) when it is one.
@@ -497,9 +496,12 @@ fn hex(bytes: &[u8]) -> String {
         })
 }
 
+mod copy;
 mod decoded;
 mod garbage;
 mod preview;
+
+pub use copy::copy_store;
 
 #[cfg(test)]
 mod tests;

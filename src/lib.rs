@@ -2,6 +2,7 @@
 //!
 //! - `config`: one validated `Config` from defaults, `spheroseg.toml`, environment and flags
 //! - `app`: wiring of the parts and the shutdown order
+//! - `backup`: `db backup`: a data directory copied as of one moment, with its manifest
 //! - `cli`: the command-line interface (clap)
 //! - `client`: `spheroseg submit`, uploads to a running server that retry with an Idempotency-Key
 //! - `queue`: the durable priority queue on redb; announces what it commits, wakes the dispatcher
@@ -30,6 +31,7 @@
 //! - `fuzzing`: entry points for the fuzz targets in `fuzz/` (hidden, not an API)
 
 pub mod app;
+pub mod backup;
 pub mod cli;
 pub mod client;
 pub mod clock;

@@ -1,10 +1,8 @@
 //! The spheroseg binary: parse the command line, start logging, run, turn the outcome into an exit
 //! code (0 ok, 1 failure, 2 bad configuration).
 
-use clap::Parser;
-
 fn main() {
-    let cli = spheroseg::cli::Cli::parse();
+    let cli = spheroseg::cli::parse();
     if let Err(e) = spheroseg::logging::init() {
         eprintln!("spheroseg: {e}");
         std::process::exit(2);

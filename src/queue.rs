@@ -11,6 +11,8 @@
 
 mod announce;
 mod blocking;
+mod backup;
+mod check;
 mod error;
 mod model;
 mod open;
@@ -31,6 +33,8 @@ use tokio::sync::oneshot;
 
 pub use announce::Listener;
 pub use blocking::Blocking;
+pub use backup::{Backup, Hold};
+pub use check::{Check, check};
 pub use error::QueueError;
 pub use model::{
     Backoff, BulkAction, BulkOutcome, Change, Committed, Enqueued, FailOutcome, ImageRef, Job,

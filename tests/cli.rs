@@ -5,13 +5,14 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn spheroseg() -> Command {
+pub(crate) fn spheroseg() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_spheroseg"));
     // Keep the caller's environment from leaking into the configuration under test.
     for var in [
         "SPHEROSEG_DATA_DIR",
         "SPHEROSEG_BIND",
         "SPHEROSEG_WORKERS",
+        "SPHEROSEG_TOKEN",
         "QUEUE_CONCURRENCY",
         "ML_SERVICE_URL",
     ] {
@@ -28,6 +29,7 @@ fn serve(data: &std::path::Path) -> Command {
         .arg(data)
         .args(["--bind", "127.0.0.1:0"])
         .env("SPHEROSEG_LOG", "info")
+        .stdout(Stdio::null())
         .stderr(Stdio::piped());
     c
 }
@@ -59,6 +61,156 @@ fn help_and_version() {
     for flag in ["--config", "--data-dir", "--bind", "--workers"] {
         assert!(help.contains(flag), "serve --help lacks {flag}: {help}");
     }
+}
+
+/// Each subcommand's help shows its own flags and not the others', and an example.
+#[test]
+fn every_subcommand_has_its_own_flags_and_an_example() {
+    let cases: &[(&[&str], &[&str], &[&str])] = &[
+        (
+            &["segment"],
+            &["--workers", "--out", "--params"],
+            &["--bind", "--data-dir", "--server"],
+        ),
+        (
+            &["submit"],
+            &["--server", "--wait", "--json"],
+            &["--bind", "--data-dir", "--workers"],
+        ),
+        (
+            &["status"],
+            &["--server", "--json"],
+            &["--bind", "--data-dir", "--workers"],
+        ),
+        (
+            &["jobs", "list"],
+            &["--state", "--project", "--json"],
+            &["--bind", "--workers"],
+        ),
+        (&["jobs", "show"], &["--server"], &["--bind"]),
+        (&["jobs", "cancel"], &["--server"], &["--bind"]),
+        (&["jobs", "retry"], &["--server"], &["--bind"]),
+        (
+            &["export"],
+            &["--format", "--output", "--project"],
+            &["--bind", "--workers"],
+        ),
+        (
+            &["db", "backup"],
+            &["--data-dir", "--images", "--server"],
+            &["--bind", "--workers"],
+        ),
+        (
+            &["db", "check"],
+            &["--data-dir", "--json"],
+            &["--bind", "--workers", "--server"],
+        ),
+        (
+            &["healthcheck"],
+            &["--server", "--ready"],
+            &["--bind", "--data-dir", "--workers"],
+        ),
+        (
+            &["demo-images"],
+            &["--size"],
+            &["--bind", "--data-dir", "--workers"],
+        ),
+        (
+            &["config", "default"],
+            &[],
+            &["--bind", "--data-dir", "--workers"],
+        ),
+        (
+            &["config", "show"],
+            &["--data-dir", "--bind", "--workers"],
+            &[],
+        ),
+        (
+            &["serve"],
+            &["--data-dir", "--bind", "--workers", "--watch"],
+            &["--server"],
+        ),
+    ];
+    for (cmd, has, lacks) in cases {
+        let out = spheroseg().args(*cmd).arg("--help").output().expect("runs");
+        assert!(out.status.success(), "{cmd:?}");
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(help.contains("Example"), "{cmd:?} has no example: {help}");
+        assert!(help.contains("--config"), "{cmd:?}: {help}");
+        for flag in *has {
+            assert!(help.contains(flag), "{cmd:?} --help lacks {flag}: {help}");
+        }
+        for flag in *lacks {
+            assert!(
+                !help.contains(&format!("{flag} ")),
+                "{cmd:?} --help shows {flag}: {help}"
+            );
+        }
+    }
+    // `segment --help` names what it writes and every parameter with its default.
+    let out = spheroseg()
+        .args(["segment", "--help"])
+        .output()
+        .expect("runs");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for text in [
+        "NAME.spheroseg.json",
+        "objects.csv",
+        "NAME_mask.png",
+        "coco.json",
+    ] {
+        assert!(help.contains(text), "segment --help lacks {text}: {help}");
+    }
+    for field in spheroseg::view::param_fields() {
+        let line = help
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{} ", field.name)))
+            .unwrap_or_else(|| panic!("segment --help lacks {}: {help}", field.name));
+        assert!(line.contains(field.help), "{line}");
+    }
+    assert!(help.contains("min_area_fraction        0.002"), "{help}");
+}
+
+/// `segment DIR` walks the folder (in name order, images only) instead of failing.
+#[test]
+fn segment_walks_a_folder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("plate");
+    std::fs::create_dir_all(input.join("row-b")).expect("dirs");
+    std::fs::copy(
+        crate::util::fixture("spheroid_core_8bit.png"),
+        input.join("a.png"),
+    )
+    .expect("copy");
+    std::fs::copy(
+        crate::util::fixture("spheroid_lumen_8bit.png"),
+        input.join("row-b/b.png"),
+    )
+    .expect("copy");
+    std::fs::write(input.join("notes.txt"), "not an image").expect("write");
+    let out = dir.path().join("out");
+    let done = spheroseg()
+        .arg("segment")
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .args(["--format", "json,csv"])
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    assert!(
+        done.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("ok ")).count(),
+        2,
+        "{stdout}"
+    );
+    assert!(out.join("a.spheroseg.json").exists() && out.join("b.spheroseg.json").exists());
+    let images = std::fs::read_to_string(out.join("images.csv")).expect("images.csv");
+    assert_eq!(images.lines().count(), 3, "{images}");
 }
 
 #[test]
@@ -142,8 +294,19 @@ fn serve_starts_and_stops_cleanly_on_sigterm() {
     let data = dir.path().join("data");
     let mut child = serve(&data)
         .env("REDIS_URL", "redis://old-deployment:6379")
+        .stdout(Stdio::piped())
         .spawn()
         .expect("serve starts");
+    // The page's address as a link, on stdout beside the log.
+    let mut link = String::new();
+    BufReader::new(child.stdout.take().expect("piped"))
+        .read_line(&mut link)
+        .expect("a line");
+    assert!(
+        link.starts_with("spheroseg: the status page is at http://127.0.0.1:")
+            && link.trim_end().ends_with('/'),
+        "{link}"
+    );
     let stderr = child.stderr.take().expect("piped");
     let mut lines = BufReader::new(stderr).lines();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -300,7 +463,7 @@ fn healthcheck_exits_0_when_up_and_1_when_down() {
     }
     // `submit` sends a file and prints its job; a file that is not an image fails it.
     let out = spheroseg()
-        .args(["submit", "--url", &url, "--project", "cli"])
+        .args(["submit", "--server", &url, "--project", "cli"])
         .arg(crate::util::fixture("spheroid_core_8bit.png"))
         .output()
         .expect("runs");

@@ -4,6 +4,8 @@ mod util;
 
 /// The binary: help, configuration commands, serve and SIGTERM.
 mod cli;
+/// The CLI against a running server: submit --wait, status, jobs, export, db backup and check.
+mod client;
 /// SIGKILL a child process in the middle of work and check that nothing acknowledged is lost.
 mod crash;
 /// A full disk: commands refused with disk-full, the queue going on once there is room.

@@ -103,6 +103,25 @@ impl From<QueueError> for ApiError {
     }
 }
 
+impl From<crate::backup::BackupError> for ApiError {
+    fn from(e: crate::backup::BackupError) -> Self {
+        use crate::backup::BackupError;
+        match e {
+            BackupError::Queue(e) => e.into(),
+            BackupError::Io { ref source, .. } if crate::disk::is_full(source) => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                ErrorCode::DISK_FULL,
+                e.to_string(),
+            ),
+            e => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::IO_ERROR,
+                e.to_string(),
+            ),
+        }
+    }
+}
+
 impl From<ImageStoreError> for ApiError {
     fn from(e: ImageStoreError) -> Self {
         let status = match &e {

@@ -23,7 +23,7 @@ use crate::queue::{BulkAction, Job, JobFilter, JobId, JobState};
 use crate::segment::SegmentResult;
 use crate::view::job_state_schema;
 
-mod archive;
+pub(super) mod archive;
 
 /// Jobs read per page of a bulk action or export.
 const PAGE: usize = 500;

@@ -14,7 +14,7 @@ const WINDOW: usize = 2048;
 const MINUTES: usize = 61;
 
 /// Jobs per state.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct StateCounts {
     pub queued: u64,
     pub delayed: u64,
@@ -36,7 +36,7 @@ impl StateCounts {
         }
     }
 
-    fn slot(&mut self, state: JobState) -> &mut u64 {
+    pub(crate) fn slot(&mut self, state: JobState) -> &mut u64 {
         match state {
             JobState::Queued => &mut self.queued,
             JobState::Delayed => &mut self.delayed,

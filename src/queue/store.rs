@@ -90,7 +90,7 @@ pub(crate) fn count_key(state: JobState, p: u8) -> String {
     format!("{META_COUNT}{}.{p:02}", state.as_str())
 }
 
-fn parse_count_key(key: &str) -> Option<(JobState, u8)> {
+pub(crate) fn parse_count_key(key: &str) -> Option<(JobState, u8)> {
     let (state, p) = key.strip_prefix(META_COUNT)?.split_once('.')?;
     let state: JobState = state.parse().ok()?;
     let p: u8 = p.parse().ok()?;
@@ -355,7 +355,13 @@ impl Store {
 }
 
 fn open_db(fs: &dyn Fs, path: &Path, cache_bytes: usize) -> Result<Database, QueueError> {
-    fs.database(path, cache_bytes).map_err(|e| match e {
+    fs.database(path, cache_bytes)
+        .map_err(|e| database_error(path, e))
+}
+
+/// Why the database file at `path` cannot be opened, as the queue reports it.
+pub(crate) fn database_error(path: &Path, e: DatabaseError) -> QueueError {
+    match e {
         DatabaseError::DatabaseAlreadyOpen => QueueError::AlreadyOpen {
             path: path.to_owned(),
         },
@@ -382,7 +388,7 @@ fn open_db(fs: &dyn Fs, path: &Path, cache_bytes: usize) -> Result<Database, Que
         other => QueueError::Corrupt {
             detail: format!("{}: {other}", path.display()),
         },
-    })
+    }
 }
 
 fn read_schema(db: &Database) -> Result<Option<u64>, QueueError> {

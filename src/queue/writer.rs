@@ -38,6 +38,7 @@
 //! - `batch`, `ops`, `marks`: applying operations inside one transaction
 //! - `redo`: redoing the log and requeueing orphans (at open, and after a full disk)
 //! - `room`: the writer short of space, until it takes changes again
+//! - `backup`: a copy of the database between two batches
 //! - `syncer`, `status`, `waiter`: the sync thread, what both threads report, how they wait
 
 use std::sync::{Arc, Mutex};
@@ -56,8 +57,9 @@ use super::stats::Recent;
 use super::store::{META, META_WAL_CLEAN, META_WAL_LSN};
 use super::wal::Wal;
 use crate::clock::Clock;
+use crate::queue::backup::Hold;
 use batch::{Batch, Observed};
-pub(crate) use command::{Command, Op, Refusal, Reply};
+pub(crate) use command::{Command, Copied, Op, Refusal, Reply};
 use command::{Finish, finish};
 pub(crate) use redo::{recover_orphans, replay};
 use room::Pending;
@@ -191,7 +193,7 @@ pub(crate) fn spawn(
             };
             let mut waiter = Waiter::default();
             while let Some(batch) = waiter.batch(&rx, writer.options.max_batch) {
-                writer.run_batch(batch.into_iter().map(|cmd| cmd.0).collect());
+                writer.run(batch.into_iter().map(|cmd| cmd.0).collect());
             }
             if let Err(e) = writer.close() {
                 tracing::error!(error = %e, "final queue checkpoint failed; the next open replays the write-ahead log");
@@ -491,6 +493,7 @@ impl Writer {
     }
 }
 
+mod backup;
 mod batch;
 mod command;
 mod marks;

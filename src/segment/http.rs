@@ -345,6 +345,74 @@ pub async fn post_image(
     answer(req, url, token).await
 }
 
+/// A request with an optional JSON body (sent as `application/json`) and bearer token, for the
+/// CLI's commands against a running spheroseg: the status and the body, or why nothing answered.
+pub async fn call(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    json: Option<String>,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
+    answer(request(method, url, json, timeout)?, url, token).await
+}
+
+/// [`call`], the body written to `file` as it arrives when the status is 200 (a large export or
+/// backup never sits in memory). Returns the status, and the body of any other status.
+pub async fn download(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    json: Option<String>,
+    file: &std::path::Path,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
+    use std::io::Write;
+    let mut req = request(method, url, json, timeout)?;
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let mut resp = req
+        .send()
+        .await
+        .map_err(|e| format!("{url} did not answer: {e}"))?;
+    let status = resp.status().as_u16();
+    if status != 200 {
+        let body = resp.text().await.unwrap_or_default();
+        return Ok((status, body));
+    }
+    let mut out =
+        std::fs::File::create(file).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| format!("{url} did not answer whole: {e}"))?
+    {
+        out.write_all(&chunk)
+            .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    }
+    out.sync_all()
+        .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    Ok((status, String::new()))
+}
+
+fn request(
+    method: &str,
+    url: &str,
+    json: Option<String>,
+    timeout: Duration,
+) -> Result<reqwest::RequestBuilder, String> {
+    let method = reqwest::Method::from_bytes(method.as_bytes())
+        .map_err(|e| format!("{method} is not an HTTP method: {e}"))?;
+    let mut req = one_off(timeout)?.request(method, url);
+    if let Some(body) = json {
+        req = req
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+    }
+    Ok(req)
+}
+
 /// A client for one CLI request.
 fn one_off(timeout: Duration) -> Result<reqwest::Client, String> {
     install_crypto_provider();

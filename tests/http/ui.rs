@@ -54,6 +54,7 @@ async fn openapi_lists_every_route() {
         ("/api/segmentation/job/{id}", &["get"][..]),
         ("/ml/segment", &["post"][..]),
         ("/ml/health", &["get"][..]),
+        ("/api/admin/backup", &["post"][..]),
     ];
     for (path, methods) in expect {
         let item = paths

@@ -22,7 +22,7 @@ const CHUNK: usize = 64 << 10;
 const IN_FLIGHT: usize = 8;
 
 /// A `Write` that sends what it is given to the body, `CHUNK` bytes at a time.
-struct ChannelWriter {
+pub(in crate::http) struct ChannelWriter {
     tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
     buf: Vec<u8>,
 }
@@ -90,6 +90,27 @@ fn write(
 /// The streamed response of the jobs `ids` (fixed before the archive is written, so every part
 /// lists the same jobs).
 pub(super) fn response(state: AppState, ids: Vec<JobId>, stem: &str, originals: bool) -> Response {
+    let body = streamed(move |out| {
+        write(&state, &ids, originals, out).map_err(|e| {
+            tracing::warn!(error = %e, "project archive stopped");
+            e.to_string()
+        })
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "application/zip".to_owned()),
+            (header::CONTENT_DISPOSITION, attachment(stem, "zip")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// A body that `write` fills on a blocking thread, through a bounded channel (see the module
+/// doc). An error ends the body with it, so the client sees a broken download, not a short one.
+pub(in crate::http) fn streamed(
+    write: impl FnOnce(ChannelWriter) -> Result<(), String> + Send + 'static,
+) -> Body {
     let (tx, mut rx) = mpsc::channel(IN_FLIGHT);
     let failed = tx.clone();
     tokio::task::spawn_blocking(move || {
@@ -97,19 +118,10 @@ pub(super) fn response(state: AppState, ids: Vec<JobId>, stem: &str, originals: 
             tx,
             buf: Vec::with_capacity(CHUNK),
         };
-        if let Err(e) = write(&state, &ids, originals, out) {
-            tracing::warn!(error = %e, "project archive stopped");
-            // The body ends with an error, so the client sees a broken download, not a short one.
-            let _ = failed.blocking_send(Err(std::io::Error::other(e.to_string())));
+        if let Err(e) = write(out) {
+            let _ = failed.blocking_send(Err(std::io::Error::other(e)));
         }
     });
     let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    (
-        [
-            (header::CONTENT_TYPE, "application/zip".to_owned()),
-            (header::CONTENT_DISPOSITION, attachment(stem, "zip")),
-        ],
-        Body::from_stream(stream),
-    )
-        .into_response()
+    Body::from_stream(stream)
 }

@@ -191,6 +191,13 @@ impl<'a> Batch<'a> {
                 answer(reply, r)
             }
             Op::Ping { reply } => answer(reply, Ok(())),
+            // `Writer::run` takes backups out of batches; one here would be a bug.
+            Op::Backup { reply, .. } => answer(
+                reply,
+                Err(QueueError::Storage(
+                    "a backup cannot run inside a batch".into(),
+                )),
+            ),
         }
     }
 

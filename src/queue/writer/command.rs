@@ -1,6 +1,7 @@
 //! What callers send the writer: one operation per command, with the channel its answer goes
 //! back on, and why a refused batch's commands were refused.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -10,6 +11,7 @@ use super::super::model::{
     BulkAction, BulkOutcome, Enqueued, FailOutcome, Job, JobError, JobId, Lease, LeaseToken, Mark,
     Millis, NewJob, Priority, Retention, RetentionReport, SweepReport,
 };
+use crate::queue::backup::Hold;
 use crate::segment::SegmenterId;
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, QueueError>>;
@@ -106,6 +108,22 @@ pub(crate) enum Op {
     Ping {
         reply: Reply<()>,
     },
+    /// Copy the database as every batch before this one left it to `to`, then run `hold`, with no
+    /// batch in between (`writer/backup.rs`).
+    Backup {
+        to: PathBuf,
+        hold: Option<Hold>,
+        reply: Reply<Copied>,
+    },
+}
+
+/// What the writer's part of a backup did.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Copied {
+    /// The size of the copy.
+    pub(crate) bytes: u64,
+    /// How long no batch could run: the checkpoint, the copy and the hold.
+    pub(crate) paused: Duration,
 }
 
 impl Op {
@@ -142,6 +160,7 @@ impl Op {
             Op::Sweep { reply, .. } => no(reply, why),
             Op::Retain { reply, .. } => no(reply, why),
             Op::Ping { reply } => no(reply, why),
+            Op::Backup { reply, .. } => no(reply, why),
         }
     }
 }
