@@ -10,8 +10,8 @@
 //! `queue/open.rs`; the calls worker threads make without a runtime in `queue/blocking.rs`.
 
 mod announce;
-mod blocking;
 mod backup;
+mod blocking;
 mod check;
 mod error;
 mod model;
@@ -32,8 +32,8 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 pub use announce::Listener;
-pub use blocking::Blocking;
 pub use backup::{Backup, Hold};
+pub use blocking::Blocking;
 pub use check::{Check, check};
 pub use error::QueueError;
 pub use model::{
