@@ -82,6 +82,8 @@ fn only_the_queue_s_commits_publish_job_events() {
             let l = text.lines().nth(line - 1).unwrap_or_default();
             if rel == Path::new("app.rs") && l.contains("queue.listen(") {
                 listeners += 1;
+            } else if rel.ends_with("tests.rs") && l.contains("queue.listen(") {
+                // A unit test's own stack, wired as the app wires its one.
             } else {
                 problems.push(format!("{}: publishes a commit: {}", at(line), l.trim()));
             }
