@@ -57,7 +57,10 @@ async fn get_project(
     Path(name): Path<String>,
 ) -> Result<Json<Project>, ApiError> {
     let settings = state.service.project_settings(&name)?;
-    Ok(Json(Project { name, settings }))
+    Ok(Json(Project {
+        name,
+        settings: settings.into(),
+    }))
 }
 
 #[utoipa::path(

@@ -29,12 +29,32 @@ pub struct ProjectSettings {
     pub objective: Option<String>,
 }
 
-/// A project: its name and settings.
+/// A project: its name and settings (serialised side by side: `name`, `pixel_size_um`,
+/// `objective`).
 #[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub struct Project {
     pub name: String,
     #[serde(flatten)]
-    pub settings: ProjectSettings,
+    #[schema(inline)]
+    pub settings: ProjectSettingsView,
+}
+
+/// A project's settings as the project shows them, beside its name.
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
+pub struct ProjectSettingsView {
+    /// Micrometres per pixel for the project's images; `null` leaves it to each image's file.
+    pub pixel_size_um: Option<f32>,
+    /// What the pixel size is for, in a person's words (e.g. `10× objective`).
+    pub objective: Option<String>,
+}
+
+impl From<ProjectSettings> for ProjectSettingsView {
+    fn from(s: ProjectSettings) -> Self {
+        ProjectSettingsView {
+            pixel_size_um: s.pixel_size_um,
+            objective: s.objective,
+        }
+    }
 }
 
 impl ProjectSettings {
@@ -102,7 +122,10 @@ impl Service {
         }
         Ok(all
             .into_iter()
-            .map(|(name, settings)| Project { name, settings })
+            .map(|(name, settings)| Project {
+                name,
+                settings: settings.into(),
+            })
             .collect())
     }
 
@@ -131,7 +154,7 @@ impl Service {
         self.queue.enqueue_marked(Vec::new(), vec![mark]).await?;
         Ok(Project {
             name: project.to_owned(),
-            settings,
+            settings: settings.into(),
         })
     }
 
