@@ -82,7 +82,10 @@ async fn every_transition_is_announced_once_in_order_after_it_is_readable() {
     let flags = tempfile::tempdir().expect("flags");
     let argv = program(flags.path());
     let a = api_with(tempfile::tempdir().expect("tempdir"), None, 64 << 20, |l| {
-        l.command = CommandLayer { argv: Some(argv) };
+        l.command = CommandLayer {
+            argv: Some(argv),
+            ..CommandLayer::default()
+        };
         l.queue = QueueLayer {
             backoff_base_ms: Some(100),
             ..QueueLayer::default()
