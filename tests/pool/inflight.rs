@@ -1,7 +1,7 @@
 //! Remote ML calls do not hold CPU workers: with one worker, a slow stub service takes eight calls
 //! at once (its `max_in_flight`) while builtin jobs run beside them; a cancel drops the request
 //! (the stub sees its connection close); a shutdown waits for calls in flight within the grace
-//! and drops them after it.
+//! and drops them after it. A local program runs within its own `max_parallel` likewise.
 
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -216,4 +216,45 @@ async fn past_the_grace_a_shutdown_drops_remote_calls_and_requeues_their_jobs() 
         let job = h.queue.get(id).expect("get").expect("exists");
         assert_eq!((job.state, job.attempts), (JobState::Queued, 0));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_program_runs_within_its_own_limit_beside_builtin_jobs() {
+    let h = harness();
+    let script = r#"sleep 1; echo '{"success":true,"polygons":[{"id":"p","points":[[10,10],[60,10],[60,60],[10,60]],"type":"external","class":"spheroid"}]}' > "$1""#;
+    let svc = crate::util::sh_service(
+        h.dir.path(),
+        script,
+        Breaker::new(BreakerConfig::default(), SystemClock.now()),
+        false,
+    );
+    let svc = Arc::into_inner(svc).expect("one owner").with_limit(3);
+    let segmenters = Segmenters {
+        builtin: Arc::new(Builtin),
+        ml: HashMap::from([(SegmenterId::new("command").expect("name"), Arc::new(svc))]),
+    };
+    let pool = h.start(segmenters, config(1));
+    let t0 = Instant::now();
+    let program_ids = h.enqueue_many(6, "command", 5).await;
+    h.wait_for(10, |e| count(e, started) >= 3).await;
+    let builtin_id = h.enqueue_many(1, "builtin", 10).await[0];
+    let events = h.wait_for(60, |e| count(e, completed) == 7).await;
+    let elapsed = t0.elapsed();
+    eprintln!("6 program runs of 1 s, 3 at once, 1 worker: {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_millis(4500),
+        "well under the serial 6 s: {elapsed:?}"
+    );
+    let first_done = |id: JobId| {
+        events
+            .iter()
+            .position(|e| about(id, "job_completed")(&e.kind))
+            .expect("completed")
+    };
+    let last_program = program_ids.iter().map(|id| first_done(*id)).max();
+    assert!(
+        first_done(builtin_id) < last_program.expect("some"),
+        "the builtin job did not wait for the programs"
+    );
+    pool.shutdown(Duration::from_secs(5)).await;
 }
