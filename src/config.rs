@@ -151,6 +151,8 @@ pub struct MlConfig {
     pub half_open_trials: u32,
     /// Send `{"image_path"}` instead of the image (both machines see the same data directory).
     pub share_paths: bool,
+    /// Calls in flight to the service at once, whatever the number of workers.
+    pub max_in_flight: u32,
     /// `none` (jobs wait while the breaker is open) or `builtin` (they run on the builtin segmenter).
     pub fallback: Fallback,
 }
@@ -169,6 +171,8 @@ pub enum Fallback {
 pub struct CommandConfig {
     /// Program and arguments; `{input}`, `{output_dir}`, `{output_json}` are filled in. Empty: none.
     pub argv: Vec<String>,
+    /// Runs of the program at once, whatever the number of workers (one GPU: 1).
+    pub max_parallel: u32,
 }
 
 fn redact<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {

@@ -1,9 +1,12 @@
 //! The dispatcher (a tokio task) and the worker pool (N OS threads).
 //!
-//! The dispatcher leases a job only when a worker slot is free, hands it over a bounded channel,
-//! renews the leases of running jobs (a worker may be busy for minutes), stops jobs past their
-//! timeout, and sweeps delayed jobs and expired leases on a schedule of its own. It wakes when the
-//! queue says a job became leasable (`Queue::ready`), when a worker finishes, when the next
+//! The dispatcher leases a job only when it can start at once (`slots`): a builtin job when a
+//! worker is free, handed over a bounded channel; an ML job when its service has a free slot
+//! (`max_in_flight` calls of a remote service run on the runtime, `max_parallel` runs of a local
+//! program on blocking threads, `remote`), so ML jobs never hold a worker. It renews the leases
+//! of running jobs (any job may run for minutes), stops jobs past their timeout, and sweeps
+//! delayed jobs and expired leases on a schedule of its own. It wakes when the queue says a job
+//! became leasable (`Queue::ready`), when a worker or an ML slot comes free, when the next
 //! delayed job falls due, and on its timers; it never busy-polls, and nobody outside has to wake
 //! it.
 //!
@@ -16,8 +19,9 @@
 //! running job's progress in the pool's map, and publish it as the one non-durable event; every
 //! other job event comes from the queue's commits.
 //!
-//! Shutdown: the dispatcher stops leasing; running jobs get the grace period; the rest are stopped
-//! and handed back to the queue (requeued, their attempt refunded); the threads are joined.
+//! Shutdown: the dispatcher stops leasing; running jobs (calls in flight too) get the grace
+//! period; the rest are stopped (a call's request dropped) and handed back to the queue
+//! (requeued, their attempt refunded); the ML tasks and the threads are joined.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
@@ -54,6 +58,7 @@ pub struct PoolConfig {
 }
 
 /// What runs a leased job.
+#[derive(Clone)]
 enum Target {
     /// The builtin segmenter; `fallback_from` the ML service whose breaker is open.
     Builtin { fallback_from: Option<SegmenterId> },
@@ -95,6 +100,8 @@ struct Shared {
     dispatcher_beat: Arc<Beat>,
     /// The runtime the pool started on, for tasks the worker threads hand off (never blocked on).
     runtime: tokio::runtime::Handle,
+    /// The ML jobs running off the CPU workers (remote calls, local programs): joined at shutdown.
+    tasks: Mutex<tokio::task::JoinSet<()>>,
 }
 
 /// The running pool; `shutdown` stops it in order.
@@ -213,6 +220,7 @@ impl Pool {
             idle: Notify::new(),
             dispatcher_beat: Arc::default(),
             runtime: tokio::runtime::Handle::current(),
+            tasks: Mutex::default(),
             config,
         });
         let n = shared.config.workers.max(1);
@@ -277,6 +285,13 @@ impl Pool {
                 break;
             }
         }
+        // Stopped ML jobs end within moments: a dropped request, a killed program.
+        let mut tasks = std::mem::take(&mut *self.shared.tasks.lock().expect("tasks lock"));
+        while let Some(r) = tasks.join_next().await {
+            if r.is_err() {
+                tracing::error!("an ML job's task panicked outside the job");
+            }
+        }
         let workers = std::mem::take(&mut self.workers);
         let _ = tokio::task::spawn_blocking(move || {
             for w in workers {
@@ -333,12 +348,9 @@ async fn dispatch(
         if *stop.borrow() {
             break;
         }
-        let free = s
-            .config
-            .workers
-            .saturating_sub(s.running.lock().expect("running lock").len());
+        let (free, fits) = slots::slots(&s);
         if free > 0 {
-            match s.queue.lease(free, s.config.lease_ttl).await {
+            match s.queue.lease_where(free, s.config.lease_ttl, fits).await {
                 Ok(leases) => {
                     for lease in leases {
                         admit(&s, &work_tx, lease).await;
@@ -436,6 +448,20 @@ async fn admit(s: &Arc<Shared>, work_tx: &crossbeam_channel::Sender<Work>, lease
             }
         }
     };
+    if let Target::Builtin {
+        fallback_from: Some(from),
+    } = &target
+        && s.busy.load(Ordering::SeqCst) >= s.config.workers.max(1)
+    {
+        // Its breaker opened after the job was counted on the service's slots: no worker is
+        // free for the fallback, so it waits a moment without spending an attempt.
+        let reason = JobError::transient(
+            ErrorCode::BREAKER_OPEN,
+            format!("{from} is unavailable (circuit open) and no worker is free for the fallback"),
+        );
+        hold(s, &lease, now + 500, reason).await;
+        return;
+    }
     let timeout = match target {
         Target::Builtin { .. } => s.config.builtin_timeout,
         Target::Ml(..) => s.config.ml_timeout,
@@ -451,16 +477,22 @@ async fn admit(s: &Arc<Shared>, work_tx: &crossbeam_channel::Sender<Work>, lease
             progress: Arc::new(AtomicU8::new(0)),
         },
     );
-    s.busy.fetch_add(1, Ordering::SeqCst);
-    publish_workers(s);
-    // The channel holds as many items as there are workers, and a job is sent only for a free
-    // slot: the send never waits.
     let work = Work {
         lease,
         stop,
         deadline,
         target,
     };
+    if let Target::Ml(_, svc, _) = &work.target {
+        // Off the CPU workers: a call on the runtime, or a program on a thread of its own.
+        svc.in_flight.fetch_add(1, Ordering::SeqCst);
+        remote::spawn(s, work);
+        return;
+    }
+    s.busy.fetch_add(1, Ordering::SeqCst);
+    publish_workers(s);
+    // The channel holds as many items as there are workers, and a builtin job is sent only for a
+    // free worker: the send never waits.
     if let Err(e) = work_tx.try_send(work) {
         let w = e.into_inner();
         if let Target::Ml(_, svc, permit) = &w.target {
@@ -554,4 +586,6 @@ fn log_failure(
     }
 }
 
+mod remote;
+mod slots;
 mod worker;

@@ -50,6 +50,7 @@ use crate::segment::SegmenterId;
 use slot::Slot;
 use stats::Recent;
 use store::Store;
+pub use writer::Admit;
 use writer::{Command, Op};
 
 /// How the queue behaves; built from `Config`.
@@ -228,7 +229,30 @@ impl Queue {
 
     /// Leases up to `n` jobs, highest priority first (FIFO inside a level), for `ttl`.
     pub async fn lease(&self, n: usize, ttl: Duration) -> Result<Vec<Lease>, QueueError> {
-        self.call(|reply| Op::Lease { n, ttl, reply }).await
+        self.call(|reply| Op::Lease {
+            n,
+            ttl,
+            admit: None,
+            reply,
+        })
+        .await
+    }
+
+    /// [`Queue::lease`], asking `admit` about each job in lease order before it is leased: the
+    /// first job it refuses ends the lease and stays queued (strict order, no skipping).
+    pub async fn lease_where(
+        &self,
+        n: usize,
+        ttl: Duration,
+        admit: Admit,
+    ) -> Result<Vec<Lease>, QueueError> {
+        self.call(|reply| Op::Lease {
+            n,
+            ttl,
+            admit: Some(admit),
+            reply,
+        })
+        .await
     }
 
     /// Extends the leases of running jobs by `ttl` from now. Returns the ones that are no longer

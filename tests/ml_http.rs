@@ -116,12 +116,7 @@ async fn stub() -> (String, Stub) {
         .route("/segment", post(segment))
         .route("/health", get(health))
         .with_state(stub.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, stub)
+    (crate::util::serve_stub(app).await, stub)
 }
 
 use crate::util::fixture;

@@ -19,8 +19,6 @@ use spheroseg::segment::breaker::{Breaker, BreakerConfig};
 use spheroseg::segment::http::HttpSegmenter;
 use spheroseg::segment::{Builtin, MlService, SegmenterId, Segmenters};
 
-use crate::util::fixture;
-
 const SQUARE: &str = r##"{"success":true,"results":{"polygons":[{"id":"p","points":[{"x":20,"y":20},{"x":70,"y":20},{"x":70,"y":70},{"x":20,"y":70}],"type":"external","class":"spheroid"}]}}"##;
 
 /// A stub service that can stop (its port refuses connections) or answer 503, and come back on
@@ -161,32 +159,6 @@ fn pool_with(
     .expect("pool")
 }
 
-async fn enqueue(
-    queue: &Queue,
-    images: &spheroseg::images::ImageStore,
-    name: &str,
-    n: usize,
-) -> Vec<JobId> {
-    let image = images
-        .put_path(&fixture("spheroid_lumen_8bit.png"))
-        .expect("stored")
-        .image;
-    let jobs = (0..n)
-        .map(|_| NewJob {
-            image: image.clone(),
-            segmenter: SegmenterId::new(name).expect("name"),
-            ..NewJob::default()
-        })
-        .collect();
-    queue
-        .enqueue_batch(jobs)
-        .await
-        .expect("enqueue")
-        .into_iter()
-        .map(|e| e.job.id)
-        .collect()
-}
-
 /// Waits until every job completed; then every one did with one attempt, and none carries a
 /// stale error. Fails if any failed, or after `limit`.
 async fn all_completed_with_one_attempt(queue: &Queue, ids: &[JobId], limit: Duration) {
@@ -234,7 +206,7 @@ async fn forty_jobs_wait_out_a_thirty_second_outage() {
     let (queue, images, events) = crate::util::stack(dir.path());
     let svc = stub.service(breaker(Duration::from_secs(1)));
     let pool = pool(&queue, &images, &events, "http", Arc::clone(&svc));
-    let ids = enqueue(&queue, &images, "http", 40).await;
+    let ids = crate::util::enqueue_lumen(&queue, &images, "http", 40, 5).await;
     tokio::time::sleep(Duration::from_secs(30)).await;
     let during = stub.calls.load(Ordering::SeqCst);
     assert_eq!(during, 0, "refused connections reach no handler");
@@ -253,7 +225,7 @@ async fn forty_jobs_ride_out_a_flapping_service() {
     // flapping catches many of them.
     stub.delay_ms.store(1000, Ordering::SeqCst);
     let pool = pool(&queue, &images, &events, "http", Arc::clone(&svc));
-    let ids = enqueue(&queue, &images, "http", 40).await;
+    let ids = crate::util::enqueue_lumen(&queue, &images, "http", 40, 5).await;
     let started = Instant::now();
     let mut down = true;
     let mut seen = HashMap::new();
@@ -305,7 +277,7 @@ async fn a_reset_releases_the_held_jobs_at_once() {
     // Open for a minute after it trips.
     let svc = stub.service(breaker(Duration::from_secs(60)));
     let pool = pool(&queue, &images, &events, "http", Arc::clone(&svc));
-    let ids = enqueue(&queue, &images, "http", 10).await;
+    let ids = crate::util::enqueue_lumen(&queue, &images, "http", 10, 5).await;
     // Wait until every job is held (delayed) behind the open breaker.
     let deadline = Instant::now() + Duration::from_secs(30);
     while !ids

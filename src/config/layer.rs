@@ -91,6 +91,7 @@ pub struct MlLayer {
     pub open_cap_ms: Option<u64>,
     pub half_open_trials: Option<u32>,
     pub share_paths: Option<bool>,
+    pub max_in_flight: Option<u32>,
     pub fallback: Option<Fallback>,
 }
 
@@ -98,6 +99,7 @@ pub struct MlLayer {
 #[serde(default, deny_unknown_fields)]
 pub struct CommandLayer {
     pub argv: Option<Vec<String>>,
+    pub max_parallel: Option<u32>,
 }
 
 /// Where each layer comes from.
@@ -272,7 +274,9 @@ pub(super) fn overlay(
     take!(ml.half_open_trials, "ml.half_open_trials");
     take!(ml.fallback, "ml.fallback");
     take!(ml.share_paths, "ml.share_paths");
+    take!(ml.max_in_flight, "ml.max_in_flight");
     take!(command.argv, "command.argv");
+    take!(command.max_parallel, "command.max_parallel");
     take!(limits.max_width, "limits.max_width");
     take!(limits.max_height, "limits.max_height");
     take!(limits.max_megapixels, "limits.max_megapixels");

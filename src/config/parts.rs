@@ -109,27 +109,33 @@ impl Config {
                 HttpSegmenter::new(SegmenterId::HTTP, url, self.ml.timeout, self.ml.share_paths)?;
             ml.insert(
                 SegmenterId::new(SegmenterId::HTTP).expect("a valid name"),
-                Arc::new(MlService::remote(
-                    Arc::new(client),
-                    Breaker::new(self.breaker(), clock.now()),
-                    fallback,
-                    url,
-                )),
+                Arc::new(
+                    MlService::remote(
+                        Arc::new(client),
+                        Breaker::new(self.breaker(), clock.now()),
+                        fallback,
+                        url,
+                    )
+                    .with_limit(self.ml.max_in_flight as usize),
+                ),
             );
         }
         if !self.command.argv.is_empty() {
             ml.insert(
                 SegmenterId::new(SegmenterId::COMMAND).expect("a valid name"),
-                Arc::new(MlService::new(
-                    Arc::new(CommandSegmenter {
-                        name: SegmenterId::COMMAND.into(),
-                        argv: self.command.argv.clone(),
-                        work_dir: self.data_dir.join("work"),
-                    }),
-                    Breaker::new(self.breaker(), clock.now()),
-                    fallback,
-                    &self.command.argv.join(" "),
-                )),
+                Arc::new(
+                    MlService::new(
+                        Arc::new(CommandSegmenter {
+                            name: SegmenterId::COMMAND.into(),
+                            argv: self.command.argv.clone(),
+                            work_dir: self.data_dir.join("work"),
+                        }),
+                        Breaker::new(self.breaker(), clock.now()),
+                        fallback,
+                        &self.command.argv.join(" "),
+                    )
+                    .with_limit(self.command.max_parallel as usize),
+                ),
             );
         }
         Ok(Segmenters {

@@ -34,6 +34,7 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(c.ml.timeout, Duration::from_millis(300_000));
     assert_eq!(c.ml.error_threshold_pct, 50);
     assert_eq!(c.ml.reset_timeout, Duration::from_millis(60_000));
+    assert_eq!((c.ml.max_in_flight, c.command.max_parallel), (4, 1));
     assert_eq!(
         c.retention(),
         crate::queue::Retention::default(),
@@ -125,6 +126,11 @@ fn bad_values_name_key_and_origin() {
 
     let e = load(None, &[("ML_ERROR_THRESHOLD", "150")], Layer::default()).unwrap_err();
     assert_eq!(e.key, "ml.error_threshold_pct");
+
+    let e = load(Some("[ml]\nmax_in_flight = 0\n"), &[], Layer::default()).unwrap_err();
+    assert_eq!(e.key, "ml.max_in_flight");
+    let c = load(Some("[command]\nmax_parallel = 2\n"), &[], Layer::default()).expect("loads");
+    assert_eq!(c.command.max_parallel, 2);
 
     let e = load(Some("wokers = 3\n"), &[], Layer::default()).unwrap_err();
     assert!(e.message.contains("unknown field"), "{e}");

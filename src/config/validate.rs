@@ -158,10 +158,18 @@ pub(super) fn validate(
         )?,
         fallback: m.fallback.unwrap_or_default(),
         share_paths: m.share_paths.unwrap_or(false),
+        max_in_flight: c.range("ml.max_in_flight", m.max_in_flight, 4, 1..=1024, " calls")?,
         url,
     };
     let command = CommandConfig {
         argv: l.command.argv.unwrap_or_default(),
+        max_parallel: c.range(
+            "command.max_parallel",
+            l.command.max_parallel,
+            1,
+            1..=64,
+            " runs",
+        )?,
     };
     if let Some(p) = command.argv.first()
         && p.trim().is_empty()

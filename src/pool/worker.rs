@@ -13,7 +13,7 @@ use super::{Shared, Target, Work, job_error, log_failure, publish_transition};
 use crate::error_code::ErrorCode;
 use crate::queue::{JobError, Lease, QueueError};
 use crate::segment::breaker::Outcome;
-use crate::segment::{Control, Failure, Input, SegmentResult, SegmenterId, StopReason};
+use crate::segment::{Control, Failure, Input, SegmentResult, SegmenterId, Stop, StopReason};
 
 /// Runs one job on a worker thread.
 pub(super) fn run(s: &Arc<Shared>, work: Work) {
@@ -24,20 +24,9 @@ pub(super) fn run(s: &Arc<Shared>, work: Work) {
         target,
     } = work;
     let id = lease.job.id;
-    if stop.stopped() {
-        if let Target::Ml(_, svc, permit) = &target {
-            svc.breaker.lock().expect("breaker lock").abandon(*permit);
-        }
-        stopped(s, &lease, stop.reason());
+    if !begin(s, &lease, &stop, &target) {
         return;
     }
-    let segmenter_name = match &target {
-        Target::Builtin { .. } => SegmenterId::BUILTIN.to_owned(),
-        Target::Ml(name, ..) => name.to_string(),
-    };
-    tracing::debug!(job.id = %id, lease = %lease.token, segmenter = %segmenter_name, "job started");
-    let waited = s.clock.now().saturating_sub(lease.job.queued_at);
-    metrics::histogram!("spheroseg_job_wait_seconds").record(waited as f64 / 1e3);
     let path: PathBuf = s.images.path(&lease.job.image.hash);
     // Decoded at upload and still kept: the builtin segmenter needs neither the file nor to
     // decode it again. (An ML service gets the file; the decoded copy is dropped.)
@@ -120,11 +109,25 @@ pub(super) fn run(s: &Arc<Shared>, work: Work) {
             Target::Ml(_, svc, _) => svc.segmenter.segment(&input, &mut control),
         }
     }));
+    conclude(s, &lease, &stop, &target, outcome, started);
+}
+
+/// How a job's segmenter ended: the breaker hears it (for an ML service), and the queue records
+/// the result, the failure, or the hold.
+pub(super) fn conclude(
+    s: &Shared,
+    lease: &Lease,
+    stop: &Stop,
+    target: &Target,
+    outcome: std::thread::Result<Result<SegmentResult, Failure>>,
+    started: Instant,
+) {
+    let id = lease.job.id;
     let run_ms = started.elapsed().as_millis() as u64;
     let timed_out = stop.reason() == StopReason::Timeout;
     // The breaker hears how the call ended, with the permit it was admitted on.
     let mut trial = false;
-    if let Target::Ml(name, svc, permit) = &target {
+    if let Target::Ml(name, svc, permit) = target {
         trial = permit.trial;
         let heard = match &outcome {
             Ok(Ok(_)) => Some(Outcome::Success),
@@ -162,11 +165,11 @@ pub(super) fn run(s: &Arc<Shared>, work: Work) {
                 ErrorCode::INTERNAL_ERROR,
                 "internal error while segmenting (see the log)",
             );
-            fail(s, &lease, err);
+            fail(s, lease, err);
         }
         Ok(Ok(mut result)) => {
             result.metadata = lease.job.metadata.clone();
-            complete(s, &lease, &result, run_ms)
+            complete(s, lease, &result, run_ms)
         }
         Ok(Err(Failure::Stopped)) if timed_out => {
             let err = JobError::transient(
@@ -174,12 +177,12 @@ pub(super) fn run(s: &Arc<Shared>, work: Work) {
                 format!("the job ran longer than its timeout ({run_ms} ms)"),
             );
             if trial && first_failed_trial(s, id) {
-                hold(s, &target, &lease, err, None);
+                hold(s, target, lease, err, None);
             } else {
-                fail(s, &lease, err);
+                fail(s, lease, err);
             }
         }
-        Ok(Err(Failure::Stopped)) => stopped(s, &lease, stop.reason()),
+        Ok(Err(Failure::Stopped)) => stopped(s, lease, stop.reason()),
         // The service could not take the job, or the trial that tests it failed: not the job's
         // fault, so it waits for the service without spending an attempt.
         Ok(Err(f @ Failure::Unavailable { .. })) => {
@@ -187,13 +190,33 @@ pub(super) fn run(s: &Arc<Shared>, work: Work) {
                 Failure::Unavailable { retry_after, .. } => *retry_after,
                 _ => None,
             };
-            hold(s, &target, &lease, job_error(&f), retry_after);
+            hold(s, target, lease, job_error(&f), retry_after);
         }
         Ok(Err(f @ Failure::Transient { .. })) if trial && first_failed_trial(s, id) => {
-            hold(s, &target, &lease, job_error(&f), None)
+            hold(s, target, lease, job_error(&f), None)
         }
-        Ok(Err(f)) => fail(s, &lease, job_error(&f)),
+        Ok(Err(f)) => fail(s, lease, job_error(&f)),
     }
+}
+
+/// Starts a job: false (and the job handed back or left as the queue has it) when it was
+/// stopped before it began.
+pub(super) fn begin(s: &Shared, lease: &Lease, stop: &Stop, target: &Target) -> bool {
+    if stop.stopped() {
+        if let Target::Ml(_, svc, permit) = target {
+            svc.breaker.lock().expect("breaker lock").abandon(*permit);
+        }
+        stopped(s, lease, stop.reason());
+        return false;
+    }
+    let segmenter_name = match target {
+        Target::Builtin { .. } => SegmenterId::BUILTIN.to_owned(),
+        Target::Ml(name, ..) => name.to_string(),
+    };
+    tracing::debug!(job.id = %lease.job.id, lease = %lease.token, segmenter = %segmenter_name, "job started");
+    let waited = s.clock.now().saturating_sub(lease.job.queued_at);
+    metrics::histogram!("spheroseg_job_wait_seconds").record(waited as f64 / 1e3);
+    true
 }
 
 /// Whether this is the first half-open trial this job failed (then it is held for free).
@@ -236,7 +259,7 @@ fn hold(
     }
 }
 
-fn fail(s: &Shared, lease: &Lease, error: JobError) {
+pub(super) fn fail(s: &Shared, lease: &Lease, error: JobError) {
     let id = lease.job.id;
     let (code, message) = (error.code.clone(), error.message.clone());
     let r = s.queue.blocking().fail(id, lease.token, error);
@@ -245,7 +268,7 @@ fn fail(s: &Shared, lease: &Lease, error: JobError) {
 
 /// A job that stopped because it was asked to: a shutdown hands it back to the queue (requeued,
 /// its attempt refunded); a cancel or a lost lease leaves the queue as it already is.
-fn stopped(s: &Shared, lease: &Lease, reason: StopReason) {
+pub(super) fn stopped(s: &Shared, lease: &Lease, reason: StopReason) {
     let id = lease.job.id;
     match reason {
         StopReason::Shutdown => match s.queue.blocking().interrupt(id, lease.token) {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 
-use super::{Control, Failure, Input, SegmentResult, Segmenter, result_from_polygons};
+use super::{Control, Failure, Input, SegmentResult, Segmenter, Stop, result_from_polygons};
 use crate::error_code::ErrorCode;
 use crate::outline::Polygon;
 
@@ -270,6 +270,53 @@ pub(crate) fn reply_polygons(name: &str, body: &[u8]) -> Result<Vec<Polygon>, Fa
     })
 }
 
+impl HttpSegmenter {
+    /// The call on the runtime, for the pool: the polygons the service returned, or why not.
+    /// It ends at `deadline` (a timeout) or soon after `stop` is asked (dropping the request,
+    /// which closes its connection). No CPU-bound work happens here.
+    pub async fn polygons(
+        &self,
+        input: &Input<'_>,
+        stop: &Stop,
+        deadline: Instant,
+    ) -> Result<Vec<Polygon>, Failure> {
+        let deadline = tokio::time::Instant::from_std(deadline);
+        let mut poll = tokio::time::interval(Duration::from_millis(20));
+        let call = self.call(input);
+        tokio::pin!(call);
+        loop {
+            tokio::select! {
+                r = &mut call => return r,
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(Failure::transient(
+                        ErrorCode::TIMEOUT,
+                        format!("{} did not answer in time", self.name),
+                    ));
+                }
+                _ = poll.tick() => if stop.stopped() { return Err(Failure::Stopped) },
+            }
+        }
+    }
+
+    /// The result from the polygons of a call: decoding the image, checking and measuring the
+    /// outlines (CPU-bound: on a thread, never on the runtime).
+    pub fn result(
+        &self,
+        polygons: &[Polygon],
+        input: &Input<'_>,
+        call_ms: f64,
+    ) -> Result<SegmentResult, Failure> {
+        result_from_polygons(
+            polygons,
+            input,
+            &self.name,
+            vec![("ml call".into(), call_ms)],
+        )
+    }
+}
+
+/// Blocks the calling thread on the runtime for the call: for callers off the runtime (the pool
+/// uses [`HttpSegmenter::polygons`] instead).
 impl Segmenter for HttpSegmenter {
     fn name(&self) -> &str {
         &self.name
@@ -282,30 +329,10 @@ impl Segmenter for HttpSegmenter {
     ) -> Result<SegmentResult, Failure> {
         let started = Instant::now();
         (control.progress)(5);
-        let stop = control.stop;
-        let deadline = tokio::time::Instant::from_std(control.deadline);
-        let polygons = self.handle.block_on(async {
-            let mut poll = tokio::time::interval(Duration::from_millis(20));
-            let call = self.call(input);
-            tokio::pin!(call);
-            loop {
-                tokio::select! {
-                    r = &mut call => return r,
-                    _ = tokio::time::sleep_until(deadline) => {
-                        return Err(Failure::transient(ErrorCode::TIMEOUT, format!("{} did not answer in time", self.name)));
-                    }
-                    // Dropping the request future cancels the call.
-                    _ = poll.tick() => if stop.stopped() { return Err(Failure::Stopped) },
-                }
-            }
-        })?;
-        let call_ms = started.elapsed().as_secs_f64() * 1e3;
-        result_from_polygons(
-            &polygons,
-            input,
-            &self.name,
-            vec![("ml call".into(), call_ms)],
-        )
+        let polygons =
+            self.handle
+                .block_on(self.polygons(input, control.stop, control.deadline))?;
+        self.result(&polygons, input, started.elapsed().as_secs_f64() * 1e3)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Every transition a job can make reaches a WebSocket client as its event: once, in the order of
 //! the job's transitions, and only after the change is readable through the API (the state the
-//! API shows is the event's or a later one's). Driven through a real `App` with two workers and
-//! a `command` segmenter that flag files make fail (transient or permanent) or hang; a shutdown
+//! API shows is the event's or a later one's). Driven through a real `App` with a `command`
+//! segmenter of two slots that flag files make fail (transient or permanent) or hang; a shutdown
 //! and restart, and ML services that hold jobs back, in the files beside this one.
 
 use std::path::{Path, PathBuf};
@@ -57,8 +57,9 @@ pub(super) fn flag(dir: &Path, name: &str, on: bool) -> PathBuf {
     p
 }
 
-/// Both workers hang on a `command` job each (the `slow` flag is set in `flags`), and a consumer
-/// that never renews its lease (nor hands the job back) takes a third, for `ttl`. Their ids.
+/// Both slots of the `command` segmenter (its `max_parallel` is 2) hang on a job each (the `slow`
+/// flag is set in `flags`), and a consumer that never renews its lease (nor hands the job back)
+/// takes a third, which waits for a slot, for `ttl`. Their ids.
 pub(super) async fn busy_workers_and_a_lease(
     a: &Api,
     seen: &Recorder,
@@ -70,9 +71,13 @@ pub(super) async fn busy_workers_and_a_lease(
     let slow2 = upload(a, "spheroid_lumen_8bit.png", &[("segmenter", "command")]).await;
     seen.until(&slow1, "job_started", 1).await;
     seen.until(&slow2, "job_started", 1).await;
-    let leased_job = upload(a, "spheroid_plain_16bit.tif", &[]).await;
+    let leased_job = upload(a, "spheroid_plain_16bit.tif", &[("segmenter", "command")]).await;
     let leased = a.state.service.queue.lease(1, ttl).await.expect("lease");
-    assert_eq!(leased.len(), 1, "the workers are busy: the job is ours");
+    assert_eq!(
+        leased.len(),
+        1,
+        "the program's slots are busy: the job is ours"
+    );
     seen.until(&leased_job, "job_started", 1).await;
     [slow1, slow2, leased_job]
 }
@@ -82,7 +87,10 @@ async fn every_transition_is_announced_once_in_order_after_it_is_readable() {
     let flags = tempfile::tempdir().expect("flags");
     let argv = program(flags.path());
     let a = api_with(tempfile::tempdir().expect("tempdir"), None, 64 << 20, |l| {
-        l.command = CommandLayer { argv: Some(argv) };
+        l.command = CommandLayer {
+            argv: Some(argv),
+            max_parallel: Some(2),
+        };
         l.queue = QueueLayer {
             backoff_base_ms: Some(100),
             ..QueueLayer::default()

@@ -20,6 +20,8 @@ use crate::util::fixture;
 
 /// The dispatcher's sweep and due jobs under a stream of wake-ups.
 mod dispatch;
+/// Remote ML calls off the CPU workers: limits in flight, cancel, shutdown.
+mod inflight;
 /// ML services behind the circuit breaker.
 mod ml;
 /// Progress never follows the end of its attempt.

@@ -39,6 +39,40 @@ pub fn sh_service(
     ))
 }
 
+/// `n` jobs on the lumen fixture for `segmenter` at `priority`, in one batch: their ids.
+pub async fn enqueue_lumen(
+    queue: &Queue,
+    images: &ImageStore,
+    segmenter: &str,
+    n: usize,
+    priority: i64,
+) -> Vec<spheroseg::queue::JobId> {
+    let image = images
+        .put_path(&fixture("spheroid_lumen_8bit.png"))
+        .expect("stored")
+        .image;
+    let jobs = (0..n)
+        .map(|_| NewJob {
+            image: image.clone(),
+            segmenter: spheroseg::segment::SegmenterId::new(segmenter).expect("name"),
+            priority: Priority::new(priority).expect("priority"),
+            ..NewJob::default()
+        })
+        .collect();
+    let done = queue.enqueue_batch(jobs).await.expect("enqueued");
+    done.into_iter().map(|e| e.job.id).collect()
+}
+
+/// Serves `app` on 127.0.0.1, port 0 (a stub service): its base URL.
+pub async fn serve_stub(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
 /// A file of `tests/fixtures`.
 pub fn fixture(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -151,3 +151,33 @@ async fn release_holds_a_job_back_without_spending_its_attempt() {
     assert!(f.queue.image_referenced("abc123").expect("read"));
     assert!(!f.queue.image_referenced("nope").expect("read"));
 }
+
+/// `lease_where` asks about each job in lease order and stops at the first it refuses: that job
+/// and the ones behind it stay queued, untouched (no attempt, no lease).
+#[tokio::test]
+async fn lease_where_stops_at_the_first_job_that_does_not_fit() {
+    let f = Fixture::new();
+    let mut ml = job(9);
+    ml.segmenter = SegmenterId::new("http").expect("name");
+    let ml = f.queue.enqueue(ml).await.expect("enqueue").job;
+    let builtin = f.add(5).await;
+    // The ML service has no free slot: nothing is leased, not even the builtin job behind it.
+    let full: Admit = Box::new(|name: &SegmenterId| name.is_builtin());
+    assert!(
+        f.queue
+            .lease_where(2, TTL, full)
+            .await
+            .expect("lease")
+            .is_empty()
+    );
+    let after = f.queue.get(ml.id).expect("get").expect("exists");
+    assert_eq!((after.state, after.attempts), (JobState::Queued, 0));
+    // One slot: the ML job, then the builtin one.
+    let mut slots = 1;
+    let one: Admit = Box::new(move |name: &SegmenterId| {
+        name.is_builtin() || std::mem::replace(&mut slots, 0) == 1
+    });
+    let leased = f.queue.lease_where(5, TTL, one).await.expect("lease");
+    let ids: Vec<JobId> = leased.iter().map(|l| l.job.id).collect();
+    assert_eq!(ids, vec![ml.id, builtin.id]);
+}

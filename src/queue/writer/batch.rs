@@ -99,8 +99,13 @@ impl<'a> Batch<'a> {
                 let r = self.enqueue_marked(jobs, marks);
                 answer(reply, r)
             }
-            Op::Lease { n, ttl, reply } => {
-                let r = self.lease(n, ttl);
+            Op::Lease {
+                n,
+                ttl,
+                admit,
+                reply,
+            } => {
+                let r = self.lease(n, ttl, admit);
                 answer(reply, r)
             }
             Op::Heartbeat { leases, ttl, reply } => {

@@ -16,6 +16,10 @@ use crate::segment::SegmenterId;
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, QueueError>>;
 
+/// Whether the dispatcher can take the next job (asked with its segmenter, in lease order): a
+/// `false` ends the lease there, the job stays where it is.
+pub type Admit = Box<dyn FnMut(&SegmenterId) -> bool + Send>;
+
 /// One request to the writer.
 pub(crate) struct Command(pub(crate) Op);
 
@@ -33,6 +37,7 @@ pub(crate) enum Op {
     Lease {
         n: usize,
         ttl: Duration,
+        admit: Option<Admit>,
         reply: Reply<Vec<Lease>>,
     },
     Heartbeat {

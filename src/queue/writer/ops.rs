@@ -93,7 +93,12 @@ impl Batch<'_> {
         Ok(out)
     }
 
-    pub(super) fn lease(&mut self, n: usize, ttl: Duration) -> Result<Vec<Lease>, QueueError> {
+    pub(super) fn lease(
+        &mut self,
+        n: usize,
+        ttl: Duration,
+        mut admit: Option<super::command::Admit>,
+    ) -> Result<Vec<Lease>, QueueError> {
         if n == 0
             || self
                 .t
@@ -108,6 +113,11 @@ impl Batch<'_> {
         while out.len() < n {
             let Some(raw) = self.pick()? else { break };
             let mut job = self.t.job(JobId(raw))?;
+            if let Some(admit) = &mut admit
+                && !admit(&job.segmenter)
+            {
+                break;
+            }
             self.leave(&job)?;
             job.state = JobState::Active;
             job.lease = LeaseToken(job.lease.0 + 1);

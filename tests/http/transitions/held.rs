@@ -21,7 +21,10 @@ async fn a_job_its_ml_service_cannot_take_is_held_without_spending_an_attempt() 
         "{input}".into(),
     ];
     let a = api_with(tempfile::tempdir().expect("tempdir"), None, 64 << 20, |l| {
-        l.command = CommandLayer { argv: Some(argv) };
+        l.command = CommandLayer {
+            argv: Some(argv),
+            ..CommandLayer::default()
+        };
     })
     .await;
     let addr = a.app.as_ref().expect("app").addr();

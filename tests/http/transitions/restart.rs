@@ -12,6 +12,7 @@ async fn a_shutdown_interrupts_running_jobs_and_a_restart_requeues_the_orphan() 
     let configure = |l: &mut Layer| {
         l.command = CommandLayer {
             argv: Some(program(flags.path())),
+            max_parallel: Some(2),
         };
         l.shutdown_grace_secs = Some(0);
     };

@@ -1,0 +1,156 @@
+//! ML jobs off the CPU workers. A remote service's call runs as a task on the runtime, at most
+//! `max_in_flight` per service; only the CPU-bound rest (decoding the image, checking and
+//! measuring the polygons) and the queue's blocking calls go to a blocking thread. A local
+//! program runs on a blocking thread of its own, at most `max_parallel` at once. Neither holds
+//! a worker thread, so builtin jobs run meanwhile.
+//!
+//! Every task is in the pool's `JoinSet` (shutdown joins them) and gives its service slot back
+//! when it ends, however it ends (a guard does it, also on a panic).
+
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::{Shared, Target, Work, worker};
+use crate::error_code::ErrorCode;
+use crate::queue::{JobError, JobId, Lease};
+use crate::segment::http::HttpSegmenter;
+use crate::segment::{Input, MlService};
+
+/// Starts an admitted ML job (its slot already counted in `in_flight`).
+pub(super) fn spawn(s: &Arc<Shared>, work: Work) {
+    let Target::Ml(_, svc, _) = &work.target else {
+        unreachable!("only ML jobs are spawned off the workers")
+    };
+    let slot = Slot {
+        s: Arc::clone(s),
+        id: work.lease.job.id,
+        svc: Arc::clone(svc),
+    };
+    let remote = svc.http.clone();
+    let mut tasks = s.tasks.lock().expect("tasks lock");
+    // Reap the finished ones so the set holds only what runs.
+    while tasks.try_join_next().is_some() {}
+    match remote {
+        Some(http) => {
+            tasks.spawn(async move {
+                call(&slot.s, http, work).await;
+                drop(slot);
+            });
+        }
+        None => {
+            tasks.spawn_blocking(move || {
+                worker::run(&slot.s, work);
+                drop(slot);
+            });
+        }
+    }
+}
+
+/// A running ML job's hold on its service slot and on the pool's running map.
+struct Slot {
+    s: Arc<Shared>,
+    id: JobId,
+    svc: Arc<MlService>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.s
+            .running
+            .lock()
+            .expect("running lock")
+            .remove(&self.id);
+        self.svc.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.s.nudge.notify_one();
+        self.s.idle.notify_waiters();
+    }
+}
+
+/// One remote call, then its result on a blocking thread.
+async fn call(s: &Arc<Shared>, http: Arc<HttpSegmenter>, work: Work) {
+    let (lease, stop, target) = (work.lease, work.stop, work.target);
+    let id = lease.job.id;
+    let Target::Ml(_, svc, permit) = &target else {
+        return;
+    };
+    // Handing back a job stopped before it began is a blocking call to the queue.
+    let began = {
+        let (s, lease, stop, target) = (
+            Arc::clone(s),
+            lease.clone(),
+            Arc::clone(&stop),
+            target.clone(),
+        );
+        tokio::task::spawn_blocking(move || worker::begin(&s, &lease, &stop, &target)).await
+    };
+    if !matches!(began, Ok(true)) {
+        return;
+    }
+    let started = Instant::now();
+    progress(s, &lease, 5);
+    let path = s.images.path(&lease.job.image.hash);
+    let read = {
+        let (s, hash) = (Arc::clone(s), lease.job.image.hash.clone());
+        tokio::task::spawn_blocking(move || s.images.read(&hash)).await
+    };
+    let bytes = match read {
+        Ok(Ok(b)) => b,
+        other => {
+            let why = match other {
+                Ok(Err(e)) => e.to_string(),
+                _ => "the read was interrupted".to_owned(),
+            };
+            svc.breaker.lock().expect("breaker lock").abandon(*permit);
+            let err = JobError::permanent(
+                ErrorCode::IMAGE_MISSING,
+                format!("the stored image is gone: {why}"),
+            );
+            super::fail(s, &lease, err).await;
+            return;
+        }
+    };
+    let reply = {
+        let input = input(s, &lease, &bytes, &path);
+        http.polygons(&input, &stop, work.deadline).await
+    };
+    let call_ms = started.elapsed().as_secs_f64() * 1e3;
+    let s = Arc::clone(s);
+    let tail = tokio::task::spawn_blocking(move || {
+        let outcome = match reply {
+            Ok(polygons) => std::panic::catch_unwind(AssertUnwindSafe(|| {
+                let input = input(&s, &lease, &bytes, &path);
+                http.result(&polygons, &input, call_ms)
+            })),
+            Err(f) => Ok(Err(f)),
+        };
+        worker::conclude(&s, &lease, &stop, &target, outcome, started);
+    });
+    if tail.await.is_err() {
+        tracing::error!(job.id = %id, "recording a remote job's outcome panicked");
+    }
+}
+
+/// What the service gets: the stored file (never a cached decode).
+fn input<'a>(s: &'a Shared, lease: &'a Lease, bytes: &'a [u8], path: &'a Path) -> Input<'a> {
+    Input {
+        bytes,
+        path,
+        name: &lease.job.image.name,
+        params: &lease.job.params,
+        limits: &s.config.limits,
+        budget: &s.config.budget,
+        decoded: None,
+    }
+}
+
+/// Keeps and publishes a remote job's progress (the call itself reports none).
+fn progress(s: &Shared, lease: &Lease, p: u8) {
+    let id = lease.job.id;
+    if let Some(r) = s.running.lock().expect("running lock").get(&id) {
+        r.progress.store(p, Ordering::Relaxed);
+    }
+    s.events.publish_progress(id, lease.token, p);
+}
