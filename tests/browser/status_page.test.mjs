@@ -6,7 +6,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
 import { createInterface } from "node:readline";
-import { mkdtempSync, mkdirSync, writeFileSync, rmSync, existsSync, copyFileSync } from "node:fs";
+import { mkdtempSync, mkdirSync, writeFileSync, readFileSync, rmSync, existsSync, copyFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -360,6 +360,28 @@ test("a project remembers its pixel size; its images are measured and drawn in Â
     const [xlsx] = await Promise.all([page.waitForEvent("download"), page.click("#project-xlsx")]);
     assert.equal(xlsx.suggestedFilename(), "screen-1.xlsx");
     await page.screenshot({ path: join(shots, "project.png"), fullPage: true });
+    assert.deepEqual(errors, []);
+    await context.close();
+  } finally { await stop(server); }
+});
+
+test("a file dropped on the drop zone makes one job, and one dropped on the page makes one too", async () => {
+  const server = await serve();
+  try {
+    const { page, errors, context } = await openPage(server.url);
+    const png = readFileSync(join(fixtures, "spheroid_core_8bit.png")).toString("base64");
+    const drop = (selector, name) => page.evaluate(({ selector, name, png }) => {
+      const bytes = Uint8Array.from(atob(png), (c) => c.charCodeAt(0));
+      const dt = new DataTransfer();
+      dt.items.add(new File([bytes], name, { type: "image/png" }));
+      document.querySelector(selector).dispatchEvent(new DragEvent("drop", { dataTransfer: dt, bubbles: true, cancelable: true }));
+    }, { selector, name, png });
+    await drop("#drop", "zone.png");
+    await drop("main", "page.png");
+    await page.waitForFunction(() => ["zone.png", "page.png"].every((n) => [...document.querySelectorAll("#job-rows tr")]
+      .some((r) => r.textContent.includes(n) && r.querySelector("td.state").textContent === "completed")), null, { timeout: 60000 });
+    const jobs = await page.evaluate(async () => (await (await fetch("/api/jobs?limit=100")).json()).jobs.map((j) => j.image.name).sort());
+    assert.deepEqual(jobs, ["page.png", "zone.png"], "one job per dropped file");
     assert.deepEqual(errors, []);
     await context.close();
   } finally { await stop(server); }
