@@ -268,8 +268,13 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, DecodeErro
 pub fn decode_from<E: Encoded>(input: &E, limits: &DecodeLimits) -> Result<Decoded, DecodeError> {
     let header = probe_from(input, limits)?;
     let (r, format) = reader(input, limits)?;
-    let img = r
-        .decode()
+    // A decoder may panic on inconsistent data (zune-jpeg 0.5.15 does, in its AVX2 IDCT, on a
+    // JPEG the fuzz target made): that is a damaged file, not a crash.
+    let img = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| r.decode()))
+        .map_err(|_| DecodeError::Damaged {
+            format,
+            detail: "the decoder stopped on inconsistent data".into(),
+        })?
         .map_err(|e| classify(e, format, limits, Some((header.width, header.height))))?;
     let pages = match (format, input.open()) {
         ("TIFF", Ok(r)) => tiff_pages(r),
