@@ -47,13 +47,7 @@ async fn original(
     let hash = job.image.hash.clone();
     let bytes = tokio::task::spawn_blocking(move || images.read(&hash))
         .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                ErrorCode::IO_ERROR,
-                e.to_string(),
-            )
-        })??;
+        .map_err(task_failed)??;
     let kind = crate::segment::decode::probe(&bytes, &crate::segment::DecodeLimits::default())
         .map(|h| match h.format {
             "PNG" => "image/png",
@@ -90,13 +84,7 @@ async fn preview(
     let images = state.service.images.clone();
     let png = tokio::task::spawn_blocking(move || images.preview(&job.image.hash, 2048))
         .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                ErrorCode::IO_ERROR,
-                e.to_string(),
-            )
-        })??;
+        .map_err(task_failed)??;
     Ok((
         [
             (header::CONTENT_TYPE, "image/png"),
@@ -105,4 +93,13 @@ async fn preview(
         png,
     )
         .into_response())
+}
+
+/// A blocking read of the image store that did not finish (it panicked or was cancelled).
+fn task_failed(e: tokio::task::JoinError) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::IO_ERROR,
+        e.to_string(),
+    )
 }
