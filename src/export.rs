@@ -18,7 +18,7 @@ pub mod roi;
 pub mod table;
 pub mod xlsx;
 
-pub use overlay::overlay_png;
+pub use overlay::{overlay_png, thumbnail_jpeg};
 
 use crate::morphology::rasterize;
 use crate::segment::SegmentResult;
@@ -62,8 +62,8 @@ pub enum ExportError {
     /// Writing the output failed.
     #[error("cannot write export: {0}")]
     Io(#[from] std::io::Error),
-    /// Encoding a PNG failed.
-    #[error("cannot encode the PNG: {0}")]
+    /// Encoding a PNG or JPEG failed.
+    #[error("cannot encode the image: {0}")]
     Png(#[from] image::ImageError),
     /// Building the XLSX workbook failed.
     #[error("cannot write the XLSX workbook: {0}")]
