@@ -111,7 +111,10 @@ function render() {
       el("ul", { class: "tiles" }, ...grp.items.map((i) => tile(i, index++))));
   });
   const total = g.items.length;
+  // A person moving through the tiles keeps their place while the gallery updates.
+  const focused = document.activeElement?.closest?.("#gallery-grid li.tile")?.dataset.id;
   $("gallery-grid").replaceChildren(...sections);
+  if (focused) document.querySelector(`#gallery-grid li.tile[data-id="${focused}"] button.thumb`)?.focus({ preventScroll: true });
   $("gallery-empty").hidden = g.order.length > 0;
   $("gallery-empty").textContent = total ? "No image matches these filters." : "No completed jobs yet: their thumbnails appear here.";
   $("gallery-summary").textContent = total ? `${plural(total, "image")}${g.next ? " (the newest; more below)" : ""}` : "";
@@ -136,7 +139,8 @@ async function fetchThumbnail(img) {
 }
 
 export async function loadGallery(append = false) {
-  const p = new URLSearchParams({ limit: "100" });
+  // A reload keeps as many as were shown (the pages "More images" added too).
+  const p = new URLSearchParams({ limit: String(append ? 100 : Math.min(500, Math.max(100, g.items.length))) });
   const project = $("gallery-project").value.trim();
   if (project) p.set("project", project);
   if (append && g.next) p.set("cursor", g.next);
@@ -194,8 +198,9 @@ function moveFocus(e) {
 /// A page event: a completed or deleted job changes the gallery soon after.
 export function galleryEvent(e) {
   if (!["job_completed", "jobs_deleted", "resync"].includes(e.type) && !(e.job && g.items.some((i) => i.job.id === e.job.id))) return;
-  clearTimeout(g.timer);
-  g.timer = setTimeout(() => loadGallery(), 800);
+  // At most one reload a second, however fast a batch completes.
+  if (g.timer) return;
+  g.timer = setTimeout(() => { g.timer = null; loadGallery(); }, 1000);
 }
 
 export function setupGallery(hooks) {
