@@ -234,6 +234,22 @@ mod tests {
     }
 
     #[test]
+    fn a_thumbnail_draws_the_outlines_scaled_to_its_size() {
+        // A 20 × 10 image whose object spans x 10..18, y 1..9, on a background of half the size.
+        let r = result("a.png", vec![square(10.0, 8.0)], None);
+        let background = image::GrayImage::new(10, 5);
+        let jpeg = thumbnail_jpeg(&background, &r).expect("encodes");
+        let img = image::load_from_memory(&jpeg).expect("decodes").to_rgb8();
+        assert_eq!(img.dimensions(), (10, 5));
+        let yellow = |x, y| {
+            let p: &image::Rgb<u8> = img.get_pixel(x, y);
+            p.0[0] > 120 && p.0[1] > 100 && p.0[2] < 120
+        };
+        assert!(yellow(5, 2), "the left edge, at x 10 / 2");
+        assert!(!yellow(1, 2), "nothing left of it");
+    }
+
+    #[test]
     fn csv_has_the_replaced_columns_rounding_and_quoting() {
         let a = result(
             "plate 1, well \"B2\".tif",

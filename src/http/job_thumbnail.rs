@@ -123,3 +123,23 @@ async fn thumbnail(
     )
         .into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_none_match_names_the_etag_in_a_list_weakly_or_as_any() {
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::IF_NONE_MATCH, v.parse().expect("header"));
+            h
+        };
+        let etag = "\"256-ab\"";
+        assert!(not_modified(&with("\"256-ab\""), etag));
+        assert!(not_modified(&with("\"x\", W/\"256-ab\""), etag));
+        assert!(not_modified(&with("*"), etag));
+        assert!(!not_modified(&with("\"64-ab\""), etag));
+        assert!(!not_modified(&HeaderMap::new(), etag));
+    }
+}
