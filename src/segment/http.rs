@@ -23,10 +23,20 @@ const MAX_REPLY_BYTES: usize = 64 << 20;
 
 /// The client for an ML service could not be made.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot build the HTTP client for the ML service at {url}: {source}")]
+#[error("cannot build the client for the ML service at {url}: {reason}")]
 pub struct ClientError {
     pub url: String,
-    source: reqwest::Error,
+    reason: String,
+}
+
+impl ClientError {
+    /// A protocol this build cannot speak yet.
+    pub fn unsupported(url: &str, protocol: &str) -> Self {
+        ClientError {
+            url: url.to_owned(),
+            reason: format!("protocol {protocol:?} is not available in this build"),
+        }
+    }
 }
 
 /// A remote ML service.
@@ -117,9 +127,9 @@ impl HttpSegmenter {
             .connect_timeout(Duration::from_secs(5).min(timeout))
             .timeout(timeout)
             .build()
-            .map_err(|source| ClientError {
+            .map_err(|e| ClientError {
                 url: url.to_owned(),
-                source,
+                reason: e.to_string(),
             })?;
         Ok(HttpSegmenter {
             name: name.to_owned(),
@@ -162,7 +172,7 @@ impl HttpSegmenter {
         }
     }
 
-    async fn call(&self, input: &Input<'_>) -> Result<Vec<Polygon>, Failure> {
+    async fn call(&self, input: &Input<'_>) -> Result<SegmentResults, Failure> {
         let url = format!("{}/segment", self.base);
         let request = if self.share_paths {
             self.client
@@ -238,7 +248,7 @@ impl HttpSegmenter {
                 ),
             ));
         }
-        reply_polygons(&self.name, &body)
+        reply_results(&self.name, &body)
     }
 }
 
@@ -246,6 +256,11 @@ impl HttpSegmenter {
 /// none. Malformed JSON and success without results are transient (a service mid-deploy sends
 /// them); `success: false` is permanent.
 pub(crate) fn reply_polygons(name: &str, body: &[u8]) -> Result<Vec<Polygon>, Failure> {
+    reply_results(name, body).map(|r| r.polygons)
+}
+
+/// [`reply_polygons`], with the service's `features` kept.
+fn reply_results(name: &str, body: &[u8]) -> Result<SegmentResults, Failure> {
     let snippet = || String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
     let reply = serde_json::from_slice::<SegmentReply>(body).map_err(|e| {
         Failure::transient(
@@ -262,7 +277,7 @@ pub(crate) fn reply_polygons(name: &str, body: &[u8]) -> Result<Vec<Polygon>, Fa
             ),
         ));
     }
-    reply.results.map(|r| r.polygons).ok_or_else(|| {
+    reply.results.ok_or_else(|| {
         Failure::transient(
             ErrorCode::ML_MALFORMED,
             format!("{name} sent success without results"),
@@ -271,15 +286,15 @@ pub(crate) fn reply_polygons(name: &str, body: &[u8]) -> Result<Vec<Polygon>, Fa
 }
 
 impl HttpSegmenter {
-    /// The call on the runtime, for the pool: the polygons the service returned, or why not.
-    /// It ends at `deadline` (a timeout) or soon after `stop` is asked (dropping the request,
-    /// which closes its connection). No CPU-bound work happens here.
-    pub async fn polygons(
+    /// The call on the runtime, for the pool: what the service returned, or why not. It ends
+    /// at `deadline` (a timeout) or soon after `stop` is asked (dropping the request, which
+    /// closes its connection). No CPU-bound work happens here.
+    pub async fn segment_reply(
         &self,
         input: &Input<'_>,
         stop: &Stop,
         deadline: Instant,
-    ) -> Result<Vec<Polygon>, Failure> {
+    ) -> Result<SegmentResults, Failure> {
         let deadline = tokio::time::Instant::from_std(deadline);
         let mut poll = tokio::time::interval(Duration::from_millis(20));
         let call = self.call(input);
@@ -302,12 +317,12 @@ impl HttpSegmenter {
     /// outlines (CPU-bound: on a thread, never on the runtime).
     pub fn result(
         &self,
-        polygons: &[Polygon],
+        reply: SegmentResults,
         input: &Input<'_>,
         call_ms: f64,
     ) -> Result<SegmentResult, Failure> {
         result_from_polygons(
-            polygons,
+            &reply.polygons,
             input,
             &self.name,
             vec![("ml call".into(), call_ms)],
@@ -316,7 +331,7 @@ impl HttpSegmenter {
 }
 
 /// Blocks the calling thread on the runtime for the call: for callers off the runtime (the pool
-/// uses [`HttpSegmenter::polygons`] instead).
+/// uses [`HttpSegmenter::segment_reply`] instead).
 impl Segmenter for HttpSegmenter {
     fn name(&self) -> &str {
         &self.name
@@ -329,10 +344,10 @@ impl Segmenter for HttpSegmenter {
     ) -> Result<SegmentResult, Failure> {
         let started = Instant::now();
         (control.progress)(5);
-        let polygons =
+        let reply =
             self.handle
-                .block_on(self.polygons(input, control.stop, control.deadline))?;
-        self.result(&polygons, input, started.elapsed().as_secs_f64() * 1e3)
+                .block_on(self.segment_reply(input, control.stop, control.deadline))?;
+        self.result(reply, input, started.elapsed().as_secs_f64() * 1e3)
     }
 }
 
