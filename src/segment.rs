@@ -27,8 +27,8 @@ pub(crate) use params::ParamsV1;
 pub use params::{Declump, Feature, ParamsError, PixelSizeGiven, Polarity, SegmentParams};
 pub use registry::{MlService, Segmenters};
 pub use result::{
-    AnalyzeError, ImageInfo, ObjectFlags, ObjectMetrics, ResultJson, SegmentResult, analyze,
-    analyze_decoded,
+    AnalyzeError, ImageInfo, MlOrigin, ObjectFlags, ObjectMetrics, ResultJson, SegmentResult,
+    analyze, analyze_decoded,
 };
 use result::{measure_all, pixel_size_of};
 
@@ -389,5 +389,6 @@ pub fn result_from_polygons(
         timings_ms,
         created_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         metadata: Vec::new(),
+        ml: None,
     })
 }

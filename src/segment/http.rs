@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 
+use super::result::MlOrigin;
 use super::{Control, Failure, Input, SegmentResult, Segmenter, Stop, result_from_polygons};
 use crate::error_code::ErrorCode;
 use crate::outline::Polygon;
@@ -321,12 +322,44 @@ impl HttpSegmenter {
         input: &Input<'_>,
         call_ms: f64,
     ) -> Result<SegmentResult, Failure> {
-        result_from_polygons(
+        let mut result = result_from_polygons(
             &reply.polygons,
             input,
             &self.name,
             vec![("ml call".into(), call_ms)],
-        )
+        )?;
+        result.ml = Some(MlOrigin {
+            polygon_ids: ids_in_list_order(&reply.polygons),
+            features: reply.features,
+        });
+        Ok(result)
+    }
+}
+
+/// The service's polygon ids in the order a result lists its objects (each outline, then its
+/// holes); none when they are not unique (they could not name the objects).
+fn ids_in_list_order(polygons: &[Polygon]) -> Vec<String> {
+    use crate::outline::PolygonKind;
+    let mut holes: std::collections::HashMap<&str, Vec<&str>> = Default::default();
+    for p in polygons.iter().filter(|p| p.kind == PolygonKind::Internal) {
+        if let Some(parent) = &p.parent_id {
+            holes.entry(parent).or_default().push(&p.id);
+        }
+    }
+    let ids: Vec<String> = polygons
+        .iter()
+        .filter(|p| p.kind == PolygonKind::External)
+        .flat_map(|p| {
+            let own = holes.get(p.id.as_str()).into_iter().flatten().copied();
+            std::iter::once(p.id.as_str()).chain(own)
+        })
+        .map(str::to_owned)
+        .collect();
+    let unique: std::collections::HashSet<&String> = ids.iter().collect();
+    if unique.len() == ids.len() && ids.len() == polygons.len() {
+        ids
+    } else {
+        Vec::new()
     }
 }
 
@@ -494,7 +527,7 @@ pub fn ml_reply(result: Result<&SegmentResult, &Failure>) -> (u16, SegmentReply)
             SegmentReply {
                 success: true,
                 results: Some(SegmentResults {
-                    polygons: crate::outline::to_polygons(&r.objects),
+                    polygons: r.polygons(),
                     features: serde_json::to_value(&r.metrics).ok(),
                 }),
                 error: None,

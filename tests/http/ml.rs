@@ -166,3 +166,55 @@ async fn ml_segment_refuses_an_oversize_field_and_stores_nothing() {
     assert!(stored(&a).is_empty(), "{:?}", stored(&a));
     a.stop().await;
 }
+
+/// `/ml/segment` takes JSON `{"image_path"}` (the caller's `share_paths`) for a file inside the
+/// import directories, and refuses any other path with a 4xx that says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ml_segment_takes_an_image_path_inside_the_import_dirs_only() {
+    let a = api(None, 1 << 20).await;
+    let inside = fixture("spheroid_lumen_8bit.png").display().to_string();
+    for path in ["spheroid_lumen_8bit.png", inside.as_str()] {
+        let body = serde_json::json!({"image_path": path, "params": {}}).to_string();
+        let (s, v) = a.call("POST", "/ml/segment", Some(&body)).await;
+        assert_eq!(s, StatusCode::OK, "{path}: {v}");
+        assert_eq!(v["success"], true);
+        assert_eq!(v["results"]["polygons"][0]["type"], "external", "{v}");
+    }
+    for path in ["../cli.rs", "../../Cargo.toml", "/etc/passwd"] {
+        let body = serde_json::json!({ "image_path": path }).to_string();
+        let (s, v) = a.call("POST", "/ml/segment", Some(&body)).await;
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("path-not-allowed")),
+            "{path}: {v}"
+        );
+        assert!(
+            v["message"]
+                .as_str()
+                .expect("message")
+                .contains("image_path")
+        );
+    }
+    let (s, v) = a
+        .call("POST", "/ml/segment", Some(r#"{"image_path": "nope.png"}"#))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let (s, v) = a
+        .call("POST", "/ml/segment", Some(r#"{"image": "a.png"}"#))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    a.stop().await;
+
+    let off = api_with(tempfile::tempdir().expect("tempdir"), None, 1 << 20, |l| {
+        l.import_dirs = Some(vec![]);
+    })
+    .await;
+    let body = serde_json::json!({ "image_path": inside }).to_string();
+    let (s, v) = off.call("POST", "/ml/segment", Some(&body)).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("import-disabled")),
+        "{v}"
+    );
+    off.stop().await;
+}

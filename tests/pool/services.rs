@@ -22,7 +22,12 @@ use super::*;
 
 const SQUARE: &str = r#"{"success":true,"results":{"polygons":[{"id":"p","points":[{"x":20,"y":20},{"x":70,"y":20},{"x":70,"y":70},{"x":20,"y":70}],"type":"external","class":"spheroid"}]}}"#;
 
+/// An outline with a hole, under the service's own ids, and its own features.
+const WITH_IDS: &str = r##"{"success":true,"results":{"polygons":[{"id":"polygon-1a2b3c4d","points":[{"x":20,"y":20},{"x":70,"y":20},{"x":70,"y":70},{"x":20,"y":70}],"type":"external","class":"spheroid","color":"#3357FF"},{"id":"hole-9f8e7d6c","points":[{"x":40,"y":40},{"x":50,"y":40},{"x":50,"y":50},{"x":40,"y":50}],"type":"internal","parentId":"polygon-1a2b3c4d","class":"hole"}],"features":{"model":"resunet-v3","scores":[0.97]}}}"##;
+
 const OK: u8 = 0;
+/// Answers `WITH_IDS`.
+const IDS: u8 = 3;
 /// 503 with `Retry-After: 30`.
 const BUSY: u8 = 1;
 /// 500.
@@ -54,6 +59,7 @@ async fn segment(State(stub): State<Stub>) -> Response {
         )
             .into_response(),
         BROKEN => (StatusCode::INTERNAL_SERVER_ERROR, [close], "model crashed").into_response(),
+        IDS => ([close, ("content-type", "application/json")], WITH_IDS).into_response(),
         _ => ([close, ("content-type", "application/json")], SQUARE).into_response(),
     }
 }
@@ -339,6 +345,34 @@ async fn jobs_no_service_can_take_are_held_unleased_and_builtin_jobs_behind_them
     assert!(
         jobs.iter()
             .all(|j| (j.state, j.attempts) == (JobState::Completed, 1))
+    );
+    pool.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_services_polygon_ids_and_features_are_kept_in_the_result() {
+    let h = harness();
+    let (url, _stub, _s) = start(Duration::from_millis(1), IDS).await;
+    let svc = service("gpu-a", &url, 2, 1);
+    let pool = h.start(segmenters(&[("gpu-a", &svc)]), config(1));
+    let ids = crate::util::enqueue_lumen(&h.queue, &h.images, "resunet", 1, 5).await;
+    let jobs = h.finished(&ids, 60).await;
+    assert_eq!(jobs[0].state, JobState::Completed, "{:?}", jobs[0]);
+    let bytes = h.queue.result(ids[0]).expect("read").expect("stored");
+    let r = SegmentResult::from_bytes(&bytes).expect("decodes");
+    assert_eq!((r.objects.len(), r.objects[0].holes.len()), (1, 1));
+    let v = serde_json::to_value(r.to_json()).expect("json");
+    assert_eq!(v["polygons"][0]["id"], "polygon-1a2b3c4d");
+    assert_eq!(v["polygons"][1]["id"], "hole-9f8e7d6c");
+    assert_eq!(v["polygons"][1]["parentId"], "polygon-1a2b3c4d");
+    assert_eq!(v["metrics"][0]["object_id"], "polygon-1a2b3c4d");
+    assert_eq!(
+        v["features"],
+        serde_json::json!({"model": "resunet-v3", "scores": [0.97]})
+    );
+    assert_eq!(
+        v["metrics"][0]["area"], 2400.0,
+        "measured by spheroseg, hole cut out"
     );
     pool.shutdown(Duration::from_secs(5)).await;
 }
