@@ -132,7 +132,7 @@ async fn call(mut slot: Slot, work: Work) {
         }
     };
     let mut tried = Vec::new();
-    let (reply, remote) = loop {
+    let (reply, remote, called) = loop {
         let Target::Ml(name, svc, permit) = &target else {
             return;
         };
@@ -156,7 +156,7 @@ async fn call(mut slot: Slot, work: Work) {
                 continue;
             }
         }
-        break (reply, remote);
+        break (reply, remote, called);
     };
     let call_ms = started.elapsed().as_secs_f64() * 1e3;
     let s = Arc::clone(s);
@@ -168,7 +168,8 @@ async fn call(mut slot: Slot, work: Work) {
             })),
             Err(f) => Ok(Err(f)),
         };
-        worker::conclude(&s, &lease, &stop, &target, outcome, started);
+        // The breaker times the call its service made, not those before it on others.
+        worker::conclude(&s, &lease, &stop, &target, outcome, called);
         drop(slot);
     });
     if tail.await.is_err() {

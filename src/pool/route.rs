@@ -71,25 +71,22 @@ fn callable_at(svc: &MlService, now: Millis) -> Millis {
 /// Why no service of `segmenter` can take a job now, and until when it waits (the earliest
 /// moment one of them may be called again): the hold of a job that spends no attempt.
 pub(super) fn hold_of(s: &Shared, segmenter: &SegmenterId, now: Millis) -> (Millis, JobError) {
-    let open = s
-        .segmenters
-        .serving(segmenter)
+    let services: Vec<_> = s.segmenters.serving(segmenter).collect();
+    let open = services
+        .iter()
         .any(|(_, svc)| !svc.breaker.lock().expect("breaker lock").admits(now));
-    let reason = if open {
-        JobError::transient(
-            ErrorCode::BREAKER_OPEN,
-            format!(
-                "{segmenter} is unavailable (circuit open); the job waits without spending an attempt"
-            ),
-        )
+    let waits = services.iter().any(|(_, svc)| svc.skipped(now));
+    let (code, why) = if open {
+        (ErrorCode::BREAKER_OPEN, "is unavailable (circuit open)")
+    } else if waits {
+        (ErrorCode::ML_UNAVAILABLE, "asked to wait (Retry-After)")
     } else {
-        JobError::transient(
-            ErrorCode::ML_UNAVAILABLE,
-            format!(
-                "every service of {segmenter} asked to wait (Retry-After); the job waits without spending an attempt"
-            ),
-        )
+        (ErrorCode::ML_UNAVAILABLE, "has no free slot")
     };
+    let reason = JobError::transient(
+        code,
+        format!("{segmenter} {why}; the job waits without spending an attempt"),
+    );
     (callable_from(s, segmenter, now).max(now + 100), reason)
 }
 
