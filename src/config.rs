@@ -155,6 +155,10 @@ pub struct MlConfig {
     pub max_in_flight: u32,
     /// `none` (jobs wait while the breaker is open) or `builtin` (they run on the builtin segmenter).
     pub fallback: Fallback,
+    /// `[[ml.service]]` entries (the `[ml]` service, `url`, is not among them: see
+    /// [`Config::ml_services`]).
+    #[serde(rename = "service", skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<ServiceConfig>,
 }
 
 /// What happens to ML jobs while their service's breaker is open.
@@ -203,6 +207,19 @@ impl Config {
         validate::validate(merged, &origins)
     }
 
+    /// Every remote ML service: the `[ml]` one (`url`) first, then the `[[ml.service]]` entries.
+    pub fn ml_services(&self) -> Vec<ServiceConfig> {
+        let legacy = self
+            .ml
+            .url
+            .as_deref()
+            .map(|u| ServiceConfig::from_ml(&self.ml, u));
+        legacy
+            .into_iter()
+            .chain(self.ml.services.iter().cloned())
+            .collect()
+    }
+
     /// The effective configuration as TOML (the token redacted).
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("Config serialises to TOML")
@@ -226,6 +243,7 @@ pub const DEFAULT_TOML: &str = include_str!("config/default.toml");
 
 pub mod hosts;
 mod layer;
+pub mod ml;
 mod parts;
 mod unit;
 mod validate;
@@ -235,6 +253,7 @@ pub use hosts::HostRule;
 pub use layer::{
     AuthLayer, CommandLayer, Layer, LimitsLayer, MlLayer, QueueLayer, RetentionLayer, Sources,
 };
+pub use ml::{Protocol, ServiceConfig, ServiceLayer};
 pub use watch::{After, DONE_DIR, Pages, RESULTS_DIR, Results, WatchConfig, WatchLayer};
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Segmentation: one trait, chosen per job, with three implementations: the builtin classical
-//! pipeline, a local ML program (`command`) and a remote ML service (`http`). The ML ones run
-//! behind a circuit breaker (`breaker`). Also decoding, the decode budget, parameters and the
+//! pipeline, a local ML program (`command`) and remote ML services (`remote`: one arm per
+//! protocol, `http` the spheroseg contract). The ML ones run behind a circuit breaker each
+//! (`breaker`). Also decoding, the decode budget, parameters and the
 //! result record.
 
 pub mod breaker;
@@ -12,6 +13,7 @@ pub mod decode;
 pub mod http;
 mod params;
 mod registry;
+pub mod remote;
 mod result;
 
 use std::path::Path;
@@ -25,8 +27,8 @@ pub(crate) use params::ParamsV1;
 pub use params::{Declump, Feature, ParamsError, PixelSizeGiven, Polarity, SegmentParams};
 pub use registry::{MlService, Segmenters};
 pub use result::{
-    AnalyzeError, ImageInfo, ObjectFlags, ObjectMetrics, ResultJson, SegmentResult, analyze,
-    analyze_decoded,
+    AnalyzeError, ImageInfo, MlOrigin, ObjectFlags, ObjectMetrics, ResultJson, SegmentResult,
+    analyze, analyze_decoded,
 };
 use result::{measure_all, pixel_size_of};
 
@@ -387,5 +389,6 @@ pub fn result_from_polygons(
         timings_ms,
         created_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         metadata: Vec::new(),
+        ml: None,
     })
 }

@@ -92,10 +92,16 @@ function renderMl(services) {
     box.replaceChildren(el("p", { class: "muted" }, "No ML service configured: jobs run on the builtin segmenter."));
     return;
   }
+  const pick = $("segmenter");
+  for (const seg of new Set(services.map((s) => s.segmenter))) {
+    if (![...pick.options].some((o) => o.value === seg)) pick.append(el("option", { value: seg }, seg));
+  }
   box.replaceChildren(...services.map((s) => {
     const b = s.breaker;
-    let text = `${s.name} (${s.target}): breaker ${b.state}`;
+    const ready = s.ready === null ? "" : s.ready ? ", ready" : ", not ready";
+    let text = `${s.name} (${s.segmenter === s.name ? "" : `${s.segmenter}, `}${s.target}): ${s.in_flight}/${s.max_in_flight} calls${ready}, breaker ${b.state}`;
     if (b.state === "open" && b.nextProbe) text += `, next try in ${ago(b.nextProbe - Date.now())}`;
+    if (s.wait_until) text += `, asked to wait ${ago(s.wait_until - Date.now())}`;
     const reset = el("button", { type: "button", onclick: async () => { await api(`/api/ml/${s.name}/reset`, { method: "POST" }); loadOverview(); } }, "Reset");
     return el("p", {}, text, " ", reset);
   }));

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 
+use super::result::MlOrigin;
 use super::{Control, Failure, Input, SegmentResult, Segmenter, Stop, result_from_polygons};
 use crate::error_code::ErrorCode;
 use crate::outline::Polygon;
@@ -23,10 +24,20 @@ const MAX_REPLY_BYTES: usize = 64 << 20;
 
 /// The client for an ML service could not be made.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot build the HTTP client for the ML service at {url}: {source}")]
+#[error("cannot build the client for the ML service at {url}: {reason}")]
 pub struct ClientError {
     pub url: String,
-    source: reqwest::Error,
+    reason: String,
+}
+
+impl ClientError {
+    /// A protocol this build cannot speak yet.
+    pub fn unsupported(url: &str, protocol: &str) -> Self {
+        ClientError {
+            url: url.to_owned(),
+            reason: format!("protocol {protocol:?} is not available in this build"),
+        }
+    }
 }
 
 /// A remote ML service.
@@ -117,9 +128,9 @@ impl HttpSegmenter {
             .connect_timeout(Duration::from_secs(5).min(timeout))
             .timeout(timeout)
             .build()
-            .map_err(|source| ClientError {
+            .map_err(|e| ClientError {
                 url: url.to_owned(),
-                source,
+                reason: e.to_string(),
             })?;
         Ok(HttpSegmenter {
             name: name.to_owned(),
@@ -162,7 +173,7 @@ impl HttpSegmenter {
         }
     }
 
-    async fn call(&self, input: &Input<'_>) -> Result<Vec<Polygon>, Failure> {
+    async fn call(&self, input: &Input<'_>) -> Result<SegmentResults, Failure> {
         let url = format!("{}/segment", self.base);
         let request = if self.share_paths {
             self.client
@@ -238,7 +249,7 @@ impl HttpSegmenter {
                 ),
             ));
         }
-        reply_polygons(&self.name, &body)
+        reply_results(&self.name, &body)
     }
 }
 
@@ -246,6 +257,11 @@ impl HttpSegmenter {
 /// none. Malformed JSON and success without results are transient (a service mid-deploy sends
 /// them); `success: false` is permanent.
 pub(crate) fn reply_polygons(name: &str, body: &[u8]) -> Result<Vec<Polygon>, Failure> {
+    reply_results(name, body).map(|r| r.polygons)
+}
+
+/// [`reply_polygons`], with the service's `features` kept.
+fn reply_results(name: &str, body: &[u8]) -> Result<SegmentResults, Failure> {
     let snippet = || String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
     let reply = serde_json::from_slice::<SegmentReply>(body).map_err(|e| {
         Failure::transient(
@@ -262,7 +278,7 @@ pub(crate) fn reply_polygons(name: &str, body: &[u8]) -> Result<Vec<Polygon>, Fa
             ),
         ));
     }
-    reply.results.map(|r| r.polygons).ok_or_else(|| {
+    reply.results.ok_or_else(|| {
         Failure::transient(
             ErrorCode::ML_MALFORMED,
             format!("{name} sent success without results"),
@@ -271,15 +287,15 @@ pub(crate) fn reply_polygons(name: &str, body: &[u8]) -> Result<Vec<Polygon>, Fa
 }
 
 impl HttpSegmenter {
-    /// The call on the runtime, for the pool: the polygons the service returned, or why not.
-    /// It ends at `deadline` (a timeout) or soon after `stop` is asked (dropping the request,
-    /// which closes its connection). No CPU-bound work happens here.
-    pub async fn polygons(
+    /// The call on the runtime, for the pool: what the service returned, or why not. It ends
+    /// at `deadline` (a timeout) or soon after `stop` is asked (dropping the request, which
+    /// closes its connection). No CPU-bound work happens here.
+    pub async fn segment_reply(
         &self,
         input: &Input<'_>,
         stop: &Stop,
         deadline: Instant,
-    ) -> Result<Vec<Polygon>, Failure> {
+    ) -> Result<SegmentResults, Failure> {
         let deadline = tokio::time::Instant::from_std(deadline);
         let mut poll = tokio::time::interval(Duration::from_millis(20));
         let call = self.call(input);
@@ -302,21 +318,53 @@ impl HttpSegmenter {
     /// outlines (CPU-bound: on a thread, never on the runtime).
     pub fn result(
         &self,
-        polygons: &[Polygon],
+        reply: SegmentResults,
         input: &Input<'_>,
         call_ms: f64,
     ) -> Result<SegmentResult, Failure> {
-        result_from_polygons(
-            polygons,
+        let mut result = result_from_polygons(
+            &reply.polygons,
             input,
             &self.name,
             vec![("ml call".into(), call_ms)],
-        )
+        )?;
+        result.ml = Some(MlOrigin {
+            polygon_ids: ids_in_list_order(&reply.polygons),
+            features: reply.features,
+        });
+        Ok(result)
+    }
+}
+
+/// The service's polygon ids in the order a result lists its objects (each outline, then its
+/// holes); none when they are not unique (they could not name the objects).
+fn ids_in_list_order(polygons: &[Polygon]) -> Vec<String> {
+    use crate::outline::PolygonKind;
+    let mut holes: std::collections::HashMap<&str, Vec<&str>> = Default::default();
+    for p in polygons.iter().filter(|p| p.kind == PolygonKind::Internal) {
+        if let Some(parent) = &p.parent_id {
+            holes.entry(parent).or_default().push(&p.id);
+        }
+    }
+    let ids: Vec<String> = polygons
+        .iter()
+        .filter(|p| p.kind == PolygonKind::External)
+        .flat_map(|p| {
+            let own = holes.get(p.id.as_str()).into_iter().flatten().copied();
+            std::iter::once(p.id.as_str()).chain(own)
+        })
+        .map(str::to_owned)
+        .collect();
+    let unique: std::collections::HashSet<&String> = ids.iter().collect();
+    if unique.len() == ids.len() && ids.len() == polygons.len() {
+        ids
+    } else {
+        Vec::new()
     }
 }
 
 /// Blocks the calling thread on the runtime for the call: for callers off the runtime (the pool
-/// uses [`HttpSegmenter::polygons`] instead).
+/// uses [`HttpSegmenter::segment_reply`] instead).
 impl Segmenter for HttpSegmenter {
     fn name(&self) -> &str {
         &self.name
@@ -329,10 +377,10 @@ impl Segmenter for HttpSegmenter {
     ) -> Result<SegmentResult, Failure> {
         let started = Instant::now();
         (control.progress)(5);
-        let polygons =
+        let reply =
             self.handle
-                .block_on(self.polygons(input, control.stop, control.deadline))?;
-        self.result(&polygons, input, started.elapsed().as_secs_f64() * 1e3)
+                .block_on(self.segment_reply(input, control.stop, control.deadline))?;
+        self.result(reply, input, started.elapsed().as_secs_f64() * 1e3)
     }
 }
 
@@ -479,7 +527,7 @@ pub fn ml_reply(result: Result<&SegmentResult, &Failure>) -> (u16, SegmentReply)
             SegmentReply {
                 success: true,
                 results: Some(SegmentResults {
-                    polygons: crate::outline::to_polygons(&r.objects),
+                    polygons: r.polygons(),
                     features: serde_json::to_value(&r.metrics).ok(),
                 }),
                 error: None,

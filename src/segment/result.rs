@@ -118,6 +118,20 @@ pub struct SegmentResult {
     /// The job's metadata (e.g. `plate`, `well` from a watch folder's file names), in the order
     /// it was given; copied in when the result is stored, so exports need not join the job.
     pub metadata: Vec<(String, String)>,
+    /// What a remote ML service said beside its outlines; `None` for other results.
+    pub ml: Option<MlOrigin>,
+}
+
+/// What a remote ML service sent beside its outlines, kept as it sent it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MlOrigin {
+    /// The ids of its polygons in the flat list's order (each outline, then its holes), when
+    /// they were unique; the result's polygons carry them instead of spheroseg's own.
+    #[serde(default)]
+    pub polygon_ids: Vec<String>,
+    /// Its `features`, whatever their shape.
+    #[serde(default)]
+    pub features: Option<serde_json::Value>,
 }
 
 /// Everything of a stored result but its outlines, as JSON (so fields can be added), beside the
@@ -138,6 +152,8 @@ struct Meta {
     created_at: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     metadata: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ml: Option<MlOrigin>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -156,6 +172,9 @@ pub struct ResultJson<'a> {
     pub decisions: &'a Option<Decisions>,
     pub polygons: Vec<Polygon>,
     pub metrics: Vec<ObjectMetrics<'a>>,
+    /// A remote ML service's own `features`, as it sent them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub features: Option<&'a serde_json::Value>,
     pub timings_ms: &'a [(String, f64)],
     pub created_at: &'a str,
 }
@@ -188,6 +207,7 @@ impl SegmentResult {
             timings_ms: self.timings_ms.clone(),
             created_at: self.created_at.clone(),
             metadata: self.metadata.clone(),
+            ml: self.ml.clone(),
         };
         let stored = StoredV2 {
             meta: serde_json::to_string(&meta).expect("plain structs serialise"),
@@ -224,6 +244,7 @@ impl SegmentResult {
                     timings_ms: m.timings_ms,
                     created_at: m.created_at,
                     metadata: m.metadata,
+                    ml: m.ml,
                 })
             }
             Some((&RESULT_V1, rest)) => postcard::from_bytes::<legacy::ResultV1>(rest)
@@ -238,24 +259,47 @@ impl SegmentResult {
         self.flags.get(i).copied().unwrap_or_default()
     }
 
+    /// The objects as the flat polygon list, with the ids the ML service gave them when it did.
+    pub fn polygons(&self) -> Vec<Polygon> {
+        let mut list = to_polygons(&self.objects);
+        let ids = self.ml.as_ref().map_or(&[][..], |m| &m.polygon_ids[..]);
+        if ids.len() == list.len() {
+            let theirs: std::collections::HashMap<String, &String> =
+                list.iter().map(|p| p.id.clone()).zip(ids).collect();
+            for p in &mut list {
+                p.id = theirs[&p.id].clone();
+                if let Some(parent) = &mut p.parent_id {
+                    *parent = theirs[parent.as_str()].clone();
+                }
+            }
+        }
+        list
+    }
+
     pub fn to_json(&self) -> ResultJson<'_> {
+        let polygons = self.polygons();
+        let outlines = polygons
+            .iter()
+            .filter(|p| p.kind == crate::outline::PolygonKind::External);
         ResultJson {
             image: &self.image,
             segmenter: &self.segmenter,
             params: &self.params,
             pixel_size: self.pixel_size,
             decisions: &self.decisions,
-            polygons: to_polygons(&self.objects),
             metrics: self
                 .metrics
                 .iter()
+                .zip(outlines)
                 .enumerate()
-                .map(|(i, m)| ObjectMetrics {
-                    object_id: format!("polygon-{}", i + 1),
+                .map(|(i, (m, p))| ObjectMetrics {
+                    object_id: p.id.clone(),
                     metrics: m,
                     flags: self.flags_of(i),
                 })
                 .collect(),
+            polygons,
+            features: self.ml.as_ref().and_then(|m| m.features.as_ref()),
             timings_ms: &self.timings_ms,
             created_at: &self.created_at,
         }
@@ -341,5 +385,6 @@ pub fn analyze_decoded(
         timings_ms,
         created_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         metadata: Vec::new(),
+        ml: None,
     })
 }

@@ -97,8 +97,9 @@ impl Batch<'_> {
         &mut self,
         n: usize,
         ttl: Duration,
-        mut admit: Option<super::command::Admit>,
+        mut admit: Option<super::command::Route>,
     ) -> Result<Vec<Lease>, QueueError> {
+        use super::command::Fit;
         if n == 0
             || self
                 .t
@@ -110,13 +111,25 @@ impl Batch<'_> {
         }
         self.promote_due()?;
         let mut out = Vec::with_capacity(n);
+        let mut holds = n + crate::queue::HOLDS_PER_LEASE;
         while out.len() < n {
             let Some(raw) = self.pick()? else { break };
             let mut job = self.t.job(JobId(raw))?;
-            if let Some(admit) = &mut admit
-                && !admit(&job.segmenter)
-            {
-                break;
+            match admit.as_mut().map_or(Fit::Take, |a| a(&job.segmenter)) {
+                Fit::Take => {}
+                Fit::Stop => break,
+                Fit::Hold { .. } if holds == 0 => break,
+                Fit::Hold { until, reason } => {
+                    holds -= 1;
+                    self.leave(&job)?;
+                    job.state = JobState::Delayed;
+                    job.run_at = Some(until.max(self.now));
+                    job.last_error = Some(reason);
+                    job.updated_at = self.now;
+                    self.enter(&job)?;
+                    self.record(&job, Change::Held);
+                    continue;
+                }
             }
             self.leave(&job)?;
             job.state = JobState::Active;
