@@ -10,9 +10,10 @@
 //! delayed job falls due, and on its timers; it never busy-polls, and nobody outside has to wake
 //! it.
 //!
-//! A job for an ML service whose circuit breaker is open is not run and spends no attempt: it is
-//! handed back until the breaker's next probe, or run on the builtin segmenter when the service
-//! says `fallback_builtin`.
+//! A job names a segmenter; any ML service serving it may take the job (`route`: least
+//! outstanding calls, weighted, among those whose breaker admits a call). A job none of them may
+//! take now is not leased and spends no attempt: the lease holds it until one may (`slots`), or
+//! it runs on the builtin segmenter when the services say `fallback_builtin`.
 //!
 //! Workers run each job inside `catch_unwind`, so a panic fails that job and the thread lives on.
 //! They talk to the queue with its blocking calls (the writer is another OS thread), keep a
@@ -426,7 +427,11 @@ async fn admit(s: &Arc<Shared>, work_tx: &crossbeam_channel::Sender<Work>, lease
         // a half-open breaker lets exactly its trials through, however many jobs are leased.
         match route::pick(s, name, now, &[]) {
             Some((svc_name, svc, p)) => Target::Ml(svc_name, svc, p),
-            None if s.segmenters.serving(name).any(|(_, v)| v.fallback_builtin) => {
+            None if s
+                .segmenters
+                .serving(name)
+                .all(|(_, v)| v.fallback_builtin && !route::admits(v, now)) =>
+            {
                 Target::Builtin {
                     fallback_from: Some(name.clone()),
                 }

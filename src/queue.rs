@@ -53,7 +53,7 @@ use store::Store;
 pub use writer::{Admit, Fit, Route};
 use writer::{Command, Op};
 
-/// Jobs one [`Queue::lease_routed`] may hold beyond the `n` it may lease.
+/// Jobs one [`Queue::lease_routed`] may hold beyond the `n` it may lease, and jobs it may skip.
 pub const HOLDS_PER_LEASE: usize = 64;
 
 /// How the queue behaves; built from `Config`.
@@ -257,9 +257,11 @@ impl Queue {
         self.lease_routed(n, ttl, route).await
     }
 
-    /// [`Queue::lease_where`] whose test may also hold a job (`Fit::Hold`): it becomes delayed
-    /// without a lease, and the jobs behind it are asked next. At most `n + HOLDS_PER_LEASE` jobs
-    /// are held per call, so one lease's commit stays small.
+    /// [`Queue::lease_where`] whose test may also hold a job (`Fit::Hold`: it becomes delayed
+    /// without a lease, and the jobs behind it are asked next) or skip it (`Fit::Skip`: it stays
+    /// queued, and the jobs behind it at its priority are asked next). At most
+    /// `n + HOLDS_PER_LEASE` jobs are held and `HOLDS_PER_LEASE` skipped per call, so one lease's
+    /// commit stays small.
     pub async fn lease_routed(
         &self,
         n: usize,

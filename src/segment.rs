@@ -196,8 +196,9 @@ pub enum Failure {
     /// Another attempt may succeed.
     Transient { code: ErrorCode, message: String },
     /// The ML service could not take the job at all (unreachable, 503 or 429, a program that will
-    /// not start): not the job's fault, so it waits without spending an attempt, and the breaker
-    /// counts a failure. `retry_after` is what the service asked for, if it did.
+    /// not start): not the job's fault, so it goes to another service of its segmenter or waits,
+    /// without spending an attempt. The breaker counts a failure, unless the service said when
+    /// to come back (`retry_after`): then it is skipped until then.
     Unavailable {
         code: ErrorCode,
         message: String,

@@ -3,8 +3,10 @@
 //! call, counted apart so that neither waits on the other. The queue asks the test in lease
 //! order: a job that fits is leased; a job no service of its segmenter may take now (every
 //! breaker open, or every service asked to wait) is held without a lease until one may, and the
-//! jobs behind it are asked next; the first job that does not fit otherwise (its services are
-//! busy) ends the lease: strict priority, no skipping ahead.
+//! jobs behind it are asked next; a job whose workers or services are busy stays queued while the
+//! jobs behind it at its priority are asked (a full service does not stop the others' jobs), but
+//! none of a lower priority: strict priority between levels, FIFO among the jobs of one
+//! segmenter.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -85,7 +87,7 @@ pub(super) fn slots(s: &Shared) -> (usize, crate::queue::Route, Arc<AtomicUsize>
             None => return Fit::Take,
         };
         if *slot == 0 {
-            return Fit::Stop;
+            return Fit::Skip;
         }
         *slot -= 1;
         Fit::Take

@@ -38,6 +38,8 @@ const BROKEN: u8 = 2;
 struct Stub {
     delay: Duration,
     mode: Arc<AtomicU8>,
+    /// While set, calls wait before answering.
+    gate: Arc<std::sync::atomic::AtomicBool>,
     calls: Arc<AtomicUsize>,
     active: Arc<AtomicUsize>,
     most: Arc<AtomicUsize>,
@@ -48,6 +50,9 @@ async fn segment(State(stub): State<Stub>) -> Response {
     let now = stub.active.fetch_add(1, Ordering::SeqCst) + 1;
     stub.most.fetch_max(now, Ordering::SeqCst);
     tokio::time::sleep(stub.delay).await;
+    while stub.gate.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     stub.active.fetch_sub(1, Ordering::SeqCst);
     // No connection is kept: a stopped stub refuses the next call at once.
     let close = ("connection", "close");
@@ -374,5 +379,39 @@ async fn a_services_polygon_ids_and_features_are_kept_in_the_result() {
         v["metrics"][0]["area"], 2400.0,
         "measured by spheroseg, hole cut out"
     );
+    pool.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_service_does_not_stop_builtin_jobs_of_its_priority() {
+    let h = harness();
+    let (url, stub, _s) = start(Duration::from_millis(1), OK).await;
+    stub.gate.store(true, Ordering::SeqCst);
+    let svc = service("gpu-a", &url, 1, 1);
+    let pool = h.start(segmenters(&[("gpu-a", &svc)]), config(1));
+    let ml = crate::util::enqueue_lumen(&h.queue, &h.images, "resunet", 3, 5).await;
+    let builtin = crate::util::enqueue_lumen(&h.queue, &h.images, "builtin", 2, 5).await;
+    // The service's one slot is taken and its call waits; the builtin jobs behind run anyway.
+    let done = h.finished(&builtin, 60).await;
+    assert!(done.iter().all(|j| j.state == JobState::Completed));
+    let waiting: Vec<(JobState, u32)> = ml[1..]
+        .iter()
+        .map(|id| {
+            let j = h.queue.get(*id).expect("get").expect("exists");
+            (j.state, j.attempts)
+        })
+        .collect();
+    assert_eq!(
+        waiting,
+        vec![(JobState::Queued, 0); 2],
+        "queued in order, untouched"
+    );
+    stub.gate.store(false, Ordering::SeqCst);
+    let jobs = h.finished(&ml, 60).await;
+    assert!(
+        jobs.iter()
+            .all(|j| (j.state, j.attempts) == (JobState::Completed, 1))
+    );
+    assert_eq!(stub.most.load(Ordering::SeqCst), 1);
     pool.shutdown(Duration::from_secs(5)).await;
 }

@@ -27,6 +27,10 @@ pub enum Fit {
     Take,
     /// End the lease here; the job stays where it is.
     Stop,
+    /// Not now (what it needs is busy): it stays where it is, and the jobs queued behind it at
+    /// its priority are asked next (never those of a lower one: strict priority). With aging on,
+    /// as `Stop`.
+    Skip,
     /// Nothing can run it before `until` (every service of its segmenter refuses calls): it
     /// becomes delayed until then without being leased (no attempt, no lease), with `reason`,
     /// and the lease goes on with the jobs behind it.
