@@ -93,7 +93,9 @@ impl From<QueueError> for ApiError {
     fn from(e: QueueError) -> Self {
         let status = match &e {
             QueueError::NotFound(_) => StatusCode::NOT_FOUND,
-            QueueError::InvalidState { .. } | QueueError::Stale { .. } => StatusCode::CONFLICT,
+            QueueError::InvalidState { .. }
+            | QueueError::Stale { .. }
+            | QueueError::StaleVersion { .. } => StatusCode::CONFLICT,
             QueueError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             QueueError::Closed => StatusCode::SERVICE_UNAVAILABLE,
             QueueError::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
