@@ -118,6 +118,8 @@ pub struct SegmentResult {
     /// The job's metadata (e.g. `plate`, `well` from a watch folder's file names), in the order
     /// it was given; copied in when the result is stored, so exports need not join the job.
     pub metadata: Vec<(String, String)>,
+    /// The outlines were corrected by hand (the metrics recomputed by the server from them).
+    pub corrected: bool,
 }
 
 /// Everything of a stored result but its outlines, as JSON (so fields can be added), beside the
@@ -138,6 +140,8 @@ struct Meta {
     created_at: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     metadata: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    corrected: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -158,6 +162,11 @@ pub struct ResultJson<'a> {
     pub metrics: Vec<ObjectMetrics<'a>>,
     pub timings_ms: &'a [(String, f64)],
     pub created_at: &'a str,
+    /// The outlines were corrected by hand.
+    pub corrected: bool,
+    /// The result version this is (1 is the segmenter's), when the caller knows the job.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
 }
 
 /// One object's metrics and flags with the id of its external polygon.
@@ -188,6 +197,7 @@ impl SegmentResult {
             timings_ms: self.timings_ms.clone(),
             created_at: self.created_at.clone(),
             metadata: self.metadata.clone(),
+            corrected: self.corrected,
         };
         let stored = StoredV2 {
             meta: serde_json::to_string(&meta).expect("plain structs serialise"),
@@ -224,6 +234,7 @@ impl SegmentResult {
                     timings_ms: m.timings_ms,
                     created_at: m.created_at,
                     metadata: m.metadata,
+                    corrected: m.corrected,
                 })
             }
             Some((&RESULT_V1, rest)) => postcard::from_bytes::<legacy::ResultV1>(rest)
@@ -258,6 +269,8 @@ impl SegmentResult {
                 .collect(),
             timings_ms: &self.timings_ms,
             created_at: &self.created_at,
+            corrected: self.corrected,
+            version: None,
         }
     }
 }
@@ -341,5 +354,6 @@ pub fn analyze_decoded(
         timings_ms,
         created_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         metadata: Vec::new(),
+        corrected: false,
     })
 }
