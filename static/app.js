@@ -8,7 +8,7 @@ import { el, reveal, shortId } from "./dom.js";
 import { TOKEN_KEY, api, authHeaders, json } from "./api.js";
 import { paramForm } from "./params.js";
 import { setupProject, uploadHint } from "./project.js";
-import { jobChanged, openViewer, paramsLoaded, setupViewer } from "./viewer.js";
+import { jobChanged, openViewer, paramsLoaded, resultChanged, setupViewer } from "./viewer.js";
 
 const $ = (id) => document.getElementById(id);
 const state = { lastEventId: 0, jobs: new Map(), cursor: null, socketFailures: 0, pollTimer: null, paramFields: null, uploadParams: null, folders: [] };
@@ -385,6 +385,10 @@ function onEvent(e) {
       // The event carries the job as the API shows it: no request per event.
       if (e.job) showJob(e.job);
       soon(loadOverview);
+      break;
+    case "result_corrected":
+      if (e.job) showJob(e.job);
+      resultChanged(e);
       break;
     case "jobs_deleted":
       for (const id of e.job_ids || []) removeJob(id);

@@ -1,0 +1,116 @@
+// Correcting outlines by hand in the viewer, in headless Chromium against `spheroseg serve`
+// (`harness.mjs`): delete an object, undo and redo, draw an outline, save, and the CSV then has the
+// metrics the server measured on the saved outline and says it was corrected.
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { fixtures, openPage, serve, shots, stop } from "./harness.mjs";
+
+/// The CSV's rows as objects keyed by header (no quoted commas in these files' numbers).
+function csvRows(text) {
+  const rows = text.trim().split(/\r?\n/).map((l) => l.split(","));
+  return rows.slice(1).map((r) => Object.fromEntries(rows[0].map((h, i) => [h, r[i]])));
+}
+
+function shoelace(points) {
+  let s = 0, p = 0;
+  for (let i = 0; i < points.length; i++) {
+    const a = points[i], b = points[(i + 1) % points.length];
+    s += a.x * b.y - b.x * a.y;
+    p += Math.hypot(b.x - a.x, b.y - a.y);
+  }
+  return { area: Math.abs(s) / 2, perimeter: p };
+}
+
+test("deleting an object and drawing an outline, saved, changes the CSV and marks it corrected", async () => {
+  const server = await serve();
+  try {
+    const { page, errors, context } = await openPage(server.url, { reducedMotion: "reduce" });
+    await page.setInputFiles("#files", [join(fixtures, "spheroid_lumen_8bit.png")]);
+    const row = page.locator("#job-rows tr", { hasText: "spheroid_lumen_8bit.png" }).first();
+    await row.locator("td.state", { hasText: "completed" }).waitFor({ timeout: 60000 });
+    await row.click();
+    await page.waitForSelector("#metrics tbody tr td");
+    await page.waitForFunction(() => document.getElementById("canvas").width > 0 && /Version 1/.test(document.getElementById("viewer-version").textContent));
+    const job = await page.evaluate(async () => (await (await fetch("/api/jobs")).json()).jobs[0]);
+    const before = await page.evaluate(async (id) => (await fetch(`/api/jobs/${id}/result`)).json(), job.id);
+    const n = before.polygons.filter((p) => p.type === "external").length;
+    assert.ok(n >= 1);
+    assert.equal(before.corrected, false);
+
+    // Image pixels to page coordinates, as the viewer draws them (fit: scale 1, no offset).
+    const screen = (x, y) => page.evaluate(([x, y, w]) => {
+      const c = document.getElementById("canvas"), r = c.getBoundingClientRect(), f = c.width / w;
+      return { x: r.left + (x * f * r.width) / c.width, y: r.top + (y * f * r.height) / c.height };
+    }, [x, y, before.image.width]);
+    const click = async (x, y) => { const p = await screen(x, y); await page.mouse.click(p.x, p.y); };
+
+    await page.getByRole("button", { name: "Edit outlines" }).click();
+    await page.waitForSelector("#edit-tools:not([hidden])");
+    assert.equal(await page.getAttribute("#edit-select", "aria-pressed"), "true");
+    // Select the first object at its centroid (inside its outline, outside its hole it is not
+    // always: so a point of the outline moved towards the centroid a little).
+    const outer = before.polygons[0].points, c0 = before.metrics[0].centroid;
+    const q = outer[0], inside = { x: q.x + (c0.x - q.x) * 0.1, y: q.y + (c0.y - q.y) * 0.1 };
+    await click(inside.x, inside.y);
+    await page.waitForFunction(() => /1 selected/.test(document.getElementById("edit-status").textContent));
+    await page.keyboard.press("Delete");
+    await page.waitForFunction((k) => document.getElementById("edit-status").textContent.startsWith(`${k} object`), n - 1);
+    // Undo brings it back, redo deletes it again.
+    await page.keyboard.press("Control+z");
+    await page.waitForFunction((k) => document.getElementById("edit-status").textContent.startsWith(`${k} object`), n);
+    await page.keyboard.press("Control+Shift+z");
+    await page.waitForFunction((k) => document.getElementById("edit-status").textContent.startsWith(`${k} object`), n - 1);
+
+    // Draw a missing outline: four corners, then the first again to close it.
+    await page.keyboard.press("d");
+    assert.equal(await page.getAttribute("#edit-draw", "aria-pressed"), "true");
+    const w = before.image.width, h = before.image.height;
+    const corners = [[0.08, 0.08], [0.3, 0.08], [0.3, 0.28], [0.08, 0.28]].map(([a, b]) => [a * w, b * h]);
+    for (const [x, y] of corners) await click(x, y);
+    await click(corners[0][0], corners[0][1]);
+    await page.waitForFunction((k) => /Outline added/.test(document.getElementById("edit-status").textContent), null);
+    assert.match(await page.textContent("#edit-status"), new RegExp(`^${n} object`));
+
+    // The help popover lists the shortcuts.
+    await page.getByRole("button", { name: "Keyboard shortcuts" }).click();
+    assert.match(await page.textContent("#edit-help"), /Ctrl\s*\+\s*Z/);
+    await page.locator("#edit-help").screenshot({ path: join(shots, "edit-help.png") });
+    await page.keyboard.press("Escape");
+    await page.waitForSelector("#edit-help", { state: "hidden" });
+    assert.match(await page.textContent("#edit-status"), /1 selected/, "Escape closed the help, not the selection");
+
+    await page.locator("#viewer").screenshot({ path: join(shots, "edit-1280.png") });
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.locator("#viewer").screenshot({ path: join(shots, "edit-390.png") });
+    await page.setViewportSize({ width: 1280, height: 800 });
+
+    await page.getByRole("button", { name: "Save", exact: true }).click();
+    await page.waitForFunction(() => /Version 2, corrected by hand/.test(document.getElementById("viewer-version").textContent));
+    assert.ok(await page.isHidden("#edit-tools"), "saving leaves edit mode");
+    await page.waitForFunction(() => document.querySelectorAll("#versions-list li").length === 2);
+    await page.click("#versions summary");
+    assert.match(await page.textContent("#versions-list li:last-child"), /Version 2 \(latest\): corrected by hand/);
+    assert.equal(await page.locator("#versions-list li:first-child button", { hasText: "Restore" }).count(), 1);
+
+    const after = await page.evaluate(async (id) => (await fetch(`/api/jobs/${id}/result`)).json(), job.id);
+    assert.equal(after.version, 2);
+    assert.equal(after.corrected, true);
+    const drawn = after.polygons.filter((p) => p.type === "external").at(-1);
+    const expect = shoelace(drawn.points);
+    const csv = csvRows(await page.evaluate(async (id) => (await fetch(`/api/jobs/${id}/result.csv`)).text(), job.id));
+    assert.equal(csv.length, n, "one object deleted, one drawn");
+    assert.ok(csv.every((r) => r.Corrected === "TRUE"), "every row says the result was corrected");
+    const last = csv.at(-1);
+    assert.ok(Math.abs(Number(last["Area (px²)"]) - expect.area) < 1e-6 * expect.area, `${last["Area (px²)"]} vs ${expect.area}`);
+    assert.ok(Math.abs(Number(last["Perimeter (px)"]) - expect.perimeter) < 1e-6 * expect.perimeter);
+    const square = 0.22 * w * 0.2 * h;
+    assert.ok(Math.abs(expect.area - square) < 0.05 * square, `drawn ${expect.area}, meant ${square}`);
+    // The job's row knows too.
+    const listed = await page.evaluate(async () => (await (await fetch("/api/jobs")).json()).jobs[0]);
+    assert.deepEqual([listed.version, listed.corrected], [2, true]);
+    assert.deepEqual(errors, []);
+    await context.close();
+  } finally { await stop(server); }
+});
