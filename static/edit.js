@@ -79,7 +79,8 @@ function objectAt(p) {
   return best;
 }
 
-/// `o` cut in two along `line` (its first two crossings of the outline), or null.
+/// `o` cut in two along `line` (its first two crossings of the outline); null when the line does
+/// not cross it twice, "hole" when the cut goes through one of its holes.
 function splitObject(o, line) {
   const ring = o.outer, n = ring.length, hits = [];
   for (let s = 0; s + 1 < line.length && hits.length < 2; s++) {
@@ -94,6 +95,9 @@ function splitObject(o, line) {
   if (hits.length < 2) return null;
   const [a, b] = hits;
   const cut = line.slice(a.s + 1, b.s + 1);
+  const path = [a.p, ...cut, b.p];
+  const crossesHole = o.holes.some((h) => path.some((p, i) => i > 0 && h.some((q, j) => cross(path[i - 1], p, q, h[(j + 1) % h.length]))));
+  if (crossesHole) return "hole";
   const walk = (from, to) => {
     let k = (to.e - from.e + n) % n;
     if (k === 0 && from.u > to.u) k = n;
@@ -278,6 +282,7 @@ function finishDraft() {
     const order = ed.selected.size === 1 ? [...ed.selected] : ed.objects.map((_, i) => i);
     for (const i of order) {
       const parts = splitObject(ed.objects[i], d);
+      if (parts === "hole") { changed("The cut goes through a hole: draw it beside the hole."); return; }
       if (!parts) continue;
       remember();
       ed.objects.splice(i, 1, ...parts);

@@ -23,38 +23,45 @@ function shoelace(points) {
   return { area: Math.abs(s) / 2, perimeter: p };
 }
 
+/// Uploads the lumen fixture, opens its result and the editor: the job, its result, a click at
+/// image pixels, and a wait for the editor's status to match.
+async function openEditor(page) {
+  await page.setInputFiles("#files", [join(fixtures, "spheroid_lumen_8bit.png")]);
+  const row = page.locator("#job-rows tr", { hasText: "spheroid_lumen_8bit.png" }).first();
+  await row.locator("td.state", { hasText: "completed" }).waitFor({ timeout: 60000 });
+  await row.click();
+  await page.waitForSelector("#metrics tbody tr td");
+  await page.waitForFunction(() => document.getElementById("canvas").width > 0 && /Version 1/.test(document.getElementById("viewer-version").textContent));
+  const job = await page.evaluate(async () => (await (await fetch("/api/jobs")).json()).jobs[0]);
+  const before = await page.evaluate(async (id) => (await fetch(`/api/jobs/${id}/result`)).json(), job.id);
+  // Image pixels to page coordinates, as the viewer draws them (fit: scale 1, no offset).
+  const screen = (x, y) => page.evaluate(([x, y, w]) => {
+    const c = document.getElementById("canvas"), r = c.getBoundingClientRect(), f = c.width / w;
+    return { x: r.left + (x * f * r.width) / c.width, y: r.top + (y * f * r.height) / c.height };
+  }, [x, y, before.image.width]);
+  const click = async (x, y) => { const p = await screen(x, y); await page.mouse.click(p.x, p.y); };
+  const status = (re) => page.waitForFunction((src) => new RegExp(src).test(document.getElementById("edit-status").textContent), re.source);
+  await page.getByRole("button", { name: "Edit outlines" }).click();
+  await page.waitForSelector("#edit-tools:not([hidden])");
+  assert.equal(await page.getAttribute("#edit-select", "aria-pressed"), "true");
+  // Select the first object just inside its outline (its centroid may lie in its hole).
+  const outer = before.polygons[0].points, c0 = before.metrics[0].centroid;
+  const q = outer[0];
+  await click(q.x + (c0.x - q.x) * 0.1, q.y + (c0.y - q.y) * 0.1);
+  await status(/1 selected/);
+  return { job, before, click, status };
+}
+
+const saved = (page, v) => page.waitForFunction((v) => new RegExp(`Version ${v}, corrected by hand`).test(document.getElementById("viewer-version").textContent), v);
+
 test("deleting an object and drawing an outline, saved, changes the CSV and marks it corrected", async () => {
   const server = await serve();
   try {
     const { page, errors, context } = await openPage(server.url, { reducedMotion: "reduce" });
-    await page.setInputFiles("#files", [join(fixtures, "spheroid_lumen_8bit.png")]);
-    const row = page.locator("#job-rows tr", { hasText: "spheroid_lumen_8bit.png" }).first();
-    await row.locator("td.state", { hasText: "completed" }).waitFor({ timeout: 60000 });
-    await row.click();
-    await page.waitForSelector("#metrics tbody tr td");
-    await page.waitForFunction(() => document.getElementById("canvas").width > 0 && /Version 1/.test(document.getElementById("viewer-version").textContent));
-    const job = await page.evaluate(async () => (await (await fetch("/api/jobs")).json()).jobs[0]);
-    const before = await page.evaluate(async (id) => (await fetch(`/api/jobs/${id}/result`)).json(), job.id);
+    const { job, before, click } = await openEditor(page);
     const n = before.polygons.filter((p) => p.type === "external").length;
     assert.ok(n >= 1);
     assert.equal(before.corrected, false);
-
-    // Image pixels to page coordinates, as the viewer draws them (fit: scale 1, no offset).
-    const screen = (x, y) => page.evaluate(([x, y, w]) => {
-      const c = document.getElementById("canvas"), r = c.getBoundingClientRect(), f = c.width / w;
-      return { x: r.left + (x * f * r.width) / c.width, y: r.top + (y * f * r.height) / c.height };
-    }, [x, y, before.image.width]);
-    const click = async (x, y) => { const p = await screen(x, y); await page.mouse.click(p.x, p.y); };
-
-    await page.getByRole("button", { name: "Edit outlines" }).click();
-    await page.waitForSelector("#edit-tools:not([hidden])");
-    assert.equal(await page.getAttribute("#edit-select", "aria-pressed"), "true");
-    // Select the first object at its centroid (inside its outline, outside its hole it is not
-    // always: so a point of the outline moved towards the centroid a little).
-    const outer = before.polygons[0].points, c0 = before.metrics[0].centroid;
-    const q = outer[0], inside = { x: q.x + (c0.x - q.x) * 0.1, y: q.y + (c0.y - q.y) * 0.1 };
-    await click(inside.x, inside.y);
-    await page.waitForFunction(() => /1 selected/.test(document.getElementById("edit-status").textContent));
     await page.keyboard.press("Delete");
     await page.waitForFunction((k) => document.getElementById("edit-status").textContent.startsWith(`${k} object`), n - 1);
     // Undo brings it back, redo deletes it again.
@@ -87,7 +94,7 @@ test("deleting an object and drawing an outline, saved, changes the CSV and mark
     await page.setViewportSize({ width: 1280, height: 800 });
 
     await page.getByRole("button", { name: "Save", exact: true }).click();
-    await page.waitForFunction(() => /Version 2, corrected by hand/.test(document.getElementById("viewer-version").textContent));
+    await saved(page, 2);
     assert.ok(await page.isHidden("#edit-tools"), "saving leaves edit mode");
     await page.waitForFunction(() => document.querySelectorAll("#versions-list li").length === 2);
     await page.click("#versions summary");
@@ -110,6 +117,43 @@ test("deleting an object and drawing an outline, saved, changes the CSV and mark
     // The job's row knows too.
     const listed = await page.evaluate(async () => (await (await fetch("/api/jobs")).json()).jobs[0]);
     assert.deepEqual([listed.version, listed.corrected], [2, true]);
+    assert.deepEqual(errors, []);
+    await context.close();
+  } finally { await stop(server); }
+});
+
+test("an object split along a line and merged again keeps its area, and the server takes it", async () => {
+  const server = await serve();
+  try {
+    const { page, errors, context } = await openPage(server.url, { reducedMotion: "reduce" });
+    const { job, before, click, status } = await openEditor(page);
+    const n = before.polygons.filter((p) => p.type === "external").length;
+    const m0 = before.metrics[0], bb = m0.bounding_box;
+    // A cut across the top fifth, clear of the lumen.
+    await page.keyboard.press("s");
+    const y = bb.y + 0.2 * bb.height;
+    await click(bb.x - 8, y);
+    await click(bb.x + bb.width + 8, y);
+    await page.keyboard.press("Enter");
+    await status(/Split in two/);
+    assert.match(await page.textContent("#edit-status"), new RegExp(`^${n + 1} objects, 2 selected`));
+    await page.keyboard.press("m");
+    await status(/Merged/);
+    assert.match(await page.textContent("#edit-status"), new RegExp(`^${n} object`));
+    await page.keyboard.press("Control+s");
+    await saved(page, 2);
+    const after = await page.evaluate(async (id) => (await fetch(`/api/jobs/${id}/result`)).json(), job.id);
+    const merged = after.metrics.at(-1);
+    assert.ok(Math.abs(merged.area - m0.area) < 0.02 * m0.area, `merged ${merged.area}, was ${m0.area}`);
+    assert.equal(merged.holes, m0.holes, "the lumen stays a hole");
+    // A cut through the lumen is refused with a reason, and changes nothing.
+    await page.getByRole("button", { name: "Edit outlines" }).click();
+    await click(bb.x + 3, bb.y + bb.height / 2);
+    await page.keyboard.press("s");
+    await click(bb.x - 8, bb.y + bb.height / 2);
+    await click(bb.x + bb.width + 8, bb.y + bb.height / 2);
+    await page.keyboard.press("Enter");
+    await status(/goes through a hole/);
     assert.deepEqual(errors, []);
     await context.close();
   } finally { await stop(server); }
