@@ -97,6 +97,41 @@ async fn result_json(
     Ok(result_body(&r, version))
 }
 
+/// One entry of the polygon list (the schema of `outline::Polygon`, which `[x, y]` pairs as
+/// points also fit).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct PolygonSchema {
+    /// Unique in the list; a hole's `parentId` names its outline's.
+    id: String,
+    /// At least three, in original-image pixels; the ring closes by itself.
+    points: Vec<PointSchema>,
+    #[schema(rename = "type")]
+    kind: PolygonKindSchema,
+    /// `spheroid` for an outline, `hole` for a hole.
+    class: String,
+    /// Required on holes: the id of the outline listed before it.
+    #[schema(rename = "parentId")]
+    parent_id: Option<String>,
+    /// Cosmetic.
+    color: Option<String>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct PointSchema {
+    x: f64,
+    y: f64,
+}
+
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum PolygonKindSchema {
+    External,
+    Internal,
+}
+
 /// Outlines corrected by hand.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -106,7 +141,7 @@ struct CorrectionBody {
     base_version: u32,
     /// Every object of the corrected result, in the polygon format of the results (each
     /// external polygon followed by its holes, `parentId` naming it).
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<PolygonSchema>)]
     polygons: Vec<Polygon>,
 }
 
