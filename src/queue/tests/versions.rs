@@ -26,7 +26,10 @@ async fn completed(f: &Fixture) -> Job {
 
 #[tokio::test]
 async fn a_version_goes_beside_the_first_which_is_kept() {
-    let mut f = Fixture::new();
+    let mut f = Fixture::with(QueueOptions {
+        checkpoint_every: Duration::from_secs(3600),
+        ..QueueOptions::default()
+    });
     let heard: Arc<Mutex<Vec<Change>>> = Arc::default();
     let sink = heard.clone();
     f.queue.listen(Arc::new(move |c: &Committed| {
@@ -84,8 +87,27 @@ async fn a_version_goes_beside_the_first_which_is_kept() {
     assert_eq!((r.version(), r.corrected(), r.objects), (3, false, 3));
     assert_eq!(r.versions.len(), 3);
 
-    // Replayed from the log after a crash, then read from the file after a clean reopen.
-    f.reopen();
+    // A crash now, before any checkpoint: the files as they are, opened as a copy, replay the log.
+    let copy = tempfile::tempdir().expect("tempdir");
+    for file in ["q.redb", "q.wal"] {
+        std::fs::copy(f.dir.path().join(file), copy.path().join(file)).expect("copy");
+    }
+    let (crashed, _) = Queue::open(
+        &copy.path().join("q.redb"),
+        f.options.clone(),
+        Arc::new(f.clock.clone()),
+    )
+    .expect("open the copy");
+    assert_eq!(
+        crashed.get(j.id).expect("get").expect("kept").result,
+        v3.result
+    );
+    assert_eq!(
+        crashed.result_version(j.id, 2).expect("v2"),
+        Some(b"by hand".to_vec())
+    );
+    crashed.close();
+    // And read from the file after a clean reopen.
     f.reopen();
     assert_eq!(
         f.queue.result(j.id).expect("result"),
