@@ -107,6 +107,9 @@ async fn a_version_goes_beside_the_first_which_is_kept() {
         Some(b"by hand".to_vec())
     );
     crashed.close();
+    // `db check` finds every version the job lists.
+    let report = check(&copy.path().join("q.redb"), None).expect("check runs");
+    assert!(report.problems.is_empty(), "{report:?}");
     // And read from the file after a clean reopen.
     f.reopen();
     assert_eq!(
