@@ -229,7 +229,7 @@ function step(from, to) {
 function setMode(mode) {
   ed.mode = mode; ed.draft = [];
   for (const m of ["select", "draw", "split"]) $(`edit-${m}`).setAttribute("aria-pressed", String(m === mode));
-  const hint = { select: "Click an object to select it; Shift-click adds a second (for merging).",
+  const hint = { select: "Click an object to select it; Shift-click adds a second (for merging). The metrics are measured again when you save.",
     draw: "Click the points of the outline; click the first point, double-click or press Enter to close it.",
     split: "Draw a line across the selected object (click points); double-click or press Enter to cut." };
   changed(hint[mode]);
