@@ -5,7 +5,8 @@
 //! Checks, each naming the polygon it refuses: a flat list the format allows (holes after a known
 //! parent), unique ids, rings of at least three distinct points that enclose some area (a closing
 //! point equal to the first is dropped), every point inside the image (half a pixel of slack, as
-//! for an ML service's polygons), and no two edges of a ring crossing. Touching is not crossing:
+//! for an ML service's polygons), holes inside their outline (half a pixel again), and no two
+//! edges of a ring crossing. Touching is not crossing:
 //! traced outlines pinch at a pixel corner. A ring equal to one of the base version's is taken as
 //! it is, since the segmenter that made it is the judge of its own output.
 
@@ -39,6 +40,14 @@ pub enum CorrectionError {
         y: f64,
         width: u32,
         height: u32,
+    },
+    /// A hole reaches outside the outline it belongs to.
+    #[error("hole {id} has point ({x}, {y}) outside its outline {parent}")]
+    HoleOutside {
+        id: String,
+        parent: String,
+        x: f64,
+        y: f64,
     },
     /// Two edges of a ring cross.
     #[error(
@@ -85,14 +94,24 @@ pub fn correct(
         }
     }
     let objects = from_polygons(&cleaned)?;
-    // The ids of the rings in the order `from_polygons` put them: outers, then holes.
+    // The ids of the rings in the order `from_polygons` put them: each outline, then its holes.
     let mut ids = ring_ids(&cleaned);
-    for (ring, id) in objects
-        .iter()
-        .flat_map(|o| std::iter::once(&o.outer).chain(&o.holes))
-        .zip(ids.by_ref())
-    {
-        check_ring(ring, id, known.contains(&key(ring)))?;
+    for o in &objects {
+        let outer_id = ids.next().unwrap_or_default();
+        check_ring(&o.outer, outer_id, known.contains(&key(&o.outer)))?;
+        for hole in &o.holes {
+            let id = ids.next().unwrap_or_default();
+            let unchanged = known.contains(&key(hole));
+            check_ring(hole, id, unchanged)?;
+            if !unchanged && let Some(p) = hole.iter().find(|p| !within(**p, &o.outer)) {
+                return Err(CorrectionError::HoleOutside {
+                    id: id.to_owned(),
+                    parent: outer_id.to_owned(),
+                    x: p.x,
+                    y: p.y,
+                });
+            }
+        }
     }
     let (w, h) = (base.image.width, base.image.height);
     if let Some((i, p)) = outside_image(&objects, f64::from(w), f64::from(h)) {
@@ -125,6 +144,30 @@ pub fn correct(
         corrected: true,
         ..base.clone()
     })
+}
+
+/// Whether `p` lies inside `ring` or within half a pixel of its boundary.
+fn within(p: Point, ring: &[Point]) -> bool {
+    let n = ring.len();
+    let mut inside = false;
+    for i in 0..n {
+        let (a, b) = (ring[i], ring[(i + 1) % n]);
+        if (a.y > p.y) != (b.y > p.y) && p.x < (b.x - a.x) * (p.y - a.y) / (b.y - a.y) + a.x {
+            inside = !inside;
+        }
+        // Distance from p to the edge a-b.
+        let (dx, dy) = (b.x - a.x, b.y - a.y);
+        let len2 = dx * dx + dy * dy;
+        let t = if len2 > 0.0 {
+            (((p.x - a.x) * dx + (p.y - a.y) * dy) / len2).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        if (a.x + t * dx - p.x).hypot(a.y + t * dy - p.y) <= 0.5 {
+            return true;
+        }
+    }
+    inside
 }
 
 /// A ring as exact bit patterns, to find the ones that are unchanged.
@@ -254,6 +297,18 @@ mod tests {
             (0.0, 5.0),
         ]);
         assert_eq!(crossing(&pinched), None);
+    }
+
+    #[test]
+    fn a_point_is_within_a_ring_inside_or_on_its_edge() {
+        let square = pts(&[(0.0, 0.0), (10.0, 0.0), (10.0, 10.0), (0.0, 10.0)]);
+        assert!(within(Point::new(5.0, 5.0), &square));
+        assert!(
+            within(Point::new(10.3, 5.0), &square),
+            "half a pixel outside"
+        );
+        assert!(!within(Point::new(11.0, 5.0), &square));
+        assert!(!within(Point::new(-3.0, -3.0), &square));
     }
 
     #[test]

@@ -233,6 +233,9 @@ async fn refused_outlines_name_the_polygon_and_change_nothing() {
         square("same", 1.0, 1.0, 5.0),
         square("same", 20.0, 20.0, 5.0)
     ]);
+    let astray = json!([square("outline", 10.0, 10.0, 20.0),
+        {"id": "astray", "type": "internal", "class": "hole", "parentId": "outline",
+         "points": [[50, 50], [60, 50], [60, 60]]}]);
     for (polygons, name) in [
         (bow, "bow"),
         (outside, "far"),
@@ -240,6 +243,7 @@ async fn refused_outlines_name_the_polygon_and_change_nothing() {
         (flat, "flat"),
         (orphan, "hole-x"),
         (twice, "same"),
+        (astray, "astray"),
     ] {
         let (s, v) = put(&a, &id, 1, &polygons).await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{name}: {v}");
