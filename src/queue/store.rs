@@ -21,7 +21,8 @@
 //!
 //! Every change a write transaction makes goes through a logged table (`store/tables.rs`), so
 //! that a batch's changes can go to the write-ahead log (`queue/wal.rs`) and be redone after a
-//! crash. `store/ready.rs` reads the two halves of the ready index as one.
+//! crash. `store/ready.rs` reads the two halves of the ready index as one; `store/results.rs`
+//! reads a result's versions.
 
 use std::path::{Path, PathBuf};
 
@@ -43,8 +44,8 @@ pub(crate) const SCHEMA_VERSION: u64 = 4;
 /// Version byte in front of every job record, so the record layout can change without a
 /// whole-file migration: older versions are converted when read (`store/legacy.rs`).
 const RECORD_V1: u8 = 1;
-/// The job record before result versions: the lease token, attempts spent, the segmenter's
-/// name, the parameters as JSON text, the rerun link, metadata and page.
+/// Version 1 with the lease token, attempts spent, the segmenter's name, the parameters as JSON
+/// text, the rerun link, metadata and page.
 const RECORD_V2: u8 = 2;
 /// Today's job record: version 2 with the list of result versions in its result.
 const RECORD_V3: u8 = 3;
@@ -69,11 +70,9 @@ pub(crate) const FINISHED: TableDefinition<(u8, u64, u128), ()> = TableDefinitio
 pub(crate) const DEDUPE: TableDefinition<&str, u128> = TableDefinition::new("dedupe");
 /// `image hash -> jobs referring to it`.
 pub(crate) const IMAGE_REFS: TableDefinition<&str, u64> = TableDefinition::new("image_refs");
-/// `job id -> result record`.
+/// `job id -> result record`: version 1 of the result (see `model::ResultRef`).
 pub(crate) const RESULTS: TableDefinition<u128, &[u8]> = TableDefinition::new("results");
-
-/// `(job id, version) -> result record`: the versions after the first, which stays in
-/// `results` (see `model::ResultRef`).
+/// `(job id, version) -> result record`: the versions after the first.
 pub(crate) const RESULT_VERSIONS: TableDefinition<(u128, u32), &[u8]> =
     TableDefinition::new("result_versions");
 
@@ -258,27 +257,6 @@ impl Store {
         }
     }
 
-    /// The latest version of a job's result.
-    pub(crate) fn result(&self, id: JobId) -> Result<Option<Vec<u8>>, QueueError> {
-        let tx = self.read()?;
-        let latest = match tx.open_table(JOBS)?.get(id.0)? {
-            Some(v) => decode(v.value(), "job record")?
-                .result
-                .map_or(1, |r| r.version()),
-            None => return Ok(None),
-        };
-        version_in(&tx, id, latest)
-    }
-
-    /// Version `version` of a job's result.
-    pub(crate) fn result_version(
-        &self,
-        id: JobId,
-        version: u32,
-    ) -> Result<Option<Vec<u8>>, QueueError> {
-        version_in(&self.read()?, id, version)
-    }
-
     /// Counters, the oldest queued job and the pause flag from one snapshot, in O(1): 60 counter
     /// cells and one lookup per priority level.
     pub(crate) fn snapshot(&self) -> Result<Snapshot, QueueError> {
@@ -378,24 +356,6 @@ impl Store {
     /// Size of the database file in bytes.
     pub(crate) fn file_size(&self) -> u64 {
         std::fs::metadata(&self.path).map_or(0, |m| m.len())
-    }
-}
-
-/// Version `version` of a job's result as of `tx`: the first in `results`, the others in
-/// `result_versions` (absent from a file no one corrected a result in).
-fn version_in(
-    tx: &ReadTransaction,
-    id: JobId,
-    version: u32,
-) -> Result<Option<Vec<u8>>, QueueError> {
-    if version <= 1 {
-        let results = tx.open_table(RESULTS)?;
-        return Ok(results.get(id.0)?.map(|v| v.value().to_vec()));
-    }
-    match tx.open_table(RESULT_VERSIONS) {
-        Ok(t) => Ok(t.get((id.0, version))?.map(|v| v.value().to_vec())),
-        Err(TableError::TableDoesNotExist(_)) => Ok(None),
-        Err(e) => Err(e.into()),
     }
 }
 
@@ -626,6 +586,7 @@ pub(crate) fn index_remove(t: &mut Tables<'_>, job: &Job) -> Result<(), QueueErr
 mod legacy;
 mod list;
 mod ready;
+mod results;
 mod tables;
 
 pub(crate) use ready::{
