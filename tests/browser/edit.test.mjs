@@ -25,7 +25,7 @@ function shoelace(points) {
 
 /// Uploads the lumen fixture, opens its result and the editor: the job, its result, a click at
 /// image pixels, and a wait for the editor's status to match.
-async function openEditor(page) {
+async function openEditor(page, { touch = false } = {}) {
   await page.setInputFiles("#files", [join(fixtures, "spheroid_lumen_8bit.png")]);
   const row = page.locator("#job-rows tr", { hasText: "spheroid_lumen_8bit.png" }).first();
   await row.locator("td.state", { hasText: "completed" }).waitFor({ timeout: 60000 });
@@ -39,7 +39,10 @@ async function openEditor(page) {
     const c = document.getElementById("canvas"), r = c.getBoundingClientRect(), f = c.width / w;
     return { x: r.left + (x * f * r.width) / c.width, y: r.top + (y * f * r.height) / c.height };
   }, [x, y, before.image.width]);
-  const click = async (x, y) => { const p = await screen(x, y); await page.mouse.click(p.x, p.y); };
+  const click = async (x, y) => {
+    const p = await screen(x, y);
+    await (touch ? page.touchscreen.tap(p.x, p.y) : page.mouse.click(p.x, p.y));
+  };
   const status = (re) => page.waitForFunction((src) => new RegExp(src).test(document.getElementById("edit-status").textContent), re.source);
   await page.getByRole("button", { name: "Edit outlines" }).click();
   await page.waitForSelector("#edit-tools:not([hidden])");
@@ -95,9 +98,17 @@ test("deleting an object and drawing an outline, saved, changes the CSV and mark
     assert.ok(fits[0] <= fits[1], `the editing viewer fits a 390 px screen: ${fits}`);
     await page.setViewportSize({ width: 1280, height: 800 });
 
+    // Another page showing the same result follows the save (the result_corrected event).
+    const other = await openPage(server.url);
+    await other.page.locator("#job-rows tr", { hasText: "spheroid_lumen_8bit.png" }).first().click();
+    await other.page.waitForFunction(() => /Version 1, as segmented/.test(document.getElementById("viewer-version").textContent));
+
     await page.getByRole("button", { name: "Save", exact: true }).click();
     await saved(page, 2);
     assert.ok(await page.isHidden("#edit-tools"), "saving leaves edit mode");
+    await saved(other.page, 2);
+    assert.deepEqual(other.errors, []);
+    await other.context.close();
     await page.waitForFunction(() => document.querySelectorAll("#versions-list li").length === 2);
     await page.click("#versions summary");
     assert.match(await page.textContent("#versions-list li:last-child"), /Version 2 \(latest\): corrected by hand/);
@@ -157,6 +168,26 @@ test("an object split along a line and merged again keeps its area, and the serv
     await click(bb.x + bb.width + 8, bb.y + bb.height / 2);
     await page.keyboard.press("Enter");
     await status(/goes through a hole/);
+    assert.deepEqual(errors, []);
+    await context.close();
+  } finally { await stop(server); }
+});
+
+test("on a touch screen a tap selects, the buttons delete and draw, and the save goes through", async () => {
+  const server = await serve();
+  try {
+    const { page, errors, context } = await openPage(server.url, { reducedMotion: "reduce", hasTouch: true, isMobile: true, viewport: { width: 390, height: 844 } });
+    const { before, click, status } = await openEditor(page, { touch: true });
+    const n = before.polygons.filter((p) => p.type === "external").length;
+    await page.locator("#edit-delete").tap();
+    await status(new RegExp(`^${n - 1} object`));
+    await page.locator("#edit-draw").tap();
+    const w = before.image.width, h = before.image.height;
+    const corners = [[0.1, 0.1], [0.3, 0.1], [0.3, 0.3], [0.1, 0.3], [0.1, 0.1]];
+    for (const [a, b] of corners) await click(a * w, b * h);
+    await status(/Outline added/);
+    await page.locator("#edit-save").tap();
+    await saved(page, 2);
     assert.deepEqual(errors, []);
     await context.close();
   } finally { await stop(server); }
