@@ -21,7 +21,7 @@ use std::time::{Instant, SystemTime};
 
 pub use budget::{DecodeBudget, Footprint, Reservation};
 pub use builtin::{Decisions, SegmentError, Segmentation};
-pub use correct::{CorrectionError, MAX_RING_POINTS, correct};
+pub use correct::{CorrectionError, MAX_RING_POINTS, checked, corrected};
 pub use decode::{DecodeError, DecodeLimits, Decoded};
 pub(crate) use params::ParamsV1;
 pub use params::{Declump, Feature, ParamsError, PixelSizeGiven, Polarity, SegmentParams};

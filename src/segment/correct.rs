@@ -68,15 +68,8 @@ pub(crate) fn outside_image(objects: &[Object], w: f64, h: f64) -> Option<(usize
     })
 }
 
-/// `base` with the outlines of `polygons`: checked, measured on `decoded` (the job's image) with
-/// `base`'s pixel size, flagged as the segmenter's results are, marked corrected. An object whose
-/// outline and holes equal one of `base`'s keeps that object's flags.
-pub fn correct(
-    base: &SegmentResult,
-    polygons: &[Polygon],
-    decoded: &Decoded,
-) -> Result<SegmentResult, CorrectionError> {
-    let start = Instant::now();
+/// The objects of `polygons`, checked as outlines of `base`'s image (see the module doc).
+pub fn checked(base: &SegmentResult, polygons: &[Polygon]) -> Result<Vec<Object>, CorrectionError> {
     let mut seen = HashSet::new();
     if let Some(p) = polygons.iter().find(|p| !seen.insert(p.id.as_str())) {
         return Err(CorrectionError::DuplicateId { id: p.id.clone() });
@@ -128,6 +121,14 @@ pub fn correct(
             height: h,
         });
     }
+    Ok(objects)
+}
+
+/// `base` with `objects` (from [`checked`]): measured on `decoded` (the job's image) with `base`'s
+/// pixel size, flagged as the segmenter's results are, marked corrected. An object whose outline
+/// and holes equal one of `base`'s keeps that object's flags.
+pub fn corrected(base: &SegmentResult, objects: Vec<Object>, decoded: &Decoded) -> SegmentResult {
+    let start = Instant::now();
     let metrics = measure_all(&objects, decoded, base.pixel_size);
     let mut flags = geometric_flags(&objects, &base.image);
     for (o, f) in objects.iter().zip(&mut flags) {
@@ -135,7 +136,7 @@ pub fn correct(
             *f = base.flags_of(i);
         }
     }
-    Ok(SegmentResult {
+    SegmentResult {
         objects,
         metrics,
         flags,
@@ -143,7 +144,7 @@ pub fn correct(
         created_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         corrected: true,
         ..base.clone()
-    })
+    }
 }
 
 /// Whether `p` lies inside `ring` or within half a pixel of its boundary.

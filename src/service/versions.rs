@@ -5,7 +5,7 @@
 use super::{Service, ServiceError};
 use crate::outline::Polygon;
 use crate::queue::{Job, JobId, JobState, NewVersion, QueueError};
-use crate::segment::{CorrectionError, SegmentResult, correct};
+use crate::segment::{CorrectionError, SegmentResult, SegmenterId, checked, corrected};
 
 /// Why a version could not be made, beyond the queue's and the image store's reasons.
 #[derive(Debug, thiserror::Error)]
@@ -69,15 +69,23 @@ impl Service {
         }
         let images = self.images.clone();
         let hash = job.image.hash.clone();
-        let page = job.page.unwrap_or(0);
-        let measured = tokio::task::spawn_blocking(move || {
-            images.with_decoded(&hash, page, |decoded| correct(&before, &polygons, decoded))
+        // The page the result was measured on: the job's, for the builtin segmenter; an ML
+        // service's outlines are measured on the first.
+        let page = job
+            .page
+            .filter(|_| before.segmenter == SegmenterId::BUILTIN);
+        let after = tokio::task::spawn_blocking(move || {
+            // Checked before the image is decoded: a refusal costs no decode.
+            let objects = checked(&before, &polygons).map_err(VersionError::from)?;
+            let after = images.with_decoded(&hash, page.unwrap_or(0), |decoded| {
+                corrected(&before, objects, decoded)
+            })?;
+            Ok::<_, ServiceError>(after)
         })
         .await
         .map_err(|e| {
             QueueError::Storage(format!("measuring the correction stopped: {e}").into())
         })??;
-        let after = measured.map_err(VersionError::from)?;
         self.add_version(id, base, &after, None).await
     }
 
