@@ -192,6 +192,10 @@ async fn corrected_outlines_become_a_new_version_with_metrics_measured_again() {
     let (_, coco) = a.get(&format!("/api/jobs/{id}/coco.json")).await;
     assert_eq!(coco["images"][0]["spheroseg_corrected"], true);
     assert_eq!(coco["annotations"].as_array().map(Vec::len), Some(1));
+    let (_, rois, _) = a.get_raw(&format!("/api/jobs/{id}/rois.zip")).await;
+    let rois = zip::ZipArchive::new(std::io::Cursor::new(rois)).expect("a zip");
+    assert_eq!(rois.comment(), b"outlines corrected by hand in spheroseg");
+    assert_eq!(rois.len(), 1);
 
     // Restoring the automatic version makes a fourth, equal to the first; nothing is deleted.
     let (s, v4) = a
