@@ -59,6 +59,7 @@ impl Segmenter for NoOp {
             created_at: String::new(),
             metadata: Vec::new(),
             ml: None,
+            corrected: false,
         })
     }
 }

@@ -120,6 +120,8 @@ pub struct SegmentResult {
     pub metadata: Vec<(String, String)>,
     /// What a remote ML service said beside its outlines; `None` for other results.
     pub ml: Option<MlOrigin>,
+    /// The outlines were corrected by hand (the metrics recomputed by the server from them).
+    pub corrected: bool,
 }
 
 /// What a remote ML service sent beside its outlines, kept as it sent it.
@@ -154,6 +156,8 @@ struct Meta {
     metadata: Vec<(String, String)>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ml: Option<MlOrigin>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    corrected: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -177,6 +181,11 @@ pub struct ResultJson<'a> {
     pub features: Option<&'a serde_json::Value>,
     pub timings_ms: &'a [(String, f64)],
     pub created_at: &'a str,
+    /// The outlines were corrected by hand.
+    pub corrected: bool,
+    /// The result version this is (1 is the segmenter's), when the caller knows the job.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
 }
 
 /// One object's metrics and flags with the id of its external polygon.
@@ -208,6 +217,7 @@ impl SegmentResult {
             created_at: self.created_at.clone(),
             metadata: self.metadata.clone(),
             ml: self.ml.clone(),
+            corrected: self.corrected,
         };
         let stored = StoredV2 {
             meta: serde_json::to_string(&meta).expect("plain structs serialise"),
@@ -245,6 +255,7 @@ impl SegmentResult {
                     created_at: m.created_at,
                     metadata: m.metadata,
                     ml: m.ml,
+                    corrected: m.corrected,
                 })
             }
             Some((&RESULT_V1, rest)) => postcard::from_bytes::<legacy::ResultV1>(rest)
@@ -302,6 +313,8 @@ impl SegmentResult {
             features: self.ml.as_ref().and_then(|m| m.features.as_ref()),
             timings_ms: &self.timings_ms,
             created_at: &self.created_at,
+            corrected: self.corrected,
+            version: None,
         }
     }
 }
@@ -386,5 +399,6 @@ pub fn analyze_decoded(
         created_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         metadata: Vec::new(),
         ml: None,
+        corrected: false,
     })
 }
