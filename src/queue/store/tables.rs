@@ -10,7 +10,7 @@ use std::ops::Deref;
 use redb::{Key, ReadableTable, StorageError, Table, Value, WriteTransaction};
 
 use super::{
-    BY_PROJECT, DEDUPE, DELAYED, FINISHED, IMAGE_REFS, JOBS, LEASES, MARKS, META, READY,
+    BY_PROJECT, DEDUPE, DELAYED, FINISHED, HISTORY, IMAGE_REFS, JOBS, LEASES, MARKS, META, READY,
     READY_TAIL, RESULTS, decode, encode,
 };
 use crate::queue::QueueError;
@@ -72,6 +72,7 @@ tables! {
     9 results: u128 => &'static [u8] = RESULTS;
     10 ready_tail: (u8, u64) => (u128, u64) = READY_TAIL;
     11 marks: &'static str => &'static [u8] = MARKS;
+    12 history: u128 => &'static [u8] = HISTORY;
 }
 
 /// Version byte in front of every write-ahead log payload.
@@ -83,7 +84,7 @@ impl Tables<'_> {
     /// Opens every table, creating the missing ones (for a new or migrated file, so that readers
     /// find them all).
     pub(crate) fn create_all(&mut self) -> Result<(), QueueError> {
-        for n in 0..=11 {
+        for n in 0..=12 {
             self.numbered(n)?;
         }
         Ok(())
