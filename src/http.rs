@@ -12,6 +12,7 @@ mod guard;
 mod health;
 mod intake;
 mod job_exports;
+mod job_history;
 mod job_images;
 mod job_results;
 mod jobs;
@@ -98,6 +99,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(job_results::routes())
         .merge(job_images::routes())
         .merge(job_exports::routes())
+        .merge(job_history::routes())
         .merge(rerun::routes())
         .merge(segmenters::routes())
         .merge(queue::routes())
