@@ -2,13 +2,16 @@
 // step. Live updates come over the WebSocket (with `since` resume); polling takes over if it fails.
 // Modules: `api.js` (requests with the token), `params.js` (the segmentation parameter form, for
 // upload and for "Run again with…"), `viewer.js` (a job's result), `project.js` (a project's
-// pixel size, distributions and downloads), `dom.js`.
+// pixel size, distributions and downloads), `drawer.js` (a job's whole story), `controls.js`
+// (pause and resume, the configured segmenters), `dom.js`.
 
 import { el, reveal, shortId } from "./dom.js";
 import { TOKEN_KEY, api, authHeaders, json } from "./api.js";
 import { paramForm } from "./params.js";
 import { setupProject, uploadHint } from "./project.js";
-import { jobChanged, openViewer, paramsLoaded, setupViewer } from "./viewer.js";
+import { jobChanged, openViewer, paramsLoaded, setupViewer, viewerJob } from "./viewer.js";
+import { detailsButton, drawerJobChanged, setupDrawer } from "./drawer.js";
+import { renderQueueState, setupControls } from "./controls.js";
 
 const $ = (id) => document.getElementById(id);
 const state = { lastEventId: 0, jobs: new Map(), cursor: null, socketFailures: 0, pollTimer: null, paramFields: null, uploadParams: null, folders: [] };
@@ -42,6 +45,7 @@ async function loadOverview() {
       json("/api/queue"), json("/api/system"), json("/api/health"), json("/api/ml"), json("/api/watch"),
     ]);
     renderCounts(q);
+    renderQueueState(q);
     const facts = $("facts");
     facts.replaceChildren(
       card(`${q.workers_busy} / ${q.workers_total}`, "workers busy"),
@@ -49,7 +53,8 @@ async function loadOverview() {
       card(q.completed.last_15m, "completed, 15 min"),
       card(q.wait.p50_ms == null ? "–" : ago(q.wait.p50_ms), "median wait"),
       card(q.run.p50_ms == null ? "–" : ago(q.run.p50_ms), "median run"),
-      card(bytes(sys.disk_available_bytes), "disk free"),
+      card(bytes(sys.data_dir_bytes), "data directory"),
+      card(bytes(sys.disk_available_bytes), `disk free of ${bytes(sys.disk_total_bytes)}`),
       card(bytes(sys.memory_available_bytes), "memory free"),
       card(health.uptime < 60 ? `${health.uptime} s` : ago(health.uptime * 1000), "uptime"),
     );
@@ -175,7 +180,7 @@ async function loadJobs(append = false) {
 function jobRow(j) {
   const waited = (j.started_at || Date.now()) - j.queued_at;
   const ran = j.started_at ? (j.finished_at || Date.now()) - j.started_at : null;
-  const actions = el("td");
+  const actions = el("td", {}, detailsButton(j), " ");
   if (["queued", "delayed", "active"].includes(j.state)) {
     actions.append(el("button", { type: "button", onclick: (e) => { e.stopPropagation(); act(j.id, "DELETE", ""); } }, "Cancel"));
   }
@@ -237,6 +242,7 @@ function upsertJob(j, append) {
   $("no-jobs").hidden = true;
   redrawOriginal(j);
   jobChanged(j);
+  drawerJobChanged(j);
 }
 
 /// Redraws the row of the job `j` runs again, whose "rerun as" line names `j`.
@@ -490,6 +496,8 @@ function setup() {
   document.body.addEventListener("dragover", (e) => e.preventDefault());
   document.body.addEventListener("drop", (e) => { e.preventDefault(); if (e.dataTransfer.files.length) upload(e.dataTransfer.files); });
   setupViewer({ fields: () => state.paramFields, rerunsOf, showRow });
+  setupDrawer({ fields: () => state.paramFields, openViewer, showRow, viewerJob });
+  setupControls({ changed: loadOverview });
   setupParams();
   setupProject();
   loadOverview();
