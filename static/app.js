@@ -51,6 +51,7 @@ async function loadOverview() {
       card(`${q.workers_busy} / ${q.workers_total}`, "workers busy"),
       card(q.completed.last_1m, "completed, last min"),
       card(q.completed.last_15m, "completed, 15 min"),
+      card(q.failed.last_5m, "failed, last 5 min"),
       card(q.wait.p50_ms == null ? "–" : ago(q.wait.p50_ms), "median wait"),
       card(q.run.p50_ms == null ? "–" : ago(q.run.p50_ms), "median run"),
       card(bytes(sys.data_dir_bytes), "data directory"),

@@ -175,3 +175,52 @@ async fn history(
         dropped: h.dropped,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::{Priority, Requeue};
+
+    /// Every change's name is one the document lists: a change added to the queue fails to
+    /// compile here until it is named.
+    #[test]
+    fn every_change_is_a_documented_kind() {
+        let every = [
+            Change::Queued,
+            Change::Retried,
+            Change::Started,
+            Change::Completed,
+            Change::Retrying,
+            Change::Held,
+            Change::Failed,
+            Change::Cancelled {
+                was: JobState::Queued,
+            },
+            Change::Interrupted,
+            Change::Requeued {
+                reason: Requeue::Due,
+            },
+            Change::PriorityChanged {
+                from: Priority::DEFAULT,
+            },
+        ];
+        for c in every {
+            // Exhaustive, without a wildcard: a new variant must be added to `every` above.
+            match c {
+                Change::Queued
+                | Change::Retried
+                | Change::Started
+                | Change::Completed
+                | Change::Retrying
+                | Change::Held
+                | Change::Failed
+                | Change::Cancelled { .. }
+                | Change::Interrupted
+                | Change::Requeued { .. }
+                | Change::PriorityChanged { .. } => {}
+            }
+            assert!(KINDS.contains(&c.as_str()), "{c:?}");
+        }
+        assert_eq!(every.len(), KINDS.len());
+    }
+}

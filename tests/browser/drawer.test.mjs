@@ -12,6 +12,9 @@ before(startBrowser);
 after(closeBrowser);
 
 const row = (page, name) => page.locator("#job-rows tr", { hasText: name }).first();
+/// The value of the overview card labelled `label`.
+const card = (page, label) => page.evaluate((l) => [...document.querySelectorAll(".card")]
+  .find((c) => c.querySelector("span").textContent === l)?.querySelector("b").textContent, label);
 const queueState = (page) => page.evaluate(async () => (await (await fetch("/api/queue")).json()).paused);
 
 test("the queue is paused and resumed from the overview, and says so in words", async () => {
@@ -102,6 +105,20 @@ test("the drawer shows a failed job's attempts with their errors and its events"
     await page.screenshot({ path: join(shots, "drawer-failed-390.png") });
     await page.keyboard.press("Escape");
     await drawer.waitFor({ state: "hidden" });
+
+    // The overview counts the failure; a cancelled job is not one.
+    await page.setViewportSize({ width: 1280, height: 800 });
+    await page.waitForFunction(() => /failed, last 5 min/.test(document.getElementById("facts").textContent));
+    assert.equal(await card(page, "failed, last 5 min"), "1");
+    await page.click("#queue-toggle");
+    await page.waitForFunction(() => /Queue paused/.test(document.getElementById("queue-state").textContent));
+    await page.selectOption("#segmenter", "builtin");
+    await page.setInputFiles("#files", [join(fixtures, "spheroid_core_8bit.png")]);
+    await row(page, "spheroid_core_8bit.png").getByRole("button", { name: "Cancel" }).click();
+    await row(page, "spheroid_core_8bit.png").locator("td.state", { hasText: "cancelled" }).waitFor();
+    await page.waitForFunction(() => [...document.querySelectorAll("#counts .card")]
+      .some((c) => c.textContent === "1cancelled"));
+    assert.equal(await card(page, "failed, last 5 min"), "1");
     assert.deepEqual(errors, []);
     await context.close();
   } finally { await stop(server); }

@@ -1,13 +1,13 @@
-//! The `history` table: `job id -> history record`, what happened to each job (see
-//! `model/history.rs`). Not an index: it cannot be rebuilt from `jobs`, and it goes with its job
-//! (the writer removes it when the job is deleted). A file from before histories has no table;
-//! reads treat every job's history as empty.
+//! The `history` table: `job id -> history record`, what happened to each job after its
+//! enqueue (see `model/history.rs`). Not an index: it cannot be rebuilt from `jobs`, and it goes
+//! with its job (the writer removes it when the job is deleted). A job with no row (not run yet,
+//! or in a file from before histories, which has no table) has only its enqueue.
 //!
 //! Record layout: a version byte, then the postcard of [`History`].
 
 use redb::{ReadableDatabase, TableDefinition, TableError};
 
-use super::{JOBS, Store};
+use super::{JOBS, Store, decode};
 use crate::queue::QueueError;
 use crate::queue::model::{History, JobId};
 
@@ -41,20 +41,21 @@ pub(crate) fn decode_history(bytes: &[u8]) -> Result<History, QueueError> {
 }
 
 impl Store {
-    /// A job's history from one snapshot; `None` when there is no such job.
+    /// A job's history from one snapshot, its enqueue first; `None` when there is no such job.
     pub(crate) fn history(&self, id: JobId) -> Result<Option<History>, QueueError> {
         let tx = self.db.begin_read()?;
-        if tx.open_table(JOBS)?.get(id.0)?.is_none() {
-            return Ok(None);
-        }
-        let table = match tx.open_table(HISTORY) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(Some(History::default())),
+        let job = match tx.open_table(JOBS)?.get(id.0)? {
+            Some(v) => decode(v.value(), "job record")?,
+            None => return Ok(None),
+        };
+        let stored = match tx.open_table(HISTORY) {
+            Ok(table) => match table.get(id.0)? {
+                Some(v) => decode_history(v.value())?,
+                None => History::default(),
+            },
+            Err(TableError::TableDoesNotExist(_)) => History::default(),
             Err(e) => return Err(e.into()),
         };
-        match table.get(id.0)? {
-            Some(v) => decode_history(v.value()).map(Some),
-            None => Ok(Some(History::default())),
-        }
+        Ok(Some(stored.with_enqueue(&job)))
     }
 }

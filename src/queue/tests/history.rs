@@ -97,9 +97,10 @@ async fn history_is_bounded_per_job() {
         f.queue.change_priority(j.id, p).await.expect("priority");
     }
     let h = f.queue.history(j.id).expect("history").expect("job");
-    assert_eq!(h.entries.len(), History::MAX_ENTRIES);
-    assert_eq!(h.dropped as usize, 101 - History::MAX_ENTRIES);
-    assert_eq!(h.entries[0].change, Change::Queued);
+    // The kept entries and the enqueue, which the job record holds.
+    assert_eq!(h.entries.len(), History::MAX_ENTRIES + 1);
+    assert_eq!(h.dropped as usize, 100 - History::MAX_ENTRIES);
+    assert_eq!((h.entries[0].change, h.entries[0].at), (Change::Queued, T0));
     let last = h.entries.last().expect("an entry");
     assert_eq!(
         (last.change, last.priority.get()),
@@ -112,21 +113,29 @@ async fn history_is_bounded_per_job() {
     );
 }
 
-#[tokio::test]
-async fn a_deleted_job_takes_its_history_with_it() {
-    let f = Fixture::new();
-    let gone = f.add(5).await;
-    let kept = f.add(5).await;
-    f.queue.cancel(gone.id).await.expect("cancel");
-    f.queue.delete(gone.id).await.expect("delete");
-    assert_eq!(f.queue.history(gone.id).expect("history"), None);
+/// Rows in the history table.
+fn rows(f: &Fixture) -> u64 {
     let store = f.queue.store().expect("store");
     let tx = store.db.begin_read().expect("read");
     let table = tx.open_table(store::HISTORY).expect("history table");
-    assert_eq!(table.len().expect("len"), 1, "only the kept job's history");
+    table.len().expect("len")
+}
+
+#[tokio::test]
+async fn an_enqueue_writes_no_row_and_a_deleted_job_takes_its_row_with_it() {
+    let f = Fixture::new();
+    let gone = f.add(5).await;
+    let kept = f.add(5).await;
+    assert_eq!(rows(&f), 0, "an enqueue writes no history row");
     let h = f.queue.history(kept.id).expect("history").expect("job");
-    assert_eq!(h.entries.len(), 1);
+    assert_eq!(h.entries.len(), 1, "its enqueue, from the job record");
     assert!(h.attempts().is_empty());
+    f.queue.cancel(gone.id).await.expect("cancel");
+    f.queue.cancel(kept.id).await.expect("cancel");
+    assert_eq!(rows(&f), 2);
+    f.queue.delete(gone.id).await.expect("delete");
+    assert_eq!(f.queue.history(gone.id).expect("history"), None);
+    assert_eq!(rows(&f), 1, "only the kept job's history");
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 //! Each job's history, written from the transitions the batch recorded for the queue's listener
 //! (`Batch::record`), so history and events come from the same record and cannot disagree. Once
 //! per batch (`Batch::flush`): each job's record is read, extended and written once, however many
-//! of its transitions the batch holds. A job deleted in the batch loses its history with it.
+//! of its transitions the batch holds. An enqueue writes nothing (the job record says when it
+//! was queued: `History::with_enqueue`). A job deleted in the batch loses its history with it.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
@@ -28,7 +29,7 @@ impl Batch<'_> {
         let mut order: Vec<JobId> = Vec::new();
         for t in transitions {
             let id = t.job.id;
-            if deleted.contains(&id) {
+            if t.change == Change::Queued || deleted.contains(&id) {
                 continue;
             }
             let h = match changed.entry(id) {
