@@ -2,9 +2,12 @@
 //! commit order, and the attempts read from those entries (each lease opens one; the transition
 //! that ends that lease closes it with its outcome and error).
 //!
-//! The enqueue itself is not stored: the job record's `created_at` says when it was queued, so an
-//! enqueue costs no second write (see `benches/queue.rs`, batches of 1,000); a read puts it first
-//! ([`History::with_enqueue`]).
+//! What the job record holds is not stored when it happens. The enqueue: `created_at` says when,
+//! and a read puts it first ([`History::with_enqueue`]). A lease: `started_at`, the lease token,
+//! attempts and segmenter say it, so it is stored with the job's next transition, which always
+//! follows before another lease ([`History::catch_up`]), and a read of a running job adds it. So
+//! an enqueue writes no history, a lease batch does not touch the table, and a run costs one
+//! write (see `benches/queue.rs`, (c) and (e)).
 //!
 //! Bounded: a job keeps at most [`History::MAX_ENTRIES`] entries. Past that the oldest go and
 //! `dropped` counts them, so a job retried by hand for weeks cannot grow its record without
@@ -42,6 +45,8 @@ pub struct History {
     pub entries: Vec<HistoryEntry>,
     /// Entries left out to keep the bound (the oldest).
     pub dropped: u32,
+    /// The latest lease whose start is in `entries` (or was, before the bound dropped it).
+    pub last_lease: u32,
 }
 
 /// One run of a job: from its lease to the transition that ended it.
@@ -72,9 +77,38 @@ impl History {
         self.entries.push(entry);
     }
 
+    /// Adds the start of `job`'s current lease, unless the history has it already: at `job`'s
+    /// `started_at`, with `attempts` spent once it started and its `priority` then.
+    pub(crate) fn catch_up(&mut self, job: &Job, attempts: u32, priority: Priority) {
+        if job.lease.0 <= self.last_lease || job.started_at.is_none() {
+            return;
+        }
+        self.last_lease = job.lease.0;
+        self.push(HistoryEntry {
+            at: job.started_at.unwrap_or(job.updated_at),
+            change: Change::Started,
+            state: JobState::Active,
+            priority,
+            attempts,
+            lease: job.lease,
+            segmenter: Some(job.segmenter.clone()),
+            error: None,
+        });
+    }
+
+    /// What a read shows of `job`: its enqueue, the stored entries, and the start of the
+    /// attempt it runs now.
+    pub(crate) fn of_job(self, job: &Job) -> History {
+        let mut h = self.with_enqueue(job);
+        if job.state == JobState::Active {
+            h.catch_up(job, job.attempts, job.priority);
+        }
+        h
+    }
+
     /// The stored entries of `job` with its enqueue first: queued at `created_at`, at the
     /// priority the first kept priority change started from (else the job's own).
-    pub(crate) fn with_enqueue(mut self, job: &Job) -> History {
+    fn with_enqueue(mut self, job: &Job) -> History {
         let priority = self
             .entries
             .iter()

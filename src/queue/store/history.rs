@@ -41,7 +41,8 @@ pub(crate) fn decode_history(bytes: &[u8]) -> Result<History, QueueError> {
 }
 
 impl Store {
-    /// A job's history from one snapshot, its enqueue first; `None` when there is no such job.
+    /// A job's history from one snapshot, with what its record says (`History::of_job`); `None`
+    /// when there is no such job.
     pub(crate) fn history(&self, id: JobId) -> Result<Option<History>, QueueError> {
         let tx = self.db.begin_read()?;
         let job = match tx.open_table(JOBS)?.get(id.0)? {
@@ -56,6 +57,6 @@ impl Store {
             Err(TableError::TableDoesNotExist(_)) => History::default(),
             Err(e) => return Err(e.into()),
         };
-        Ok(Some(stored.with_enqueue(&job)))
+        Ok(Some(stored.of_job(&job)))
     }
 }

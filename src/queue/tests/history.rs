@@ -113,6 +113,48 @@ async fn history_is_bounded_per_job() {
     );
 }
 
+#[tokio::test]
+async fn a_running_job_shows_its_attempt_and_a_lease_writes_no_row() {
+    let f = Fixture::new();
+    let j = f.add(5).await;
+    f.clock.advance(Duration::from_secs(1));
+    let l = f.lease_one().await;
+    assert_eq!(
+        rows(&f),
+        0,
+        "a lease is stored with the job's next transition"
+    );
+    let h = f.queue.history(j.id).expect("history").expect("job");
+    let a = h.attempts();
+    assert_eq!(a.len(), 1);
+    assert_eq!(
+        (a[0].started_at, a[0].ended_at, a[0].number),
+        (T0 + 1000, None, 1)
+    );
+    // A priority change while it runs comes after the start it did not see stored.
+    f.clock.advance(Duration::from_secs(1));
+    let p = Priority::new(8).expect("8");
+    f.queue.change_priority(j.id, p).await.expect("priority");
+    f.clock.advance(Duration::from_secs(1));
+    f.queue
+        .release(j.id, l.token, T0 + 60_000, failure(1))
+        .await
+        .expect("held");
+    let h = f.queue.history(j.id).expect("history").expect("job");
+    let changes: Vec<&str> = h.entries.iter().map(|e| e.change.as_str()).collect();
+    assert_eq!(changes, ["queued", "started", "priority_changed", "held"]);
+    assert_eq!(
+        (h.entries[1].priority.get(), h.entries[1].attempts),
+        (5, 1),
+        "as it was when it started, before the refund"
+    );
+    let a = h.attempts();
+    assert_eq!(
+        (a[0].ended_at, a[0].outcome),
+        (Some(T0 + 3000), Some(Change::Held))
+    );
+}
+
 /// Rows in the history table.
 fn rows(f: &Fixture) -> u64 {
     let store = f.queue.store().expect("store");

@@ -1,8 +1,9 @@
 //! Each job's history, written from the transitions the batch recorded for the queue's listener
 //! (`Batch::record`), so history and events come from the same record and cannot disagree. Once
 //! per batch (`Batch::flush`): each job's record is read, extended and written once, however many
-//! of its transitions the batch holds. An enqueue writes nothing (the job record says when it
-//! was queued: `History::with_enqueue`). A job deleted in the batch loses its history with it.
+//! of its transitions the batch holds. An enqueue and a lease write nothing: the job record holds
+//! them, and a lease is stored with the job's next transition (`History::catch_up`). A job
+//! deleted in the batch loses its history with it.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
@@ -11,7 +12,9 @@ use redb::ReadableTable;
 
 use super::Batch;
 use crate::queue::QueueError;
-use crate::queue::model::{Change, History, HistoryEntry, JobId, Millis, Transition};
+use crate::queue::model::{
+    Change, History, HistoryEntry, JobId, Millis, Priority, Requeue, Transition,
+};
 use crate::queue::store::{decode_history, encode_history};
 
 impl Batch<'_> {
@@ -29,7 +32,7 @@ impl Batch<'_> {
         let mut order: Vec<JobId> = Vec::new();
         for t in transitions {
             let id = t.job.id;
-            if t.change == Change::Queued || deleted.contains(&id) {
+            if matches!(t.change, Change::Queued | Change::Started) || deleted.contains(&id) {
                 continue;
             }
             let h = match changed.entry(id) {
@@ -42,6 +45,8 @@ impl Batch<'_> {
                     })
                 }
             };
+            let (attempts, priority) = at_start(t);
+            h.catch_up(&t.job, attempts, priority);
             h.push(entry(t, self.now));
         }
         for id in order {
@@ -62,6 +67,26 @@ impl Batch<'_> {
     }
 }
 
+/// The attempts spent and the priority when the job's current lease started, from the job as
+/// the transition `t` left it: a hand-back refunded the attempt, a priority change while it ran
+/// says what the priority was.
+fn at_start(t: &Transition) -> (u32, Priority) {
+    let j = &t.job;
+    let refunded = matches!(
+        t.change,
+        Change::Held
+            | Change::Interrupted
+            | Change::Requeued {
+                reason: Requeue::Orphan
+            }
+    );
+    let priority = match t.change {
+        Change::PriorityChanged { from } => from,
+        _ => j.priority,
+    };
+    (j.attempts + u32::from(refunded), priority)
+}
+
 /// What a job's history keeps of a transition committed at `now`.
 fn entry(t: &Transition, now: Millis) -> HistoryEntry {
     let j = &t.job;
@@ -72,7 +97,8 @@ fn entry(t: &Transition, now: Millis) -> HistoryEntry {
         priority: j.priority,
         attempts: j.attempts,
         lease: j.lease,
-        segmenter: (t.change == Change::Started).then(|| j.segmenter.clone()),
+        // Only a lease's entry names the segmenter (`History::catch_up`).
+        segmenter: None,
         error: if t.change.keeps_error() {
             j.last_error.clone()
         } else {
