@@ -204,15 +204,17 @@ const OUTCOMES = { completed: "completed", retrying: "failed, retried later", fa
 function attempts(h) {
   if (!h.attempts.length) return section("Attempts", el("p", { class: "muted" }, "Not run yet."));
   const head = el("tr", {}, ...["#", "Segmenter", "Started", "Ran", "Outcome", "Error"].map((t) => el("th", { scope: "col" }, t)));
+  // Each cell names its column too, for the narrow layout that shows an attempt as a card.
+  const cell = (label, text, cls = "") => el("td", { class: cls, "data-label": label }, text);
   const rows = h.attempts.map((a) => el("tr", { class: "attempt" },
-    el("td", {}, a.number),
-    el("td", {}, a.segmenter || "–"),
-    el("td", {}, time(a.started_at)),
-    el("td", {}, a.ended_at ? span(a.ended_at - a.started_at) : "running"),
-    el("td", { class: a.outcome === "completed" ? "" : "err" }, a.outcome ? (OUTCOMES[a.outcome] || a.outcome) + (a.reason ? ` (${a.reason})` : "") : "running"),
-    el("td", { class: "err" }, a.error ? `${a.error.code}: ${a.error.message}` : "")));
+    cell("#", a.number),
+    cell("Segmenter", a.segmenter || "–"),
+    cell("Started", time(a.started_at)),
+    cell("Ran", a.ended_at ? span(a.ended_at - a.started_at) : "running"),
+    cell("Outcome", a.outcome ? (OUTCOMES[a.outcome] || a.outcome) + (a.reason ? ` (${a.reason})` : "") : "running", a.outcome === "completed" ? "" : "err"),
+    cell("Error", a.error ? `${a.error.code}: ${a.error.message}` : "–", a.error ? "err" : "")));
   return section(`Attempts (${h.attempts.length})`,
-    el("div", { class: "table-scroll" }, el("table", { class: "drawer-table" }, el("thead", {}, head), el("tbody", {}, ...rows))));
+    el("table", { class: "drawer-table drawer-attempts" }, el("thead", {}, head), el("tbody", {}, ...rows)));
 }
 
 function eventText(e) {
@@ -221,8 +223,7 @@ function eventText(e) {
   if (e.kind === "cancelled" && e.was) parts.push(`(was ${e.was})`);
   if (e.reason) parts.push(`(${e.reason})`);
   if (e.kind === "started") parts.push(`attempt ${e.attempts}${e.segmenter ? ` on ${e.segmenter}` : ""}`);
-  if (e.error) parts.push(`: ${e.error.message}`);
-  return parts.join(" ");
+  return parts.join(" ") + (e.error ? `: ${e.error.message}` : "");
 }
 
 function events(h) {

@@ -103,6 +103,8 @@ test("the drawer shows a failed job's attempts with their errors and its events"
     await drawer.locator("tr.attempt").nth(1).waitFor();
     assert.equal(await page.evaluate(() => document.documentElement.scrollWidth), 390);
     await page.screenshot({ path: join(shots, "drawer-failed-390.png") });
+    await drawer.locator("tr.attempt").first().scrollIntoViewIfNeeded();
+    await page.screenshot({ path: join(shots, "drawer-failed-390-attempts.png") });
     await page.keyboard.press("Escape");
     await drawer.waitFor({ state: "hidden" });
 
