@@ -1,5 +1,6 @@
 //! The file system that holds the data directory: its size and free space (statvfs of the data
 //! directory itself, so a small tmpfs or a separate `/var` partition is what is reported), the
+//! bytes the data directory itself holds (a walk of it, at most every [`Disk::SIZE_EVERY`]), the
 //! low-water mark under which spheroseg takes no new images and reports itself not ready, and
 //! whether a write was refused for lack of space since the last one that succeeded (or since the
 //! free space grew by [`Disk::RECOVERED`], so that a server nobody writes to while it reports
@@ -10,6 +11,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -135,6 +137,8 @@ pub struct Disk {
     low_water: Option<u64>,
     /// Why the last write was refused, and the free bytes then.
     refused: Mutex<Option<(String, u64)>>,
+    /// The data directory's bytes, and when they were counted.
+    size: Mutex<Option<(Instant, u64)>>,
 }
 
 impl Disk {
@@ -149,6 +153,25 @@ impl Disk {
             dir: dir.to_owned(),
             low_water: (low_water_mb > 0).then_some(low_water_mb << 20),
             refused: Mutex::new(None),
+            size: Mutex::new(None),
+        }
+    }
+
+    /// How long a count of the data directory's bytes is reused: a lab's directory holds
+    /// thousands of images, and the status page asks every few seconds.
+    pub const SIZE_EVERY: Duration = Duration::from_secs(30);
+
+    /// Bytes in the files under the data directory (images, the database and its log, work
+    /// files), counted at most every [`Disk::SIZE_EVERY`]. Symbolic links are not followed.
+    pub fn data_bytes(&self) -> u64 {
+        let mut size = self.size.lock().expect("disk size lock");
+        match *size {
+            Some((at, bytes)) if at.elapsed() < Self::SIZE_EVERY => bytes,
+            _ => {
+                let bytes = tree_bytes(&self.dir, 0);
+                *size = Some((Instant::now(), bytes));
+                bytes
+            }
         }
     }
 
@@ -208,6 +231,26 @@ impl Disk {
         Filesystem::of(&self.dir).map_or(0, |f| f.available_bytes / 1_000_000)
     }
 }
+
+/// Bytes in the regular files under `dir`, at most [`MAX_DEPTH`] levels down.
+fn tree_bytes(dir: &Path, depth: usize) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut total = 0u64;
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_file() {
+            total = total.saturating_add(meta.len());
+        } else if meta.is_dir() && depth < MAX_DEPTH {
+            total = total.saturating_add(tree_bytes(&entry.path(), depth + 1));
+        }
+    }
+    total
+}
+
+/// How deep [`tree_bytes`] looks: the data directory's own layout is two or three levels.
+const MAX_DEPTH: usize = 8;
 
 #[cfg(test)]
 mod tests {

@@ -13,6 +13,7 @@ mod guard;
 mod health;
 mod intake;
 mod job_exports;
+mod job_history;
 mod job_images;
 mod job_results;
 mod job_thumbnail;
@@ -104,6 +105,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(job_thumbnail::routes())
         .merge(gallery::routes())
         .merge(job_exports::routes())
+        .merge(job_history::routes())
         .merge(rerun::routes())
         .merge(segmenters::routes())
         .merge(queue::routes())

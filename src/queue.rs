@@ -37,10 +37,10 @@ pub use blocking::Blocking;
 pub use check::{Check, check};
 pub use error::QueueError;
 pub use model::{
-    Backoff, BulkAction, BulkOutcome, Change, Committed, Enqueued, FailOutcome, ImageRef, Job,
-    JobError, JobFilter, JobId, JobState, Lease, LeaseToken, Limit, Mark, Millis, NewJob,
-    NewVersion, Page, Priority, Requeue, ResultRef, ResultVersion, Retention, RetentionReport,
-    SweepReport, Transition,
+    Attempt, Backoff, BulkAction, BulkOutcome, Change, Committed, Enqueued, FailOutcome, History,
+    HistoryEntry, ImageRef, Job, JobError, JobFilter, JobId, JobState, Lease, LeaseToken, Limit,
+    Mark, Millis, NewJob, NewVersion, Page, Priority, Requeue, ResultRef, ResultVersion, Retention,
+    RetentionReport, SweepReport, Transition,
 };
 pub use open::Recovery;
 pub use stats::{CommitLatency, LogStats, Percentiles, QueueStats, StateCounts, Throughput};
@@ -438,6 +438,12 @@ impl Queue {
 
     pub fn get(&self, id: JobId) -> Result<Option<Job>, QueueError> {
         self.store()?.get(id)
+    }
+
+    /// What happened to a job, in commit order; `None` when there is no such job. A job from a
+    /// file written before histories were kept has an empty one.
+    pub fn history(&self, id: JobId) -> Result<Option<History>, QueueError> {
+        self.store()?.history(id)
     }
 
     /// The stored result bytes of a completed job: its latest version.

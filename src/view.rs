@@ -13,7 +13,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::clock::Millis;
-use crate::queue::{Job, JobState};
+use crate::queue::{Job, JobError, JobState};
 use crate::segment::{Declump, Feature, PixelSizeGiven, Polarity, SegmentParams};
 
 pub mod folder;
@@ -90,6 +90,16 @@ pub struct ErrorView {
     pub transient: bool,
 }
 
+impl From<&JobError> for ErrorView {
+    fn from(e: &JobError) -> Self {
+        ErrorView {
+            code: e.code.clone(),
+            message: e.message.clone(),
+            transient: e.transient,
+        }
+    }
+}
+
 impl From<&Job> for JobView {
     fn from(j: &Job) -> Self {
         JobView {
@@ -115,11 +125,7 @@ impl From<&Job> for JobView {
             started_at: j.started_at,
             finished_at: j.finished_at,
             run_at: j.run_at,
-            error: j.last_error.as_ref().map(|e| ErrorView {
-                code: e.code.clone(),
-                message: e.message.clone(),
-                transient: e.transient,
-            }),
+            error: j.last_error.as_ref().map(ErrorView::from),
             result_bytes: j.result.as_ref().map(|r| r.bytes),
             objects: j.result.as_ref().map(|r| r.objects),
             version: j.result.as_ref().map(|r| r.version()),

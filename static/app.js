@@ -4,17 +4,20 @@
 // upload and for "Run again with…"), `viewer.js` (a job's result), `project.js` (a project's
 // pixel size, distributions and downloads), `jobs_table.js` (search, sort, empty state and live
 // times of the jobs table), `uploads.js` (the upload list following its jobs), `gallery.js`
-// (thumbnails with outlines), `columns.js` (the metrics table's columns), `dom.js`.
+// (thumbnails with outlines), `columns.js` (the metrics table's columns), `drawer.js` (a job's
+// whole story), `controls.js` (pause and resume, the configured segmenters), `dom.js`.
 
 import { ago, el, plural, reveal, shortId } from "./dom.js";
 import { TOKEN_KEY, api, authHeaders, json } from "./api.js";
 import { paramForm } from "./params.js";
 import { setupProject, uploadHint } from "./project.js";
-import { jobChanged, openViewer, paramsLoaded, resultChanged, setupViewer } from "./viewer.js";
+import { jobChanged, openViewer, paramsLoaded, resultChanged, setupViewer, viewerJob } from "./viewer.js";
 import { arrange, setupJobsTable } from "./jobs_table.js";
 import { followJob, followProgress, trackUpload } from "./uploads.js";
 import { galleryEvent, setupGallery } from "./gallery.js";
 import { setupColumns } from "./columns.js";
+import { detailsButton, drawerJobChanged, setupDrawer } from "./drawer.js";
+import { renderQueueState, setupControls } from "./controls.js";
 
 const $ = (id) => document.getElementById(id);
 const state = { lastEventId: 0, jobs: new Map(), cursor: null, socketFailures: 0, pollTimer: null, paramFields: null, uploadParams: null, folders: [] };
@@ -38,14 +41,17 @@ async function loadOverview() {
       json("/api/queue"), json("/api/system"), json("/api/health"), json("/api/ml"), json("/api/watch"),
     ]);
     renderCounts(q);
+    renderQueueState(q);
     const facts = $("facts");
     facts.replaceChildren(
       card(`${q.workers_busy} / ${q.workers_total}`, "workers busy"),
       card(q.completed.last_1m, "completed, last min"),
       card(q.completed.last_15m, "completed, 15 min"),
+      card(q.failed.last_5m, "failed, last 5 min"),
       card(q.wait.p50_ms == null ? "–" : ago(q.wait.p50_ms), "median wait"),
       card(q.run.p50_ms == null ? "–" : ago(q.run.p50_ms), "median run"),
-      card(bytes(sys.disk_available_bytes), "disk free"),
+      card(bytes(sys.data_dir_bytes), "data directory"),
+      card(bytes(sys.disk_available_bytes), `disk free of ${bytes(sys.disk_total_bytes)}`),
       card(bytes(sys.memory_available_bytes), "memory free"),
       card(health.uptime < 60 ? `${health.uptime} s` : ago(health.uptime * 1000), "uptime"),
     );
@@ -91,10 +97,6 @@ function renderMl(services) {
   if (!services.length) {
     box.replaceChildren(el("p", { class: "muted" }, "No ML service configured: jobs run on the builtin segmenter."));
     return;
-  }
-  const pick = $("segmenter");
-  for (const seg of new Set(services.map((s) => s.segmenter))) {
-    if (![...pick.options].some((o) => o.value === seg)) pick.append(el("option", { value: seg }, seg));
   }
   box.replaceChildren(...services.map((s) => {
     const b = s.breaker;
@@ -177,7 +179,7 @@ async function loadJobs(append = false) {
 function jobRow(j) {
   const waited = (j.started_at || Date.now()) - j.queued_at;
   const ran = j.started_at ? (j.finished_at || Date.now()) - j.started_at : null;
-  const actions = el("td");
+  const actions = el("td", {}, detailsButton(j), " ");
   if (["queued", "delayed", "active"].includes(j.state)) {
     actions.append(el("button", { type: "button", onclick: (e) => { e.stopPropagation(); act(j.id, "DELETE", ""); } }, "Cancel"));
   }
@@ -242,6 +244,7 @@ function upsertJob(j, append) {
   arrange();
   redrawOriginal(j);
   jobChanged(j);
+  drawerJobChanged(j);
 }
 
 /// Redraws the row of the job `j` runs again, whose "rerun as" line names `j`.
@@ -507,6 +510,8 @@ function setup() {
   setupJobsTable({ jobs: () => state.jobs, more: () => Boolean(state.cursor) });
   setupGallery({ open: openViewer });
   setupColumns();
+  setupDrawer({ fields: () => state.paramFields, openViewer, showRow, viewerJob });
+  setupControls({ changed: loadOverview });
   setupParams();
   setupProject();
   loadOverview();

@@ -17,6 +17,9 @@ let page = null;
 // hides them.
 const view = { scale: 1, x: 0, y: 0, img: null, result: null, factor: 1, job: null, rerunForm: null, reruns: new Map() };
 
+/// The job the viewer shows, or null.
+export const viewerJob = () => view.job;
+
 /// Shows `job`'s result: its latest version, or `version`.
 export async function openViewer(job, version) {
   if (editing() && !stopEdit()) return;

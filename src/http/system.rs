@@ -23,8 +23,8 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(render))
 }
 
-// `telemetry.rs` stays free of utoipa: this is its `SystemSnapshot`, serialised the same, and the
-// conversion names every field so none can be left out.
+// `telemetry.rs` stays free of utoipa: this is its `SystemSnapshot`, serialised the same plus the
+// data directory's size, and the conversion names every field so none can be left out.
 /// A moment's view of the machine and the process.
 #[derive(Serialize, ToSchema)]
 struct SystemView {
@@ -49,12 +49,17 @@ struct SystemView {
     /// Why a write (an image, or a queue commit) was refused for lack of space, until one
     /// succeeds again.
     disk_refused: Option<String>,
+    /// Bytes the data directory holds: images, the database and its log, work files (counted
+    /// at most every 30 s).
+    data_dir_bytes: u64,
     /// Seconds since the process started.
     uptime_secs: u64,
 }
 
-impl From<SystemSnapshot> for SystemView {
-    fn from(s: SystemSnapshot) -> Self {
+impl SystemView {
+    /// The snapshot, and the data directory's bytes (a walk of it, which the snapshot leaves
+    /// out: health checks take snapshots on the runtime).
+    fn new(s: SystemSnapshot, data_dir_bytes: u64) -> Self {
         let SystemSnapshot {
             cpu_percent,
             cores,
@@ -83,6 +88,7 @@ impl From<SystemSnapshot> for SystemView {
             disk_low_water_bytes,
             disk_low,
             disk_refused,
+            data_dir_bytes,
             uptime_secs,
         }
     }
@@ -91,7 +97,7 @@ impl From<SystemSnapshot> for SystemView {
 #[utoipa::path(
     get,
     path = "/api/system",
-    summary = "CPU, memory, data-directory disk, process RSS and uptime",
+    summary = "CPU, memory, data-directory disk and size, process RSS and uptime",
     responses(
         (status = 200, description = "the machine and the process", body = SystemView),
         (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
@@ -99,14 +105,15 @@ impl From<SystemSnapshot> for SystemView {
 )]
 async fn system(_: Authorized, State(state): State<AppState>) -> Json<SystemView> {
     let monitor = state.system.clone();
-    let mut snap = tokio::task::spawn_blocking(move || monitor.snapshot())
-        .await
-        .unwrap_or_default();
+    let (mut snap, data_dir_bytes) =
+        tokio::task::spawn_blocking(move || (monitor.snapshot(), monitor.disk().data_bytes()))
+            .await
+            .unwrap_or_default();
     // The queue's own refusal counts as the disk's.
     snap.disk_refused = snap
         .disk_refused
         .or_else(|| state.service.queue.disk_full());
-    Json(snap.into())
+    Json(SystemView::new(snap, data_dir_bytes))
 }
 
 #[utoipa::path(

@@ -3,7 +3,7 @@
 //! Nothing here touches storage. A `Job` is what the store keeps (postcard-encoded behind a version
 //! byte, see `queue/store.rs`); every field that an index is built from is also in the record, so the
 //! indexes can always be rebuilt from the `jobs` table alone. What a commit did is in
-//! `model/commit.rs`; backoff and retention, the queue's time policies, in `model/policy.rs`.
+//! `model/commit.rs`, what a job's history keeps of it in `model/history.rs`; backoff and retention, the queue's time policies, in `model/policy.rs`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -16,9 +16,11 @@ pub use crate::images::ImageRef;
 use crate::segment::{SegmentParams, SegmenterId};
 
 mod commit;
+mod history;
 mod policy;
 
 pub use commit::{Change, Committed, Requeue, Transition};
+pub use history::{Attempt, History, HistoryEntry};
 pub use policy::{Backoff, Limit, Retention};
 
 /// A job's id: a UUIDv7, so ids sort by creation time; shown as the hyphenated string.

@@ -86,6 +86,7 @@ pub struct QueueStats {
     pub oldest_queued_ms: Option<u64>,
     pub paused: bool,
     pub completed: Throughput,
+    /// Jobs that failed for good (a cancellation is not a failure and is not counted).
     pub failed: Throughput,
     /// Jobs completed in each of the last 60 minutes, oldest first (the current minute last).
     pub completed_per_minute: Vec<u64>,
@@ -148,18 +149,26 @@ impl Recent {
         push_bounded(&mut self.waits, ms);
     }
 
-    pub(crate) fn record_finish(&mut self, now: Millis, run_ms: Option<u64>, completed: bool) {
+    /// A job that became `state` (completed, failed or cancelled) at `now`, after running
+    /// `run_ms`. A cancellation is a person's choice, not a failure: it is in neither count, and
+    /// the run it stopped is not a run time.
+    pub(crate) fn record_finish(&mut self, now: Millis, run_ms: Option<u64>, state: JobState) {
+        let (completed, failed) = match state {
+            JobState::Completed => (1, 0),
+            JobState::Failed => (0, 1),
+            _ => return,
+        };
         if let Some(ms) = run_ms {
             push_bounded(&mut self.runs, ms);
         }
         let minute = now / 60_000;
         match self.minutes.back_mut() {
             Some((m, c, f)) if *m == minute => {
-                *if completed { c } else { f } += 1;
+                *c += completed;
+                *f += failed;
             }
             _ => {
-                self.minutes
-                    .push_back((minute, u64::from(completed), u64::from(!completed)));
+                self.minutes.push_back((minute, completed, failed));
                 if self.minutes.len() > MINUTES {
                     self.minutes.pop_front();
                 }
@@ -238,10 +247,14 @@ mod tests {
     fn throughput_counts_by_minute_windows() {
         let mut r = Recent::default();
         let t0 = 100 * 60_000;
-        r.record_finish(t0, Some(10), true);
-        r.record_finish(t0 + 3 * 60_000, Some(20), true);
-        r.record_finish(t0 + 10 * 60_000, Some(30), false);
-        r.record_finish(t0 + 14 * 60_000, Some(40), true);
+        r.record_finish(t0, Some(10), JobState::Completed);
+        r.record_finish(t0 + 3 * 60_000, Some(20), JobState::Completed);
+        r.record_finish(t0 + 10 * 60_000, Some(30), JobState::Failed);
+        r.record_finish(t0 + 14 * 60_000, Some(40), JobState::Completed);
+        // Cancellations count nowhere (nine of them once showed as nine failures).
+        for _ in 0..9 {
+            r.record_finish(t0 + 14 * 60_000, Some(50), JobState::Cancelled);
+        }
         let mut s = QueueStats::default();
         r.fill(t0 + 14 * 60_000 + 5, &mut s);
         assert_eq!(

@@ -583,12 +583,14 @@ pub(crate) fn index_remove(t: &mut Tables<'_>, job: &Job) -> Result<(), QueueErr
     Ok(())
 }
 
+mod history;
 mod legacy;
 mod list;
 mod ready;
 mod results;
 mod tables;
 
+pub(crate) use history::{HISTORY, decode_history, encode_history};
 pub(crate) use ready::{
     ReadyEntry, add_ready, earlier, first_in, level, ready_first, ready_key, spill_ready_tail,
 };

@@ -452,6 +452,7 @@ async fn delayed_enqueue_waits_for_its_time() {
 
 /// Aging, listing and retention.
 mod backup;
+mod history;
 mod leases;
 mod marks;
 mod power;

@@ -35,7 +35,8 @@
 //! batch.
 //!
 //! - `command`: the operations callers send and how a refused one is answered
-//! - `batch`, `ops`, `marks`: applying operations inside one transaction
+//! - `batch`, `ops`, `marks`: applying operations inside one transaction; `history`: each job's
+//!   history, written from the batch's transitions
 //! - `redo`: redoing the log and requeueing orphans (at open, and after a full disk)
 //! - `room`: the writer short of space, until it takes changes again
 //! - `backup`: a copy of the database between two batches
@@ -291,8 +292,8 @@ impl Writer {
                     for o in observed {
                         match o {
                             Observed::Wait(ms) => recent.record_wait(ms),
-                            Observed::Finished { run_ms, completed } => {
-                                recent.record_finish(now, run_ms, completed)
+                            Observed::Finished { run_ms, state } => {
+                                recent.record_finish(now, run_ms, state)
                             }
                         }
                     }
@@ -497,6 +498,7 @@ impl Writer {
 mod backup;
 mod batch;
 mod command;
+mod history;
 mod marks;
 mod ops;
 mod redo;

@@ -339,5 +339,19 @@ async fn each_ml_service_is_shown_in_the_api_the_health_details_and_the_metrics(
     ] {
         assert!(text.contains(line), "{line} missing from:\n{text}");
     }
+
+    // The upload form offers the segmenter jobs name, once, not each service serving it.
+    let (_, list) = a.get("/api/segmenters").await;
+    let offered: Vec<&serde_json::Value> = list["segmenters"]
+        .as_array()
+        .expect("segmenters")
+        .iter()
+        .filter(|s| s["kind"] != "builtin")
+        .collect();
+    assert_eq!(offered.len(), 1, "{list}");
+    assert_eq!(offered[0]["name"], "resunet", "{list}");
+    assert_eq!(offered[0]["kind"], "remote", "{list}");
+    let targets = offered[0]["target"].as_str().expect("target");
+    assert!(targets.contains(&up) && targets.contains(&down), "{list}");
     a.stop().await;
 }

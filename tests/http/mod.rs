@@ -10,6 +10,8 @@ mod gallery;
 mod guard;
 /// The health endpoints.
 mod health;
+/// A job's history: its attempts with their errors, its events in order.
+mod history;
 /// A repeated Idempotency-Key (or dedupe_key) returns the job it made first.
 mod idempotency;
 /// Jobs, uploads, results and exports.
@@ -24,8 +26,10 @@ mod queue;
 mod refusals;
 /// Running a job again with other parameters.
 mod rerun;
-/// The builtin segmenter's parameters, for the page's form.
+/// The segmenters configured here, and the builtin one's parameters, for the page's forms.
 mod segmenters;
+/// The machine and the data directory: its size and free space.
+mod system;
 /// Every transition's event over the WebSocket: once, in order, after it is readable.
 mod transitions;
 /// The status page and the OpenAPI document.

@@ -55,3 +55,44 @@ async fn the_builtin_parameters_are_described_with_the_defaults_jobs_get() {
     assert_eq!(choices, ["auto", "off"]);
     a.stop().await;
 }
+
+/// The upload form offers what `GET /api/segmenters` lists: builtin, and only the ML services
+/// and programs this server has configured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_configured_segmenters_are_listed() {
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        v["segmenters"]
+            .as_array()
+            .expect("segmenters")
+            .iter()
+            .map(|s| s["name"].as_str().expect("name").to_owned())
+            .collect()
+    };
+    let a = api(None, 64 << 20).await;
+    let (s, v) = a.get("/api/segmenters").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["default"], "builtin");
+    assert_eq!(names(&v), ["builtin"]);
+    assert_eq!(v["segmenters"][0]["kind"], "builtin");
+    assert!(v["segmenters"][0]["target"].is_null());
+    a.stop().await;
+
+    let argv = ["sh", "-c", "exit 0", "sh", "{output_json}", "{input}"].map(String::from);
+    let a = api_with(tempfile::tempdir().expect("tempdir"), None, 64 << 20, |l| {
+        l.command = spheroseg::config::CommandLayer {
+            argv: Some(argv.to_vec()),
+            max_parallel: Some(1),
+        };
+    })
+    .await;
+    let (_, v) = a.get("/api/segmenters").await;
+    assert_eq!(names(&v), ["builtin", "command"], "{v}");
+    let command = &v["segmenters"][1];
+    assert_eq!(command["kind"], "program");
+    assert!(
+        command["target"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("sh -c"))
+    );
+    a.stop().await;
+}

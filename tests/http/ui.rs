@@ -20,6 +20,7 @@ async fn openapi_lists_every_route() {
         ("/api/jobs/{id}", &["get", "delete", "patch"][..]),
         ("/api/jobs/{id}/retry", &["post"][..]),
         ("/api/jobs/{id}/rerun", &["post"][..]),
+        ("/api/jobs/{id}/history", &["get"][..]),
         ("/api/jobs/{id}/result", &["get", "put"][..]),
         ("/api/jobs/{id}/result/versions", &["get"][..]),
         (
@@ -41,6 +42,7 @@ async fn openapi_lists_every_route() {
         ("/api/queue", &["get"][..]),
         ("/api/queue/pause", &["post"][..]),
         ("/api/queue/resume", &["post"][..]),
+        ("/api/segmenters", &["get"][..]),
         ("/api/segmenters/builtin/params", &["get"][..]),
         ("/api/ml", &["get"][..]),
         ("/api/ml/{name}/reset", &["post"][..]),

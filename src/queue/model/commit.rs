@@ -1,6 +1,8 @@
 //! What a commit did, as the writer records it for the queue's listener: each job's transition
 //! (the job as it is after it, and what changed) in commit order, and the jobs removed.
 
+use serde::{Deserialize, Serialize};
+
 use super::{Job, JobId, JobState, Priority};
 
 /// A state transition the writer committed: the job as it is after it, and what changed.
@@ -10,8 +12,9 @@ pub struct Transition {
     pub change: Change,
 }
 
-/// What a commit did to a job.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What a commit did to a job. A job's history stores it (postcard keeps the variant index: add
+/// variants at the end, never reorder them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Change {
     /// Enqueued: queued, or delayed when it was given a start time.
     Queued,
@@ -45,8 +48,8 @@ pub enum Change {
     },
 }
 
-/// Why a job was queued again by the queue itself.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Why a job was queued again by the queue itself (stored like [`Change`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Requeue {
     /// Its retry backoff (or hold) ended.
     Due,

@@ -10,7 +10,7 @@ use std::ops::Deref;
 use redb::{Key, ReadableTable, StorageError, Table, Value, WriteTransaction};
 
 use super::{
-    BY_PROJECT, DEDUPE, DELAYED, FINISHED, IMAGE_REFS, JOBS, LEASES, MARKS, META, READY,
+    BY_PROJECT, DEDUPE, DELAYED, FINISHED, HISTORY, IMAGE_REFS, JOBS, LEASES, MARKS, META, READY,
     READY_TAIL, RESULT_VERSIONS, RESULTS, decode, encode,
 };
 use crate::queue::QueueError;
@@ -73,6 +73,7 @@ tables! {
     10 ready_tail: (u8, u64) => (u128, u64) = READY_TAIL;
     11 marks: &'static str => &'static [u8] = MARKS;
     12 result_versions: (u128, u32) => &'static [u8] = RESULT_VERSIONS;
+    13 history: u128 => &'static [u8] = HISTORY;
 }
 
 /// Version byte in front of every write-ahead log payload.
@@ -84,7 +85,7 @@ impl Tables<'_> {
     /// Opens every table, creating the missing ones (for a new or migrated file, so that readers
     /// find them all).
     pub(crate) fn create_all(&mut self) -> Result<(), QueueError> {
-        for n in 0..=12 {
+        for n in 0..=13 {
             self.numbered(n)?;
         }
         Ok(())

@@ -22,9 +22,10 @@ use crate::queue::store::{
 /// After a commit: what the in-memory statistics learn.
 pub(super) enum Observed {
     Wait(u64),
+    /// A job became completed, failed or cancelled.
     Finished {
         run_ms: Option<u64>,
-        completed: bool,
+        state: JobState,
     },
 }
 
@@ -42,6 +43,8 @@ pub(super) struct Batch<'a> {
     pub(super) committed: Committed,
     /// Whether anything became leasable (a job queued, the queue resumed).
     pub(super) wake: bool,
+    /// How many of `committed`'s transitions and deletions are in the jobs' histories already.
+    pub(super) history_at: (usize, usize),
 }
 
 /// `Err` only for failures that must abort the whole batch (storage); refusals go to the reply.
@@ -78,6 +81,7 @@ impl<'a> Batch<'a> {
             observed: Vec::new(),
             committed: Committed::default(),
             wake: false,
+            history_at: (0, 0),
         })
     }
 
@@ -286,7 +290,7 @@ impl<'a> Batch<'a> {
         }
         self.observed.push(Observed::Finished {
             run_ms: job.started_at.map(|s| self.now.saturating_sub(s)),
-            completed: state == JobState::Completed,
+            state,
         });
         Ok(())
     }
@@ -334,8 +338,10 @@ impl<'a> Batch<'a> {
         Ok(n.max(0) as u64)
     }
 
-    /// Writes the summed counter and image-reference changes and the sequence counter.
+    /// Writes the batch's history entries, the summed counter and image-reference changes and
+    /// the sequence counter.
     pub(super) fn flush(&mut self) -> Result<(), QueueError> {
+        self.write_history()?;
         for state in JobState::ALL {
             for p in 1..=10u8 {
                 let d = std::mem::take(&mut self.counts[state.index() as usize][p as usize - 1]);
