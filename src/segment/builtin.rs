@@ -28,6 +28,7 @@ mod declump;
 mod distance;
 mod filter;
 mod objects;
+mod smooth;
 
 pub use objects::{Dropped, SplitDecision};
 
@@ -128,7 +129,7 @@ pub fn segment(
     }
     stage("flatten", 20, progress)?;
     let sigma = params.smooth_sigma.unwrap_or((long / 1024.0).max(1.0));
-    filter::gaussian(&mut plane, sigma);
+    smooth::gaussian(&mut plane, sigma);
     stage("smooth", 35, progress)?;
 
     let (lo, hi) = filter::min_max(&plane.data);

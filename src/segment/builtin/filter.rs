@@ -1,5 +1,5 @@
 //! Float image kernels of the builtin pipeline: robust normalisation, illumination flattening,
-//! Gaussian smoothing by repeated box filters, and local standard deviation. All are O(pixels),
+//! box means, and local standard deviation (the Gaussian smoothing is in `smooth.rs`). All are O(pixels),
 //! non-generic and branch-light so they compile to tight loops.
 
 /// A float image, row-major.
@@ -17,24 +17,54 @@ impl Plane {
     }
 }
 
-/// Histogram of `data` over `[lo, hi]` in `bins` bins.
+/// Histogram of `data` over `[lo, hi]` in `bins` bins (values outside go to the end bins).
 pub(crate) fn histogram(data: &[f32], lo: f32, hi: f32, bins: usize) -> Vec<u64> {
-    let mut hist = vec![0u64; bins];
     let scale = if hi > lo {
         (bins as f32 - 1.0) / (hi - lo)
     } else {
         0.0
     };
-    for &v in data {
-        let b = ((v - lo) * scale) as usize;
-        hist[b.min(bins - 1)] += 1;
+    let bin = |v: f32| (((v - lo) * scale) as usize).min(bins - 1);
+    // Four partial histograms: neighbouring pixels mostly fall in the same bin, and one counter
+    // would make every increment wait for the one before. Counted in u32 over blocks small
+    // enough not to overflow.
+    let mut part = vec![0u32; 4 * bins];
+    let mut hist = vec![0u64; bins];
+    for block in data.chunks(1 << 30) {
+        let mut quads = block.chunks_exact(4);
+        for q in &mut quads {
+            part[bin(q[0])] += 1;
+            part[bins + bin(q[1])] += 1;
+            part[2 * bins + bin(q[2])] += 1;
+            part[3 * bins + bin(q[3])] += 1;
+        }
+        for &v in quads.remainder() {
+            part[bin(v)] += 1;
+        }
+        for (i, h) in hist.iter_mut().enumerate() {
+            *h += (0..4).map(|k| u64::from(part[k * bins + i])).sum::<u64>();
+        }
+        part.fill(0);
     }
     hist
 }
 
+/// The smallest and largest value (NaN ignored); `(f32::MAX, f32::MIN)` for no values.
 pub(crate) fn min_max(data: &[f32]) -> (f32, f32) {
-    data.iter()
-        .fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)))
+    // Eight lanes the compiler can keep in vector registers.
+    let (mut lo, mut hi) = ([f32::MAX; 8], [f32::MIN; 8]);
+    let mut chunks = data.chunks_exact(8);
+    for c in &mut chunks {
+        for k in 0..8 {
+            lo[k] = if c[k] < lo[k] { c[k] } else { lo[k] };
+            hi[k] = if c[k] > hi[k] { c[k] } else { hi[k] };
+        }
+    }
+    let rest = chunks.remainder();
+    (
+        rest.iter().chain(&lo).fold(f32::MAX, |a, &v| a.min(v)),
+        rest.iter().chain(&hi).fold(f32::MIN, |a, &v| a.max(v)),
+    )
 }
 
 /// The values at percentiles `pcts` (0..=100): a histogram of 65,536 bins over the whole range
@@ -222,29 +252,8 @@ fn solve6(mut a: [[f64; 6]; 6], mut b: [f64; 6]) -> Option<[f64; 6]> {
     Some(x)
 }
 
-/// Box radii of three passes whose combination approximates a Gaussian of `sigma`
-/// (Kovesi, "Fast almost-Gaussian filtering").
-fn box_radii(sigma: f32) -> [usize; 3] {
-    let n = 3.0f32;
-    let w_ideal = (12.0 * sigma * sigma / n + 1.0).sqrt();
-    let mut wl = w_ideal.floor() as i32;
-    if wl % 2 == 0 {
-        wl -= 1;
-    }
-    let wu = wl + 2;
-    let m_ideal = (12.0 * sigma * sigma - n * (wl * wl) as f32 - 4.0 * n * wl as f32 - 3.0 * n)
-        / (-4.0 * wl as f32 - 4.0);
-    let m = m_ideal.round() as i32;
-    let mut r = [0usize; 3];
-    for (i, r) in r.iter_mut().enumerate() {
-        let w = if (i as i32) < m { wl } else { wu };
-        *r = ((w.max(1) - 1) / 2) as usize;
-    }
-    r
-}
-
 /// Horizontal box mean of radius `r` with edge replication, `src` to `dst`.
-fn box_h(src: &[f32], dst: &mut [f32], w: usize, r: usize) {
+pub(super) fn box_h(src: &[f32], dst: &mut [f32], w: usize, r: usize) {
     let norm = 1.0 / (2 * r + 1) as f32;
     for (s, d) in src.chunks_exact(w).zip(dst.chunks_exact_mut(w)) {
         let at = |i: isize| s[i.clamp(0, w as isize - 1) as usize];
@@ -307,17 +316,6 @@ fn box_mean_with(p: &mut Plane, r: usize, tmp: &mut Vec<f32>) {
 /// A separable box mean of radius `r` in place.
 pub(crate) fn box_mean(p: &mut Plane, r: usize) {
     box_mean_with(p, r, &mut Vec::new());
-}
-
-/// An almost-Gaussian blur of `sigma` pixels: three box means.
-pub(crate) fn gaussian(p: &mut Plane, sigma: f32) {
-    if sigma < 0.3 {
-        return;
-    }
-    let mut tmp = Vec::new();
-    for r in box_radii(sigma) {
-        box_mean_with(p, r, &mut tmp);
-    }
 }
 
 /// Local standard deviation in a (2r+1)² window.
@@ -422,24 +420,6 @@ mod tests {
         assert_eq!(n[1], 1.0);
         let mid = n[50];
         assert!((mid - 0.5).abs() < 0.05, "{mid}");
-    }
-
-    #[test]
-    fn box_blur_keeps_the_mean_and_gaussian_has_the_right_spread() {
-        let (w, h) = (101, 101);
-        let mut data = vec![0f32; w * h];
-        data[50 * w + 50] = 1.0;
-        let mut p = Plane::new(w, h, data);
-        gaussian(&mut p, 3.0);
-        let total: f32 = p.data.iter().sum();
-        assert!((total - 1.0).abs() < 1e-4, "{total}");
-        let var: f32 = (0..w)
-            .map(|x| {
-                let col: f32 = (0..h).map(|y| p.data[y * w + x]).sum();
-                col * (x as f32 - 50.0).powi(2)
-            })
-            .sum();
-        assert!((var.sqrt() - 3.0).abs() < 0.2, "sigma {}", var.sqrt());
     }
 
     #[test]
