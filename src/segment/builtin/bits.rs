@@ -12,15 +12,47 @@ pub(crate) struct Bits {
     data: Vec<u64>,
 }
 
+/// Bit `i` of the result: whether byte `i` of the eight is non-zero.
+fn pack8(eight: &[u8]) -> u64 {
+    let x = u64::from_le_bytes(eight.try_into().expect("eight bytes"));
+    // The high bit of each byte, set when the byte is non-zero.
+    let nonzero =
+        (((x & 0x7f7f_7f7f_7f7f_7f7f) + 0x7f7f_7f7f_7f7f_7f7f) | x) & 0x8080_8080_8080_8080;
+    // Byte i's bit moves to bit 56 + i; no two products meet and nothing carries.
+    ((nonzero >> 7).wrapping_mul(0x0102_0408_1020_4080)) >> 56
+}
+
+/// Byte `i` of `SPREAD[b]` is bit `i` of `b`.
+const SPREAD: [u64; 256] = {
+    let mut table = [0u64; 256];
+    let mut b = 0;
+    while b < 256 {
+        let mut i = 0;
+        while i < 8 {
+            if (b >> i) & 1 == 1 {
+                table[b] |= 1 << (8 * i);
+            }
+            i += 1;
+        }
+        b += 1;
+    }
+    table
+};
+
 impl Bits {
     pub(crate) fn from_mask(mask: &[u8], w: usize, h: usize) -> Bits {
         let stride = w.div_ceil(64);
         let mut data = vec![0u64; stride * h];
         for (row, out) in mask.chunks_exact(w).zip(data.chunks_exact_mut(stride)) {
             for (chunk, word) in row.chunks(64).zip(out.iter_mut()) {
+                let mut eights = chunk.chunks_exact(8);
                 let mut bits = 0u64;
-                for (i, &v) in chunk.iter().enumerate() {
-                    bits |= u64::from(v != 0) << i;
+                for (j, e) in (&mut eights).enumerate() {
+                    bits |= pack8(e) << (8 * j);
+                }
+                let done = chunk.len() - eights.remainder().len();
+                for (i, &v) in eights.remainder().iter().enumerate() {
+                    bits |= u64::from(v != 0) << (done + i);
                 }
                 *word = bits;
             }
@@ -35,8 +67,15 @@ impl Bits {
             .zip(self.data.chunks_exact(self.stride))
         {
             for (chunk, &word) in row.chunks_mut(64).zip(words) {
-                for (i, v) in chunk.iter_mut().enumerate() {
-                    *v = ((word >> i) & 1) as u8;
+                let n = chunk.len();
+                let mut eights = chunk.chunks_exact_mut(8);
+                for (j, e) in (&mut eights).enumerate() {
+                    e.copy_from_slice(&SPREAD[((word >> (8 * j)) & 0xff) as usize].to_le_bytes());
+                }
+                let rest = eights.into_remainder();
+                let done = n - rest.len();
+                for (i, v) in rest.iter_mut().enumerate() {
+                    *v = ((word >> (done + i)) & 1) as u8;
                 }
             }
         }
@@ -149,6 +188,14 @@ mod tests {
             let m = pseudo_random(w, h, (w * 31 + h) as u64);
             let b = Bits::from_mask(&m, w, h);
             assert_eq!(b.to_mask(), m);
+            // Any non-zero byte is set.
+            let loud: Vec<u8> = m.iter().map(|&v| v * 200).collect();
+            assert_eq!(Bits::from_mask(&loud, w, h), b);
+            let c = binary::components(&loud, w, h, 1, true);
+            assert_eq!(
+                c.paint(w, h),
+                binary::components(&m, w, h, 1, true).paint(w, h)
+            );
             for r in [1, 2, 3, 5] {
                 assert_eq!(
                     b.dilate(r).to_mask(),
