@@ -161,11 +161,14 @@ pub fn segment(
             for y in 0..h {
                 let row = &plane.data[y * w..(y + 1) * w];
                 let edge_row = y < band || y >= h - band;
-                for (x, &v) in row.iter().enumerate() {
-                    if edge_row || x < band || x >= w - band {
-                        above += u64::from(v > threshold);
-                        total += 1;
-                    }
+                let ends = if edge_row || 2 * band >= w {
+                    [row, &[][..]]
+                } else {
+                    [&row[..band], &row[w - band..]]
+                };
+                for &v in ends.into_iter().flatten() {
+                    above += u64::from(v > threshold);
+                    total += 1;
                 }
             }
             if feature == Feature::Texture || 2 * above < total {

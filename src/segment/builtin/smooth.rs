@@ -1,7 +1,7 @@
 //! The almost-Gaussian blur of the pipeline: three box means (Kovesi, "Fast almost-Gaussian
 //! filtering"), each horizontal then vertical with edges replicated, streamed a row at a time.
 //!
-//! A row goes through the first horizontal box mean, into the first vertical one, which keeps
+//! Rows (four at a time) go through the first horizontal box mean, into the first vertical one, which keeps
 //! only the `2r + 2` rows its window needs and hands on each row as soon as its window is
 //! complete; that row goes through the second pair the same way, then the third. The plane is
 //! read once and written once (in place: a row is written only after every row up to it has been
@@ -108,21 +108,23 @@ pub(crate) fn gaussian(p: &mut Plane, sigma: f32) {
         .filter(|&r| r > 0)
         .map(|r| Column::new(r, w, h))
         .collect();
-    let (mut rows, mut next) = (Vec::with_capacity(4 * w), Vec::with_capacity(4 * w));
-    let mut wide = vec![0f32; w];
+    let (mut rows, mut next) = (Vec::with_capacity(8 * w), Vec::with_capacity(8 * w));
+    let mut wide = Vec::with_capacity(8 * w);
     let mut written = 0;
-    for y in 0..h {
+    // Four rows at a time, so that the horizontal means can interleave them.
+    for y in (0..h).step_by(4) {
         rows.clear();
-        rows.extend_from_slice(&p.data[y * w..(y + 1) * w]);
+        rows.extend_from_slice(&p.data[y * w..(y + 4).min(h) * w]);
         for stage in &mut stages {
             next.clear();
-            for row in rows.chunks_exact(w) {
-                box_h(row, &mut wide, w, stage.r);
-                stage.push(&wide, &mut next);
+            wide.resize(rows.len(), 0.0);
+            box_h(&rows, &mut wide, w, stage.r);
+            for row in wide.chunks_exact(w) {
+                stage.push(row, &mut next);
             }
             std::mem::swap(&mut rows, &mut next);
         }
-        // Rows come out no earlier than they went in: row `written` <= `y` is free to overwrite.
+        // Rows come out no earlier than they went in: every row up to `written` has been read.
         for row in rows.chunks_exact(w) {
             p.data[written * w..(written + 1) * w].copy_from_slice(row);
             written += 1;
