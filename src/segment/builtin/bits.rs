@@ -39,6 +39,22 @@ const SPREAD: [u64; 256] = {
     table
 };
 
+/// `next` is `prev` widened by one pixel each side (`tail`: the valid bits of the last word).
+/// Written without branches in the loop, which the compiler vectorises.
+fn widen(prev: &[u64], next: &mut [u64], tail: u64) {
+    let n = prev.len();
+    let own = |v: u64| v | (v << 1) | (v >> 1);
+    if n == 1 {
+        next[0] = own(prev[0]) & tail;
+        return;
+    }
+    next[0] = own(prev[0]) | (prev[1] << 63);
+    for (o, w3) in next[1..n - 1].iter_mut().zip(prev.windows(3)) {
+        *o = own(w3[1]) | (w3[0] >> 63) | (w3[2] << 63);
+    }
+    next[n - 1] = (own(prev[n - 1]) | (prev[n - 2] >> 63)) & tail;
+}
+
 impl Bits {
     pub(crate) fn from_mask(mask: &[u8], w: usize, h: usize) -> Bits {
         let stride = w.div_ceil(64);
@@ -112,7 +128,7 @@ impl Bits {
         if r == 0 {
             return self.clone();
         }
-        let (w, h, stride) = (self.w, self.h, self.stride);
+        let (h, stride) = (self.h, self.stride);
         let tail = self.tail();
         let halves: Vec<usize> = (0..=r)
             .map(|dy| ((r * r - dy * dy) as f64).sqrt().floor() as usize)
@@ -122,21 +138,22 @@ impl Bits {
         // The row widened by 0, 1, …, `widest` pixels each side.
         let mut wide = vec![0u64; stride * (widest + 1)];
         for y in 0..h {
-            wide[..stride].copy_from_slice(self.row(y));
-            for k in 1..=widest {
+            let row = self.row(y);
+            if row.iter().all(|&v| v == 0) {
+                // Nothing to spread.
+                continue;
+            }
+            let full = row[..stride - 1].iter().all(|&v| v == u64::MAX) && row[stride - 1] == tail;
+            // A full row stays itself however far it is widened.
+            let widened = if full { 0 } else { widest };
+            wide[..stride].copy_from_slice(row);
+            for k in 1..=widened {
                 let (done, next) = wide.split_at_mut(k * stride);
-                let prev = &done[(k - 1) * stride..];
-                let next = &mut next[..stride];
-                for i in 0..stride {
-                    let v = prev[i];
-                    let from_left = if i > 0 { prev[i - 1] >> 63 } else { 0 };
-                    let from_right = if i + 1 < stride { prev[i + 1] << 63 } else { 0 };
-                    next[i] = v | (v << 1) | from_left | (v >> 1) | from_right;
-                }
-                next[stride - 1] &= tail;
+                widen(&done[(k - 1) * stride..], &mut next[..stride], tail);
             }
             for (dy, &half) in halves.iter().enumerate() {
-                let src = &wide[half * stride..(half + 1) * stride];
+                let k = half.min(widened);
+                let src = &wide[k * stride..(k + 1) * stride];
                 for ty in [y.checked_sub(dy), (dy > 0).then_some(y + dy)]
                     .into_iter()
                     .flatten()
@@ -150,7 +167,6 @@ impl Bits {
                 }
             }
         }
-        let _ = w;
         Bits { data: out, ..*self }
     }
 
@@ -185,7 +201,13 @@ mod tests {
     #[test]
     fn matches_the_byte_morphology() {
         for (w, h) in [(1, 1), (63, 9), (64, 7), (65, 12), (130, 40), (200, 3)] {
-            let m = pseudo_random(w, h, (w * 31 + h) as u64);
+            let mut m = pseudo_random(w, h, (w * 31 + h) as u64);
+            // Full and empty rows take shortcuts.
+            m[..w].fill(1);
+            if h > 4 {
+                m[2 * w..3 * w].fill(0);
+                m[3 * w..4 * w].fill(1);
+            }
             let b = Bits::from_mask(&m, w, h);
             assert_eq!(b.to_mask(), m);
             // Any non-zero byte is set.

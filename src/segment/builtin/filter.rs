@@ -70,12 +70,18 @@ pub(crate) fn histogram(data: &[f32], lo: f32, hi: f32, bins: usize) -> Vec<u64>
 
 /// The smallest and largest value (NaN ignored); `(f32::MAX, f32::MIN)` for no values.
 pub(crate) fn min_max(data: &[f32]) -> (f32, f32) {
-    // Eight lanes the compiler can keep in vector registers.
+    // Eight lanes the compiler keeps in vector registers, one pass for each end: written so
+    // (a NaN compares false and leaves the lane alone) the loops become plain vector min and
+    // max, several times faster than a fold or one loop doing both.
     let (mut lo, mut hi) = ([f32::MAX; 8], [f32::MIN; 8]);
+    for c in data.chunks_exact(8) {
+        for k in 0..8 {
+            lo[k] = if c[k] < lo[k] { c[k] } else { lo[k] };
+        }
+    }
     let mut chunks = data.chunks_exact(8);
     for c in &mut chunks {
         for k in 0..8 {
-            lo[k] = if c[k] < lo[k] { c[k] } else { lo[k] };
             hi[k] = if c[k] > hi[k] { c[k] } else { hi[k] };
         }
     }
