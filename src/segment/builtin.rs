@@ -129,10 +129,9 @@ pub fn segment(
     }
     stage("flatten", 20, progress)?;
     let sigma = params.smooth_sigma.unwrap_or((long / 1024.0).max(1.0));
-    smooth::gaussian(&mut plane, sigma);
+    let (lo, hi) = smooth::gaussian(&mut plane, sigma);
     stage("smooth", 35, progress)?;
 
-    let (lo, hi) = filter::min_max(&plane.data);
     let hist = filter::histogram(&plane.data, lo, hi, 256);
     let t_int = filter::otsu(&hist);
     let separability = filter::separability(&hist, t_int);

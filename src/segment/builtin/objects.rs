@@ -180,6 +180,7 @@ pub(crate) fn find(img: &Image<'_>, params: &SegmentParams) -> Found {
                 kept: s.kept,
             }));
             let part_boxes = boxes_of(&parts.labels, crop.w, parts.count);
+            let crop_background = background_of(img, crop);
             for k in 1..=parts.count {
                 // The part's own box, with room for everything below to reach as far as it would
                 // in the clump's crop (the growth by 2 bands, the closing beyond one band): the
@@ -245,7 +246,7 @@ pub(crate) fn find(img: &Image<'_>, params: &SegmentParams) -> Found {
                 if let Some(mut cand) = trace_region(img, &region, sub, min_area, eps, threshold) {
                     cand.flags.split = parts.count > 1;
                     cand.flags.low_contrast =
-                        contrast(img, &region, sub, crop, &mut background_mean)
+                        contrast(img, &region, sub, crop_background, &mut background_mean)
                             < LOW_CONTRAST * img.range;
                     candidates.push(cand);
                 } else {
@@ -410,36 +411,49 @@ fn mean_where(img: &Image<'_>, keep: impl Fn(usize) -> bool) -> Option<f32> {
     (n > 0).then(|| (sum / n as f64) as f32)
 }
 
-/// How far the part's mean feature is from its surroundings': the background pixels of its
-/// clump's crop (`around`; `region` covers `part`, a rectangle inside it), or the whole
-/// background when that crop has none.
+/// The sum and count of the feature over the background (of the thresholded mask) in `crop`.
+fn background_of(img: &Image<'_>, crop: Crop) -> (f64, u64) {
+    let w = img.feature.w;
+    let (mut sum, mut n) = (0f64, 0u64);
+    for y in crop.y0..crop.y0 + crop.h {
+        let row = y * w + crop.x0..y * w + crop.x0 + crop.w;
+        for (&v, &m) in img.feature.data[row.clone()].iter().zip(&img.mask[row]) {
+            if m == 0 {
+                sum += f64::from(v);
+                n += 1;
+            }
+        }
+    }
+    (sum, n)
+}
+
+/// How far the part's mean feature (over `region`, which covers `part`) is from its
+/// surroundings': the background pixels of its clump's crop that are not in the region
+/// (`around`: that crop's background sum and count), or the whole background when there are
+/// none.
 fn contrast(
     img: &Image<'_>,
     region: &[u8],
     part: Crop,
-    around: Crop,
+    around: (f64, u64),
     background: &mut Option<Option<f32>>,
 ) -> f32 {
     let w = img.feature.w;
-    let (mut inside, mut ni, mut out, mut na) = (0f64, 0u64, 0f64, 0u64);
-    for y in around.y0..around.y0 + around.h {
-        let in_rows = (part.y0..part.y0 + part.h).contains(&y);
-        for x in around.x0..around.x0 + around.w {
-            let g = y * w + x;
-            let v = f64::from(img.feature.data[g]);
-            let in_region = in_rows
-                && (part.x0..part.x0 + part.w).contains(&x)
-                && region[(y - part.y0) * part.w + x - part.x0] != 0;
-            if in_region {
-                inside += v;
-                ni += 1;
-            } else if img.mask[g] == 0 {
-                out += v;
-                na += 1;
+    let (mut inside, mut ni, mut taken, mut nt) = (0f64, 0u64, 0f64, 0u64);
+    for (y, row) in region.chunks_exact(part.w).enumerate() {
+        let g0 = (part.y0 + y) * w + part.x0;
+        for (x, _) in row.iter().enumerate().filter(|(_, r)| **r != 0) {
+            let v = f64::from(img.feature.data[g0 + x]);
+            inside += v;
+            ni += 1;
+            if img.mask[g0 + x] == 0 {
+                taken += v;
+                nt += 1;
             }
         }
     }
     let inside = if ni > 0 { inside / ni as f64 } else { 0.0 };
+    let (out, na) = (around.0 - taken, around.1 - nt);
     let around = if na > 0 {
         out / na as f64
     } else {

@@ -8,7 +8,7 @@
 //! read), and every intermediate stays in cache. Each pixel sees the same operations in the same
 //! order as three separate box means over the whole plane, so the result is the same to the bit.
 
-use super::filter::{Plane, box_h};
+use super::filter::{Plane, box_h, min_max};
 
 /// Box radii of three passes whose combination approximates a Gaussian of `sigma`.
 fn box_radii(sigma: f32) -> [usize; 3] {
@@ -97,10 +97,11 @@ impl Column {
     }
 }
 
-/// An almost-Gaussian blur of `sigma` pixels, in place.
-pub(crate) fn gaussian(p: &mut Plane, sigma: f32) {
+/// An almost-Gaussian blur of `sigma` pixels, in place. Returns the smallest and largest value
+/// of the result (as `filter::min_max`), found while each row is still in cache.
+pub(crate) fn gaussian(p: &mut Plane, sigma: f32) -> (f32, f32) {
     if sigma < 0.3 || p.w == 0 || p.h == 0 {
-        return;
+        return min_max(&p.data);
     }
     let (w, h) = (p.w, p.h);
     let mut stages: Vec<Column> = box_radii(sigma)
@@ -111,6 +112,7 @@ pub(crate) fn gaussian(p: &mut Plane, sigma: f32) {
     let (mut rows, mut next) = (Vec::with_capacity(8 * w), Vec::with_capacity(8 * w));
     let mut wide = Vec::with_capacity(8 * w);
     let mut written = 0;
+    let (mut lo, mut hi) = (f32::MAX, f32::MIN);
     // Four rows at a time, so that the horizontal means can interleave them.
     for y in (0..h).step_by(4) {
         rows.clear();
@@ -128,9 +130,12 @@ pub(crate) fn gaussian(p: &mut Plane, sigma: f32) {
         for row in rows.chunks_exact(w) {
             p.data[written * w..(written + 1) * w].copy_from_slice(row);
             written += 1;
+            let (l, h) = min_max(row);
+            (lo, hi) = (lo.min(l), hi.max(h));
         }
     }
     debug_assert_eq!(written, h);
+    (lo, hi)
 }
 
 #[cfg(test)]
@@ -157,8 +162,9 @@ mod tests {
                 box_mean(&mut expect, r);
             }
             let mut got = Plane::new(w, h, data);
-            gaussian(&mut got, sigma);
+            let ends = gaussian(&mut got, sigma);
             assert_eq!(got.data, expect.data, "{w}×{h} sigma {sigma}");
+            assert_eq!(ends, min_max(&expect.data));
         }
     }
 
