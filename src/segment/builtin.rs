@@ -28,6 +28,7 @@ mod declump;
 mod distance;
 mod filter;
 mod objects;
+mod smooth;
 
 pub use objects::{Dropped, SplitDecision};
 
@@ -128,10 +129,9 @@ pub fn segment(
     }
     stage("flatten", 20, progress)?;
     let sigma = params.smooth_sigma.unwrap_or((long / 1024.0).max(1.0));
-    filter::gaussian(&mut plane, sigma);
+    let (lo, hi) = smooth::gaussian(&mut plane, sigma);
     stage("smooth", 35, progress)?;
 
-    let (lo, hi) = filter::min_max(&plane.data);
     let hist = filter::histogram(&plane.data, lo, hi, 256);
     let t_int = filter::otsu(&hist);
     let separability = filter::separability(&hist, t_int);
@@ -160,11 +160,14 @@ pub fn segment(
             for y in 0..h {
                 let row = &plane.data[y * w..(y + 1) * w];
                 let edge_row = y < band || y >= h - band;
-                for (x, &v) in row.iter().enumerate() {
-                    if edge_row || x < band || x >= w - band {
-                        above += u64::from(v > threshold);
-                        total += 1;
-                    }
+                let ends = if edge_row || 2 * band >= w {
+                    [row, &[][..]]
+                } else {
+                    [&row[..band], &row[w - band..]]
+                };
+                for &v in ends.into_iter().flatten() {
+                    above += u64::from(v > threshold);
+                    total += 1;
                 }
             }
             if feature == Feature::Texture || 2 * above < total {

@@ -12,15 +12,63 @@ pub(crate) struct Bits {
     data: Vec<u64>,
 }
 
+/// Bit `i` of the result: whether byte `i` of the eight is non-zero.
+fn pack8(eight: &[u8]) -> u64 {
+    let x = u64::from_le_bytes(eight.try_into().expect("eight bytes"));
+    // The high bit of each byte, set when the byte is non-zero.
+    let nonzero =
+        (((x & 0x7f7f_7f7f_7f7f_7f7f) + 0x7f7f_7f7f_7f7f_7f7f) | x) & 0x8080_8080_8080_8080;
+    // Byte i's bit moves to bit 56 + i; no two products meet and nothing carries.
+    ((nonzero >> 7).wrapping_mul(0x0102_0408_1020_4080)) >> 56
+}
+
+/// Byte `i` of `SPREAD[b]` is bit `i` of `b`.
+const SPREAD: [u64; 256] = {
+    let mut table = [0u64; 256];
+    let mut b = 0;
+    while b < 256 {
+        let mut i = 0;
+        while i < 8 {
+            if (b >> i) & 1 == 1 {
+                table[b] |= 1 << (8 * i);
+            }
+            i += 1;
+        }
+        b += 1;
+    }
+    table
+};
+
+/// `next` is `prev` widened by one pixel each side (`tail`: the valid bits of the last word).
+/// Written without branches in the loop, which the compiler vectorises.
+fn widen(prev: &[u64], next: &mut [u64], tail: u64) {
+    let n = prev.len();
+    let own = |v: u64| v | (v << 1) | (v >> 1);
+    if n == 1 {
+        next[0] = own(prev[0]) & tail;
+        return;
+    }
+    next[0] = own(prev[0]) | (prev[1] << 63);
+    for (o, w3) in next[1..n - 1].iter_mut().zip(prev.windows(3)) {
+        *o = own(w3[1]) | (w3[0] >> 63) | (w3[2] << 63);
+    }
+    next[n - 1] = (own(prev[n - 1]) | (prev[n - 2] >> 63)) & tail;
+}
+
 impl Bits {
     pub(crate) fn from_mask(mask: &[u8], w: usize, h: usize) -> Bits {
         let stride = w.div_ceil(64);
         let mut data = vec![0u64; stride * h];
         for (row, out) in mask.chunks_exact(w).zip(data.chunks_exact_mut(stride)) {
             for (chunk, word) in row.chunks(64).zip(out.iter_mut()) {
+                let mut eights = chunk.chunks_exact(8);
                 let mut bits = 0u64;
-                for (i, &v) in chunk.iter().enumerate() {
-                    bits |= u64::from(v != 0) << i;
+                for (j, e) in (&mut eights).enumerate() {
+                    bits |= pack8(e) << (8 * j);
+                }
+                let done = chunk.len() - eights.remainder().len();
+                for (i, &v) in eights.remainder().iter().enumerate() {
+                    bits |= u64::from(v != 0) << (done + i);
                 }
                 *word = bits;
             }
@@ -35,8 +83,15 @@ impl Bits {
             .zip(self.data.chunks_exact(self.stride))
         {
             for (chunk, &word) in row.chunks_mut(64).zip(words) {
-                for (i, v) in chunk.iter_mut().enumerate() {
-                    *v = ((word >> i) & 1) as u8;
+                let n = chunk.len();
+                let mut eights = chunk.chunks_exact_mut(8);
+                for (j, e) in (&mut eights).enumerate() {
+                    e.copy_from_slice(&SPREAD[((word >> (8 * j)) & 0xff) as usize].to_le_bytes());
+                }
+                let rest = eights.into_remainder();
+                let done = n - rest.len();
+                for (i, v) in rest.iter_mut().enumerate() {
+                    *v = ((word >> (done + i)) & 1) as u8;
                 }
             }
         }
@@ -73,7 +128,7 @@ impl Bits {
         if r == 0 {
             return self.clone();
         }
-        let (w, h, stride) = (self.w, self.h, self.stride);
+        let (h, stride) = (self.h, self.stride);
         let tail = self.tail();
         let halves: Vec<usize> = (0..=r)
             .map(|dy| ((r * r - dy * dy) as f64).sqrt().floor() as usize)
@@ -83,21 +138,22 @@ impl Bits {
         // The row widened by 0, 1, …, `widest` pixels each side.
         let mut wide = vec![0u64; stride * (widest + 1)];
         for y in 0..h {
-            wide[..stride].copy_from_slice(self.row(y));
-            for k in 1..=widest {
+            let row = self.row(y);
+            if row.iter().all(|&v| v == 0) {
+                // Nothing to spread.
+                continue;
+            }
+            let full = row[..stride - 1].iter().all(|&v| v == u64::MAX) && row[stride - 1] == tail;
+            // A full row stays itself however far it is widened.
+            let widened = if full { 0 } else { widest };
+            wide[..stride].copy_from_slice(row);
+            for k in 1..=widened {
                 let (done, next) = wide.split_at_mut(k * stride);
-                let prev = &done[(k - 1) * stride..];
-                let next = &mut next[..stride];
-                for i in 0..stride {
-                    let v = prev[i];
-                    let from_left = if i > 0 { prev[i - 1] >> 63 } else { 0 };
-                    let from_right = if i + 1 < stride { prev[i + 1] << 63 } else { 0 };
-                    next[i] = v | (v << 1) | from_left | (v >> 1) | from_right;
-                }
-                next[stride - 1] &= tail;
+                widen(&done[(k - 1) * stride..], &mut next[..stride], tail);
             }
             for (dy, &half) in halves.iter().enumerate() {
-                let src = &wide[half * stride..(half + 1) * stride];
+                let k = half.min(widened);
+                let src = &wide[k * stride..(k + 1) * stride];
                 for ty in [y.checked_sub(dy), (dy > 0).then_some(y + dy)]
                     .into_iter()
                     .flatten()
@@ -111,7 +167,6 @@ impl Bits {
                 }
             }
         }
-        let _ = w;
         Bits { data: out, ..*self }
     }
 
@@ -146,9 +201,23 @@ mod tests {
     #[test]
     fn matches_the_byte_morphology() {
         for (w, h) in [(1, 1), (63, 9), (64, 7), (65, 12), (130, 40), (200, 3)] {
-            let m = pseudo_random(w, h, (w * 31 + h) as u64);
+            let mut m = pseudo_random(w, h, (w * 31 + h) as u64);
+            // Full and empty rows take shortcuts.
+            m[..w].fill(1);
+            if h > 4 {
+                m[2 * w..3 * w].fill(0);
+                m[3 * w..4 * w].fill(1);
+            }
             let b = Bits::from_mask(&m, w, h);
             assert_eq!(b.to_mask(), m);
+            // Any non-zero byte is set.
+            let loud: Vec<u8> = m.iter().map(|&v| v * 200).collect();
+            assert_eq!(Bits::from_mask(&loud, w, h), b);
+            let c = binary::components(&loud, w, h, 1, true);
+            assert_eq!(
+                c.paint(w, h),
+                binary::components(&m, w, h, 1, true).paint(w, h)
+            );
             for r in [1, 2, 3, 5] {
                 assert_eq!(
                     b.dilate(r).to_mask(),

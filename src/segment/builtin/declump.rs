@@ -128,32 +128,42 @@ pub(crate) fn declump(mask: &[u8], w: usize, h: usize, neck_ratio: f32, tone: &T
             )
         })
         .collect();
+    // Per cell: the parts among it and its neighbours (0 for none); `None` where there are
+    // several, and each pixel looks at the peaks.
+    let mut near_of: Vec<Vec<u32>> = Vec::with_capacity(gw * gh);
+    let mut one_part: Vec<Option<u32>> = Vec::with_capacity(gw * gh);
+    for gy in 0..gh {
+        for gx in 0..gw {
+            let mut near = vec![cell[gy * gw + gx]];
+            near.extend(neighbours8(gx, gy, gw, gh).map(|(nx, ny)| cell[ny * gw + nx]));
+            near.retain(|&l| l != 0);
+            let one = match near.first() {
+                None => Some(1),
+                Some(&first) if near.iter().all(|&l| l == first) => Some(first),
+                Some(_) => None,
+            };
+            one_part.push(one);
+            near_of.push(if one.is_some() { Vec::new() } else { near });
+        }
+    }
     let mut labels = vec![0u32; w * h];
-    let mut near = Vec::with_capacity(9);
     for y in 0..h {
+        let row = (y / s) * gw;
         for x in 0..w {
             if mask[y * w + x] == 0 {
                 continue;
             }
-            let (gx, gy) = (x / s, y / s);
-            near.clear();
-            near.push(cell[gy * gw + gx]);
-            near.extend(neighbours8(gx, gy, gw, gh).map(|(nx, ny)| cell[ny * gw + nx]));
-            near.retain(|&l| l != 0);
-            let l = match near.first() {
-                None => 1,
-                Some(&first) if near.iter().all(|&l| l == first) => first,
-                Some(_) => {
-                    let (px, py) = (x as f64 + 0.5, y as f64 + 0.5);
-                    centres
-                        .iter()
-                        .filter(|c| near.contains(&c.3))
-                        .map(|&(cx, cy, r, l)| ((px - cx).powi(2) + (py - cy).powi(2) - r * r, l))
-                        .min_by(|a, b| a.0.total_cmp(&b.0))
-                        .map_or(near[0], |(_, l)| l)
-                }
-            };
-            labels[y * w + x] = l;
+            let c = row + x / s;
+            labels[y * w + x] = one_part[c].unwrap_or_else(|| {
+                let near = &near_of[c];
+                let (px, py) = (x as f64 + 0.5, y as f64 + 0.5);
+                centres
+                    .iter()
+                    .filter(|c| near.contains(&c.3))
+                    .map(|&(cx, cy, r, l)| ((px - cx).powi(2) + (py - cy).powi(2) - r * r, l))
+                    .min_by(|a, b| a.0.total_cmp(&b.0))
+                    .map_or(near[0], |(_, l)| l)
+            });
         }
     }
     // Renumber the parts that got pixels 1..n.

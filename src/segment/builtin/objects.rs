@@ -179,23 +179,40 @@ pub(crate) fn find(img: &Image<'_>, params: &SegmentParams) -> Found {
                 diameters_px: [s.diameters.0, s.diameters.1],
                 kept: s.kept,
             }));
-            let feature = crop_of(&img.feature.data, w, crop);
-            let raw = crop_of(img.raw, w, crop);
+            let part_boxes = boxes_of(&parts.labels, crop.w, parts.count);
+            let crop_background = background_of(img, crop);
             for k in 1..=parts.count {
+                // The part's own box, with room for everything below to reach as far as it would
+                // in the clump's crop (the growth by 2 bands, the closing beyond one band): the
+                // same pixels come out, at the cost of the part's size only.
+                let b = part_boxes[k as usize - 1];
+                let box_radius = (((b.2 - b.0) * (b.3 - b.1)) as f64 / std::f64::consts::PI).sqrt();
+                let band_max = ((0.04 * box_radius).round() as usize).max(2);
+                let reach = if r_open >= 1 { r_close } else { 0 };
+                let m = (2 * band_max).max(band_max + reach) + 1;
+                let local = Crop {
+                    x0: b.0.saturating_sub(m),
+                    y0: b.1.saturating_sub(m),
+                    w: (b.2 + m).min(crop.w) - b.0.saturating_sub(m),
+                    h: (b.3 + m).min(crop.h) - b.1.saturating_sub(m),
+                };
+                let sub = Crop {
+                    x0: crop.x0 + local.x0,
+                    y0: crop.y0 + local.y0,
+                    ..local
+                };
+                let labels = crop_of(&parts.labels, crop.w, local);
+                let feature = crop_of(&img.feature.data, w, sub);
+                let raw = crop_of(img.raw, w, sub);
                 // The part as thresholded, with its own holes filled again: a gap that it
                 // encloses only together with a neighbour or a finger cut off stays outside.
-                let mut region: Vec<u8> = parts
-                    .labels
+                let mut region: Vec<u8> = labels
                     .iter()
                     .zip(&raw)
                     .map(|(&l, &r)| u8::from(l == k && r != 0))
                     .collect();
-                fill_small_holes(&mut region, crop.w, crop.h, params.fill_holes_below);
-                let others: Vec<u8> = parts
-                    .labels
-                    .iter()
-                    .map(|&l| u8::from(l != 0 && l != k))
-                    .collect();
+                fill_small_holes(&mut region, sub.w, sub.h, params.fill_holes_below);
+                let others: Vec<u8> = labels.iter().map(|&l| u8::from(l != 0 && l != k)).collect();
                 let part_radius = (region.iter().filter(|&&v| v != 0).count() as f64
                     / std::f64::consts::PI)
                     .sqrt();
@@ -205,7 +222,7 @@ pub(crate) fn find(img: &Image<'_>, params: &SegmentParams) -> Found {
                     // hanging on it, and goes.
                     let r = (SPLIT_PART_OPENING * part_radius).round() as usize;
                     if r >= 1 {
-                        region = open_disc(&region, crop.w, crop.h, r);
+                        region = open_disc(&region, sub.w, sub.h, r);
                     }
                 }
                 let threshold = grow_to_own_edge(
@@ -213,23 +230,24 @@ pub(crate) fn find(img: &Image<'_>, params: &SegmentParams) -> Found {
                     &feature,
                     &mut region,
                     &others,
-                    crop,
+                    sub,
                     ((0.04 * part_radius).round() as usize).max(2),
                 );
                 if r_open >= 1 {
                     // Notches of the outline close too, without reaching into a neighbour.
-                    region = close_disc(&region, crop.w, crop.h, r_close);
-                    for (r, &l) in region.iter_mut().zip(&parts.labels) {
-                        if l != 0 && l != k {
+                    region = close_disc(&region, sub.w, sub.h, r_close);
+                    for (r, &o) in region.iter_mut().zip(&others) {
+                        if o != 0 {
                             *r = 0;
                         }
                     }
                 }
                 let eps = f64::from(params.simplify_epsilon);
-                if let Some(mut cand) = trace_region(img, &region, crop, min_area, eps, threshold) {
+                if let Some(mut cand) = trace_region(img, &region, sub, min_area, eps, threshold) {
                     cand.flags.split = parts.count > 1;
-                    cand.flags.low_contrast = contrast(img, &region, crop, &mut background_mean)
-                        < LOW_CONTRAST * img.range;
+                    cand.flags.low_contrast =
+                        contrast(img, &region, sub, crop_background, &mut background_mean)
+                            < LOW_CONTRAST * img.range;
                     candidates.push(cand);
                 } else {
                     dropped.small += 1;
@@ -288,7 +306,21 @@ fn bounding_boxes(c: &Components) -> Vec<(usize, usize, usize, usize)> {
     boxes
 }
 
-/// The crop's part of a full-image plane.
+/// The bounding box `[x0, x1) × [y0, y1)` of each label `1..=count` of a `w`-wide label image.
+fn boxes_of(labels: &[u32], w: usize, count: u32) -> Vec<(usize, usize, usize, usize)> {
+    let mut boxes = vec![(usize::MAX, usize::MAX, 0, 0); count as usize];
+    for (y, row) in labels.chunks_exact(w).enumerate() {
+        for (x, &l) in row.iter().enumerate() {
+            if l != 0 {
+                let b = &mut boxes[l as usize - 1];
+                *b = (b.0.min(x), b.1.min(y), b.2.max(x + 1), b.3.max(y + 1));
+            }
+        }
+    }
+    boxes
+}
+
+/// The crop's part of a plane (`w` wide; the crop in its coordinates).
 fn crop_of<T: Copy>(data: &[T], w: usize, crop: Crop) -> Vec<T> {
     let mut out = Vec::with_capacity(crop.w * crop.h);
     for y in crop.y0..crop.y0 + crop.h {
@@ -330,8 +362,8 @@ fn grow_to_own_edge(
     let inside_far = bits.erode(2 * band).to_mask();
     let outside_near = bits.dilate(band).to_mask();
     let outside_far = bits.dilate(2 * band).to_mask();
-    let w = img.feature.w;
-    let in_mask = |i: usize| img.mask[(crop.y0 + i / cw) * w + crop.x0 + i % cw] != 0;
+    let mask = crop_of(img.mask, img.feature.w, crop);
+    let in_mask = |i: usize| mask[i] != 0;
     let (mut sin, mut nin, mut sout, mut nout) = (0f64, 0u64, 0f64, 0u64);
     for i in 0..cw * ch {
         if inside_near[i] != 0 && inside_far[i] == 0 {
@@ -379,32 +411,51 @@ fn mean_where(img: &Image<'_>, keep: impl Fn(usize) -> bool) -> Option<f32> {
     (n > 0).then(|| (sum / n as f64) as f32)
 }
 
-/// How far the part's mean feature is from its surroundings': the background pixels of its crop,
-/// or the whole background when the crop has none.
+/// The sum and count of the feature over the background (of the thresholded mask) in `crop`.
+fn background_of(img: &Image<'_>, crop: Crop) -> (f64, u64) {
+    let w = img.feature.w;
+    let (mut sum, mut n) = (0f64, 0u64);
+    for y in crop.y0..crop.y0 + crop.h {
+        let row = y * w + crop.x0..y * w + crop.x0 + crop.w;
+        for (&v, &m) in img.feature.data[row.clone()].iter().zip(&img.mask[row]) {
+            if m == 0 {
+                sum += f64::from(v);
+                n += 1;
+            }
+        }
+    }
+    (sum, n)
+}
+
+/// How far the part's mean feature (over `region`, which covers `part`) is from its
+/// surroundings': the background pixels of its clump's crop that are not in the region
+/// (`around`: that crop's background sum and count), or the whole background when there are
+/// none.
 fn contrast(
     img: &Image<'_>,
     region: &[u8],
-    crop: Crop,
+    part: Crop,
+    around: (f64, u64),
     background: &mut Option<Option<f32>>,
 ) -> f32 {
     let w = img.feature.w;
-    let (mut inside, mut ni, mut around, mut na) = (0f64, 0u64, 0f64, 0u64);
-    for y in 0..crop.h {
-        for x in 0..crop.w {
-            let g = (crop.y0 + y) * w + crop.x0 + x;
-            let v = f64::from(img.feature.data[g]);
-            if region[y * crop.w + x] != 0 {
-                inside += v;
-                ni += 1;
-            } else if img.mask[g] == 0 {
-                around += v;
-                na += 1;
+    let (mut inside, mut ni, mut taken, mut nt) = (0f64, 0u64, 0f64, 0u64);
+    for (y, row) in region.chunks_exact(part.w).enumerate() {
+        let g0 = (part.y0 + y) * w + part.x0;
+        for (x, _) in row.iter().enumerate().filter(|(_, r)| **r != 0) {
+            let v = f64::from(img.feature.data[g0 + x]);
+            inside += v;
+            ni += 1;
+            if img.mask[g0 + x] == 0 {
+                taken += v;
+                nt += 1;
             }
         }
     }
     let inside = if ni > 0 { inside / ni as f64 } else { 0.0 };
+    let (out, na) = (around.0 - taken, around.1 - nt);
     let around = if na > 0 {
-        around / na as f64
+        out / na as f64
     } else {
         let mean = *background.get_or_insert_with(|| mean_where(img, |i| img.mask[i] == 0));
         f64::from(mean.unwrap_or(inside as f32))
