@@ -1,6 +1,6 @@
 // A job's whole story in a drawer (a modal <dialog> at the side): its image, parameters and
 // segmenter, timings per stage (from its result), every attempt with its error and every event of
-// its life (GET /api/jobs/{id}/history), its result versions when the server keeps them, and a
+// its life (GET /api/jobs/{id}/history), its result versions (a completed job's), and a
 // re-run. Opened from a row of the jobs table and from the viewer; Escape closes it, Tab stays
 // inside it while it is open, and focus goes back to what opened it.
 
@@ -21,16 +21,6 @@ function span(ms) {
   if (ms < 1000) return `${Math.round(ms)} ms`;
   if (ms < 60000) return `${(ms / 1000).toFixed(1)} s`;
   return `${(ms / 60000).toFixed(1)} min`;
-}
-
-/// Whether this server keeps result versions: its OpenAPI document lists the route (asked once, so
-/// a server without them is not asked for each job, and no 404 is logged).
-let versionsRoute = null;
-function hasVersions() {
-  versionsRoute ??= json("/api/openapi.json")
-    .then((doc) => Boolean(doc.paths?.["/api/jobs/{id}/result/versions"]))
-    .catch(() => false);
-  return versionsRoute;
 }
 
 /// A "Details" button for a row of the jobs table.
@@ -110,11 +100,11 @@ async function render(id) {
     body.replaceChildren(el("p", { class: "bad" }, `The job could not be loaded: ${e.message}`));
     return;
   }
-  // Optional parts: what the server does not offer (a result, versions) is left out.
+  // Only a completed job has a result and its versions.
+  const done = job.state === "completed";
   const [result, versions] = await Promise.all([
-    job.state === "completed" ? json(`/api/jobs/${id}/result`).catch(() => null) : null,
-    hasVersions().then((yes) => (yes ? api(`/api/jobs/${id}/result/versions`) : null))
-      .then((r) => (r?.status === 200 ? r.json() : null)).catch(() => null),
+    done ? json(`/api/jobs/${id}/result`).catch(() => null) : null,
+    done ? json(`/api/jobs/${id}/result/versions`).catch(() => null) : null,
   ]);
   if (open.id !== id) return;
   $("drawer-title").textContent = `Job: ${job.image.name}`;
