@@ -57,6 +57,7 @@ impl Segmenter for NoOp {
             timings_ms: vec![],
             created_at: String::new(),
             metadata: Vec::new(),
+            model_input: None,
         })
     }
 }

@@ -155,6 +155,27 @@ pub struct MlConfig {
     pub max_in_flight: u32,
     /// `none` (jobs wait while the breaker is open) or `builtin` (they run on the builtin segmenter).
     pub fallback: Fallback,
+    /// What the service speaks.
+    pub protocol: Protocol,
+    /// `oip`: the model (required), its version and the output tensor to read.
+    pub model: Option<String>,
+    pub version: Option<String>,
+    pub output: Option<String>,
+    /// `oip`: map values above it are foreground.
+    pub threshold: f32,
+    /// `oip`: send tensors in the binary extension.
+    pub binary: bool,
+}
+
+/// The protocol of the remote ML service.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// `POST {url}/segment`, the replaced system's contract.
+    #[default]
+    Spheroseg,
+    /// The Open Inference Protocol (KServe V2).
+    Oip,
 }
 
 /// What happens to ML jobs while their service's breaker is open.

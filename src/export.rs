@@ -218,6 +218,7 @@ mod tests {
             timings_ms: vec![],
             created_at: "2026-11-29T05:00:00Z".into(),
             metadata: Vec::new(),
+            model_input: None,
         }
     }
 

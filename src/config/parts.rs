@@ -7,12 +7,13 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::{Config, Fallback};
+use super::{Config, Fallback, Protocol};
 use crate::clock::Clock;
 use crate::queue::{Backoff, Limit, QueueOptions, Retention};
 use crate::segment::breaker::Breaker;
 use crate::segment::command::CommandSegmenter;
 use crate::segment::http::{ClientError, HttpSegmenter};
+use crate::segment::oip::OipSettings;
 use crate::segment::{Builtin, MlService, SegmenterId, Segmenters};
 
 impl Config {
@@ -105,8 +106,26 @@ impl Config {
         let mut ml = HashMap::new();
         let fallback = self.ml.fallback == Fallback::Builtin;
         if let Some(url) = &self.ml.url {
-            let client =
-                HttpSegmenter::new(SegmenterId::HTTP, url, self.ml.timeout, self.ml.share_paths)?;
+            let client = match (self.ml.protocol, &self.ml.model) {
+                (Protocol::Oip, Some(model)) => HttpSegmenter::oip(
+                    SegmenterId::HTTP,
+                    url,
+                    self.ml.timeout,
+                    OipSettings {
+                        model: model.clone(),
+                        version: self.ml.version.clone(),
+                        output: self.ml.output.clone(),
+                        threshold: self.ml.threshold,
+                        binary: self.ml.binary,
+                    },
+                )?,
+                _ => HttpSegmenter::new(
+                    SegmenterId::HTTP,
+                    url,
+                    self.ml.timeout,
+                    self.ml.share_paths,
+                )?,
+            };
             ml.insert(
                 SegmenterId::new(SegmenterId::HTTP).expect("a valid name"),
                 Arc::new(

@@ -112,7 +112,41 @@ pub(super) fn validate(
             format!("{u:?} is not an http:// or https:// URL"),
         ));
     }
+    let protocol = m.protocol.unwrap_or_default();
+    let path_part = |key: &str, v: Option<String>| -> Result<Option<String>, ConfigError> {
+        match v.filter(|v| !v.is_empty()) {
+            Some(v)
+                if !v
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
+            {
+                Err(err(
+                    key,
+                    format!("{v:?} is not a model name: use letters, digits, -, _ and ."),
+                ))
+            }
+            v => Ok(v),
+        }
+    };
+    let model = path_part("ml.model", m.model)?;
+    let version = path_part("ml.version", m.version)?;
+    if protocol == Protocol::Oip && model.is_none() {
+        return Err(err(
+            "ml.model",
+            "protocol \"oip\" needs ml.model: the model's name on the server".into(),
+        ));
+    }
+    let threshold = m.threshold.unwrap_or(0.5);
+    if !threshold.is_finite() {
+        return Err(err("ml.threshold", format!("{threshold} is not a number")));
+    }
     let ml = MlConfig {
+        protocol,
+        model,
+        version,
+        output: m.output.filter(|o| !o.is_empty()),
+        threshold,
+        binary: m.binary.unwrap_or(true),
         timeout: ms(c.range(
             "ml.timeout_ms",
             m.timeout_ms,

@@ -112,17 +112,50 @@ async fn call(s: &Arc<Shared>, http: Arc<HttpSegmenter>, work: Work) {
             return;
         }
     };
-    let reply = {
-        let input = input(s, &lease, &bytes, &path);
-        http.polygons(&input, &stop, work.deadline).await
+    // An OIP request is made (decoding, resizing) on a blocking thread; the bytes come back.
+    let (prepared, bytes) = match http.plan().await {
+        Ok(None) => (Ok(None), bytes),
+        Ok(Some(plan)) => {
+            let (s, lease, path, http) = (
+                Arc::clone(s),
+                lease.clone(),
+                path.clone(),
+                Arc::clone(&http),
+            );
+            let made = tokio::task::spawn_blocking(move || {
+                let made = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    http.prepare(Some(plan), &input(&s, &lease, &bytes, &path))
+                }));
+                (made, bytes)
+            })
+            .await;
+            match made {
+                Ok((Ok(prepared), bytes)) => (prepared, bytes),
+                Ok((Err(_), bytes)) => (Err(panicked()), bytes),
+                Err(_) => {
+                    svc.breaker.lock().expect("breaker lock").abandon(*permit);
+                    tracing::error!(job.id = %id, "preparing a model request was interrupted");
+                    return;
+                }
+            }
+        }
+        Err(f) => (Err(f), bytes),
+    };
+    let reply = match prepared {
+        Ok(prepared) => {
+            let input = input(s, &lease, &bytes, &path);
+            http.reply(&input, prepared.as_ref(), &stop, work.deadline)
+                .await
+        }
+        Err(f) => Err(f),
     };
     let call_ms = started.elapsed().as_secs_f64() * 1e3;
     let s = Arc::clone(s);
     let tail = tokio::task::spawn_blocking(move || {
         let outcome = match reply {
-            Ok(polygons) => std::panic::catch_unwind(AssertUnwindSafe(|| {
+            Ok(reply) => std::panic::catch_unwind(AssertUnwindSafe(|| {
                 let input = input(&s, &lease, &bytes, &path);
-                http.result(&polygons, &input, call_ms)
+                http.result(&reply, &input, call_ms)
             })),
             Err(f) => Ok(Err(f)),
         };
@@ -131,6 +164,14 @@ async fn call(s: &Arc<Shared>, http: Arc<HttpSegmenter>, work: Work) {
     if tail.await.is_err() {
         tracing::error!(job.id = %id, "recording a remote job's outcome panicked");
     }
+}
+
+/// A request that could not be made because making it panicked (a bad image fails one job).
+fn panicked() -> crate::segment::Failure {
+    crate::segment::Failure::permanent(
+        ErrorCode::ML_REQUEST,
+        "making the model's input tensor from this image panicked",
+    )
 }
 
 /// What the service gets: the stored file (never a cached decode).

@@ -8,18 +8,26 @@
 //! `success: false`, malformed JSON, an oversized reply and polygons outside the image are
 //! permanent, and the message says which. Only this file uses reqwest.
 
-use std::sync::Once;
+use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 
-use super::{Control, Failure, Input, SegmentResult, Segmenter, Stop, result_from_polygons};
+use super::oip::{OipClient, OipSettings, Output, Prepared, Scaling};
+use super::{
+    Control, Failure, Input, SegmentResult, Segmenter, Stop, result_from_objects,
+    result_from_polygons,
+};
 use crate::error_code::ErrorCode;
 use crate::outline::Polygon;
+use crate::segment::oip::Plan;
+
+mod oneoff;
+pub use oneoff::{call, download, get, post_image};
 
 /// The largest reply body read.
-const MAX_REPLY_BYTES: usize = 64 << 20;
+pub(crate) const MAX_REPLY_BYTES: usize = 64 << 20;
 
 /// The client for an ML service could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +43,22 @@ pub struct HttpSegmenter {
     base: String,
     client: reqwest::Client,
     share_paths: bool,
+    /// Set when the service speaks the Open Inference Protocol instead of `/segment`.
+    oip: Option<OipClient>,
     handle: Handle,
+}
+
+/// What a call brought back, before the CPU-bound rest makes a result of it.
+pub enum Reply {
+    /// The replaced contract's polygons (or an OIP model's polygon JSON).
+    Polygons(Vec<Polygon>),
+    /// An OIP model's map, with how the image was fitted to the model.
+    Map {
+        w: usize,
+        h: usize,
+        data: Vec<f32>,
+        scaling: Option<Scaling>,
+    },
 }
 
 /// The reply of `/segment`.
@@ -66,6 +89,19 @@ pub struct Health {
     pub latency_ms: f64,
 }
 
+/// The HTTP client for one ML service: `timeout` for a whole call, at most 5 s to connect.
+pub(crate) fn client(url: &str, timeout: Duration) -> Result<reqwest::Client, ClientError> {
+    install_crypto_provider();
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5).min(timeout))
+        .timeout(timeout)
+        .build()
+        .map_err(|source| ClientError {
+            url: url.to_owned(),
+            source,
+        })
+}
+
 /// Installs the TLS crypto provider reqwest needs (once; harmless if another one is installed).
 pub fn install_crypto_provider() {
     static ONCE: Once = Once::new();
@@ -86,7 +122,7 @@ fn mime(format: &str) -> &'static str {
     }
 }
 
-fn classify(e: &reqwest::Error, name: &str) -> Failure {
+pub(crate) fn classify(e: &reqwest::Error, name: &str) -> Failure {
     if e.is_timeout() {
         Failure::transient(ErrorCode::TIMEOUT, format!("{name} did not answer in time"))
     } else if e.is_connect() {
@@ -103,6 +139,61 @@ fn classify(e: &reqwest::Error, name: &str) -> Failure {
     }
 }
 
+/// The body of a successful (2xx) answer with its headers, read up to [`MAX_REPLY_BYTES`]; any
+/// other status is the failure it means. Overloaded or down (503, 429, a gateway without its
+/// backend): the service could not take the job (it waits, `Retry-After` honoured). Another 5xx
+/// failed on this request (transient); another 4xx refused it (permanent, `ML_REJECTED`).
+pub(crate) async fn receive(
+    mut resp: reqwest::Response,
+    name: &str,
+) -> Result<(reqwest::header::HeaderMap, Vec<u8>), Failure> {
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| classify(&e, name))? {
+        if body.len() + chunk.len() > MAX_REPLY_BYTES {
+            return Err(Failure::permanent(
+                ErrorCode::ML_REPLY_TOO_LARGE,
+                format!(
+                    "{name} replied with more than {} MiB",
+                    MAX_REPLY_BYTES >> 20
+                ),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let snippet = || String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+    use reqwest::StatusCode as S;
+    if matches!(
+        status,
+        S::SERVICE_UNAVAILABLE | S::TOO_MANY_REQUESTS | S::BAD_GATEWAY | S::GATEWAY_TIMEOUT
+    ) {
+        let retry_after = headers
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok())
+            .map(Duration::from_secs);
+        return Err(Failure::unavailable(
+            ErrorCode::ML_UNAVAILABLE,
+            format!("{name} answered {status}: {}", snippet()),
+            retry_after,
+        ));
+    }
+    if status.is_server_error() {
+        return Err(Failure::transient(
+            ErrorCode::ML_UNAVAILABLE,
+            format!("{name} answered {status}: {}", snippet()),
+        ));
+    }
+    if !status.is_success() {
+        return Err(Failure::permanent(
+            ErrorCode::ML_REJECTED,
+            format!("{name} refused the image with {status}: {}", snippet()),
+        ));
+    }
+    Ok((headers, body))
+}
+
 impl HttpSegmenter {
     /// A client for the service at `url` (e.g. `http://ml:5002`); must be made inside a tokio
     /// runtime, whose handle the worker threads use for the calls.
@@ -112,26 +203,40 @@ impl HttpSegmenter {
         timeout: Duration,
         share_paths: bool,
     ) -> Result<Self, ClientError> {
-        install_crypto_provider();
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5).min(timeout))
-            .timeout(timeout)
-            .build()
-            .map_err(|source| ClientError {
-                url: url.to_owned(),
-                source,
-            })?;
         Ok(HttpSegmenter {
             name: name.to_owned(),
             base: url.trim_end_matches('/').to_owned(),
-            client,
+            client: client(url, timeout)?,
             share_paths,
+            oip: None,
             handle: Handle::current(),
         })
     }
 
-    /// Asks `GET {url}/health`: 200 is up, anything else down.
+    /// A client for a model on an Open Inference Protocol (KServe V2) server at `url`.
+    pub fn oip(
+        name: &str,
+        url: &str,
+        timeout: Duration,
+        settings: OipSettings,
+    ) -> Result<Self, ClientError> {
+        Ok(HttpSegmenter {
+            oip: Some(OipClient::new(name, url, timeout, settings)?),
+            ..HttpSegmenter::new(name, url, timeout, false)?
+        })
+    }
+
+    /// The V2 client, when this service speaks the Open Inference Protocol.
+    pub fn as_oip(&self) -> Option<&OipClient> {
+        self.oip.as_ref()
+    }
+
+    /// Asks `GET {url}/health`: 200 is up, anything else down (for OIP: the server's and the
+    /// model's readiness).
     pub async fn health(&self) -> Health {
+        if let Some(o) = &self.oip {
+            return o.health().await;
+        }
         let started = Instant::now();
         let r = self
             .client
@@ -186,58 +291,8 @@ impl HttpSegmenter {
                 .part("params", params);
             self.client.post(&url).multipart(form)
         };
-        let mut resp = request.send().await.map_err(|e| classify(&e, &self.name))?;
-        let status = resp.status();
-        let resp_retry_after: Option<u64> = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse().ok());
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| classify(&e, &self.name))? {
-            if body.len() + chunk.len() > MAX_REPLY_BYTES {
-                return Err(Failure::permanent(
-                    ErrorCode::ML_REPLY_TOO_LARGE,
-                    format!(
-                        "{} replied with more than {} MiB",
-                        self.name,
-                        MAX_REPLY_BYTES >> 20
-                    ),
-                ));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        let snippet = || String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-        // Overloaded or down (503, 429, a gateway without its backend): the service could not
-        // take the job. Another 5xx failed on this request.
-        use reqwest::StatusCode as S;
-        if matches!(
-            status,
-            S::SERVICE_UNAVAILABLE | S::TOO_MANY_REQUESTS | S::BAD_GATEWAY | S::GATEWAY_TIMEOUT
-        ) {
-            let retry_after = resp_retry_after.map(Duration::from_secs);
-            return Err(Failure::unavailable(
-                ErrorCode::ML_UNAVAILABLE,
-                format!("{} answered {status}: {}", self.name, snippet()),
-                retry_after,
-            ));
-        }
-        if status.is_server_error() {
-            return Err(Failure::transient(
-                ErrorCode::ML_UNAVAILABLE,
-                format!("{} answered {status}: {}", self.name, snippet()),
-            ));
-        }
-        if !status.is_success() {
-            return Err(Failure::permanent(
-                ErrorCode::ML_REJECTED,
-                format!(
-                    "{} refused the image with {status}: {}",
-                    self.name,
-                    snippet()
-                ),
-            ));
-        }
+        let resp = request.send().await.map_err(|e| classify(&e, &self.name))?;
+        let (_, body) = receive(resp, &self.name).await?;
         reply_polygons(&self.name, &body)
     }
 }
@@ -271,18 +326,58 @@ pub(crate) fn reply_polygons(name: &str, body: &[u8]) -> Result<Vec<Polygon>, Fa
 }
 
 impl HttpSegmenter {
-    /// The call on the runtime, for the pool: the polygons the service returned, or why not.
-    /// It ends at `deadline` (a timeout) or soon after `stop` is asked (dropping the request,
-    /// which closes its connection). No CPU-bound work happens here.
-    pub async fn polygons(
+    /// What an OIP call needs before the CPU-bound preparation: the model's plan (read once).
+    /// `None` for the `/segment` contract.
+    pub async fn plan(&self) -> Result<Option<Arc<Plan>>, Failure> {
+        match &self.oip {
+            Some(o) => o.plan().await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The CPU-bound preparation of an OIP request (decoding, resizing, the tensor): on a
+    /// thread, never on the runtime. `None` for the `/segment` contract.
+    pub fn prepare(
+        &self,
+        plan: Option<Arc<Plan>>,
+        input: &Input<'_>,
+    ) -> Result<Option<Prepared>, Failure> {
+        match (&self.oip, plan) {
+            (Some(o), Some(plan)) => o.prepare(plan, input).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// The call on the runtime, for the pool: what the service returned, or why not. It ends
+    /// at `deadline` (a timeout) or soon after `stop` is asked (dropping the request, which
+    /// closes its connection). No CPU-bound work happens here.
+    pub async fn reply(
         &self,
         input: &Input<'_>,
+        prepared: Option<&Prepared>,
         stop: &Stop,
         deadline: Instant,
-    ) -> Result<Vec<Polygon>, Failure> {
+    ) -> Result<Reply, Failure> {
         let deadline = tokio::time::Instant::from_std(deadline);
         let mut poll = tokio::time::interval(Duration::from_millis(20));
-        let call = self.call(input);
+        let call = async {
+            match (&self.oip, prepared) {
+                (Some(o), Some(p)) => Ok(match o.infer(p).await? {
+                    Output::Polygons(p) => Reply::Polygons(p),
+                    Output::Map { w, h, data } => Reply::Map {
+                        w,
+                        h,
+                        data,
+                        scaling: p.tensor.scaling,
+                    },
+                }),
+                (Some(_), None) => Err(Failure::permanent(
+                    ErrorCode::ML_REQUEST,
+                    format!("{}: an OIP call without its prepared request", self.name),
+                )),
+                (None, _) => self.call(input).await.map(Reply::Polygons),
+            }
+        };
         tokio::pin!(call);
         loop {
             tokio::select! {
@@ -298,20 +393,39 @@ impl HttpSegmenter {
         }
     }
 
-    /// The result from the polygons of a call: decoding the image, checking and measuring the
-    /// outlines (CPU-bound: on a thread, never on the runtime).
+    /// The result from what a call brought back: tracing a map, decoding the image, checking
+    /// and measuring the outlines (CPU-bound: on a thread, never on the runtime).
     pub fn result(
         &self,
-        polygons: &[Polygon],
+        reply: &Reply,
         input: &Input<'_>,
         call_ms: f64,
     ) -> Result<SegmentResult, Failure> {
-        result_from_polygons(
-            polygons,
-            input,
-            &self.name,
-            vec![("ml call".into(), call_ms)],
-        )
+        let timings = vec![("ml call".into(), call_ms)];
+        match (reply, &self.oip) {
+            (
+                Reply::Map {
+                    w,
+                    h,
+                    data,
+                    scaling,
+                },
+                Some(o),
+            ) => {
+                let started = Instant::now();
+                let objects = o.objects(*w, *h, data, input)?;
+                let mut timings = timings;
+                timings.push(("trace".into(), started.elapsed().as_secs_f64() * 1e3));
+                let mut r = result_from_objects(objects, input, &self.name, timings)?;
+                r.model_input = *scaling;
+                Ok(r)
+            }
+            (Reply::Map { .. }, None) => Err(Failure::permanent(
+                ErrorCode::ML_MALFORMED,
+                format!("{} sent a map, which only OIP services do", self.name),
+            )),
+            (Reply::Polygons(p), _) => result_from_polygons(p, input, &self.name, timings),
+        }
     }
 }
 
@@ -329,145 +443,16 @@ impl Segmenter for HttpSegmenter {
     ) -> Result<SegmentResult, Failure> {
         let started = Instant::now();
         (control.progress)(5);
-        let polygons =
-            self.handle
-                .block_on(self.polygons(input, control.stop, control.deadline))?;
-        self.result(&polygons, input, started.elapsed().as_secs_f64() * 1e3)
+        let plan = self.handle.block_on(self.plan())?;
+        let prepared = self.prepare(plan, input)?;
+        let reply = self.handle.block_on(self.reply(
+            input,
+            prepared.as_ref(),
+            control.stop,
+            control.deadline,
+        ))?;
+        self.result(&reply, input, started.elapsed().as_secs_f64() * 1e3)
     }
-}
-
-/// A plain GET with an optional bearer token, for CLI commands that talk to a running spheroseg
-/// (reqwest stays in this file). Returns the status and the body, or why there was no answer.
-pub async fn get(
-    url: &str,
-    token: Option<&str>,
-    timeout: Duration,
-) -> Result<(u16, String), String> {
-    let req = one_off(timeout)?.get(url);
-    answer(req, url, token).await
-}
-
-/// POSTs one image as `multipart/form-data` (part `image`, then text `fields`) with extra
-/// `headers` (for the CLI's `submit`): the status and body, or why nothing answered (a refused
-/// connection, a timeout, a connection closed before the answer), which a caller may retry.
-pub async fn post_image(
-    url: &str,
-    token: Option<&str>,
-    image: (&str, Vec<u8>),
-    fields: &[(&str, String)],
-    headers: &[(&str, String)],
-    timeout: Duration,
-) -> Result<(u16, String), String> {
-    let mut form = reqwest::multipart::Form::new().part(
-        "image",
-        reqwest::multipart::Part::bytes(image.1).file_name(image.0.to_owned()),
-    );
-    for (name, value) in fields {
-        form = form.text(name.to_string(), value.clone());
-    }
-    let mut req = one_off(timeout)?.post(url).multipart(form);
-    for (name, value) in headers {
-        req = req.header(*name, value);
-    }
-    answer(req, url, token).await
-}
-
-/// A request with an optional JSON body (sent as `application/json`) and bearer token, for the
-/// CLI's commands against a running spheroseg: the status and the body, or why nothing answered.
-pub async fn call(
-    method: &str,
-    url: &str,
-    token: Option<&str>,
-    json: Option<String>,
-    timeout: Duration,
-) -> Result<(u16, String), String> {
-    answer(request(method, url, json, timeout)?, url, token).await
-}
-
-/// [`call`], the body written to `file` as it arrives when the status is 200 (a large export or
-/// backup never sits in memory). Returns the status, and the body of any other status.
-pub async fn download(
-    method: &str,
-    url: &str,
-    token: Option<&str>,
-    json: Option<String>,
-    file: &std::path::Path,
-    timeout: Duration,
-) -> Result<(u16, String), String> {
-    use std::io::Write;
-    let mut req = request(method, url, json, timeout)?;
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let mut resp = req
-        .send()
-        .await
-        .map_err(|e| format!("{url} did not answer: {e}"))?;
-    let status = resp.status().as_u16();
-    if status != 200 {
-        let body = resp.text().await.unwrap_or_default();
-        return Ok((status, body));
-    }
-    let mut out =
-        std::fs::File::create(file).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| format!("{url} did not answer whole: {e}"))?
-    {
-        out.write_all(&chunk)
-            .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
-    }
-    out.sync_all()
-        .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
-    Ok((status, String::new()))
-}
-
-fn request(
-    method: &str,
-    url: &str,
-    json: Option<String>,
-    timeout: Duration,
-) -> Result<reqwest::RequestBuilder, String> {
-    let method = reqwest::Method::from_bytes(method.as_bytes())
-        .map_err(|e| format!("{method} is not an HTTP method: {e}"))?;
-    let mut req = one_off(timeout)?.request(method, url);
-    if let Some(body) = json {
-        req = req
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body);
-    }
-    Ok(req)
-}
-
-/// A client for one CLI request.
-fn one_off(timeout: Duration) -> Result<reqwest::Client, String> {
-    install_crypto_provider();
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .build()
-        .map_err(|e| format!("cannot build an HTTP client: {e}"))
-}
-
-/// Sends `req` (with the token, if any): the status and the whole body.
-async fn answer(
-    mut req: reqwest::RequestBuilder,
-    url: &str,
-    token: Option<&str>,
-) -> Result<(u16, String), String> {
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| format!("{url} did not answer: {e}"))?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .text()
-        .await
-        .map_err(|e| format!("{url} did not answer whole: {e}"))?;
-    Ok((status, body))
 }
 
 /// The reply spheroseg's own `/ml/segment` gives for a result or a failure, in the same contract:

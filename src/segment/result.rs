@@ -118,6 +118,10 @@ pub struct SegmentResult {
     /// The job's metadata (e.g. `plate`, `well` from a watch folder's file names), in the order
     /// it was given; copied in when the result is stored, so exports need not join the job.
     pub metadata: Vec<(String, String)>,
+    /// How the image was fitted to a model's input (an `oip` service's pixel tensor): the
+    /// outlines were traced on its output scaled back to the image's size.
+    #[serde(default)]
+    pub model_input: Option<crate::segment::oip::Scaling>,
 }
 
 /// Everything of a stored result but its outlines, as JSON (so fields can be added), beside the
@@ -138,6 +142,8 @@ struct Meta {
     created_at: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     metadata: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    model_input: Option<crate::segment::oip::Scaling>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -158,6 +164,8 @@ pub struct ResultJson<'a> {
     pub metrics: Vec<ObjectMetrics<'a>>,
     pub timings_ms: &'a [(String, f64)],
     pub created_at: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_input: Option<crate::segment::oip::Scaling>,
 }
 
 /// One object's metrics and flags with the id of its external polygon.
@@ -188,6 +196,7 @@ impl SegmentResult {
             timings_ms: self.timings_ms.clone(),
             created_at: self.created_at.clone(),
             metadata: self.metadata.clone(),
+            model_input: self.model_input,
         };
         let stored = StoredV2 {
             meta: serde_json::to_string(&meta).expect("plain structs serialise"),
@@ -224,6 +233,7 @@ impl SegmentResult {
                     timings_ms: m.timings_ms,
                     created_at: m.created_at,
                     metadata: m.metadata,
+                    model_input: m.model_input,
                 })
             }
             Some((&RESULT_V1, rest)) => postcard::from_bytes::<legacy::ResultV1>(rest)
@@ -258,6 +268,7 @@ impl SegmentResult {
                 .collect(),
             timings_ms: &self.timings_ms,
             created_at: &self.created_at,
+            model_input: self.model_input,
         }
     }
 }
@@ -341,5 +352,6 @@ pub fn analyze_decoded(
         timings_ms,
         created_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         metadata: Vec::new(),
+        model_input: None,
     })
 }
