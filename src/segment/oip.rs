@@ -48,6 +48,8 @@ pub struct OipClient {
     client: reqwest::Client,
     /// Cleared when the server refuses a binary request.
     binary: AtomicBool,
+    /// Set once a binary request succeeded: later errors are the server's, not the format's.
+    binary_works: AtomicBool,
     plan: Mutex<Option<Arc<Plan>>>,
 }
 
@@ -70,6 +72,7 @@ impl OipClient {
             name: name.to_owned(),
             base: url.trim_end_matches('/').to_owned(),
             binary: AtomicBool::new(settings.binary),
+            binary_works: AtomicBool::new(false),
             settings,
             client,
             plan: Mutex::new(None),
@@ -206,23 +209,35 @@ impl OipClient {
         Ok(Prepared { plan, tensor, body })
     }
 
-    /// `POST .../infer` and the chosen output. A binary request the server refuses (4xx) is
-    /// sent again as JSON, and so is every later one.
+    /// `POST .../infer` and the chosen output. Until a binary request has succeeded, one the
+    /// server answers with 4xx or 500 (MLServer 1.7 cannot parse the extension and answers 500)
+    /// is sent again as JSON; when that succeeds, every later request is JSON.
     pub async fn infer(&self, prepared: &Prepared) -> Result<Output, Failure> {
         let plan = &prepared.plan;
-        let first = self.send(&prepared.body).await;
-        let (headers, body) = match first {
-            Err(Failure::Permanent { code, message })
-                if code == ErrorCode::ML_REJECTED && prepared.body.header_len.is_some() =>
-            {
-                if self.binary.swap(false, Ordering::Relaxed) {
-                    tracing::warn!(ml.service = %self.name, reason = %message,
-                        "the model server refused a binary tensor request; sending JSON from now on");
-                }
-                let json = tensor::request(&prepared.tensor, &plan.output, false);
-                self.send(&json).await?
+        let resp = self.send(&prepared.body).await?;
+        let status = resp.status();
+        let refused = prepared.body.header_len.is_some()
+            && !self.binary_works.load(Ordering::Relaxed)
+            && (status.is_client_error() || status == reqwest::StatusCode::INTERNAL_SERVER_ERROR);
+        let (headers, body) = if refused {
+            let why = receive(resp, &self.name)
+                .await
+                .err()
+                .and_then(|f| f.message().map(str::to_owned))
+                .unwrap_or_default();
+            let json = tensor::request(&prepared.tensor, &plan.output, false);
+            let answer = receive(self.send(&json).await?, &self.name).await?;
+            if self.binary.swap(false, Ordering::Relaxed) {
+                tracing::warn!(ml.service = %self.name, reason = %why,
+                    "the model server refused a binary tensor request; sending JSON from now on");
             }
-            other => other?,
+            answer
+        } else {
+            let answer = receive(resp, &self.name).await?;
+            if prepared.body.header_len.is_some() {
+                self.binary_works.store(true, Ordering::Relaxed);
+            }
+            answer
         };
         let header_len = headers
             .get(tensor::HEADER_LENGTH)
@@ -238,10 +253,7 @@ impl OipClient {
         })
     }
 
-    async fn send(
-        &self,
-        body: &tensor::Body,
-    ) -> Result<(reqwest::header::HeaderMap, Vec<u8>), Failure> {
+    async fn send(&self, body: &tensor::Body) -> Result<reqwest::Response, Failure> {
         let mut req = self
             .client
             .post(format!("{}/infer", self.model_url()))
@@ -252,8 +264,7 @@ impl OipClient {
                 .header(tensor::HEADER_LENGTH, n.to_string()),
             None => req.header(reqwest::header::CONTENT_TYPE, "application/json"),
         };
-        let resp = req.send().await.map_err(|e| classify(&e, &self.name))?;
-        receive(resp, &self.name).await
+        req.send().await.map_err(|e| classify(&e, &self.name))
     }
 
     /// The objects of a map output, at the image's size (CPU-bound): resized back, thresholded
