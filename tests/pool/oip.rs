@@ -361,3 +361,34 @@ async fn an_mlserver_killed_mid_run_opens_the_breaker_and_its_jobs_finish_when_i
     );
     pool.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_oip_in_the_configuration_runs_http_jobs_on_mlserver() {
+    let Some(bin) = program() else { return };
+    let server = MlServer::start(&bin, &[Model::map("resunet", 96)]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("spheroseg.toml");
+    let toml = format!(
+        "[ml]\nurl = \"{}\"\nprotocol = \"oip\"\nmodel = \"resunet\"\noutput = \"mask\"\n",
+        server.url
+    );
+    std::fs::write(&file, toml).expect("write");
+    let config = spheroseg::config::Config::load(&spheroseg::config::Sources {
+        file: Some(file),
+        env: HashMap::new(),
+        flags: spheroseg::config::Layer::default(),
+    })
+    .expect("config");
+    let segmenters = config.segmenters(&SystemClock).expect("segmenters");
+    let h = harness();
+    let pool = h.start(segmenters, crate::util::pool_config(1));
+    let (png, truth) = spheroid(9, 128);
+    let id = h.enqueue_bytes(&png, "well.png", "http").await;
+    h.wait_for(60, |e| count(e, finished) == 1).await;
+    assert_eq!(h.state(id), JobState::Completed);
+    let r = SegmentResult::from_bytes(&h.queue.result(id).expect("read").expect("stored"))
+        .expect("decodes");
+    assert!(iou(&rasterize(&r.objects, 128, 128), &truth) >= 0.9);
+    assert_eq!(r.segmenter, "http");
+    pool.shutdown(Duration::from_secs(5)).await;
+}
