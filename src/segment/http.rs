@@ -134,9 +134,21 @@ pub(crate) fn classify(e: &reqwest::Error, name: &str) -> Failure {
     } else {
         Failure::transient(
             ErrorCode::ML_UNAVAILABLE,
-            format!("{name} dropped the request: {e}"),
+            format!("{name} dropped the request: {}", chain(e)),
         )
     }
+}
+
+/// An error with its causes, `: `-separated (reqwest's own message rarely says what happened).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// The body of a successful (2xx) answer with its headers, read up to [`MAX_REPLY_BYTES`]; any

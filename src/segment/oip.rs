@@ -210,34 +210,60 @@ impl OipClient {
     }
 
     /// `POST .../infer` and the chosen output. Until a binary request has succeeded, one the
-    /// server answers with 4xx or 500 (MLServer 1.7 cannot parse the extension and answers 500)
-    /// is sent again as JSON; when that succeeds, every later request is JSON.
+    /// server answers with 4xx or 500, or drops while it is sent (MLServer 1.7 cannot parse the
+    /// extension: it answers 500, or resets the connection before a large body is read), is sent
+    /// again as JSON, and so is every later request.
     pub async fn infer(&self, prepared: &Prepared) -> Result<Output, Failure> {
         let plan = &prepared.plan;
-        let resp = self.send(&prepared.body).await?;
-        let status = resp.status();
-        let refused = prepared.body.header_len.is_some()
-            && !self.binary_works.load(Ordering::Relaxed)
-            && (status.is_client_error() || status == reqwest::StatusCode::INTERNAL_SERVER_ERROR);
-        let (headers, body) = if refused {
-            let why = receive(resp, &self.name)
-                .await
-                .err()
-                .and_then(|f| f.message().map(str::to_owned))
-                .unwrap_or_default();
-            let json = tensor::request(&prepared.tensor, &plan.output, false);
-            let answer = receive(self.send(&json).await?, &self.name).await?;
-            if self.binary.swap(false, Ordering::Relaxed) {
-                tracing::warn!(ml.service = %self.name, reason = %why,
-                    "the model server refused a binary tensor request; sending JSON from now on");
+        let trying =
+            prepared.body.header_len.is_some() && !self.binary_works.load(Ordering::Relaxed);
+        let refused = match self.send(&prepared.body).await {
+            Ok(resp) => {
+                let status = resp.status();
+                if trying
+                    && (status.is_client_error()
+                        || status == reqwest::StatusCode::INTERNAL_SERVER_ERROR)
+                {
+                    Err(receive(resp, &self.name)
+                        .await
+                        .err()
+                        .and_then(|f| f.message().map(str::to_owned))
+                        .unwrap_or_default())
+                } else {
+                    Ok(resp)
+                }
             }
-            answer
-        } else {
-            let answer = receive(resp, &self.name).await?;
-            if prepared.body.header_len.is_some() {
-                self.binary_works.store(true, Ordering::Relaxed);
+            Err(Failure::Transient { code, message })
+                if trying && code == ErrorCode::ML_UNAVAILABLE =>
+            {
+                Err(message)
             }
-            answer
+            Err(f) => return Err(f),
+        };
+        let (headers, body) = match refused {
+            Ok(resp) => {
+                let answer = receive(resp, &self.name).await?;
+                if prepared.body.header_len.is_some() {
+                    self.binary_works.store(true, Ordering::Relaxed);
+                }
+                answer
+            }
+            Err(why) => {
+                if self.binary.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(ml.service = %self.name, reason = %why,
+                        "the model server refused a binary tensor request; sending JSON from now on");
+                }
+                let json = tensor::request(&prepared.tensor, &plan.output, false);
+                // The refused request's connection may be the one the server resets: once more
+                // on a fresh one.
+                let resp = match self.send(&json).await {
+                    Err(Failure::Transient { code, .. }) if code == ErrorCode::ML_UNAVAILABLE => {
+                        self.send(&json).await?
+                    }
+                    other => other?,
+                };
+                receive(resp, &self.name).await?
+            }
         };
         let header_len = headers
             .get(tensor::HEADER_LENGTH)

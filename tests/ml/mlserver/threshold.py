@@ -9,11 +9,12 @@ model-settings.json `parameters.extra` chooses what it answers:
   "reply": "polygons" the replaced contract's polygon JSON in a BYTES tensor, one rectangle per
                       row span of the mask (input at the image's own size, so pixels are the
                       image's pixels);
-  "sleep_ms": N       wait N ms per call (a GPU's fixed time), for the bench.
+  "sleep_ms": N       hold the server N ms per call, blocking (a GPU runs one call at a time),
+                      for the bench and the outage test.
 """
 
-import asyncio
 import json
+import time
 
 import numpy as np
 from mlserver import MLModel
@@ -81,7 +82,7 @@ class ThresholdModel(MLModel):
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         if self.sleep:
-            await asyncio.sleep(self.sleep)
+            time.sleep(self.sleep)
         tensor = payload.inputs[0]
         img = plane(NumpyCodec.decode_input(tensor), tensor.shape)
         smooth = box_blur(flatten(img), 2)
