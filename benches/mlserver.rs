@@ -26,8 +26,8 @@ use spheroseg::events::EventBus;
 use spheroseg::pool::{Pool, PoolConfig};
 use spheroseg::queue::{ImageRef, JobId, JobState, NewJob, Queue};
 use spheroseg::segment::breaker::{Breaker, BreakerConfig};
-use spheroseg::segment::http::HttpSegmenter;
-use spheroseg::segment::oip::OipSettings;
+use spheroseg::segment::oip::{OipClient, OipSettings};
+use spheroseg::segment::remote::Remote;
 use spheroseg::segment::{Builtin, DecodeLimits, MlService, SegmenterId, Segmenters};
 
 use mlserver::{MlServer, Model};
@@ -123,9 +123,9 @@ async fn run(program: &std::path::Path, instances: usize, n: usize, sleep_ms: u6
             binary: true,
         };
         let client =
-            HttpSegmenter::oip("http", &s.url, Duration::from_secs(120), settings).expect("client");
-        let svc = MlService::remote(
-            Arc::new(client),
+            OipClient::new("http", &s.url, Duration::from_secs(120), settings).expect("client");
+        let svc = MlService::from_remote(
+            Remote::Oip(Arc::new(client)),
             Breaker::new(BreakerConfig::default(), SystemClock.now()),
             false,
             &s.url,

@@ -155,27 +155,20 @@ pub struct MlConfig {
     pub max_in_flight: u32,
     /// `none` (jobs wait while the breaker is open) or `builtin` (they run on the builtin segmenter).
     pub fallback: Fallback,
-    /// What the service speaks.
+    /// The `[ml]` service's protocol, and for `oip` the model (required), its version and the
+    /// output tensor to read.
     pub protocol: Protocol,
-    /// `oip`: the model (required), its version and the output tensor to read.
     pub model: Option<String>,
     pub version: Option<String>,
     pub output: Option<String>,
-    /// `oip`: map values above it are foreground.
+    /// `oip`: map values above it are foreground (the default of every entry).
     pub threshold: f32,
-    /// `oip`: send tensors in the binary extension.
+    /// `oip`: send tensors in the binary extension (the default of every entry).
     pub binary: bool,
-}
-
-/// The protocol of the remote ML service.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    /// `POST {url}/segment`, the replaced system's contract.
-    #[default]
-    Spheroseg,
-    /// The Open Inference Protocol (KServe V2).
-    Oip,
+    /// `[[ml.service]]` entries (the `[ml]` service, `url`, is not among them: see
+    /// [`Config::ml_services`]).
+    #[serde(rename = "service", skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<ServiceConfig>,
 }
 
 /// What happens to ML jobs while their service's breaker is open.
@@ -224,6 +217,19 @@ impl Config {
         validate::validate(merged, &origins)
     }
 
+    /// Every remote ML service: the `[ml]` one (`url`) first, then the `[[ml.service]]` entries.
+    pub fn ml_services(&self) -> Vec<ServiceConfig> {
+        let legacy = self
+            .ml
+            .url
+            .as_deref()
+            .map(|u| ServiceConfig::from_ml(&self.ml, u));
+        legacy
+            .into_iter()
+            .chain(self.ml.services.iter().cloned())
+            .collect()
+    }
+
     /// The effective configuration as TOML (the token redacted).
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("Config serialises to TOML")
@@ -247,6 +253,7 @@ pub const DEFAULT_TOML: &str = include_str!("config/default.toml");
 
 pub mod hosts;
 mod layer;
+pub mod ml;
 mod parts;
 mod unit;
 mod validate;
@@ -256,6 +263,7 @@ pub use hosts::HostRule;
 pub use layer::{
     AuthLayer, CommandLayer, Layer, LimitsLayer, MlLayer, QueueLayer, RetentionLayer, Sources,
 };
+pub use ml::{Protocol, ServiceConfig, ServiceLayer};
 pub use watch::{After, DONE_DIR, Pages, RESULTS_DIR, Results, WatchConfig, WatchLayer};
 
 #[cfg(test)]

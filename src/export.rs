@@ -18,7 +18,7 @@ pub mod roi;
 pub mod table;
 pub mod xlsx;
 
-pub use overlay::overlay_png;
+pub use overlay::{overlay_png, thumbnail_jpeg};
 
 use crate::morphology::rasterize;
 use crate::segment::SegmentResult;
@@ -62,8 +62,8 @@ pub enum ExportError {
     /// Writing the output failed.
     #[error("cannot write export: {0}")]
     Io(#[from] std::io::Error),
-    /// Encoding a PNG failed.
-    #[error("cannot encode the PNG: {0}")]
+    /// Encoding a PNG or JPEG failed.
+    #[error("cannot encode the image: {0}")]
     Png(#[from] image::ImageError),
     /// Building the XLSX workbook failed.
     #[error("cannot write the XLSX workbook: {0}")]
@@ -218,7 +218,7 @@ mod tests {
             timings_ms: vec![],
             created_at: "2026-11-29T05:00:00Z".into(),
             metadata: Vec::new(),
-            model_input: None,
+            ml: None,
         }
     }
 
@@ -232,6 +232,22 @@ mod tests {
             ],
             holes: vec![],
         }
+    }
+
+    #[test]
+    fn a_thumbnail_draws_the_outlines_scaled_to_its_size() {
+        // A 20 × 10 image whose object spans x 10..18, y 1..9, on a background of half the size.
+        let r = result("a.png", vec![square(10.0, 8.0)], None);
+        let background = image::GrayImage::new(10, 5);
+        let jpeg = thumbnail_jpeg(&background, &r).expect("encodes");
+        let img = image::load_from_memory(&jpeg).expect("decodes").to_rgb8();
+        assert_eq!(img.dimensions(), (10, 5));
+        let yellow = |x, y| {
+            let p: &image::Rgb<u8> = img.get_pixel(x, y);
+            p.0[0] > 120 && p.0[1] > 100 && p.0[2] < 120
+        };
+        assert!(yellow(5, 2), "the left edge, at x 10 / 2");
+        assert!(!yellow(1, 2), "nothing left of it");
     }
 
     #[test]

@@ -8,12 +8,14 @@ mod auth;
 mod error;
 mod events;
 mod export;
+mod gallery;
 mod guard;
 mod health;
 mod intake;
 mod job_exports;
 mod job_images;
 mod job_results;
+mod job_thumbnail;
 mod jobs;
 mod ml;
 mod projects;
@@ -97,6 +99,8 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(jobs::routes())
         .merge(job_results::routes())
         .merge(job_images::routes())
+        .merge(job_thumbnail::routes())
+        .merge(gallery::routes())
         .merge(job_exports::routes())
         .merge(rerun::routes())
         .merge(segmenters::routes())

@@ -10,9 +10,10 @@
 //! delayed job falls due, and on its timers; it never busy-polls, and nobody outside has to wake
 //! it.
 //!
-//! A job for an ML service whose circuit breaker is open is not run and spends no attempt: it is
-//! handed back until the breaker's next probe, or run on the builtin segmenter when the service
-//! says `fallback_builtin`.
+//! A job names a segmenter; any ML service serving it may take the job (`route`: least
+//! outstanding calls, weighted, among those whose breaker admits a call). A job none of them may
+//! take now is not leased and spends no attempt: the lease holds it until one may (`slots`), or
+//! it runs on the builtin segmenter when the services say `fallback_builtin`.
 //!
 //! Workers run each job inside `catch_unwind`, so a panic fails that job and the thread lives on.
 //! They talk to the queue with its blocking calls (the writer is another OS thread), keep a
@@ -158,6 +159,8 @@ impl PoolHandle {
     /// Closes a service's breaker by hand and releases the jobs it held: they are queued at once.
     pub async fn reset_breaker(&self, name: &str) -> Option<crate::segment::breaker::Snapshot> {
         let (id, svc) = self.shared.segmenters.ml.get_key_value(name)?;
+        // Jobs name the segmenter the service serves.
+        let id = svc.segmenter_of(id);
         let now = self.shared.clock.now();
         let snapshot = {
             let mut b = svc.breaker.lock().expect("breaker lock");
@@ -348,15 +351,19 @@ async fn dispatch(
         if *stop.borrow() {
             break;
         }
-        let (free, fits) = slots::slots(&s);
+        let (free, fits, held) = slots::slots(&s);
         if free > 0 {
-            match s.queue.lease_where(free, s.config.lease_ttl, fits).await {
+            match s.queue.lease_routed(free, s.config.lease_ttl, fits).await {
                 Ok(leases) => {
                     for lease in leases {
                         admit(&s, &work_tx, lease).await;
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "lease failed"),
+            }
+            // It stopped at its limit of holds: more jobs may wait behind the held ones.
+            if held.load(Ordering::Relaxed) >= free + crate::queue::HOLDS_PER_LEASE {
+                s.nudge.notify_one();
             }
         }
         // When the next delayed job falls due, as a deadline: a wake-up in between does not move
@@ -408,43 +415,31 @@ async fn admit(s: &Arc<Shared>, work_tx: &crossbeam_channel::Sender<Work>, lease
         Target::Builtin {
             fallback_from: None,
         }
+    } else if s.segmenters.serving(name).next().is_none() {
+        let err = JobError::permanent(
+            ErrorCode::UNKNOWN_SEGMENTER,
+            format!("no ML service named {name} is configured"),
+        );
+        fail(s, &lease, err).await;
+        return;
     } else {
-        match s.segmenters.ml.get(name) {
-            None => {
-                let err = JobError::permanent(
-                    ErrorCode::UNKNOWN_SEGMENTER,
-                    format!("no ML service named {name} is configured"),
-                );
-                fail(s, &lease, err).await;
-                return;
-            }
-            Some(svc) => {
-                // The permit is taken here, when the job is admitted: a half-open breaker lets
-                // exactly its trials through, however many jobs are leased at once.
-                let permit = {
-                    let mut b = svc.breaker.lock().expect("breaker lock");
-                    let p = b.acquire(now).map_err(|r| r.retry_at);
-                    if let Ok(p) = &p {
-                        publish_transition(s, name.as_str(), p.transition);
-                    }
-                    p
-                };
-                match permit {
-                    Ok(p) => Target::Ml(name.clone(), Arc::clone(svc), p),
-                    Err(_) if svc.fallback_builtin => Target::Builtin {
-                        fallback_from: Some(name.clone()),
-                    },
-                    Err(until) => {
-                        let reason = JobError::transient(
-                            ErrorCode::BREAKER_OPEN,
-                            format!(
-                                "{name} is unavailable (circuit open); the job waits without spending an attempt"
-                            ),
-                        );
-                        hold(s, &lease, until, reason).await;
-                        return;
-                    }
+        // The service's slot and its breaker's permit are taken here, when the job is admitted:
+        // a half-open breaker lets exactly its trials through, however many jobs are leased.
+        match route::pick(s, name, now, &[]) {
+            Some((svc_name, svc, p)) => Target::Ml(svc_name, svc, p),
+            None if s
+                .segmenters
+                .serving(name)
+                .all(|(_, v)| v.fallback_builtin && !route::admits(v, now)) =>
+            {
+                Target::Builtin {
+                    fallback_from: Some(name.clone()),
                 }
+            }
+            None => {
+                let (until, reason) = route::hold_of(s, name, now);
+                hold(s, &lease, until, reason).await;
+                return;
             }
         }
     };
@@ -483,9 +478,9 @@ async fn admit(s: &Arc<Shared>, work_tx: &crossbeam_channel::Sender<Work>, lease
         deadline,
         target,
     };
-    if let Target::Ml(_, svc, _) = &work.target {
-        // Off the CPU workers: a call on the runtime, or a program on a thread of its own.
-        svc.in_flight.fetch_add(1, Ordering::SeqCst);
+    if let Target::Ml(..) = &work.target {
+        // Off the CPU workers (its slot taken by `route::pick`): a call on the runtime, or a
+        // program on a thread of its own.
         remote::spawn(s, work);
         return;
     }
@@ -587,5 +582,6 @@ fn log_failure(
 }
 
 mod remote;
+mod route;
 mod slots;
 mod worker;

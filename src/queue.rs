@@ -50,8 +50,11 @@ use crate::segment::SegmenterId;
 use slot::Slot;
 use stats::Recent;
 use store::Store;
-pub use writer::Admit;
+pub use writer::{Admit, Fit, Route};
 use writer::{Command, Op};
+
+/// Jobs one [`Queue::lease_routed`] may hold beyond the `n` it may lease, and jobs it may skip.
+pub const HOLDS_PER_LEASE: usize = 64;
 
 /// How the queue behaves; built from `Config`.
 #[derive(Clone, Debug)]
@@ -244,12 +247,31 @@ impl Queue {
         &self,
         n: usize,
         ttl: Duration,
-        admit: Admit,
+        mut admit: Admit,
+    ) -> Result<Vec<Lease>, QueueError> {
+        let route: Route = Box::new(
+            move |s: &SegmenterId| {
+                if admit(s) { Fit::Take } else { Fit::Stop }
+            },
+        );
+        self.lease_routed(n, ttl, route).await
+    }
+
+    /// [`Queue::lease_where`] whose test may also hold a job (`Fit::Hold`: it becomes delayed
+    /// without a lease, and the jobs behind it are asked next) or skip it (`Fit::Skip`: it stays
+    /// queued, and the jobs behind it at its priority are asked next). At most
+    /// `n + HOLDS_PER_LEASE` jobs are held and `HOLDS_PER_LEASE` skipped per call, so one lease's
+    /// commit stays small.
+    pub async fn lease_routed(
+        &self,
+        n: usize,
+        ttl: Duration,
+        route: Route,
     ) -> Result<Vec<Lease>, QueueError> {
         self.call(|reply| Op::Lease {
             n,
             ttl,
-            admit: Some(admit),
+            admit: Some(route),
             reply,
         })
         .await

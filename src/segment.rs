@@ -1,6 +1,7 @@
 //! Segmentation: one trait, chosen per job, with three implementations: the builtin classical
-//! pipeline, a local ML program (`command`) and a remote ML service (`http`). The ML ones run
-//! behind a circuit breaker (`breaker`). Also decoding, the decode budget, parameters and the
+//! pipeline, a local ML program (`command`) and remote ML services (`remote`: one arm per
+//! protocol, `http` the spheroseg contract). The ML ones run behind a circuit breaker each
+//! (`breaker`). Also decoding, the decode budget, parameters and the
 //! result record.
 
 pub mod breaker;
@@ -13,6 +14,7 @@ pub mod http;
 pub mod oip;
 mod params;
 mod registry;
+pub mod remote;
 mod result;
 
 use std::path::Path;
@@ -26,8 +28,8 @@ pub(crate) use params::ParamsV1;
 pub use params::{Declump, Feature, ParamsError, PixelSizeGiven, Polarity, SegmentParams};
 pub use registry::{MlService, Segmenters};
 pub use result::{
-    AnalyzeError, ImageInfo, ObjectFlags, ObjectMetrics, ResultJson, SegmentResult, analyze,
-    analyze_decoded,
+    AnalyzeError, ImageInfo, MlOrigin, ObjectFlags, ObjectMetrics, ResultJson, SegmentResult,
+    analyze, analyze_decoded,
 };
 use result::{measure_all, pixel_size_of};
 
@@ -195,8 +197,9 @@ pub enum Failure {
     /// Another attempt may succeed.
     Transient { code: ErrorCode, message: String },
     /// The ML service could not take the job at all (unreachable, 503 or 429, a program that will
-    /// not start): not the job's fault, so it waits without spending an attempt, and the breaker
-    /// counts a failure. `retry_after` is what the service asked for, if it did.
+    /// not start): not the job's fault, so it goes to another service of its segmenter or waits,
+    /// without spending an attempt. The breaker counts a failure, unless the service said when
+    /// to come back (`retry_after`): then it is skipped until then.
     Unavailable {
         code: ErrorCode,
         message: String,
@@ -399,6 +402,6 @@ pub(crate) fn result_from_objects(
         timings_ms,
         created_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         metadata: Vec::new(),
-        model_input: None,
+        ml: None,
     })
 }

@@ -300,7 +300,15 @@ impl Service {
         let configured: Vec<String> = self
             .pool
             .as_ref()
-            .map(|p| p.ml().keys().map(ToString::to_string).collect())
+            .map(|p| {
+                let mut served: Vec<String> = p
+                    .ml()
+                    .iter()
+                    .map(|(name, svc)| svc.segmenter_of(name).to_string())
+                    .collect();
+                served.dedup();
+                served
+            })
             .unwrap_or_default();
         if configured.iter().any(|c| c == segmenter.as_str()) {
             return Ok(());
@@ -309,6 +317,7 @@ impl Service {
         let mut names = vec![SegmenterId::BUILTIN.to_owned()];
         names.extend(configured);
         names.sort();
+        names.dedup();
         Err(ServiceError::Invalid {
             field: "segmenter",
             message: format!(

@@ -2,29 +2,25 @@
 // step. Live updates come over the WebSocket (with `since` resume); polling takes over if it fails.
 // Modules: `api.js` (requests with the token), `params.js` (the segmentation parameter form, for
 // upload and for "Run again with…"), `viewer.js` (a job's result), `project.js` (a project's
-// pixel size, distributions and downloads), `dom.js`.
+// pixel size, distributions and downloads), `jobs_table.js` (search, sort, empty state and live
+// times of the jobs table), `uploads.js` (the upload list following its jobs), `gallery.js`
+// (thumbnails with outlines), `columns.js` (the metrics table's columns), `dom.js`.
 
-import { el, reveal, shortId } from "./dom.js";
+import { ago, el, plural, reveal, shortId } from "./dom.js";
 import { TOKEN_KEY, api, authHeaders, json } from "./api.js";
 import { paramForm } from "./params.js";
 import { setupProject, uploadHint } from "./project.js";
 import { jobChanged, openViewer, paramsLoaded, setupViewer } from "./viewer.js";
+import { arrange, setupJobsTable } from "./jobs_table.js";
+import { followJob, followProgress, trackUpload } from "./uploads.js";
+import { galleryEvent, setupGallery } from "./gallery.js";
+import { setupColumns } from "./columns.js";
 
 const $ = (id) => document.getElementById(id);
 const state = { lastEventId: 0, jobs: new Map(), cursor: null, socketFailures: 0, pollTimer: null, paramFields: null, uploadParams: null, folders: [] };
 
 // ---- formatting ----
 
-const plural = (n, w) => `${n} ${w}${n === 1 ? "" : "s"}`;
-function ago(ms) {
-  if (ms == null) return "–";
-  if (ms < 1000) return `${Math.max(0, Math.round(ms))} ms`;
-  const s = Math.round(ms / 1000);
-  if (s < 60) return `${s} s`;
-  if (s < 3600) return `${Math.round(s / 60)} min`;
-  if (s < 86400) return `${(s / 3600).toFixed(1)} h`;
-  return `${(s / 86400).toFixed(1)} d`;
-}
 const bytes = (b) => (b >= 1 << 30 ? `${(b / (1 << 30)).toFixed(1)} GiB` : `${Math.round(b / (1 << 20))} MiB`);
 const when = (ms) => (ms ? new Date(ms) : null);
 /// The jobs on the page that run `id` again.
@@ -96,10 +92,16 @@ function renderMl(services) {
     box.replaceChildren(el("p", { class: "muted" }, "No ML service configured: jobs run on the builtin segmenter."));
     return;
   }
+  const pick = $("segmenter");
+  for (const seg of new Set(services.map((s) => s.segmenter))) {
+    if (![...pick.options].some((o) => o.value === seg)) pick.append(el("option", { value: seg }, seg));
+  }
   box.replaceChildren(...services.map((s) => {
     const b = s.breaker;
-    let text = `${s.name} (${s.target}): breaker ${b.state}`;
+    const ready = s.ready === null ? "" : s.ready ? ", ready" : ", not ready";
+    let text = `${s.name} (${s.segmenter === s.name ? "" : `${s.segmenter}, `}${s.target}): ${s.in_flight}/${s.max_in_flight} calls${ready}, breaker ${b.state}`;
     if (b.state === "open" && b.nextProbe) text += `, next try in ${ago(b.nextProbe - Date.now())}`;
+    if (s.wait_until) text += `, asked to wait ${ago(s.wait_until - Date.now())}`;
     const reset = el("button", { type: "button", onclick: async () => { await api(`/api/ml/${s.name}/reset`, { method: "POST" }); loadOverview(); } }, "Reset");
     return el("p", {}, text, " ", reset);
   }));
@@ -169,7 +171,7 @@ async function loadJobs(append = false) {
   for (const j of page.jobs) upsertJob(j, true);
   state.cursor = page.next;
   $("more").hidden = !page.next;
-  $("no-jobs").hidden = state.jobs.size > 0;
+  arrange();
 }
 
 function jobRow(j) {
@@ -198,11 +200,14 @@ function jobRow(j) {
     el("td", { class: `state ${j.state}` }, j.state),
     el("td", {}, j.priority),
     el("td", {}, j.project || ""),
-    el("td", {}, el("progress", { max: "100", value: j.progress })),
+    el("td", {}, el("progress", { max: "100", value: j.progress, "aria-label": "progress" })),
+    el("td", {}, j.objects ?? ""),
     el("td", {}, `${j.attempts} / ${j.max_attempts}`),
-    el("td", {}, ago(waited)),
-    el("td", {}, ran == null ? "–" : ago(ran)),
-    el("td", { title: created ? created.toLocaleString() : "" }, created ? `${ago(Date.now() - j.created_at)} ago` : ""),
+    // Counting while they last (jobs_table.js ticks `data-since`).
+    el("td", { "data-since": j.started_at ? undefined : j.queued_at }, ago(waited)),
+    el("td", { "data-since": j.state === "active" ? j.started_at : undefined }, ran == null ? "–" : ago(ran)),
+    el("td", { title: created ? created.toLocaleString() : "", "data-since": j.created_at, "data-suffix": " ago" },
+      created ? `${ago(Date.now() - j.created_at)} ago` : ""),
     el("td", { class: "err" }, j.error ? j.error.message : ""),
     actions,
   );
@@ -234,7 +239,7 @@ function upsertJob(j, append) {
   if (old) old.replaceWith(row);
   else if (append) $("job-rows").append(row);
   else $("job-rows").prepend(row);
-  $("no-jobs").hidden = true;
+  arrange();
   redrawOriginal(j);
   jobChanged(j);
 }
@@ -274,7 +279,7 @@ function removeJob(id) {
   state.jobs.delete(id);
   document.querySelector(`tr[data-id="${id}"]`)?.remove();
   if (j) redrawOriginal(j);
-  $("no-jobs").hidden = state.jobs.size > 0;
+  arrange();
 }
 
 async function bulk(action) {
@@ -341,7 +346,9 @@ function upload(files) {
       if (xhr.status === 202) {
         item.children[1].value = 100;
         item.children[2].textContent = "queued";
-        // The queued events draw the rows; the reply only says the upload is in.
+        // The queued events draw the rows; the reply only says the upload is in. The line
+        // follows its job from here.
+        if (body.jobs?.[0]) trackUpload(item, body.jobs[0].id);
       } else {
         item.classList.add("bad");
         item.children[2].textContent = `refused: ${body.message || xhr.status}`;
@@ -363,6 +370,9 @@ function soon(fn) {
 
 function onEvent(e) {
   if (e.id) state.lastEventId = Math.max(state.lastEventId, e.id);
+  if (e.job) followJob(e.job);
+  else if (e.type === "job_progress") followProgress(e.job_id, e.progress);
+  galleryEvent(e);
   switch (e.type) {
     case "snapshot":
       state.lastEventId = Math.max(state.lastEventId, e.last_event_id || 0);
@@ -490,6 +500,9 @@ function setup() {
   document.body.addEventListener("dragover", (e) => e.preventDefault());
   document.body.addEventListener("drop", (e) => { e.preventDefault(); if (e.dataTransfer.files.length) upload(e.dataTransfer.files); });
   setupViewer({ fields: () => state.paramFields, rerunsOf, showRow });
+  setupJobsTable({ jobs: () => state.jobs, more: () => Boolean(state.cursor) });
+  setupGallery({ open: openViewer });
+  setupColumns();
   setupParams();
   setupProject();
   loadOverview();

@@ -1,4 +1,5 @@
-// Small helpers shared by the page's modules: elements, scrolling, and job ids for people.
+// Small helpers shared by the page's modules: elements, scrolling, job ids and durations for
+// people.
 
 /// An element with attributes (`class`, `on*` listeners, others as attributes; null and undefined
 /// left out) and children (nodes, or anything else as text).
@@ -21,3 +22,17 @@ export function reveal(e, block = "start") {
   const motion = matchMedia("(prefers-reduced-motion: reduce)").matches ? "auto" : "smooth";
   e.scrollIntoView({ behavior: motion, block });
 }
+
+/// A duration for people: "850 ms", "12 s", "4 min", "2.5 h", "1.2 d"; "–" when unknown.
+export function ago(ms) {
+  if (ms == null) return "–";
+  if (ms < 1000) return `${Math.max(0, Math.round(ms))} ms`;
+  const s = Math.round(ms / 1000);
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.round(s / 60)} min`;
+  if (s < 86400) return `${(s / 3600).toFixed(1)} h`;
+  return `${(s / 86400).toFixed(1)} d`;
+}
+
+/// `n` and the word, plural unless `n` is 1.
+export const plural = (n, w) => `${n} ${w}${n === 1 ? "" : "s"}`;

@@ -2,11 +2,10 @@
 // objects' distributions drawn from the objects table (in µm² once every object is calibrated),
 // its downloads, and the hint in the upload form saying which pixel size new images will get.
 
-import { el } from "./dom.js";
+import { el, plural } from "./dom.js";
 import { api, json } from "./api.js";
 
 const $ = (id) => document.getElementById(id);
-const plural = (n, w) => `${n} ${w}${n === 1 ? "" : "s"}`;
 const projects = new Map();
 
 /// A number as a person reads it on an axis: three significant digits, grouped thousands, no

@@ -229,3 +229,6 @@ export function jobChanged(j) {
 
 /// The parameters' description arrived: the open job's parameters can be shown.
 export const paramsLoaded = () => renderViewerLinks();
+
+/// The id of the job the viewer shows, if it is open.
+export const openedJob = () => ($("viewer").hidden ? null : view.job?.id);

@@ -93,6 +93,8 @@ pub struct MlLayer {
     pub share_paths: Option<bool>,
     pub max_in_flight: Option<u32>,
     pub fallback: Option<Fallback>,
+    /// `[[ml.service]]` entries; the entries of every layer add up.
+    pub service: Option<Vec<super::ServiceLayer>>,
     pub protocol: Option<Protocol>,
     pub model: Option<String>,
     pub version: Option<String>,
@@ -295,6 +297,15 @@ pub(super) fn overlay(
     take!(limits.max_upload_mb, "limits.max_upload_mb");
     take!(limits.decode_budget_mb, "limits.decode_budget_mb");
     take!(limits.disk_low_water_mb, "limits.disk_low_water_mb");
+    if let Some(entries) = &top.ml.service {
+        let all = base.ml.service.get_or_insert_default();
+        all.extend(entries.iter().cloned().map(|mut e| {
+            if e.origin.is_empty() {
+                e.origin = origin.to_owned();
+            }
+            e
+        }));
+    }
     if let Some(entries) = &top.watch {
         let all = base.watch.get_or_insert_default();
         all.extend(entries.iter().cloned().map(|mut e| {

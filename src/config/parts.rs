@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::{Config, Fallback, Protocol};
 use crate::clock::Clock;
@@ -13,7 +14,8 @@ use crate::queue::{Backoff, Limit, QueueOptions, Retention};
 use crate::segment::breaker::Breaker;
 use crate::segment::command::CommandSegmenter;
 use crate::segment::http::{ClientError, HttpSegmenter};
-use crate::segment::oip::OipSettings;
+use crate::segment::oip::{OipClient, OipSettings};
+use crate::segment::remote::Remote;
 use crate::segment::{Builtin, MlService, SegmenterId, Segmenters};
 
 impl Config {
@@ -57,7 +59,12 @@ impl Config {
             workers: self.workers,
             lease_ttl: self.queue.lease_ttl,
             builtin_timeout: self.queue.builtin_timeout,
-            ml_timeout: self.ml.timeout,
+            // The longest of the services' timeouts: each service's own ends its calls.
+            ml_timeout: self
+                .ml_services()
+                .iter()
+                .map(|s| s.timeout)
+                .fold(self.ml.timeout, Duration::max),
             limits: self.decode_limits(),
             budget,
         }
@@ -99,45 +106,46 @@ impl Config {
         self.data_dir.join("spheroseg.redb")
     }
 
-    /// The segmenters jobs can name: the builtin one, and an ML service with its breaker for
-    /// `ml.url` (`http`) and for `command.argv` (`command`). Call inside the tokio runtime (the
-    /// http segmenter keeps its handle).
+    /// The segmenters jobs can name: the builtin one, the remote ML services (`ml.url` as `http`,
+    /// and every `[[ml.service]]`, each with its breaker) and `command.argv` (`command`). Call
+    /// inside the tokio runtime (the remote clients keep its handle).
     pub fn segmenters(&self, clock: &dyn Clock) -> Result<Segmenters, ClientError> {
         let mut ml = HashMap::new();
         let fallback = self.ml.fallback == Fallback::Builtin;
-        if let Some(url) = &self.ml.url {
-            let client = match (self.ml.protocol, &self.ml.model) {
-                (Protocol::Oip, Some(model)) => HttpSegmenter::oip(
-                    SegmenterId::HTTP,
-                    url,
-                    self.ml.timeout,
+        for svc in self.ml_services() {
+            let remote = match svc.protocol {
+                Protocol::Spheroseg => Remote::Spheroseg(Arc::new(HttpSegmenter::new(
+                    svc.name.as_str(),
+                    &svc.url,
+                    svc.timeout,
+                    svc.share_paths,
+                )?)),
+                Protocol::Oip => Remote::Oip(Arc::new(OipClient::new(
+                    svc.name.as_str(),
+                    &svc.url,
+                    svc.timeout,
                     OipSettings {
-                        model: model.clone(),
-                        version: self.ml.version.clone(),
-                        output: self.ml.output.clone(),
-                        threshold: self.ml.threshold,
-                        binary: self.ml.binary,
+                        model: svc
+                            .model
+                            .clone()
+                            .expect("validation requires a model for oip"),
+                        version: svc.version.clone(),
+                        output: svc.output.clone(),
+                        threshold: svc.threshold,
+                        binary: svc.binary,
                     },
-                )?,
-                _ => HttpSegmenter::new(
-                    SegmenterId::HTTP,
-                    url,
-                    self.ml.timeout,
-                    self.ml.share_paths,
-                )?,
+                )?)),
             };
-            ml.insert(
-                SegmenterId::new(SegmenterId::HTTP).expect("a valid name"),
-                Arc::new(
-                    MlService::remote(
-                        Arc::new(client),
-                        Breaker::new(self.breaker(), clock.now()),
-                        fallback,
-                        url,
-                    )
-                    .with_limit(self.ml.max_in_flight as usize),
-                ),
-            );
+            let service = MlService::from_remote(
+                remote,
+                Breaker::new(svc.breaker(), clock.now()),
+                fallback,
+                &svc.url,
+            )
+            .with_limit(svc.max_in_flight as usize)
+            .with_weight(svc.weight)
+            .serving(svc.segmenter.clone());
+            ml.insert(svc.name.clone(), Arc::new(service));
         }
         if !self.command.argv.is_empty() {
             ml.insert(

@@ -1,6 +1,7 @@
 //! Turning the merged layers into a `Config`: defaults filled in, every value range-checked, and
 //! the cross-checks (a non-loopback bind needs a token, the http segmenter a URL, the command
-//! segmenter an argv). The first bad value is the error, naming its key and where it came from.
+//! segmenter an argv, any other segmenter an `[[ml.service]]` that serves it). The first bad
+//! value is the error, naming its key and where it came from.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -104,33 +105,13 @@ pub(super) fn validate(
     };
     let m = l.ml;
     let url = m.url.filter(|u| !u.is_empty());
-    if let Some(u) = &url
-        && !(u.starts_with("http://") || u.starts_with("https://"))
-    {
-        return Err(err(
-            "ml.url",
-            format!("{u:?} is not an http:// or https:// URL"),
-        ));
+    if let Some(u) = &url {
+        ml::check_url(u).map_err(|m| err("ml.url", m))?;
     }
     let protocol = m.protocol.unwrap_or_default();
-    let path_part = |key: &str, v: Option<String>| -> Result<Option<String>, ConfigError> {
-        match v.filter(|v| !v.is_empty()) {
-            Some(v)
-                if !v
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
-            {
-                Err(err(
-                    key,
-                    format!("{v:?} is not a model name: use letters, digits, -, _ and ."),
-                ))
-            }
-            v => Ok(v),
-        }
-    };
-    let model = path_part("ml.model", m.model)?;
-    let version = path_part("ml.version", m.version)?;
-    if protocol == Protocol::Oip && model.is_none() {
+    let model = ml::model_name(m.model).map_err(|e| err("ml.model", e))?;
+    let version = ml::model_name(m.version).map_err(|e| err("ml.version", e))?;
+    if protocol == Protocol::Oip && url.is_some() && model.is_none() {
         return Err(err(
             "ml.model",
             "protocol \"oip\" needs ml.model: the model's name on the server".into(),
@@ -140,13 +121,7 @@ pub(super) fn validate(
     if !threshold.is_finite() {
         return Err(err("ml.threshold", format!("{threshold} is not a number")));
     }
-    let ml = MlConfig {
-        protocol,
-        model,
-        version,
-        output: m.output.filter(|o| !o.is_empty()),
-        threshold,
-        binary: m.binary.unwrap_or(true),
+    let mut ml = MlConfig {
         timeout: ms(c.range(
             "ml.timeout_ms",
             m.timeout_ms,
@@ -194,7 +169,15 @@ pub(super) fn validate(
         share_paths: m.share_paths.unwrap_or(false),
         max_in_flight: c.range("ml.max_in_flight", m.max_in_flight, 4, 1..=1024, " calls")?,
         url,
+        services: Vec::new(),
+        protocol,
+        model,
+        version,
+        output: m.output.filter(|o| !o.is_empty()),
+        threshold,
+        binary: m.binary.unwrap_or(true),
     };
+    ml.services = ml::validate(m.service.unwrap_or_default(), &ml, ml.url.is_some())?;
     let command = CommandConfig {
         argv: l.command.argv.unwrap_or_default(),
         max_parallel: c.range(
@@ -259,7 +242,8 @@ pub(super) fn validate(
         )?,
     };
     let segmenter = l.segmenter.unwrap_or_default();
-    let can_run = |s: &SegmenterId| can_run(s, ml.url.is_some(), !command.argv.is_empty());
+    let served: Vec<&SegmenterId> = ml.services.iter().map(|s| &s.segmenter).collect();
+    let can_run = |s: &SegmenterId| can_run(s, ml.url.is_some(), &served, !command.argv.is_empty());
     can_run(&segmenter).map_err(|m| err("segmenter", m))?;
     let allowed_hosts = l
         .allowed_hosts
@@ -324,9 +308,15 @@ pub(super) fn validate(
 }
 
 /// Whether this configuration can run jobs on `segmenter`, and if not, what is missing.
-fn can_run(segmenter: &SegmenterId, ml_url: bool, command_argv: bool) -> Result<(), String> {
+fn can_run(
+    segmenter: &SegmenterId,
+    ml_url: bool,
+    served: &[&SegmenterId],
+    command_argv: bool,
+) -> Result<(), String> {
     match segmenter.as_str() {
         SegmenterId::BUILTIN => Ok(()),
+        _ if served.contains(&segmenter) => Ok(()),
         SegmenterId::HTTP if !ml_url => {
             Err("the http segmenter needs ml.url (or ML_SERVICE_URL)".into())
         }
@@ -335,7 +325,7 @@ fn can_run(segmenter: &SegmenterId, ml_url: bool, command_argv: bool) -> Result<
         }
         SegmenterId::HTTP | SegmenterId::COMMAND => Ok(()),
         other => Err(format!(
-            "no segmenter is named {other:?}: use builtin, http or command"
+            "no segmenter is named {other:?}: use builtin, http, command or the segmenter of an [[ml.service]]"
         )),
     }
 }

@@ -2,7 +2,9 @@
 //! outline in yellow and its holes in cyan, one pixel wide, and its number (1..n, the order of the
 //! tables) in a 3×5 pixel font scaled with the image, at its centroid on a dark box.
 //!
-//! Invariant: the overlay has the image's size; drawing clips at the border.
+//! Invariant: the overlay has the image's size; drawing clips at the border. A thumbnail
+//! (`thumbnail_jpeg`) is the same drawing, without numbers, on a background scaled down from the
+//! image, its outlines scaled with it.
 
 use image::{GrayImage, Rgb, RgbImage};
 
@@ -116,6 +118,31 @@ pub fn overlay_png(
     }
     let mut out = std::io::Cursor::new(Vec::new());
     img.write_to(&mut out, image::ImageFormat::Png)?;
+    Ok(out.into_inner())
+}
+
+/// The outlines of `r` on `background` (the image scaled to a thumbnail and contrast-stretched),
+/// as JPEG. Outlines are scaled from the image's size to the background's; no numbers, which
+/// would hide a small thumbnail.
+pub fn thumbnail_jpeg(background: &GrayImage, r: &SegmentResult) -> Result<Vec<u8>, ExportError> {
+    let mut img = RgbImage::from_fn(background.width(), background.height(), |x, y| {
+        let v = background.get_pixel(x, y).0[0];
+        Rgb([v, v, v])
+    });
+    let scale = f64::from(background.width()) / f64::from(r.image.width.max(1));
+    let scaled = |ring: &[Point]| -> Vec<Point> {
+        ring.iter()
+            .map(|p| Point::new(p.x * scale, p.y * scale))
+            .collect()
+    };
+    for o in &r.objects {
+        ring(&mut img, &scaled(&o.outer), OUTLINE);
+        for h in &o.holes {
+            ring(&mut img, &scaled(h), HOLE);
+        }
+    }
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85).encode_image(&img)?;
     Ok(out.into_inner())
 }
 

@@ -268,10 +268,19 @@ fn checks(state: &AppState) -> Vec<Check> {
         } else {
             Status::Healthy
         },
+        // Per service: its breaker's snapshot, with its segmenter, readiness and calls in flight.
         details: json!(
-            breakers
-                .iter()
-                .map(|(n, b)| (n.clone(), json!(b)))
+            super::queue::ml_views(state)
+                .into_iter()
+                .map(|(n, mut v)| {
+                    let mut b = v["breaker"].take();
+                    if let (Some(b), Some(view)) = (b.as_object_mut(), v.as_object()) {
+                        for (k, x) in view.iter().filter(|(k, _)| *k != "breaker" && *k != "name") {
+                            b.insert(k.clone(), x.clone());
+                        }
+                    }
+                    (n, b)
+                })
                 .collect::<serde_json::Map<_, _>>()
         ),
     });

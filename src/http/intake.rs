@@ -255,17 +255,7 @@ pub(super) async fn import(
     state: &AppState,
     req: Request,
 ) -> Result<(Vec<Source>, SubmitOptions), ApiError> {
-    let body = axum::body::to_bytes(req.into_body(), MAX_JSON)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                ErrorCode::TOO_LARGE,
-                format!("the JSON body is larger than {MAX_JSON} bytes"),
-            )
-        })?;
-    let b: ImportBody = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+    let b: ImportBody = json_body(req).await?;
     let mut sources = Vec::with_capacity(b.paths.len());
     for (i, raw) in b.paths.iter().enumerate() {
         sources.push(Source::Path(importable(
@@ -289,6 +279,20 @@ pub(super) async fn import(
         opts.key = Some(client_key(k, "dedupe_key")?);
     }
     Ok((sources, opts))
+}
+
+/// A JSON body of at most `MAX_JSON` bytes, as `T`.
+pub(super) async fn json_body<T: serde::de::DeserializeOwned>(req: Request) -> Result<T, ApiError> {
+    let body = axum::body::to_bytes(req.into_body(), MAX_JSON)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::TOO_LARGE,
+                format!("the JSON body is larger than {MAX_JSON} bytes"),
+            )
+        })?;
+    serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
 }
 
 /// The canonical path of `raw` if it is a file inside one of the import directories (relative

@@ -96,7 +96,7 @@ async fn preview(
 }
 
 /// A blocking read of the image store that did not finish (it panicked or was cancelled).
-fn task_failed(e: tokio::task::JoinError) -> ApiError {
+pub(super) fn task_failed(e: tokio::task::JoinError) -> ApiError {
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
         ErrorCode::IO_ERROR,

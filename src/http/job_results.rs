@@ -30,21 +30,31 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 /// The job `raw` names and its stored result.
 pub(super) fn stored_result(state: &AppState, raw: &str) -> Result<(Job, SegmentResult), ApiError> {
     let job = get_job(state, raw)?;
-    let bytes = state.service.queue.result(job.id)?.ok_or_else(|| {
+    let bytes = result_bytes(state, &job)?;
+    let result = decode_result(&job, &bytes)?;
+    Ok((job, result))
+}
+
+/// The stored bytes of `job`'s result; `409` when it has none.
+pub(super) fn result_bytes(state: &AppState, job: &Job) -> Result<Vec<u8>, ApiError> {
+    state.service.queue.result(job.id)?.ok_or_else(|| {
         ApiError::new(
             StatusCode::CONFLICT,
             ErrorCode::NO_RESULT,
             format!("job {} has no result: it is {}", job.id, job.state),
         )
-    })?;
-    let result = SegmentResult::from_bytes(&bytes).ok_or_else(|| {
+    })
+}
+
+/// `job`'s result from its stored `bytes`; `500` when they cannot be read.
+pub(super) fn decode_result(job: &Job, bytes: &[u8]) -> Result<SegmentResult, ApiError> {
+    SegmentResult::from_bytes(bytes).ok_or_else(|| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::RESULT_UNREADABLE,
             format!("the stored result of job {} cannot be read", job.id),
         )
-    })?;
-    Ok((job, result))
+    })
 }
 
 #[utoipa::path(

@@ -1,18 +1,19 @@
 //! spheroseg as an ML service: `POST /ml/segment` and `GET /ml/health` in the same contract the
 //! `http` segmenter speaks, so one spheroseg can be another's ML service. A request becomes a
 //! priority-10 builtin job on the worker pool (bounded, durable like any other), and the reply
-//! waits for the job's final event.
+//! waits for the job's final event. The image comes as multipart (part `image`), or as JSON
+//! `{"image_path"}` naming a file inside the configured `import_dirs` (both machines share a
+//! filesystem: the caller's `share_paths`); any other path is refused.
 
 use std::time::Duration;
 
 use tokio::sync::broadcast::error::RecvError;
 
 use axum::Json;
-use axum::extract::multipart::MultipartRejection;
-use axum::extract::{Multipart, State};
+use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -26,7 +27,7 @@ use crate::queue::{JobState, Priority};
 use crate::segment::SegmenterId;
 use crate::segment::http::{SegmentReply, SegmentResults, ml_reply};
 use crate::segment::{Failure, SegmentParams, SegmentResult};
-use crate::service::SubmitOptions;
+use crate::service::{Source, SubmitOptions};
 
 /// The longest a request waits for its job.
 const WAIT: Duration = Duration::from_secs(600);
@@ -155,15 +156,30 @@ fn reply(result: Result<&SegmentResult, &Failure>) -> Response {
         .into_response()
 }
 
+/// A file both machines see, instead of the image itself.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct MlSegmentPath {
+    /// A file inside one of the configured `import_dirs` (absolute, or relative to one).
+    image_path: String,
+    /// The segmentation parameters (the fields of `ParamsView`).
+    #[schema(value_type = Option<crate::view::ParamsView>)]
+    params: Option<serde_json::Value>,
+}
+
 #[utoipa::path(
     post,
     path = "/ml/segment",
     summary = "The ML service contract: segment one image",
-    request_body(content = MlSegmentForm, content_type = "multipart/form-data"),
+    request_body(content(
+        (MlSegmentForm = "multipart/form-data"),
+        (MlSegmentPath = "application/json"),
+    )),
     responses(
         (status = 200, description = "segmented", body = MlReply),
         (status = 400, description = "not a multipart body, or a malformed one", body = ErrorBody),
         (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
+        (status = 403, description = "image_path is outside the import directories, or none is configured", body = ErrorBody),
         (status = 404, description = "the job was removed before its result was read", body = ErrorBody),
         (status = 413, description = "the image or a field is over its limit", body = ErrorBody),
         (status = 422, description = "no image part, params that are not valid JSON, or an image that cannot be segmented", body = MlRefusal),
@@ -174,34 +190,48 @@ fn reply(result: Result<&SegmentResult, &Failure>) -> Response {
 async fn segment(
     _: Authorized,
     State(state): State<AppState>,
-    form: Result<Multipart, MultipartRejection>,
+    req: Request,
 ) -> Result<Response, ApiError> {
-    // Not multipart at all: the JSON error body, not axum's plain-text rejection.
-    let mut form = form.map_err(|e| {
-        ApiError::new(
-            e.status(),
-            ErrorCode::BAD_REQUEST,
-            format!("send the image as multipart/form-data: {}", e.body_text()),
-        )
-    })?;
-    let (mut image, mut params) = (None, SegmentParams::default());
-    while let Some(field) = form.next_field().await.map_err(intake::multipart_error)? {
-        match field.name().unwrap_or_default() {
-            // Streamed through a temp file past a few MiB, like `POST /api/jobs`.
-            "image" => image = Some(intake::image_field(field, &state.service.images).await?),
-            "params" => {
-                let text = intake::text_field(field, intake::MAX_FIELD).await?;
-                params = serde_json::from_str(&text)
-                    .map_err(|e| ApiError::invalid("params", e.to_string()))?;
+    let (source, params) = if super::error::is_json(req.headers()) {
+        let body: MlSegmentPath = intake::json_body(req).await?;
+        let path = intake::importable(&state, &body.image_path, "image_path")?;
+        let params = match body.params {
+            Some(v) => intake::params(&v.to_string())?,
+            None => SegmentParams::default(),
+        };
+        (Source::Path(path), params)
+    } else {
+        // Not multipart at all: the JSON error body, not axum's plain-text rejection.
+        let mut form = Multipart::from_request(req, &state).await.map_err(|e| {
+            ApiError::new(
+                e.status(),
+                ErrorCode::BAD_REQUEST,
+                format!(
+                    "send the image as multipart/form-data, or JSON {{\"image_path\"}}: {}",
+                    e.body_text()
+                ),
+            )
+        })?;
+        let (mut image, mut params) = (None, SegmentParams::default());
+        while let Some(field) = form.next_field().await.map_err(intake::multipart_error)? {
+            match field.name().unwrap_or_default() {
+                // Streamed through a temp file past a few MiB, like `POST /api/jobs`.
+                "image" => image = Some(intake::image_field(field, &state.service.images).await?),
+                "params" => {
+                    let text = intake::text_field(field, intake::MAX_FIELD).await?;
+                    params = serde_json::from_str(&text)
+                        .map_err(|e| ApiError::invalid("params", e.to_string()))?;
+                }
+                _ => {}
             }
-            _ => {}
         }
-    }
-    let Some(source) = image else {
-        return Ok(reply(Err(&Failure::permanent(
-            ErrorCode::BAD_REQUEST,
-            "no image part",
-        ))));
+        let Some(source) = image else {
+            return Ok(reply(Err(&Failure::permanent(
+                ErrorCode::BAD_REQUEST,
+                "no image part",
+            ))));
+        };
+        (source, params)
     };
     let opts = SubmitOptions {
         priority: Priority::MAX,

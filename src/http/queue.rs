@@ -11,6 +11,7 @@ use utoipa_axum::routes;
 use super::auth::Authorized;
 use super::error::Body as ErrorBody;
 use super::{ApiError, AppState};
+use crate::clock::Clock;
 use crate::queue::{
     CommitLatency, JobState, Limit, LogStats, Percentiles, QueueStats, StateCounts, Throughput,
 };
@@ -363,15 +364,30 @@ pub(super) fn breakers(state: &AppState) -> Vec<(String, Snapshot)> {
 #[derive(Serialize, ToSchema)]
 struct MlView {
     name: String,
+    /// The segmenter whose jobs it takes (jobs name this).
+    segmenter: String,
+    /// `spheroseg` or `oip` for a remote service, `command` for the local program.
+    protocol: &'static str,
     /// The service URL, or the program run.
     target: String,
+    /// Its share of its segmenter's calls.
+    weight: u32,
+    /// Calls (runs) at once at most, and now.
+    max_in_flight: usize,
+    in_flight: usize,
+    /// Whether its readiness probe said it is ready, when last asked; `null` before the first
+    /// probe and for the local program.
+    ready: Option<bool>,
+    /// It asked not to be called before this (ms since the epoch; `Retry-After`), if it still
+    /// waits.
+    #[schema(value_type = Option<u64>)]
+    wait_until: Option<crate::clock::Millis>,
     /// The breaker: `state` (`closed`, `open`, `half-open`), `enabled`, `stats` (call counters
     /// and latency percentiles), `since`, `nextProbe`, `consecutiveTrips`, `windowCalls`,
     /// `windowFailures`.
     #[schema(value_type = Object)]
     breaker: Snapshot,
-    /// What a remote service's `/health` said last: `up`, `status`, `body`, `error`,
-    /// `latency_ms`.
+    /// What its readiness probe said last: `up`, `status`, `body`, `error`, `latency_ms`.
     #[schema(value_type = Option<Object>)]
     last_health: Option<crate::segment::http::Health>,
 }
@@ -381,12 +397,45 @@ fn view(state: &AppState, name: String, breaker: Snapshot) -> MlView {
         .service
         .pool()
         .and_then(|p| p.ml().get(name.as_str()).cloned());
+    let last_health = svc
+        .as_ref()
+        .and_then(|s| s.last_health.lock().expect("health lock").clone());
+    let now = crate::clock::SystemClock.now();
+    let wait = svc
+        .as_ref()
+        .map(|s| s.skip_until.load(std::sync::atomic::Ordering::SeqCst));
     MlView {
+        segmenter: svc
+            .as_ref()
+            .and_then(|s| s.serves.as_ref())
+            .map_or_else(|| name.clone(), ToString::to_string),
+        protocol: svc
+            .as_ref()
+            .and_then(|s| s.remote.as_ref())
+            .map_or("command", |r| r.protocol()),
         target: svc.as_ref().map(|s| s.target.clone()).unwrap_or_default(),
-        last_health: svc.and_then(|s| s.last_health.lock().expect("health lock").clone()),
+        weight: svc.as_ref().map_or(1, |s| s.weight),
+        max_in_flight: svc.as_ref().map_or(0, |s| s.limit),
+        in_flight: svc
+            .as_ref()
+            .map_or(0, |s| s.in_flight.load(std::sync::atomic::Ordering::SeqCst)),
+        ready: last_health.as_ref().map(|h| h.up),
+        wait_until: wait.filter(|&w| w > now),
+        last_health,
         name,
         breaker,
     }
+}
+
+/// Each ML service's view as JSON, by name (for the health details).
+pub(super) fn ml_views(state: &AppState) -> Vec<(String, serde_json::Value)> {
+    breakers(state)
+        .into_iter()
+        .map(|(name, b)| {
+            let v = serde_json::to_value(view(state, name.clone(), b)).expect("plain struct");
+            (name, v)
+        })
+        .collect()
 }
 
 #[utoipa::path(

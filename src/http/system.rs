@@ -148,8 +148,29 @@ async fn render(_: Authorized, State(state): State<AppState>) -> Result<Response
         metrics::gauge!("spheroseg_breaker_state", "service" => name.clone()).set(code);
         metrics::gauge!("spheroseg_breaker_calls", "service" => name.clone())
             .set(b.stats.fires as f64);
-        metrics::gauge!("spheroseg_breaker_failures", "service" => name)
+        metrics::gauge!("spheroseg_breaker_failures", "service" => name.clone())
             .set(b.stats.failures as f64);
+        if let Some(svc) = state
+            .service
+            .pool()
+            .and_then(|p| p.ml().get(name.as_str()).cloned())
+        {
+            let in_flight = svc.in_flight.load(std::sync::atomic::Ordering::SeqCst);
+            metrics::gauge!("spheroseg_ml_in_flight", "service" => name.clone())
+                .set(in_flight as f64);
+            metrics::gauge!("spheroseg_ml_max_in_flight", "service" => name.clone())
+                .set(svc.limit as f64);
+            let ready = svc
+                .last_health
+                .lock()
+                .expect("health lock")
+                .as_ref()
+                .map(|h| h.up);
+            if let Some(up) = ready {
+                metrics::gauge!("spheroseg_ml_ready", "service" => name)
+                    .set(f64::from(u8::from(up)));
+            }
+        }
     }
     Ok((
         [(

@@ -1,6 +1,7 @@
-//! The garbage collector of the image store: image files and previews whose hash no job refers
-//! to and nobody has pinned, and temp files no request is writing (what a crash left). Each file
-//! is decided and removed under the pins lock, so an upload cannot pin a hash in between.
+//! The garbage collector of the image store: image files, previews and thumbnails whose hash no
+//! job refers to and nobody has pinned, and temp files no request is writing (what a crash left).
+//! Each file is decided and removed under the pins lock, so an upload cannot pin a hash in
+//! between.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -43,7 +44,10 @@ impl ImageStore {
                 continue;
             };
             match name.split_once('-') {
-                Some((hash, _)) if name.ends_with(".png") => removed += doomed(&file, hash),
+                // Previews (`.png`) and thumbnails (`.jpg`) go with their image.
+                Some((hash, _)) if name.ends_with(".png") || name.ends_with(".jpg") => {
+                    removed += doomed(&file, hash);
+                }
                 _ if name.ends_with(".tmp") => {
                     // Previews are written under a unique name and renamed within milliseconds.
                     let old = std::fs::metadata(&file)

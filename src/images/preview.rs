@@ -2,6 +2,8 @@
 //! contrast-stretched and scaled down, decoded inside the decode budget and cached in
 //! `data_dir/previews/` under the image's hash and size. The cache is written under a unique
 //! temp name and renamed; the garbage collector removes previews of images no job refers to.
+//! Thumbnails with outlines (drawn by `http/job_thumbnail.rs`) are cached beside them, under the
+//! image's hash and a key naming their size and result, so they go with the image too.
 
 use std::path::PathBuf;
 
@@ -48,14 +50,34 @@ impl ImageStore {
         img.write_to(&mut out, image::ImageFormat::Png)
             .map_err(|e| io(&cached)(std::io::Error::other(e)))?;
         let png = out.into_inner();
-        // The cache is an optimisation: a failure to write it is not the request's failure.
-        if std::fs::create_dir_all(&cache_dir).is_ok() {
-            let tmp = cache_dir.join(format!("{}.tmp", uuid::Uuid::now_v7()));
-            if std::fs::write(&tmp, &png).is_ok() && std::fs::rename(&tmp, &cached).is_err() {
+        self.cache(&cached, &png);
+        Ok(png)
+    }
+
+    /// The thumbnail of `hash` cached under `key` (letters, digits and `-` only), if any.
+    pub fn cached_thumbnail(&self, hash: &str, key: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.thumbnail_path(hash, key)).ok()
+    }
+
+    /// Caches the thumbnail `jpeg` of `hash` under `key`, for `cached_thumbnail`.
+    pub fn keep_thumbnail(&self, hash: &str, key: &str, jpeg: &[u8]) {
+        self.cache(&self.thumbnail_path(hash, key), jpeg);
+    }
+
+    fn thumbnail_path(&self, hash: &str, key: &str) -> PathBuf {
+        self.previews_dir().join(format!("{hash}-thumb-{key}.jpg"))
+    }
+
+    /// Writes `bytes` to the cache file `path` under a unique temp name, then renames it. The
+    /// cache is an optimisation: a failure to write it is not the request's failure.
+    fn cache(&self, path: &std::path::Path, bytes: &[u8]) {
+        let dir = self.previews_dir();
+        if std::fs::create_dir_all(&dir).is_ok() {
+            let tmp = dir.join(format!("{}.tmp", uuid::Uuid::now_v7()));
+            if std::fs::write(&tmp, bytes).is_ok() && std::fs::rename(&tmp, path).is_err() {
                 let _ = std::fs::remove_file(&tmp);
             }
         }
-        Ok(png)
     }
 
     pub(super) fn previews_dir(&self) -> PathBuf {

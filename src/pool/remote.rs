@@ -1,8 +1,13 @@
 //! ML jobs off the CPU workers. A remote service's call runs as a task on the runtime, at most
-//! `max_in_flight` per service; only the CPU-bound rest (decoding the image, checking and
-//! measuring the polygons) and the queue's blocking calls go to a blocking thread. A local
+//! `max_in_flight` per service; only the CPU-bound rest (an `oip` model's input tensor before the
+//! call; decoding the image, tracing a map, checking and measuring the polygons after it) and the
+//! queue's blocking calls go to a blocking thread. A local
 //! program runs on a blocking thread of its own, at most `max_parallel` at once. Neither holds
 //! a worker thread, so builtin jobs run meanwhile.
+//!
+//! A remote call that the service refuses or fails transiently goes to another service of the
+//! job's segmenter that can take it now, in the same attempt (the failing service's breaker
+//! hears of it); with none free, the job ends as the call did (held, or retried).
 //!
 //! Every task is in the pool's `JoinSet` (shutdown joins them) and gives its service slot back
 //! when it ends, however it ends (a guard does it, also on a panic).
@@ -13,13 +18,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::{Shared, Target, Work, worker};
+use super::worker::Heard;
+use super::{Shared, Target, Work, route, worker};
 use crate::error_code::ErrorCode;
 use crate::queue::{JobError, JobId, Lease};
-use crate::segment::http::HttpSegmenter;
-use crate::segment::{Input, MlService};
+use crate::segment::{Failure, Input, MlService};
 
-/// Starts an admitted ML job (its slot already counted in `in_flight`).
+/// Starts an admitted ML job (its slot already taken).
 pub(super) fn spawn(s: &Arc<Shared>, work: Work) {
     let Target::Ml(_, svc, _) = &work.target else {
         unreachable!("only ML jobs are spawned off the workers")
@@ -29,23 +34,17 @@ pub(super) fn spawn(s: &Arc<Shared>, work: Work) {
         id: work.lease.job.id,
         svc: Arc::clone(svc),
     };
-    let remote = svc.http.clone();
+    let remote = svc.remote.is_some();
     let mut tasks = s.tasks.lock().expect("tasks lock");
     // Reap the finished ones so the set holds only what runs.
     while tasks.try_join_next().is_some() {}
-    match remote {
-        Some(http) => {
-            tasks.spawn(async move {
-                call(&slot.s, http, work).await;
-                drop(slot);
-            });
-        }
-        None => {
-            tasks.spawn_blocking(move || {
-                worker::run(&slot.s, work);
-                drop(slot);
-            });
-        }
+    if remote {
+        tasks.spawn(call(slot, work));
+    } else {
+        tasks.spawn_blocking(move || {
+            worker::run(&slot.s, work);
+            drop(slot);
+        });
     }
 }
 
@@ -56,6 +55,15 @@ struct Slot {
     svc: Arc<MlService>,
 }
 
+impl Slot {
+    /// The job moved to `svc`, whose slot it took: this one's is free again.
+    fn switch(&mut self, svc: &Arc<MlService>) {
+        self.svc.give_back();
+        self.svc = Arc::clone(svc);
+        self.s.nudge.notify_one();
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
         self.s
@@ -63,19 +71,29 @@ impl Drop for Slot {
             .lock()
             .expect("running lock")
             .remove(&self.id);
-        self.svc.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.svc.give_back();
         self.s.nudge.notify_one();
         self.s.idle.notify_waiters();
     }
 }
 
-/// One remote call, then its result on a blocking thread.
-async fn call(s: &Arc<Shared>, http: Arc<HttpSegmenter>, work: Work) {
-    let (lease, stop, target) = (work.lease, work.stop, work.target);
+/// Whether a failed call may go to another service of the segmenter in the same attempt: the
+/// service refused it or failed on it, and the time is not up.
+fn reroutable(f: &Failure) -> bool {
+    match f {
+        Failure::Unavailable { .. } => true,
+        Failure::Transient { code, .. } => *code != ErrorCode::TIMEOUT,
+        Failure::Permanent { .. } | Failure::Stopped => false,
+    }
+}
+
+/// One remote call (again on another service of the segmenter while one refuses or fails
+/// transiently and another can take it), then its result on a blocking thread.
+async fn call(mut slot: Slot, work: Work) {
+    let s = Arc::clone(&slot.s);
+    let s = &s;
+    let (lease, stop, mut target) = (work.lease, work.stop, work.target);
     let id = lease.job.id;
-    let Target::Ml(_, svc, permit) = &target else {
-        return;
-    };
     // Handing back a job stopped before it began is a blocking call to the queue.
     let began = {
         let (s, lease, stop, target) = (
@@ -97,13 +115,15 @@ async fn call(s: &Arc<Shared>, http: Arc<HttpSegmenter>, work: Work) {
         tokio::task::spawn_blocking(move || s.images.read(&hash)).await
     };
     let bytes = match read {
-        Ok(Ok(b)) => b,
+        Ok(Ok(b)) => Arc::new(b),
         other => {
             let why = match other {
                 Ok(Err(e)) => e.to_string(),
                 _ => "the read was interrupted".to_owned(),
             };
-            svc.breaker.lock().expect("breaker lock").abandon(*permit);
+            if let Target::Ml(_, svc, permit) = &target {
+                svc.breaker.lock().expect("breaker lock").abandon(*permit);
+            }
             let err = JobError::permanent(
                 ErrorCode::IMAGE_MISSING,
                 format!("the stored image is gone: {why}"),
@@ -112,42 +132,64 @@ async fn call(s: &Arc<Shared>, http: Arc<HttpSegmenter>, work: Work) {
             return;
         }
     };
-    // An OIP request is made (decoding, resizing) on a blocking thread; the bytes come back.
-    let (prepared, bytes) = match http.plan().await {
-        Ok(None) => (Ok(None), bytes),
-        Ok(Some(plan)) => {
-            let (s, lease, path, http) = (
-                Arc::clone(s),
-                lease.clone(),
-                path.clone(),
-                Arc::clone(&http),
-            );
-            let made = tokio::task::spawn_blocking(move || {
-                let made = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    http.prepare(Some(plan), &input(&s, &lease, &bytes, &path))
-                }));
-                (made, bytes)
-            })
-            .await;
-            match made {
-                Ok((Ok(prepared), bytes)) => (prepared, bytes),
-                Ok((Err(_), bytes)) => (Err(panicked()), bytes),
-                Err(_) => {
-                    svc.breaker.lock().expect("breaker lock").abandon(*permit);
-                    tracing::error!(job.id = %id, "preparing a model request was interrupted");
-                    return;
+    let mut tried = Vec::new();
+    let (reply, remote, called) = loop {
+        let Target::Ml(name, svc, permit) = &target else {
+            return;
+        };
+        let remote = Arc::clone(svc.remote.as_ref().expect("a remote service"));
+        let called = Instant::now();
+        let prepared = match remote.plan().await {
+            Ok(None) => Ok(None),
+            Ok(Some(plan)) => {
+                let (s, lease, path, bytes, remote) = (
+                    Arc::clone(s),
+                    lease.clone(),
+                    path.clone(),
+                    Arc::clone(&bytes),
+                    Arc::clone(&remote),
+                );
+                // Decoding and resizing for the model's input: on a blocking thread.
+                let made = tokio::task::spawn_blocking(move || {
+                    std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        remote.prepare(Some(plan), &input(&s, &lease, &bytes, &path))
+                    }))
+                })
+                .await;
+                match made {
+                    Ok(Ok(prepared)) => prepared,
+                    _ => Err(Failure::permanent(
+                        ErrorCode::ML_REQUEST,
+                        "making the model's input tensor from this image panicked",
+                    )),
                 }
             }
+            Err(f) => Err(f),
+        };
+        let reply = match prepared {
+            Ok(prepared) => {
+                let input = input(s, &lease, &bytes, &path);
+                remote
+                    .call(&input, prepared.as_ref(), &stop, work.deadline)
+                    .await
+            }
+            Err(f) => Err(f),
+        };
+        if let Err(f) = &reply
+            && reroutable(f)
+            && !stop.stopped()
+        {
+            tried.push(name.clone());
+            if let Some(next) = route::pick(s, &lease.job.segmenter, s.clock.now(), &tried) {
+                // This service hears how its call ended; the job goes on, in the same attempt.
+                worker::hear(s, name, svc, *permit, Heard::Failed(f), called.elapsed());
+                tracing::info!(job.id = %id, from = %name, to = %next.0, error = f.message().unwrap_or(""), "service failed the call; the job goes to another");
+                slot.switch(&next.1);
+                target = Target::Ml(next.0, next.1, next.2);
+                continue;
+            }
         }
-        Err(f) => (Err(f), bytes),
-    };
-    let reply = match prepared {
-        Ok(prepared) => {
-            let input = input(s, &lease, &bytes, &path);
-            http.reply(&input, prepared.as_ref(), &stop, work.deadline)
-                .await
-        }
-        Err(f) => Err(f),
+        break (reply, remote, called);
     };
     let call_ms = started.elapsed().as_secs_f64() * 1e3;
     let s = Arc::clone(s);
@@ -155,23 +197,17 @@ async fn call(s: &Arc<Shared>, http: Arc<HttpSegmenter>, work: Work) {
         let outcome = match reply {
             Ok(reply) => std::panic::catch_unwind(AssertUnwindSafe(|| {
                 let input = input(&s, &lease, &bytes, &path);
-                http.result(&reply, &input, call_ms)
+                remote.result(reply, &input, call_ms)
             })),
             Err(f) => Ok(Err(f)),
         };
-        worker::conclude(&s, &lease, &stop, &target, outcome, started);
+        // The breaker times the call its service made, not those before it on others.
+        worker::conclude(&s, &lease, &stop, &target, outcome, called);
+        drop(slot);
     });
     if tail.await.is_err() {
         tracing::error!(job.id = %id, "recording a remote job's outcome panicked");
     }
-}
-
-/// A request that could not be made because making it panicked (a bad image fails one job).
-fn panicked() -> crate::segment::Failure {
-    crate::segment::Failure::permanent(
-        ErrorCode::ML_REQUEST,
-        "making the model's input tensor from this image panicked",
-    )
 }
 
 /// What the service gets: the stored file (never a cached decode).

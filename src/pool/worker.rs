@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 use super::{Shared, Target, Work, job_error, log_failure, publish_transition};
 use crate::error_code::ErrorCode;
 use crate::queue::{JobError, Lease, QueueError};
-use crate::segment::breaker::Outcome;
-use crate::segment::{Control, Failure, Input, SegmentResult, SegmenterId, Stop, StopReason};
+use crate::segment::breaker::{Outcome, Permit};
+use crate::segment::{
+    Control, Failure, Input, MlService, SegmentResult, SegmenterId, Stop, StopReason,
+};
 
 /// Runs one job on a worker thread.
 pub(super) fn run(s: &Arc<Shared>, work: Work) {
@@ -130,28 +132,12 @@ pub(super) fn conclude(
     if let Target::Ml(name, svc, permit) = target {
         trial = permit.trial;
         let heard = match &outcome {
-            Ok(Ok(_)) => Some(Outcome::Success),
-            Ok(Err(Failure::Transient { code, .. })) if *code == ErrorCode::TIMEOUT => {
-                Some(Outcome::Timeout)
-            }
-            Ok(Err(Failure::Transient { .. } | Failure::Unavailable { .. })) => {
-                Some(Outcome::Transient)
-            }
-            Ok(Err(Failure::Stopped)) if timed_out => Some(Outcome::Timeout),
-            Ok(Err(Failure::Stopped)) => None,
-            // Our own bug, not the service's.
-            Ok(Err(Failure::Permanent { .. })) | Err(_) => Some(Outcome::Permanent),
+            Ok(Ok(_)) => Heard::Success,
+            Ok(Err(Failure::Stopped)) if timed_out => Heard::TimedOut,
+            Ok(Err(f)) => Heard::Failed(f),
+            Err(_) => Heard::Panicked,
         };
-        let mut b = svc.breaker.lock().expect("breaker lock");
-        let t = match heard {
-            Some(o) => b.record(s.clock.now(), *permit, o, started.elapsed()),
-            None => {
-                b.abandon(*permit);
-                None
-            }
-        };
-        drop(b);
-        publish_transition(s, name.as_str(), t);
+        hear(s, name, svc, *permit, heard, started.elapsed());
     }
     match outcome {
         Err(panic) => {
@@ -199,6 +185,70 @@ pub(super) fn conclude(
     }
 }
 
+/// How an ML service's call ended, for its breaker and its metrics.
+pub(super) enum Heard<'a> {
+    Success,
+    /// Stopped at its timeout.
+    TimedOut,
+    Failed(&'a Failure),
+    /// Our own bug, not the service's.
+    Panicked,
+}
+
+/// The service's breaker hears how a call made with `permit` ended, and its metrics count it.
+/// A service that asked to wait (`Retry-After` on a 429 or 503) is skipped until then, and that
+/// is no failure of its breaker.
+pub(super) fn hear(
+    s: &Shared,
+    name: &SegmenterId,
+    svc: &MlService,
+    permit: Permit,
+    heard: Heard<'_>,
+    latency: Duration,
+) {
+    let now = s.clock.now();
+    let outcome = match heard {
+        Heard::Success => Some(Outcome::Success),
+        Heard::TimedOut => Some(Outcome::Timeout),
+        Heard::Failed(Failure::Transient { code, .. }) if *code == ErrorCode::TIMEOUT => {
+            Some(Outcome::Timeout)
+        }
+        Heard::Failed(Failure::Unavailable {
+            retry_after: Some(wait),
+            ..
+        }) => {
+            svc.skip_until(now + wait.as_millis() as u64);
+            None
+        }
+        Heard::Failed(Failure::Transient { .. } | Failure::Unavailable { .. }) => {
+            Some(Outcome::Transient)
+        }
+        Heard::Failed(Failure::Stopped) => None,
+        Heard::Failed(Failure::Permanent { .. }) | Heard::Panicked => Some(Outcome::Permanent),
+    };
+    let stopped = matches!(heard, Heard::Failed(Failure::Stopped));
+    if !stopped {
+        let service = name.to_string();
+        metrics::counter!("spheroseg_ml_calls_total", "service" => service.clone()).increment(1);
+        metrics::histogram!("spheroseg_ml_call_seconds", "service" => service.clone())
+            .record(latency.as_secs_f64());
+        if !matches!(heard, Heard::Success) {
+            metrics::counter!("spheroseg_ml_call_failures_total", "service" => service)
+                .increment(1);
+        }
+    }
+    let mut b = svc.breaker.lock().expect("breaker lock");
+    let t = match outcome {
+        Some(o) => b.record(now, permit, o, latency),
+        None => {
+            b.abandon(permit);
+            None
+        }
+    };
+    drop(b);
+    publish_transition(s, name.as_str(), t);
+}
+
 /// Starts a job: false (and the job handed back or left as the queue has it) when it was
 /// stopped before it began.
 pub(super) fn begin(s: &Shared, lease: &Lease, stop: &Stop, target: &Target) -> bool {
@@ -238,12 +288,13 @@ fn hold(
     retry_after: Option<Duration>,
 ) {
     let now = s.clock.now();
-    let breaker_at = match target {
-        Target::Ml(_, svc, _) => svc.breaker.lock().expect("breaker lock").retry_at(now),
-        Target::Builtin { .. } => now,
+    // Until a service of the job's segmenter may be called: its own breaker's probe and its
+    // Retry-After (kept by `hear`), or sooner when another service may take the job.
+    let until = match target {
+        Target::Ml(..) => super::route::callable_from(s, &lease.job.segmenter, now),
+        Target::Builtin { .. } => retry_after.map_or(now, |d| now + d.as_millis() as u64),
     };
-    let asked = retry_after.map_or(now, |d| now + d.as_millis() as u64);
-    let until = breaker_at.max(asked).max(now + 500);
+    let until = until.max(now + 500);
     let reason = JobError {
         message: format!(
             "{}; the job waits without spending an attempt",

@@ -59,7 +59,7 @@ use super::wal::Wal;
 use crate::clock::Clock;
 use crate::queue::backup::Hold;
 use batch::{Batch, Observed};
-pub use command::Admit;
+pub use command::{Admit, Fit, Route};
 pub(crate) use command::{Command, Copied, Op, Refusal, Reply};
 use command::{Finish, finish};
 pub(crate) use redo::{recover_orphans, replay};

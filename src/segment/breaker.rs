@@ -252,6 +252,15 @@ impl Breaker {
         }
     }
 
+    /// Whether [`Breaker::acquire`] would let a call through now (it changes nothing).
+    pub fn admits(&self, now: Millis) -> bool {
+        match self.state {
+            State::Closed => true,
+            State::Open => now >= self.open_until,
+            State::HalfOpen => self.trials_in_flight < self.config.half_open_trials,
+        }
+    }
+
     /// Gives back a permit that made no call (its job was stopped first): a trial slot is free
     /// again.
     pub fn abandon(&mut self, permit: Permit) {

@@ -8,20 +8,16 @@
 //! `success: false`, malformed JSON, an oversized reply and polygons outside the image are
 //! permanent, and the message says which. Only this file uses reqwest.
 
-use std::sync::{Arc, Once};
+use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 
-use super::oip::{OipClient, OipSettings, Output, Prepared, Scaling};
-use super::{
-    Control, Failure, Input, SegmentResult, Segmenter, Stop, result_from_objects,
-    result_from_polygons,
-};
+use super::result::MlOrigin;
+use super::{Control, Failure, Input, SegmentResult, Segmenter, Stop, result_from_polygons};
 use crate::error_code::ErrorCode;
 use crate::outline::Polygon;
-use crate::segment::oip::Plan;
 
 mod oneoff;
 pub use oneoff::{call, download, get, post_image};
@@ -31,10 +27,10 @@ pub(crate) const MAX_REPLY_BYTES: usize = 64 << 20;
 
 /// The client for an ML service could not be made.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot build the HTTP client for the ML service at {url}: {source}")]
+#[error("cannot build the client for the ML service at {url}: {reason}")]
 pub struct ClientError {
     pub url: String,
-    source: reqwest::Error,
+    reason: String,
 }
 
 /// A remote ML service.
@@ -43,22 +39,7 @@ pub struct HttpSegmenter {
     base: String,
     client: reqwest::Client,
     share_paths: bool,
-    /// Set when the service speaks the Open Inference Protocol instead of `/segment`.
-    oip: Option<OipClient>,
     handle: Handle,
-}
-
-/// What a call brought back, before the CPU-bound rest makes a result of it.
-pub enum Reply {
-    /// The replaced contract's polygons (or an OIP model's polygon JSON).
-    Polygons(Vec<Polygon>),
-    /// An OIP model's map, with how the image was fitted to the model.
-    Map {
-        w: usize,
-        h: usize,
-        data: Vec<f32>,
-        scaling: Option<Scaling>,
-    },
 }
 
 /// The reply of `/segment`.
@@ -87,19 +68,6 @@ pub struct Health {
     pub body: Option<serde_json::Value>,
     pub error: Option<String>,
     pub latency_ms: f64,
-}
-
-/// The HTTP client for one ML service: `timeout` for a whole call, at most 5 s to connect.
-pub(crate) fn client(url: &str, timeout: Duration) -> Result<reqwest::Client, ClientError> {
-    install_crypto_provider();
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5).min(timeout))
-        .timeout(timeout)
-        .build()
-        .map_err(|source| ClientError {
-            url: url.to_owned(),
-            source,
-        })
 }
 
 /// Installs the TLS crypto provider reqwest needs (once; harmless if another one is installed).
@@ -149,6 +117,19 @@ fn chain(e: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     text
+}
+
+/// The HTTP client for one ML service: `timeout` for a whole call, at most 5 s to connect.
+pub(crate) fn client(url: &str, timeout: Duration) -> Result<reqwest::Client, ClientError> {
+    install_crypto_provider();
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5).min(timeout))
+        .timeout(timeout)
+        .build()
+        .map_err(|e| ClientError {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })
 }
 
 /// The body of a successful (2xx) answer with its headers, read up to [`MAX_REPLY_BYTES`]; any
@@ -206,6 +187,31 @@ pub(crate) async fn receive(
     Ok((headers, body))
 }
 
+/// Runs a call on the runtime until it ends, `deadline` passes (a timeout) or soon after `stop`
+/// is asked (dropping the call, which closes its connection).
+pub(crate) async fn until<T>(
+    call: impl std::future::Future<Output = Result<T, Failure>>,
+    stop: &Stop,
+    deadline: Instant,
+    name: &str,
+) -> Result<T, Failure> {
+    let deadline = tokio::time::Instant::from_std(deadline);
+    let mut poll = tokio::time::interval(Duration::from_millis(20));
+    tokio::pin!(call);
+    loop {
+        tokio::select! {
+            r = &mut call => return r,
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(Failure::transient(
+                    ErrorCode::TIMEOUT,
+                    format!("{name} did not answer in time"),
+                ));
+            }
+            _ = poll.tick() => if stop.stopped() { return Err(Failure::Stopped) },
+        }
+    }
+}
+
 impl HttpSegmenter {
     /// A client for the service at `url` (e.g. `http://ml:5002`); must be made inside a tokio
     /// runtime, whose handle the worker threads use for the calls.
@@ -220,35 +226,12 @@ impl HttpSegmenter {
             base: url.trim_end_matches('/').to_owned(),
             client: client(url, timeout)?,
             share_paths,
-            oip: None,
             handle: Handle::current(),
         })
     }
 
-    /// A client for a model on an Open Inference Protocol (KServe V2) server at `url`.
-    pub fn oip(
-        name: &str,
-        url: &str,
-        timeout: Duration,
-        settings: OipSettings,
-    ) -> Result<Self, ClientError> {
-        Ok(HttpSegmenter {
-            oip: Some(OipClient::new(name, url, timeout, settings)?),
-            ..HttpSegmenter::new(name, url, timeout, false)?
-        })
-    }
-
-    /// The V2 client, when this service speaks the Open Inference Protocol.
-    pub fn as_oip(&self) -> Option<&OipClient> {
-        self.oip.as_ref()
-    }
-
-    /// Asks `GET {url}/health`: 200 is up, anything else down (for OIP: the server's and the
-    /// model's readiness).
+    /// Asks `GET {url}/health`: 200 is up, anything else down.
     pub async fn health(&self) -> Health {
-        if let Some(o) = &self.oip {
-            return o.health().await;
-        }
         let started = Instant::now();
         let r = self
             .client
@@ -279,7 +262,7 @@ impl HttpSegmenter {
         }
     }
 
-    async fn call(&self, input: &Input<'_>) -> Result<Vec<Polygon>, Failure> {
+    async fn call(&self, input: &Input<'_>) -> Result<SegmentResults, Failure> {
         let url = format!("{}/segment", self.base);
         let request = if self.share_paths {
             self.client
@@ -305,7 +288,7 @@ impl HttpSegmenter {
         };
         let resp = request.send().await.map_err(|e| classify(&e, &self.name))?;
         let (_, body) = receive(resp, &self.name).await?;
-        reply_polygons(&self.name, &body)
+        reply_results(&self.name, &body)
     }
 }
 
@@ -313,6 +296,11 @@ impl HttpSegmenter {
 /// none. Malformed JSON and success without results are transient (a service mid-deploy sends
 /// them); `success: false` is permanent.
 pub(crate) fn reply_polygons(name: &str, body: &[u8]) -> Result<Vec<Polygon>, Failure> {
+    reply_results(name, body).map(|r| r.polygons)
+}
+
+/// [`reply_polygons`], with the service's `features` kept.
+fn reply_results(name: &str, body: &[u8]) -> Result<SegmentResults, Failure> {
     let snippet = || String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
     let reply = serde_json::from_slice::<SegmentReply>(body).map_err(|e| {
         Failure::transient(
@@ -329,7 +317,7 @@ pub(crate) fn reply_polygons(name: &str, body: &[u8]) -> Result<Vec<Polygon>, Fa
             ),
         ));
     }
-    reply.results.map(|r| r.polygons).ok_or_else(|| {
+    reply.results.ok_or_else(|| {
         Failure::transient(
             ErrorCode::ML_MALFORMED,
             format!("{name} sent success without results"),
@@ -338,111 +326,70 @@ pub(crate) fn reply_polygons(name: &str, body: &[u8]) -> Result<Vec<Polygon>, Fa
 }
 
 impl HttpSegmenter {
-    /// What an OIP call needs before the CPU-bound preparation: the model's plan (read once).
-    /// `None` for the `/segment` contract.
-    pub async fn plan(&self) -> Result<Option<Arc<Plan>>, Failure> {
-        match &self.oip {
-            Some(o) => o.plan().await.map(Some),
-            None => Ok(None),
-        }
-    }
-
-    /// The CPU-bound preparation of an OIP request (decoding, resizing, the tensor): on a
-    /// thread, never on the runtime. `None` for the `/segment` contract.
-    pub fn prepare(
-        &self,
-        plan: Option<Arc<Plan>>,
-        input: &Input<'_>,
-    ) -> Result<Option<Prepared>, Failure> {
-        match (&self.oip, plan) {
-            (Some(o), Some(plan)) => o.prepare(plan, input).map(Some),
-            _ => Ok(None),
-        }
-    }
-
     /// The call on the runtime, for the pool: what the service returned, or why not. It ends
     /// at `deadline` (a timeout) or soon after `stop` is asked (dropping the request, which
     /// closes its connection). No CPU-bound work happens here.
-    pub async fn reply(
+    pub async fn segment_reply(
         &self,
         input: &Input<'_>,
-        prepared: Option<&Prepared>,
         stop: &Stop,
         deadline: Instant,
-    ) -> Result<Reply, Failure> {
-        let deadline = tokio::time::Instant::from_std(deadline);
-        let mut poll = tokio::time::interval(Duration::from_millis(20));
-        let call = async {
-            match (&self.oip, prepared) {
-                (Some(o), Some(p)) => Ok(match o.infer(p).await? {
-                    Output::Polygons(p) => Reply::Polygons(p),
-                    Output::Map { w, h, data } => Reply::Map {
-                        w,
-                        h,
-                        data,
-                        scaling: p.tensor.scaling,
-                    },
-                }),
-                (Some(_), None) => Err(Failure::permanent(
-                    ErrorCode::ML_REQUEST,
-                    format!("{}: an OIP call without its prepared request", self.name),
-                )),
-                (None, _) => self.call(input).await.map(Reply::Polygons),
-            }
-        };
-        tokio::pin!(call);
-        loop {
-            tokio::select! {
-                r = &mut call => return r,
-                _ = tokio::time::sleep_until(deadline) => {
-                    return Err(Failure::transient(
-                        ErrorCode::TIMEOUT,
-                        format!("{} did not answer in time", self.name),
-                    ));
-                }
-                _ = poll.tick() => if stop.stopped() { return Err(Failure::Stopped) },
-            }
-        }
+    ) -> Result<SegmentResults, Failure> {
+        until(self.call(input), stop, deadline, &self.name).await
     }
 
-    /// The result from what a call brought back: tracing a map, decoding the image, checking
-    /// and measuring the outlines (CPU-bound: on a thread, never on the runtime).
+    /// The result from the polygons of a call: decoding the image, checking and measuring the
+    /// outlines (CPU-bound: on a thread, never on the runtime).
     pub fn result(
         &self,
-        reply: &Reply,
+        reply: SegmentResults,
         input: &Input<'_>,
         call_ms: f64,
     ) -> Result<SegmentResult, Failure> {
-        let timings = vec![("ml call".into(), call_ms)];
-        match (reply, &self.oip) {
-            (
-                Reply::Map {
-                    w,
-                    h,
-                    data,
-                    scaling,
-                },
-                Some(o),
-            ) => {
-                let started = Instant::now();
-                let objects = o.objects(*w, *h, data, input)?;
-                let mut timings = timings;
-                timings.push(("trace".into(), started.elapsed().as_secs_f64() * 1e3));
-                let mut r = result_from_objects(objects, input, &self.name, timings)?;
-                r.model_input = *scaling;
-                Ok(r)
-            }
-            (Reply::Map { .. }, None) => Err(Failure::permanent(
-                ErrorCode::ML_MALFORMED,
-                format!("{} sent a map, which only OIP services do", self.name),
-            )),
-            (Reply::Polygons(p), _) => result_from_polygons(p, input, &self.name, timings),
+        let mut result = result_from_polygons(
+            &reply.polygons,
+            input,
+            &self.name,
+            vec![("ml call".into(), call_ms)],
+        )?;
+        result.ml = Some(MlOrigin {
+            polygon_ids: ids_in_list_order(&reply.polygons),
+            features: reply.features,
+            model_input: None,
+        });
+        Ok(result)
+    }
+}
+
+/// The service's polygon ids in the order a result lists its objects (each outline, then its
+/// holes); none when they are not unique (they could not name the objects).
+fn ids_in_list_order(polygons: &[Polygon]) -> Vec<String> {
+    use crate::outline::PolygonKind;
+    let mut holes: std::collections::HashMap<&str, Vec<&str>> = Default::default();
+    for p in polygons.iter().filter(|p| p.kind == PolygonKind::Internal) {
+        if let Some(parent) = &p.parent_id {
+            holes.entry(parent).or_default().push(&p.id);
         }
+    }
+    let ids: Vec<String> = polygons
+        .iter()
+        .filter(|p| p.kind == PolygonKind::External)
+        .flat_map(|p| {
+            let own = holes.get(p.id.as_str()).into_iter().flatten().copied();
+            std::iter::once(p.id.as_str()).chain(own)
+        })
+        .map(str::to_owned)
+        .collect();
+    let unique: std::collections::HashSet<&String> = ids.iter().collect();
+    if unique.len() == ids.len() && ids.len() == polygons.len() {
+        ids
+    } else {
+        Vec::new()
     }
 }
 
 /// Blocks the calling thread on the runtime for the call: for callers off the runtime (the pool
-/// uses [`HttpSegmenter::polygons`] instead).
+/// uses [`HttpSegmenter::segment_reply`] instead).
 impl Segmenter for HttpSegmenter {
     fn name(&self) -> &str {
         &self.name
@@ -455,15 +402,10 @@ impl Segmenter for HttpSegmenter {
     ) -> Result<SegmentResult, Failure> {
         let started = Instant::now();
         (control.progress)(5);
-        let plan = self.handle.block_on(self.plan())?;
-        let prepared = self.prepare(plan, input)?;
-        let reply = self.handle.block_on(self.reply(
-            input,
-            prepared.as_ref(),
-            control.stop,
-            control.deadline,
-        ))?;
-        self.result(&reply, input, started.elapsed().as_secs_f64() * 1e3)
+        let reply =
+            self.handle
+                .block_on(self.segment_reply(input, control.stop, control.deadline))?;
+        self.result(reply, input, started.elapsed().as_secs_f64() * 1e3)
     }
 }
 
@@ -476,7 +418,7 @@ pub fn ml_reply(result: Result<&SegmentResult, &Failure>) -> (u16, SegmentReply)
             SegmentReply {
                 success: true,
                 results: Some(SegmentResults {
-                    polygons: crate::outline::to_polygons(&r.objects),
+                    polygons: r.polygons(),
                     features: serde_json::to_value(&r.metrics).ok(),
                 }),
                 error: None,

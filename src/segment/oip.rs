@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 pub use plan::{ModelMetadata, Plan};
 pub use tensor::{Output, Scaling, Tensor};
 
-use super::http::{ClientError, Health, classify, receive};
-use super::{Failure, Input};
+use super::http::{ClientError, Health, classify, receive, until};
+use super::result::MlOrigin;
+use super::{Failure, Input, SegmentResult, Stop, result_from_objects, result_from_polygons};
 use crate::error_code::ErrorCode;
 use crate::outline::Object;
 use crate::segment::builtin::{Map, min_area_px, objects_from_map, resize};
@@ -51,6 +52,8 @@ pub struct OipClient {
     /// Set once a binary request succeeded: later errors are the server's, not the format's.
     binary_works: AtomicBool,
     plan: Mutex<Option<Arc<Plan>>>,
+    /// The runtime the blocking [`OipClient::segment`] calls on.
+    handle: tokio::runtime::Handle,
 }
 
 /// A request ready to send.
@@ -61,6 +64,7 @@ pub struct Prepared {
 }
 
 impl OipClient {
+    /// A client for `settings.model` on the server at `url`; must be made inside a tokio runtime.
     pub fn new(
         name: &str,
         url: &str,
@@ -76,6 +80,7 @@ impl OipClient {
             settings,
             client,
             plan: Mutex::new(None),
+            handle: tokio::runtime::Handle::current(),
         })
     }
 
@@ -291,6 +296,66 @@ impl OipClient {
             None => req.header(reqwest::header::CONTENT_TYPE, "application/json"),
         };
         req.send().await.map_err(|e| classify(&e, &self.name))
+    }
+
+    /// The service's name (in messages and results).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// [`OipClient::infer`] on the runtime until `deadline` (a timeout) or soon after `stop`.
+    pub async fn call(
+        &self,
+        prepared: &Prepared,
+        stop: &Stop,
+        deadline: Instant,
+    ) -> Result<Output, Failure> {
+        until(self.infer(prepared), stop, deadline, &self.name).await
+    }
+
+    /// The result from an output (CPU-bound: on a thread, never on the runtime): a map traced
+    /// at the image's size, or the polygons as the replaced contract's; checked and measured.
+    pub fn result(
+        &self,
+        output: Output,
+        scaling: Option<Scaling>,
+        input: &Input<'_>,
+        call_ms: f64,
+    ) -> Result<SegmentResult, Failure> {
+        let timings = vec![("ml call".into(), call_ms)];
+        match output {
+            Output::Map { w, h, data } => {
+                let started = Instant::now();
+                let objects = self.objects(w, h, &data, input)?;
+                let mut timings = timings;
+                timings.push(("trace".into(), started.elapsed().as_secs_f64() * 1e3));
+                let mut r = result_from_objects(objects, input, &self.name, timings)?;
+                r.ml = Some(MlOrigin {
+                    model_input: scaling,
+                    ..MlOrigin::default()
+                });
+                Ok(r)
+            }
+            Output::Polygons(p) => result_from_polygons(&p, input, &self.name, timings),
+        }
+    }
+
+    /// The whole job, blocking the calling thread on the runtime for the calls: for callers off
+    /// the runtime (the pool prepares, calls and measures in their own places instead).
+    pub fn segment(
+        &self,
+        input: &Input<'_>,
+        control: &mut super::Control<'_>,
+    ) -> Result<SegmentResult, Failure> {
+        let started = Instant::now();
+        (control.progress)(5);
+        let plan = self.handle.block_on(self.plan())?;
+        let prepared = self.prepare(plan, input)?;
+        let output = self
+            .handle
+            .block_on(self.call(&prepared, control.stop, control.deadline))?;
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        self.result(output, prepared.tensor.scaling, input, ms)
     }
 
     /// The objects of a map output, at the image's size (CPU-bound): resized back, thresholded

@@ -118,9 +118,23 @@ pub struct SegmentResult {
     /// The job's metadata (e.g. `plate`, `well` from a watch folder's file names), in the order
     /// it was given; copied in when the result is stored, so exports need not join the job.
     pub metadata: Vec<(String, String)>,
+    /// What a remote ML service said beside its outlines; `None` for other results.
+    pub ml: Option<MlOrigin>,
+}
+
+/// What a remote ML service sent beside its outlines, kept as it sent it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MlOrigin {
+    /// The ids of its polygons in the flat list's order (each outline, then its holes), when
+    /// they were unique; the result's polygons carry them instead of spheroseg's own.
+    #[serde(default)]
+    pub polygon_ids: Vec<String>,
+    /// Its `features`, whatever their shape.
+    #[serde(default)]
+    pub features: Option<serde_json::Value>,
     /// How the image was fitted to a model's input (an `oip` service's pixel tensor): the
     /// outlines were traced on its output scaled back to the image's size.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_input: Option<crate::segment::oip::Scaling>,
 }
 
@@ -143,7 +157,7 @@ struct Meta {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     metadata: Vec<(String, String)>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    model_input: Option<crate::segment::oip::Scaling>,
+    ml: Option<MlOrigin>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -162,8 +176,12 @@ pub struct ResultJson<'a> {
     pub decisions: &'a Option<Decisions>,
     pub polygons: Vec<Polygon>,
     pub metrics: Vec<ObjectMetrics<'a>>,
+    /// A remote ML service's own `features`, as it sent them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub features: Option<&'a serde_json::Value>,
     pub timings_ms: &'a [(String, f64)],
     pub created_at: &'a str,
+    /// How an `oip` service's model saw the image (its input size against the image's).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model_input: Option<crate::segment::oip::Scaling>,
 }
@@ -196,7 +214,7 @@ impl SegmentResult {
             timings_ms: self.timings_ms.clone(),
             created_at: self.created_at.clone(),
             metadata: self.metadata.clone(),
-            model_input: self.model_input,
+            ml: self.ml.clone(),
         };
         let stored = StoredV2 {
             meta: serde_json::to_string(&meta).expect("plain structs serialise"),
@@ -233,7 +251,7 @@ impl SegmentResult {
                     timings_ms: m.timings_ms,
                     created_at: m.created_at,
                     metadata: m.metadata,
-                    model_input: m.model_input,
+                    ml: m.ml,
                 })
             }
             Some((&RESULT_V1, rest)) => postcard::from_bytes::<legacy::ResultV1>(rest)
@@ -248,27 +266,50 @@ impl SegmentResult {
         self.flags.get(i).copied().unwrap_or_default()
     }
 
+    /// The objects as the flat polygon list, with the ids the ML service gave them when it did.
+    pub fn polygons(&self) -> Vec<Polygon> {
+        let mut list = to_polygons(&self.objects);
+        let ids = self.ml.as_ref().map_or(&[][..], |m| &m.polygon_ids[..]);
+        if ids.len() == list.len() {
+            let theirs: std::collections::HashMap<String, &String> =
+                list.iter().map(|p| p.id.clone()).zip(ids).collect();
+            for p in &mut list {
+                p.id = theirs[&p.id].clone();
+                if let Some(parent) = &mut p.parent_id {
+                    *parent = theirs[parent.as_str()].clone();
+                }
+            }
+        }
+        list
+    }
+
     pub fn to_json(&self) -> ResultJson<'_> {
+        let polygons = self.polygons();
+        let outlines = polygons
+            .iter()
+            .filter(|p| p.kind == crate::outline::PolygonKind::External);
         ResultJson {
             image: &self.image,
             segmenter: &self.segmenter,
             params: &self.params,
             pixel_size: self.pixel_size,
             decisions: &self.decisions,
-            polygons: to_polygons(&self.objects),
             metrics: self
                 .metrics
                 .iter()
+                .zip(outlines)
                 .enumerate()
-                .map(|(i, m)| ObjectMetrics {
-                    object_id: format!("polygon-{}", i + 1),
+                .map(|(i, (m, p))| ObjectMetrics {
+                    object_id: p.id.clone(),
                     metrics: m,
                     flags: self.flags_of(i),
                 })
                 .collect(),
+            polygons,
+            features: self.ml.as_ref().and_then(|m| m.features.as_ref()),
             timings_ms: &self.timings_ms,
             created_at: &self.created_at,
-            model_input: self.model_input,
+            model_input: self.ml.as_ref().and_then(|m| m.model_input),
         }
     }
 }
@@ -352,6 +393,6 @@ pub fn analyze_decoded(
         timings_ms,
         created_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         metadata: Vec::new(),
-        model_input: None,
+        ml: None,
     })
 }

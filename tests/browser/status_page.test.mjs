@@ -2,83 +2,15 @@
 // `spheroseg serve` on a free loopback port with a temp data directory. Run by .ci/run as
 // `node --test tests/browser/` with SPHEROSEG_BIN pointing at the built binary.
 
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, execFileSync } from "node:child_process";
-import { createInterface } from "node:readline";
-import { mkdtempSync, mkdirSync, writeFileSync, readFileSync, rmSync, existsSync, copyFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, mkdirSync, writeFileSync, readFileSync, rmSync, copyFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, dirname } from "node:path";
-import { fileURLToPath } from "node:url";
-import net from "node:net";
-import { chromium } from "playwright-core";
+import { join } from "node:path";
+import { bin, fixtures, freePort, openPage, serve, shots, stop, useBrowser } from "./harness.mjs";
 
-const here = dirname(fileURLToPath(import.meta.url));
-// Screenshots for a person to look at: target/screenshots/ (the repository's ignored target dir).
-const shots = join(here, "..", "..", "target", "screenshots");
-mkdirSync(shots, { recursive: true });
-const fixtures = join(here, "..", "fixtures");
-const bin = process.env.SPHEROSEG_BIN;
-const chromiumPath = process.env.CHROMIUM || execFileSync("sh", ["-c", "command -v chromium"]).toString().trim();
-let browser;
-
-before(async () => {
-  assert.ok(bin && existsSync(bin), "set SPHEROSEG_BIN to the spheroseg binary");
-  browser = await chromium.launch({
-    executablePath: chromiumPath,
-    headless: true,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-      "--disable-sync", "--no-first-run", "--disable-quic"],
-  });
-});
-
-after(async () => { await browser?.close(); });
-
-function freePort() {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.listen(0, "127.0.0.1", () => { const { port } = s.address(); s.close(() => resolve(port)); });
-  });
-}
-
-/** Starts `spheroseg serve`; resolves once it logs where it listens. */
-function serve({ dataDir, port = 0, config } = {}) {
-  const dir = dataDir || mkdtempSync(join(tmpdir(), "spheroseg-ui-"));
-  const args = ["serve", "--data-dir", join(dir, "data"), "--bind", `127.0.0.1:${port}`, "--workers", "2"];
-  if (config) {
-    const file = join(dir, "spheroseg.toml");
-    writeFileSync(file, config);
-    args.push("--config", file);
-  }
-  const child = spawn(bin, args, { env: { ...process.env, SPHEROSEG_LOG: "info" }, stdio: ["ignore", "ignore", "pipe"] });
-  return new Promise((resolve, reject) => {
-    const lines = createInterface({ input: child.stderr });
-    const timer = setTimeout(() => reject(new Error("spheroseg did not start")), 30000);
-    lines.on("line", (line) => {
-      const m = line.match(/listening address=(\S+)/);
-      if (m) { clearTimeout(timer); resolve({ child, dir, url: `http://${m[1]}` }); }
-    });
-    child.on("exit", (code) => reject(new Error(`spheroseg exited with ${code}`)));
-  });
-}
-
-async function stop(server) {
-  if (server.child.exitCode !== null) return;
-  const exited = new Promise((r) => server.child.on("exit", r));
-  server.child.kill("SIGTERM");
-  await exited;
-}
-
-async function openPage(url, options = {}) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, ...options });
-  const page = await context.newPage();
-  const errors = [];
-  page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
-  page.on("pageerror", (e) => errors.push(String(e)));
-  await page.goto(url);
-  await page.waitForSelector("#connection.live");
-  return { page, errors, context };
-}
+useBrowser();
 
 const rowState = (page, name) =>
   page.locator(`#job-rows tr`, { hasText: name }).first().locator("td.state");
@@ -112,7 +44,8 @@ test("three uploads go from queued to completed live, and the viewer draws the o
       await page.waitForFunction((n) => [...document.querySelectorAll("#job-rows tr")]
         .some((r) => r.textContent.includes(n) && r.querySelector("td.state").textContent === "completed"), name, { timeout: 60000 });
     }
-    assert.equal(await page.locator("#uploads li", { hasText: "queued" }).count(), 3);
+    // The upload list followed its jobs to the end.
+    await page.waitForFunction(() => [...document.querySelectorAll("#uploads li")].filter((li) => /done: 1 object/.test(li.textContent)).length === 3);
     await page.screenshot({ path: join(shots, "overview.png"), fullPage: true });
     // Keyboard: a completed row opens with Enter.
     await page.locator("#job-rows tr", { hasText: "spheroid_lumen_8bit.png" }).focus();

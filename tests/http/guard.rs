@@ -219,6 +219,8 @@ async fn a_foreign_host_reads_nothing() {
         for uri in [
             format!("/api/jobs/{done}/image"),
             format!("/api/jobs/{done}/preview.png"),
+            format!("/api/jobs/{done}/thumbnail"),
+            "/api/gallery".to_owned(),
             format!("/api/jobs/{done}/result"),
             "/api/export?state=completed".to_owned(),
             "/api/jobs".to_owned(),

@@ -166,3 +166,178 @@ async fn ml_segment_refuses_an_oversize_field_and_stores_nothing() {
     assert!(stored(&a).is_empty(), "{:?}", stored(&a));
     a.stop().await;
 }
+
+/// `/ml/segment` takes JSON `{"image_path"}` (the caller's `share_paths`) for a file inside the
+/// import directories, and refuses any other path with a 4xx that says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ml_segment_takes_an_image_path_inside_the_import_dirs_only() {
+    let a = api(None, 1 << 20).await;
+    let inside = fixture("spheroid_lumen_8bit.png").display().to_string();
+    for path in ["spheroid_lumen_8bit.png", inside.as_str()] {
+        let body = serde_json::json!({"image_path": path, "params": {}}).to_string();
+        let (s, v) = a.call("POST", "/ml/segment", Some(&body)).await;
+        assert_eq!(s, StatusCode::OK, "{path}: {v}");
+        assert_eq!(v["success"], true);
+        assert_eq!(v["results"]["polygons"][0]["type"], "external", "{v}");
+    }
+    for path in ["../cli.rs", "../../Cargo.toml", "/etc/passwd"] {
+        let body = serde_json::json!({ "image_path": path }).to_string();
+        let (s, v) = a.call("POST", "/ml/segment", Some(&body)).await;
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("path-not-allowed")),
+            "{path}: {v}"
+        );
+        assert!(
+            v["message"]
+                .as_str()
+                .expect("message")
+                .contains("image_path")
+        );
+    }
+    let (s, v) = a
+        .call("POST", "/ml/segment", Some(r#"{"image_path": "nope.png"}"#))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let (s, v) = a
+        .call("POST", "/ml/segment", Some(r#"{"image": "a.png"}"#))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    a.stop().await;
+
+    let off = api_with(tempfile::tempdir().expect("tempdir"), None, 1 << 20, |l| {
+        l.import_dirs = Some(vec![]);
+    })
+    .await;
+    let body = serde_json::json!({ "image_path": inside }).to_string();
+    let (s, v) = off.call("POST", "/ml/segment", Some(&body)).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("import-disabled")),
+        "{v}"
+    );
+    off.stop().await;
+}
+
+/// `[[ml.service]]` entries each appear in `/api/ml` (segmenter, protocol, weight, readiness,
+/// calls in flight), in the health details and in `/metrics` (calls, failures, latency, in
+/// flight, readiness, breaker state), labelled per service; a job naming their segmenter runs
+/// on the one that is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_ml_service_is_shown_in_the_api_the_health_details_and_the_metrics() {
+    use axum::routing::{get, post};
+    use spheroseg::config::ServiceLayer;
+
+    const SQUARE: &str = r#"{"success":true,"results":{"polygons":[{"id":"p","points":[{"x":20,"y":20},{"x":70,"y":20},{"x":70,"y":70},{"x":20,"y":70}],"type":"external","class":"spheroid"}]}}"#;
+    let app = axum::Router::new()
+        .route(
+            "/health",
+            get(|| async { axum::Json(serde_json::json!({"status": "healthy"})) }),
+        )
+        .route(
+            "/segment",
+            post(|| async { ([("content-type", "application/json")], SQUARE) }),
+        )
+        .layer(axum::extract::DefaultBodyLimit::disable());
+    let up = crate::util::serve_stub(app).await;
+    // A port nothing listens on: not ready.
+    let gone = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let down = format!("http://{}", gone.local_addr().expect("addr"));
+    drop(gone);
+    let entry = |name: &str, url: &str, weight| ServiceLayer {
+        name: Some(name.into()),
+        segmenter: Some("resunet".into()),
+        url: Some(url.to_owned()),
+        weight: Some(weight),
+        max_in_flight: Some(3),
+        ..ServiceLayer::default()
+    };
+    let a = api_with(tempfile::tempdir().expect("tempdir"), None, 1 << 20, |l| {
+        l.ml.service = Some(vec![entry("svc-up", &up, 2), entry("svc-down", &down, 1)]);
+    })
+    .await;
+    // Both are probed at start; wait for the answers.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ml = loop {
+        let (s, v) = a.get("/api/ml").await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        if v.as_array()
+            .is_some_and(|l| l.iter().all(|s| !s["ready"].is_null()))
+        {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "never probed: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let by = |name: &str| {
+        ml.as_array()
+            .expect("list")
+            .iter()
+            .find(|s| s["name"] == name)
+            .cloned()
+            .expect("listed")
+    };
+    let (u, d) = (by("svc-up"), by("svc-down"));
+    assert_eq!(
+        (
+            &u["segmenter"],
+            &u["protocol"],
+            &u["weight"],
+            &u["max_in_flight"],
+            &u["ready"]
+        ),
+        (
+            &"resunet".into(),
+            &"spheroseg".into(),
+            &2.into(),
+            &3.into(),
+            &true.into()
+        ),
+        "{u}"
+    );
+    assert_eq!(
+        (&d["ready"], &d["weight"]),
+        (&false.into(), &1.into()),
+        "{d}"
+    );
+    assert_eq!(u["breaker"]["state"], "closed");
+
+    let (s, v) = a
+        .call(
+            "POST",
+            "/api/jobs",
+            Some(r#"{"paths": ["spheroid_lumen_8bit.png"], "segmenter": "resunet"}"#),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let id = v["jobs"][0]["id"].as_str().expect("id").to_owned();
+    a.wait_state(&id, "completed").await;
+
+    let (_, check) = a.get("/api/health/services/ml").await;
+    assert_eq!(check["details"]["svc-up"]["state"], "closed", "{check}");
+    assert_eq!(check["details"]["svc-up"]["ready"], true, "{check}");
+    assert_eq!(check["details"]["svc-down"]["ready"], false, "{check}");
+    assert_eq!(
+        check["details"]["svc-down"]["segmenter"], "resunet",
+        "{check}"
+    );
+
+    let _ = spheroseg::telemetry::prometheus();
+    let (s, text, _) = a.get_raw("/metrics").await;
+    assert_eq!(s, StatusCode::OK);
+    let text = String::from_utf8(text).expect("utf-8");
+    for line in [
+        "spheroseg_ml_calls_total{service=\"svc-up\"} 1",
+        "spheroseg_ml_call_seconds_bucket{service=\"svc-up\"",
+        "spheroseg_ml_in_flight{service=\"svc-up\"} 0",
+        "spheroseg_ml_in_flight{service=\"svc-down\"} 0",
+        "spheroseg_ml_ready{service=\"svc-up\"} 1",
+        "spheroseg_ml_ready{service=\"svc-down\"} 0",
+        "spheroseg_breaker_state{service=\"svc-down\"} 0",
+    ] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
+    a.stop().await;
+}

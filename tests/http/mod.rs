@@ -4,6 +4,8 @@
 mod auth;
 /// `serve` over TCP with the WebSocket.
 mod events;
+/// Thumbnails with outlines and the gallery listing.
+mod gallery;
 /// Host and cross-site checks; bulk actions name what they act on.
 mod guard;
 /// The health endpoints.

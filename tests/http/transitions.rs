@@ -19,13 +19,15 @@ mod held;
 /// A shutdown interrupts running jobs; a restart requeues the orphans of the one before.
 mod restart;
 
-/// A shell script for the `command` segmenter: a file in `flags` named `permanent` or
-/// `transient` makes it fail so, `slow` makes it hang for 30 s; otherwise it returns a square.
+/// A shell script for the `command` segmenter: a file in `flags` named `permanent` makes
+/// it fail so, `transient-once` makes the next call fail transiently (the call
+/// removes it, so a retry does not depend on how soon the test reacts), `slow` makes it hang for
+/// 30 s; otherwise it returns a square.
 pub(super) fn program(flags: &Path) -> Vec<String> {
     let script = format!(
         r#"d='{}'
 if [ -e "$d/permanent" ]; then echo 'cannot open image' >&2; exit 1; fi
-if [ -e "$d/transient" ]; then echo 'GPU busy' >&2; exit 2; fi
+if rm "$d/transient-once" 2>/dev/null; then echo 'GPU busy' >&2; exit 2; fi
 if [ -e "$d/slow" ]; then sleep 30; fi
 echo '{{"success":true,"polygons":[{{"id":"p","points":[[10,10],[60,10],[60,60],[10,60]],"type":"external","class":"spheroid"}}]}}' > "$1""#,
         flags.display()
@@ -121,12 +123,11 @@ async fn every_transition_is_announced_once_in_order_after_it_is_readable() {
     assert_eq!(s, StatusCode::OK);
 
     // Started, retrying, requeued when due, completed.
-    flag(flags.path(), "transient", true);
+    flag(flags.path(), "transient-once", true);
     let job_c = upload(&a, "spheroid_core_8bit.png", &[("segmenter", "command")]).await;
     let (s, _) = a.call("POST", "/api/queue/resume", None).await;
     assert_eq!(s, StatusCode::OK);
     seen.until(&job_c, "job_retrying", 1).await;
-    flag(flags.path(), "transient", false);
     seen.until(&job_c, "job_completed", 1).await;
     seen.until(&job_a, "job_completed", 1).await;
     seen.until(&job_b, "job_completed", 1).await;

@@ -29,6 +29,8 @@ async fn openapi_lists_every_route() {
         ("/api/jobs/{id}/overlay.png", &["get"][..]),
         ("/api/jobs/{id}/image", &["get"][..]),
         ("/api/jobs/{id}/preview.png", &["get"][..]),
+        ("/api/jobs/{id}/thumbnail", &["get"][..]),
+        ("/api/gallery", &["get"][..]),
         ("/api/jobs/bulk", &["post"][..]),
         ("/api/export", &["get"][..]),
         ("/api/queue", &["get"][..]),

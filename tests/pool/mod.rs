@@ -28,6 +28,8 @@ mod ml;
 mod oip;
 /// Progress never follows the end of its attempt.
 mod progress;
+/// Several ML services serving one segmenter: routing, Retry-After, passing a job on, outages.
+mod services;
 
 pub(crate) struct Harness {
     pub(crate) dir: tempfile::TempDir,

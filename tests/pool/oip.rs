@@ -17,8 +17,8 @@ use std::time::Duration;
 use spheroseg::clock::{Clock, SystemClock};
 use spheroseg::morphology::rasterize;
 use spheroseg::segment::breaker::{Breaker, BreakerConfig};
-use spheroseg::segment::http::HttpSegmenter;
-use spheroseg::segment::oip::OipSettings;
+use spheroseg::segment::oip::{OipClient, OipSettings};
+use spheroseg::segment::remote::Remote;
 use spheroseg::segment::{Builtin, MlService};
 use spheroseg::synth::{Kind, Scene, iou};
 
@@ -37,12 +37,15 @@ pub(crate) fn settings(model: &str) -> OipSettings {
     }
 }
 
+/// The client for `settings` on the server at `url`.
+pub(crate) fn oip_client(url: &str, settings: OipSettings) -> Arc<OipClient> {
+    Arc::new(OipClient::new("http", url, Duration::from_secs(60), settings).expect("client"))
+}
+
 /// An `oip` service on the server at `url`.
 pub(crate) fn oip_service(url: &str, settings: OipSettings) -> MlService {
-    let client =
-        HttpSegmenter::oip("http", url, Duration::from_secs(60), settings).expect("client");
-    MlService::remote(
-        Arc::new(client),
+    MlService::from_remote(
+        Remote::Oip(oip_client(url, settings)),
         Breaker::new(BreakerConfig::default(), SystemClock.now()),
         false,
         url,
@@ -171,7 +174,7 @@ async fn oip_models_on_mlserver_give_the_synthetic_outline_and_name_mismatched_t
         let score = iou(&rasterize(&r.objects, 192, 192), &truth);
         eprintln!("{name}: {} objects, IoU {score:.3}", r.objects.len());
         assert!(score >= 0.9, "{name}: IoU {score}");
-        let scaled = r.model_input.map(|s| (s.image, s.model));
+        let scaled = r.ml.and_then(|m| m.model_input).map(|s| (s.image, s.model));
         match name {
             "prob" | "json" => assert_eq!(scaled, Some(((192, 192), (128, 128))), "{name}"),
             "labels" => assert_eq!(scaled, Some(((192, 192), (192, 192)))),
@@ -180,8 +183,10 @@ async fn oip_models_on_mlserver_give_the_synthetic_outline_and_name_mismatched_t
     }
     // MLServer 1.7 cannot read the binary extension: the request went again as JSON, and so do
     // all later ones.
-    let client = prob.http.as_ref().expect("remote");
-    assert!(!client.as_oip().expect("oip").sends_binary());
+    let Some(Remote::Oip(client)) = prob.remote.as_deref() else {
+        panic!("an oip service")
+    };
+    assert!(!client.sends_binary());
     pool.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -281,7 +286,9 @@ async fn a_server_that_speaks_the_binary_extension_gets_and_answers_binary_tenso
     let disc = std::f64::consts::PI * 40.0 * 40.0;
     assert!((area - disc).abs() / disc < 0.03, "{area} vs {disc}");
     assert_eq!(stub.0.load(Ordering::SeqCst), 1);
-    let client = svc.http.as_ref().expect("remote").as_oip().expect("oip");
+    let Some(Remote::Oip(client)) = svc.remote.as_deref() else {
+        panic!("an oip service")
+    };
     assert!(
         client.sends_binary(),
         "a server that took binary keeps getting it"
@@ -300,13 +307,6 @@ async fn an_mlserver_killed_mid_run_opens_the_breaker_and_its_jobs_finish_when_i
         }],
     )
     .await;
-    let client = HttpSegmenter::oip(
-        "http",
-        &server.url,
-        Duration::from_secs(30),
-        settings("prob"),
-    )
-    .expect("client");
     let breaker = BreakerConfig {
         min_calls: 3,
         open_base: Duration::from_millis(500),
@@ -314,8 +314,8 @@ async fn an_mlserver_killed_mid_run_opens_the_breaker_and_its_jobs_finish_when_i
         ..BreakerConfig::default()
     };
     let svc = Arc::new(
-        MlService::remote(
-            Arc::new(client),
+        MlService::from_remote(
+            Remote::Oip(oip_client(&server.url, settings("prob"))),
             Breaker::new(breaker, SystemClock.now()),
             false,
             &server.url,

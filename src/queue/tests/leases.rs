@@ -181,3 +181,78 @@ async fn lease_where_stops_at_the_first_job_that_does_not_fit() {
     let ids: Vec<JobId> = leased.iter().map(|l| l.job.id).collect();
     assert_eq!(ids, vec![ml.id, builtin.id]);
 }
+
+/// `lease_routed` holds a job its test says no service can take: delayed until then with the
+/// reason, never leased (no attempt, no lease), and the jobs behind it are leased.
+#[tokio::test]
+async fn lease_routed_holds_a_job_without_leasing_it_and_goes_on() {
+    let f = Fixture::new();
+    let mut ml = job(9);
+    ml.segmenter = SegmenterId::new("resunet").expect("name");
+    let ml = f.queue.enqueue(ml).await.expect("enqueue").job;
+    let builtin = f.add(5).await;
+    let until = f.clock.now() + 5_000;
+    let route: Route = Box::new(move |name: &SegmenterId| {
+        if name.is_builtin() {
+            Fit::Take
+        } else {
+            Fit::Hold {
+                until,
+                reason: JobError::transient(ErrorCode::BREAKER_OPEN, "resunet is unavailable"),
+            }
+        }
+    });
+    let leased = f.queue.lease_routed(1, TTL, route).await.expect("lease");
+    let ids: Vec<JobId> = leased.iter().map(|l| l.job.id).collect();
+    assert_eq!(ids, vec![builtin.id]);
+    let held = f.queue.get(ml.id).expect("get").expect("exists");
+    assert_eq!(
+        (held.state, held.attempts, held.lease, held.run_at),
+        (JobState::Delayed, 0, LeaseToken(0), Some(until))
+    );
+    assert_eq!(
+        held.last_error.as_ref().map(|e| e.code.as_str()),
+        Some(ErrorCode::BREAKER_OPEN.as_str())
+    );
+    // Due again, it is queued and leased like any other.
+    f.clock.advance(Duration::from_secs(6));
+    let again = f.lease_one().await;
+    assert_eq!((again.job.id, again.job.attempts), (ml.id, 1));
+}
+
+/// A skipped job stays queued and the jobs behind it at its priority are leased, but none of a
+/// lower priority (strict priority between levels).
+#[tokio::test]
+async fn lease_routed_skips_within_a_priority_level_only() {
+    let f = Fixture::new();
+    let mut ml = job(5);
+    ml.segmenter = SegmenterId::new("resunet").expect("name");
+    let ml = f.queue.enqueue(ml).await.expect("enqueue").job;
+    let same = f.add(5).await;
+    let lower = f.add(3).await;
+    let route = || -> Route {
+        Box::new(|name: &SegmenterId| {
+            if name.is_builtin() {
+                Fit::Take
+            } else {
+                Fit::Skip
+            }
+        })
+    };
+    let leased = f.queue.lease_routed(5, TTL, route()).await.expect("lease");
+    let ids: Vec<JobId> = leased.iter().map(|l| l.job.id).collect();
+    assert_eq!(
+        ids,
+        vec![same.id],
+        "the builtin job beside it, not the lower one"
+    );
+    let waiting = f.queue.get(ml.id).expect("get").expect("exists");
+    assert_eq!((waiting.state, waiting.attempts), (JobState::Queued, 0));
+    assert_eq!(
+        f.queue.get(lower.id).expect("get").expect("exists").state,
+        JobState::Queued
+    );
+    // Next time round the level holds only the skipped job: still nothing lower.
+    let again = f.queue.lease_routed(5, TTL, route()).await.expect("lease");
+    assert!(again.is_empty(), "{again:?}");
+}

@@ -13,7 +13,7 @@ use super::{Finish, Op, Refusal, Reply, finish};
 use crate::queue::QueueError;
 use crate::queue::QueueOptions;
 use crate::queue::model::{
-    Change, Committed, Job, JobId, JobState, LeaseToken, Millis, Transition,
+    Change, Committed, Job, JobError, JobId, JobState, LeaseToken, Millis, Transition,
 };
 use crate::queue::store::{
     META_NEXT_SEQ, META_PAUSED, Tables, count_key, index_insert, index_remove, spill_ready_tail,
@@ -239,6 +239,24 @@ impl<'a> Batch<'a> {
         self.next_seq += 1;
         self.seq_dirty = true;
         s
+    }
+
+    /// A queued job no one can run before `until` becomes delayed until then, with `reason`,
+    /// without a lease or an attempt (`Change::Held`).
+    pub(super) fn delay(
+        &mut self,
+        mut job: Job,
+        until: Millis,
+        reason: JobError,
+    ) -> Result<(), QueueError> {
+        self.leave(&job)?;
+        job.state = JobState::Delayed;
+        job.run_at = Some(until.max(self.now));
+        job.last_error = Some(reason);
+        job.updated_at = self.now;
+        self.enter(&job)?;
+        self.record(&job, Change::Held);
+        Ok(())
     }
 
     /// Makes a job queued at the back of its priority level.

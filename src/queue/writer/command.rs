@@ -20,6 +20,26 @@ pub(crate) type Reply<T> = oneshot::Sender<Result<T, QueueError>>;
 /// `false` ends the lease there, the job stays where it is.
 pub type Admit = Box<dyn FnMut(&SegmenterId) -> bool + Send>;
 
+/// What the dispatcher says of the next job in lease order (asked with its segmenter).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fit {
+    /// Lease it.
+    Take,
+    /// End the lease here; the job stays where it is.
+    Stop,
+    /// Not now (what it needs is busy): it stays where it is, and the jobs queued behind it at
+    /// its priority are asked next (never those of a lower one: strict priority). With aging on,
+    /// as `Stop`.
+    Skip,
+    /// Nothing can run it before `until` (every service of its segmenter refuses calls): it
+    /// becomes delayed until then without being leased (no attempt, no lease), with `reason`,
+    /// and the lease goes on with the jobs behind it.
+    Hold { until: Millis, reason: JobError },
+}
+
+/// The dispatcher's test of each job in lease order.
+pub type Route = Box<dyn FnMut(&SegmenterId) -> Fit + Send>;
+
 /// One request to the writer.
 pub(crate) struct Command(pub(crate) Op);
 
@@ -37,7 +57,7 @@ pub(crate) enum Op {
     Lease {
         n: usize,
         ttl: Duration,
-        admit: Option<Admit>,
+        admit: Option<Route>,
         reply: Reply<Vec<Lease>>,
     },
     Heartbeat {

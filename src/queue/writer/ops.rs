@@ -14,7 +14,9 @@ use crate::queue::model::{
     LeaseToken, Millis, NewJob, Priority, Requeue, ResultRef, Retention, RetentionReport,
     SweepReport,
 };
-use crate::queue::store::{META_PAUSED, ReadyEntry, due, earlier, first_in, index_remove, level};
+use crate::queue::store::{
+    META_PAUSED, ReadyEntry, due, earlier, first_in, index_remove, level, ready_key,
+};
 
 impl Batch<'_> {
     pub(super) fn enqueue(&mut self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, QueueError> {
@@ -97,8 +99,9 @@ impl Batch<'_> {
         &mut self,
         n: usize,
         ttl: Duration,
-        mut admit: Option<super::command::Admit>,
+        mut admit: Option<super::command::Route>,
     ) -> Result<Vec<Lease>, QueueError> {
+        use super::command::Fit;
         if n == 0
             || self
                 .t
@@ -110,13 +113,35 @@ impl Batch<'_> {
         }
         self.promote_due()?;
         let mut out = Vec::with_capacity(n);
+        let mut holds = n + crate::queue::HOLDS_PER_LEASE;
+        let mut skips = crate::queue::HOLDS_PER_LEASE;
+        // After a skip: only the jobs behind this key, at its level.
+        let mut after: Option<(u8, u64)> = None;
+        let strict = self.options.aging.is_none_or(|a| a.is_zero());
         while out.len() < n {
-            let Some(raw) = self.pick()? else { break };
+            let raw = match after {
+                None => self.pick()?,
+                Some((inv, seq)) => self
+                    .head((inv, seq + 1)..=(inv, u64::MAX))?
+                    .map(|(_, v)| v.0),
+            };
+            let Some(raw) = raw else { break };
             let mut job = self.t.job(JobId(raw))?;
-            if let Some(admit) = &mut admit
-                && !admit(&job.segmenter)
-            {
-                break;
+            match admit.as_mut().map_or(Fit::Take, |a| a(&job.segmenter)) {
+                Fit::Take => {}
+                Fit::Stop => break,
+                Fit::Skip if !strict || skips == 0 => break,
+                Fit::Skip => {
+                    skips -= 1;
+                    after = Some(ready_key(job.priority, job.seq));
+                    continue;
+                }
+                Fit::Hold { .. } if holds == 0 => break,
+                Fit::Hold { until, reason } => {
+                    holds -= 1;
+                    self.delay(job, until, reason)?;
+                    continue;
+                }
             }
             self.leave(&job)?;
             job.state = JobState::Active;

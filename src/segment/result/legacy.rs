@@ -62,7 +62,7 @@ impl From<ResultV1> for SegmentResult {
             timings_ms: v.timings_ms,
             created_at: v.created_at,
             metadata: Vec::new(),
-            model_input: None,
+            ml: None,
         }
     }
 }
