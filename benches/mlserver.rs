@@ -5,8 +5,9 @@
 //! 1, 2 and 3 Seldon MLServer instances on loopback, each serving the threshold runtime of
 //! `tests/ml/mlserver/` with a fixed blocking time per call (`SPHEROSEG_BENCH_SLEEP_MS`, default
 //! 100: a GPU that runs one call at a time), and `SPHEROSEG_BENCH_N` jobs (default 60) of 256²
-//! synthetic spheroids spread over them, one `oip` service per instance (two calls in flight
-//! each, so the next request waits at the server while one runs). Prints jobs/s against the
+//! synthetic spheroids for one segmenter that an `oip` service per instance serves, routed by
+//! least outstanding calls (two in flight each, so the next request waits at the server while
+//! one runs). Prints jobs/s against the
 //! sleep-bound ideal (instances × 1000 / sleep) and spheroseg's own CPU per job (this process:
 //! dispatcher, queue writer, HTTP client, tracing and measuring; the servers are children and
 //! not counted). Each service takes one job first, outside the timing (metadata, the binary
@@ -113,7 +114,8 @@ async fn run(program: &std::path::Path, instances: usize, n: usize, sleep_ms: u6
         })
         .collect();
     let mut ml = HashMap::new();
-    let mut names = Vec::new();
+    let resunet = SegmenterId::new("resunet").expect("name");
+    let names = [resunet.clone()];
     for (i, s) in servers.iter().enumerate() {
         let settings = OipSettings {
             model: "resunet".into(),
@@ -130,10 +132,12 @@ async fn run(program: &std::path::Path, instances: usize, n: usize, sleep_ms: u6
             false,
             &s.url,
         )
-        .with_limit(2);
-        let name = SegmenterId::new(&format!("gpu{i}")).expect("name");
-        ml.insert(name.clone(), Arc::new(svc));
-        names.push(name);
+        .with_limit(2)
+        .serving(resunet.clone());
+        ml.insert(
+            SegmenterId::new(&format!("gpu{i}")).expect("name"),
+            Arc::new(svc),
+        );
     }
     let events = EventBus::new(10_000, Arc::new(SystemClock));
     let config = PoolConfig {

@@ -5,7 +5,9 @@
 //! from a BYTES tensor of polygon JSON; the binary request MLServer cannot read falls back to
 //! JSON, and a model whose metadata asks for what spheroseg cannot send fails its job with a
 //! message naming the tensor. A server killed mid-run opens the breaker; its jobs wait (no
-//! attempt spent, none failed) and finish once it is back. Skipped without the MLServer venv
+//! attempt spent, none failed) and finish once it is back. Three servers serving one segmenter
+//! share 60 jobs by least outstanding calls; one killed mid-run opens its breaker while the
+//! others finish everything, none failed, and once back it takes work again. Skipped without the MLServer venv
 //! unless CI requires it.
 //!
 //! MLServer reads no binary tensors, so a stub that speaks only the binary extension (as the
@@ -390,5 +392,128 @@ async fn protocol_oip_in_the_configuration_runs_http_jobs_on_mlserver() {
         .expect("decodes");
     assert!(iou(&rasterize(&r.objects, 128, 128), &truth) >= 0.9);
     assert_eq!(r.segmenter, "http");
+    pool.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_mlservers_share_the_jobs_and_one_killed_mid_run_costs_no_job() {
+    let Some(bin) = program() else { return };
+    let model = || Model {
+        sleep_ms: 30,
+        ..Model::map("resunet", 64)
+    };
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        servers.push(MlServer::start(&bin, &[model()]).await);
+    }
+    let resunet = SegmenterId::new("resunet").expect("name");
+    let breaker = BreakerConfig {
+        min_calls: 2,
+        open_base: Duration::from_millis(500),
+        open_cap: Duration::from_secs(1),
+        ..BreakerConfig::default()
+    };
+    let mut ml = HashMap::new();
+    for (i, server) in servers.iter().enumerate() {
+        let name = format!("gpu{i}");
+        let client = OipClient::new(
+            &name,
+            &server.url,
+            Duration::from_secs(30),
+            settings("resunet"),
+        )
+        .expect("client");
+        let svc = MlService::from_remote(
+            Remote::Oip(Arc::new(client)),
+            Breaker::new(breaker, SystemClock.now()),
+            false,
+            &server.url,
+        )
+        .with_limit(2)
+        .serving(resunet.clone());
+        ml.insert(SegmenterId::new(&name).expect("name"), Arc::new(svc));
+    }
+    let h = harness();
+    let segmenters = Segmenters {
+        builtin: Arc::new(Builtin),
+        ml,
+    };
+    let pool = h.start(segmenters, config(1));
+    let (png, _) = spheroid(21, 64);
+    let mut ids = Vec::new();
+    for i in 0..60 {
+        ids.push(h.enqueue_bytes(&png, &format!("{i}.png"), "resunet").await);
+    }
+    h.wait_for(120, |e| count(e, completed) >= 10).await;
+    servers[0].kill();
+    let opened = |e: &[Arc<Event>]| {
+        count(
+            e,
+            |k| matches!(k, EventKind::BreakerChanged { service, to, .. } if service == "gpu0" && to == "open"),
+        )
+    };
+    h.wait_for(120, |e| opened(e) >= 1 && count(e, completed) == 60)
+        .await;
+    let by = |name: &str| {
+        ids.iter()
+            .filter(|id| {
+                let bytes = h.queue.result(**id).expect("read").expect("stored");
+                SegmentResult::from_bytes(&bytes)
+                    .expect("decodes")
+                    .segmenter
+                    == name
+            })
+            .count()
+    };
+    for id in &ids {
+        assert_eq!(h.state(*id), JobState::Completed);
+    }
+    let shares = [by("gpu0"), by("gpu1"), by("gpu2")];
+    assert_eq!(shares.iter().sum::<usize>(), 60);
+    assert!(
+        shares.iter().all(|&n| n > 0),
+        "each server took work: {shares:?}"
+    );
+    // Back again, it takes work again once its breaker lets a trial through.
+    servers[0].restart().await;
+    let before = shares[0];
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut more = Vec::new();
+    loop {
+        for i in 0..6 {
+            more.push(
+                h.enqueue_bytes(&png, &format!("again-{i}.png"), "resunet")
+                    .await,
+            );
+        }
+        let n = 60 + more.len();
+        h.wait_for(120, |e| count(e, completed) == n).await;
+        let back = more
+            .iter()
+            .filter(|id| {
+                let bytes = h.queue.result(**id).expect("read").expect("stored");
+                SegmentResult::from_bytes(&bytes)
+                    .expect("decodes")
+                    .segmenter
+                    == "gpu0"
+            })
+            .count();
+        if back > 0 {
+            eprintln!(
+                "shares {shares:?} (gpu0 had {before}); gpu0 took {back} of {} after it came back",
+                more.len()
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gpu0 took no work after it came back"
+        );
+    }
+    let events = h.wait_for(10, |_| true).await;
+    assert_eq!(
+        count(&events, |k| matches!(k, EventKind::JobFailed { .. })),
+        0
+    );
     pool.shutdown(Duration::from_secs(5)).await;
 }
