@@ -62,6 +62,7 @@ impl Segmenter for NoOp {
             created_at: String::new(),
             metadata: Vec::new(),
             ml: None,
+            corrected: false,
         })
     }
 }

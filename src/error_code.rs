@@ -95,6 +95,8 @@ impl ErrorCode {
     pub const JOB_NOT_FOUND: ErrorCode = ErrorCode("job-not-found");
     /// The attempt is no longer the job's current one.
     pub const STALE_ATTEMPT: ErrorCode = ErrorCode("stale-attempt");
+    /// A result version was made from one that is no longer the latest.
+    pub const STALE_VERSION: ErrorCode = ErrorCode("stale-version");
     /// The action does not apply to the job's state.
     pub const INVALID_STATE: ErrorCode = ErrorCode("invalid-state");
     /// A submitted value is out of range.

@@ -92,6 +92,17 @@ pub enum EventKind {
         to: u8,
         job: JobView,
     },
+    /// A completed job's result has a new latest version: outlines corrected by hand, or an
+    /// older version restored (`restored_from`). Open pages reload the result they show.
+    ResultCorrected {
+        job_id: String,
+        version: u32,
+        /// Whether the new latest version holds outlines corrected by hand.
+        corrected: bool,
+        restored_from: Option<u32>,
+        objects: u32,
+        job: JobView,
+    },
     /// Jobs removed in one commit (bulk delete, retention): their ids (the first 10,000) and
     /// how many.
     JobsDeleted {
@@ -211,6 +222,17 @@ fn from_transition(t: &Transition) -> EventKind {
             job_id,
             from: from.get(),
             to: j.priority.get(),
+            job: view,
+        },
+        Change::ResultVersioned {
+            version,
+            restored_from,
+        } => EventKind::ResultCorrected {
+            job_id,
+            version,
+            corrected: j.result.as_ref().is_some_and(|r| r.corrected()),
+            restored_from,
+            objects: j.result.as_ref().map_or(0, |r| r.objects),
             job: view,
         },
     }

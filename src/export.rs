@@ -219,6 +219,7 @@ mod tests {
             created_at: "2026-11-29T05:00:00Z".into(),
             metadata: Vec::new(),
             ml: None,
+            corrected: false,
         }
     }
 

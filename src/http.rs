@@ -16,6 +16,7 @@ mod job_exports;
 mod job_images;
 mod job_results;
 mod job_thumbnail;
+mod job_versions;
 mod jobs;
 mod ml;
 mod projects;
@@ -98,6 +99,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (router, mut api) = utoipa_axum::router::OpenApiRouter::new()
         .merge(jobs::routes())
         .merge(job_results::routes())
+        .merge(job_versions::routes())
         .merge(job_images::routes())
         .merge(job_thumbnail::routes())
         .merge(gallery::routes())

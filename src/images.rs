@@ -500,6 +500,7 @@ mod copy;
 mod decoded;
 mod garbage;
 mod preview;
+mod stored;
 
 pub use copy::copy_store;
 

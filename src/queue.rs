@@ -38,8 +38,9 @@ pub use check::{Check, check};
 pub use error::QueueError;
 pub use model::{
     Backoff, BulkAction, BulkOutcome, Change, Committed, Enqueued, FailOutcome, ImageRef, Job,
-    JobError, JobFilter, JobId, JobState, Lease, LeaseToken, Limit, Mark, Millis, NewJob, Page,
-    Priority, Requeue, ResultRef, Retention, RetentionReport, SweepReport, Transition,
+    JobError, JobFilter, JobId, JobState, Lease, LeaseToken, Limit, Mark, Millis, NewJob,
+    NewVersion, Page, Priority, Requeue, ResultRef, ResultVersion, Retention, RetentionReport,
+    SweepReport, Transition,
 };
 pub use open::Recovery;
 pub use stats::{CommitLatency, LogStats, Percentiles, QueueStats, StateCounts, Throughput};
@@ -439,9 +440,22 @@ impl Queue {
         self.store()?.get(id)
     }
 
-    /// The stored result bytes of a completed job.
+    /// The stored result bytes of a completed job: its latest version.
     pub fn result(&self, id: JobId) -> Result<Option<Vec<u8>>, QueueError> {
         self.store()?.result(id)
+    }
+
+    /// The stored bytes of version `version` of a job's result (1 is the segmenter's).
+    pub fn result_version(&self, id: JobId, version: u32) -> Result<Option<Vec<u8>>, QueueError> {
+        self.store()?.result_version(id, version)
+    }
+
+    /// Stores a new version of a completed job's result beside the ones before, which stay; it
+    /// becomes the latest. Refused with [`QueueError::StaleVersion`] unless `version.base` is the
+    /// latest. Durable; announced as a [`Change::ResultVersioned`] transition.
+    pub async fn add_version(&self, id: JobId, version: NewVersion) -> Result<Job, QueueError> {
+        self.call(|reply| Op::AddVersion { id, version, reply })
+            .await
     }
 
     /// One page of jobs; pass the previous page's `next` as `cursor`. The order depends on the

@@ -9,6 +9,7 @@ pub mod budget;
 pub mod builtin;
 pub mod calibration;
 pub mod command;
+mod correct;
 pub mod decode;
 pub mod http;
 pub mod oip;
@@ -23,6 +24,7 @@ use std::time::{Instant, SystemTime};
 
 pub use budget::{DecodeBudget, Footprint, Reservation};
 pub use builtin::{Decisions, SegmentError, Segmentation};
+pub use correct::{CorrectionError, MAX_RING_POINTS, checked, corrected};
 pub use decode::{DecodeError, DecodeLimits, Decoded};
 pub(crate) use params::ParamsV1;
 pub use params::{Declump, Feature, ParamsError, PixelSizeGiven, Polarity, SegmentParams};
@@ -366,24 +368,18 @@ pub(crate) fn result_from_objects(
         f64::from(decoded.gray.width),
         f64::from(decoded.gray.height),
     );
-    for (i, o) in objects.iter().enumerate() {
-        let outside = std::iter::once(&o.outer)
-            .chain(&o.holes)
-            .flatten()
-            .find(|p| p.x < -0.5 || p.y < -0.5 || p.x > w + 0.5 || p.y > h + 0.5);
-        if let Some(p) = outside {
-            return Err(Failure::permanent(
-                ErrorCode::POLYGONS_OUT_OF_IMAGE,
-                format!(
-                    "{segmenter} returned polygon {} with point ({}, {}) outside the {}×{} image",
-                    i + 1,
-                    p.x,
-                    p.y,
-                    decoded.gray.width,
-                    decoded.gray.height
-                ),
-            ));
-        }
+    if let Some((i, p)) = correct::outside_image(&objects, w, h) {
+        return Err(Failure::permanent(
+            ErrorCode::POLYGONS_OUT_OF_IMAGE,
+            format!(
+                "{segmenter} returned polygon {} with point ({}, {}) outside the {}×{} image",
+                i + 1,
+                p.x,
+                p.y,
+                decoded.gray.width,
+                decoded.gray.height
+            ),
+        ));
     }
     let pixel_size = pixel_size_of(input.params, &decoded);
     let metrics = measure_all(&objects, &decoded, pixel_size);
@@ -403,5 +399,6 @@ pub(crate) fn result_from_objects(
         created_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         metadata: Vec::new(),
         ml: None,
+        corrected: false,
     })
 }

@@ -1,7 +1,7 @@
 //! The one door for commands, whatever interface they come from (HTTP, CLI, watch folders):
-//! submit images, cancel, retry, delete, bulk actions, priority, pause and resume. Each stores
-//! what it must and commits; the queue announces every transition it commits (events) and wakes
-//! the dispatcher itself, so the interfaces stay thin and behave alike.
+//! submit images, cancel, retry, delete, bulk actions, priority, pause and resume, result
+//! versions. Each stores what it must and commits; the queue announces every transition it
+//! commits (events) and wakes the dispatcher itself, so the interfaces stay thin and behave alike.
 //!
 //! A submission checks the segmenter, then checks and stores every image before it enqueues
 //! anything, then enqueues them all in one durable commit: a refused file means no job at all.
@@ -25,8 +25,10 @@ use crate::segment::{PixelSizeGiven, SegmentParams, SegmenterId};
 mod projects;
 #[cfg(test)]
 mod tests;
+mod versions;
 
 pub use projects::{Project, ProjectSettings};
+pub use versions::VersionError;
 
 /// Why a request was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +46,9 @@ pub enum ServiceError {
         field: &'static str,
         message: String,
     },
+    /// A result version could not be read or made.
+    #[error(transparent)]
+    Version(#[from] VersionError),
     /// A client's key already made a job of another image or other settings.
     #[error(
         "the key {key:?} already made job {job} from another request; use a new key for a new request"
@@ -60,6 +65,9 @@ impl ServiceError {
             ServiceError::ImageGone { .. } => ErrorCode::IMAGE_MISSING,
             ServiceError::Invalid { .. } => ErrorCode::INVALID_FIELD,
             ServiceError::KeyReused { .. } => ErrorCode::KEY_REUSED,
+            ServiceError::Version(VersionError::Refused(_)) => ErrorCode::BAD_POLYGONS,
+            ServiceError::Version(VersionError::NoVersion { .. }) => ErrorCode::NO_RESULT,
+            ServiceError::Version(VersionError::Unreadable { .. }) => ErrorCode::RESULT_UNREADABLE,
         }
     }
 }

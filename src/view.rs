@@ -59,8 +59,12 @@ pub struct JobView {
     pub run_at: Option<Millis>,
     pub error: Option<ErrorView>,
     pub result_bytes: Option<u64>,
-    /// Objects in the result, once completed.
+    /// Objects in the result, once completed (its latest version).
     pub objects: Option<u32>,
+    /// The latest version of the result, once completed: 1 is the segmenter's.
+    pub version: Option<u32>,
+    /// Whether the latest version of the result holds outlines corrected by hand.
+    pub corrected: bool,
     /// The job this one runs again, if it is a rerun.
     pub rerun_of: Option<String>,
     /// Named values from where the image came from (plate, well), as `[name, value]` pairs.
@@ -118,6 +122,8 @@ impl From<&Job> for JobView {
             }),
             result_bytes: j.result.as_ref().map(|r| r.bytes),
             objects: j.result.as_ref().map(|r| r.objects),
+            version: j.result.as_ref().map(|r| r.version()),
+            corrected: j.result.as_ref().is_some_and(|r| r.corrected()),
             rerun_of: j.rerun_of.map(|id| id.to_string()),
             metadata: j.metadata.clone(),
         }

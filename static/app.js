@@ -10,7 +10,7 @@ import { ago, el, plural, reveal, shortId } from "./dom.js";
 import { TOKEN_KEY, api, authHeaders, json } from "./api.js";
 import { paramForm } from "./params.js";
 import { setupProject, uploadHint } from "./project.js";
-import { jobChanged, openViewer, paramsLoaded, setupViewer } from "./viewer.js";
+import { jobChanged, openViewer, paramsLoaded, resultChanged, setupViewer } from "./viewer.js";
 import { arrange, setupJobsTable } from "./jobs_table.js";
 import { followJob, followProgress, trackUpload } from "./uploads.js";
 import { galleryEvent, setupGallery } from "./gallery.js";
@@ -395,6 +395,10 @@ function onEvent(e) {
       // The event carries the job as the API shows it: no request per event.
       if (e.job) showJob(e.job);
       soon(loadOverview);
+      break;
+    case "result_corrected":
+      if (e.job) showJob(e.job);
+      resultChanged(e);
       break;
     case "jobs_deleted":
       for (const id of e.job_ids || []) removeJob(id);

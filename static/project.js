@@ -112,7 +112,9 @@ export async function showProject(name) {
   const calibrated = rows.length > 0 && um.length === rows.length;
   const images = new Set(rows.map((r) => r[col("Job ID")])).size;
   const some = um.length && !calibrated ? `; ${um.length} calibrated, so the areas are shown in px²` : "";
-  $("project-summary").textContent = `${plural(rows.length, "object")} in ${plural(images, "image")}${some}`;
+  const fixed = new Set(rows.filter((r) => r[col("Corrected")] === "TRUE").map((r) => r[col("Job ID")])).size;
+  const byHand = fixed ? `; ${plural(fixed, "image")} corrected by hand` : "";
+  $("project-summary").textContent = `${plural(rows.length, "object")} in ${plural(images, "image")}${some}${byHand}`;
   $("hist-area-caption").textContent = calibrated ? "Area (µm²)" : "Area (px²)";
   histogram($("hist-area"), calibrated ? um : px);
   histogram($("hist-circ"), column("Circularity"));

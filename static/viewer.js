@@ -1,10 +1,12 @@
 // The result viewer: the image with its outlines (zoom and pan), the metrics table, downloads,
 // the job's parameters and rerun links, and "Run again with…", which fills the parameter form
-// (`params.js`) with the job's parameters and posts the changes to /api/jobs/{id}/rerun.
+// (`params.js`) with the job's parameters and posts the changes to /api/jobs/{id}/rerun. The
+// result's versions are listed with view and restore; editing the outlines is in `edit.js`.
 
 import { el, reveal, shortId } from "./dom.js";
 import { api, json } from "./api.js";
 import { paramForm, summary } from "./params.js";
+import { drawEdit, editedPolygons, editing, setupEditor, stopEdit } from "./edit.js";
 
 const $ = (id) => document.getElementById(id);
 /// What the viewer asks of the page (`setupViewer`): `fields()` (the parameters' description, or
@@ -15,7 +17,10 @@ let page = null;
 // hides them.
 const view = { scale: 1, x: 0, y: 0, img: null, result: null, factor: 1, job: null, rerunForm: null, reruns: new Map() };
 
-export async function openViewer(job) {
+/// Shows `job`'s result: its latest version, or `version`.
+export async function openViewer(job, version) {
+  if (editing() && !stopEdit()) return;
+  const same = view.job?.id === job.id && view.img;
   view.job = job;
   $("viewer").hidden = false;
   $("viewer-title").textContent = `Result: ${job.image.name}`;
@@ -23,23 +28,80 @@ export async function openViewer(job) {
   $("rerun-open").setAttribute("aria-expanded", "false");
   $("rerun-result").textContent = "";
   renderViewerLinks();
+  const at = version ? `?version=${version}` : "";
   const [result, blob] = await Promise.all([
-    json(`/api/jobs/${job.id}/result`),
-    api(`/api/jobs/${job.id}/preview.png`).then((r) => r.blob()),
+    json(`/api/jobs/${job.id}/result${at}`),
+    same ? null : api(`/api/jobs/${job.id}/preview.png`).then((r) => r.blob()),
   ]);
+  showResult(result);
+  if (blob) {
+    const img = new Image();
+    img.onload = () => {
+      view.img = img;
+      view.factor = img.width / result.image.width;
+      const c = $("canvas");
+      c.width = img.width; c.height = img.height;
+      view.scale = 1; view.x = 0; view.y = 0;
+      draw();
+    };
+    img.src = URL.createObjectURL(blob);
+  }
+  renderVersions();
+  if (!same) reveal($("viewer"));
+}
+
+/// Shows a result that arrived (opened, saved or restored): outlines, metrics, version.
+function showResult(result) {
   view.result = result;
-  const img = new Image();
-  img.onload = () => {
-    view.img = img;
-    view.factor = img.width / result.image.width;
-    const c = $("canvas");
-    c.width = img.width; c.height = img.height;
-    view.scale = 1; view.x = 0; view.y = 0;
-    draw();
-  };
-  img.src = URL.createObjectURL(blob);
+  view.latest = !view.versions || result.version === view.versions.at(-1)?.version;
+  const v = result.version ?? 1;
+  $("viewer-version").textContent = `Version ${v}${result.corrected ? ", corrected by hand" : ", as segmented"}${view.latest ? "" : " (an older version: restore it to make it the latest)"}.`;
+  $("edit-open").disabled = !view.latest;
   renderMetrics(result);
-  reveal($("viewer"));
+  draw();
+}
+
+/// The result's versions, each with view and restore.
+async function renderVersions() {
+  const job = view.job;
+  const list = await json(`/api/jobs/${job.id}/result/versions`).catch(() => []);
+  if (view.job !== job) return;
+  view.versions = list;
+  const latest = list.at(-1)?.version;
+  view.latest = view.result?.version === latest;
+  $("edit-open").disabled = !view.latest;
+  const when = (ms) => new Date(ms).toLocaleString();
+  $("versions-list").replaceChildren(...list.map((v) => el("li", {},
+    el("span", {}, `Version ${v.version}${v.latest ? " (latest)" : ""}: ${v.corrected ? "corrected by hand" : "as segmented"}`,
+      v.restored_from ? `, restored from ${v.restored_from}` : "", `, ${v.objects} object${v.objects === 1 ? "" : "s"}, ${when(v.created_at)}`),
+    el("button", { type: "button", "aria-label": `View version ${v.version}`, onclick: () => openViewer(job, v.version) }, "View"),
+    v.version === latest ? "" : el("button", { type: "button", "aria-label": `Restore version ${v.version}`, onclick: () => restore(v.version, latest) }, "Restore"),
+  )));
+  $("versions").querySelector("summary").textContent = `Versions of this result (${list.length})`;
+}
+
+async function restore(version, base) {
+  try {
+    const r = await json(`/api/jobs/${view.job.id}/result/versions/${version}/restore`, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ base_version: base }),
+    });
+    view.versions = null;
+    showResult(r);
+    renderVersions();
+  } catch (e) {
+    $("viewer-version").textContent = `Not restored: ${e.message}`;
+  }
+}
+
+/// Another page (or this one) stored a new version of a job's result.
+export function resultChanged(e) {
+  if (view.job?.id !== e.job_id || $("viewer").hidden) return;
+  if (editing()) {
+    $("edit-status").textContent = `Version ${e.version} was saved elsewhere: saving these changes will be refused.`;
+  } else if (view.result?.version !== e.version) {
+    view.versions = null;
+    openViewer(e.job);
+  }
 }
 
 /// The job's id, its parameters, and the jobs it is linked to by reruns.
@@ -115,7 +177,7 @@ function draw() {
   if (!view.img) return;
   g.setTransform(view.scale, 0, 0, view.scale, view.x, view.y);
   g.drawImage(view.img, 0, 0);
-  const f = view.factor, polys = view.result.polygons;
+  const f = view.factor, polys = editing() ? editedPolygons() : view.result.polygons;
   const path = (p) => { g.beginPath(); p.points.forEach((q, i) => (i ? g.lineTo(q.x * f, q.y * f) : g.moveTo(q.x * f, q.y * f))); g.closePath(); };
   if ($("show-mask").checked) {
     g.fillStyle = "rgba(47, 111, 222, 0.35)";
@@ -140,6 +202,7 @@ function draw() {
       }
     }
   }
+  drawEdit(g, f, view.scale);
 }
 
 function renderMetrics(result) {
@@ -208,7 +271,18 @@ export function setupViewer(hooks) {
   $("show-outlines").onchange = draw;
   $("show-mask").onchange = draw;
   $("zoom-reset").onclick = () => { view.scale = 1; view.x = 0; view.y = 0; draw(); };
-  $("close-viewer").onclick = () => { $("viewer").hidden = true; };
+  $("close-viewer").onclick = () => { if (!editing() || stopEdit()) $("viewer").hidden = true; };
+  setupEditor({
+    result: () => view.result, job: () => view.job, redraw: draw,
+    toImage: (e) => {
+      const r = c.getBoundingClientRect();
+      const x = ((e.clientX - r.left) * c.width) / r.width, y = ((e.clientY - r.top) * c.height) / r.height;
+      return { x: (x - view.x) / view.scale / view.factor, y: (y - view.y) / view.scale / view.factor };
+    },
+    pixel: () => c.width / c.getBoundingClientRect().width / view.scale / view.factor,
+    put: (path, body) => api(path, { method: "PUT", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) }),
+    saved: (result) => { view.versions = null; showResult(result); renderVersions(); },
+  });
   const stem = () => view.job.image.name.replace(/\.[^.]+$/, "");
   $("dl-json").onclick = () => download("result", `${stem()}.json`);
   $("dl-csv").onclick = () => download("result.csv", `${stem()}.csv`);

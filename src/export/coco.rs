@@ -39,6 +39,8 @@ pub struct Image {
     pub height: u32,
     /// The job id (the file name offline), to find the result again.
     pub spheroseg_id: String,
+    /// The outlines were corrected by hand in spheroseg.
+    pub spheroseg_corrected: bool,
 }
 
 #[derive(Serialize)]
@@ -120,6 +122,7 @@ pub fn image_entry(image_id: u64, id: &str, r: &SegmentResult) -> Image {
         width: r.image.width,
         height: r.image.height,
         spheroseg_id: id.to_owned(),
+        spheroseg_corrected: r.corrected,
     }
 }
 

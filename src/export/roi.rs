@@ -79,11 +79,17 @@ pub fn roi_bytes(ring: &[Point], name: &str) -> Result<Vec<u8>, ExportError> {
     Ok(out)
 }
 
-/// The ROI set of one result as a ZIP written to `out`.
+/// The ROI set of one result as a ZIP written to `out`; its comment says when the outlines were
+/// corrected by hand.
 pub fn write_roi_set<W: Write + Seek>(out: W, r: &SegmentResult) -> Result<W, ExportError> {
     let mut zip = zip::ZipWriter::new(out);
     let options = SimpleFileOptions::default();
     let zip_err = |e: zip::result::ZipError| ExportError::Io(std::io::Error::other(e));
+    if r.corrected {
+        // ImageJ's ROI Manager reads the entries only; the archive's comment tells a person.
+        zip.set_comment("outlines corrected by hand in spheroseg")
+            .map_err(zip_err)?;
+    }
     for (i, o) in r.objects.iter().enumerate() {
         let name = format!("object-{:04}", i + 1);
         zip.start_file(format!("{name}.roi"), options)

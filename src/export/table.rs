@@ -1,5 +1,6 @@
 //! The two tables every spreadsheet export holds, as typed cells: **objects** (one row per object,
-//! every metric the result JSON has, units in the headers) and **images** (one row per image).
+//! every metric the result JSON has, units in the headers) and **images** (one row per image);
+//! both say whether the outlines were corrected by hand (`Corrected`).
 //! CSV and XLSX write the same cells, so their numbers agree.
 //!
 //! Invariants: the columns do not depend on the data (an uncalibrated image leaves its µm cells
@@ -33,7 +34,7 @@ impl From<Option<f64>> for Cell {
 }
 
 /// The objects table's header.
-pub const OBJECT_COLUMNS: [&str; 46] = [
+pub const OBJECT_COLUMNS: [&str; 47] = [
     "Image Name",
     "Job ID",
     "Plate",
@@ -79,11 +80,12 @@ pub const OBJECT_COLUMNS: [&str; 46] = [
     "Low Contrast",
     "Pixel Size (µm)",
     "Pixel Size Source",
+    "Corrected",
     "Created At",
 ];
 
 /// The images table's header.
-pub const IMAGE_COLUMNS: [&str; 21] = [
+pub const IMAGE_COLUMNS: [&str; 22] = [
     "Image Name",
     "Job ID",
     "Plate",
@@ -104,6 +106,7 @@ pub const IMAGE_COLUMNS: [&str; 21] = [
     "Segmenter",
     "Parameters",
     "Segmenter Decisions",
+    "Corrected",
     "Created At",
 ];
 
@@ -165,6 +168,7 @@ pub fn object_rows(id: &str, r: &SegmentResult) -> Vec<Vec<Cell>> {
                 Cell::Bool(flags.low_contrast),
                 pixel.clone(),
                 source.clone(),
+                Cell::Bool(r.corrected),
                 text(&r.created_at),
             ]
         })
@@ -260,6 +264,7 @@ pub fn image_row(id: &str, r: &SegmentResult) -> Vec<Cell> {
             Some(d) => json(serde_json::to_string(d).expect("decisions serialise")),
             None => Cell::Empty,
         },
+        Cell::Bool(r.corrected),
         text(&r.created_at),
     ]
 }

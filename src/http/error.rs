@@ -93,7 +93,9 @@ impl From<QueueError> for ApiError {
     fn from(e: QueueError) -> Self {
         let status = match &e {
             QueueError::NotFound(_) => StatusCode::NOT_FOUND,
-            QueueError::InvalidState { .. } | QueueError::Stale { .. } => StatusCode::CONFLICT,
+            QueueError::InvalidState { .. }
+            | QueueError::Stale { .. }
+            | QueueError::StaleVersion { .. } => StatusCode::CONFLICT,
             QueueError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             QueueError::Closed => StatusCode::SERVICE_UNAVAILABLE,
             QueueError::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
@@ -154,8 +156,15 @@ impl From<ServiceError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, e.code(), e.to_string())
             }
             ServiceError::Invalid { field, message } => ApiError::invalid(field, message),
-            e @ ServiceError::KeyReused { .. } => {
+            e @ (ServiceError::KeyReused { .. }
+            | ServiceError::Version(crate::service::VersionError::Refused(_))) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.code(), e.to_string())
+            }
+            e @ ServiceError::Version(crate::service::VersionError::NoVersion { .. }) => {
+                ApiError::new(StatusCode::NOT_FOUND, e.code(), e.to_string())
+            }
+            e @ ServiceError::Version(crate::service::VersionError::Unreadable { .. }) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.code(), e.to_string())
             }
         }
     }

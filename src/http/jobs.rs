@@ -28,7 +28,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// A job as the API shows it, with a running job's live progress from the pool.
-fn view(state: &AppState, job: &Job) -> JobView {
+pub(super) fn view(state: &AppState, job: &Job) -> JobView {
     let mut v = JobView::from(job);
     if job.state == JobState::Active
         && let Some(p) = state.service.pool().and_then(|p| p.progress(job.id))
@@ -38,7 +38,7 @@ fn view(state: &AppState, job: &Job) -> JobView {
     v
 }
 
-fn job_id(raw: &str) -> Result<JobId, ApiError> {
+pub(super) fn job_id(raw: &str) -> Result<JobId, ApiError> {
     raw.parse()
         .map_err(|_| ApiError::not_found(format!("job {raw} not found: not a job id")))
 }

@@ -7,8 +7,7 @@
 
 use std::path::PathBuf;
 
-use super::{BUDGET_WAIT, ImageStore, ImageStoreError, io};
-use crate::segment::decode::{decode_from, probe_from};
+use super::{ImageStore, ImageStoreError, io};
 
 impl ImageStore {
     /// An 8-bit PNG a browser can show (16-bit TIFFs included): contrast-stretched to the 0.5 and
@@ -19,23 +18,13 @@ impl ImageStore {
         if let Ok(b) = std::fs::read(&cached) {
             return Ok(b);
         }
-        let bytes = self.read(hash)?;
-        let refused = |source| ImageStoreError::Refused {
-            name: hash.to_owned(),
-            source,
-        };
-        let header = probe_from(&bytes.as_slice(), &self.limits).map_err(refused)?;
-        let _reserved = self
-            .budget
-            .reserve(header.footprint().decode_bytes(), BUDGET_WAIT)
-            .ok_or_else(|| self.busy())?;
-        let decoded = decode_from(&bytes.as_slice(), &self.limits).map_err(refused)?;
-        let (w, h) = (decoded.gray.width, decoded.gray.height);
-        let pixels: Vec<u8> = crate::segment::builtin::stretch(&decoded.gray)
-            .iter()
-            .map(|v| (v * 255.0).round() as u8)
-            .collect();
-        drop(decoded);
+        let (w, h, pixels) = self.with_decoded(hash, 0, |decoded| {
+            let pixels: Vec<u8> = crate::segment::builtin::stretch(&decoded.gray)
+                .iter()
+                .map(|v| (v * 255.0).round() as u8)
+                .collect();
+            (decoded.gray.width, decoded.gray.height, pixels)
+        })?;
         let mut img = image::GrayImage::from_raw(w, h, pixels).expect("width × height pixels");
         let long = w.max(h);
         if long > max_side {

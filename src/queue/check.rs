@@ -14,7 +14,7 @@ use super::model::{JobId, JobState};
 use super::stats::StateCounts;
 use super::store::{
     JOBS, META, META_SCHEMA, META_WAL_CLEAN, META_WAL_FORMAT, META_WAL_GENERATION, META_WAL_LSN,
-    SCHEMA_VERSION, Tables, database_error, decode, parse_count_key, redo,
+    RESULT_VERSIONS, SCHEMA_VERSION, Tables, database_error, decode, parse_count_key, redo,
 };
 use super::wal::Wal;
 
@@ -161,6 +161,8 @@ fn read_all(
     let mut counted = [[0u64; 10]; 6];
     let mut checked = 0u64;
     let mut missing = 0u64;
+    let mut lost_versions = 0u64;
+    let versions = tx.open_table(RESULT_VERSIONS)?;
     for entry in tx.open_table(JOBS)?.iter()? {
         let (k, v) = entry?;
         let id = JobId(k.value());
@@ -172,6 +174,12 @@ fn read_all(
             }
         };
         counted[job.state.index() as usize][job.priority.get() as usize - 1] += 1;
+        // Version 1 is in `results`; every later one the job lists must be stored.
+        for v in job.result.iter().flat_map(|r| &r.versions).skip(1) {
+            if versions.get((id.0, v.version))?.is_none() {
+                lost_versions += 1;
+            }
+        }
         if let Some(present) = image {
             checked += 1;
             if !present(&job.image.hash) {
@@ -184,6 +192,11 @@ fn read_all(
     }
     if image.is_some() {
         report.images_checked = Some(checked);
+    }
+    if lost_versions > 0 {
+        report.problems.push(format!(
+            "{lost_versions} result version(s) that jobs list are missing"
+        ));
     }
     if missing > 0 {
         report.problems.push(format!(

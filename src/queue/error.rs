@@ -26,6 +26,11 @@ pub enum QueueError {
         state: JobState,
         action: &'static str,
     },
+    /// A new result version was made from one that is no longer the latest.
+    #[error(
+        "the result of job {id} was made from version {base}, but version {latest} is the latest: load the latest and make the change again"
+    )]
+    StaleVersion { id: JobId, base: u32, latest: u32 },
     /// A submitted value is out of range.
     #[error("invalid job: {0}")]
     Invalid(String),
@@ -75,6 +80,7 @@ impl QueueError {
         match self {
             QueueError::NotFound(_) => ErrorCode::JOB_NOT_FOUND,
             QueueError::Stale { .. } => ErrorCode::STALE_ATTEMPT,
+            QueueError::StaleVersion { .. } => ErrorCode::STALE_VERSION,
             QueueError::InvalidState { .. } => ErrorCode::INVALID_STATE,
             QueueError::Invalid(_) => ErrorCode::INVALID_JOB,
             QueueError::AlreadyOpen { .. } => ErrorCode::DATABASE_IN_USE,

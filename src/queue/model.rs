@@ -212,12 +212,69 @@ impl fmt::Display for LeaseToken {
     }
 }
 
-/// Where a finished job's result is: the `results` table holds it under the job id.
+/// Where a finished job's result is: the `results` table holds the segmenter's (version 1)
+/// under the job id, `result_versions` every later one under (job id, version). A version is
+/// never changed or removed while the job lives; the last one is the latest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResultRef {
+    /// Size of the latest version.
     pub bytes: u64,
-    /// Objects found.
+    /// Objects in the latest version.
     pub objects: u32,
+    /// Every version, oldest first; never empty (version 1 is the segmenter's).
+    pub versions: Vec<ResultVersion>,
+}
+
+impl ResultRef {
+    /// The segmenter's result, the only version of a job nobody corrected.
+    pub fn first(bytes: u64, objects: u32, created_at: Millis) -> Self {
+        ResultRef {
+            bytes,
+            objects,
+            versions: vec![ResultVersion {
+                version: 1,
+                corrected: false,
+                created_at,
+                objects,
+                restored_from: None,
+            }],
+        }
+    }
+
+    /// The number of the latest version.
+    pub fn version(&self) -> u32 {
+        self.versions.last().map_or(1, |v| v.version)
+    }
+
+    /// Whether the latest version was corrected by hand.
+    pub fn corrected(&self) -> bool {
+        self.versions.last().is_some_and(|v| v.corrected)
+    }
+}
+
+/// One version of a result, as the job's record lists it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultVersion {
+    /// 1, 2, ...: one more than the version before.
+    pub version: u32,
+    /// Outlines corrected by hand (or restored from a version that was).
+    pub corrected: bool,
+    pub created_at: Millis,
+    pub objects: u32,
+    /// The older version this one copies, when a person restored it.
+    pub restored_from: Option<u32>,
+}
+
+/// A new version of a completed job's result, stored beside the ones before.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewVersion {
+    /// The version it was made from: refused unless that is still the latest.
+    pub base: u32,
+    /// The stored result bytes.
+    pub result: Vec<u8>,
+    pub objects: u32,
+    pub corrected: bool,
+    pub restored_from: Option<u32>,
 }
 
 /// One job, as stored (postcard, behind a record version byte: see `queue/store.rs`; the
@@ -267,7 +324,7 @@ pub struct Job {
 
 /// Parameters inside a job record as JSON text: fields added later take their defaults. The
 /// defaults themselves (most jobs) are stored as an empty text.
-mod params_json {
+pub(crate) mod params_json {
     use serde::{Deserialize, Deserializer, Serializer};
 
     use crate::segment::SegmentParams;

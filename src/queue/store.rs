@@ -2,7 +2,8 @@
 //! read. Writes happen only on the writer thread (`queue/writer.rs`), through [`Tables`].
 //!
 //! Invariants kept by every transaction:
-//! - `jobs` is the truth; every other table except `meta` and `results` is an index that
+//! - `jobs` is the truth; every other table except `meta`, `results`, `result_versions` and
+//!   `marks` is an index that
 //!   [`rebuild_indexes`] can recreate from `jobs` alone.
 //! - `ready` and `ready_tail` together hold exactly the queued jobs, each in one of them, keyed
 //!   `(10 - priority, seq)`, so the smaller of their first keys is the next job to lease; `delayed`
@@ -20,7 +21,8 @@
 //!
 //! Every change a write transaction makes goes through a logged table (`store/tables.rs`), so
 //! that a batch's changes can go to the write-ahead log (`queue/wal.rs`) and be redone after a
-//! crash. `store/ready.rs` reads the two halves of the ready index as one.
+//! crash. `store/ready.rs` reads the two halves of the ready index as one; `store/results.rs`
+//! reads a result's versions.
 
 use std::path::{Path, PathBuf};
 
@@ -35,15 +37,18 @@ use crate::fsio::Fs;
 
 /// The layout this build reads and writes. Version 2 added the write-ahead log, which a build of
 /// version 1 would not replay; version 3 writes job records of version 2, which a build of
-/// schema 2 cannot read.
-pub(crate) const SCHEMA_VERSION: u64 = 3;
+/// schema 2 cannot read; version 4 writes job records of version 3 (result versions) and the
+/// `result_versions` table.
+pub(crate) const SCHEMA_VERSION: u64 = 4;
 
 /// Version byte in front of every job record, so the record layout can change without a
 /// whole-file migration: older versions are converted when read (`store/legacy.rs`).
 const RECORD_V1: u8 = 1;
-/// Today's job record: the lease token, attempts spent, the segmenter's name, the parameters as
-/// JSON text, the rerun link, metadata and page.
+/// Version 1 with the lease token, attempts spent, the segmenter's name, the parameters as JSON
+/// text, the rerun link, metadata and page.
 const RECORD_V2: u8 = 2;
+/// Today's job record: version 2 with the list of result versions in its result.
+const RECORD_V3: u8 = 3;
 
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub(crate) const JOBS: TableDefinition<u128, &[u8]> = TableDefinition::new("jobs");
@@ -65,8 +70,11 @@ pub(crate) const FINISHED: TableDefinition<(u8, u64, u128), ()> = TableDefinitio
 pub(crate) const DEDUPE: TableDefinition<&str, u128> = TableDefinition::new("dedupe");
 /// `image hash -> jobs referring to it`.
 pub(crate) const IMAGE_REFS: TableDefinition<&str, u64> = TableDefinition::new("image_refs");
-/// `job id -> result record`.
+/// `job id -> result record`: version 1 of the result (see `model::ResultRef`).
 pub(crate) const RESULTS: TableDefinition<u128, &[u8]> = TableDefinition::new("results");
+/// `(job id, version) -> result record`: the versions after the first.
+pub(crate) const RESULT_VERSIONS: TableDefinition<(u128, u32), &[u8]> =
+    TableDefinition::new("result_versions");
 
 /// `key -> value`: records other parts keep beside the jobs (see `model::Mark`).
 pub(crate) const MARKS: TableDefinition<&str, &[u8]> = TableDefinition::new("marks");
@@ -99,7 +107,7 @@ pub(crate) fn parse_count_key(key: &str) -> Option<(JobState, u8)> {
 
 /// A job record in today's layout.
 pub(crate) fn encode(job: &Job) -> Vec<u8> {
-    let mut out = vec![RECORD_V2];
+    let mut out = vec![RECORD_V3];
     // postcard into a Vec cannot fail for our types: no maps with non-string keys, no io
     out.extend(postcard::to_stdvec(job).expect("postcard encodes plain structs"));
     out
@@ -111,7 +119,10 @@ pub(crate) fn decode(bytes: &[u8], what: &str) -> Result<Job, QueueError> {
         detail: format!("{what}: {e}"),
     };
     match bytes.split_first() {
-        Some((&RECORD_V2, rest)) => postcard::from_bytes(rest).map_err(bad),
+        Some((&RECORD_V3, rest)) => postcard::from_bytes(rest).map_err(bad),
+        Some((&RECORD_V2, rest)) => postcard::from_bytes::<legacy::JobV2>(rest)
+            .map(Job::from)
+            .map_err(bad),
         Some((&RECORD_V1, rest)) => postcard::from_bytes::<legacy::JobV1>(rest)
             .map(Job::from)
             .map_err(bad),
@@ -244,12 +255,6 @@ impl Store {
             Some(v) => Ok(Some(decode(v.value(), "job record")?)),
             None => Ok(None),
         }
-    }
-
-    pub(crate) fn result(&self, id: JobId) -> Result<Option<Vec<u8>>, QueueError> {
-        let tx = self.read()?;
-        let results = tx.open_table(RESULTS)?;
-        Ok(results.get(id.0)?.map(|v| v.value().to_vec()))
     }
 
     /// Counters, the oldest queued job and the pause flag from one snapshot, in O(1): 60 counter
@@ -429,7 +434,8 @@ fn init(db: &Database) -> Result<(), QueueError> {
 /// every index and counter from `jobs`. Version 1 had no write-ahead log; moving to 2 starts one
 /// at generation 0 (a clean one: version 1 committed everything). Version 2 wrote job records of
 /// version 1, which are converted as they are read, so moving to 3 changes only the schema
-/// number.
+/// number; likewise version 3's job records of version 2 when moving to 4 (which creates the
+/// `result_versions` table, as every migration creates the tables it lacks).
 ///
 /// The write-ahead log is replayed after this. Its records are the raw table changes, which
 /// replay the same in either layout, so a schema-2 file's log is kept as it is.
@@ -580,6 +586,7 @@ pub(crate) fn index_remove(t: &mut Tables<'_>, job: &Job) -> Result<(), QueueErr
 mod legacy;
 mod list;
 mod ready;
+mod results;
 mod tables;
 
 pub(crate) use ready::{

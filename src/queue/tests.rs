@@ -168,13 +168,7 @@ async fn complete_stores_the_result_in_the_same_commit() {
     assert_eq!(done.state, JobState::Completed);
     assert_eq!(done.progress, 100);
     assert_eq!(done.finished_at, Some(T0 + 1500));
-    assert_eq!(
-        done.result,
-        Some(ResultRef {
-            bytes: 8,
-            objects: 0
-        })
-    );
+    assert_eq!(done.result, Some(ResultRef::first(8, 0, T0 + 1500)));
     f.reopen();
     assert_eq!(
         f.queue.result(j.id).expect("result"),
@@ -462,4 +456,5 @@ mod leases;
 mod marks;
 mod power;
 mod restarts;
+mod versions;
 mod views;

@@ -503,4 +503,5 @@ mod redo;
 mod room;
 mod status;
 mod syncer;
+mod versions;
 mod waiter;

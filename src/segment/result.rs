@@ -120,6 +120,8 @@ pub struct SegmentResult {
     pub metadata: Vec<(String, String)>,
     /// What a remote ML service said beside its outlines; `None` for other results.
     pub ml: Option<MlOrigin>,
+    /// The outlines were corrected by hand (the metrics recomputed by the server from them).
+    pub corrected: bool,
 }
 
 /// What a remote ML service sent beside its outlines, kept as it sent it.
@@ -158,6 +160,8 @@ struct Meta {
     metadata: Vec<(String, String)>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ml: Option<MlOrigin>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    corrected: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -184,6 +188,11 @@ pub struct ResultJson<'a> {
     /// How an `oip` service's model saw the image (its input size against the image's).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model_input: Option<crate::segment::oip::Scaling>,
+    /// The outlines were corrected by hand.
+    pub corrected: bool,
+    /// The result version this is (1 is the segmenter's), when the caller knows the job.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
 }
 
 /// One object's metrics and flags with the id of its external polygon.
@@ -215,6 +224,7 @@ impl SegmentResult {
             created_at: self.created_at.clone(),
             metadata: self.metadata.clone(),
             ml: self.ml.clone(),
+            corrected: self.corrected,
         };
         let stored = StoredV2 {
             meta: serde_json::to_string(&meta).expect("plain structs serialise"),
@@ -252,6 +262,7 @@ impl SegmentResult {
                     created_at: m.created_at,
                     metadata: m.metadata,
                     ml: m.ml,
+                    corrected: m.corrected,
                 })
             }
             Some((&RESULT_V1, rest)) => postcard::from_bytes::<legacy::ResultV1>(rest)
@@ -310,6 +321,8 @@ impl SegmentResult {
             timings_ms: &self.timings_ms,
             created_at: &self.created_at,
             model_input: self.ml.as_ref().and_then(|m| m.model_input),
+            corrected: self.corrected,
+            version: None,
         }
     }
 }
@@ -394,5 +407,6 @@ pub fn analyze_decoded(
         created_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         metadata: Vec::new(),
         ml: None,
+        corrected: false,
     })
 }

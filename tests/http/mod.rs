@@ -32,3 +32,5 @@ mod transitions;
 mod ui;
 /// Uploads under pressure: concurrency, memory, disk, the collector.
 mod uploads;
+/// Outlines corrected by hand: result versions, their checks, events and exports.
+mod versions;

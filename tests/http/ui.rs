@@ -20,7 +20,12 @@ async fn openapi_lists_every_route() {
         ("/api/jobs/{id}", &["get", "delete", "patch"][..]),
         ("/api/jobs/{id}/retry", &["post"][..]),
         ("/api/jobs/{id}/rerun", &["post"][..]),
-        ("/api/jobs/{id}/result", &["get"][..]),
+        ("/api/jobs/{id}/result", &["get", "put"][..]),
+        ("/api/jobs/{id}/result/versions", &["get"][..]),
+        (
+            "/api/jobs/{id}/result/versions/{version}/restore",
+            &["post"][..],
+        ),
         ("/api/jobs/{id}/result.csv", &["get"][..]),
         ("/api/jobs/{id}/mask.png", &["get"][..]),
         ("/api/jobs/{id}/coco.json", &["get"][..]),

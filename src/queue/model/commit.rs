@@ -38,6 +38,11 @@ pub enum Change {
     PriorityChanged {
         from: Priority,
     },
+    /// A completed job's result got a new version (corrected by hand, or an older one restored).
+    ResultVersioned {
+        version: u32,
+        restored_from: Option<u32>,
+    },
 }
 
 /// Why a job was queued again by the queue itself.

@@ -82,13 +82,84 @@ impl From<JobV1> for Job {
             image: v.image,
             segmenter,
             params: SegmentParams::from(v.params),
-            result: v.result.map(|r| ResultRef {
-                bytes: r.bytes,
-                objects: 0,
-            }),
+            result: v
+                .result
+                .map(|r| ResultRef::first(r.bytes, 0, v.finished_at.unwrap_or(v.updated_at))),
             rerun_of: None,
             metadata: Vec::new(),
             page: None,
+        }
+    }
+}
+
+/// Record version 2: today's fields, with a result that had one version only.
+#[derive(Deserialize)]
+pub(super) struct JobV2 {
+    id: JobId,
+    priority: Priority,
+    state: JobState,
+    lease: LeaseToken,
+    attempts: u32,
+    max_attempts: u32,
+    interruptions: u32,
+    seq: u64,
+    created_at: Millis,
+    updated_at: Millis,
+    queued_at: Millis,
+    started_at: Option<Millis>,
+    finished_at: Option<Millis>,
+    run_at: Option<Millis>,
+    lease_until: Option<Millis>,
+    progress: u8,
+    last_error: Option<JobError>,
+    project: Option<String>,
+    dedupe_key: Option<String>,
+    image: ImageRef,
+    segmenter: SegmenterId,
+    #[serde(with = "crate::queue::model::params_json")]
+    params: SegmentParams,
+    result: Option<ResultRefV2>,
+    rerun_of: Option<JobId>,
+    metadata: Vec<(String, String)>,
+    page: Option<u32>,
+}
+
+#[derive(Deserialize)]
+struct ResultRefV2 {
+    bytes: u64,
+    objects: u32,
+}
+
+impl From<JobV2> for Job {
+    fn from(v: JobV2) -> Job {
+        let done = v.finished_at.unwrap_or(v.updated_at);
+        Job {
+            id: v.id,
+            priority: v.priority,
+            state: v.state,
+            lease: v.lease,
+            attempts: v.attempts,
+            max_attempts: v.max_attempts,
+            interruptions: v.interruptions,
+            seq: v.seq,
+            created_at: v.created_at,
+            updated_at: v.updated_at,
+            queued_at: v.queued_at,
+            started_at: v.started_at,
+            finished_at: v.finished_at,
+            run_at: v.run_at,
+            lease_until: v.lease_until,
+            progress: v.progress,
+            last_error: v.last_error,
+            project: v.project,
+            dedupe_key: v.dedupe_key,
+            image: v.image,
+            segmenter: v.segmenter,
+            params: v.params,
+            result: v.result.map(|r| ResultRef::first(r.bytes, r.objects, done)),
+            rerun_of: v.rerun_of,
+            metadata: v.metadata,
+            page: v.page,
         }
     }
 }

@@ -11,7 +11,7 @@ use redb::{Key, ReadableTable, StorageError, Table, Value, WriteTransaction};
 
 use super::{
     BY_PROJECT, DEDUPE, DELAYED, FINISHED, IMAGE_REFS, JOBS, LEASES, MARKS, META, READY,
-    READY_TAIL, RESULTS, decode, encode,
+    READY_TAIL, RESULT_VERSIONS, RESULTS, decode, encode,
 };
 use crate::queue::QueueError;
 use crate::queue::model::{Job, JobId};
@@ -72,6 +72,7 @@ tables! {
     9 results: u128 => &'static [u8] = RESULTS;
     10 ready_tail: (u8, u64) => (u128, u64) = READY_TAIL;
     11 marks: &'static str => &'static [u8] = MARKS;
+    12 result_versions: (u128, u32) => &'static [u8] = RESULT_VERSIONS;
 }
 
 /// Version byte in front of every write-ahead log payload.
@@ -83,7 +84,7 @@ impl Tables<'_> {
     /// Opens every table, creating the missing ones (for a new or migrated file, so that readers
     /// find them all).
     pub(crate) fn create_all(&mut self) -> Result<(), QueueError> {
-        for n in 0..=11 {
+        for n in 0..=12 {
             self.numbered(n)?;
         }
         Ok(())
@@ -238,7 +239,7 @@ macro_rules! fixed_width {
         }
     )*};
 }
-fixed_width!(u8, u64, u128, ());
+fixed_width!(u8, u32, u64, u128, ());
 
 impl Encoded for &str {
     fn valid(bytes: &[u8]) -> bool {

@@ -1,6 +1,6 @@
 //! The store: record encoding, migration from version 0, refusing newer or damaged files.
 use super::*;
-use crate::queue::model::{ImageRef, LeaseToken, Priority};
+use crate::queue::model::{ImageRef, LeaseToken, Priority, ResultRef};
 use crate::segment::SegmentParams;
 use crate::segment::SegmenterId;
 
@@ -45,7 +45,7 @@ pub(crate) fn job(id: u128, state: JobState, priority: u8, seq: u64) -> Job {
 fn records_carry_a_version_byte_and_round_trip() {
     let j = job(7, JobState::Queued, 5, 0);
     let bytes = encode(&j);
-    assert_eq!(bytes[0], RECORD_V2);
+    assert_eq!(bytes[0], RECORD_V3);
     assert_eq!(decode(&bytes, "job").expect("decodes"), j);
     assert!(matches!(
         decode(&[9, 1, 2], "job"),
@@ -310,6 +310,26 @@ fn version_one_records_are_read_as_todays_jobs() {
     assert_eq!(p.feature, crate::segment::Feature::Intensity);
     assert_eq!(p.polarity, crate::segment::Polarity::Bright);
     // Written back in today's layout.
-    assert_eq!(encode(&j)[0], RECORD_V2);
+    assert_eq!(encode(&j)[0], RECORD_V3);
     assert_eq!(decode(&encode(&j), "job").expect("round trip"), j);
+}
+
+/// A job record of version 2 reads as today's job whose result has one version, the segmenter's,
+/// made when the job finished.
+#[test]
+fn version_two_records_have_one_result_version() {
+    let mut j = job(7, JobState::Completed, 5, 0);
+    j.metadata.clear();
+    j.finished_at = Some(77);
+    let today = encode(&j);
+    // Version 2 is today's layout with `result: Option<(bytes, objects)>`; the record ends with
+    // `result`, `rerun_of`, `metadata`, `page`: None, None, [], None are a zero byte each.
+    assert_eq!(today[today.len() - 4..], [0, 0, 0, 0]);
+    let mut v2 = vec![RECORD_V2];
+    v2.extend_from_slice(&today[1..today.len() - 4]);
+    v2.extend_from_slice(&[1, 100, 3, 0, 0, 0]);
+    let read = decode(&v2, "job").expect("a version-2 record decodes");
+    j.result = Some(ResultRef::first(100, 3, 77));
+    assert_eq!(read, j);
+    assert_eq!(read.result.as_ref().map(ResultRef::version), Some(1));
 }

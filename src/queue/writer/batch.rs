@@ -179,6 +179,10 @@ impl<'a> Batch<'a> {
                 let r = self.interrupt(id, token);
                 answer(reply, r)
             }
+            Op::AddVersion { id, version, reply } => {
+                let r = self.add_version(id, version);
+                answer(reply, r)
+            }
             Op::PromoteSegmenter { segmenter, reply } => {
                 let r = self.promote_segmenter(&segmenter);
                 answer(reply, r)

@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 use super::super::QueueError;
 use super::super::model::{
     BulkAction, BulkOutcome, Enqueued, FailOutcome, Job, JobError, JobId, Lease, LeaseToken, Mark,
-    Millis, NewJob, Priority, Retention, RetentionReport, SweepReport,
+    Millis, NewJob, NewVersion, Priority, Retention, RetentionReport, SweepReport,
 };
 use crate::queue::backup::Hold;
 use crate::segment::SegmenterId;
@@ -116,6 +116,11 @@ pub(crate) enum Op {
         token: LeaseToken,
         reply: Reply<Job>,
     },
+    AddVersion {
+        id: JobId,
+        version: NewVersion,
+        reply: Reply<Job>,
+    },
     PromoteSegmenter {
         segmenter: SegmenterId,
         reply: Reply<Vec<JobId>>,
@@ -181,6 +186,7 @@ impl Op {
             Op::ChangePriority { reply, .. } => no(reply, why),
             Op::SetPaused { reply, .. } => no(reply, why),
             Op::Interrupt { reply, .. } => no(reply, why),
+            Op::AddVersion { reply, .. } => no(reply, why),
             Op::PromoteSegmenter { reply, .. } => no(reply, why),
             Op::Sweep { reply, .. } => no(reply, why),
             Op::Retain { reply, .. } => no(reply, why),

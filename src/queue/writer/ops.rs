@@ -282,10 +282,7 @@ impl Batch<'_> {
         job.progress = 100;
         // An attempt that failed before, or a hold, is history once the job has its result.
         job.last_error = None;
-        job.result = Some(ResultRef {
-            bytes: result.len() as u64,
-            objects,
-        });
+        job.result = Some(ResultRef::first(result.len() as u64, objects, self.now));
         self.finish_as(&mut job, JobState::Completed)?;
         self.enter(&job)?;
         self.t.results()?.insert(id.0, result)?;
@@ -418,6 +415,7 @@ impl Batch<'_> {
         self.counts[job.state.index() as usize][job.priority.get() as usize - 1] -= 1;
         self.t.jobs()?.remove(id.0)?;
         self.t.results()?.remove(id.0)?;
+        self.remove_versions(&job)?;
         self.release_dedupe(&job)?;
         let orphaned = self.add_image_ref(&job.image.hash, -1)?;
         self.committed.deleted.push(id);

@@ -63,6 +63,7 @@ impl From<ResultV1> for SegmentResult {
             created_at: v.created_at,
             metadata: Vec::new(),
             ml: None,
+            corrected: false,
         }
     }
 }
