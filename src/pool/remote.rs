@@ -139,7 +139,9 @@ async fn call(mut slot: Slot, work: Work) {
         };
         let remote = Arc::clone(svc.remote.as_ref().expect("a remote service"));
         let called = Instant::now();
-        let prepared = match remote.plan().await {
+        // The model's plan, read once per service: bounded by the job's deadline and its stop.
+        let plan = crate::segment::http::until(remote.plan(), &stop, work.deadline, remote.name());
+        let prepared = match plan.await {
             Ok(None) => Ok(None),
             Ok(Some(plan)) => {
                 let (s, lease, path, bytes, remote) = (
