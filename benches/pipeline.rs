@@ -13,21 +13,24 @@
 //! host), and runs them to completion. Prints both times per image and their ratio (the target is at most 1.1).
 //! `SPHEROSEG_BENCH_ONLY=server` runs only that part.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use spheroseg::clock::SystemClock;
 use spheroseg::events::EventBus;
-use spheroseg::images::ImageStore;
 use spheroseg::pool::{Pool, PoolConfig};
-use spheroseg::queue::{ImageRef, NewJob, Queue, QueueOptions};
+use spheroseg::queue::{ImageRef, NewJob, Queue};
 use spheroseg::segment::Segmenters;
 use spheroseg::segment::{
     Builtin, Control, DecodeLimits, Failure, ImageInfo, Input, SegmentParams, SegmentResult,
     Segmenter,
 };
 use spheroseg::synth::{Kind, Scene};
+
+use common::{Setup, png, setup};
 
 /// Answers at once with no objects.
 struct NoOp;
@@ -61,42 +64,6 @@ impl Segmenter for NoOp {
             ml: None,
             corrected: false,
         })
-    }
-}
-
-fn png(img: &spheroseg::morphology::Gray) -> Vec<u8> {
-    let buf = image::GrayImage::from_raw(
-        img.width,
-        img.height,
-        img.data.iter().map(|&v| v as u8).collect(),
-    )
-    .expect("pixels");
-    let mut out = std::io::Cursor::new(Vec::new());
-    image::DynamicImage::ImageLuma8(buf)
-        .write_to(&mut out, image::ImageFormat::Png)
-        .expect("png");
-    out.into_inner()
-}
-
-struct Setup {
-    _dir: tempfile::TempDir,
-    queue: Queue,
-    images: ImageStore,
-}
-
-fn setup() -> Setup {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (queue, _) = Queue::open(
-        &dir.path().join("q.redb"),
-        QueueOptions::default(),
-        Arc::new(SystemClock),
-    )
-    .expect("queue");
-    let images = ImageStore::open(dir.path(), DecodeLimits::default()).expect("images");
-    Setup {
-        _dir: dir,
-        queue,
-        images,
     }
 }
 

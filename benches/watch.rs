@@ -9,6 +9,8 @@
 //!
 //! `SPHEROSEG_BENCH_FILES` changes the 10,000.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -17,21 +19,6 @@ use spheroseg::app::App;
 use spheroseg::config::{Config, Layer, Sources, WatchLayer};
 use spheroseg::events::EventKind;
 use spheroseg::synth::{Kind, Scene};
-
-fn png(seed: u64, size: u32) -> Vec<u8> {
-    let (img, _) = Scene::random(seed, size, 8, Kind::Plain).render();
-    let px: Vec<u8> = img
-        .data
-        .iter()
-        .map(|&v| v.clamp(0.0, 255.0) as u8)
-        .collect();
-    let buf = image::GrayImage::from_raw(size, size, px).expect("size × size");
-    let mut out = std::io::Cursor::new(Vec::new());
-    image::DynamicImage::ImageLuma8(buf)
-        .write_to(&mut out, image::ImageFormat::Png)
-        .expect("png");
-    out.into_inner()
-}
 
 async fn start(data: &Path, entry: WatchLayer) -> App {
     let config = Config::load(&Sources {
@@ -69,7 +56,7 @@ async fn latency(poll: bool, settle_ms: Option<u64>) -> Vec<f64> {
     let mut out = Vec::new();
     for i in 0..10u64 {
         let name = format!("f{i}.png");
-        let bytes = png(1000 + i, 128);
+        let bytes = common::synth_png(1000 + i, 128);
         std::fs::write(folder.join(&name), &bytes).expect("write");
         let written = Instant::now();
         loop {

@@ -155,6 +155,16 @@ pub struct MlConfig {
     pub max_in_flight: u32,
     /// `none` (jobs wait while the breaker is open) or `builtin` (they run on the builtin segmenter).
     pub fallback: Fallback,
+    /// The `[ml]` service's protocol, and for `oip` the model (required), its version and the
+    /// output tensor to read.
+    pub protocol: Protocol,
+    pub model: Option<String>,
+    pub version: Option<String>,
+    pub output: Option<String>,
+    /// `oip`: map values above it are foreground (the default of every entry).
+    pub threshold: f32,
+    /// `oip`: send tensors in the binary extension (the default of every entry).
+    pub binary: bool,
     /// `[[ml.service]]` entries (the `[ml]` service, `url`, is not among them: see
     /// [`Config::ml_services`]).
     #[serde(rename = "service", skip_serializing_if = "Vec::is_empty")]

@@ -63,6 +63,8 @@ impl ErrorCode {
     pub const ML_MALFORMED: ErrorCode = ErrorCode("ml-malformed");
     /// The ML service's answer is larger than allowed.
     pub const ML_REPLY_TOO_LARGE: ErrorCode = ErrorCode("ml-reply-too-large");
+    /// The model's metadata asks for tensors spheroseg cannot send or read (`oip`).
+    pub const ML_MODEL_MISMATCH: ErrorCode = ErrorCode("ml-model-mismatch");
     /// The command segmenter is misconfigured.
     pub const COMMAND_CONFIG: ErrorCode = ErrorCode("command-config");
     /// The program could not be started.

@@ -12,6 +12,7 @@ pub mod command;
 mod correct;
 pub mod decode;
 pub mod http;
+pub mod oip;
 mod params;
 mod registry;
 pub mod remote;
@@ -341,9 +342,20 @@ pub fn result_from_polygons(
     segmenter: &str,
     timings_ms: Vec<(String, f64)>,
 ) -> Result<SegmentResult, Failure> {
-    let start = Instant::now();
     let objects = from_polygons(polygons)
         .map_err(|e| Failure::permanent(ErrorCode::BAD_POLYGONS, e.to_string()))?;
+    result_from_objects(objects, input, segmenter, timings_ms)
+}
+
+/// A result from the objects an ML segmenter found: checks they lie in the image and measures
+/// them on the decoded image (for intensities).
+pub(crate) fn result_from_objects(
+    objects: Vec<crate::outline::Object>,
+    input: &Input<'_>,
+    segmenter: &str,
+    timings_ms: Vec<(String, f64)>,
+) -> Result<SegmentResult, Failure> {
+    let start = Instant::now();
     let header = decode::probe(input.bytes, input.limits)
         .map_err(|e| Failure::permanent(e.code(), e.to_string()))?;
     // Waits for the budget as long as it must: the ML service's work is done and not to be lost.

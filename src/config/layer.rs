@@ -10,7 +10,7 @@ use std::str::FromStr;
 
 use serde::Deserialize;
 
-use super::{ConfigError, Fallback, WatchLayer};
+use super::{ConfigError, Fallback, Protocol, WatchLayer};
 use crate::segment::SegmenterId;
 
 /// One source's values; `None` leaves the key to the layers below.
@@ -95,6 +95,12 @@ pub struct MlLayer {
     pub fallback: Option<Fallback>,
     /// `[[ml.service]]` entries; the entries of every layer add up.
     pub service: Option<Vec<super::ServiceLayer>>,
+    pub protocol: Option<Protocol>,
+    pub model: Option<String>,
+    pub version: Option<String>,
+    pub output: Option<String>,
+    pub threshold: Option<f32>,
+    pub binary: Option<bool>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -277,6 +283,12 @@ pub(super) fn overlay(
     take!(ml.fallback, "ml.fallback");
     take!(ml.share_paths, "ml.share_paths");
     take!(ml.max_in_flight, "ml.max_in_flight");
+    take!(ml.protocol, "ml.protocol");
+    take!(ml.model, "ml.model");
+    take!(ml.version, "ml.version");
+    take!(ml.output, "ml.output");
+    take!(ml.threshold, "ml.threshold");
+    take!(ml.binary, "ml.binary");
     take!(command.argv, "command.argv");
     take!(command.max_parallel, "command.max_parallel");
     take!(limits.max_width, "limits.max_width");

@@ -54,6 +54,9 @@ pub struct ServiceLayer {
     pub half_open_trials: Option<u32>,
     pub share_paths: Option<bool>,
     pub weight: Option<u32>,
+    pub output: Option<String>,
+    pub threshold: Option<f32>,
+    pub binary: Option<bool>,
     /// Where the entry came from; set by the layering.
     #[serde(skip)]
     pub origin: String,
@@ -87,6 +90,13 @@ pub struct ServiceConfig {
     pub share_paths: bool,
     /// Its share of the calls against the other services of its segmenter.
     pub weight: u32,
+    /// `oip`: the output tensor to read (needed when the model has several).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// `oip`: map values above it are foreground.
+    pub threshold: f32,
+    /// `oip`: send tensors in the binary extension (else JSON, as after a server refused it).
+    pub binary: bool,
 }
 
 impl ServiceConfig {
@@ -97,9 +107,12 @@ impl ServiceConfig {
             name: http.clone(),
             segmenter: http,
             url: url.to_owned(),
-            protocol: Protocol::Spheroseg,
-            model: None,
-            version: None,
+            protocol: ml.protocol,
+            model: ml.model.clone(),
+            version: ml.version.clone(),
+            output: ml.output.clone(),
+            threshold: ml.threshold,
+            binary: ml.binary,
             max_in_flight: ml.max_in_flight,
             timeout: ml.timeout,
             error_threshold_pct: ml.error_threshold_pct,
@@ -139,6 +152,25 @@ pub(super) fn check_url(u: &str) -> Result<(), String> {
         }
         Some(r) if r.chars().any(char::is_whitespace) => Err(format!("{u:?} contains white space")),
         Some(_) => Ok(()),
+    }
+}
+
+/// A model or version name as it goes into `/v2/models/{model}/versions/{version}`: letters,
+/// digits, `-`, `_` and `.`; empty is none.
+pub(super) fn model_name(v: Option<String>) -> Result<Option<String>, String> {
+    match v.filter(|v| !v.trim().is_empty()) {
+        Some(v)
+            if !v
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                || v == "."
+                || v == ".." =>
+        {
+            Err(format!(
+                "{v:?} is not a model name: use letters, digits, -, _ and ."
+            ))
+        }
+        v => Ok(v),
     }
 }
 
@@ -214,7 +246,12 @@ fn entry(l: ServiceLayer, ml: &MlConfig) -> Result<ServiceConfig, FieldError> {
         .ok_or(("url", "every [[ml.service]] entry needs a url".to_owned()))?;
     check_url(&url).map_err(|m| ("url", m))?;
     let protocol = l.protocol.unwrap_or_default();
-    let model = l.model.filter(|m| !m.trim().is_empty());
+    let model = model_name(l.model).map_err(|m| ("model", m))?;
+    let version = model_name(l.version).map_err(|m| ("version", m))?;
+    let threshold = l.threshold.unwrap_or(ml.threshold);
+    if !threshold.is_finite() {
+        return Err(("threshold", format!("{threshold} is not a number")));
+    }
     if protocol == Protocol::Oip && model.is_none() {
         return Err((
             "model",
@@ -304,7 +341,10 @@ fn entry(l: ServiceLayer, ml: &MlConfig) -> Result<ServiceConfig, FieldError> {
             " (its share of the calls; 0 would never get one)",
         )?,
         share_paths: l.share_paths.unwrap_or(ml.share_paths),
-        version: l.version.filter(|v| !v.trim().is_empty()),
+        output: l.output.filter(|o| !o.is_empty()),
+        threshold,
+        binary: l.binary.unwrap_or(ml.binary),
+        version,
         name,
         segmenter,
         url,

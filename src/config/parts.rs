@@ -14,6 +14,7 @@ use crate::queue::{Backoff, Limit, QueueOptions, Retention};
 use crate::segment::breaker::Breaker;
 use crate::segment::command::CommandSegmenter;
 use crate::segment::http::{ClientError, HttpSegmenter};
+use crate::segment::oip::{OipClient, OipSettings};
 use crate::segment::remote::Remote;
 use crate::segment::{Builtin, MlService, SegmenterId, Segmenters};
 
@@ -119,7 +120,21 @@ impl Config {
                     svc.timeout,
                     svc.share_paths,
                 )?)),
-                Protocol::Oip => return Err(ClientError::unsupported(&svc.url, "oip")),
+                Protocol::Oip => Remote::Oip(Arc::new(OipClient::new(
+                    svc.name.as_str(),
+                    &svc.url,
+                    svc.timeout,
+                    OipSettings {
+                        model: svc
+                            .model
+                            .clone()
+                            .expect("validation requires a model for oip"),
+                        version: svc.version.clone(),
+                        output: svc.output.clone(),
+                        threshold: svc.threshold,
+                        binary: svc.binary,
+                    },
+                )?)),
             };
             let service = MlService::from_remote(
                 remote,

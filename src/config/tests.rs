@@ -405,3 +405,45 @@ fn bad_watch_entries_are_one_line_naming_the_entry() {
     .expect_err("missing");
     assert_eq!(e.origin, "command-line flag --watch");
 }
+
+#[test]
+fn an_oip_service_needs_its_model_and_takes_version_output_and_threshold() {
+    let c = load(
+        Some(
+            "[ml]\nurl = \"http://triton:8000\"\nprotocol = \"oip\"\nmodel = \"resunet\"\n\
+             version = \"2\"\noutput = \"mask\"\nthreshold = 0.3\nbinary = false\n",
+        ),
+        &[],
+        Layer::default(),
+    )
+    .expect("loads");
+    assert_eq!(c.ml.protocol, Protocol::Oip);
+    assert_eq!(
+        (c.ml.model.as_deref(), c.ml.version.as_deref()),
+        (Some("resunet"), Some("2"))
+    );
+    assert_eq!(
+        (c.ml.output.as_deref(), c.ml.threshold),
+        (Some("mask"), 0.3)
+    );
+    assert!(!c.ml.binary);
+    let e = load(
+        Some("[ml]\nurl = \"http://triton:8000\"\nprotocol = \"oip\"\n"),
+        &[],
+        Layer::default(),
+    )
+    .unwrap_err();
+    assert_eq!(e.key, "ml.model");
+    let e = load(
+        Some("[ml]\nprotocol = \"oip\"\nmodel = \"res/../unet\"\n"),
+        &[],
+        Layer::default(),
+    )
+    .unwrap_err();
+    assert_eq!(e.key, "ml.model");
+    let c = load(None, &[], Layer::default()).expect("defaults");
+    assert_eq!(
+        (c.ml.protocol, c.ml.threshold, c.ml.binary),
+        (Protocol::Spheroseg, 0.5, true)
+    );
+}

@@ -108,6 +108,19 @@ pub(super) fn validate(
     if let Some(u) = &url {
         ml::check_url(u).map_err(|m| err("ml.url", m))?;
     }
+    let protocol = m.protocol.unwrap_or_default();
+    let model = ml::model_name(m.model).map_err(|e| err("ml.model", e))?;
+    let version = ml::model_name(m.version).map_err(|e| err("ml.version", e))?;
+    if protocol == Protocol::Oip && url.is_some() && model.is_none() {
+        return Err(err(
+            "ml.model",
+            "protocol \"oip\" needs ml.model: the model's name on the server".into(),
+        ));
+    }
+    let threshold = m.threshold.unwrap_or(0.5);
+    if !threshold.is_finite() {
+        return Err(err("ml.threshold", format!("{threshold} is not a number")));
+    }
     let mut ml = MlConfig {
         timeout: ms(c.range(
             "ml.timeout_ms",
@@ -157,6 +170,12 @@ pub(super) fn validate(
         max_in_flight: c.range("ml.max_in_flight", m.max_in_flight, 4, 1..=1024, " calls")?,
         url,
         services: Vec::new(),
+        protocol,
+        model,
+        version,
+        output: m.output.filter(|o| !o.is_empty()),
+        threshold,
+        binary: m.binary.unwrap_or(true),
     };
     ml.services = ml::validate(m.service.unwrap_or_default(), &ml, ml.url.is_some())?;
     let command = CommandConfig {

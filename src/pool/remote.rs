@@ -1,6 +1,7 @@
 //! ML jobs off the CPU workers. A remote service's call runs as a task on the runtime, at most
-//! `max_in_flight` per service; only the CPU-bound rest (decoding the image, checking and
-//! measuring the polygons) and the queue's blocking calls go to a blocking thread. A local
+//! `max_in_flight` per service; only the CPU-bound rest (an `oip` model's input tensor before the
+//! call; decoding the image, tracing a map, checking and measuring the polygons after it) and the
+//! queue's blocking calls go to a blocking thread. A local
 //! program runs on a blocking thread of its own, at most `max_parallel` at once. Neither holds
 //! a worker thread, so builtin jobs run meanwhile.
 //!
@@ -114,7 +115,7 @@ async fn call(mut slot: Slot, work: Work) {
         tokio::task::spawn_blocking(move || s.images.read(&hash)).await
     };
     let bytes = match read {
-        Ok(Ok(b)) => b,
+        Ok(Ok(b)) => Arc::new(b),
         other => {
             let why = match other {
                 Ok(Err(e)) => e.to_string(),
@@ -138,9 +139,43 @@ async fn call(mut slot: Slot, work: Work) {
         };
         let remote = Arc::clone(svc.remote.as_ref().expect("a remote service"));
         let called = Instant::now();
-        let reply = {
-            let input = input(s, &lease, &bytes, &path);
-            remote.call(&input, &stop, work.deadline).await
+        // The model's plan, read once per service: bounded by the job's deadline and its stop.
+        let plan = crate::segment::http::until(remote.plan(), &stop, work.deadline, remote.name());
+        let prepared = match plan.await {
+            Ok(None) => Ok(None),
+            Ok(Some(plan)) => {
+                let (s, lease, path, bytes, remote) = (
+                    Arc::clone(s),
+                    lease.clone(),
+                    path.clone(),
+                    Arc::clone(&bytes),
+                    Arc::clone(&remote),
+                );
+                // Decoding and resizing for the model's input: on a blocking thread.
+                let made = tokio::task::spawn_blocking(move || {
+                    std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        remote.prepare(Some(plan), &input(&s, &lease, &bytes, &path))
+                    }))
+                })
+                .await;
+                match made {
+                    Ok(Ok(prepared)) => prepared,
+                    _ => Err(Failure::permanent(
+                        ErrorCode::ML_REQUEST,
+                        "making the model's input tensor from this image panicked",
+                    )),
+                }
+            }
+            Err(f) => Err(f),
+        };
+        let reply = match prepared {
+            Ok(prepared) => {
+                let input = input(s, &lease, &bytes, &path);
+                remote
+                    .call(&input, prepared.as_ref(), &stop, work.deadline)
+                    .await
+            }
+            Err(f) => Err(f),
         };
         if let Err(f) = &reply
             && reroutable(f)

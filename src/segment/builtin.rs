@@ -27,9 +27,12 @@ mod contour;
 mod declump;
 mod distance;
 mod filter;
+mod map;
 mod objects;
 mod smooth;
 
+pub(crate) use map::{Map, objects_from_map, resize};
+pub(crate) use objects::min_area_px;
 pub use objects::{Dropped, SplitDecision};
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -148,6 +148,7 @@ pub fn corrected(base: &SegmentResult, objects: Vec<Object>, decoded: &Decoded) 
         ml: base.ml.as_ref().map(|m| MlOrigin {
             polygon_ids: Vec::new(),
             features: m.features.clone(),
+            model_input: m.model_input,
         }),
         ..base.clone()
     }

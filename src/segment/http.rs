@@ -19,8 +19,11 @@ use super::{Control, Failure, Input, SegmentResult, Segmenter, Stop, result_from
 use crate::error_code::ErrorCode;
 use crate::outline::Polygon;
 
+mod oneoff;
+pub use oneoff::{call, download, get, post_image};
+
 /// The largest reply body read.
-const MAX_REPLY_BYTES: usize = 64 << 20;
+pub(crate) const MAX_REPLY_BYTES: usize = 64 << 20;
 
 /// The client for an ML service could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -28,16 +31,6 @@ const MAX_REPLY_BYTES: usize = 64 << 20;
 pub struct ClientError {
     pub url: String,
     reason: String,
-}
-
-impl ClientError {
-    /// A protocol this build cannot speak yet.
-    pub fn unsupported(url: &str, protocol: &str) -> Self {
-        ClientError {
-            url: url.to_owned(),
-            reason: format!("protocol {protocol:?} is not available in this build"),
-        }
-    }
 }
 
 /// A remote ML service.
@@ -97,7 +90,7 @@ fn mime(format: &str) -> &'static str {
     }
 }
 
-fn classify(e: &reqwest::Error, name: &str) -> Failure {
+pub(crate) fn classify(e: &reqwest::Error, name: &str) -> Failure {
     if e.is_timeout() {
         Failure::transient(ErrorCode::TIMEOUT, format!("{name} did not answer in time"))
     } else if e.is_connect() {
@@ -109,8 +102,113 @@ fn classify(e: &reqwest::Error, name: &str) -> Failure {
     } else {
         Failure::transient(
             ErrorCode::ML_UNAVAILABLE,
-            format!("{name} dropped the request: {e}"),
+            format!("{name} dropped the request: {}", chain(e)),
         )
+    }
+}
+
+/// An error with its causes, `: `-separated (reqwest's own message rarely says what happened).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+/// The HTTP client for one ML service: `timeout` for a whole call, at most 5 s to connect.
+pub(crate) fn client(url: &str, timeout: Duration) -> Result<reqwest::Client, ClientError> {
+    install_crypto_provider();
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5).min(timeout))
+        .timeout(timeout)
+        .build()
+        .map_err(|e| ClientError {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })
+}
+
+/// The body of a successful (2xx) answer with its headers, read up to [`MAX_REPLY_BYTES`]; any
+/// other status is the failure it means. Overloaded or down (503, 429, a gateway without its
+/// backend): the service could not take the job (it waits, `Retry-After` honoured). Another 5xx
+/// failed on this request (transient); another 4xx refused it (permanent, `ML_REJECTED`).
+pub(crate) async fn receive(
+    mut resp: reqwest::Response,
+    name: &str,
+) -> Result<(reqwest::header::HeaderMap, Vec<u8>), Failure> {
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| classify(&e, name))? {
+        if body.len() + chunk.len() > MAX_REPLY_BYTES {
+            return Err(Failure::permanent(
+                ErrorCode::ML_REPLY_TOO_LARGE,
+                format!(
+                    "{name} replied with more than {} MiB",
+                    MAX_REPLY_BYTES >> 20
+                ),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let snippet = || String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+    use reqwest::StatusCode as S;
+    if matches!(
+        status,
+        S::SERVICE_UNAVAILABLE | S::TOO_MANY_REQUESTS | S::BAD_GATEWAY | S::GATEWAY_TIMEOUT
+    ) {
+        let retry_after = headers
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok())
+            .map(Duration::from_secs);
+        return Err(Failure::unavailable(
+            ErrorCode::ML_UNAVAILABLE,
+            format!("{name} answered {status}: {}", snippet()),
+            retry_after,
+        ));
+    }
+    if status.is_server_error() {
+        return Err(Failure::transient(
+            ErrorCode::ML_UNAVAILABLE,
+            format!("{name} answered {status}: {}", snippet()),
+        ));
+    }
+    if !status.is_success() {
+        return Err(Failure::permanent(
+            ErrorCode::ML_REJECTED,
+            format!("{name} refused the image with {status}: {}", snippet()),
+        ));
+    }
+    Ok((headers, body))
+}
+
+/// Runs a call on the runtime until it ends, `deadline` passes (a timeout) or soon after `stop`
+/// is asked (dropping the call, which closes its connection).
+pub(crate) async fn until<T>(
+    call: impl std::future::Future<Output = Result<T, Failure>>,
+    stop: &Stop,
+    deadline: Instant,
+    name: &str,
+) -> Result<T, Failure> {
+    let deadline = tokio::time::Instant::from_std(deadline);
+    let mut poll = tokio::time::interval(Duration::from_millis(20));
+    tokio::pin!(call);
+    loop {
+        tokio::select! {
+            r = &mut call => return r,
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(Failure::transient(
+                    ErrorCode::TIMEOUT,
+                    format!("{name} did not answer in time"),
+                ));
+            }
+            _ = poll.tick() => if stop.stopped() { return Err(Failure::Stopped) },
+        }
     }
 }
 
@@ -123,19 +221,10 @@ impl HttpSegmenter {
         timeout: Duration,
         share_paths: bool,
     ) -> Result<Self, ClientError> {
-        install_crypto_provider();
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5).min(timeout))
-            .timeout(timeout)
-            .build()
-            .map_err(|e| ClientError {
-                url: url.to_owned(),
-                reason: e.to_string(),
-            })?;
         Ok(HttpSegmenter {
             name: name.to_owned(),
             base: url.trim_end_matches('/').to_owned(),
-            client,
+            client: client(url, timeout)?,
             share_paths,
             handle: Handle::current(),
         })
@@ -197,58 +286,8 @@ impl HttpSegmenter {
                 .part("params", params);
             self.client.post(&url).multipart(form)
         };
-        let mut resp = request.send().await.map_err(|e| classify(&e, &self.name))?;
-        let status = resp.status();
-        let resp_retry_after: Option<u64> = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse().ok());
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| classify(&e, &self.name))? {
-            if body.len() + chunk.len() > MAX_REPLY_BYTES {
-                return Err(Failure::permanent(
-                    ErrorCode::ML_REPLY_TOO_LARGE,
-                    format!(
-                        "{} replied with more than {} MiB",
-                        self.name,
-                        MAX_REPLY_BYTES >> 20
-                    ),
-                ));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        let snippet = || String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-        // Overloaded or down (503, 429, a gateway without its backend): the service could not
-        // take the job. Another 5xx failed on this request.
-        use reqwest::StatusCode as S;
-        if matches!(
-            status,
-            S::SERVICE_UNAVAILABLE | S::TOO_MANY_REQUESTS | S::BAD_GATEWAY | S::GATEWAY_TIMEOUT
-        ) {
-            let retry_after = resp_retry_after.map(Duration::from_secs);
-            return Err(Failure::unavailable(
-                ErrorCode::ML_UNAVAILABLE,
-                format!("{} answered {status}: {}", self.name, snippet()),
-                retry_after,
-            ));
-        }
-        if status.is_server_error() {
-            return Err(Failure::transient(
-                ErrorCode::ML_UNAVAILABLE,
-                format!("{} answered {status}: {}", self.name, snippet()),
-            ));
-        }
-        if !status.is_success() {
-            return Err(Failure::permanent(
-                ErrorCode::ML_REJECTED,
-                format!(
-                    "{} refused the image with {status}: {}",
-                    self.name,
-                    snippet()
-                ),
-            ));
-        }
+        let resp = request.send().await.map_err(|e| classify(&e, &self.name))?;
+        let (_, body) = receive(resp, &self.name).await?;
         reply_results(&self.name, &body)
     }
 }
@@ -296,22 +335,7 @@ impl HttpSegmenter {
         stop: &Stop,
         deadline: Instant,
     ) -> Result<SegmentResults, Failure> {
-        let deadline = tokio::time::Instant::from_std(deadline);
-        let mut poll = tokio::time::interval(Duration::from_millis(20));
-        let call = self.call(input);
-        tokio::pin!(call);
-        loop {
-            tokio::select! {
-                r = &mut call => return r,
-                _ = tokio::time::sleep_until(deadline) => {
-                    return Err(Failure::transient(
-                        ErrorCode::TIMEOUT,
-                        format!("{} did not answer in time", self.name),
-                    ));
-                }
-                _ = poll.tick() => if stop.stopped() { return Err(Failure::Stopped) },
-            }
-        }
+        until(self.call(input), stop, deadline, &self.name).await
     }
 
     /// The result from the polygons of a call: decoding the image, checking and measuring the
@@ -331,6 +355,7 @@ impl HttpSegmenter {
         result.ml = Some(MlOrigin {
             polygon_ids: ids_in_list_order(&reply.polygons),
             features: reply.features,
+            model_input: None,
         });
         Ok(result)
     }
@@ -382,140 +407,6 @@ impl Segmenter for HttpSegmenter {
                 .block_on(self.segment_reply(input, control.stop, control.deadline))?;
         self.result(reply, input, started.elapsed().as_secs_f64() * 1e3)
     }
-}
-
-/// A plain GET with an optional bearer token, for CLI commands that talk to a running spheroseg
-/// (reqwest stays in this file). Returns the status and the body, or why there was no answer.
-pub async fn get(
-    url: &str,
-    token: Option<&str>,
-    timeout: Duration,
-) -> Result<(u16, String), String> {
-    let req = one_off(timeout)?.get(url);
-    answer(req, url, token).await
-}
-
-/// POSTs one image as `multipart/form-data` (part `image`, then text `fields`) with extra
-/// `headers` (for the CLI's `submit`): the status and body, or why nothing answered (a refused
-/// connection, a timeout, a connection closed before the answer), which a caller may retry.
-pub async fn post_image(
-    url: &str,
-    token: Option<&str>,
-    image: (&str, Vec<u8>),
-    fields: &[(&str, String)],
-    headers: &[(&str, String)],
-    timeout: Duration,
-) -> Result<(u16, String), String> {
-    let mut form = reqwest::multipart::Form::new().part(
-        "image",
-        reqwest::multipart::Part::bytes(image.1).file_name(image.0.to_owned()),
-    );
-    for (name, value) in fields {
-        form = form.text(name.to_string(), value.clone());
-    }
-    let mut req = one_off(timeout)?.post(url).multipart(form);
-    for (name, value) in headers {
-        req = req.header(*name, value);
-    }
-    answer(req, url, token).await
-}
-
-/// A request with an optional JSON body (sent as `application/json`) and bearer token, for the
-/// CLI's commands against a running spheroseg: the status and the body, or why nothing answered.
-pub async fn call(
-    method: &str,
-    url: &str,
-    token: Option<&str>,
-    json: Option<String>,
-    timeout: Duration,
-) -> Result<(u16, String), String> {
-    answer(request(method, url, json, timeout)?, url, token).await
-}
-
-/// [`call`], the body written to `file` as it arrives when the status is 200 (a large export or
-/// backup never sits in memory). Returns the status, and the body of any other status.
-pub async fn download(
-    method: &str,
-    url: &str,
-    token: Option<&str>,
-    json: Option<String>,
-    file: &std::path::Path,
-    timeout: Duration,
-) -> Result<(u16, String), String> {
-    use std::io::Write;
-    let mut req = request(method, url, json, timeout)?;
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let mut resp = req
-        .send()
-        .await
-        .map_err(|e| format!("{url} did not answer: {e}"))?;
-    let status = resp.status().as_u16();
-    if status != 200 {
-        let body = resp.text().await.unwrap_or_default();
-        return Ok((status, body));
-    }
-    let mut out =
-        std::fs::File::create(file).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| format!("{url} did not answer whole: {e}"))?
-    {
-        out.write_all(&chunk)
-            .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
-    }
-    out.sync_all()
-        .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
-    Ok((status, String::new()))
-}
-
-fn request(
-    method: &str,
-    url: &str,
-    json: Option<String>,
-    timeout: Duration,
-) -> Result<reqwest::RequestBuilder, String> {
-    let method = reqwest::Method::from_bytes(method.as_bytes())
-        .map_err(|e| format!("{method} is not an HTTP method: {e}"))?;
-    let mut req = one_off(timeout)?.request(method, url);
-    if let Some(body) = json {
-        req = req
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body);
-    }
-    Ok(req)
-}
-
-/// A client for one CLI request.
-fn one_off(timeout: Duration) -> Result<reqwest::Client, String> {
-    install_crypto_provider();
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .build()
-        .map_err(|e| format!("cannot build an HTTP client: {e}"))
-}
-
-/// Sends `req` (with the token, if any): the status and the whole body.
-async fn answer(
-    mut req: reqwest::RequestBuilder,
-    url: &str,
-    token: Option<&str>,
-) -> Result<(u16, String), String> {
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| format!("{url} did not answer: {e}"))?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .text()
-        .await
-        .map_err(|e| format!("{url} did not answer whole: {e}"))?;
-    Ok((status, body))
 }
 
 /// The reply spheroseg's own `/ml/segment` gives for a result or a failure, in the same contract:

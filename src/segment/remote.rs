@@ -1,22 +1,33 @@
 //! The seam between the pool and a remote ML service's protocol: one arm per protocol, each with
 //! its readiness probe, its call on the runtime (no CPU-bound work there) and the CPU-bound step
 //! that turns its reply into a result (on a blocking thread). The pool knows only [`Remote`].
+//! An `oip` request is made before the call, also on a blocking thread ([`Remote::plan`] on the
+//! runtime, then [`Remote::prepare`]); a `spheroseg` call needs nothing made.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::http::{Health, HttpSegmenter, SegmentResults};
+use super::oip::{OipClient, Output, Plan, Prepared, Scaling};
 use super::{Control, Failure, Input, SegmentResult, Segmenter, Stop};
 
 /// A remote ML service's client.
 pub enum Remote {
     /// `POST {url}/segment`, `GET {url}/health` (ML-CONTRACT.md).
     Spheroseg(std::sync::Arc<HttpSegmenter>),
+    /// The Open Inference Protocol (KServe V2): `/v2/models/{model}/infer`.
+    Oip(Arc<OipClient>),
 }
 
 /// What a call brought back, before the CPU-bound step.
 pub enum Reply {
     /// Polygons in the replaced contract's format, and the service's own `features`.
     Polygons(SegmentResults),
+    /// An OIP model's chosen output, with how the image was fitted to its input.
+    Oip {
+        output: Output,
+        scaling: Option<Scaling>,
+    },
 }
 
 impl Remote {
@@ -24,6 +35,7 @@ impl Remote {
     pub fn name(&self) -> &str {
         match self {
             Remote::Spheroseg(h) => &h.name,
+            Remote::Oip(o) => o.name(),
         }
     }
 
@@ -31,6 +43,7 @@ impl Remote {
     pub fn protocol(&self) -> &'static str {
         match self {
             Remote::Spheroseg(_) => "spheroseg",
+            Remote::Oip(_) => "oip",
         }
     }
 
@@ -38,6 +51,29 @@ impl Remote {
     pub async fn health(&self) -> Health {
         match self {
             Remote::Spheroseg(h) => h.health().await,
+            Remote::Oip(o) => o.health().await,
+        }
+    }
+
+    /// What a request needs from the service before it is made (on the runtime): an OIP
+    /// model's plan, read once. `None` for the `spheroseg` contract.
+    pub async fn plan(&self) -> Result<Option<Arc<Plan>>, Failure> {
+        match self {
+            Remote::Spheroseg(_) => Ok(None),
+            Remote::Oip(o) => o.plan().await.map(Some),
+        }
+    }
+
+    /// The request made from the image (CPU-bound: decoding and resizing; on a thread, never on
+    /// the runtime). `None` for the `spheroseg` contract, which sends the file.
+    pub fn prepare(
+        &self,
+        plan: Option<Arc<Plan>>,
+        input: &Input<'_>,
+    ) -> Result<Option<Prepared>, Failure> {
+        match (self, plan) {
+            (Remote::Oip(o), Some(plan)) => o.prepare(plan, input).map(Some),
+            _ => Ok(None),
         }
     }
 
@@ -46,14 +82,23 @@ impl Remote {
     pub async fn call(
         &self,
         input: &Input<'_>,
+        prepared: Option<&Prepared>,
         stop: &Stop,
         deadline: Instant,
     ) -> Result<Reply, Failure> {
-        match self {
-            Remote::Spheroseg(h) => h
+        match (self, prepared) {
+            (Remote::Spheroseg(h), _) => h
                 .segment_reply(input, stop, deadline)
                 .await
                 .map(Reply::Polygons),
+            (Remote::Oip(o), Some(p)) => o.call(p, stop, deadline).await.map(|output| Reply::Oip {
+                output,
+                scaling: p.tensor.scaling,
+            }),
+            (Remote::Oip(o), None) => Err(Failure::permanent(
+                crate::error_code::ErrorCode::ML_REQUEST,
+                format!("{}: an OIP call without its prepared request", o.name()),
+            )),
         }
     }
 
@@ -67,6 +112,13 @@ impl Remote {
     ) -> Result<SegmentResult, Failure> {
         match (self, reply) {
             (Remote::Spheroseg(h), Reply::Polygons(r)) => h.result(r, input, call_ms),
+            (Remote::Oip(o), Reply::Oip { output, scaling }) => {
+                o.result(output, scaling, input, call_ms)
+            }
+            (r, _) => Err(Failure::permanent(
+                crate::error_code::ErrorCode::ML_MALFORMED,
+                format!("{}: a reply of another protocol", r.name()),
+            )),
         }
     }
 }
@@ -85,6 +137,7 @@ impl Segmenter for Remote {
     ) -> Result<SegmentResult, Failure> {
         match self {
             Remote::Spheroseg(h) => h.segment(input, control),
+            Remote::Oip(o) => o.segment(input, control),
         }
     }
 }

@@ -134,6 +134,10 @@ pub struct MlOrigin {
     /// Its `features`, whatever their shape.
     #[serde(default)]
     pub features: Option<serde_json::Value>,
+    /// How the image was fitted to a model's input (an `oip` service's pixel tensor): the
+    /// outlines were traced on its output scaled back to the image's size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_input: Option<crate::segment::oip::Scaling>,
 }
 
 /// Everything of a stored result but its outlines, as JSON (so fields can be added), beside the
@@ -181,6 +185,9 @@ pub struct ResultJson<'a> {
     pub features: Option<&'a serde_json::Value>,
     pub timings_ms: &'a [(String, f64)],
     pub created_at: &'a str,
+    /// How an `oip` service's model saw the image (its input size against the image's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_input: Option<crate::segment::oip::Scaling>,
     /// The outlines were corrected by hand.
     pub corrected: bool,
     /// The result version this is (1 is the segmenter's), when the caller knows the job.
@@ -313,6 +320,7 @@ impl SegmentResult {
             features: self.ml.as_ref().and_then(|m| m.features.as_ref()),
             timings_ms: &self.timings_ms,
             created_at: &self.created_at,
+            model_input: self.ml.as_ref().and_then(|m| m.model_input),
             corrected: self.corrected,
             version: None,
         }

@@ -24,6 +24,8 @@ mod dispatch;
 mod inflight;
 /// ML services behind the circuit breaker.
 mod ml;
+/// Open Inference Protocol services against a real MLServer.
+mod oip;
 /// Progress never follows the end of its attempt.
 mod progress;
 /// Several ML services serving one segmenter: routing, Retry-After, passing a job on, outages.

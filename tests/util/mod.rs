@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod child;
+pub mod mlserver;
 pub mod python;
 pub mod watch;
 pub mod ws;

@@ -102,7 +102,7 @@ struct Candidate {
 }
 
 /// The minimum area in pixels.
-fn min_area_px(params: &SegmentParams, w: usize, h: usize) -> f64 {
+pub(crate) fn min_area_px(params: &SegmentParams, w: usize, h: usize) -> f64 {
     let by_fraction = f64::from(params.min_area_fraction) * (w * h) as f64;
     let by_um = params
         .pixel_size_um
