@@ -162,6 +162,7 @@ function jobFilterQuery() {
   const p = new URLSearchParams({ limit: "50" });
   if ($("state-filter").value) p.set("state", $("state-filter").value);
   if ($("project-filter").value.trim()) p.set("project", $("project-filter").value.trim());
+  if ($("job-search").value.trim()) p.set("name", $("job-search").value.trim());
   return p;
 }
 
@@ -507,7 +508,7 @@ function setup() {
   document.body.addEventListener("dragover", (e) => e.preventDefault());
   document.body.addEventListener("drop", (e) => { e.preventDefault(); if (e.dataTransfer.files.length) upload(e.dataTransfer.files); });
   setupViewer({ fields: () => state.paramFields, rerunsOf, showRow });
-  setupJobsTable({ jobs: () => state.jobs, more: () => Boolean(state.cursor) });
+  setupJobsTable({ jobs: () => state.jobs, reload: () => loadJobs() });
   setupGallery({ open: openViewer });
   setupColumns();
   setupDrawer({ fields: () => state.paramFields, openViewer, showRow, viewerJob });

@@ -1,14 +1,14 @@
 // The jobs table's arrangement: search by file name, sort by any column (a header button or the
 // "Sort" menu), the empty state that says whether filters hid everything, cards on a narrow
 // screen (each cell labelled with its column), and times that keep counting. app.js draws one
-// row per job; this module orders, hides and labels the rows and never fetches.
+// row per job; this module orders, hides and labels the rows, and asks app.js to list again when
+// the search changes (the server searches every job, not only the pages loaded).
 
 import { ago } from "./dom.js";
 
 const $ = (id) => document.getElementById(id);
 /// The jobs on the page by id, from app.js.
 let jobs = () => new Map();
-let more = () => false;
 const sort = { key: "", dir: 1 };
 let queued = false;
 
@@ -60,7 +60,6 @@ function run() {
   const empty = $("no-jobs");
   empty.hidden = shown > 0;
   empty.textContent = filtered ? "No jobs match these filters." : "No jobs yet: drop images here or above.";
-  $("job-search-note").textContent = q && more() ? `Searched the ${rows.length} jobs loaded; "Older jobs" loads more.` : "";
 }
 
 function setSort(key, dir) {
@@ -80,9 +79,9 @@ function tick() {
   }
 }
 
-/// `hooks`: `jobs()` (the page's jobs by id), `more()` (whether older jobs can be loaded).
+/// `hooks`: `jobs()` (the page's jobs by id), `reload()` (the listing again, with the search).
 export function setupJobsTable(hooks) {
-  jobs = hooks.jobs; more = hooks.more;
+  jobs = hooks.jobs;
   const menu = $("job-sort");
   for (const th of document.querySelectorAll("#jobs thead th[data-sort]")) {
     const label = th.textContent.trim();
@@ -102,7 +101,13 @@ export function setupJobsTable(hooks) {
     }
   }
   menu.onchange = () => { const [k, d] = menu.value.split(":"); setSort(k || "", Number(d) || 1); };
-  $("job-search").addEventListener("input", arrange);
+  // The rows loaded are narrowed at once; the server then searches every job (a pause in typing).
+  let searching = null;
+  $("job-search").addEventListener("input", () => {
+    arrange();
+    clearTimeout(searching);
+    searching = setTimeout(hooks.reload, 300);
+  });
   setSort("", 1);
   setInterval(() => { if (!document.hidden) tick(); }, 5000);
 }

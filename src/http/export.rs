@@ -134,6 +134,7 @@ fn selected(state: &AppState, f: FilterBody) -> Result<Vec<Job>, ApiError> {
             &JobFilter {
                 state: f.state,
                 project: f.project.filter(|p| !p.is_empty()),
+                name: None,
             },
         ),
     }
@@ -351,6 +352,7 @@ async fn export(
                 .map_err(|e: String| ApiError::invalid("state", e))?,
         ),
         project: q.project.filter(|p| !p.is_empty()),
+        name: None,
     };
     let ids = match q.ids.as_deref() {
         Some(list) => selection(&state, list, &filter)?,

@@ -111,6 +111,7 @@ async fn gallery(
     let filter = JobFilter {
         state: Some(JobState::Completed),
         project: q.project.filter(|p| !p.is_empty()),
+        name: None,
     };
     let page = state
         .service

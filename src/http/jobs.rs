@@ -188,6 +188,9 @@ struct ListQuery {
     state: Option<String>,
     /// Only jobs of this project (empty: all).
     project: Option<String>,
+    /// Only jobs whose image's file name contains this, ignoring case (empty: all).
+    #[param(max_length = 255)]
+    name: Option<String>,
     /// Jobs per page (default 50).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
@@ -205,13 +208,13 @@ struct ListPage {
 #[utoipa::path(
     get,
     path = "/api/jobs",
-    summary = "List jobs, filtered by state and project, one page at a time",
+    summary = "List jobs, filtered by state, project and file name, one page at a time",
     params(ListQuery),
     responses(
         (status = 200, description = "one page of jobs", body = ListPage),
         (status = 400, description = "a query parameter of the wrong type", body = ErrorBody),
         (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
-        (status = 422, description = "an unknown state, a limit outside 1 to 1000, or a cursor this listing did not give", body = ErrorBody),
+        (status = 422, description = "an unknown state, a name longer than 255 characters, a limit outside 1 to 1000, or a cursor this listing did not give", body = ErrorBody),
     )
 )]
 async fn list(
@@ -231,7 +234,21 @@ async fn list(
             })
             .transpose()?,
         project: q.project.filter(|p| !p.is_empty()),
+        name: q
+            .name
+            .filter(|n| !n.trim().is_empty())
+            .map(|n| n.trim().to_owned()),
     };
+    if filter
+        .name
+        .as_ref()
+        .is_some_and(|n| n.chars().count() > 255)
+    {
+        return Err(ApiError::invalid(
+            "name",
+            "is longer than a file name (255)",
+        ));
+    }
     let limit = q.limit.unwrap_or(50);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid(

@@ -440,6 +440,20 @@ pub enum FailOutcome {
 pub struct JobFilter {
     pub state: Option<JobState>,
     pub project: Option<String>,
+    /// Only jobs whose image's file name contains this, ignoring case (a search: every job of
+    /// the view is read until a page is full).
+    pub name: Option<String>,
+}
+
+impl JobFilter {
+    /// Whether `job` passes the filters a listing does not answer from an index.
+    pub(crate) fn admits(&self, job: &Job) -> bool {
+        self.state.is_none_or(|s| s == job.state)
+            && self
+                .name
+                .as_deref()
+                .is_none_or(|n| job.image.name.to_lowercase().contains(&n.to_lowercase()))
+    }
 }
 
 /// One page of a listing; `next` is the opaque cursor of the following page, `None` at the end.

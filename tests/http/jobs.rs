@@ -243,6 +243,23 @@ async fn upload_then_result_csv_mask_and_image() {
     assert_ne!(page["jobs"][0]["id"], page2["jobs"][0]["id"]);
     let (s, v) = a.get("/api/jobs?state=running").await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    // By file name, ignoring case, on the server (so jobs beyond the pages loaded are found).
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        v["jobs"]
+            .as_array()
+            .expect("jobs")
+            .iter()
+            .map(|j| j["image"]["name"].as_str().expect("name").to_owned())
+            .collect()
+    };
+    let (_, v) = a.get("/api/jobs?name=LUMEN").await;
+    assert_eq!(names(&v), ["lumen.png"], "{v}");
+    let (_, v) = a.get("/api/jobs?name=.tif&project=screen-1").await;
+    assert_eq!(names(&v), ["plain.tif"], "{v}");
+    let (_, v) = a.get("/api/jobs?name=nothing-like-this").await;
+    assert!(names(&v).is_empty(), "{v}");
+    let (s, v) = a.get(&format!("/api/jobs?name={}", "x".repeat(256))).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
 
     // Prometheus text with the queue gauges and the job counters.
     let _ = spheroseg::telemetry::prometheus();

@@ -9,7 +9,7 @@ use crate::queue::model::{Job, JobFilter, JobId, JobState, Page};
 impl Store {
     /// One page of jobs matching `filter`, at most `limit`, continuing after `cursor` (the `next`
     /// of the previous page; opaque to callers). The order is the one a person expects of each view:
-    /// - no filter, or a project: newest first;
+    /// - no filter, a project or a name: newest first;
     /// - queued: the order they will be leased in;
     /// - delayed: the next to become queued first;
     /// - active: the lease that runs out first, first;
@@ -34,7 +34,7 @@ impl Store {
         let mut take = |id: u128, key: String, out: &mut Vec<Job>| -> Result<bool, QueueError> {
             if let Some(v) = jobs.get(id)? {
                 let job: Job = decode(v.value(), "job record")?;
-                if filter.state.is_none_or(|s| s == job.state) {
+                if filter.admits(&job) {
                     out.push(job);
                     if out.len() >= limit {
                         next = Some(key);
@@ -65,7 +65,11 @@ impl Store {
                 let below = cursor.map_or(Ok(u128::MAX), |c| parse_id(c).ok_or_else(bad))?;
                 for entry in jobs.range(0..below)?.rev() {
                     let (k, v) = entry?;
-                    out.push(decode(v.value(), "job record")?);
+                    let job: Job = decode(v.value(), "job record")?;
+                    if !filter.admits(&job) {
+                        continue;
+                    }
+                    out.push(job);
                     if out.len() >= limit {
                         next = Some(JobId(k.value()).to_string());
                         break;

@@ -58,6 +58,50 @@ fn all_pages(q: &Queue, filter: &JobFilter, per_page: usize) -> Vec<JobId> {
     }
 }
 
+/// A search by file name: every page of the listing holds only matches, newest first, whatever
+/// the case, alone or with a state; a name nothing has gives an empty listing.
+#[tokio::test]
+async fn a_name_search_pages_through_every_match_ignoring_case() {
+    let f = Fixture::new();
+    let mut plate = Vec::new();
+    for i in 0..9u8 {
+        let mut nj = job(1 + i % 3);
+        let wanted = i % 3 == 0;
+        nj.image.name = if wanted {
+            format!("Plate1_A{i:02}.tif")
+        } else {
+            format!("other_{i}.png")
+        };
+        let id = f.queue.enqueue(nj).await.expect("enqueue").job.id;
+        if wanted {
+            plate.push(id);
+        }
+    }
+    plate.reverse();
+    let by_name = JobFilter {
+        name: Some("plate1_a".into()),
+        ..JobFilter::default()
+    };
+    for per_page in [1, 2, 3, 10] {
+        assert_eq!(
+            all_pages(&f.queue, &by_name, per_page),
+            plate,
+            "pages of {per_page}"
+        );
+    }
+    f.queue.cancel(plate[1]).await.expect("cancel");
+    let cancelled = JobFilter {
+        state: Some(JobState::Cancelled),
+        ..by_name.clone()
+    };
+    assert_eq!(all_pages(&f.queue, &cancelled, 1), vec![plate[1]]);
+    let none = JobFilter {
+        name: Some("B12".into()),
+        ..JobFilter::default()
+    };
+    assert!(all_pages(&f.queue, &none, 5).is_empty());
+}
+
 #[tokio::test]
 async fn listing_filters_and_pages_in_each_views_order() {
     let f = Fixture::new();
@@ -120,6 +164,7 @@ async fn listing_filters_and_pages_in_each_views_order() {
     let both = JobFilter {
         state: Some(JobState::Cancelled),
         project: Some("odd".into()),
+        ..JobFilter::default()
     };
     assert_eq!(all_pages(&f.queue, &both, 100), vec![ids[3]]);
 
