@@ -186,9 +186,11 @@ test("bulk cancel asks first, then cancels every matching job", async () => {
     await page.evaluate(() => fetch("/api/queue/pause", { method: "POST" }));
     await page.setInputFiles("#files", ["spheroid_core_8bit.png", "spheroid_lumen_8bit.png"].map((f) => join(fixtures, f)));
     await page.waitForFunction(() => document.querySelectorAll("#job-rows tr").length === 2);
-    let asked = "";
-    page.once("dialog", (d) => { asked = d.message(); d.dismiss(); });
+    // The question comes after a dry run on the server: wait for it, however slow the machine
+    // (dismissed in the handler, as a click does not return while a dialog is open).
+    const question = new Promise((resolve) => page.once("dialog", (d) => { resolve(d.message()); d.dismiss(); }));
     await page.click("#bulk-cancel");
+    const asked = await question;
     await page.waitForTimeout(300);
     assert.equal(await page.locator("#job-rows td.state", { hasText: "cancelled" }).count(), 0, "dismissed: nothing happens");
     assert.match(asked, /^Cancel 2 jobs/, "it says how many it will touch");
