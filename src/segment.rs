@@ -27,7 +27,9 @@ pub use builtin::{Decisions, SegmentError, Segmentation};
 pub use correct::{CorrectionError, MAX_RING_POINTS, checked, corrected};
 pub use decode::{DecodeError, DecodeLimits, Decoded};
 pub(crate) use params::ParamsV1;
-pub use params::{Declump, Feature, ParamsError, PixelSizeGiven, Polarity, SegmentParams};
+pub use params::{
+    Declump, Feature, ParamsError, PixelSizeGiven, Polarity, Resolution, SegmentParams,
+};
 pub use registry::{MlService, Segmenters};
 pub use result::{
     AnalyzeError, ImageInfo, MlOrigin, ObjectFlags, ObjectMetrics, ResultJson, SegmentResult,

@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 
 use crate::clock::Millis;
 use crate::queue::{Job, JobError, JobState};
-use crate::segment::{Declump, Feature, PixelSizeGiven, Polarity, SegmentParams};
+use crate::segment::{Declump, Feature, PixelSizeGiven, Polarity, Resolution, SegmentParams};
 
 pub mod folder;
 mod param_fields;
@@ -192,6 +192,8 @@ pub struct ParamsView {
     /// Douglas-Peucker tolerance in pixels, 0 to 50; 0 keeps every boundary vertex (default 1).
     #[schema(required = false)]
     pub simplify_epsilon: f32,
+    #[schema(required = false)]
+    pub resolution: ResolutionView,
     /// Pixel size in micrometres (positive), for metrics in µm.
     pub pixel_size_um: Option<f32>,
     /// Who gave `pixel_size_um` when it was not the job itself: its watch folder or its
@@ -215,6 +217,16 @@ pub enum PixelSizeFromView {
 pub enum DeclumpView {
     Auto,
     Off,
+}
+
+/// Which pixels the segmenter works on: `auto` (the default) bins an image of 2,048 pixels or
+/// more on its long side by long side / 1024 (rounded down) and scales the outlines back; `full`
+/// works on every pixel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ResolutionView {
+    Auto,
+    Full,
 }
 
 /// Which image feature the threshold is applied to; `auto` (the default) chooses by the image.
@@ -258,6 +270,7 @@ impl From<&SegmentParams> for ParamsView {
             opening_fraction,
             keep_largest,
             simplify_epsilon,
+            resolution,
             pixel_size_um,
             pixel_size_from,
         } = *p;
@@ -290,6 +303,10 @@ impl From<&SegmentParams> for ParamsView {
             opening_fraction,
             keep_largest,
             simplify_epsilon,
+            resolution: match resolution {
+                Resolution::Auto => ResolutionView::Auto,
+                Resolution::Full => ResolutionView::Full,
+            },
             pixel_size_um,
             pixel_size_from: match pixel_size_from {
                 PixelSizeGiven::Job => None,

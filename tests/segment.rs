@@ -4,6 +4,8 @@
 /// Touching, bridged, haloed, debris-strewn and defocused plates, and the real image, against
 /// the quality targets.
 mod quality;
+/// Large images binned to the working scale, against the full-resolution run.
+mod resolution;
 
 use std::process::Command;
 use std::sync::atomic::AtomicBool;

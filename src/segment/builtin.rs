@@ -29,6 +29,7 @@ mod distance;
 mod filter;
 mod map;
 mod objects;
+mod scale;
 mod smooth;
 
 pub(crate) use map::{Map, objects_from_map, resize};
@@ -70,6 +71,10 @@ pub enum SegmentError {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Decisions {
+    /// The image was binned by this factor first (each `bin × bin` block averaged; 1: every
+    /// pixel, see `Resolution`). The lengths here are in the image's pixels all the same.
+    #[serde(default = "every_pixel")]
+    pub bin: u32,
     pub feature: Feature,
     pub polarity: Polarity,
     /// The threshold on the normalised feature, in [0, 1].
@@ -83,6 +88,10 @@ pub struct Decisions {
     pub splits: Vec<SplitDecision>,
     /// Candidates each rule dropped.
     pub dropped: Dropped,
+}
+
+fn every_pixel() -> u32 {
+    1
 }
 
 /// What the builtin segmenter found.
@@ -110,8 +119,34 @@ pub fn segment(
             height: image.height,
         });
     }
+    let n = scale::factor(w, h, params.resolution).min(w.min(h) / MIN_SIDE as usize);
+    if n <= 1 {
+        return run(image, params, Vec::new(), cancel, progress);
+    }
+    let start = Instant::now();
+    let binned = scale::bin(image, n);
+    let timings = vec![("bin", start.elapsed().as_secs_f64() * 1e3)];
+    let mut seg = run(
+        &binned,
+        &scale::binned_params(params, n),
+        timings,
+        cancel,
+        progress,
+    )?;
+    scale::scale_back(&mut seg, n, w, h);
+    Ok(seg)
+}
+
+/// The pipeline on every pixel of `image`, after the stages `timings` already holds.
+fn run(
+    image: &Gray,
+    params: &SegmentParams,
+    mut timings: Vec<(&'static str, f64)>,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(u8),
+) -> Result<Segmentation, SegmentError> {
+    let (w, h) = (image.width as usize, image.height as usize);
     let long = w.max(h) as f32;
-    let mut timings = Vec::new();
     let mut clock = Instant::now();
     let mut stage =
         |name: &'static str, pct: u8, progress: &mut dyn FnMut(u8)| -> Result<(), SegmentError> {
@@ -221,6 +256,7 @@ pub fn segment(
         objects: found.objects,
         flags: found.flags,
         decisions: Decisions {
+            bin: 1,
             feature,
             polarity,
             threshold: if hi > lo {

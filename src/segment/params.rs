@@ -37,6 +37,20 @@ pub enum Declump {
     Off,
 }
 
+/// Which pixels the segmenter works on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Resolution {
+    /// An image of 2,048 pixels or more on its long side is binned by `n` = long side / 1024
+    /// (rounded down): each block of `n × n` pixels averaged, as ImageJ's Bin does, so the
+    /// pipeline sees 1,024 to 2,047 pixels on the long side, the scale its smoothing and
+    /// morphology are defined at. The outlines are scaled back and measured on the full image.
+    #[default]
+    Auto,
+    /// Every pixel, whatever the size.
+    Full,
+}
+
 /// Parameters of a segmentation job. Every field has a default; a job sends only what it changes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -77,6 +91,8 @@ pub struct SegmentParams {
     pub keep_largest: Option<u32>,
     /// Douglas-Peucker tolerance in pixels; 0 keeps every boundary vertex.
     pub simplify_epsilon: f32,
+    /// Whether a large image is binned first (see [`Resolution`]).
+    pub resolution: Resolution,
     /// Pixel size in micrometres, for metrics in µm.
     pub pixel_size_um: Option<f32>,
     /// Who gave `pixel_size_um`: the job itself, its watch folder or its project. Set by the
@@ -124,6 +140,7 @@ impl Default for SegmentParams {
             opening_fraction: 0.08,
             keep_largest: None,
             simplify_epsilon: 1.0,
+            resolution: Resolution::Auto,
             pixel_size_um: None,
             pixel_size_from: PixelSizeGiven::Job,
         }
@@ -163,6 +180,7 @@ impl From<ParamsV1> for SegmentParams {
             declump: Declump::Off,
             opening_fraction: 0.0,
             min_area_um2: 0.0,
+            resolution: Resolution::Full,
             ..SegmentParams::default()
         }
     }

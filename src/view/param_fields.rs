@@ -12,7 +12,7 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::segment::{Declump, Feature, Polarity, SegmentParams};
+use crate::segment::{Declump, Feature, Polarity, Resolution, SegmentParams};
 
 /// What kind of input a parameter takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
@@ -217,6 +217,7 @@ pub fn param_fields() -> Vec<ParamField> {
         opening_fraction,
         keep_largest,
         simplify_epsilon,
+        resolution,
         pixel_size_um,
         // Not a form field: the intake records who gave the pixel size.
         pixel_size_from: _,
@@ -392,6 +393,22 @@ pub fn param_fields() -> Vec<ParamField> {
             "Outlines are simplified to within this distance; 0 keeps every boundary pixel.",
         )
         .unit("px"),
+        ParamField::choice(
+            "resolution",
+            "Resolution",
+            resolution,
+            &[
+                (
+                    Resolution::Auto,
+                    "bin an image of 2048 px or more to 1024-2047 px, outlines scaled back",
+                ),
+                (Resolution::Full, "every pixel, whatever the size (slower)"),
+            ][..],
+            "Which pixels are segmented; metrics are always measured on the full image.",
+        )
+        .exhaustive(|r: Resolution| match r {
+            Resolution::Auto | Resolution::Full => (),
+        }),
     ]
 }
 

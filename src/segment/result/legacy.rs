@@ -47,6 +47,7 @@ impl From<ResultV1> for SegmentResult {
             ),
             params,
             decisions: v.decisions.map(|d| Decisions {
+                bin: 1,
                 feature: d.feature,
                 polarity: d.polarity,
                 threshold: d.threshold,
