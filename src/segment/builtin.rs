@@ -1,13 +1,13 @@
 //! The builtin segmenter: a classical pipeline for brightfield spheroids, pure Rust, no model.
 //!
-//! 1. normalise to the 0.5 / 99.5 percentiles;
+//! 1. normalise to the 0.5 / 99.5 percentiles (of a sample of at least 2¹⁸ pixels);
 //! 2. flatten uneven illumination (a quadratic background fitted at reduced scale, objects left out);
 //! 3. smooth (almost-Gaussian, sigma = long side / 1024, at least 1 px) unless `smooth_sigma` says;
 //! 4. feature: intensity, or local standard deviation (texture). `auto` takes intensity when Otsu's
 //!    split of it explains at least half of its variance (the two classes are well apart), and
 //!    texture otherwise (a spheroid as bright as its background but rougher);
-//! 5. Otsu threshold; polarity from the border: objects are on the other side of the threshold
-//!    from most of the image border;
+//! 5. Otsu threshold (of a sample as in 1); polarity from the border: objects are on the other
+//!    side of the threshold from most of the image border;
 //! 6. morphology: open then close with a disc of radius long side / 1024 (at least 1 px);
 //! 7. holes smaller than `fill_holes_below` of their object are filled, larger ones kept;
 //! 8. objects, one 8-connected component at a time (`objects.rs`): debris dropped by size, an
@@ -18,6 +18,8 @@
 //!    (the outline follows the image, not the pixel staircase); objects inside holes are kept as
 //!    objects of their own;
 //! 10. Douglas-Peucker with `simplify_epsilon`.
+//!
+//! An image of 2,048 pixels or more on its long side is binned first (`scale.rs`).
 //!
 //! A cancel flag is checked between stages and progress is reported after each.
 
@@ -170,7 +172,7 @@ fn run(
     let (lo, hi) = smooth::gaussian(&mut plane, sigma);
     stage("smooth", 35, progress)?;
 
-    let hist = filter::histogram(&plane.data, lo, hi, 256);
+    let hist = filter::histogram(&filter::sample(&plane.data), lo, hi, 256);
     let t_int = filter::otsu(&hist);
     let separability = filter::separability(&hist, t_int);
     let feature = match params.feature {
@@ -182,7 +184,7 @@ fn run(
         let r = ((2.0 * sigma).round() as usize).max(2);
         let tex = filter::local_std(&plane, r);
         let (lo, hi) = filter::min_max(&tex.data);
-        let t = filter::otsu(&filter::histogram(&tex.data, lo, hi, 256));
+        let t = filter::otsu(&filter::histogram(&filter::sample(&tex.data), lo, hi, 256));
         (tex, lo, hi, t)
     } else {
         (plane, lo, hi, t_int)

@@ -2,6 +2,8 @@
 //! box means, and local standard deviation (the Gaussian smoothing is in `smooth.rs`). All are O(pixels),
 //! non-generic and branch-light so they compile to tight loops.
 
+use std::borrow::Cow;
+
 /// A float image, row-major.
 #[derive(Clone, Debug)]
 pub(crate) struct Plane {
@@ -155,10 +157,27 @@ pub(crate) fn percentiles<const N: usize>(data: &[f32], pcts: [f64; N]) -> [f32;
     out
 }
 
-/// Maps the image to [0, 1] between its `lo_pct` and `hi_pct` percentiles (clamped), so one dead
-/// or saturated pixel cannot set the scale.
+/// Statistics of a large image (its percentiles, its threshold's histogram) are taken from at
+/// least this many of its pixels.
+const SAMPLE: usize = 1 << 18;
+
+/// Every `k`-th value of `data` (`k` odd, so that the sample moves along the columns from row to
+/// row), at least [`SAMPLE`] of them; all of `data` when it is not larger. The 0.5 % percentile
+/// of a million pixels then rests on some 1,300 samples and an Otsu split on a quarter million,
+/// a quarter of the cost for a shift far below one grey level.
+pub(crate) fn sample(data: &[f32]) -> Cow<'_, [f32]> {
+    let stride = (data.len() / SAMPLE) | 1;
+    if stride > 1 {
+        Cow::Owned(data.iter().step_by(stride).copied().collect())
+    } else {
+        Cow::Borrowed(data)
+    }
+}
+
+/// Maps the image to [0, 1] between its `lo_pct` and `hi_pct` percentiles (clamped, taken from
+/// a [`sample`]), so one dead or saturated pixel cannot set the scale.
 pub(crate) fn normalize(data: &[f32], lo_pct: f64, hi_pct: f64) -> Vec<f32> {
-    let [lo, hi] = percentiles(data, [lo_pct, hi_pct]);
+    let [lo, hi] = percentiles(&sample(data), [lo_pct, hi_pct]);
     let (lo, hi) = if hi > lo { (lo, hi) } else { min_max(data) };
     if hi <= lo {
         return vec![0.5; data.len()];
