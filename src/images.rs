@@ -428,11 +428,10 @@ impl ImageStore {
     fn link(&self, tmp: &Incoming, hash: &str) -> Result<(), ImageStoreError> {
         let path = self.path(hash);
         let parent = path.parent().expect("image paths have a fan-out directory");
-        let new_fan = !self.fs.exists(parent);
-        self.fs
-            .create_dir_all(parent)
-            .map_err(|e| self.io_error(parent, e))?;
-        if new_fan {
+        if !self.fs.exists(parent) {
+            self.fs
+                .create_dir_all(parent)
+                .map_err(|e| self.io_error(parent, e))?;
             self.fs
                 .sync_dir(&self.dir)
                 .map_err(|e| self.io_error(&self.dir, e))?;
