@@ -210,14 +210,95 @@ fn main() {
     });
 }
 
-/// CPU seconds this process has used (user + system), from /proc.
-fn cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // The fields after the command name (which is in parentheses).
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
+/// What a process or thread has used, from its `/proc/.../stat` line.
+#[derive(Clone, Copy, Debug, Default)]
+struct Usage {
+    /// CPU seconds in user space and in the kernel.
+    user: f64,
+    system: f64,
+    /// Minor page faults (a page touched for the first time).
+    faults: f64,
+}
+
+impl Usage {
+    fn of(stat: &str) -> Usage {
+        // The fields after the command name (which is in parentheses).
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let field = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        Usage {
+            user: field(11) / 100.0,
+            system: field(12) / 100.0,
+            faults: field(7),
+        }
+    }
+
+    /// This process so far (threads that ended included).
+    fn process() -> Usage {
+        Usage::of(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default())
+    }
+
+    fn cpu(&self) -> f64 {
+        self.user + self.system
+    }
+
+    fn minus(self, before: Usage) -> Usage {
+        Usage {
+            user: self.user - before.user,
+            system: self.system - before.system,
+            faults: self.faults - before.faults,
+        }
+    }
+
+    fn add(&mut self, other: Usage) {
+        self.user += other.user;
+        self.system += other.system;
+        self.faults += other.faults;
+    }
+}
+
+/// Threads named like the upload clients' runtime.
+const CLIENT_THREADS: &str = "bench-client";
+
+/// What this process's live threads used so far, summed by thread name without its trailing
+/// number (`worker-0` and `worker-1` are `worker`).
+fn threads_usage() -> HashMap<String, Usage> {
+    let mut by_name: HashMap<String, Usage> = HashMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return by_name;
+    };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        let name = stat
+            .split_once('(')
+            .and_then(|(_, r)| r.rsplit_once(')'))
+            .map_or("?", |(n, _)| n)
+            .trim_end_matches(|c: char| c.is_ascii_digit() || c == '-');
+        by_name
+            .entry(name.to_owned())
+            .or_default()
+            .add(Usage::of(&stat));
+    }
+    by_name
+}
+
+/// What each thread name used between two [`threads_usage`] readings, the most first.
+fn threads_delta(
+    before: &HashMap<String, Usage>,
+    after: &HashMap<String, Usage>,
+) -> Vec<(String, Usage)> {
+    let mut rows: Vec<(String, Usage)> = after
+        .iter()
+        .map(|(name, u)| {
+            let u0 = before.get(name).copied().unwrap_or_default();
+            (name.clone(), u.minus(u0))
+        })
+        .filter(|(_, u)| u.cpu() > 0.0 || u.faults > 0.0)
+        .collect();
+    rows.sort_by(|a, b| b.1.cpu().total_cmp(&a.1.cpu()));
+    rows
 }
 
 /// 60 images, `spheroseg segment --workers 2` against upload + `serve --workers 2`.
@@ -236,6 +317,7 @@ async fn server_against_offline() {
         })
         .collect();
     let mut rows = Vec::new();
+    let mut last_threads = Vec::new();
     for round in 0..3 {
         // Offline.
         let out = dir.path().join(format!("out-{round}"));
@@ -253,7 +335,7 @@ async fn server_against_offline() {
             limits: DecodeLimits::default(),
         };
         let started = Instant::now();
-        let cpu0 = cpu_secs();
+        let use0 = Usage::process();
         let done = tokio::task::spawn_blocking(move || {
             spheroseg::offline::run(&batch, &mut |_| {}).expect("offline run")
         })
@@ -268,7 +350,7 @@ async fn server_against_offline() {
             })
             .collect();
         let offline = started.elapsed().as_secs_f64();
-        let offline_cpu = cpu_secs() - cpu0;
+        let offline_use = Usage::process().minus(use0);
 
         // The server: upload over HTTP, run to completion.
         let config = spheroseg::config::Config::load(&spheroseg::config::Sources {
@@ -289,25 +371,36 @@ async fn server_against_offline() {
             .expect("serve");
         let base = format!("http://{}", app.addr());
         spheroseg::segment::http::install_crypto_provider();
+        // The upload clients run on a runtime of their own, so their CPU (a browser's, in real
+        // use) can be told apart from the server's.
+        let clients_rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(CLIENT_THREADS)
+            .enable_all()
+            .build()
+            .expect("client runtime");
         let client = reqwest::Client::new();
-        let bodies: Vec<(String, Vec<u8>)> = files
+        let bodies: Vec<(String, axum::body::Bytes)> = files
             .iter()
             .map(|f| {
                 let name = f.file_name().expect("name").to_string_lossy().into_owned();
-                (name, std::fs::read(f).expect("read"))
+                (name, std::fs::read(f).expect("read").into())
             })
             .collect();
         let bodies = Arc::new(bodies);
         let queue = app.state().service.queue.clone();
         let started = Instant::now();
-        let cpu0 = cpu_secs();
+        let use0 = Usage::process();
+        let threads0 = threads_usage();
         let clients: Vec<_> = (0..CLIENTS)
             .map(|c| {
                 let (client, base, bodies) = (client.clone(), base.clone(), Arc::clone(&bodies));
-                tokio::spawn(async move {
+                clients_rt.spawn(async move {
                     for (name, bytes) in bodies.iter().skip(c).step_by(CLIENTS) {
+                        let body = reqwest::Body::from(bytes.clone());
                         let part =
-                            reqwest::multipart::Part::bytes(bytes.clone()).file_name(name.clone());
+                            reqwest::multipart::Part::stream_with_length(body, bytes.len() as u64)
+                                .file_name(name.clone());
                         let resp = client
                             .post(format!("{base}/api/jobs"))
                             .multipart(reqwest::multipart::Form::new().part("image", part))
@@ -326,7 +419,13 @@ async fn server_against_offline() {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         let server = started.elapsed().as_secs_f64();
-        let server_cpu = cpu_secs() - cpu0;
+        let server_use = Usage::process().minus(use0);
+        let threads = threads_delta(&threads0, &threads_usage());
+        let client_use = threads
+            .iter()
+            .find(|(name, _)| name == CLIENT_THREADS)
+            .map_or_else(Usage::default, |(_, u)| *u);
+        clients_rt.shutdown_background();
         // The same outlines either way.
         let page = queue.list(&Default::default(), None, 1000).expect("list");
         for job in &page.jobs {
@@ -334,7 +433,8 @@ async fn server_against_offline() {
             assert_eq!(Some(&objects), offline_objects.get(&job.image.name));
         }
         app.shutdown().await.expect("shutdown");
-        rows.push((offline, server, offline_cpu, server_cpu));
+        last_threads = threads;
+        rows.push((offline, server, offline_use, server_use, client_use));
     }
     println!();
     println!(
@@ -342,20 +442,45 @@ async fn server_against_offline() {
         "60 images of 1024² 8-bit PNG, 2 workers", "offline", "server", "ratio"
     );
     let per = |secs: f64| secs * 1e3 / IMAGES as f64;
-    for (i, (offline, server, offline_cpu, server_cpu)) in rows.iter().enumerate() {
-        println!(
-            "{:<46} {:>7.1} ms {:>7.1} ms {:>8.2}",
-            format!("round {}: wall time per image", i + 1),
-            per(*offline),
-            per(*server),
-            server / offline
+    for (i, (offline, server, offline_use, server_use, client_use)) in rows.iter().enumerate() {
+        let round = i + 1;
+        let served = server_use.minus(*client_use);
+        let row = |what: &str, offline: f64, server: f64| {
+            println!(
+                "{:<46} {:>7.1} ms {:>7.1} ms {:>8.2}",
+                format!("round {round}: {what}"),
+                per(offline),
+                per(server),
+                server / offline
+            );
+        };
+        row("wall time per image", *offline, *server);
+        row("CPU time per image", offline_use.cpu(), server_use.cpu());
+        row(
+            "CPU per image, upload clients apart",
+            offline_use.cpu(),
+            served.cpu(),
         );
         println!(
-            "{:<46} {:>7.1} ms {:>7.1} ms {:>8.2}",
-            format!("round {}: CPU time per image", i + 1),
-            per(*offline_cpu),
-            per(*server_cpu),
-            server_cpu / offline_cpu
+            "{:<46} {:>10.0} {:>10.0} {:>8.2}",
+            format!("round {round}: page faults per image"),
+            offline_use.faults / IMAGES as f64,
+            served.faults / IMAGES as f64,
+            served.faults / offline_use.faults
+        );
+    }
+    println!();
+    println!(
+        "{:<46} {:>10} {:>10} {:>8}",
+        "server per image by thread, last round", "user", "system", "faults"
+    );
+    for (name, u) in &last_threads {
+        println!(
+            "{:<46} {:>7.2} ms {:>7.2} ms {:>8.0}",
+            name,
+            per(u.user),
+            per(u.system),
+            u.faults / IMAGES as f64
         );
     }
 }

@@ -133,6 +133,8 @@ impl Drop for Pin {
 #[derive(Debug)]
 pub struct Incoming {
     path: PathBuf,
+    /// Open since it was created, for [`ImageStore::put`] to write without opening it again.
+    file: Arc<dyn crate::fsio::FileIo>,
     live: Arc<Mutex<HashSet<PathBuf>>>,
     fs: Arc<dyn Fs>,
 }
@@ -311,15 +313,21 @@ impl ImageStore {
             .lock()
             .expect("incoming lock")
             .insert(path.clone());
-        let incoming = Incoming {
+        let file = match self.fs.open(&path, true) {
+            Ok(file) => file,
+            Err(e) => {
+                // Whatever the failed open left behind goes, as an `Incoming` dropped would.
+                let _ = self.fs.remove_file(&path);
+                self.live.lock().expect("incoming lock").remove(&path);
+                return Err(self.io_error(&path, e));
+            }
+        };
+        Ok(Incoming {
             path,
+            file,
             live: Arc::clone(&self.live),
             fs: Arc::clone(&self.fs),
-        };
-        self.fs
-            .open(&incoming.path, true)
-            .map_err(|e| self.io_error(&incoming.path, e))?;
-        Ok(incoming)
+        })
     }
 
     /// Checks an encoded image: header within the limits, then a full decode inside the budget.
@@ -379,9 +387,8 @@ impl ImageStore {
             // (`incoming` refuses under the low-water mark.)
             let tmp = self.incoming()?;
             let write = || -> std::io::Result<()> {
-                let f = self.fs.open(tmp.path(), false)?;
-                f.write_at(bytes, 0)?;
-                f.sync_data()
+                tmp.file.write_at(bytes, 0)?;
+                tmp.file.sync_data()
             };
             write().map_err(|e| self.io_error(tmp.path(), e))?;
             self.link(&tmp, &hash)?;
@@ -428,11 +435,10 @@ impl ImageStore {
     fn link(&self, tmp: &Incoming, hash: &str) -> Result<(), ImageStoreError> {
         let path = self.path(hash);
         let parent = path.parent().expect("image paths have a fan-out directory");
-        let new_fan = !self.fs.exists(parent);
-        self.fs
-            .create_dir_all(parent)
-            .map_err(|e| self.io_error(parent, e))?;
-        if new_fan {
+        if !self.fs.exists(parent) {
+            self.fs
+                .create_dir_all(parent)
+                .map_err(|e| self.io_error(parent, e))?;
             self.fs
                 .sync_dir(&self.dir)
                 .map_err(|e| self.io_error(&self.dir, e))?;

@@ -98,10 +98,12 @@ pub(super) fn multipart_error(e: MultipartError) -> ApiError {
 }
 
 /// An image part: in memory when small, else streamed to a temp file of the image store (which
-/// removes it unless it is stored).
+/// removes it unless it is stored). `expected` is what the client said it sends (the request's
+/// length), room made at once up to the in-memory limit instead of growing the buffer by copies.
 pub(super) async fn image_field(
     mut field: Field<'_>,
     images: &ImageStore,
+    expected: usize,
 ) -> Result<Source, ApiError> {
     let name = field
         .file_name()
@@ -111,7 +113,7 @@ pub(super) async fn image_field(
         .collect::<String>();
     let io_error =
         |e: std::io::Error| ApiError::from(images.io_error(std::path::Path::new("upload"), e));
-    let mut buffer: Vec<u8> = Vec::new();
+    let mut buffer: Vec<u8> = Vec::with_capacity(expected.min(SPILL));
     let mut spilled: Option<(crate::images::Incoming, tokio::fs::File)> = None;
     while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
         match spilled.as_mut() {
@@ -162,17 +164,22 @@ pub(super) async fn text_field(mut field: Field<'_>, limit: usize) -> Result<Str
 
 /// A multipart upload: `image` parts (also `images`, `file`) and the fields `priority`,
 /// `project`, `segmenter`, `params`. Temp files of a refused upload are removed when the sources
-/// drop.
+/// drop. `length` is the request's `Content-Length`, if it sent one.
 pub(super) async fn form(
     mut form: Multipart,
     images: &ImageStore,
+    length: Option<usize>,
 ) -> Result<(Vec<Source>, SubmitOptions), ApiError> {
+    // The first image part is most of a request.
+    let mut expected = length;
     let mut sources = Vec::new();
     let mut opts = SubmitOptions::default();
     while let Some(field) = form.next_field().await.map_err(multipart_error)? {
         let name = field.name().unwrap_or_default().to_owned();
         match name.as_str() {
-            "image" | "images" | "file" => sources.push(image_field(field, images).await?),
+            "image" | "images" | "file" => {
+                sources.push(image_field(field, images, expected.take().unwrap_or_default()).await?)
+            }
             "priority" => {
                 let text = text_field(field, MAX_FIELD).await?;
                 let n: i64 = text.trim().parse().map_err(|_| {

@@ -120,12 +120,17 @@ async fn upload(
             "send images as multipart/form-data (parts named image), or JSON {\"paths\": [...]} with Content-Type: application/json",
         ));
     } else {
+        let length = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
         let form = Multipart::from_request(req, &state).await.map_err(|e| {
             ApiError::bad_request(format!(
                 "expected multipart/form-data or application/json: {e}"
             ))
         })?;
-        intake::form(form, &state.service.images).await?
+        intake::form(form, &state.service.images, length).await?
     };
     if sources.is_empty() {
         return Err(ApiError::bad_request(

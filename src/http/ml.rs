@@ -216,7 +216,9 @@ async fn segment(
         while let Some(field) = form.next_field().await.map_err(intake::multipart_error)? {
             match field.name().unwrap_or_default() {
                 // Streamed through a temp file past a few MiB, like `POST /api/jobs`.
-                "image" => image = Some(intake::image_field(field, &state.service.images).await?),
+                "image" => {
+                    image = Some(intake::image_field(field, &state.service.images, 0).await?)
+                }
                 "params" => {
                     let text = intake::text_field(field, intake::MAX_FIELD).await?;
                     params = serde_json::from_str(&text)
