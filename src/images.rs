@@ -97,8 +97,14 @@ impl ImageStoreError {
             ImageStoreError::TooSmall { .. } => ErrorCode::IMAGE_TOO_SMALL,
             ImageStoreError::Busy { .. } => ErrorCode::BUSY,
             ImageStoreError::DiskFull { .. } => ErrorCode::DISK_FULL,
+            ImageStoreError::Io { .. } if self.is_missing() => ErrorCode::IMAGE_MISSING,
             ImageStoreError::Io { .. } => ErrorCode::IO_ERROR,
         }
+    }
+
+    /// The stored file is not there (removed behind the store's back).
+    pub fn is_missing(&self) -> bool {
+        matches!(self, ImageStoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
     }
 }
 

@@ -126,6 +126,14 @@ impl From<crate::backup::BackupError> for ApiError {
 
 impl From<ImageStoreError> for ApiError {
     fn from(e: ImageStoreError) -> Self {
+        if e.is_missing() {
+            // The path is the server's business; what is gone is the job's image.
+            return ApiError::new(
+                StatusCode::NOT_FOUND,
+                e.code(),
+                "the job's image is no longer in the image store; upload it again",
+            );
+        }
         let status = match &e {
             ImageStoreError::Refused { source, .. }
                 if source.code() == ErrorCode::IMAGE_TOO_LARGE =>

@@ -33,7 +33,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
             ("application/octet-stream"),
         )),
         (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
-        (status = 404, description = "no such job", body = ErrorBody),
+        (status = 404, description = "no such job, or its image is gone (`image-missing`)", body = ErrorBody),
     )
 )]
 async fn original(
@@ -68,7 +68,7 @@ async fn original(
     responses(
         (status = 200, description = "the preview", content(("image/png"))),
         (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
-        (status = 404, description = "no such job", body = ErrorBody),
+        (status = 404, description = "no such job, or its image is gone (`image-missing`)", body = ErrorBody),
         (status = 413, description = "the image is over the size limits or the decode budget", body = ErrorBody),
         (status = 415, description = "the stored image cannot be decoded", body = ErrorBody),
         (status = 503, description = "busy decoding other images (see Retry-After)", body = ErrorBody),

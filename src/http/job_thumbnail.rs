@@ -61,7 +61,7 @@ fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
         (status = 304, description = "the thumbnail named by If-None-Match is still current"),
         (status = 400, description = "a query parameter of the wrong type", body = ErrorBody),
         (status = 401, description = "a token is configured and the request lacks it", body = ErrorBody),
-        (status = 404, description = "no such job", body = ErrorBody),
+        (status = 404, description = "no such job, or its image is gone (`image-missing`)", body = ErrorBody),
         (status = 409, description = "the job has no result (it has not completed)", body = ErrorBody),
         (status = 413, description = "the image is over the size limits or the decode budget", body = ErrorBody),
         (status = 415, description = "the stored image cannot be decoded", body = ErrorBody),

@@ -240,6 +240,19 @@ async fn a_rerun_refuses_what_it_cannot_do_and_enqueues_nothing() {
         "{v}"
     );
     assert_eq!(job_count(&a).await, 1, "nothing enqueued");
+    // Its pictures say so too, as a 404 naming no server path.
+    for route in ["image", "preview.png", "thumbnail", "overlay.png"] {
+        let (s, v) = a
+            .call("GET", &format!("/api/jobs/{id}/{route}"), None)
+            .await;
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (StatusCode::NOT_FOUND, Some("image-missing")),
+            "{route}: {v}"
+        );
+        let message = v["message"].as_str().unwrap_or_default();
+        assert!(!message.contains(hash), "{route}: {message}");
+    }
     a.stop().await;
 }
 
