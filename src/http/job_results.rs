@@ -60,13 +60,20 @@ pub(super) fn with_result(state: &AppState, raw: &str) -> Result<Job, ApiError> 
 
 /// The stored bytes of `job`'s latest result version; `409` when it has none.
 pub(super) fn result_bytes(state: &AppState, job: &Job) -> Result<Vec<u8>, ApiError> {
-    state.service.queue.result(job.id)?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::CONFLICT,
-            ErrorCode::NO_RESULT,
-            format!("job {} has no result: it is {}", job.id, job.state),
-        )
-    })
+    state
+        .service
+        .queue
+        .result(job.id)?
+        .ok_or_else(|| no_result(job))
+}
+
+/// `409 no-result`: `job` has not completed.
+pub(super) fn no_result(job: &Job) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        ErrorCode::NO_RESULT,
+        format!("job {} has no result: it is {}", job.id, job.state),
+    )
 }
 
 /// `job`'s result from its stored `bytes`; `500` when they cannot be read.

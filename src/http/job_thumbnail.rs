@@ -1,8 +1,10 @@
 //! `GET /api/jobs/{id}/thumbnail`: a completed job's image, small (256 px on its long side unless
 //! `size` says otherwise, 16 to 512), with its outlines drawn, as JPEG, for the page's gallery.
 //!
-//! Invariants: a thumbnail is named by its size and a digest of the stored result, so a result
-//! that changes (a corrected version) gets a new ETag and a new cache file; the cache lives beside
+//! Invariants: a thumbnail is named by its size, its image and its result's latest version
+//! (number, time and size; a version is never changed, only added), so a result that changes (a
+//! corrected or restored version) gets a new ETag and a new cache file, and a revalidation reads
+//! nothing but the job's record; the cache lives beside
 //! the image's previews (`ImageStore::keep_thumbnail`) and goes with the image. A request whose
 //! `If-None-Match` names the current ETag gets `304` without drawing anything.
 
@@ -18,7 +20,7 @@ use super::auth::Authorized;
 use super::error::{Body as ErrorBody, Query};
 use super::export::export_failed;
 use super::job_images::task_failed;
-use super::job_results::{decode_result, result_bytes};
+use super::job_results::{decode_result, no_result, result_bytes};
 use super::jobs::get_job;
 use super::{ApiError, AppState};
 
@@ -88,8 +90,21 @@ async fn thumbnail(
         ));
     }
     let job = get_job(&state, &id)?;
-    let bytes = result_bytes(&state, &job)?;
-    let key = format!("{size}-{}", &crate::images::content_hash(&bytes)[..16]);
+    // Named by what changes the picture: its size, the image, and the result's latest version
+    // (a job's versions are never changed, only added), so a revalidation reads nothing.
+    let latest = job
+        .result
+        .as_ref()
+        .and_then(|r| Some((r.bytes, *r.versions.last()?)));
+    let Some((bytes, version)) = latest else {
+        return Err(no_result(&job));
+    };
+    let key = format!(
+        "{size}-{}-{}-{}-{bytes}",
+        &job.image.hash[..16],
+        version.version,
+        version.created_at
+    );
     let etag = format!("\"{key}\"");
     let cache = [
         (header::ETAG, etag.clone()),
@@ -104,7 +119,7 @@ async fn thumbnail(
         if let Some(cached) = images.cached_thumbnail(hash, &key) {
             return Ok(cached);
         }
-        let r = decode_result(&job, &bytes)?;
+        let r = decode_result(&job, &result_bytes(&state, &job)?)?;
         let preview = images.preview(hash, size)?;
         let background = image::load_from_memory(&preview)
             .map_err(|e| export_failed(e.to_string()))?

@@ -83,6 +83,34 @@ async fn a_thumbnail_is_small_drawn_cached_and_revalidated() {
     let (s, _, _) = get_with(&a, &uri, &[("if-none-match", "\"other\"")]).await;
     assert_eq!(s, StatusCode::OK);
 
+    // A corrected result is another picture: the old ETag no longer matches, and restoring
+    // version 1 makes a third version with an ETag of its own.
+    let square = serde_json::json!([{"id": "a", "type": "external", "class": "spheroid",
+        "points": [[10, 10], [60, 10], [60, 60], [10, 60]]}]);
+    let body = serde_json::json!({"base_version": 1, "polygons": square}).to_string();
+    let (s, v) = a
+        .call("PUT", &format!("/api/jobs/{id}/result"), Some(&body))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, h, _) = get_with(&a, &uri, &[("if-none-match", &etag)]).await;
+    assert_eq!(s, StatusCode::OK, "a corrected result is drawn again");
+    let corrected = h[header::ETAG].to_str().expect("ascii").to_owned();
+    assert_ne!(corrected, etag);
+    let (s, v) = a
+        .call(
+            "POST",
+            &format!("/api/jobs/{id}/result/versions/1/restore"),
+            Some(r#"{"base_version": 2}"#),
+        )
+        .await;
+    assert!(s.is_success(), "{s} {v}");
+    let (s, h, _) = get_with(&a, &uri, &[("if-none-match", &corrected)]).await;
+    assert_eq!(s, StatusCode::OK);
+    let restored = h[header::ETAG].to_str().expect("ascii").to_owned();
+    assert!(restored != corrected && restored != etag, "{restored}");
+    let (s, _, _) = get_with(&a, &uri, &[("if-none-match", &restored)]).await;
+    assert_eq!(s, StatusCode::NOT_MODIFIED);
+
     // Another size is another thumbnail, with another ETag; sizes out of bounds are refused.
     let (s, h, jpeg) = get_with(&a, &format!("{uri}?size=64"), &[]).await;
     assert_eq!(s, StatusCode::OK);
