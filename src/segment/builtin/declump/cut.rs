@@ -1,0 +1,378 @@
+//! Where the parts of a clump meet, at full resolution. The grid says which part each cell
+//! belongs to; a pixel near a split (within a band of cells around it) takes the part of the
+//! nearest peak in the power distance |p − c|² − r², c the peak and r its depth: for two
+//! overlapping discs that boundary is their radical axis, the straight chord through the points
+//! where their outlines cross, the line a person draws across the neck.
+//!
+//! A peak's depth is the radius of the largest disc inside its part; a lobed spheroid reaches
+//! further than that towards its neighbour, so the chord can sit several pixels off. Where the
+//! two parts clearly differ in tone (a dark spheroid pressed against a lighter one), the image
+//! shows where they meet: the chord moves, parallel to itself, to the step of the feature across
+//! the middle of the neck (one step fitted by least squares). Parts of one tone keep the chord.
+
+use std::collections::BTreeMap;
+
+use super::{CONTRAST, Grid, Tone};
+
+/// How far the chord may move towards either part, as a fraction of the smaller part's depth.
+const BAND: f64 = 0.2;
+/// The share of the neck, about its middle, whose pixels place the step: its ends are where
+/// fingers and loose cells in the crevice beside the neck are.
+const NECK_MIDDLE: f64 = 0.6;
+/// The width of the bins, in pixels, across the neck that the step is fitted to.
+const BIN: f64 = 0.5;
+
+/// A peak at full resolution: centre, depth (both in pixels) and the part it belongs to.
+pub(super) struct Centre {
+    pub(super) x: f64,
+    pub(super) y: f64,
+    pub(super) r: f64,
+    pub(super) part: u32,
+}
+
+/// An object and its parts as the grid found them.
+pub(super) struct Clump<'a> {
+    /// The object, `w` × `h`, non-zero inside.
+    pub(super) mask: &'a [u8],
+    pub(super) w: usize,
+    pub(super) h: usize,
+    /// The part of every cell of the grid `grid` (0 outside).
+    pub(super) cell: &'a [u32],
+    pub(super) grid: &'a Grid<'a>,
+    pub(super) centres: &'a [Centre],
+    pub(super) tone: &'a Tone<'a>,
+}
+
+/// Each pixel of the object labelled with its part (0 outside).
+pub(super) fn assign(clump: &Clump<'_>) -> Vec<u32> {
+    let Clump {
+        mask,
+        w,
+        h,
+        cell,
+        grid: g,
+        centres,
+        ..
+    } = *clump;
+    let (gw, s) = (g.w, g.scale);
+    let power = |x: f64, y: f64, part: u32| -> f64 {
+        centres
+            .iter()
+            .filter(|c| c.part == part)
+            .map(|c| (x - c.x).powi(2) + (y - c.y).powi(2) - c.r * c.r)
+            .fold(f64::INFINITY, f64::min)
+    };
+    // Of `parts`, the part of the pixel centre (x, y): the nearest in power distance, or of the
+    // nearest two, the side of their moved boundary; `fallback` when that pair's has not moved.
+    let side = |x: f64, y: f64, parts: &[u32], moved: &Moved, fallback: Option<u32>| -> u32 {
+        let mut best = (f64::INFINITY, parts[0]);
+        let mut second = (f64::INFINITY, parts[0]);
+        for &p in parts {
+            let d = power(x, y, p);
+            if d < best.0 {
+                second = best;
+                best = (d, p);
+            } else if d < second.0 {
+                second = (d, p);
+            }
+        }
+        let (a, b) = (best.1.min(second.1), best.1.max(second.1));
+        match moved.offsets.get(&(a, b)) {
+            Some(&k) if a != b => {
+                if power(x, y, a) - power(x, y, b) < k {
+                    a
+                } else {
+                    b
+                }
+            }
+            _ => fallback.unwrap_or(best.1),
+        }
+    };
+    let close = near_parts(cell, gw, g.h, 1);
+    let moved = move_to_edges(clump, &power);
+    let mut labels = vec![0u32; w * h];
+    for y in 0..h {
+        let row = (y / s) * gw;
+        for x in 0..w {
+            if mask[y * w + x] == 0 {
+                continue;
+            }
+            let c = row + x / s;
+            let (px, py) = (x as f64 + 0.5, y as f64 + 0.5);
+            labels[y * w + x] = match (&close[c], moved.near.as_ref().map(|n| &n[c])) {
+                (Near::Several(parts), _) => side(px, py, parts, &moved, None),
+                (Near::One(p), Some(Near::Several(parts))) => side(px, py, parts, &moved, Some(*p)),
+                (Near::One(p), _) => *p,
+            };
+        }
+    }
+    labels
+}
+
+/// The boundaries moved to the image's edge between two parts.
+struct Moved {
+    /// Per pair of parts (smaller number first), the offset of the power difference (a's minus
+    /// b's) below which a pixel is a's.
+    offsets: BTreeMap<(u32, u32), f64>,
+    /// Per cell, the parts within the band a boundary may move across; `None` when no two parts
+    /// that meet differ in tone.
+    near: Option<Vec<Near>>,
+}
+
+/// Fits the boundary between each two parts of clearly different tone to the step of the feature
+/// across the middle of their neck (see the module doc).
+fn move_to_edges(clump: &Clump<'_>, power: &dyn Fn(f64, f64, u32) -> f64) -> Moved {
+    let Clump {
+        mask,
+        w,
+        h,
+        cell,
+        grid: g,
+        centres,
+        tone,
+    } = *clump;
+    let (gw, gh, s) = (g.w, g.h, g.scale);
+    let parts = cell.iter().copied().max().unwrap_or(0) as usize;
+    let mut depth = vec![0f64; parts + 1];
+    for c in centres {
+        depth[c.part as usize] = depth[c.part as usize].max(c.r);
+    }
+    let shade = |p: u32| part_tone(cell, g.shade, p);
+    let necks: Vec<((u32, u32), Neck, f32, f32)> = necks(cell, gw, gh, s)
+        .into_iter()
+        .filter_map(|((a, b), neck)| {
+            let (ta, tb) = (shade(a)?, shade(b)?);
+            ((ta - tb).abs() >= CONTRAST * tone.range).then_some(((a, b), neck, ta, tb))
+        })
+        .collect();
+    let mut offsets = BTreeMap::new();
+    if necks.is_empty() {
+        return Moved {
+            offsets,
+            near: None,
+        };
+    }
+    let widest = necks
+        .iter()
+        .map(|((a, b), ..)| BAND * depth[*a as usize].min(depth[*b as usize]))
+        .fold(0.0, f64::max);
+    let near = near_parts(cell, gw, gh, (widest / s as f64).ceil() as usize + 1);
+    for ((a, b), neck, ta, tb) in &necks {
+        let (a, b) = (*a, *b);
+        let Some((ca, cb)) = nearest_pair(centres, a, b, neck.mid) else {
+            continue;
+        };
+        let apart = (cb.x - ca.x).hypot(cb.y - ca.y);
+        if apart < 1.0 {
+            continue;
+        }
+        let (ux, uy) = ((cb.x - ca.x) / apart, (cb.y - ca.y) / apart);
+        let band = BAND * depth[a as usize].min(depth[b as usize]);
+        // Along the neck: its cells' span, of which the middle counts.
+        let along = |x: f64, y: f64| (x - neck.mid.0) * -uy + (y - neck.mid.1) * ux;
+        let (lo, hi) = neck
+            .points
+            .iter()
+            .map(|&(x, y)| along(x, y))
+            .fold((f64::MAX, f64::MIN), |(l, h), v| (l.min(v), h.max(v)));
+        let (mid, half) = ((lo + hi) / 2.0, NECK_MIDDLE * (hi - lo + s as f64) / 2.0);
+        let bins = ((2.0 * band / BIN).ceil() as usize).max(2);
+        let mut acc = vec![(0u64, 0f64, 0f64); bins];
+        for y in 0..h {
+            let row = (y / s) * gw;
+            for x in 0..w {
+                if mask[y * w + x] == 0 {
+                    continue;
+                }
+                let Near::Several(parts) = &near[row + x / s] else {
+                    continue;
+                };
+                let (px, py) = (x as f64 + 0.5, y as f64 + 0.5);
+                if !(parts.contains(&a) && parts.contains(&b)) || (along(px, py) - mid).abs() > half
+                {
+                    continue;
+                }
+                // The signed distance from the chord, in pixels, towards b.
+                let e = (power(px, py, a) - power(px, py, b)) / (2.0 * apart);
+                if e.abs() >= band {
+                    continue;
+                }
+                let f = f64::from(tone.feature[y * w + x]);
+                let bin = &mut acc[(((e + band) / BIN) as usize).min(bins - 1)];
+                *bin = (bin.0 + 1, bin.1 + f, bin.2 + f * f);
+            }
+        }
+        let Some((at, left, right)) = step(&acc) else {
+            continue;
+        };
+        // The step must be the one between the two parts: as large, and the same way round.
+        let towards_b = f64::from(tb - ta);
+        if (right - left) * towards_b > 0.0
+            && (right - left).abs() >= f64::from(CONTRAST * tone.range)
+        {
+            offsets.insert((a, b), 2.0 * apart * (at as f64 * BIN - band));
+        }
+    }
+    Moved {
+        offsets,
+        near: Some(near),
+    }
+}
+
+/// Where two parts meet on the grid: the midpoints of the cell edges between them, in pixels.
+struct Neck {
+    points: Vec<(f64, f64)>,
+    mid: (f64, f64),
+}
+
+/// Every pair of parts that meet on the grid `cell` (`gw` × `gh`, cells of `s` pixels), smaller
+/// part number first.
+fn necks(cell: &[u32], gw: usize, gh: usize, s: usize) -> BTreeMap<(u32, u32), Neck> {
+    let mut necks: BTreeMap<(u32, u32), Neck> = BTreeMap::new();
+    let s = s as f64;
+    for y in 0..gh {
+        for x in 0..gw {
+            let a = cell[y * gw + x];
+            if a == 0 {
+                continue;
+            }
+            for (nx, ny) in [(x + 1, y), (x, y + 1)] {
+                if nx >= gw || ny >= gh {
+                    continue;
+                }
+                let b = cell[ny * gw + nx];
+                if b != 0 && b != a {
+                    let point = (
+                        ((x + nx) as f64 / 2.0 + 0.5) * s,
+                        ((y + ny) as f64 / 2.0 + 0.5) * s,
+                    );
+                    necks
+                        .entry((a.min(b), a.max(b)))
+                        .or_insert_with(|| Neck {
+                            points: Vec::new(),
+                            mid: (0.0, 0.0),
+                        })
+                        .points
+                        .push(point);
+                }
+            }
+        }
+    }
+    for neck in necks.values_mut() {
+        let n = neck.points.len() as f64;
+        let (sx, sy) = neck
+            .points
+            .iter()
+            .fold((0.0, 0.0), |(sx, sy), &(x, y)| (sx + x, sy + y));
+        neck.mid = (sx / n, sy / n);
+    }
+    necks
+}
+
+/// The parts of the object cells within reach of a cell.
+enum Near {
+    /// One part (part 1 when there is none).
+    One(u32),
+    Several(Vec<u32>),
+}
+
+/// Per cell: the parts of the object cells within `reach` cells of it (Chebyshev).
+fn near_parts(cell: &[u32], gw: usize, gh: usize, reach: usize) -> Vec<Near> {
+    // Rows first: the parts within reach along each row, then the union of those over the
+    // rows within reach.
+    let mut rows: Vec<Vec<u32>> = Vec::with_capacity(gw * gh);
+    for y in 0..gh {
+        for x in 0..gw {
+            let mut v: Vec<u32> = cell
+                [y * gw + x.saturating_sub(reach)..y * gw + (x + reach + 1).min(gw)]
+                .iter()
+                .copied()
+                .filter(|&l| l != 0)
+                .collect();
+            v.sort_unstable();
+            v.dedup();
+            rows.push(v);
+        }
+    }
+    let mut out = Vec::with_capacity(gw * gh);
+    for y in 0..gh {
+        for x in 0..gw {
+            let mut v: Vec<u32> = (y.saturating_sub(reach)..(y + reach + 1).min(gh))
+                .flat_map(|yy| rows[yy * gw + x].iter().copied())
+                .collect();
+            v.sort_unstable();
+            v.dedup();
+            out.push(match v.as_slice() {
+                [] => Near::One(1),
+                [one] => Near::One(*one),
+                _ => Near::Several(v),
+            });
+        }
+    }
+    out
+}
+
+/// The mean feature of a part's cells.
+fn part_tone(cell: &[u32], shade: &[f32], part: u32) -> Option<f32> {
+    let (sum, n) = cell
+        .iter()
+        .zip(shade)
+        .filter(|(c, _)| **c == part)
+        .fold((0f64, 0u64), |(s, n), (_, &v)| (s + f64::from(v), n + 1));
+    (n > 0).then(|| (sum / n as f64) as f32)
+}
+
+/// Of the peaks of parts `a` and `b`, the one of each nearest `at`.
+fn nearest_pair(centres: &[Centre], a: u32, b: u32, at: (f64, f64)) -> Option<(&Centre, &Centre)> {
+    let nearest = |p: u32| {
+        centres.iter().filter(|c| c.part == p).min_by(|c, d| {
+            let dc = (c.x - at.0).hypot(c.y - at.1);
+            let dd = (d.x - at.0).hypot(d.y - at.1);
+            dc.total_cmp(&dd)
+        })
+    };
+    Some((nearest(a)?, nearest(b)?))
+}
+
+/// The least-squares fit of one step to binned values (`(count, sum, sum of squares)` per bin):
+/// the first bin of the right side and the means left and right of it, when each side holds at
+/// least a tenth of the values.
+fn step(bins: &[(u64, f64, f64)]) -> Option<(usize, f64, f64)> {
+    let total = bins
+        .iter()
+        .fold((0u64, 0f64, 0f64), |t, b| (t.0 + b.0, t.1 + b.1, t.2 + b.2));
+    let least = (total.0 / 10).max(1);
+    let mut left = (0u64, 0f64, 0f64);
+    let mut best: Option<(f64, usize, f64, f64)> = None;
+    for (j, b) in bins.iter().enumerate().take(bins.len().saturating_sub(1)) {
+        left = (left.0 + b.0, left.1 + b.1, left.2 + b.2);
+        let right = (total.0 - left.0, total.1 - left.1, total.2 - left.2);
+        if left.0 < least || right.0 < least {
+            continue;
+        }
+        let sse = |t: (u64, f64, f64)| t.2 - t.1 * t.1 / t.0 as f64;
+        let e = sse(left) + sse(right);
+        if best.is_none_or(|b| e < b.0) {
+            best = Some((e, j + 1, left.1 / left.0 as f64, right.1 / right.0 as f64));
+        }
+    }
+    best.map(|(_, j, l, r)| (j, l, r))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_is_found_where_the_values_jump() {
+        let bins: Vec<(u64, f64, f64)> = (0..20)
+            .map(|i| {
+                let v = if i < 13 { 0.1 } else { 0.6 };
+                (4, 4.0 * v, 4.0 * v * v)
+            })
+            .collect();
+        let (at, l, r) = step(&bins).expect("a step");
+        assert_eq!(at, 13);
+        assert!((l - 0.1).abs() < 1e-9 && (r - 0.6).abs() < 1e-9);
+    }
+}
