@@ -55,41 +55,7 @@ pub(super) fn assign(clump: &Clump<'_>) -> Vec<u32> {
         ..
     } = *clump;
     let (gw, s) = (g.w, g.scale);
-    let power = |x: f64, y: f64, part: u32| -> f64 {
-        centres
-            .iter()
-            .filter(|c| c.part == part)
-            .map(|c| (x - c.x).powi(2) + (y - c.y).powi(2) - c.r * c.r)
-            .fold(f64::INFINITY, f64::min)
-    };
-    // Of `parts`, the part of the pixel centre (x, y): the nearest in power distance, or of the
-    // nearest two, the side of their moved boundary; `fallback` when that pair's has not moved.
-    let side = |x: f64, y: f64, parts: &[u32], moved: &Moved, fallback: Option<u32>| -> u32 {
-        let mut best = (f64::INFINITY, parts[0]);
-        let mut second = (f64::INFINITY, parts[0]);
-        for &p in parts {
-            let d = power(x, y, p);
-            if d < best.0 {
-                second = best;
-                best = (d, p);
-            } else if d < second.0 {
-                second = (d, p);
-            }
-        }
-        let (a, b) = (best.1.min(second.1), best.1.max(second.1));
-        match moved.offsets.get(&(a, b)) {
-            Some(&k) if a != b => {
-                if power(x, y, a) - power(x, y, b) < k {
-                    a
-                } else {
-                    b
-                }
-            }
-            _ => fallback.unwrap_or(best.1),
-        }
-    };
-    let close = near_parts(cell, gw, g.h, 1);
-    let moved = move_to_edges(clump, &power);
+    let near = near_parts(cell, gw, g.h, 1);
     let mut labels = vec![0u32; w * h];
     for y in 0..h {
         let row = (y / s) * gw;
@@ -97,68 +63,116 @@ pub(super) fn assign(clump: &Clump<'_>) -> Vec<u32> {
             if mask[y * w + x] == 0 {
                 continue;
             }
-            let c = row + x / s;
-            let (px, py) = (x as f64 + 0.5, y as f64 + 0.5);
-            labels[y * w + x] = match (&close[c], moved.near.as_ref().map(|n| &n[c])) {
-                (Near::Several(parts), _) => side(px, py, parts, &moved, None),
-                (Near::One(p), Some(Near::Several(parts))) => side(px, py, parts, &moved, Some(*p)),
-                (Near::One(p), _) => *p,
+            labels[y * w + x] = match &near[row + x / s] {
+                Near::One(part) => *part,
+                Near::Several(parts) => {
+                    let (px, py) = (x as f64 + 0.5, y as f64 + 0.5);
+                    centres
+                        .iter()
+                        .filter(|c| parts.contains(&c.part))
+                        .map(|c| ((px - c.x).powi(2) + (py - c.y).powi(2) - c.r * c.r, c.part))
+                        .min_by(|a, b| a.0.total_cmp(&b.0))
+                        .map_or(parts[0], |(_, part)| part)
+                }
             };
+        }
+    }
+    for line in edges(clump, &labels) {
+        let (x0, y0, x1, y1) = line.bounds(w, h);
+        for y in y0..y1 {
+            for x in x0..x1 {
+                let l = &mut labels[y * w + x];
+                if (*l == line.a || *l == line.b) && line.covers(x as f64 + 0.5, y as f64 + 0.5) {
+                    *l = line.side(x as f64 + 0.5, y as f64 + 0.5);
+                }
+            }
         }
     }
     labels
 }
 
-/// The boundaries moved to the image's edge between two parts.
-struct Moved {
-    /// Per pair of parts (smaller number first), the offset of the power difference (a's minus
-    /// b's) below which a pixel is a's.
-    offsets: BTreeMap<(u32, u32), f64>,
-    /// Per cell, the parts within the band a boundary may move across; `None` when no two parts
-    /// that meet differ in tone.
-    near: Option<Vec<Near>>,
+/// The boundary between parts `a` and `b` moved to the image's edge between them: the line
+/// `p · u = at` (a's side below), in force over the pixels `p` of either part within `band` of
+/// the chord `p · u = chord` and along the neck, `p · u⊥` in `along`.
+struct Line {
+    a: u32,
+    b: u32,
+    u: (f64, f64),
+    chord: f64,
+    at: f64,
+    band: f64,
+    along: (f64, f64),
 }
 
-/// Fits the boundary between each two parts of clearly different tone to the step of the feature
-/// across the middle of their neck (see the module doc).
-fn move_to_edges(clump: &Clump<'_>, power: &dyn Fn(f64, f64, u32) -> f64) -> Moved {
+impl Line {
+    fn across(&self, x: f64, y: f64) -> f64 {
+        x * self.u.0 + y * self.u.1
+    }
+
+    fn lengthwise(&self, x: f64, y: f64) -> f64 {
+        -x * self.u.1 + y * self.u.0
+    }
+
+    fn covers(&self, x: f64, y: f64) -> bool {
+        let v = self.lengthwise(x, y);
+        (self.across(x, y) - self.chord).abs() < self.band && v >= self.along.0 && v <= self.along.1
+    }
+
+    fn side(&self, x: f64, y: f64) -> u32 {
+        if self.across(x, y) < self.at {
+            self.a
+        } else {
+            self.b
+        }
+    }
+
+    /// The pixels `[x0, x1) × [y0, y1)` that hold every pixel it covers.
+    fn bounds(&self, w: usize, h: usize) -> (usize, usize, usize, usize) {
+        let (ux, uy) = self.u;
+        let corners = [
+            (self.chord - self.band, self.along.0),
+            (self.chord - self.band, self.along.1),
+            (self.chord + self.band, self.along.0),
+            (self.chord + self.band, self.along.1),
+        ]
+        .map(|(e, v)| (e * ux - v * uy, e * uy + v * ux));
+        let (mut x0, mut y0, mut x1, mut y1) = (f64::MAX, f64::MAX, f64::MIN, f64::MIN);
+        for (x, y) in corners {
+            (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
+        }
+        let clamp = |v: f64, n: usize| v.clamp(0.0, n as f64) as usize;
+        (
+            clamp(x0.floor(), w),
+            clamp(y0.floor(), h),
+            clamp(x1.ceil() + 1.0, w),
+            clamp(y1.ceil() + 1.0, h),
+        )
+    }
+}
+
+/// For each two parts of clearly different tone that meet, the line their boundary moves to:
+/// the step of the feature across the middle of their neck (see the module doc), given each
+/// pixel's part by the chord (`labels`).
+fn edges(clump: &Clump<'_>, labels: &[u32]) -> Vec<Line> {
     let Clump {
-        mask,
         w,
         h,
         cell,
         grid: g,
         centres,
         tone,
+        ..
     } = *clump;
-    let (gw, gh, s) = (g.w, g.h, g.scale);
-    let parts = cell.iter().copied().max().unwrap_or(0) as usize;
-    let mut depth = vec![0f64; parts + 1];
-    for c in centres {
-        depth[c.part as usize] = depth[c.part as usize].max(c.r);
-    }
+    let s = g.scale;
     let shade = |p: u32| part_tone(cell, g.shade, p);
-    let necks: Vec<((u32, u32), Neck, f32, f32)> = necks(cell, gw, gh, s)
-        .into_iter()
-        .filter_map(|((a, b), neck)| {
-            let (ta, tb) = (shade(a)?, shade(b)?);
-            ((ta - tb).abs() >= CONTRAST * tone.range).then_some(((a, b), neck, ta, tb))
-        })
-        .collect();
-    let mut offsets = BTreeMap::new();
-    if necks.is_empty() {
-        return Moved {
-            offsets,
-            near: None,
+    let mut lines = Vec::new();
+    for ((a, b), neck) in necks(cell, g.w, g.h, s) {
+        let (Some(ta), Some(tb)) = (shade(a), shade(b)) else {
+            continue;
         };
-    }
-    let widest = necks
-        .iter()
-        .map(|((a, b), ..)| BAND * depth[*a as usize].min(depth[*b as usize]))
-        .fold(0.0, f64::max);
-    let near = near_parts(cell, gw, gh, (widest / s as f64).ceil() as usize + 1);
-    for ((a, b), neck, ta, tb) in &necks {
-        let (a, b) = (*a, *b);
+        if (ta - tb).abs() < CONTRAST * tone.range {
+            continue;
+        }
         let Some((ca, cb)) = nearest_pair(centres, a, b, neck.mid) else {
             continue;
         };
@@ -166,39 +180,39 @@ fn move_to_edges(clump: &Clump<'_>, power: &dyn Fn(f64, f64, u32) -> f64) -> Mov
         if apart < 1.0 {
             continue;
         }
-        let (ux, uy) = ((cb.x - ca.x) / apart, (cb.y - ca.y) / apart);
-        let band = BAND * depth[a as usize].min(depth[b as usize]);
-        // Along the neck: its cells' span, of which the middle counts.
-        let along = |x: f64, y: f64| (x - neck.mid.0) * -uy + (y - neck.mid.1) * ux;
+        let u = ((cb.x - ca.x) / apart, (cb.y - ca.y) / apart);
+        // The radical axis of the two peaks, at this distance from a's along u.
+        let from_a = (apart * apart + ca.r * ca.r - cb.r * cb.r) / (2.0 * apart);
+        let mut line = Line {
+            a,
+            b,
+            u,
+            chord: ca.x * u.0 + ca.y * u.1 + from_a,
+            at: 0.0,
+            band: BAND * ca.r.min(cb.r),
+            along: (0.0, 0.0),
+        };
         let (lo, hi) = neck
             .points
             .iter()
-            .map(|&(x, y)| along(x, y))
+            .map(|&(x, y)| line.lengthwise(x, y))
             .fold((f64::MAX, f64::MIN), |(l, h), v| (l.min(v), h.max(v)));
         let (mid, half) = ((lo + hi) / 2.0, NECK_MIDDLE * (hi - lo + s as f64) / 2.0);
-        let bins = ((2.0 * band / BIN).ceil() as usize).max(2);
+        // The fit over the middle of the neck; the line in force over all of it.
+        line.along = (mid - half, mid + half);
+        let bins = ((2.0 * line.band / BIN).ceil() as usize).max(2);
         let mut acc = vec![(0u64, 0f64, 0f64); bins];
-        for y in 0..h {
-            let row = (y / s) * gw;
-            for x in 0..w {
-                if mask[y * w + x] == 0 {
-                    continue;
-                }
-                let Near::Several(parts) = &near[row + x / s] else {
-                    continue;
-                };
+        let (x0, y0, x1, y1) = line.bounds(w, h);
+        for y in y0..y1 {
+            for x in x0..x1 {
+                let l = labels[y * w + x];
                 let (px, py) = (x as f64 + 0.5, y as f64 + 0.5);
-                if !(parts.contains(&a) && parts.contains(&b)) || (along(px, py) - mid).abs() > half
-                {
+                if (l != a && l != b) || !line.covers(px, py) {
                     continue;
                 }
-                // The signed distance from the chord, in pixels, towards b.
-                let e = (power(px, py, a) - power(px, py, b)) / (2.0 * apart);
-                if e.abs() >= band {
-                    continue;
-                }
+                let e = line.across(px, py) - line.chord + line.band;
                 let f = f64::from(tone.feature[y * w + x]);
-                let bin = &mut acc[(((e + band) / BIN) as usize).min(bins - 1)];
+                let bin = &mut acc[((e / BIN) as usize).min(bins - 1)];
                 *bin = (bin.0 + 1, bin.1 + f, bin.2 + f * f);
             }
         }
@@ -206,17 +220,15 @@ fn move_to_edges(clump: &Clump<'_>, power: &dyn Fn(f64, f64, u32) -> f64) -> Mov
             continue;
         };
         // The step must be the one between the two parts: as large, and the same way round.
-        let towards_b = f64::from(tb - ta);
-        if (right - left) * towards_b > 0.0
+        if (right - left) * f64::from(tb - ta) > 0.0
             && (right - left).abs() >= f64::from(CONTRAST * tone.range)
         {
-            offsets.insert((a, b), 2.0 * apart * (at as f64 * BIN - band));
+            line.at = line.chord - line.band + at as f64 * BIN;
+            line.along = (lo - line.band, hi + line.band + s as f64);
+            lines.push(line);
         }
     }
-    Moved {
-        offsets,
-        near: Some(near),
-    }
+    lines
 }
 
 /// Where two parts meet on the grid: the midpoints of the cell edges between them, in pixels.
