@@ -242,7 +242,9 @@ pub(crate) fn find(img: &Image<'_>, params: &SegmentParams) -> Found {
                         }
                     }
                 }
-                if let Some(body) = &body {
+                // Only a part that grew has anything to shed: the closing alone adds no more than
+                // notches to a body that the opening has made smooth.
+                if let Some(body) = body.as_ref().filter(|_| threshold != img.threshold) {
                     shed_what_grew_on(&mut region, body, &others, sub, compact, r_close);
                 }
                 let eps = f64::from(params.simplify_epsilon);

@@ -55,7 +55,7 @@ pub(super) fn assign(clump: &Clump<'_>) -> Vec<u32> {
         ..
     } = *clump;
     let (gw, s) = (g.w, g.scale);
-    let near = near_parts(cell, gw, g.h, 1);
+    let near = near_parts(cell, gw, g.h);
     let mut labels = vec![0u32; w * h];
     for y in 0..h {
         let row = (y / s) * gw;
@@ -281,43 +281,39 @@ fn necks(cell: &[u32], gw: usize, gh: usize, s: usize) -> BTreeMap<(u32, u32), N
     necks
 }
 
-/// The parts of the object cells within reach of a cell.
+/// The parts of the object cells among a cell and its 8 neighbours.
 enum Near {
     /// One part (part 1 when there is none).
     One(u32),
     Several(Vec<u32>),
 }
 
-/// Per cell: the parts of the object cells within `reach` cells of it (Chebyshev).
-fn near_parts(cell: &[u32], gw: usize, gh: usize, reach: usize) -> Vec<Near> {
-    // Rows first: the parts within reach along each row, then the union of those over the
-    // rows within reach.
-    let mut rows: Vec<Vec<u32>> = Vec::with_capacity(gw * gh);
-    for y in 0..gh {
-        for x in 0..gw {
-            let mut v: Vec<u32> = cell
-                [y * gw + x.saturating_sub(reach)..y * gw + (x + reach + 1).min(gw)]
-                .iter()
-                .copied()
-                .filter(|&l| l != 0)
-                .collect();
-            v.sort_unstable();
-            v.dedup();
-            rows.push(v);
-        }
-    }
+/// Per cell of the grid `cell` (`gw` × `gh`): the parts among it and its neighbours.
+fn near_parts(cell: &[u32], gw: usize, gh: usize) -> Vec<Near> {
     let mut out = Vec::with_capacity(gw * gh);
     for y in 0..gh {
         for x in 0..gw {
-            let mut v: Vec<u32> = (y.saturating_sub(reach)..(y + reach + 1).min(gh))
-                .flat_map(|yy| rows[yy * gw + x].iter().copied())
-                .collect();
-            v.sort_unstable();
-            v.dedup();
-            out.push(match v.as_slice() {
-                [] => Near::One(1),
-                [one] => Near::One(*one),
-                _ => Near::Several(v),
+            let mut first = 0;
+            let mut several = false;
+            for yy in y.saturating_sub(1)..(y + 2).min(gh) {
+                for &l in &cell[yy * gw + x.saturating_sub(1)..yy * gw + (x + 2).min(gw)] {
+                    if l != 0 {
+                        several |= first != 0 && l != first;
+                        first = if first == 0 { l } else { first };
+                    }
+                }
+            }
+            out.push(if several {
+                let mut v: Vec<u32> = (y.saturating_sub(1)..(y + 2).min(gh))
+                    .flat_map(|yy| &cell[yy * gw + x.saturating_sub(1)..yy * gw + (x + 2).min(gw)])
+                    .copied()
+                    .filter(|&l| l != 0)
+                    .collect();
+                v.sort_unstable();
+                v.dedup();
+                Near::Several(v)
+            } else {
+                Near::One(first.max(1))
             });
         }
     }
