@@ -16,13 +16,16 @@
 //!
 //! It works on a copy of the object scaled down to at most [`GRID`] cells on its long side, which
 //! is enough to find the parts; every other boundary of the object stays at full resolution, and
-//! the split itself is drawn at full resolution along the radical axis of the parts' peaks (see
-//! `declump`).
+//! the split itself is drawn at full resolution (`cut`): along the radical axis of the parts'
+//! peaks, or where two parts differ in tone, along the edge between them that the image shows.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use super::distance::edt_squared;
+use cut::{Centre, Clump};
+
+mod cut;
 
 /// The long side, in cells, of the grid the split is found on.
 const GRID: usize = 160;
@@ -96,76 +99,35 @@ pub(crate) fn declump(mask: &[u8], w: usize, h: usize, neck_ratio: f32, tone: &T
     for (v, &n) in shade.iter_mut().zip(&count) {
         *v /= n.max(1) as f32;
     }
-    let (mut merged, splits) = merge(
-        &mut cell,
-        &Grid {
-            dist: &dist,
-            shade: &shade,
-            w: gw,
-            h: gh,
-            scale: s,
-        },
-        peaks.len(),
-        neck_ratio,
-        tone.range,
-    );
+    let grid = Grid {
+        dist: &dist,
+        shade: &shade,
+        w: gw,
+        h: gh,
+        scale: s,
+    };
+    let (merged, splits) = merge(&mut cell, &grid, peaks.len(), neck_ratio, tone.range);
     if merged == 1 {
         return Parts { splits, ..whole() };
     }
-    // Each pixel takes its cell's part. Near a split (a cell with a neighbour of another part),
-    // it takes the part of the peak nearest in the power distance |p - c|² - r², c the peak and
-    // r its depth: for two overlapping discs that boundary is their radical axis, the straight
-    // chord through the points where their outlines cross, at full resolution.
-    let centres: Vec<(f64, f64, f64, u32)> = peaks
+    let centres: Vec<Centre> = peaks
         .iter()
-        .map(|&p| {
-            let (gx, gy) = (p % gw, p / gw);
-            (
-                (gx as f64 + 0.5) * s as f64,
-                (gy as f64 + 0.5) * s as f64,
-                f64::from(dist[p]) * s as f64,
-                cell[p],
-            )
+        .map(|&p| Centre {
+            x: ((p % gw) as f64 + 0.5) * s as f64,
+            y: ((p / gw) as f64 + 0.5) * s as f64,
+            r: f64::from(dist[p]) * s as f64,
+            part: cell[p],
         })
         .collect();
-    // Per cell: the parts among it and its neighbours (0 for none); `None` where there are
-    // several, and each pixel looks at the peaks.
-    let mut near_of: Vec<Vec<u32>> = Vec::with_capacity(gw * gh);
-    let mut one_part: Vec<Option<u32>> = Vec::with_capacity(gw * gh);
-    for gy in 0..gh {
-        for gx in 0..gw {
-            let mut near = vec![cell[gy * gw + gx]];
-            near.extend(neighbours8(gx, gy, gw, gh).map(|(nx, ny)| cell[ny * gw + nx]));
-            near.retain(|&l| l != 0);
-            let one = match near.first() {
-                None => Some(1),
-                Some(&first) if near.iter().all(|&l| l == first) => Some(first),
-                Some(_) => None,
-            };
-            one_part.push(one);
-            near_of.push(if one.is_some() { Vec::new() } else { near });
-        }
-    }
-    let mut labels = vec![0u32; w * h];
-    for y in 0..h {
-        let row = (y / s) * gw;
-        for x in 0..w {
-            if mask[y * w + x] == 0 {
-                continue;
-            }
-            let c = row + x / s;
-            labels[y * w + x] = one_part[c].unwrap_or_else(|| {
-                let near = &near_of[c];
-                let (px, py) = (x as f64 + 0.5, y as f64 + 0.5);
-                centres
-                    .iter()
-                    .filter(|c| near.contains(&c.3))
-                    .map(|&(cx, cy, r, l)| ((px - cx).powi(2) + (py - cy).powi(2) - r * r, l))
-                    .min_by(|a, b| a.0.total_cmp(&b.0))
-                    .map_or(near[0], |(_, l)| l)
-            });
-        }
-    }
+    let mut labels = cut::assign(&Clump {
+        mask,
+        w,
+        h,
+        cell: &cell,
+        grid: &grid,
+        centres: &centres,
+        tone,
+    });
     // Renumber the parts that got pixels 1..n.
     let mut renumber = vec![0u32; peaks.len() + 1];
     let mut next = 0;
@@ -178,10 +140,9 @@ pub(crate) fn declump(mask: &[u8], w: usize, h: usize, neck_ratio: f32, tone: &T
     for l in &mut labels {
         *l = renumber[*l as usize];
     }
-    merged = next;
     Parts {
         labels,
-        count: merged,
+        count: next,
         splits,
     }
 }
@@ -526,6 +487,33 @@ mod tests {
         assert_eq!(p.count, 2, "{:?}", p.splits);
         // The same shape in one tone is one lobed object.
         assert_eq!(run(&m, w, h).count, 1);
+    }
+
+    /// The image's edge between a dark and a light disc lies 6 px off the radical axis of their
+    /// depths (x ≈ 102): the split follows the edge.
+    #[test]
+    fn a_dark_and_a_light_part_meet_where_their_tones_do() {
+        let (w, h) = (200, 160);
+        let m = discs(w, h, &[(66.0, 80.0, 48.0), (134.0, 80.0, 45.0)]);
+        let edge = 96;
+        let f: Vec<f32> = (0..w * h)
+            .map(|i| if (i % w) < edge { 0.05 } else { 0.45 })
+            .collect();
+        let tone = Tone {
+            feature: &f,
+            range: 1.0,
+        };
+        let p = declump(&m, w, h, 0.7, &tone);
+        assert_eq!(p.count, 2, "{:?}", p.splits);
+        let dark = p.labels[80 * w + 40];
+        for y in 60..100 {
+            for x in 80..115 {
+                let l = p.labels[y * w + x];
+                if l != 0 {
+                    assert_eq!(l == dark, x < edge, "pixel ({x}, {y})");
+                }
+            }
+        }
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! 4. each part is taken as thresholded with its own holes filled again (a gap it encloses only
 //!    together with a neighbour is no hole of its own), opened once more if it was split off a
 //!    clump (what filled the crevice between the two goes), grown to its own edge where the
-//!    global threshold cut into a lighter edge, and its notches closed; then traced with its
+//!    global threshold cut into a lighter edge, and its notches closed (a split part sheds again
+//!    what those two added where loose cells touch it, except at the neck); then traced with its
 //!    holes, every boundary point placed at the sub-pixel threshold crossing of the feature where
 //!    the outline follows the image, and on the pixel edge where it was cut (by the opening or a
 //!    split);
@@ -216,15 +217,14 @@ pub(crate) fn find(img: &Image<'_>, params: &SegmentParams) -> Found {
                 let part_radius = (region.iter().filter(|&&v| v != 0).count() as f64
                     / std::f64::consts::PI)
                     .sqrt();
-                if parts.count > 1 {
-                    // A part that met a neighbour is one compact spheroid: what filled the
-                    // crevice between the two (the bases of fingers, loose cells) is left
-                    // hanging on it, and goes.
-                    let r = (SPLIT_PART_OPENING * part_radius).round() as usize;
-                    if r >= 1 {
-                        region = open_disc(&region, sub.w, sub.h, r);
-                    }
-                }
+                // A part that met a neighbour is one compact spheroid: what filled the crevice
+                // between the two (the bases of fingers, loose cells) is left hanging on it, and
+                // goes.
+                let compact = (SPLIT_PART_OPENING * part_radius).round() as usize;
+                let body = (parts.count > 1 && compact >= 1).then(|| {
+                    region = open_disc(&region, sub.w, sub.h, compact);
+                    region.clone()
+                });
                 let threshold = grow_to_own_edge(
                     img,
                     &feature,
@@ -241,6 +241,11 @@ pub(crate) fn find(img: &Image<'_>, params: &SegmentParams) -> Found {
                             *r = 0;
                         }
                     }
+                }
+                // Only a part that grew has anything to shed: the closing alone adds no more than
+                // notches to a body that the opening has made smooth.
+                if let Some(body) = body.as_ref().filter(|_| threshold != img.threshold) {
+                    shed_what_grew_on(&mut region, body, &others, sub, compact, r_close);
                 }
                 let eps = f64::from(params.simplify_epsilon);
                 if let Some(mut cand) = trace_region(img, &region, sub, min_area, eps, threshold) {
@@ -397,6 +402,28 @@ fn grow_to_own_edge(
         }
     }
     own
+}
+
+/// What the growth to a split part's own edge and the closing of its notches added where
+/// loose cells touch it (a lighter threshold reaches into the bases of fingers, and the closing
+/// fills between them and the body) goes again: of those additions, only what an opening with a
+/// disc of radius `compact` keeps stays, except within `neck` pixels of a neighbour, where the
+/// closing fills the corners of the neck. `body` is the part before either.
+fn shed_what_grew_on(
+    region: &mut [u8],
+    body: &[u8],
+    others: &[u8],
+    crop: Crop,
+    compact: usize,
+    neck: usize,
+) {
+    let opened = open_disc(region, crop.w, crop.h, compact);
+    let beside = super::bits::Bits::from_mask(others, crop.w, crop.h)
+        .dilate(neck)
+        .to_mask();
+    for (i, r) in region.iter_mut().enumerate() {
+        *r = u8::from(body[i] != 0 || (*r != 0 && (opened[i] != 0 || beside[i] != 0)));
+    }
 }
 
 /// The mean feature over the pixels `keep` accepts (by image index).
