@@ -40,26 +40,6 @@ const ML_HEALTH_EVERY: Duration = Duration::from_secs(30);
 /// A WebSocket client that takes no message for this long is disconnected.
 const WS_SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A block larger than glibc's default mmap threshold and no larger than the most it raises that
-/// threshold to (its `DEFAULT_MMAP_THRESHOLD_MAX`, 32 MiB on 64-bit).
-const RETAIN_BLOCK: usize = 31 << 20;
-
-/// Makes the C allocator keep freed memory for the next allocations instead of handing it back
-/// to the kernel at once.
-///
-/// Images decoded at upload wait in memory for their workers (4 MiB for a 1024² image), so a
-/// burst of uploads holds many of them at a time. With glibc's starting thresholds, what the
-/// workers free is returned to the kernel, and the next uploads fault every page in again: about
-/// 1,000 page faults and 1.5 ms of kernel time per image, more than all else the server path adds
-/// over an offline run (`benches/pipeline.rs` counts them). glibc raises its thresholds for good
-/// the first time a block it mapped on its own is freed: the mmap threshold to that block's size,
-/// the trim threshold to twice that. One such block, allocated and never touched, does it at no
-/// cost; another allocator just serves and frees it.
-fn keep_freed_memory() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| drop(std::hint::black_box(Vec::<u8>::with_capacity(RETAIN_BLOCK))));
-}
-
 /// A running spheroseg: the queue, the pool, the background tasks and the HTTP server.
 pub struct App {
     state: AppState,
@@ -76,7 +56,7 @@ pub struct App {
 impl App {
     /// Opens everything `config` names and serves on `listener`. Ready when it returns.
     pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow::Result<App> {
-        keep_freed_memory();
+        crate::heap::keep_freed_memory();
         let created = !config.data_dir.exists();
         std::fs::create_dir_all(&config.data_dir).with_context(|| {
             format!(

@@ -27,6 +27,7 @@
 //! - `fsio`: the durable file operations behind a trait, and the simulated disk of the power-loss tests
 //! - `clock`: injected time for leases, backoff and aging
 //! - `error_code`: every stable kebab-case error code, as constants
+//! - `heap`: the C allocator made to keep freed memory for the next image
 //! - `contain`: a panic of code we call (the storage engine on a damaged file) as an error
 //! - `fuzzing`: entry points for the fuzz targets in `fuzz/` (hidden, not an API)
 
@@ -44,6 +45,7 @@ pub mod export;
 mod fsio;
 #[doc(hidden)]
 pub mod fuzzing;
+mod heap;
 pub mod http;
 pub mod images;
 pub mod liveness;

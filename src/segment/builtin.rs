@@ -121,6 +121,8 @@ pub fn segment(
             height: image.height,
         });
     }
+    // Every stage allocates a plane: keep freed ones for the next (`heap.rs`).
+    crate::heap::keep_freed_memory();
     let n = scale::factor(w, h, params.resolution).min(w.min(h) / MIN_SIDE as usize);
     if n <= 1 {
         return run(image, params, Vec::new(), cancel, progress);
