@@ -17,6 +17,8 @@
 //! 5. shape ranges, the border rule and `keep_largest` select; flags say what a person may want
 //!    to know.
 
+mod contrast;
+
 use serde::{Deserialize, Serialize};
 
 use super::binary::{
@@ -29,10 +31,7 @@ use crate::morphology::measure;
 use crate::outline::{Object, Point};
 use crate::segment::params::{Declump, SegmentParams};
 use crate::segment::result::ObjectFlags;
-
-/// A part is of low contrast when its mean feature differs from its surroundings' by less than
-/// this fraction of the feature's range.
-const LOW_CONTRAST: f32 = 0.1;
+use contrast::{LOW_CONTRAST, background_of, contrast};
 
 /// A part split off a clump is opened with a disc of this fraction of its equivalent radius.
 const SPLIT_PART_OPENING: f64 = 0.35;
@@ -153,6 +152,7 @@ pub(crate) fn find(img: &Image<'_>, params: &SegmentParams) -> Found {
             m = open_disc(&m, crop.w, crop.h, r_open);
         }
         let pieces = components(&m, crop.w, crop.h, 1, true);
+        let mut crop_background = None;
         for (p, piece) in pieces.components.iter().enumerate() {
             if (piece.area as f64) < min_area {
                 dropped.small += 1;
@@ -181,7 +181,8 @@ pub(crate) fn find(img: &Image<'_>, params: &SegmentParams) -> Found {
                 kept: s.kept,
             }));
             let part_boxes = boxes_of(&parts.labels, crop.w, parts.count);
-            let crop_background = background_of(img, crop);
+            // The same crop for every piece of the component: summed once.
+            let crop_background = *crop_background.get_or_insert_with(|| background_of(img, crop));
             for k in 1..=parts.count {
                 // The part's own box, with room for everything below to reach as far as it would
                 // in the clump's crop (the growth by 2 bands, the closing beyond one band): the
@@ -424,70 +425,6 @@ fn shed_what_grew_on(
     for (i, r) in region.iter_mut().enumerate() {
         *r = u8::from(body[i] != 0 || (*r != 0 && (opened[i] != 0 || beside[i] != 0)));
     }
-}
-
-/// The mean feature over the pixels `keep` accepts (by image index).
-fn mean_where(img: &Image<'_>, keep: impl Fn(usize) -> bool) -> Option<f32> {
-    let (mut sum, mut n) = (0f64, 0u64);
-    for (i, &v) in img.feature.data.iter().enumerate() {
-        if keep(i) {
-            sum += f64::from(v);
-            n += 1;
-        }
-    }
-    (n > 0).then(|| (sum / n as f64) as f32)
-}
-
-/// The sum and count of the feature over the background (of the thresholded mask) in `crop`.
-fn background_of(img: &Image<'_>, crop: Crop) -> (f64, u64) {
-    let w = img.feature.w;
-    let (mut sum, mut n) = (0f64, 0u64);
-    for y in crop.y0..crop.y0 + crop.h {
-        let row = y * w + crop.x0..y * w + crop.x0 + crop.w;
-        for (&v, &m) in img.feature.data[row.clone()].iter().zip(&img.mask[row]) {
-            if m == 0 {
-                sum += f64::from(v);
-                n += 1;
-            }
-        }
-    }
-    (sum, n)
-}
-
-/// How far the part's mean feature (over `region`, which covers `part`) is from its
-/// surroundings': the background pixels of its clump's crop that are not in the region
-/// (`around`: that crop's background sum and count), or the whole background when there are
-/// none.
-fn contrast(
-    img: &Image<'_>,
-    region: &[u8],
-    part: Crop,
-    around: (f64, u64),
-    background: &mut Option<Option<f32>>,
-) -> f32 {
-    let w = img.feature.w;
-    let (mut inside, mut ni, mut taken, mut nt) = (0f64, 0u64, 0f64, 0u64);
-    for (y, row) in region.chunks_exact(part.w).enumerate() {
-        let g0 = (part.y0 + y) * w + part.x0;
-        for (x, _) in row.iter().enumerate().filter(|(_, r)| **r != 0) {
-            let v = f64::from(img.feature.data[g0 + x]);
-            inside += v;
-            ni += 1;
-            if img.mask[g0 + x] == 0 {
-                taken += v;
-                nt += 1;
-            }
-        }
-    }
-    let inside = if ni > 0 { inside / ni as f64 } else { 0.0 };
-    let (out, na) = (around.0 - taken, around.1 - nt);
-    let around = if na > 0 {
-        out / na as f64
-    } else {
-        let mean = *background.get_or_insert_with(|| mean_where(img, |i| img.mask[i] == 0));
-        f64::from(mean.unwrap_or(inside as f32))
-    };
-    (inside - around).abs() as f32
 }
 
 /// Whether the crop-sized `mask` is set at `(x, y)`; outside the crop it is not.
