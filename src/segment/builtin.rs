@@ -1,6 +1,6 @@
 //! The builtin segmenter: a classical pipeline for brightfield spheroids, pure Rust, no model.
 //!
-//! 1. normalise to the 0.5 / 99.5 percentiles (of a sample of at least 2¹⁸ pixels);
+//! 1. normalise to the 0.5 / 99.5 percentiles (of a sample of some 2¹⁸ pixels);
 //! 2. flatten uneven illumination (a quadratic background fitted at reduced scale, objects left out);
 //! 3. smooth (almost-Gaussian, sigma = long side / 1024, at least 1 px) unless `smooth_sigma` says;
 //! 4. feature: intensity, or local standard deviation (texture). `auto` takes intensity when Otsu's
