@@ -61,8 +61,12 @@ pub fn serve(data: &std::path::Path, env: &[(&str, &str)]) -> Served {
 }
 
 impl Served {
-    /// Reads stderr until a line satisfies `pred` (returned) or `within` passes (`None`).
+    /// The first line, already read or read from stderr before `within` passes, that satisfies
+    /// `pred`. Lines read earlier count: a job may complete before `listening` is logged.
     pub fn wait_line(&mut self, within: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+        if let Some(line) = self.log.iter().find(|l| pred(l)) {
+            return Some(line.clone());
+        }
         let deadline = Instant::now() + within;
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             let Ok(line) = self.lines.recv_timeout(left) else {
