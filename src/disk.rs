@@ -66,15 +66,25 @@ pub struct Filesystem {
 impl Filesystem {
     /// The file system that holds `path`; `None` if statvfs fails on it.
     pub fn of(path: &Path) -> Option<Filesystem> {
-        let s = rustix::fs::statvfs(path).ok()?;
+        let (total_bytes, available_bytes) = space(path)?;
         let (mount, fs_type) = mount_of(path).unzip();
         Some(Filesystem {
             mount,
             fs_type,
-            total_bytes: s.f_blocks.saturating_mul(s.f_frsize),
-            available_bytes: s.f_bavail.saturating_mul(s.f_frsize),
+            total_bytes,
+            available_bytes,
         })
     }
+}
+
+/// The total and available bytes of the file system that holds `path` (statvfs alone: no
+/// mount table, so cheap enough for every upload).
+fn space(path: &Path) -> Option<(u64, u64)> {
+    let s = rustix::fs::statvfs(path).ok()?;
+    Some((
+        s.f_blocks.saturating_mul(s.f_frsize),
+        s.f_bavail.saturating_mul(s.f_frsize),
+    ))
 }
 
 /// The longest mount point in the mount table that holds `path`, and its type.
@@ -208,8 +218,8 @@ impl Disk {
 
     /// Free bytes, if the file system has fallen under its low-water mark.
     pub fn below_low_water(&self) -> Option<u64> {
-        let s = self.status();
-        s.low.then_some(s.filesystem.available_bytes)
+        let (total, available) = space(&self.dir)?;
+        (total > 0 && available < self.low_water(total)).then_some(available)
     }
 
     /// A write failed for lack of space.

@@ -269,7 +269,16 @@ struct Ring {
     /// for active jobs, and every active job leaves that state by a commit (completed, failed,
     /// cancelled, retrying, interrupted, requeued, deleted) that removes its entry.
     running: HashMap<JobId, LeaseToken>,
+    /// The latest progress under a lease the bus has not seen start: a worker starts as soon as
+    /// its lease is committed, and the `job_started` comes once that commit is announced. It is
+    /// published right after that `job_started`, and dropped if another lease starts first or the
+    /// job ends.
+    early: HashMap<JobId, (LeaseToken, u8)>,
 }
+
+/// At most this many early progress reports are kept (a lapsed lease's report is kept until
+/// the job's next transition).
+const EARLY_CAP: usize = 4096;
 
 impl Ring {
     /// Numbers, stores and broadcasts one event; returns its id.
@@ -309,6 +318,7 @@ impl EventBus {
                 events: VecDeque::with_capacity(capacity),
                 capacity: capacity.max(1),
                 running: HashMap::new(),
+                early: HashMap::new(),
             })),
             tx,
             clock,
@@ -330,14 +340,33 @@ impl EventBus {
         let at = self.clock.now();
         let mut ring = self.ring.lock().expect("event ring lock");
         for t in &committed.transitions {
+            let id = t.job.id;
             match t.change {
-                Change::Started => ring.running.insert(t.job.id, t.job.lease),
-                _ => ring.running.remove(&t.job.id),
+                Change::Started => ring.running.insert(id, t.job.lease),
+                _ => ring.running.remove(&id),
             };
             ring.push(from_transition(t), at, &self.tx);
+            let early = match ring.early.get(&id) {
+                Some(&(lease, progress)) if t.change == Change::Started && lease == t.job.lease => {
+                    Some(progress)
+                }
+                // Another lease started: the report was of a lapsed one. The job ended: the
+                // report was of the attempt that ended, unless it is of a later one already.
+                Some(&(lease, _)) if t.change == Change::Started || lease <= t.job.lease => None,
+                _ => continue,
+            };
+            ring.early.remove(&id);
+            if let Some(progress) = early {
+                let kind = EventKind::JobProgress {
+                    job_id: job(id),
+                    progress,
+                };
+                ring.push(kind, at, &self.tx);
+            }
         }
         for id in &committed.deleted {
             ring.running.remove(id);
+            ring.early.remove(id);
         }
         if let Some(deleted) = deleted(committed) {
             ring.push(deleted, at, &self.tx);
@@ -347,12 +376,22 @@ impl EventBus {
     /// Publishes a running job's progress, if the attempt under `lease` is still the job's
     /// current one as the bus has announced it: after its `job_started`, before whatever ends it.
     /// Returns the event's id, or `None` when the progress was dropped (the attempt is over: the
-    /// job was cancelled, its lease expired, it finished).
+    /// job was cancelled, its lease expired, it finished) or kept until the bus announces the
+    /// lease's `job_started` (then it follows that event; see `Ring::early`).
     pub fn publish_progress(&self, job_id: JobId, lease: LeaseToken, progress: u8) -> Option<u64> {
         let at = self.clock.now();
         let mut ring = self.ring.lock().expect("event ring lock");
-        if ring.running.get(&job_id) != Some(&lease) {
-            return None;
+        match ring.running.get(&job_id) {
+            Some(&running) if running == lease => {}
+            // A later lease runs: this one is over.
+            Some(&running) if running > lease => return None,
+            _ => {
+                if ring.early.len() >= EARLY_CAP && !ring.early.contains_key(&job_id) {
+                    ring.early.clear();
+                }
+                ring.early.insert(job_id, (lease, progress));
+                return None;
+            }
         }
         let kind = EventKind::JobProgress {
             job_id: job(job_id),

@@ -1,9 +1,11 @@
 //! The dispatcher (a tokio task) and the worker pool (N OS threads).
 //!
 //! The dispatcher leases a job only when it can start at once (`slots`): a builtin job when a
-//! worker is free, handed over a bounded channel; an ML job when its service has a free slot
-//! (`max_in_flight` calls of a remote service run on the runtime, `max_parallel` runs of a local
-//! program on blocking threads, `remote`), so ML jobs never hold a worker. It renews the leases
+//! worker is free, handed over a bounded channel (and a worker that finishes a builtin job
+//! leases the next queued one itself, `worker::serve`, so a busy runtime never keeps it idle);
+//! an ML job when its service has a free slot (`max_in_flight` calls of a remote service run on
+//! the runtime, `max_parallel` runs of a local program on blocking threads, `remote`), so ML
+//! jobs never hold a worker. It renews the leases
 //! of running jobs (any job may run for minutes), stops jobs past their timeout, and sweeps
 //! delayed jobs and expired leases on a schedule of its own. It wakes when the queue says a job
 //! became leasable (`Queue::ready`), when a worker or an ML slot comes free, when the next
@@ -25,7 +27,7 @@
 //! (requeued, their attempt refunded); the ML tasks and the threads are joined.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -94,6 +96,8 @@ struct Shared {
     /// attempt, so a job that itself breaks the service cannot hold every other job back forever.
     trial_failed: Mutex<std::collections::HashSet<JobId>>,
     busy: AtomicUsize,
+    /// Set at shutdown: no worker takes another job.
+    stopping: AtomicBool,
     /// A worker slot came free, or the dispatcher should look again (a breaker was reset).
     nudge: Notify,
     idle: Notify,
@@ -219,6 +223,7 @@ impl Pool {
             running: Mutex::new(HashMap::new()),
             trial_failed: Mutex::default(),
             busy: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
             nudge: Notify::new(),
             idle: Notify::new(),
             dispatcher_beat: Arc::default(),
@@ -234,17 +239,7 @@ impl Pool {
             workers.push(
                 std::thread::Builder::new()
                     .name(format!("worker-{i}"))
-                    .spawn(move || {
-                        for work in rx {
-                            let id = work.lease.job.id;
-                            worker::run(&s, work);
-                            s.running.lock().expect("running lock").remove(&id);
-                            s.busy.fetch_sub(1, Ordering::SeqCst);
-                            publish_workers(&s);
-                            s.nudge.notify_one();
-                            s.idle.notify_waiters();
-                        }
-                    })?,
+                    .spawn(move || worker::serve(&s, &rx))?,
             );
         }
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -266,6 +261,7 @@ impl Pool {
     /// Stops leasing, gives running jobs `grace` to finish, stops the rest (they are handed back
     /// to the queue), and joins every thread.
     pub async fn shutdown(mut self, grace: Duration) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
         let _ = self.stop_tx.send(true);
         if let Some(d) = self.dispatcher.take() {
             let _ = d.await;
@@ -457,27 +453,7 @@ async fn admit(s: &Arc<Shared>, work_tx: &crossbeam_channel::Sender<Work>, lease
         hold(s, &lease, now + 500, reason).await;
         return;
     }
-    let timeout = match target {
-        Target::Builtin { .. } => s.config.builtin_timeout,
-        Target::Ml(..) => s.config.ml_timeout,
-    };
-    let stop = Arc::new(Stop::default());
-    let deadline = Instant::now() + timeout;
-    s.running.lock().expect("running lock").insert(
-        job.id,
-        Running {
-            token: lease.token,
-            stop: Arc::clone(&stop),
-            deadline,
-            progress: Arc::new(AtomicU8::new(0)),
-        },
-    );
-    let work = Work {
-        lease,
-        stop,
-        deadline,
-        target,
-    };
+    let work = work(s, lease, target);
     if let Target::Ml(..) = &work.target {
         // Off the CPU workers (its slot taken by `route::pick`): a call on the runtime, or a
         // program on a thread of its own.
@@ -499,6 +475,31 @@ async fn admit(s: &Arc<Shared>, work_tx: &crossbeam_channel::Sender<Work>, lease
             .expect("running lock")
             .remove(&w.lease.job.id);
         s.busy.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A leased job as it starts: counted as running, with its stop and its deadline.
+fn work(s: &Shared, lease: Lease, target: Target) -> Work {
+    let timeout = match target {
+        Target::Builtin { .. } => s.config.builtin_timeout,
+        Target::Ml(..) => s.config.ml_timeout,
+    };
+    let stop = Arc::new(Stop::default());
+    let deadline = Instant::now() + timeout;
+    s.running.lock().expect("running lock").insert(
+        lease.job.id,
+        Running {
+            token: lease.token,
+            stop: Arc::clone(&stop),
+            deadline,
+            progress: Arc::new(AtomicU8::new(0)),
+        },
+    );
+    Work {
+        lease,
+        stop,
+        deadline,
+        target,
     }
 }
 

@@ -11,13 +11,72 @@ use std::time::{Duration, Instant};
 
 use super::{Shared, Target, Work, job_error, log_failure, publish_transition};
 use crate::error_code::ErrorCode;
-use crate::queue::{JobError, Lease, QueueError};
+use crate::queue::{Fit, JobError, Lease, QueueError, Route};
 use crate::segment::breaker::{Outcome, Permit};
 use crate::segment::{
     Control, Failure, Input, MlService, SegmentResult, SegmenterId, Stop, StopReason,
 };
 
-/// Runs one job on a worker thread.
+/// A worker thread: each job the dispatcher hands over, then the builtin jobs it leases itself
+/// as each one ends, until none is queued; then it is free again and says so.
+///
+/// Leasing the next job on the worker's own thread (sent to the writer right behind the
+/// finished job's result, so usually committed in the same batch, as BullMQ's worker finishes
+/// one job and fetches the next in one call) saves the trip through the dispatcher's task,
+/// which would wait for a runtime thread that an upload may be busy on.
+pub(super) fn serve(s: &Arc<Shared>, rx: &crossbeam_channel::Receiver<Work>) {
+    for mut work in rx {
+        loop {
+            let id = work.lease.job.id;
+            run(s, work);
+            // The next job is counted as running before this one stops being: a shutdown that
+            // waits for the running jobs never sees none in between.
+            let next = next_builtin(s);
+            s.running.lock().expect("running lock").remove(&id);
+            match next {
+                Some(next) => work = next,
+                None => break,
+            }
+        }
+        s.busy.fetch_sub(1, Ordering::SeqCst);
+        super::publish_workers(s);
+        s.nudge.notify_one();
+        s.idle.notify_waiters();
+    }
+}
+
+/// The next queued builtin job, leased for this worker; `None` at shutdown, when none is
+/// queued, or when a job of another segmenter comes first at a higher priority (the dispatcher
+/// routes those).
+fn next_builtin(s: &Shared) -> Option<Work> {
+    if s.stopping.load(Ordering::SeqCst) {
+        return None;
+    }
+    let route: Route = Box::new(|name: &SegmenterId| {
+        if name.is_builtin() {
+            Fit::Take
+        } else {
+            Fit::Skip
+        }
+    });
+    let lease = match s
+        .queue
+        .blocking()
+        .lease_routed(1, s.config.lease_ttl, route)
+    {
+        Ok(mut leases) => leases.pop()?,
+        Err(e) => {
+            tracing::warn!(error = %e, "lease failed");
+            return None;
+        }
+    };
+    let target = Target::Builtin {
+        fallback_from: None,
+    };
+    Some(super::work(s, lease, target))
+}
+
+/// Runs one job on a worker thread (or a local program's blocking thread, `remote`).
 pub(super) fn run(s: &Arc<Shared>, work: Work) {
     let Work {
         lease,

@@ -1,13 +1,30 @@
 //! The calls a worker thread makes, answered on that thread: the writer is another OS thread,
 //! so they block on its reply without an async runtime (never call them from inside one).
 
-use super::writer::Op;
-use super::{FailOutcome, Job, JobError, JobId, LeaseToken, Millis, Queue, QueueError};
+use std::time::Duration;
+
+use super::writer::{Op, Route};
+use super::{FailOutcome, Job, JobError, JobId, Lease, LeaseToken, Millis, Queue, QueueError};
 
 /// A worker thread's calls: see [`Queue::blocking`].
 pub struct Blocking<'a>(pub(super) &'a Queue);
 
 impl Blocking<'_> {
+    /// [`Queue::lease_routed`].
+    pub fn lease_routed(
+        &self,
+        n: usize,
+        ttl: Duration,
+        route: Route,
+    ) -> Result<Vec<Lease>, QueueError> {
+        self.0.call_blocking(|reply| Op::Lease {
+            n,
+            ttl,
+            admit: Some(route),
+            reply,
+        })
+    }
+
     /// [`Queue::complete`].
     pub fn complete(
         &self,

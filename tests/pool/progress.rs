@@ -114,8 +114,11 @@ async fn progress_under_a_lapsed_or_replaced_lease_is_dropped() {
         .job
         .id;
     let ttl = Duration::from_secs(5);
-    assert_eq!(events.publish_progress(id, LeaseToken(1), 10), None);
+    // Before the job_started: not published (kept until then; see the next test).
+    assert_eq!(events.publish_progress(id, LeaseToken(1), 5), None);
     let first = queue.lease(1, ttl).await.expect("lease").remove(0).token;
+    assert_eq!(first, LeaseToken(1));
+    started(&events, 1).await;
     assert!(events.publish_progress(id, first, 10).is_some());
 
     // The lease runs out and the sweep requeues the job: the attempt is over.
@@ -126,6 +129,7 @@ async fn progress_under_a_lapsed_or_replaced_lease_is_dropped() {
 
     // Leased again: only the new lease's progress passes, until the job is cancelled.
     let second = queue.lease(1, ttl).await.expect("lease").remove(0).token;
+    started(&events, 2).await;
     assert_ne!(first, second);
     assert_eq!(events.publish_progress(id, first, 30), None);
     assert!(events.publish_progress(id, second, 40).is_some());
@@ -150,10 +154,112 @@ async fn progress_under_a_lapsed_or_replaced_lease_is_dropped() {
         [
             "job_queued",
             "job_started",
+            "progress 5",
             "progress 10",
             "job_requeued",
             "job_started",
             "progress 40",
+            "job_cancelled",
+        ]
+    );
+    queue.close();
+}
+
+/// Waits until the bus has announced `n` `job_started` events: a lease is answered once it is
+/// committed, and announced once the commits before it are durable.
+async fn started(events: &spheroseg::events::EventBus, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let Missed::Events(seen) = events.subscribe(Some(0)).missed else {
+            panic!("the buffer holds every event")
+        };
+        let count = seen
+            .iter()
+            .filter(|e| serde_json::to_value(&***e).expect("json")["type"] == "job_started")
+            .count();
+        if count >= n {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{n} job_started");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Progress reported before the bus announced its lease's `job_started` follows that event
+/// (the latest report only); a lapsed lease's report never appears, and neither does one that
+/// comes after its attempt ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_before_its_job_started_is_announced_follows_it() {
+    use spheroseg::queue::{Change, Committed, Requeue, Transition};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let (queue, _) = crate::util::open(dir.path(), clock.clone());
+    // A bus that hears only the commits this test hands it, in the order it chooses.
+    let events = spheroseg::events::EventBus::new(100, clock.clone());
+    queue.enqueue(crate::util::job(5)).await.expect("enqueued");
+    let ttl = Duration::from_secs(5);
+    let lease = queue.lease(1, ttl).await.expect("lease").remove(0);
+    let (id, token) = (lease.job.id, lease.token);
+    let announce = |job: &spheroseg::queue::Job, change: Change| {
+        events.publish_commit(&Committed {
+            transitions: vec![Transition {
+                job: job.clone(),
+                change,
+            }],
+            deleted: vec![],
+        })
+    };
+    let kinds = || {
+        let Missed::Events(seen) = events.subscribe(Some(0)).missed else {
+            panic!("the buffer holds every event")
+        };
+        seen.iter()
+            .map(|e| {
+                let v = serde_json::to_value(&**e).expect("json");
+                match v["progress"].as_u64() {
+                    Some(p) => format!("progress {p}"),
+                    None => v["type"].as_str().expect("type").to_owned(),
+                }
+            })
+            .collect::<Vec<_>>()
+    };
+
+    // Early: kept, the latest one published right after the job_started.
+    assert_eq!(events.publish_progress(id, token, 5), None);
+    assert_eq!(events.publish_progress(id, token, 10), None);
+    assert!(kinds().is_empty());
+    announce(&lease.job, Change::Started);
+    assert_eq!(kinds(), ["job_started", "progress 10"]);
+    assert!(events.publish_progress(id, token, 20).is_some());
+
+    // The lease lapses; its late report is kept, but the next lease's job_started drops it.
+    clock.advance(ttl * 2);
+    let reason = Requeue::LeaseExpired;
+    announce(&lease.job, Change::Requeued { reason });
+    assert_eq!(events.publish_progress(id, token, 30), None);
+    queue.sweep().await.expect("sweep");
+    let again = queue.lease(1, ttl).await.expect("lease").remove(0);
+    assert!(again.token > token);
+    announce(&again.job, Change::Started);
+    assert!(events.publish_progress(id, token, 40).is_none());
+
+    // A report after the attempt ended never appears.
+    announce(
+        &again.job,
+        Change::Cancelled {
+            was: JobState::Active,
+        },
+    );
+    assert_eq!(events.publish_progress(id, again.token, 50), None);
+    assert_eq!(
+        kinds(),
+        [
+            "job_started",
+            "progress 10",
+            "progress 20",
+            "job_requeued",
+            "job_started",
             "job_cancelled",
         ]
     );

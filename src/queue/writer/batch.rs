@@ -86,10 +86,14 @@ impl<'a> Batch<'a> {
     }
 
     /// Applies one operation; its answer, and whether the answer may go out as soon as the
-    /// batch committed, before earlier batches are durable (heartbeats: nothing is acknowledged
-    /// by them, and a worker should not wait behind other callers' syncs to keep its lease).
+    /// batch committed, before earlier batches are durable. Heartbeats and leases: nothing is
+    /// acknowledged by them, and a worker should not wait behind other callers' syncs to keep
+    /// its lease or to start its next job. A lease lost to a power cut leaves its job queued,
+    /// with no attempt spent; the log holds records in order, so any later durable change (the
+    /// job's result) makes the lease durable first. The job's `started` event still comes
+    /// after the sync, and its progress is dropped until then (`EventBus::publish_progress`).
     pub(super) fn apply(&mut self, op: Op) -> Result<(Finish, bool), QueueError> {
-        let immediate = matches!(op, Op::Heartbeat { .. });
+        let immediate = matches!(op, Op::Heartbeat { .. } | Op::Lease { .. });
         self.apply_op(op).map(|f| (f, immediate))
     }
 
