@@ -485,22 +485,21 @@ async fn server_against_offline() {
             served.faults / offline_use.faults
         );
     }
-    let ratio =
-        |f: &dyn Fn(&(f64, f64, Usage, Usage, Usage)) -> f64| median(rows.iter().map(f).collect());
-    println!(
-        "{:<46} {:>10} {:>10} {:>8.2}",
-        format!("median of {ROUNDS} rounds: wall time ratio"),
-        "",
-        "",
-        ratio(&|(o, s, ..)| s / o)
+    let wall = median(rows.iter().map(|(o, s, ..)| s / o).collect());
+    let cpu = median(
+        rows.iter()
+            .map(|(_, _, o, s, c)| s.minus(*c).cpu() / o.cpu())
+            .collect(),
     );
-    println!(
-        "{:<46} {:>10} {:>10} {:>8.2}",
-        format!("median of {ROUNDS} rounds: CPU ratio, clients apart"),
-        "",
-        "",
-        ratio(&|(_, _, o, s, c)| s.minus(*c).cpu() / o.cpu())
-    );
+    for (what, ratio) in [("wall time ratio", wall), ("CPU ratio, clients apart", cpu)] {
+        println!(
+            "{:<46} {:>10} {:>10} {:>8.2}",
+            format!("median of {ROUNDS} rounds: {what}"),
+            "",
+            "",
+            ratio
+        );
+    }
     println!();
     println!(
         "{:<46} {:>10} {:>10} {:>8}",
