@@ -91,7 +91,7 @@ impl<'a> Batch<'a> {
     /// its lease or to start its next job. A lease lost to a power cut leaves its job queued,
     /// with no attempt spent; the log holds records in order, so any later durable change (the
     /// job's result) makes the lease durable first. The job's `started` event still comes
-    /// after the sync, and its progress is dropped until then (`EventBus::publish_progress`).
+    /// after the sync; progress reported before it follows it (`EventBus::publish_progress`).
     pub(super) fn apply(&mut self, op: Op) -> Result<(Finish, bool), QueueError> {
         let immediate = matches!(op, Op::Heartbeat { .. } | Op::Lease { .. });
         self.apply_op(op).map(|f| (f, immediate))
