@@ -18,6 +18,8 @@ use spheroseg::segment::{Builtin, Control, Failure, Input, SegmentResult, Segmen
 
 use crate::util::fixture;
 
+/// A worker leasing its next builtin job itself.
+mod chain;
 /// The dispatcher's sweep and due jobs under a stream of wake-ups.
 mod dispatch;
 /// Remote ML calls off the CPU workers: limits in flight, cancel, shutdown.
