@@ -27,7 +27,7 @@
 //! (requeued, their attempt refunded); the ML tasks and the threads are joined.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -96,8 +96,8 @@ struct Shared {
     /// attempt, so a job that itself breaks the service cannot hold every other job back forever.
     trial_failed: Mutex<std::collections::HashSet<JobId>>,
     busy: AtomicUsize,
-    /// Set at shutdown: no worker takes another job.
-    stopping: AtomicBool,
+    /// True once a shutdown began: the dispatcher stops and no worker takes another job.
+    stop: watch::Receiver<bool>,
     /// A worker slot came free, or the dispatcher should look again (a breaker was reset).
     nudge: Notify,
     idle: Notify,
@@ -214,6 +214,7 @@ impl Pool {
         config: PoolConfig,
         clock: Arc<dyn Clock>,
     ) -> std::io::Result<Pool> {
+        let (stop_tx, stop_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             queue,
             images,
@@ -223,7 +224,7 @@ impl Pool {
             running: Mutex::new(HashMap::new()),
             trial_failed: Mutex::default(),
             busy: AtomicUsize::new(0),
-            stopping: AtomicBool::new(false),
+            stop: stop_rx.clone(),
             nudge: Notify::new(),
             idle: Notify::new(),
             dispatcher_beat: Arc::default(),
@@ -242,7 +243,6 @@ impl Pool {
                     .spawn(move || worker::serve(&s, &rx))?,
             );
         }
-        let (stop_tx, stop_rx) = watch::channel(false);
         let dispatcher = tokio::spawn(dispatch(Arc::clone(&shared), work_tx, stop_rx));
         Ok(Pool {
             shared,
@@ -261,7 +261,6 @@ impl Pool {
     /// Stops leasing, gives running jobs `grace` to finish, stops the rest (they are handed back
     /// to the queue), and joins every thread.
     pub async fn shutdown(mut self, grace: Duration) {
-        self.shared.stopping.store(true, Ordering::SeqCst);
         let _ = self.stop_tx.send(true);
         if let Some(d) = self.dispatcher.take() {
             let _ = d.await;

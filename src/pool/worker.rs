@@ -49,7 +49,7 @@ pub(super) fn serve(s: &Arc<Shared>, rx: &crossbeam_channel::Receiver<Work>) {
 /// queued, or when a job of another segmenter comes first at a higher priority (the dispatcher
 /// routes those).
 fn next_builtin(s: &Shared) -> Option<Work> {
-    if s.stopping.load(Ordering::SeqCst) {
+    if *s.stop.borrow() {
         return None;
     }
     let route: Route = Box::new(|name: &SegmenterId| {
