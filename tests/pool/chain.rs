@@ -52,14 +52,6 @@ impl Harness {
     }
 }
 
-async fn until(what: &str, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 fn segmenters(gated: &Arc<Gated>) -> Segmenters {
     Segmenters {
         builtin: Arc::clone(gated) as Arc<dyn Segmenter>,
@@ -73,7 +65,7 @@ async fn the_worker_takes_the_queued_jobs_itself_highest_priority_first() {
     let gated = Arc::new(Gated::default());
     let pool = h.start(segmenters(&gated), config(1));
     h.enqueue_named("first", 5).await;
-    until("the first job to start", || {
+    until(30, "the first job to start", || {
         gated.seen.lock().expect("seen").len() == 1
     })
     .await;
@@ -84,7 +76,7 @@ async fn the_worker_takes_the_queued_jobs_itself_highest_priority_first() {
         h.enqueue_named("mid", 5).await,
     ];
     gated.open.store(true, Ordering::SeqCst);
-    until("every job to complete", || {
+    until(30, "every job to complete", || {
         ids.iter().all(|&id| h.state(id) == JobState::Completed)
     })
     .await;
@@ -103,7 +95,7 @@ async fn a_worker_takes_no_next_job_once_a_shutdown_began() {
     let gated = Arc::new(Gated::default());
     let pool = h.start(segmenters(&gated), config(1));
     let first = h.enqueue_named("first", 5).await;
-    until("the first job to start", || {
+    until(30, "the first job to start", || {
         gated.seen.lock().expect("seen").len() == 1
     })
     .await;
@@ -118,7 +110,7 @@ async fn a_worker_takes_no_next_job_once_a_shutdown_began() {
     pool.shutdown(Duration::from_secs(10)).await;
     opener.await.expect("opener");
     // Its result was sent to the queue before the worker let go of it.
-    until("the first job's result", || {
+    until(30, "the first job's result", || {
         h.state(first) == JobState::Completed
     })
     .await;

@@ -84,15 +84,6 @@ impl Harness {
     }
 }
 
-/// Waits until `done` holds, or fails after `secs`.
-async fn until(secs: u64, what: &str, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_calls_overlap_up_to_their_limit_and_builtin_jobs_run_meanwhile() {
     let h = harness();

@@ -103,6 +103,15 @@ impl Harness {
     }
 }
 
+/// Waits until `done` holds, or fails after `secs`.
+pub(crate) async fn until(secs: u64, what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 pub(crate) fn builtin_only() -> Segmenters {
     Segmenters {
         builtin: Arc::new(Builtin),

@@ -118,7 +118,7 @@ async fn progress_under_a_lapsed_or_replaced_lease_is_dropped() {
     assert_eq!(events.publish_progress(id, LeaseToken(1), 5), None);
     let first = queue.lease(1, ttl).await.expect("lease").remove(0).token;
     assert_eq!(first, LeaseToken(1));
-    started(&events, 1).await;
+    announced_started(&events, 1).await;
     assert!(events.publish_progress(id, first, 10).is_some());
 
     // The lease runs out and the sweep requeues the job: the attempt is over.
@@ -129,7 +129,7 @@ async fn progress_under_a_lapsed_or_replaced_lease_is_dropped() {
 
     // Leased again: only the new lease's progress passes, until the job is cancelled.
     let second = queue.lease(1, ttl).await.expect("lease").remove(0).token;
-    started(&events, 2).await;
+    announced_started(&events, 2).await;
     assert_ne!(first, second);
     assert_eq!(events.publish_progress(id, first, 30), None);
     assert!(events.publish_progress(id, second, 40).is_some());
@@ -167,22 +167,14 @@ async fn progress_under_a_lapsed_or_replaced_lease_is_dropped() {
 
 /// Waits until the bus has announced `n` `job_started` events: a lease is answered once it is
 /// committed, and announced once the commits before it are durable.
-async fn started(events: &spheroseg::events::EventBus, n: usize) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let Missed::Events(seen) = events.subscribe(Some(0)).missed else {
-            panic!("the buffer holds every event")
-        };
-        let count = seen
-            .iter()
-            .filter(|e| serde_json::to_value(&***e).expect("json")["type"] == "job_started")
-            .count();
-        if count >= n {
-            return;
+async fn announced_started(events: &EventBus, n: usize) {
+    until(30, "job_started", || {
+        match events.subscribe(Some(0)).missed {
+            Missed::Events(seen) => count(&seen, started) >= n,
+            Missed::Resync => panic!("the buffer holds every event"),
         }
-        assert!(std::time::Instant::now() < deadline, "{n} job_started");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    })
+    .await;
 }
 
 /// Progress reported before the bus announced its lease's `job_started` follows that event
